@@ -1,0 +1,109 @@
+/* The pipelined step machine (see pipeline.h). Receives are processed in order; reducing receives
+ * use STAGING_SLOTS chunk-sized slots, direct ones up to WINDOW at a time; sends are posted in
+ * order as soon as their input is ready. */
+#include "pipeline.h"
+
+#include <stdio.h>
+
+#include "../src/error.h"
+#include "../src/reduce.h"
+#include "../src/wire.h"
+
+enum { WINDOW = 64, STAGING_SLOTS = 4 };
+
+struct pipeline_state {
+  const struct pipeline_plan *plan;
+  struct tally_comm *comm;
+  struct tally_msg_header proto; /* the collective's fingerprint */
+  size_t total_recv, total_send;
+  size_t recv_posted, recv_done, send_posted, send_done;
+  struct tally_request recv_req[WINDOW], send_req[WINDOW];
+  struct pipeline_span recv_spans[WINDOW];
+  char *staging;
+};
+
+static size_t esize(const struct pipeline_plan *p) { return tally_datatype_size(p->desc->datatype); }
+
+static tally_result_t post_recvs(struct pipeline_state *st, int *moved) {
+  const struct pipeline_plan *p = st->plan;
+  while (st->recv_posted < st->total_recv && st->recv_posted < st->recv_done + WINDOW) {
+    size_t m = st->recv_posted;
+    struct pipeline_span *span = &st->recv_spans[m % WINDOW];
+    *span = (struct pipeline_span){0};
+    p->recv_span(p, (int)(m / (size_t)p->nchunks), (int)(m % (size_t)p->nchunks), span);
+    if (span->contrib && m >= st->recv_done + STAGING_SLOTS) break; /* no free staging slot yet */
+    struct tally_request *req = &st->recv_req[m % WINDOW];
+    req->buf = span->contrib ? st->staging + (m % STAGING_SLOTS) * p->max_chunk : span->ptr;
+    req->len = span->bytes;
+    req->hdr = st->proto;
+    req->hdr.index = m;
+    TALLY_CHECK(st->comm->transport->irecv(st->comm->from_prev, req));
+    st->recv_posted++;
+    *moved = 1;
+  }
+  return TALLY_SUCCESS;
+}
+
+static void finish_recvs(struct pipeline_state *st, int *moved) {
+  const struct pipeline_plan *p = st->plan;
+  const struct tally_coll_desc *d = p->desc;
+  while (st->recv_done < st->recv_posted && st->recv_req[st->recv_done % WINDOW].done) {
+    struct pipeline_span *span = &st->recv_spans[st->recv_done % WINDOW];
+    size_t n = span->bytes / esize(p);
+    if (span->contrib)
+      tally_reduce_apply(span->ptr, st->recv_req[st->recv_done % WINDOW].buf, span->contrib, n, d->datatype, d->op);
+    if (span->finish_avg) tally_reduce_finish_avg(span->ptr, n, d->datatype, st->comm->nranks);
+    st->recv_done++;
+    *moved = 1;
+  }
+}
+
+static int send_ready(const struct pipeline_state *st, size_t m) {
+  const struct pipeline_plan *p = st->plan;
+  int step = (int)(m / (size_t)p->nchunks) - p->dep_lag;
+  if (step < 0 || step >= p->recv_steps) return 1;
+  return (size_t)step * (size_t)p->nchunks + m % (size_t)p->nchunks < st->recv_done;
+}
+
+static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
+  const struct pipeline_plan *p = st->plan;
+  while (st->send_done < st->send_posted && st->send_req[st->send_done % WINDOW].done) st->send_done++;
+  while (st->send_posted < st->total_send && st->send_posted < st->send_done + WINDOW &&
+         send_ready(st, st->send_posted)) {
+    size_t m = st->send_posted;
+    struct pipeline_span span = {0};
+    p->send_span(p, (int)(m / (size_t)p->nchunks), (int)(m % (size_t)p->nchunks), &span);
+    struct tally_request *req = &st->send_req[m % WINDOW];
+    req->buf = span.ptr;
+    req->len = span.bytes;
+    req->hdr = st->proto;
+    req->hdr.index = m;
+    TALLY_CHECK(st->comm->transport->isend(st->comm->to_next, req));
+    st->send_posted++;
+    *moved = 1;
+  }
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct pipeline_plan *plan) {
+  struct pipeline_state st = {.plan = plan, .comm = comm};
+  tally_header_fill(&st.proto, plan->desc, comm->seq);
+  st.total_recv = (size_t)plan->recv_steps * (size_t)plan->nchunks;
+  st.total_send = (size_t)plan->send_steps * (size_t)plan->nchunks;
+  TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, STAGING_SLOTS * plan->max_chunk));
+  st.staging = comm->staging;
+  struct tally_waiter waiter;
+  tally_waiter_start(comm, &waiter);
+  while (st.recv_done < st.total_recv || st.send_done < st.total_send) {
+    int moved = 0;
+    tally_result_t r = post_recvs(&st, &moved);
+    if (r == TALLY_SUCCESS) r = post_sends(&st, &moved);
+    if (r == TALLY_SUCCESS) r = tally_comm_progress(comm, &waiter, &moved);
+    if (r == TALLY_SUCCESS) finish_recvs(&st, &moved);
+    if (r != TALLY_SUCCESS)
+      return TALLY_ERROR(r, "rank %d, %s #%u: %s (received %zu of %zu messages from rank %d, sent %zu of %zu to rank %d)",
+                         comm->rank, tally_coll_name(plan->desc->coll), comm->seq, tally_error_message(), st.recv_done,
+                         st.total_recv, comm->prev_rank, st.send_done, st.total_send, comm->next_rank);
+  }
+  return TALLY_SUCCESS;
+}

@@ -1,0 +1,249 @@
+/* Ring algorithms: every rank sends to rank+1 and receives from rank-1.
+ *
+ *   allreduce       reduce-scatter then allgather, 2(n-1) steps of 1/n of the data each
+ *   reduce_scatter  n-1 steps: at step s rank r sends block r-s-1 and receives block r-s-2,
+ *                   adding its own contribution, so that it ends owning block r
+ *   allgather       n-1 steps: at step t rank r forwards block r-t and receives block r-t-1
+ *   broadcast       chain root -> root+1 -> ... -> root-1, forwarded chunk by chunk
+ *   reduce          chain root+1 -> ... -> root, each rank adding its contribution
+ *   barrier         n-1 steps of empty messages: nobody leaves before everyone arrived
+ *
+ *        r-1 ----> r ----> r+1        each block is split into chunks so that the next chunk is on
+ *         ^                  |         the wire while this one is being reduced
+ *         +------- ... <-----+
+ */
+#include <string.h>
+
+#include "../src/error.h"
+#include "algorithm.h"
+#include "pipeline.h"
+
+/* Block k of n covers [offset, offset + length) elements; blocks differ by at most one element. */
+struct blocks {
+  size_t count, esize, chunk_elems;
+  int n;
+};
+
+static size_t block_offset(const struct blocks *b, int k) {
+  size_t base = b->count / (size_t)b->n, rem = b->count % (size_t)b->n;
+  return (size_t)k * base + ((size_t)k < rem ? (size_t)k : rem);
+}
+
+/* Bytes offset and length of chunk j of block k. */
+static void block_chunk(const struct blocks *b, int k, int j, size_t *offset, size_t *bytes) {
+  size_t begin = block_offset(b, k), end = block_offset(b, k + 1);
+  size_t lo = begin + (size_t)j * b->chunk_elems;
+  size_t hi = lo + b->chunk_elems;
+  if (lo > end) lo = end;
+  if (hi > end) hi = end;
+  *offset = lo * b->esize;
+  *bytes = (hi - lo) * b->esize;
+}
+
+static int mod(int a, int n) { return ((a % n) + n) % n; }
+
+struct ring_ctx {
+  struct tally_comm *comm;
+  struct blocks blocks;
+  const char *send;  /* this rank's contribution */
+  char *recv;        /* where results go */
+  char *partial;     /* reduce_scatter/reduce: partial results that are only forwarded */
+  int rs_steps;      /* reduce-scatter steps (n-1, or 0 for a pure allgather) */
+  int final_average; /* the last reduce-scatter step divides by n */
+};
+
+/* --- allreduce, reduce_scatter, allgather: one schedule, phases chosen by rs_steps ---------- */
+
+static void ring_send_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
+  const struct ring_ctx *c = plan->ctx;
+  int r = c->comm->rank, n = c->comm->nranks;
+  size_t off, bytes;
+  if (step < c->rs_steps) {
+    int k = mod(r - step - 1, n);
+    block_chunk(&c->blocks, k, chunk, &off, &bytes);
+    const char *base = step == 0 ? c->send : (c->partial ? c->partial : c->recv);
+    span->ptr = (void *)(base + off);
+  } else {
+    int k = mod(r - (step - c->rs_steps), n);
+    block_chunk(&c->blocks, k, chunk, &off, &bytes);
+    span->ptr = c->recv + off;
+  }
+  span->bytes = bytes;
+}
+
+static void ring_recv_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
+  const struct ring_ctx *c = plan->ctx;
+  int r = c->comm->rank, n = c->comm->nranks;
+  size_t off, bytes;
+  if (step < c->rs_steps) {
+    int k = mod(r - step - 2, n);
+    block_chunk(&c->blocks, k, chunk, &off, &bytes);
+    int last = step == c->rs_steps - 1;
+    /* reduce_scatter's output holds only this rank's block: partial sums go to scratch */
+    char *dst_base = last || !c->partial ? c->recv : c->partial;
+    size_t dst_off = last && c->partial ? off - block_offset(&c->blocks, k) * c->blocks.esize : off;
+    span->ptr = dst_base + dst_off;
+    span->contrib = c->send + off;
+    span->finish_avg = last && c->final_average;
+  } else {
+    int k = mod(r - (step - c->rs_steps) - 1, n);
+    block_chunk(&c->blocks, k, chunk, &off, &bytes);
+    span->ptr = c->recv + off;
+  }
+  span->bytes = bytes;
+}
+
+static int chunks_per_block(const struct blocks *b, size_t block_elems) {
+  size_t n = (block_elems + b->chunk_elems - 1) / b->chunk_elems;
+  return n ? (int)n : 1;
+}
+
+static tally_result_t run_ring(struct tally_comm *comm, const struct tally_coll_desc *d, struct ring_ctx *c,
+                               int ag_steps) {
+  size_t max_block = c->blocks.count / (size_t)c->blocks.n + (c->blocks.count % (size_t)c->blocks.n != 0);
+  struct pipeline_plan plan = {
+      .desc = d,
+      .nchunks = chunks_per_block(&c->blocks, max_block),
+      .send_steps = c->rs_steps + ag_steps,
+      .recv_steps = c->rs_steps + ag_steps,
+      .dep_lag = 1,
+      .max_chunk = c->blocks.chunk_elems * c->blocks.esize,
+      .send_span = ring_send_span,
+      .recv_span = ring_recv_span,
+      .ctx = c,
+  };
+  return tally_pipeline_run(comm, &plan);
+}
+
+static struct blocks make_blocks(const struct tally_comm *comm, size_t count, size_t esize) {
+  size_t chunk_elems = comm->cfg.chunk_bytes / esize;
+  return (struct blocks){.count = count, .esize = esize, .chunk_elems = chunk_elems ? chunk_elems : 1,
+                         .n = comm->nranks};
+}
+
+static tally_result_t ring_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  size_t es = tally_datatype_size(d->datatype);
+  struct ring_ctx c = {.comm = comm, .blocks = make_blocks(comm, d->count, es), .send = d->sendbuf,
+                       .recv = d->recvbuf, .rs_steps = comm->nranks - 1, .final_average = d->op == TALLY_AVG};
+  return run_ring(comm, d, &c, comm->nranks - 1);
+}
+
+static tally_result_t ring_reduce_scatter(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  size_t es = tally_datatype_size(d->datatype);
+  size_t total = d->count * (size_t)comm->nranks;
+  TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, total * es));
+  /* The output is this rank's block; shift the pointer so block r lands at recvbuf. */
+  struct ring_ctx c = {.comm = comm, .blocks = make_blocks(comm, total, es), .send = d->sendbuf,
+                       .recv = (char *)d->recvbuf, .partial = comm->scratch, .rs_steps = comm->nranks - 1,
+                       .final_average = d->op == TALLY_AVG};
+  return run_ring(comm, d, &c, 0);
+}
+
+static tally_result_t ring_allgather(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  size_t es = tally_datatype_size(d->datatype);
+  size_t bytes = d->count * es;
+  char *mine = (char *)d->recvbuf + (size_t)comm->rank * bytes;
+  if (d->sendbuf != mine) memcpy(mine, d->sendbuf, bytes);
+  struct ring_ctx c = {.comm = comm, .blocks = make_blocks(comm, d->count * (size_t)comm->nranks, es),
+                       .send = d->recvbuf, .recv = d->recvbuf, .rs_steps = 0};
+  return run_ring(comm, d, &c, comm->nranks - 1);
+}
+
+static tally_result_t ring_barrier(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  static char nothing; /* empty messages still need a valid address */
+  struct ring_ctx c = {.comm = comm, .blocks = make_blocks(comm, 0, 1), .send = &nothing, .recv = &nothing,
+                       .rs_steps = 0};
+  return run_ring(comm, d, &c, comm->nranks - 1);
+}
+
+/* --- broadcast and reduce: a pipelined chain along the ring ---------------------------------- */
+
+struct chain_ctx {
+  struct tally_comm *comm;
+  struct blocks whole; /* one block: the whole buffer */
+  const char *send_from;
+  char *recv_into;
+  const char *contrib; /* reduce: this rank's contribution */
+  int finish_avg;
+};
+
+static void chain_send_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
+  (void)step;
+  const struct chain_ctx *c = plan->ctx;
+  size_t off;
+  block_chunk(&c->whole, 0, chunk, &off, &span->bytes);
+  span->ptr = (void *)(c->send_from + off);
+}
+
+static void chain_recv_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
+  (void)step;
+  const struct chain_ctx *c = plan->ctx;
+  size_t off;
+  block_chunk(&c->whole, 0, chunk, &off, &span->bytes);
+  span->ptr = c->recv_into + off;
+  span->contrib = c->contrib ? c->contrib + off : NULL;
+  span->finish_avg = c->finish_avg;
+}
+
+static tally_result_t run_chain(struct tally_comm *comm, const struct tally_coll_desc *d, struct chain_ctx *c,
+                                int sends, int recvs) {
+  c->comm = comm;
+  c->whole = make_blocks(comm, d->count, tally_datatype_size(d->datatype));
+  c->whole.n = 1;
+  struct pipeline_plan plan = {
+      .desc = d,
+      .nchunks = chunks_per_block(&c->whole, d->count),
+      .send_steps = sends,
+      .recv_steps = recvs,
+      .dep_lag = 0,
+      .max_chunk = c->whole.chunk_elems * c->whole.esize,
+      .send_span = chain_send_span,
+      .recv_span = chain_recv_span,
+      .ctx = c,
+  };
+  return tally_pipeline_run(comm, &plan);
+}
+
+static tally_result_t ring_broadcast(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  int n = comm->nranks, pos = mod(comm->rank - d->root, n);
+  struct chain_ctx c = {.recv_into = d->recvbuf};
+  if (pos == 0) {
+    size_t bytes = d->count * tally_datatype_size(d->datatype);
+    if (d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, bytes);
+    c.send_from = d->sendbuf;
+  } else {
+    c.send_from = d->recvbuf;
+  }
+  return run_chain(comm, d, &c, pos < n - 1, pos > 0);
+}
+
+static tally_result_t ring_reduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  int n = comm->nranks, pos = mod(comm->rank - d->root - 1, n); /* root+1 starts, root ends */
+  struct chain_ctx c = {.contrib = d->sendbuf};
+  if (pos == 0) {
+    c.send_from = d->sendbuf;
+  } else if (pos == n - 1) {
+    c.recv_into = d->recvbuf;
+    c.finish_avg = d->op == TALLY_AVG;
+  } else {
+    TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, d->count * tally_datatype_size(d->datatype)));
+    c.recv_into = comm->scratch;
+    c.send_from = comm->scratch;
+  }
+  return run_chain(comm, d, &c, pos < n - 1, pos > 0);
+}
+
+static tally_result_t ring_run(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  switch (d->coll) {
+    case TALLY_COLL_ALLREDUCE: return ring_allreduce(comm, d);
+    case TALLY_COLL_REDUCE_SCATTER: return ring_reduce_scatter(comm, d);
+    case TALLY_COLL_ALLGATHER: return ring_allgather(comm, d);
+    case TALLY_COLL_BROADCAST: return ring_broadcast(comm, d);
+    case TALLY_COLL_REDUCE: return ring_reduce(comm, d);
+    case TALLY_COLL_BARRIER: return ring_barrier(comm, d);
+    case TALLY_NUM_COLLS: break;
+  }
+  return TALLY_ERROR(TALLY_ERR_INTERNAL, "ring: unknown collective %d", (int)d->coll);
+}
+
+const struct tally_algorithm tally_ring_algorithm = {.name = "ring", .run = ring_run};

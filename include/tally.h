@@ -1,0 +1,111 @@
+/* Tally: collective communication for distributed deep learning.
+ *
+ * The only public header. The API mirrors NCCL's argument order so that porting is mechanical:
+ * every call returns a tally_result_t, tally_result_string() names the code, and
+ * tally_comm_last_error() says in a sentence what went wrong on a communicator and what to do.
+ *
+ * Buffers are host memory; `stream` must be NULL (the call blocks until the result is in
+ * recvbuf). A non-NULL stream in a build without CUDA returns TALLY_ERR_UNSUPPORTED.
+ */
+#ifndef TALLY_H
+#define TALLY_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TALLY_API __attribute__((visibility("default")))
+#else
+#define TALLY_API
+#endif
+
+#define TALLY_VERSION_MAJOR 0
+#define TALLY_VERSION_MINOR 1
+#define TALLY_VERSION_PATCH 0
+/* tally_get_version() returns MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define TALLY_VERSION_CODE (TALLY_VERSION_MAJOR * 10000 + TALLY_VERSION_MINOR * 100 + TALLY_VERSION_PATCH)
+
+#define TALLY_UNIQUE_ID_BYTES 128
+/* Opaque: the bootstrap root's address and the job's secret. Pass it out of band to all ranks. */
+typedef struct {
+  char internal[TALLY_UNIQUE_ID_BYTES];
+} tally_unique_id_t;
+
+typedef struct tally_comm *tally_comm_t;
+typedef void *tally_stream_t; /* NULL: host memory, the call returns when done */
+
+typedef enum {
+  TALLY_SUCCESS = 0,
+  TALLY_ERR_INVALID_ARGUMENT, /* a bad value passed by the caller */
+  TALLY_ERR_INVALID_USAGE,    /* a call made in the wrong state (destroyed comm, comm in error) */
+  TALLY_ERR_SYSTEM,           /* the operating system refused something (socket, memory) */
+  TALLY_ERR_REMOTE,           /* a peer closed its connection or misbehaved */
+  TALLY_ERR_TIMEOUT,          /* a wait passed TALLY_TIMEOUT */
+  TALLY_ERR_MISMATCH,         /* ranks called different collectives, counts, types, ops or roots */
+  TALLY_ERR_UNSUPPORTED,      /* a feature this build lacks */
+  TALLY_ERR_ABORTED,          /* tally_comm_abort() was called */
+  TALLY_ERR_AUTH,             /* a connection did not prove knowledge of the job secret */
+  TALLY_ERR_INTERNAL          /* a bug in Tally: please report it */
+} tally_result_t;
+
+typedef enum {
+  TALLY_INT8,
+  TALLY_UINT8,
+  TALLY_INT32,
+  TALLY_UINT32,
+  TALLY_INT64,
+  TALLY_UINT64,
+  TALLY_FLOAT16,
+  TALLY_BFLOAT16,
+  TALLY_FLOAT32,
+  TALLY_FLOAT64,
+  TALLY_NUM_DATATYPES
+} tally_datatype_t;
+
+typedef enum { TALLY_SUM, TALLY_PROD, TALLY_MIN, TALLY_MAX, TALLY_AVG, TALLY_NUM_OPS } tally_op_t;
+
+TALLY_API const char *tally_result_string(tally_result_t r);
+/* A sentence about the last error on `comm`: what failed, which peer, what to do. Never NULL. */
+TALLY_API const char *tally_comm_last_error(tally_comm_t comm);
+TALLY_API tally_result_t tally_get_version(int *version);
+
+/* Starts the bootstrap root in this process (a background thread that lives until the
+ * communicator's ranks have all joined) and returns an id that carries its address and a fresh
+ * 128-bit secret. Call it once, on one process, per communicator. */
+TALLY_API tally_result_t tally_get_unique_id(tally_unique_id_t *id);
+TALLY_API tally_result_t tally_comm_init_rank(tally_comm_t *comm, int nranks, tally_unique_id_t id, int rank);
+/* Rank, size, root address and secret from the environment (TALLY_RANK/TALLY_SIZE, Open MPI,
+ * PMI, Slurm or torchrun variables; TALLY_ROOT or MASTER_ADDR/MASTER_PORT; TALLY_SECRET). */
+TALLY_API tally_result_t tally_comm_init_env(tally_comm_t *comm);
+TALLY_API tally_result_t tally_comm_destroy(tally_comm_t comm);
+/* Makes a collective blocked on `comm` in another thread return TALLY_ERR_ABORTED; the comm
+ * then refuses further collectives and must be destroyed. */
+TALLY_API tally_result_t tally_comm_abort(tally_comm_t comm);
+TALLY_API tally_result_t tally_comm_rank(tally_comm_t comm, int *rank);
+TALLY_API tally_result_t tally_comm_size(tally_comm_t comm, int *nranks);
+
+TALLY_API tally_result_t tally_allreduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
+                               tally_op_t op, tally_comm_t comm, tally_stream_t stream);
+TALLY_API tally_result_t tally_allgather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype,
+                               tally_comm_t comm, tally_stream_t stream);
+TALLY_API tally_result_t tally_reduce_scatter(const void *sendbuf, void *recvbuf, size_t recvcount,
+                                    tally_datatype_t datatype, tally_op_t op, tally_comm_t comm,
+                                    tally_stream_t stream);
+TALLY_API tally_result_t tally_broadcast(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, int root,
+                               tally_comm_t comm, tally_stream_t stream);
+TALLY_API tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
+                            tally_op_t op, int root, tally_comm_t comm, tally_stream_t stream);
+TALLY_API tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream);
+
+/* Helpers for tools and bindings. */
+TALLY_API const char *tally_datatype_name(tally_datatype_t datatype); /* "float", "int32", ...; NULL if unknown */
+TALLY_API size_t tally_datatype_size(tally_datatype_t datatype);      /* bytes per element; 0 if unknown */
+TALLY_API const char *tally_op_name(tally_op_t op);                   /* "sum", "prod", ...; NULL if unknown */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TALLY_H */

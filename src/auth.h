@@ -1,0 +1,39 @@
+/* Connection authentication: before anything else is read from a connection, both sides prove
+ * they know the job secret with HMAC-SHA256 (OpenSSL libcrypto) over fresh random nonces, and the
+ * connecting side's fixed-size payload (who it is) is covered by its proof.
+ *
+ *   client -> server  hello      magic, version, purpose, client nonce
+ *   server -> client  challenge  magic, version, purpose, server nonce, HMAC(key, "S" hello nonce_s)
+ *   client -> server  proof      HMAC(key, "C" nonce_c nonce_s purpose payload), payload
+ *
+ * The server side handles many connections at once with poll, so an intruder that sends garbage
+ * or nothing delays nobody: it is refused, logged, and the job goes on. */
+#ifndef TALLY_AUTH_H
+#define TALLY_AUTH_H
+
+#include <stdint.h>
+
+#include "net.h"
+#include "tally.h"
+#include "uid.h"
+
+#define TALLY_AUTH_PAYLOAD_BYTES 192
+enum { TALLY_PURPOSE_BOOTSTRAP = 1, TALLY_PURPOSE_DATA = 2 };
+
+/* Client side on a connected fd: blocks until authenticated or the deadline. */
+tally_result_t tally_auth_connect(int fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
+                                  const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES], uint64_t deadline,
+                                  int abort_fd);
+
+/* Called for each authenticated connection. Return 1 to keep the fd (the callee owns it), or 0 to
+ * refuse it (after writing why into `why`); the server then closes it and logs the reason. */
+typedef int (*tally_auth_admit_fn)(void *ctx, int fd, const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES],
+                                   const char *from, char *why, size_t whylen);
+
+/* Accepts on listen_fd until `admit` has kept *want connections (admit may change *want), the deadline passes or abort_fd
+ * becomes readable. Connections that fail the handshake are closed and logged at WARN. */
+tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
+                                 const int *want, uint64_t deadline, int abort_fd, tally_auth_admit_fn admit,
+                                 void *ctx);
+
+#endif

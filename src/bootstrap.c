@@ -1,0 +1,199 @@
+/* Bootstrap root and join.
+ *
+ *   rank -> root   (authenticated join payload) rank, nranks, packed data address
+ *   root -> rank   magic, status, nranks, comm id, then either nranks packed addresses (status 0)
+ *                  or a 256-byte message saying why the job cannot start (status 1)
+ */
+#define _GNU_SOURCE
+#include "bootstrap.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "bytes.h"
+#include "clock.h"
+#include "error.h"
+#include "log.h"
+
+enum { TABLE_MAGIC = 0x544c5942 /* "TLYB" */, TABLE_HEADER = 20, FAIL_TEXT = 256, MAX_RANKS = 1 << 24 };
+
+struct root {
+  struct tally_job_id job;
+  int listen_fd;
+  double timeout_s;
+  int nranks; /* set by the first join, 0 before */
+  int want;   /* connections to accept: 1 until the first join says how many */
+  int joined;
+  int *fds;   /* per rank, -1 until it joins */
+  unsigned char *addrs;
+};
+
+static int root_admit(void *ctx, int fd, const unsigned char *payload, const char *from, char *why, size_t whylen) {
+  struct root *root = ctx;
+  uint32_t rank = tally_get_u32(payload), nranks = tally_get_u32(payload + 4);
+  struct tally_sockaddr addr;
+  if (nranks == 0 || nranks > MAX_RANKS || rank >= nranks || tally_net_unpack(payload + 8, &addr) != 0) {
+    snprintf(why, whylen, "its join message is malformed (rank %u of %u)", rank, nranks);
+    return 0;
+  }
+  if (root->nranks == 0) {
+    root->fds = malloc(nranks * sizeof *root->fds);
+    root->addrs = calloc(nranks, TALLY_PACKED_ADDR_BYTES);
+    if (!root->fds || !root->addrs) {
+      snprintf(why, whylen, "the root is out of memory for %u ranks", nranks);
+      return 0;
+    }
+    for (uint32_t i = 0; i < nranks; i++) root->fds[i] = -1;
+    root->nranks = (int)nranks;
+    root->want = (int)nranks;
+  }
+  if ((int)nranks != root->nranks) {
+    snprintf(why, whylen, "rank %u says the job has %u ranks but earlier ranks said %d: pass every rank the same nranks",
+             rank, nranks, root->nranks);
+    return 0;
+  }
+  if (root->fds[rank] >= 0) {
+    snprintf(why, whylen, "rank %u joined twice: pass every process a different rank", rank);
+    return 0;
+  }
+  root->fds[rank] = fd;
+  memcpy(root->addrs + rank * TALLY_PACKED_ADDR_BYTES, payload + 8, TALLY_PACKED_ADDR_BYTES);
+  root->joined++;
+  TLOG_TRACE(TALLY_SUBSYS_BOOT, "root: rank %u of %u joined from %s", rank, nranks, from);
+  return 1;
+}
+
+/* Sends every joined rank either the table or the reason the job cannot start. */
+static void root_reply(struct root *root, const char *failure) {
+  size_t table = (size_t)root->nranks * TALLY_PACKED_ADDR_BYTES;
+  size_t len = TABLE_HEADER + (failure ? FAIL_TEXT : table);
+  unsigned char *msg = calloc(1, len);
+  if (!msg) return;
+  uint64_t comm_id;
+  if (getrandom(&comm_id, sizeof comm_id, 0) != sizeof comm_id) comm_id = tally_now_ns();
+  tally_put_u32(msg, TABLE_MAGIC);
+  tally_put_u32(msg + 4, failure ? 1 : 0);
+  tally_put_u32(msg + 8, (uint32_t)root->nranks);
+  tally_put_u64(msg + 12, comm_id);
+  if (failure)
+    snprintf((char *)msg + TABLE_HEADER, FAIL_TEXT, "%s", failure);
+  else
+    memcpy(msg + TABLE_HEADER, root->addrs, table);
+  uint64_t deadline = tally_deadline_after(root->timeout_s);
+  for (int r = 0; r < root->nranks; r++) {
+    if (root->fds[r] < 0) continue;
+    if (tally_net_write_all(root->fds[r], msg, len, deadline, -1) != TALLY_SUCCESS)
+      TLOG_WARN(TALLY_SUBSYS_BOOT, "root: could not send the address table to rank %d: %s", r, tally_error_message());
+    close(root->fds[r]);
+  }
+  free(msg);
+}
+
+static void *root_main(void *arg) {
+  struct root *root = arg;
+  root->want = 1;
+  uint64_t deadline = tally_deadline_after(root->timeout_s);
+  tally_result_t r = tally_auth_accept(root->listen_fd, root->job.secret, TALLY_PURPOSE_BOOTSTRAP, &root->want,
+                                       deadline, -1, root_admit, root);
+  if (r == TALLY_SUCCESS) {
+    root_reply(root, NULL);
+  } else if (root->nranks > 0) {
+    char missing[FAIL_TEXT - 80] = "";
+    for (int i = 0; i < root->nranks && strlen(missing) < sizeof missing - 16; i++)
+      if (root->fds[i] < 0) snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %d", i);
+    char text[FAIL_TEXT];
+    snprintf(text, sizeof text, "only %d of %d ranks joined the bootstrap before TALLY_TIMEOUT; missing:%s",
+             root->joined, root->nranks, missing);
+    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", text);
+    root_reply(root, text);
+  } else {
+    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: no rank joined before TALLY_TIMEOUT");
+  }
+  close(root->listen_fd);
+  free(root->fds);
+  free(root->addrs);
+  free(root);
+  return NULL;
+}
+
+tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s) {
+  struct root *root = calloc(1, sizeof *root);
+  if (!root) {
+    close(listen_fd);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory starting the bootstrap root");
+  }
+  root->job = *job;
+  root->listen_fd = listen_fd;
+  root->timeout_s = timeout_s;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t thread;
+  int err = pthread_create(&thread, &attr, root_main, root);
+  pthread_attr_destroy(&attr);
+  if (err != 0) {
+    close(listen_fd);
+    free(root);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start the bootstrap root thread: %s", strerror(err));
+  }
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, int nranks,
+                                    const struct tally_sockaddr *my_addr, uint64_t deadline, int abort_fd,
+                                    struct tally_sockaddr *peers, uint64_t *comm_id) {
+  char root_text[80];
+  tally_net_format(&job->root, root_text, sizeof root_text);
+  unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES] = {0};
+  tally_put_u32(payload, (uint32_t)rank);
+  tally_put_u32(payload + 4, (uint32_t)nranks);
+  tally_net_pack(my_addr, payload + 8);
+  int fd;
+  tally_result_t r = tally_net_connect(&job->root, deadline, abort_fd, &fd);
+  if (r != TALLY_SUCCESS)
+    return TALLY_ERROR(r, "rank %d cannot reach the bootstrap root at %s: %s", rank, root_text, tally_error_message());
+  r = tally_auth_connect(fd, job->secret, TALLY_PURPOSE_BOOTSTRAP, payload, deadline, abort_fd);
+  unsigned char header[TABLE_HEADER];
+  if (r == TALLY_SUCCESS) r = tally_net_read_all(fd, header, sizeof header, deadline, abort_fd);
+  if (r != TALLY_SUCCESS) {
+    close(fd);
+    return TALLY_ERROR(r, "rank %d could not join the job at the bootstrap root %s: %s%s", rank, root_text,
+                       tally_error_message(),
+                       r == TALLY_ERR_REMOTE ? " (the root refused this rank: see its log for why, e.g. a duplicate "
+                                               "rank or a different nranks)"
+                                             : "");
+  }
+  uint32_t status = tally_get_u32(header + 4);
+  if (tally_get_u32(header) != TABLE_MAGIC || status > 1 || tally_get_u32(header + 8) != (uint32_t)nranks) {
+    close(fd);
+    return TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root at %s sent a malformed reply", root_text);
+  }
+  if (status == 1) {
+    char text[FAIL_TEXT];
+    r = tally_net_read_all(fd, text, sizeof text, deadline, abort_fd);
+    close(fd);
+    text[FAIL_TEXT - 1] = '\0';
+    return TALLY_ERROR(TALLY_ERR_TIMEOUT, "the bootstrap root at %s gave up: %s", root_text,
+                       r == TALLY_SUCCESS ? text : "(its reason was lost)");
+  }
+  *comm_id = tally_get_u64(header + 12);
+  size_t table = (size_t)nranks * TALLY_PACKED_ADDR_BYTES;
+  unsigned char *addrs = malloc(table);
+  if (!addrs) {
+    close(fd);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory reading the address table of %d ranks", nranks);
+  }
+  r = tally_net_read_all(fd, addrs, table, deadline, abort_fd);
+  close(fd);
+  for (int i = 0; r == TALLY_SUCCESS && i < nranks; i++)
+    if (tally_net_unpack(addrs + (size_t)i * TALLY_PACKED_ADDR_BYTES, &peers[i]) != 0)
+      r = TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root sent an invalid address for rank %d", i);
+  free(addrs);
+  if (r != TALLY_SUCCESS) return TALLY_ERROR(r, "rank %d: reading the address table: %s", rank, tally_error_message());
+  return TALLY_SUCCESS;
+}

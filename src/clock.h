@@ -1,0 +1,26 @@
+/* Monotonic time and deadlines: every wait in Tally is bounded by a deadline in nanoseconds. */
+#ifndef TALLY_CLOCK_H
+#define TALLY_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline uint64_t tally_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t tally_deadline_after(double seconds) {
+  return tally_now_ns() + (uint64_t)(seconds * 1e9);
+}
+
+/* Milliseconds left until `deadline`, rounded up, 0 when passed, capped at `cap_ms`. */
+static inline int tally_ms_until(uint64_t deadline, int cap_ms) {
+  uint64_t now = tally_now_ns();
+  if (now >= deadline) return 0;
+  uint64_t ms = (deadline - now + 999999) / 1000000;
+  return ms > (uint64_t)cap_ms ? cap_ms : (int)ms;
+}
+
+#endif

@@ -1,0 +1,127 @@
+/* The collective entry points: validate the arguments, build a descriptor, let the tuner pick an
+ * algorithm, run it, and keep the communicator's error state. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../algorithms/algorithm.h"
+#include "comm.h"
+#include "error.h"
+#include "log.h"
+#include "registry.h"
+
+/* Copies this thread's last message into the communicator, so tally_comm_last_error finds it. */
+static tally_result_t remember(tally_comm_t comm, tally_result_t r) {
+  snprintf(comm->last_error, sizeof comm->last_error, "%s", tally_error_message());
+  return r;
+}
+
+/* How many elements of each buffer the collective touches on this rank. */
+static void buffer_elems(const struct tally_coll_desc *d, int nranks, size_t *send, size_t *recv) {
+  size_t n = (size_t)nranks;
+  *send = *recv = d->count;
+  if (d->coll == TALLY_COLL_ALLGATHER) *recv = d->count * n;
+  if (d->coll == TALLY_COLL_REDUCE_SCATTER) *send = d->count * n;
+}
+
+static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
+                               tally_stream_t stream) {
+  if (stream)
+    return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
+                       "%s: stream is not NULL, but this build of Tally has no CUDA support; pass NULL for host memory",
+                       fn);
+  if ((unsigned)d->datatype >= TALLY_NUM_DATATYPES)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: datatype %d is not a tally_datatype_t", fn, (int)d->datatype);
+  if ((unsigned)d->op >= TALLY_NUM_OPS)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: op %d is not a tally_op_t", fn, (int)d->op);
+  if (d->root < 0 || d->root >= comm->nranks)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: root %d is outside 0..%d", fn, d->root, comm->nranks - 1);
+  size_t es = tally_datatype_size(d->datatype);
+  if (d->count > SIZE_MAX / es / (size_t)comm->nranks)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: count %zu of %zu-byte elements overflows the address space",
+                       fn, d->count, es);
+  if (d->count == 0) return TALLY_SUCCESS;
+  int root_only_send = d->coll == TALLY_COLL_BROADCAST, root_only_recv = d->coll == TALLY_COLL_REDUCE;
+  if (!d->sendbuf && (!root_only_send || comm->rank == d->root))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: sendbuf is NULL but count is %zu", fn, d->count);
+  if (!d->recvbuf && (!root_only_recv || comm->rank == d->root))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: recvbuf is NULL but count is %zu", fn, d->count);
+  return TALLY_SUCCESS;
+}
+
+/* One rank: the result is this rank's own data. */
+static void run_alone(const struct tally_coll_desc *d) {
+  size_t send, recv;
+  buffer_elems(d, 1, &send, &recv);
+  if (d->coll != TALLY_COLL_BARRIER && d->sendbuf != d->recvbuf)
+    memmove(d->recvbuf, d->sendbuf, recv * tally_datatype_size(d->datatype));
+}
+
+static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
+  if (!tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
+  tally_result_t r = validate(fn, d, comm, stream);
+  if (r != TALLY_SUCCESS) return remember(comm, r);
+  if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
+  if (comm->error != TALLY_SUCCESS)
+    return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                                      "%s: the communicator is in error state since an earlier failure (%s: %s); "
+                                      "destroy it and create a new one",
+                                      fn, tally_result_string(comm->error), comm->last_error));
+  if (atomic_exchange(&comm->busy, 1))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "%s: another thread is running a collective on this communicator; use one communicator per "
+                       "thread or serialise the calls",
+                       fn);
+  if (comm->nranks == 1) {
+    run_alone(d);
+  } else {
+    const struct tally_algorithm *algo = tally_tuner_select(comm, d);
+    TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
+    r = algo->run(comm, d);
+  }
+  comm->seq++;
+  if (r != TALLY_SUCCESS) {
+    comm->error = r;
+    remember(comm, r);
+  }
+  atomic_store(&comm->busy, 0);
+  return r;
+}
+
+tally_result_t tally_allreduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
+                               tally_op_t op, tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, sendbuf, recvbuf, count, datatype, op, 0};
+  return run("tally_allreduce", &d, comm, stream);
+}
+
+tally_result_t tally_allgather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype,
+                               tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, datatype, TALLY_SUM, 0};
+  return run("tally_allgather", &d, comm, stream);
+}
+
+tally_result_t tally_reduce_scatter(const void *sendbuf, void *recvbuf, size_t recvcount,
+                                    tally_datatype_t datatype, tally_op_t op, tally_comm_t comm,
+                                    tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, datatype, op, 0};
+  return run("tally_reduce_scatter", &d, comm, stream);
+}
+
+tally_result_t tally_broadcast(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, int root,
+                               tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, sendbuf, recvbuf, count, datatype, TALLY_SUM, root};
+  return run("tally_broadcast", &d, comm, stream);
+}
+
+tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
+                            tally_op_t op, int root, tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_REDUCE, sendbuf, recvbuf, count, datatype, op, root};
+  return run("tally_reduce", &d, comm, stream);
+}
+
+tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0};
+  return run("tally_barrier", &d, comm, stream);
+}

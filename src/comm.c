@@ -1,0 +1,192 @@
+/* Communicator life cycle: creation (config, transport endpoint, bootstrap, ring connections),
+ * destruction, abort, the registry that catches destroyed handles, and waiting for progress. */
+#define _GNU_SOURCE
+#include "comm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "bootstrap.h"
+#include "clock.h"
+#include "error.h"
+#include "log.h"
+#include "registry.h"
+
+tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
+  if (bytes <= *have) return TALLY_SUCCESS;
+  void *grown = NULL;
+  if (posix_memalign(&grown, 64, bytes) != 0)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory: cannot allocate a %zu-byte internal buffer", bytes);
+  free(*buf);
+  *buf = grown;
+  *have = bytes;
+  return TALLY_SUCCESS;
+}
+
+void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w) {
+  w->deadline = tally_deadline_after(comm->cfg.timeout_s);
+  w->idle_since = 0;
+}
+
+tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved) {
+  if (atomic_load(&comm->aborted))
+    return TALLY_ERROR(TALLY_ERR_ABORTED, "the communicator was aborted (tally_comm_abort)");
+  int spin = !*moved;
+  if (*moved) w->idle_since = 0;
+  uint64_t now = 0;
+  int timeout_ms = 0;
+  if (spin) {
+    now = tally_now_ns();
+    if (w->idle_since == 0) w->idle_since = now;
+    if (now >= w->deadline)
+      return TALLY_ERROR(TALLY_ERR_TIMEOUT, "nothing arrived for %.1f s (TALLY_TIMEOUT); the peer may be stuck or dead",
+                         comm->cfg.timeout_s);
+    if (now - w->idle_since >= (uint64_t)comm->cfg.spin_us * 1000) timeout_ms = tally_ms_until(w->deadline, 100);
+  }
+  int transport_moved = 0;
+  TALLY_CHECK(comm->transport->progress(comm->ep, timeout_ms, &transport_moved));
+  if (transport_moved) {
+    *moved = 1;
+    w->idle_since = 0;
+  }
+  return TALLY_SUCCESS;
+}
+
+/* Accepts the connection from the previous rank while the main thread connects to the next. */
+struct accept_job {
+  struct tally_comm *comm;
+  uint64_t deadline;
+  tally_result_t result;
+  char message[1024];
+};
+
+static void *accept_prev(void *arg) {
+  struct accept_job *job = arg;
+  struct tally_comm *c = job->comm;
+  job->result = c->transport->accept(c->ep, c->comm_id, 1, &c->prev_rank, job->deadline, &c->from_prev);
+  snprintf(job->message, sizeof job->message, "%s", tally_error_message());
+  return NULL;
+}
+
+static tally_result_t connect_ring(struct tally_comm *c, const struct tally_sockaddr *peers, uint64_t deadline) {
+  c->next_rank = (c->rank + 1) % c->nranks;
+  c->prev_rank = (c->rank + c->nranks - 1) % c->nranks;
+  struct accept_job job = {.comm = c, .deadline = deadline};
+  pthread_t thread;
+  int err = pthread_create(&thread, NULL, accept_prev, &job);
+  if (err != 0) return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start a thread to accept connections: %s", strerror(err));
+  tally_result_t r = c->transport->connect(c->ep, c->comm_id, c->next_rank, &peers[c->next_rank], deadline, &c->to_next);
+  if (r != TALLY_SUCCESS) {
+    uint64_t one = 1; /* wake the accepting thread at once */
+    if (write(c->abort_fd, &one, sizeof one) < 0) TLOG_WARN(TALLY_SUBSYS_INIT, "eventfd write: %s", strerror(errno));
+  }
+  pthread_join(thread, NULL);
+  if (r != TALLY_SUCCESS) return r;
+  if (job.result != TALLY_SUCCESS) return TALLY_ERROR(job.result, "%s", job.message);
+  return TALLY_SUCCESS;
+}
+
+static void comm_free(struct tally_comm *c) {
+  if (c->ep) c->transport->destroy(c->ep); /* closes its connections */
+  if (c->abort_fd >= 0) close(c->abort_fd);
+  free(c->scratch);
+  free(c->staging);
+  free(c);
+}
+
+tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, const struct tally_job_id *job) {
+  struct tally_comm *c = calloc(1, sizeof *c);
+  if (!c) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory creating a communicator");
+  c->rank = rank;
+  c->nranks = nranks;
+  c->abort_fd = -1;
+  tally_result_t r = tally_config_load(&c->cfg);
+  if (r != TALLY_SUCCESS) goto fail;
+  tally_log_set_rank(rank);
+  c->transport = tally_transport_find(c->cfg.transport);
+  c->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (c->abort_fd < 0) {
+    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+    goto fail;
+  }
+  struct tally_transport_params params = {
+      .ifname = c->cfg.ifname, .secret = job->secret, .rank = rank, .abort_fd = c->abort_fd};
+  r = c->transport->create(&params, &c->ep);
+  if (r != TALLY_SUCCESS) goto fail;
+  struct tally_sockaddr me;
+  c->transport->address(c->ep, &me);
+  struct tally_sockaddr *peers = calloc((size_t)nranks, sizeof *peers);
+  if (!peers) {
+    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for %d peer addresses", nranks);
+    goto fail;
+  }
+  uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
+  r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, peers, &c->comm_id);
+  if (r == TALLY_SUCCESS && nranks > 1) r = connect_ring(c, peers, deadline);
+  free(peers);
+  if (r != TALLY_SUCCESS) goto fail;
+  r = tally_registry_add(c);
+  if (r != TALLY_SUCCESS) goto fail;
+  char text[80];
+  TLOG_INFO(TALLY_SUBSYS_INIT, "rank %d of %d ready on %s (transport %s, communicator %016llx)", rank, nranks,
+            tally_net_format(&me, text, sizeof text), c->cfg.transport, (unsigned long long)c->comm_id);
+  *out = c;
+  return TALLY_SUCCESS;
+fail:
+  comm_free(c);
+  return r;
+}
+
+tally_result_t tally_comm_destroy(tally_comm_t comm) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_destroy: comm is NULL");
+  if (!tally_registry_remove(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "tally_comm_destroy: this communicator was already destroyed or never created");
+  if (atomic_load(&comm->busy)) {
+    tally_registry_add(comm);
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "tally_comm_destroy: a collective is still running on this communicator in another thread; "
+                       "call tally_comm_abort first and destroy it once the collective has returned");
+  }
+  comm_free(comm);
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_abort(tally_comm_t comm) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_abort: comm is NULL");
+  if (!tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_comm_abort: this communicator was destroyed or never created");
+  atomic_store(&comm->aborted, 1);
+  uint64_t one = 1;
+  if (write(comm->abort_fd, &one, sizeof one) < 0)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "tally_comm_abort: eventfd write: %s", strerror(errno));
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_rank(tally_comm_t comm, int *rank) {
+  if (!rank) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_rank: rank is NULL");
+  if (!comm || !tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_comm_rank: comm is NULL, destroyed or never created");
+  *rank = comm->rank;
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_size(tally_comm_t comm, int *nranks) {
+  if (!nranks) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_size: nranks is NULL");
+  if (!comm || !tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_comm_size: comm is NULL, destroyed or never created");
+  *nranks = comm->nranks;
+  return TALLY_SUCCESS;
+}
+
+const char *tally_comm_last_error(tally_comm_t comm) {
+  if (comm && tally_registry_contains(comm)) return comm->last_error;
+  return tally_error_message();
+}

@@ -1,0 +1,57 @@
+/* The communicator: who this rank is, its connections, its configuration and its error state.
+ * Internal: algorithms reach peers only through the transport vtable and the ring neighbours
+ * recorded here. */
+#ifndef TALLY_COMM_H
+#define TALLY_COMM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "../transports/transport.h"
+#include "config.h"
+#include "tally.h"
+
+struct tally_comm {
+  int rank, nranks;
+  struct tally_config cfg;
+  uint64_t comm_id;
+  uint32_t seq; /* collectives started on this communicator */
+
+  const struct tally_transport_ops *transport;
+  struct tally_endpoint *ep;
+  int next_rank, prev_rank;
+  struct tally_conn *to_next;   /* ring: the connection this rank sends on */
+  struct tally_conn *from_prev; /* ring: the connection this rank receives on */
+
+  int abort_fd; /* eventfd: readable once tally_comm_abort was called */
+  atomic_int aborted;
+  atomic_int busy; /* a collective is running: a second thread is refused */
+  tally_result_t error; /* first error; the communicator refuses collectives after it */
+  char last_error[1024];
+
+  void *scratch; /* grows to the largest partial-result buffer a collective needed */
+  size_t scratch_bytes;
+  void *staging; /* chunk-sized receive slots for reductions */
+  size_t staging_bytes;
+};
+
+/* Builds a communicator: configuration, transport endpoint, bootstrap through the root in `job`,
+ * and the ring connections. Arguments are already validated. */
+tally_result_t tally_comm_create(struct tally_comm **comm, int nranks, int rank, const struct tally_job_id *job);
+
+/* Waiting without stealing a core: call once per loop of an algorithm's step machine with
+ * `moved` saying whether the loop made progress. Polls the transport, and once nothing has moved
+ * for cfg.spin_us, blocks in the transport until something arrives. Fails on abort, on the
+ * deadline, or when the transport fails. */
+struct tally_waiter {
+  uint64_t deadline;
+  uint64_t idle_since; /* 0: not idle */
+};
+void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w);
+tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved);
+
+/* Returns a buffer of at least `bytes` owned by the communicator (scratch or staging). */
+tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes);
+
+#endif

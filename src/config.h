@@ -1,0 +1,37 @@
+/* Configuration from the environment (TALLY_* variables), validated once per communicator:
+ * a malformed or unknown value is an error with a message, never silently ignored. */
+#ifndef TALLY_CONFIG_H
+#define TALLY_CONFIG_H
+
+#include "tally.h"
+
+#define TALLY_DEFAULT_TIMEOUT_S 300.0
+
+struct tally_config {
+  double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
+  char ifname[128];     /* TALLY_SOCKET_IFNAME: interface filter, NCCL syntax; "" = default */
+  char transport[16];   /* TALLY_TRANSPORT: "tcp" (the only network transport so far) */
+  char algo[16];        /* TALLY_ALGO: "ring" */
+  int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
+  size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */
+};
+
+tally_result_t tally_config_load(struct tally_config *cfg);
+
+/* Where tally_comm_init_env finds its job: rank and size from the first launcher whose variables
+ * are set, the root's host:port, and the secret (absent: unauthenticated). */
+struct tally_launch_env {
+  int rank, size;
+  const char *rank_var;   /* which variable the rank came from, for messages */
+  char root[300];         /* host:port */
+  unsigned char secret[16];
+  int has_secret;
+};
+tally_result_t tally_launch_env_load(struct tally_launch_env *env);
+
+/* Parses "host:port" or "[v6addr]:port" into its parts; returns 0 or -1. */
+int tally_split_host_port(const char *text, char *host, size_t hostlen, int *port);
+/* Parses 32 hex digits into 16 bytes; returns 0 or -1. */
+int tally_parse_secret_hex(const char *hex, unsigned char secret[16]);
+
+#endif

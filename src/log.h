@@ -1,0 +1,29 @@
+/* Logging controlled by TALLY_DEBUG (WARN, INFO, TRACE) and TALLY_DEBUG_SUBSYS (INIT, BOOT, NET,
+ * COLL, ALL; a leading ^ excludes), written to stderr with host, pid and rank. */
+#ifndef TALLY_LOG_H
+#define TALLY_LOG_H
+
+#include <stddef.h>
+
+enum { TALLY_LOG_NONE = 0, TALLY_LOG_WARN = 1, TALLY_LOG_INFO = 2, TALLY_LOG_TRACE = 3 };
+enum {
+  TALLY_SUBSYS_INIT = 1u << 0,
+  TALLY_SUBSYS_BOOT = 1u << 1,
+  TALLY_SUBSYS_NET = 1u << 2,
+  TALLY_SUBSYS_COLL = 1u << 3,
+  TALLY_SUBSYS_ALL = ~0u
+};
+
+void tally_log(int level, unsigned subsys, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Validates and applies the logging variables; on a malformed value returns -1 and describes it in
+ * err. Called from config loading; before that, logging runs at WARN for all subsystems. */
+int tally_log_configure(const char *level, const char *subsys, char *err, size_t errlen);
+void tally_log_set_rank(int rank);
+
+#define TLOG_WARN(sub, ...) tally_log(TALLY_LOG_WARN, (sub), __FILE__, __LINE__, __VA_ARGS__)
+#define TLOG_INFO(sub, ...) tally_log(TALLY_LOG_INFO, (sub), __FILE__, __LINE__, __VA_ARGS__)
+#define TLOG_TRACE(sub, ...) tally_log(TALLY_LOG_TRACE, (sub), __FILE__, __LINE__, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,26 @@
+/* Element-wise reductions for every datatype and op, and the fp16/bf16 conversions they use.
+ * The one place in Tally where data is combined. */
+#ifndef TALLY_REDUCE_H
+#define TALLY_REDUCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tally.h"
+
+/* out[i] = a[i] OP b[i] for i < count; out may alias a or b (exactly, not partially). AVG reduces
+ * as SUM. */
+void tally_reduce_apply(void *out, const void *a, const void *b, size_t count, tally_datatype_t dt, tally_op_t op);
+/* AVG's last step: buf[i] /= n; integers truncate toward zero, fp16/bf16 go through float. */
+void tally_reduce_finish_avg(void *buf, size_t count, tally_datatype_t dt, int n);
+
+float tally_half_to_float(uint16_t h);
+uint16_t tally_float_to_half(float f);
+float tally_bf16_to_float(uint16_t b);
+uint16_t tally_float_to_bf16(float f);
+
+/* -1 when unknown. Accepts the nccl-tests names and common aliases (fp16, bf16, fp32, ...). */
+int tally_datatype_from_name(const char *name);
+int tally_op_from_name(const char *name);
+
+#endif

@@ -1,0 +1,12 @@
+/* The set of live communicators, so that a destroyed or made-up handle is refused with a message
+ * instead of being dereferenced. */
+#ifndef TALLY_REGISTRY_H
+#define TALLY_REGISTRY_H
+
+#include "tally.h"
+
+tally_result_t tally_registry_add(tally_comm_t comm);
+int tally_registry_remove(tally_comm_t comm); /* 1 if it was registered */
+int tally_registry_contains(tally_comm_t comm);
+
+#endif

@@ -1,0 +1,21 @@
+/* The unique id: the bootstrap root's address and the job's 128-bit secret, packed into the
+ * opaque tally_unique_id_t in a fixed, versioned byte layout that every rank checks. */
+#ifndef TALLY_UID_H
+#define TALLY_UID_H
+
+#include "net.h"
+#include "tally.h"
+
+#define TALLY_SECRET_BYTES 16
+
+struct tally_job_id {
+  struct tally_sockaddr root;
+  unsigned char secret[TALLY_SECRET_BYTES];
+  int authenticated; /* 0: the job runs with an all-zero secret (TALLY_SECRET was absent) */
+};
+
+void tally_uid_encode(const struct tally_job_id *job, tally_unique_id_t *id);
+/* Checks magic, version, address family, port and padding; INVALID_ARGUMENT with a message. */
+tally_result_t tally_uid_decode(const tally_unique_id_t *id, struct tally_job_id *job);
+
+#endif

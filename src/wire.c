@@ -1,0 +1,88 @@
+/* Encoding and checking of data message headers (see wire.h). Layout, big-endian:
+ *   0 magic "TLYM"  4 seq  8 coll  9 datatype  10 op  11 zero  12 root  16 count  24 index  32 bytes */
+#include "wire.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "error.h"
+
+enum { WIRE_MAGIC = 0x544c594d };
+
+const char *tally_coll_name(enum tally_coll coll) {
+  static const char *names[] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "barrier"};
+  return (unsigned)coll < TALLY_NUM_COLLS ? names[coll] : "unknown";
+}
+
+void tally_header_fill(struct tally_msg_header *h, const struct tally_coll_desc *d, uint32_t seq) {
+  memset(h, 0, sizeof *h);
+  h->seq = seq;
+  h->coll = (uint8_t)d->coll;
+  h->datatype = (uint8_t)d->datatype;
+  h->op = (uint8_t)d->op;
+  h->root = d->root;
+  h->count = d->count;
+}
+
+void tally_header_encode(const struct tally_msg_header *h, unsigned char out[TALLY_WIRE_HEADER_BYTES]) {
+  tally_put_u32(out, WIRE_MAGIC);
+  tally_put_u32(out + 4, h->seq);
+  out[8] = h->coll;
+  out[9] = h->datatype;
+  out[10] = h->op;
+  out[11] = 0;
+  tally_put_u32(out + 12, (uint32_t)h->root);
+  tally_put_u64(out + 16, h->count);
+  tally_put_u64(out + 24, h->index);
+  tally_put_u64(out + 32, h->bytes);
+}
+
+/* "allreduce(count=10, float, sum)" for a header from the wire or from this rank. */
+static void describe(const struct tally_msg_header *h, char *buf, size_t len) {
+  const char *type = tally_datatype_name((tally_datatype_t)h->datatype);
+  const char *op = tally_op_name((tally_op_t)h->op);
+  int n = snprintf(buf, len, "%s(count=%llu, %s", tally_coll_name((enum tally_coll)h->coll),
+                   (unsigned long long)h->count, type ? type : "bad datatype");
+  if (h->coll == TALLY_COLL_ALLREDUCE || h->coll == TALLY_COLL_REDUCE_SCATTER || h->coll == TALLY_COLL_REDUCE)
+    n += snprintf(buf + n, len - (size_t)n, ", %s", op ? op : "bad op");
+  if (h->coll == TALLY_COLL_BROADCAST || h->coll == TALLY_COLL_REDUCE)
+    n += snprintf(buf + n, len - (size_t)n, ", root=%d", h->root);
+  snprintf(buf + n, len - (size_t)n, ")");
+}
+
+tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],
+                                  const struct tally_msg_header *expected, int peer) {
+  if (tally_get_u32(got) != WIRE_MAGIC || got[11] != 0)
+    return TALLY_ERROR(TALLY_ERR_REMOTE, "rank %d sent bytes that are not a Tally message header", peer);
+  struct tally_msg_header h = {.seq = tally_get_u32(got + 4),
+                               .coll = got[8],
+                               .datatype = got[9],
+                               .op = got[10],
+                               .root = (int32_t)tally_get_u32(got + 12),
+                               .count = tally_get_u64(got + 16),
+                               .index = tally_get_u64(got + 24),
+                               .bytes = tally_get_u64(got + 32)};
+  char theirs[128], mine[128];
+  if (h.seq != expected->seq)
+    return TALLY_ERROR(TALLY_ERR_MISMATCH,
+                       "rank %d is at collective #%u but this rank is at #%u: the ranks called a different number of "
+                       "collectives on this communicator",
+                       peer, h.seq, expected->seq);
+  if (h.coll != expected->coll || h.datatype != expected->datatype || h.op != expected->op ||
+      h.root != expected->root || h.count != expected->count) {
+    describe(&h, theirs, sizeof theirs);
+    describe(expected, mine, sizeof mine);
+    return TALLY_ERROR(TALLY_ERR_MISMATCH,
+                       "collective #%u: rank %d called %s but this rank called %s; every rank must make the same "
+                       "calls in the same order",
+                       h.seq, peer, theirs, mine);
+  }
+  if (h.index != expected->index || h.bytes != expected->bytes)
+    return TALLY_ERROR(TALLY_ERR_REMOTE,
+                       "rank %d sent message %llu of %llu bytes where message %llu of %llu bytes was due: protocol "
+                       "error (different Tally versions or settings such as TALLY_CHUNK_BYTES?)",
+                       peer, (unsigned long long)h.index, (unsigned long long)h.bytes,
+                       (unsigned long long)expected->index, (unsigned long long)expected->bytes);
+  return TALLY_SUCCESS;
+}

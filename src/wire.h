@@ -1,0 +1,30 @@
+/* The header that leads every data message: the collective's fingerprint (sequence number,
+ * collective, datatype, op, root, count) plus the message's index and length. The receiver checks
+ * it against what it expects before using a byte of the payload, so ranks that called different
+ * collectives get TALLY_ERR_MISMATCH at no extra round trip, and forged or truncated messages are
+ * refused. */
+#ifndef TALLY_WIRE_H
+#define TALLY_WIRE_H
+
+#include <stdint.h>
+
+#include "descriptor.h"
+
+#define TALLY_WIRE_HEADER_BYTES 40
+
+struct tally_msg_header {
+  uint32_t seq; /* collective sequence number on this communicator */
+  uint8_t coll, datatype, op;
+  int32_t root;
+  uint64_t count;
+  uint64_t index; /* message index within the collective */
+  uint64_t bytes; /* payload length */
+};
+
+void tally_header_fill(struct tally_msg_header *h, const struct tally_coll_desc *d, uint32_t seq);
+void tally_header_encode(const struct tally_msg_header *h, unsigned char out[TALLY_WIRE_HEADER_BYTES]);
+/* Compares a received header with the expected one; MISMATCH or REMOTE with a message naming `peer`. */
+tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],
+                                  const struct tally_msg_header *expected, int peer);
+
+#endif

@@ -1,0 +1,114 @@
+/* Fork-based rank launcher for the multi-process tests (see harness.h). */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int harness_fail(int rank, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "rank %d: ", rank);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  return 1;
+}
+
+struct comm_body {
+  harness_body_fn body;
+  void *arg;
+};
+
+static int run_with_comm(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
+  struct comm_body *cb = arg;
+  tally_comm_t comm;
+  tally_result_t r = tally_comm_init_rank(&comm, nranks, *id, rank);
+  if (r != TALLY_SUCCESS)
+    return harness_fail(rank, "tally_comm_init_rank: %s: %s", tally_result_string(r), tally_comm_last_error(NULL));
+  int rc = cb->body(comm, rank, nranks, cb->arg);
+  r = tally_comm_destroy(comm);
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "tally_comm_destroy: %s", tally_result_string(r));
+  return rc;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *arg) {
+  int pipefd[2];
+  if (pipe(pipefd) != 0) return 1;
+  fflush(NULL);
+  pid_t *pids = calloc((size_t)nranks, sizeof *pids);
+  for (int r = 0; r < nranks; r++) {
+    pids[r] = fork();
+    if (pids[r] == 0) {
+      tally_unique_id_t id;
+      if (r == 0) {
+        close(pipefd[0]);
+        tally_result_t res = tally_get_unique_id(&id);
+        if (res != TALLY_SUCCESS) _exit(harness_fail(0, "tally_get_unique_id: %s", tally_comm_last_error(NULL)));
+        for (int i = 1; i < nranks; i++)
+          if (write(pipefd[1], &id, sizeof id) != sizeof id) _exit(harness_fail(0, "pipe write failed"));
+        close(pipefd[1]);
+      } else {
+        close(pipefd[1]);
+        if (read(pipefd[0], &id, sizeof id) != sizeof id) _exit(harness_fail(r, "did not get the unique id"));
+        close(pipefd[0]);
+      }
+      int rc = body(r, nranks, &id, arg);
+      fflush(NULL);
+      _exit(rc);
+    }
+  }
+  close(pipefd[0]);
+  close(pipefd[1]);
+  int failed = 0, left = nranks;
+  double deadline = now_s() + deadline_s;
+  while (left > 0) {
+    int status;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid > 0) {
+      for (int r = 0; r < nranks; r++)
+        if (pids[r] == pid) {
+          pids[r] = 0;
+          if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "harness: rank %d %s %d\n", r, WIFEXITED(status) ? "exited with" : "killed by signal",
+                    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            failed = 1;
+          }
+        }
+      left--;
+      continue;
+    }
+    if (now_s() > deadline) {
+      for (int r = 0; r < nranks; r++)
+        if (pids[r] > 0) {
+          fprintf(stderr, "harness: rank %d still running after %.0f s: killing it (a hang is a failure)\n", r,
+                  deadline_s);
+          kill(pids[r], SIGKILL);
+        }
+      while (waitpid(-1, NULL, 0) > 0) {
+      }
+      failed = 1;
+      break;
+    }
+    usleep(2000);
+  }
+  free(pids);
+  return failed;
+}
+
+int harness_run(int nranks, double deadline_s, harness_body_fn body, void *arg) {
+  struct comm_body cb = {body, arg};
+  return harness_run_raw(nranks, deadline_s, run_with_comm, &cb);
+}

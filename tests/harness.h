@@ -1,0 +1,22 @@
+/* Multi-process test harness: forks N rank processes that build one communicator (rank 0 makes the
+ * unique id and hands it to the others through a pipe), run a body, and report through their exit
+ * status. Every run has a deadline: ranks still alive after it are killed and the run fails. */
+#ifndef TALLY_TEST_HARNESS_H
+#define TALLY_TEST_HARNESS_H
+
+#include "tally.h"
+
+/* Returns 0 on success; a non-zero value is a failure message already printed to stderr. */
+typedef int (*harness_body_fn)(tally_comm_t comm, int rank, int nranks, void *arg);
+
+/* Runs body on nranks ranks; returns 0 when every rank exited 0 before deadline_s. */
+int harness_run(int nranks, double deadline_s, harness_body_fn body, void *arg);
+
+/* Like harness_run, but rank r runs bodies[r] with no communicator made for it (for tests of init). */
+typedef int (*harness_raw_fn)(int rank, int nranks, const tally_unique_id_t *id, void *arg);
+int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *arg);
+
+/* Prints "rank R: what" to stderr and returns 1, for use in bodies: `return fail(rank, ...)`. */
+int harness_fail(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,209 @@
+/* Unit tests of configuration parsing, the unique id encoding and the wire header check. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "error.h"
+#include "uid.h"
+#include "wire.h"
+
+static void clear_env(void) {
+  const char *vars[] = {"TALLY_TIMEOUT", "TALLY_SOCKET_IFNAME", "TALLY_TRANSPORT", "TALLY_ALGO", "TALLY_DEBUG",
+                        "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_RANK", "TALLY_SIZE",
+                        "TALLY_ROOT", "TALLY_SECRET", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
+                        "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", "MASTER_ADDR",
+                        "MASTER_PORT"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
+}
+
+TestSuite(config, .init = clear_env);
+
+Test(config, defaults) {
+  struct tally_config cfg;
+  cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS);
+  cr_assert_float_eq(cfg.timeout_s, 300.0, 1e-9);
+  cr_assert_str_eq(cfg.transport, "tcp");
+  cr_assert_str_eq(cfg.ifname, "");
+}
+
+Test(config, timeout_parsed) {
+  setenv("TALLY_TIMEOUT", "2.5", 1);
+  struct tally_config cfg;
+  cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS);
+  cr_assert_float_eq(cfg.timeout_s, 2.5, 1e-9);
+}
+
+/* Each malformed value is refused with a message naming the variable. */
+static void expect_refused(const char *var, const char *value) {
+  clear_env();
+  setenv(var, value, 1);
+  struct tally_config cfg;
+  cr_assert_eq(tally_config_load(&cfg), TALLY_ERR_INVALID_ARGUMENT, "%s=%s accepted", var, value);
+  cr_assert(strstr(tally_error_message(), var), "message does not name %s: %s", var, tally_error_message());
+}
+
+Test(config, malformed_values_refused) {
+  expect_refused("TALLY_TIMEOUT", "soon");
+  expect_refused("TALLY_TIMEOUT", "-1");
+  expect_refused("TALLY_TIMEOUT", "5s");
+  expect_refused("TALLY_TRANSPORT", "carrier-pigeon");
+  expect_refused("TALLY_ALGO", "bogus");
+  expect_refused("TALLY_DEBUG", "LOUD");
+  expect_refused("TALLY_DEBUG_SUBSYS", "INIT,NOPE");
+  expect_refused("TALLY_SPIN_US", "-3");
+  expect_refused("TALLY_CHUNK_BYTES", "12");
+}
+
+Test(config, unknown_transport_lists_valid_ones) {
+  setenv("TALLY_TRANSPORT", "udp", 1);
+  struct tally_config cfg;
+  cr_assert_eq(tally_config_load(&cfg), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_error_message(), "tcp"), "%s", tally_error_message());
+}
+
+Test(config, host_port) {
+  char host[64];
+  int port;
+  cr_assert_eq(tally_split_host_port("10.1.2.3:29500", host, sizeof host, &port), 0);
+  cr_assert_str_eq(host, "10.1.2.3");
+  cr_assert_eq(port, 29500);
+  cr_assert_eq(tally_split_host_port("[::1]:80", host, sizeof host, &port), 0);
+  cr_assert_str_eq(host, "::1");
+  cr_assert_eq(tally_split_host_port("nohost", host, sizeof host, &port), -1);
+  cr_assert_eq(tally_split_host_port("h:0", host, sizeof host, &port), -1);
+  cr_assert_eq(tally_split_host_port("h:65536", host, sizeof host, &port), -1);
+  cr_assert_eq(tally_split_host_port(":80", host, sizeof host, &port), -1);
+}
+
+Test(config, secret_hex) {
+  unsigned char s[16];
+  cr_assert_eq(tally_parse_secret_hex("000102030405060708090a0b0c0d0eFF", s), 0);
+  cr_assert_eq(s[1], 1);
+  cr_assert_eq(s[15], 0xff);
+  cr_assert_eq(tally_parse_secret_hex("0001", s), -1);
+  cr_assert_eq(tally_parse_secret_hex("zz0102030405060708090a0b0c0d0eff", s), -1);
+}
+
+Test(config, launcher_variables_in_order) {
+  struct tally_launch_env env;
+  cr_assert_eq(tally_launch_env_load(&env), TALLY_ERR_INVALID_USAGE);
+  setenv("RANK", "1", 1);
+  setenv("WORLD_SIZE", "4", 1);
+  setenv("MASTER_ADDR", "127.0.0.1", 1);
+  setenv("MASTER_PORT", "29500", 1);
+  cr_assert_eq(tally_launch_env_load(&env), TALLY_SUCCESS);
+  cr_assert_eq(env.rank, 1);
+  cr_assert_eq(env.size, 4);
+  cr_assert_str_eq(env.root, "127.0.0.1:29500");
+  cr_assert_eq(env.has_secret, 0);
+  setenv("OMPI_COMM_WORLD_RANK", "2", 1); /* Open MPI's variables come before torchrun's */
+  setenv("OMPI_COMM_WORLD_SIZE", "3", 1);
+  setenv("TALLY_SECRET", "00112233445566778899aabbccddeeff", 1);
+  cr_assert_eq(tally_launch_env_load(&env), TALLY_SUCCESS);
+  cr_assert_eq(env.rank, 2);
+  cr_assert_eq(env.size, 3);
+  cr_assert_eq(env.has_secret, 1);
+}
+
+Test(config, launcher_errors) {
+  struct tally_launch_env env;
+  setenv("TALLY_RANK", "4", 1);
+  setenv("TALLY_SIZE", "4", 1);
+  setenv("TALLY_ROOT", "127.0.0.1:1234", 1);
+  cr_assert_eq(tally_launch_env_load(&env), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_error_message(), "TALLY_RANK"), "%s", tally_error_message());
+  setenv("TALLY_RANK", "0", 1);
+  setenv("TALLY_ROOT", "no-port", 1);
+  cr_assert_eq(tally_launch_env_load(&env), TALLY_ERR_INVALID_ARGUMENT);
+  setenv("TALLY_ROOT", "127.0.0.1:1234", 1);
+  setenv("TALLY_SECRET", "short", 1);
+  cr_assert_eq(tally_launch_env_load(&env), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_error_message(), "TALLY_SECRET"), "%s", tally_error_message());
+  unsetenv("TALLY_SECRET");
+  unsetenv("TALLY_ROOT");
+  cr_assert_eq(tally_launch_env_load(&env), TALLY_ERR_INVALID_USAGE);
+}
+
+static struct tally_job_id sample_job(void) {
+  struct tally_job_id job = {.authenticated = 1};
+  cr_assert_eq(tally_net_resolve("127.0.0.1", 4242, &job.root), TALLY_SUCCESS);
+  for (int i = 0; i < 16; i++) job.secret[i] = (unsigned char)(i * 17);
+  return job;
+}
+
+Test(uid, round_trip) {
+  struct tally_job_id job = sample_job(), back;
+  tally_unique_id_t id;
+  tally_uid_encode(&job, &id);
+  cr_assert_eq(tally_uid_decode(&id, &back), TALLY_SUCCESS);
+  cr_assert_eq(tally_net_port(&back.root), 4242);
+  cr_assert_arr_eq(back.secret, job.secret, 16);
+  cr_assert_eq(back.authenticated, 1);
+}
+
+Test(uid, ipv6_round_trip) {
+  struct tally_job_id job = sample_job(), back;
+  cr_assert_eq(tally_net_resolve("::1", 7, &job.root), TALLY_SUCCESS);
+  tally_unique_id_t id;
+  tally_uid_encode(&job, &id);
+  cr_assert_eq(tally_uid_decode(&id, &back), TALLY_SUCCESS);
+  char text[80];
+  cr_assert_str_eq(tally_net_format(&back.root, text, sizeof text), "[::1]:7");
+}
+
+Test(uid, corrupt_ids_refused) {
+  struct tally_job_id job = sample_job(), back;
+  tally_unique_id_t id, bad;
+  tally_uid_encode(&job, &id);
+  memset(&bad, 0, sizeof bad);
+  cr_assert_eq(tally_uid_decode(&bad, &back), TALLY_ERR_INVALID_ARGUMENT);
+  bad = id;
+  bad.internal[127] = 1; /* padding must be zero */
+  cr_assert_eq(tally_uid_decode(&bad, &back), TALLY_ERR_INVALID_ARGUMENT);
+  bad = id;
+  bad.internal[5] = 9; /* unknown version */
+  cr_assert_eq(tally_uid_decode(&bad, &back), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_error_message(), "version"), "%s", tally_error_message());
+}
+
+static struct tally_msg_header sample_header(void) {
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0};
+  struct tally_msg_header h;
+  tally_header_fill(&h, &d, 7);
+  h.index = 3;
+  h.bytes = 40;
+  return h;
+}
+
+Test(wire, matching_header_accepted) {
+  struct tally_msg_header h = sample_header();
+  unsigned char bytes[TALLY_WIRE_HEADER_BYTES];
+  tally_header_encode(&h, bytes);
+  cr_assert_eq(tally_header_check(bytes, &h, 1), TALLY_SUCCESS);
+}
+
+Test(wire, different_collective_is_mismatch) {
+  struct tally_msg_header mine = sample_header(), theirs = mine;
+  theirs.count = 200;
+  unsigned char bytes[TALLY_WIRE_HEADER_BYTES];
+  tally_header_encode(&theirs, bytes);
+  cr_assert_eq(tally_header_check(bytes, &mine, 5), TALLY_ERR_MISMATCH);
+  cr_assert(strstr(tally_error_message(), "rank 5 called allreduce(count=200, float, sum)"), "%s",
+            tally_error_message());
+  theirs = mine;
+  theirs.seq = 8;
+  tally_header_encode(&theirs, bytes);
+  cr_assert_eq(tally_header_check(bytes, &mine, 5), TALLY_ERR_MISMATCH);
+}
+
+Test(wire, garbage_and_wrong_length_refused) {
+  struct tally_msg_header mine = sample_header(), theirs = mine;
+  unsigned char bytes[TALLY_WIRE_HEADER_BYTES];
+  memset(bytes, 0xab, sizeof bytes);
+  cr_assert_eq(tally_header_check(bytes, &mine, 2), TALLY_ERR_REMOTE);
+  theirs.bytes = 1 << 30; /* an oversized message is refused before any payload is read */
+  tally_header_encode(&theirs, bytes);
+  cr_assert_eq(tally_header_check(bytes, &mine, 2), TALLY_ERR_REMOTE);
+}

@@ -1,0 +1,357 @@
+/* TCP transport: non-blocking sockets with TCP_NODELAY, one connection per peer and direction.
+ *
+ * Sends are batched: the queued requests of a connection go out in one sendmsg with an iovec of
+ * their headers and payloads. Receives read the header and the payload straight into the posted
+ * buffer with one readv (no staging copy); the header is checked against the expected one before
+ * the request completes, and a receive can never write past its posted length.
+ *
+ * Waiting blocks in poll() on exactly the sockets with queued work plus the abort fd, so an idle
+ * rank costs no CPU. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "../../src/auth.h"
+#include "../../src/bytes.h"
+#include "../../src/error.h"
+#include "../../src/log.h"
+#include "../transport.h"
+
+enum { MAX_CONNS_POLLED = 256, SEND_BATCH = 16 };
+
+struct tally_conn {
+  struct tally_endpoint *ep;
+  int fd;
+  int peer;
+  char peer_text[96];
+  struct tally_request *send_head, *send_tail;
+  struct tally_request *recv_head, *recv_tail;
+  unsigned char rhdr[TALLY_WIRE_HEADER_BYTES]; /* header of the message being received */
+  size_t rhdr_have;
+  int rhdr_checked;
+};
+
+struct tally_endpoint {
+  int listen_fd;
+  struct tally_sockaddr addr;
+  int abort_fd;
+  int rank;
+  unsigned char secret[TALLY_SECRET_BYTES];
+  pthread_mutex_t lock; /* guards conns while connect and accept run on two threads */
+  struct tally_conn **conns;
+  int nconns, cap;
+};
+
+static tally_result_t tcp_create(const struct tally_transport_params *p, struct tally_endpoint **out) {
+  struct tally_endpoint *ep = calloc(1, sizeof *ep);
+  if (!ep) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory creating the TCP endpoint");
+  ep->abort_fd = p->abort_fd;
+  ep->rank = p->rank;
+  memcpy(ep->secret, p->secret, TALLY_SECRET_BYTES);
+  pthread_mutex_init(&ep->lock, NULL);
+  tally_result_t r = tally_net_pick_address(p->ifname, &ep->addr);
+  if (r == TALLY_SUCCESS) r = tally_net_listen(&ep->addr, &ep->listen_fd);
+  if (r != TALLY_SUCCESS) {
+    pthread_mutex_destroy(&ep->lock);
+    free(ep);
+    return r;
+  }
+  *out = ep;
+  return TALLY_SUCCESS;
+}
+
+static void tcp_address(struct tally_endpoint *ep, struct tally_sockaddr *addr) { *addr = ep->addr; }
+
+static tally_result_t add_conn(struct tally_endpoint *ep, int fd, int peer, const char *text,
+                               struct tally_conn **out) {
+  struct tally_conn *c = calloc(1, sizeof *c);
+  if (!c) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for a connection");
+  c->ep = ep;
+  c->fd = fd;
+  c->peer = peer;
+  snprintf(c->peer_text, sizeof c->peer_text, "rank %d (%s)", peer, text);
+  int bufsize = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
+  pthread_mutex_lock(&ep->lock);
+  if (ep->nconns == ep->cap) {
+    int cap = ep->cap ? 2 * ep->cap : 4;
+    struct tally_conn **grown = realloc(ep->conns, (size_t)cap * sizeof *grown);
+    if (!grown) {
+      pthread_mutex_unlock(&ep->lock);
+      free(c);
+      return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for a connection");
+    }
+    ep->conns = grown;
+    ep->cap = cap;
+  }
+  ep->conns[ep->nconns++] = c;
+  pthread_mutex_unlock(&ep->lock);
+  *out = c;
+  return TALLY_SUCCESS;
+}
+
+static void data_payload(unsigned char *payload, int rank, uint64_t comm_id) {
+  memset(payload, 0, TALLY_AUTH_PAYLOAD_BYTES);
+  tally_put_u32(payload, (uint32_t)rank);
+  tally_put_u64(payload + 4, comm_id);
+}
+
+static tally_result_t tcp_connect(struct tally_endpoint *ep, uint64_t comm_id, int peer,
+                                  const struct tally_sockaddr *addr, uint64_t deadline, struct tally_conn **conn) {
+  char text[80];
+  tally_net_format(addr, text, sizeof text);
+  unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES];
+  data_payload(payload, ep->rank, comm_id);
+  int fd;
+  tally_result_t r = tally_net_connect(addr, deadline, ep->abort_fd, &fd);
+  if (r == TALLY_SUCCESS) {
+    r = tally_auth_connect(fd, ep->secret, TALLY_PURPOSE_DATA, payload, deadline, ep->abort_fd);
+    if (r == TALLY_SUCCESS) r = add_conn(ep, fd, peer, text, conn);
+    if (r != TALLY_SUCCESS) close(fd);
+  }
+  if (r != TALLY_SUCCESS)
+    return TALLY_ERROR(r, "connecting to rank %d at %s: %s", peer, text, tally_error_message());
+  return TALLY_SUCCESS;
+}
+
+struct accept_ctx {
+  struct tally_endpoint *ep;
+  uint64_t comm_id;
+  int npeers;
+  const int *peers;
+  struct tally_conn **conns;
+  tally_result_t error;
+};
+
+static int admit_peer(void *arg, int fd, const unsigned char *payload, const char *from, char *why, size_t whylen) {
+  struct accept_ctx *a = arg;
+  int rank = (int)tally_get_u32(payload);
+  if (tally_get_u64(payload + 4) != a->comm_id) {
+    snprintf(why, whylen, "it belongs to another communicator of this job");
+    return 0;
+  }
+  for (int i = 0; i < a->npeers; i++) {
+    if (a->peers[i] != rank || a->conns[i]) continue;
+    if (add_conn(a->ep, fd, rank, from, &a->conns[i]) != TALLY_SUCCESS) {
+      snprintf(why, whylen, "%s", tally_error_message());
+      return 0;
+    }
+    return 1;
+  }
+  snprintf(why, whylen, "rank %d is not a peer this rank expects a connection from", rank);
+  return 0;
+}
+
+static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, int npeers, const int *peers,
+                                 uint64_t deadline, struct tally_conn **conns) {
+  struct accept_ctx a = {ep, comm_id, npeers, peers, conns, TALLY_SUCCESS};
+  for (int i = 0; i < npeers; i++) conns[i] = NULL;
+  tally_result_t r =
+      tally_auth_accept(ep->listen_fd, ep->secret, TALLY_PURPOSE_DATA, &npeers, deadline, ep->abort_fd, admit_peer, &a);
+  if (r != TALLY_SUCCESS) {
+    char missing[256] = "";
+    for (int i = 0; i < npeers; i++)
+      if (!conns[i]) snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %d", peers[i]);
+    return TALLY_ERROR(r, "rank %d waiting for connections from ranks%s: %s", ep->rank, missing,
+                       tally_error_message());
+  }
+  return TALLY_SUCCESS;
+}
+
+static void enqueue(struct tally_request **head, struct tally_request **tail, struct tally_request *req) {
+  req->next = NULL;
+  req->done = 0;
+  req->progressed = 0;
+  if (*tail)
+    (*tail)->next = req;
+  else
+    *head = req;
+  *tail = req;
+}
+
+static tally_result_t tcp_isend(struct tally_conn *c, struct tally_request *req) {
+  req->hdr.bytes = req->len;
+  tally_header_encode(&req->hdr, req->wire);
+  enqueue(&c->send_head, &c->send_tail, req);
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t tcp_irecv(struct tally_conn *c, struct tally_request *req) {
+  req->hdr.bytes = req->len;
+  enqueue(&c->recv_head, &c->recv_tail, req);
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t conn_failed(struct tally_conn *c, const char *what, int err) {
+  return TALLY_ERROR(TALLY_ERR_REMOTE, "%s %s: %s; that rank has probably failed or exited early (check its log)",
+                     what, c->peer_text, err ? strerror(err) : "connection closed by the peer");
+}
+
+/* Sends what the socket takes of the queued requests; *moved is set when bytes went out. */
+static tally_result_t conn_send(struct tally_conn *c, int *moved) {
+  while (c->send_head) {
+    struct iovec iov[2 * SEND_BATCH];
+    int n = 0, reqs = 0;
+    for (struct tally_request *q = c->send_head; q && reqs < SEND_BATCH; q = q->next, reqs++) {
+      size_t off = q->progressed;
+      if (off < TALLY_WIRE_HEADER_BYTES) {
+        iov[n++] = (struct iovec){q->wire + off, TALLY_WIRE_HEADER_BYTES - off};
+        off = TALLY_WIRE_HEADER_BYTES;
+      }
+      size_t data_off = off - TALLY_WIRE_HEADER_BYTES;
+      if (data_off < q->len) iov[n++] = (struct iovec){(char *)q->buf + data_off, q->len - data_off};
+    }
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return TALLY_SUCCESS;
+      return conn_failed(c, "sending to", errno);
+    }
+    *moved = 1;
+    size_t left = (size_t)sent;
+    while (c->send_head) {
+      struct tally_request *q = c->send_head;
+      size_t remaining = TALLY_WIRE_HEADER_BYTES + q->len - q->progressed;
+      if (left < remaining) {
+        q->progressed += left;
+        break;
+      }
+      left -= remaining;
+      q->progressed += remaining;
+      c->send_head = q->next;
+      if (!c->send_head) c->send_tail = NULL;
+      q->done = 1;
+    }
+  }
+  return TALLY_SUCCESS;
+}
+
+/* Reads what has arrived for the queued receives, straight into their buffers. */
+static tally_result_t conn_recv(struct tally_conn *c, int *moved) {
+  while (c->recv_head) {
+    struct tally_request *q = c->recv_head;
+    ssize_t got;
+    if (c->rhdr_have < TALLY_WIRE_HEADER_BYTES) {
+      size_t want_hdr = TALLY_WIRE_HEADER_BYTES - c->rhdr_have;
+      struct iovec iov[2] = {{c->rhdr + c->rhdr_have, want_hdr}, {q->buf, q->len}};
+      got = readv(c->fd, iov, q->len ? 2 : 1);
+      if (got > 0) {
+        size_t g = (size_t)got;
+        c->rhdr_have += g < want_hdr ? g : want_hdr;
+        q->progressed = g > want_hdr ? g - want_hdr : 0;
+      }
+    } else {
+      got = recv(c->fd, (char *)q->buf + q->progressed, q->len - q->progressed, MSG_DONTWAIT);
+      if (got > 0) q->progressed += (size_t)got;
+    }
+    if (got == 0) return conn_failed(c, "receiving from", 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return TALLY_SUCCESS;
+      return conn_failed(c, "receiving from", errno);
+    }
+    *moved = 1;
+    if (c->rhdr_have == TALLY_WIRE_HEADER_BYTES && !c->rhdr_checked) {
+      TALLY_CHECK(tally_header_check(c->rhdr, &q->hdr, c->peer));
+      c->rhdr_checked = 1;
+    }
+    if (c->rhdr_checked && q->progressed == q->len) {
+      c->recv_head = q->next;
+      if (!c->recv_head) c->recv_tail = NULL;
+      c->rhdr_have = 0;
+      c->rhdr_checked = 0;
+      q->done = 1;
+    }
+  }
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t progress_conn(struct tally_conn *c, int *moved) {
+  if (c->send_head) TALLY_CHECK(conn_send(c, moved));
+  if (c->recv_head) TALLY_CHECK(conn_recv(c, moved));
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t progress_all(struct tally_endpoint *ep, int *moved) {
+  for (int i = 0; i < ep->nconns; i++) TALLY_CHECK(progress_conn(ep->conns[i], moved));
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t tcp_test(struct tally_conn *c, struct tally_request *req, int *done) {
+  int moved = 0;
+  if (!req->done) TALLY_CHECK(progress_conn(c, &moved));
+  *done = req->done;
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t tcp_progress(struct tally_endpoint *ep, int timeout_ms, int *moved) {
+  *moved = 0;
+  TALLY_CHECK(progress_all(ep, moved));
+  if (*moved || timeout_ms == 0) return TALLY_SUCCESS;
+  struct pollfd pfd[MAX_CONNS_POLLED + 1];
+  nfds_t n = 0;
+  pfd[n++] = (struct pollfd){.fd = ep->abort_fd, .events = POLLIN};
+  for (int i = 0; i < ep->nconns && n <= MAX_CONNS_POLLED; i++) {
+    struct tally_conn *c = ep->conns[i];
+    short events = (short)((c->recv_head ? POLLIN : 0) | (c->send_head ? POLLOUT : 0));
+    if (events) pfd[n++] = (struct pollfd){.fd = c->fd, .events = events};
+  }
+  int ready = poll(pfd, n, timeout_ms);
+  if (ready < 0 && errno != EINTR) return TALLY_ERROR(TALLY_ERR_SYSTEM, "poll: %s", strerror(errno));
+  if (ready > 0 && pfd[0].revents)
+    return TALLY_ERROR(TALLY_ERR_ABORTED, "the communicator was aborted (tally_comm_abort)");
+  return progress_all(ep, moved);
+}
+
+static tally_result_t tcp_register_memory(struct tally_endpoint *ep, void *buf, size_t len, void **handle) {
+  (void)ep, (void)buf, (void)len;
+  *handle = NULL; /* sockets read and write any user memory: nothing to pin */
+  return TALLY_SUCCESS;
+}
+
+static void tcp_deregister_memory(struct tally_endpoint *ep, void *handle) { (void)ep, (void)handle; }
+
+static void tcp_close(struct tally_conn *c) {
+  if (!c) return;
+  struct tally_endpoint *ep = c->ep;
+  pthread_mutex_lock(&ep->lock);
+  for (int i = 0; i < ep->nconns; i++)
+    if (ep->conns[i] == c) ep->conns[i] = ep->conns[--ep->nconns];
+  pthread_mutex_unlock(&ep->lock);
+  close(c->fd);
+  free(c);
+}
+
+static void tcp_destroy(struct tally_endpoint *ep) {
+  if (!ep) return;
+  while (ep->nconns > 0) tcp_close(ep->conns[0]);
+  free(ep->conns);
+  close(ep->listen_fd);
+  pthread_mutex_destroy(&ep->lock);
+  free(ep);
+}
+
+const struct tally_transport_ops tally_tcp_transport = {
+    .name = "tcp",
+    .create = tcp_create,
+    .address = tcp_address,
+    .connect = tcp_connect,
+    .accept = tcp_accept,
+    .isend = tcp_isend,
+    .irecv = tcp_irecv,
+    .test = tcp_test,
+    .progress = tcp_progress,
+    .register_memory = tcp_register_memory,
+    .deregister_memory = tcp_deregister_memory,
+    .close = tcp_close,
+    .destroy = tcp_destroy,
+};

@@ -1,0 +1,74 @@
+/* The transport vtable: every way of moving bytes between two ranks (tcp/ now; shm/, verbs/,
+ * cudaipc/ later) implements these operations, and nothing above this layer knows which one
+ * carries a connection.
+ *
+ * Contract:
+ * - create() opens an endpoint that listens for peers; address() is what other ranks connect to
+ *   (published through the bootstrap).
+ * - connect()/accept() establish authenticated connections for one communicator (comm_id); each
+ *   side learns the other's rank.
+ * - isend()/irecv() queue a request and return at once. Messages on one connection are matched in
+ *   order: the k-th send matches the k-th receive. The header in the request is sent ahead of the
+ *   payload and, on the receiving side, checked against the expected one before any payload is
+ *   used; a receive completes only with exactly req->len bytes.
+ * - test() moves the request's connection forward without blocking and says whether it is done.
+ * - progress() moves every queued request forward; when nothing moved it blocks for at most
+ *   timeout_ms (0: never blocks), and returns early when the endpoint's abort fd fires. A failed
+ *   connection fails the call with a message naming the peer; the endpoint is then unusable.
+ * - register_memory() is a hook for transports that must pin buffers (a no-op for tcp).
+ */
+#ifndef TALLY_TRANSPORT_H
+#define TALLY_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net.h"
+#include "tally.h"
+#include "uid.h"
+#include "wire.h"
+
+struct tally_endpoint;
+struct tally_conn;
+
+struct tally_request {
+  void *buf; /* send: data to send (read only); receive: where the payload lands */
+  size_t len;
+  struct tally_msg_header hdr; /* send: header to send; receive: header expected */
+  volatile int done;           /* set by the transport when the request completed */
+  /* transport-private */
+  size_t progressed;
+  unsigned char wire[TALLY_WIRE_HEADER_BYTES];
+  struct tally_request *next;
+};
+
+struct tally_transport_params {
+  const char *ifname; /* TALLY_SOCKET_IFNAME filter */
+  const unsigned char *secret;
+  int rank;
+  int abort_fd; /* readable once the communicator is aborted */
+};
+
+struct tally_transport_ops {
+  const char *name;
+  tally_result_t (*create)(const struct tally_transport_params *params, struct tally_endpoint **ep);
+  void (*address)(struct tally_endpoint *ep, struct tally_sockaddr *addr);
+  tally_result_t (*connect)(struct tally_endpoint *ep, uint64_t comm_id, int peer, const struct tally_sockaddr *addr,
+                            uint64_t deadline, struct tally_conn **conn);
+  /* Accepts one connection from each of peers[0..npeers); conns[i] is the one from peers[i]. */
+  tally_result_t (*accept)(struct tally_endpoint *ep, uint64_t comm_id, int npeers, const int *peers,
+                           uint64_t deadline, struct tally_conn **conns);
+  tally_result_t (*isend)(struct tally_conn *conn, struct tally_request *req);
+  tally_result_t (*irecv)(struct tally_conn *conn, struct tally_request *req);
+  tally_result_t (*test)(struct tally_conn *conn, struct tally_request *req, int *done);
+  tally_result_t (*progress)(struct tally_endpoint *ep, int timeout_ms, int *moved);
+  tally_result_t (*register_memory)(struct tally_endpoint *ep, void *buf, size_t len, void **handle);
+  void (*deregister_memory)(struct tally_endpoint *ep, void *handle);
+  void (*close)(struct tally_conn *conn);
+  void (*destroy)(struct tally_endpoint *ep);
+};
+
+/* The transport named `name` ("tcp"), or NULL. */
+const struct tally_transport_ops *tally_transport_find(const char *name);
+
+#endif
