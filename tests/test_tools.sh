@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Tests of the command-line tools: tally-run (launch, failure propagation) and tally-perf (every
+# collective with checking on, under tally-run and with -N, JSON output, bad arguments).
+# usage: test_tools.sh BUILD_DIR
+set -uo pipefail
+bin=${1:?build directory}
+fail=0
+check() { # check NAME EXPECTED_STATUS COMMAND... ; output in $out
+  local name=$1 want=$2; shift 2
+  out=$(timeout 120 "$@" 2>&1); local got=$?
+  if [ "$got" != "$want" ]; then echo "FAIL $name: exit $got, expected $want"; echo "$out" | tail -20; fail=1; return 1; fi
+  echo "ok   $name"
+}
+expect_text() { # expect_text NAME PATTERN
+  if ! grep -qE "$2" <<<"$out"; then echo "FAIL $1: output lacks /$2/"; echo "$out" | tail -20; fail=1; fi
+}
+
+check "tally-run launches tally-perf" 0 "$bin/tally-run" -n 3 "$bin/tally-perf" allreduce -b 8 -e 256K -n 3 -w 1
+expect_text "tally-run table" "^ +262144 +65536 +float +sum .* 0$"
+expect_text "tally-run avg line" "Avg bus bandwidth"
+for coll in allreduce allgather reducescatter broadcast reduce; do
+  check "tally-perf -N 3 $coll" 0 "$bin/tally-perf" "$coll" -N 3 -b 1K -e 1M -d half -o max -r 2 -n 2 -w 1
+  expect_text "$coll no wrong values" "Out of bounds values : 0 OK"
+done
+json=$(mktemp)
+check "tally-perf -J" 0 "$bin/tally-perf" allreduce -N 2 -b 8 -e 64 -n 2 -w 1 -J "$json"
+grep -q '"busbw"' "$json" || { echo "FAIL -J: no busbw in $json"; fail=1; }
+rm -f "$json"
+check "tally-run names the failing rank" 1 "$bin/tally-run" -n 3 sh -c 'exit $TALLY_RANK'
+expect_text "failing rank named" "rank [12] .*exited with status"
+check "tally-run reports a killed rank" 137 "$bin/tally-run" -n 2 sh -c '[ $TALLY_RANK = 1 ] && kill -9 $$; sleep 30'
+expect_text "killed rank named" "rank 1 .*signal 9"
+check "tally-run without -n" 2 "$bin/tally-run" true
+check "tally-run program missing" 127 "$bin/tally-run" -n 1 /nonexistent/program
+check "tally-perf unknown collective" 2 "$bin/tally-perf" allsmash
+check "tally-perf bad size" 2 "$bin/tally-perf" allreduce -b 12Q
+check "tally-perf bad datatype" 2 "$bin/tally-perf" allreduce -d complex
+TALLY_TIMEOUT=never check "bad TALLY_TIMEOUT is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
+expect_text "TALLY_TIMEOUT message" "TALLY_TIMEOUT"
+TALLY_SOCKET_IFNAME=nosuchif0 check "unknown interface is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
+expect_text "interface list" "interfaces here: .*lo"
+exit $fail
