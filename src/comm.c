@@ -50,6 +50,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
                          comm->cfg.timeout_s);
     if (now - w->idle_since >= (uint64_t)comm->cfg.spin_us * 1000) timeout_ms = tally_ms_until(w->deadline, 100);
   }
+  if (spin && timeout_ms == 0) sched_yield(); /* let a peer sharing this core run while we poll */
   int transport_moved = 0;
   TALLY_CHECK(comm->transport->progress(comm->ep, timeout_ms, &transport_moved));
   if (transport_moved) {
