@@ -4,7 +4,6 @@
  * and round to nearest even on the way back. */
 #include "reduce.h"
 
-#include <math.h>
 #include <string.h>
 
 float tally_half_to_float(uint16_t h) {
