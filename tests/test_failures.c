@@ -1,0 +1,112 @@
+/* Error paths of running collectives: mismatched calls, a peer that exits, a peer that never
+ * calls (timeout), abort from another thread, and the error state that follows each. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static int expect_code(int rank, tally_comm_t comm, tally_result_t got, tally_result_t want, const char *needle) {
+  const char *msg = tally_comm_last_error(comm);
+  if (got != want)
+    return harness_fail(rank, "got %s, expected %s: %s", tally_result_string(got), tally_result_string(want), msg);
+  if (!strstr(msg, needle)) return harness_fail(rank, "message lacks '%s': %s", needle, msg);
+  return 0;
+}
+
+/* After a failure the communicator refuses further collectives. */
+static int expect_error_state(int rank, tally_comm_t comm) {
+  float x = 0;
+  return expect_code(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+                     TALLY_ERR_INVALID_USAGE, "error state");
+}
+
+static int mismatched_counts(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  float buf[32] = {0};
+  tally_result_t r = tally_allreduce(buf, buf, rank == 1 ? 20 : 10, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  /* every rank that receives from the odd one out sees who called what */
+  if (r == TALLY_ERR_MISMATCH && !strstr(tally_comm_last_error(comm), "count="))
+    return harness_fail(rank, "mismatch message lacks the counts: %s", tally_comm_last_error(comm));
+  if (r != TALLY_ERR_MISMATCH && r != TALLY_ERR_REMOTE)
+    return harness_fail(rank, "expected a mismatch, got %s", tally_result_string(r));
+  return expect_error_state(rank, comm);
+}
+
+Test(failures, mismatched_counts) { cr_assert_eq(harness_run(2, 60, mismatched_counts, NULL), 0); }
+
+static int mismatched_collectives(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  float buf[8] = {0};
+  tally_result_t r = rank == 0 ? tally_broadcast(buf, buf, 8, TALLY_FLOAT32, 0, comm, NULL)
+                               : tally_allreduce(buf, buf, 8, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  /* Rank 0, the broadcast root, only sends, so only rank 1 can see the mismatch; making every rank
+   * see it needs an acknowledgement round (the never-hang issue). */
+  return rank == 1 ? expect_code(rank, comm, r, TALLY_ERR_MISMATCH, "rank 0 called broadcast") : 0;
+}
+
+Test(failures, mismatched_collectives) { cr_assert_eq(harness_run(2, 60, mismatched_collectives, NULL), 0); }
+
+static int peer_exits(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  if (rank == 1) _exit(0); /* dies without a word */
+  float buf[1024] = {0};
+  tally_result_t r = tally_allreduce(buf, buf, 1024, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  int bad = expect_code(rank, comm, r, TALLY_ERR_REMOTE, "rank 1");
+  return bad || expect_error_state(rank, comm);
+}
+
+Test(failures, peer_exits) { cr_assert_eq(harness_run(2, 60, peer_exits, NULL), 0); }
+
+static int peer_never_calls(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  if (rank == 1) {
+    sleep(3); /* longer than TALLY_TIMEOUT */
+    return 0;
+  }
+  float x = 1;
+  return expect_code(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+                     TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
+}
+
+Test(failures, timeout_names_the_wait) {
+  setenv("TALLY_TIMEOUT", "1", 1);
+  cr_assert_eq(harness_run(2, 60, peer_never_calls, NULL), 0);
+  unsetenv("TALLY_TIMEOUT");
+}
+
+static void *abort_later(void *comm) {
+  usleep(200 * 1000);
+  tally_comm_abort(comm);
+  return NULL;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int abort_from_thread(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  if (rank == 1) {
+    sleep(2); /* never joins the collective */
+    return 0;
+  }
+  pthread_t thread;
+  pthread_create(&thread, NULL, abort_later, comm);
+  double start = now_s();
+  float x = 1;
+  tally_result_t r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  double took = now_s() - start;
+  pthread_join(thread, NULL);
+  int bad = expect_code(rank, comm, r, TALLY_ERR_ABORTED, "abort");
+  if (took > 1.2) bad += harness_fail(rank, "abort took %.2f s to take effect", took);
+  return bad || expect_error_state(rank, comm);
+}
+
+Test(failures, abort_from_another_thread) { cr_assert_eq(harness_run(2, 60, abort_from_thread, NULL), 0); }
