@@ -31,26 +31,29 @@ tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
 }
 
 void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w) {
-  w->deadline = tally_deadline_after(comm->cfg.timeout_s);
+  w->timeout_ns = (uint64_t)(comm->cfg.timeout_s * 1e9);
   w->idle_since = 0;
 }
 
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved) {
   if (atomic_load(&comm->aborted))
     return TALLY_ERROR(TALLY_ERR_ABORTED, "the communicator was aborted (tally_comm_abort)");
-  int spin = !*moved;
-  if (*moved) w->idle_since = 0;
-  uint64_t now = 0;
   int timeout_ms = 0;
-  if (spin) {
-    now = tally_now_ns();
+  if (*moved) {
+    w->idle_since = 0;
+  } else {
+    uint64_t now = tally_now_ns();
     if (w->idle_since == 0) w->idle_since = now;
-    if (now >= w->deadline)
-      return TALLY_ERROR(TALLY_ERR_TIMEOUT, "nothing arrived for %.1f s (TALLY_TIMEOUT); the peer may be stuck or dead",
+    uint64_t idle = now - w->idle_since;
+    if (idle >= w->timeout_ns)
+      return TALLY_ERROR(TALLY_ERR_TIMEOUT,
+                         "nothing moved for %.1f s (TALLY_TIMEOUT); the peer may be stuck, dead, or in another call",
                          comm->cfg.timeout_s);
-    if (now - w->idle_since >= (uint64_t)comm->cfg.spin_us * 1000) timeout_ms = tally_ms_until(w->deadline, 100);
+    if (idle >= (uint64_t)comm->cfg.spin_us * 1000)
+      timeout_ms = tally_ms_until(w->idle_since + w->timeout_ns, 100);
+    else
+      sched_yield(); /* let a peer sharing this core run while we poll */
   }
-  if (spin && timeout_ms == 0) sched_yield(); /* let a peer sharing this core run while we poll */
   int transport_moved = 0;
   TALLY_CHECK(comm->transport->progress(comm->ep, timeout_ms, &transport_moved));
   if (transport_moved) {

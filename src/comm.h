@@ -41,11 +41,11 @@ struct tally_comm {
 tally_result_t tally_comm_create(struct tally_comm **comm, int nranks, int rank, const struct tally_job_id *job);
 
 /* Waiting without stealing a core: call once per loop of an algorithm's step machine with
- * `moved` saying whether the loop made progress. Polls the transport, and once nothing has moved
- * for cfg.spin_us, blocks in the transport until something arrives. Fails on abort, on the
- * deadline, or when the transport fails. */
+ * `moved` saying whether the loop made progress. Polls the transport (yielding the core between
+ * polls), and once nothing has moved for cfg.spin_us, blocks in the transport until something
+ * arrives. Fails on abort, when nothing has moved for TALLY_TIMEOUT, or when the transport fails. */
 struct tally_waiter {
-  uint64_t deadline;
+  uint64_t timeout_ns;
   uint64_t idle_since; /* 0: not idle */
 };
 void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w);
