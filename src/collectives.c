@@ -69,6 +69,9 @@ static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally
                                       "%s: the communicator is in error state since an earlier failure (%s: %s); "
                                       "destroy it and create a new one",
                                       fn, tally_result_string(comm->error), comm->last_error));
+  if (atomic_load(&comm->aborted))
+    return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                                      "%s: the communicator was aborted (tally_comm_abort); destroy it", fn));
   if (atomic_exchange(&comm->busy, 1))
     return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                        "%s: another thread is running a collective on this communicator; use one communicator per "
