@@ -11,6 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Present when built with AddressSanitizer: rank processes end with _exit, which skips the
+ * sanitizer's own leak check, so they run it themselves. */
+extern int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
+
 int harness_fail(int rank, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -66,6 +70,8 @@ int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *ar
         close(pipefd[0]);
       }
       int rc = body(r, nranks, &id, arg);
+      if (__lsan_do_recoverable_leak_check && __lsan_do_recoverable_leak_check() && rc == 0)
+        rc = harness_fail(r, "LeakSanitizer found leaks (see above)");
       fflush(NULL);
       _exit(rc);
     }
