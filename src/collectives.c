@@ -80,15 +80,17 @@ static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally
   if (comm->nranks == 1) {
     run_alone(d);
   } else {
+    tally_error_clear();
     const struct tally_algorithm *algo = tally_tuner_select(comm, d);
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
     r = algo->run(comm, d);
   }
-  comm->seq++;
   if (r != TALLY_SUCCESS) {
     comm->error = r;
     remember(comm, r);
+    tally_comm_fail(comm, r);
   }
+  comm->seq++;
   atomic_store(&comm->busy, 0);
   return r;
 }

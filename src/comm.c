@@ -63,6 +63,17 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   return TALLY_SUCCESS;
 }
 
+void tally_comm_fail(struct tally_comm *comm, tally_result_t result) {
+  if (comm->nranks < 2) return;
+  int culprit = tally_error_blamed();
+  if (result == TALLY_ERR_ABORTED || result == TALLY_ERR_SYSTEM || result == TALLY_ERR_INTERNAL) culprit = comm->rank;
+  tally_result_t code = result == TALLY_ERR_MISMATCH || result == TALLY_ERR_TIMEOUT ? result : TALLY_ERR_REMOTE;
+  unsigned char frame[TALLY_WIRE_HEADER_BYTES];
+  tally_error_frame_encode(frame, comm->seq, comm->rank, culprit, code);
+  comm->transport->fail(comm->to_next, frame);
+  comm->transport->fail(comm->from_prev, NULL);
+}
+
 /* Accepts the connection from the previous rank while the main thread connects to the next. */
 struct accept_job {
   struct tally_comm *comm;

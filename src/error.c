@@ -8,6 +8,7 @@
 #include "log.h"
 
 static _Thread_local char error_message[1024];
+static _Thread_local int blamed_rank = -1;
 
 tally_result_t tally_error_set(const char *file, int line, tally_result_t code, const char *fmt, ...) {
   char text[sizeof error_message];
@@ -22,7 +23,14 @@ tally_result_t tally_error_set(const char *file, int line, tally_result_t code, 
 
 const char *tally_error_message(void) { return error_message; }
 
-void tally_error_clear(void) { error_message[0] = '\0'; }
+void tally_error_clear(void) {
+  error_message[0] = '\0';
+  blamed_rank = -1;
+}
+
+void tally_error_blame(int rank) { blamed_rank = rank; }
+
+int tally_error_blamed(void) { return blamed_rank; }
 
 void tally_log_trail(const char *file, int line, tally_result_t code) {
   tally_log(TALLY_LOG_INFO, TALLY_SUBSYS_ALL, file, line, "returned %s", tally_result_string(code));

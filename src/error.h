@@ -15,6 +15,12 @@ tally_result_t tally_error_set(const char *file, int line, tally_result_t code, 
 const char *tally_error_message(void);
 void tally_error_clear(void);
 
+/* The rank this thread's last failure points at (a peer that closed its connection, sent a
+ * mismatched header, or reported its own failure), or -1 when none is known. Forwarded to the
+ * other ranks so that every survivor names the same culprit. */
+void tally_error_blame(int rank);
+int tally_error_blamed(void);
+
 /* Calls a function returning tally_result_t; on failure logs the call site and returns the code,
  * which leaves a readable trail under TALLY_DEBUG=INFO. */
 #define TALLY_CHECK(call)                                                                         \

@@ -1,5 +1,7 @@
 /* Encoding and checking of data message headers (see wire.h). Layout, big-endian:
- *   0 magic "TLYM"  4 seq  8 coll  9 datatype  10 op  11 zero  12 root  16 count  24 index  32 bytes */
+ *   0 magic "TLYM"  4 seq  8 coll  9 datatype  10 op  11 zero  12 root  16 count  24 index  32 bytes
+ * Error frames:
+ *   0 magic "TLYE"  4 seq  8 code  9..11 zero  12 sender  16 culprit (-1: unknown)  20..39 zero */
 #include "wire.h"
 
 #include <stdio.h>
@@ -8,7 +10,7 @@
 #include "bytes.h"
 #include "error.h"
 
-enum { WIRE_MAGIC = 0x544c594d };
+enum { WIRE_MAGIC = 0x544c594d /* "TLYM" */, ERROR_MAGIC = 0x544c5945 /* "TLYE" */ };
 
 const char *tally_coll_name(enum tally_coll coll) {
   static const char *names[] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "barrier"};
@@ -38,6 +40,31 @@ void tally_header_encode(const struct tally_msg_header *h, unsigned char out[TAL
   tally_put_u64(out + 32, h->bytes);
 }
 
+void tally_error_frame_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32_t seq, int sender, int culprit,
+                              tally_result_t code) {
+  memset(out, 0, TALLY_WIRE_HEADER_BYTES);
+  tally_put_u32(out, ERROR_MAGIC);
+  tally_put_u32(out + 4, seq);
+  out[8] = (unsigned char)code;
+  tally_put_u32(out + 12, (uint32_t)sender);
+  tally_put_u32(out + 16, (uint32_t)culprit);
+}
+
+/* A peer's report that the collective failed; every field is checked before it is believed. */
+static tally_result_t error_frame(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int peer) {
+  tally_result_t code = (tally_result_t)got[8];
+  int sender = (int)tally_get_u32(got + 12), culprit = (int)tally_get_u32(got + 16);
+  if (sender != peer || culprit < -1 || (code != TALLY_ERR_REMOTE && code != TALLY_ERR_MISMATCH &&
+                                         code != TALLY_ERR_TIMEOUT))
+    return TALLY_ERROR(TALLY_ERR_REMOTE, "rank %d sent a malformed error report", peer);
+  tally_error_blame(culprit);
+  if (culprit < 0)
+    return TALLY_ERROR(code, "rank %d reports that collective #%u failed there (%s); see that rank's error", peer,
+                       tally_get_u32(got + 4), tally_result_string(code));
+  return TALLY_ERROR(code, "collective #%u failed because of rank %d (%s), as reported by rank %d; see rank %d's error",
+                     tally_get_u32(got + 4), culprit, tally_result_string(code), peer, culprit);
+}
+
 /* "allreduce(count=10, float, sum)" for a header from the wire or from this rank. */
 static void describe(const struct tally_msg_header *h, char *buf, size_t len) {
   const char *type = tally_datatype_name((tally_datatype_t)h->datatype);
@@ -53,6 +80,8 @@ static void describe(const struct tally_msg_header *h, char *buf, size_t len) {
 
 tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],
                                   const struct tally_msg_header *expected, int peer) {
+  if (tally_get_u32(got) == ERROR_MAGIC) return error_frame(got, peer);
+  tally_error_blame(peer); /* the peer is at fault for whatever is wrong below */
   if (tally_get_u32(got) != WIRE_MAGIC || got[11] != 0)
     return TALLY_ERROR(TALLY_ERR_REMOTE, "rank %d sent bytes that are not a Tally message header", peer);
   struct tally_msg_header h = {.seq = tally_get_u32(got + 4),
@@ -84,5 +113,6 @@ tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTE
                        "error (different Tally versions or settings such as TALLY_CHUNK_BYTES?)",
                        peer, (unsigned long long)h.index, (unsigned long long)h.bytes,
                        (unsigned long long)expected->index, (unsigned long long)expected->bytes);
+  tally_error_blame(-1); /* nothing was wrong */
   return TALLY_SUCCESS;
 }

@@ -23,7 +23,14 @@ struct tally_msg_header {
 
 void tally_header_fill(struct tally_msg_header *h, const struct tally_coll_desc *d, uint32_t seq);
 void tally_header_encode(const struct tally_msg_header *h, unsigned char out[TALLY_WIRE_HEADER_BYTES]);
-/* Compares a received header with the expected one; MISMATCH or REMOTE with a message naming `peer`. */
+/* A rank whose collective failed sends this in place of its next header, so that the failure
+ * travels around the ring instead of leaving the others to time out. `culprit` is the rank at
+ * fault (-1: unknown), `code` what the receivers should return. */
+void tally_error_frame_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32_t seq, int sender, int culprit,
+                              tally_result_t code);
+
+/* Compares a received header with the expected one; MISMATCH or REMOTE with a message naming `peer`.
+ * An error frame returns the code it carries and blames its culprit (tally_error_blame). */
 tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],
                                   const struct tally_msg_header *expected, int peer);
 

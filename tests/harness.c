@@ -48,7 +48,8 @@ static double now_s(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *arg) {
+/* Forks the ranks and waits for them; `victim` (-1: none) is the rank expected to die by SIGKILL. */
+static int run_ranks(int nranks, double deadline_s, harness_raw_fn body, void *arg, int victim) {
   int pipefd[2];
   if (pipe(pipefd) != 0) return 1;
   fflush(NULL);
@@ -87,7 +88,8 @@ int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *ar
       for (int r = 0; r < nranks; r++)
         if (pids[r] == pid) {
           pids[r] = 0;
-          if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+          int killed_as_planned = r == victim && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+          if (!killed_as_planned && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
             fprintf(stderr, "harness: rank %d %s %d\n", r, WIFEXITED(status) ? "exited with" : "killed by signal",
                     WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
             failed = 1;
@@ -114,7 +116,16 @@ int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *ar
   return failed;
 }
 
+int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *arg) {
+  return run_ranks(nranks, deadline_s, body, arg, -1);
+}
+
 int harness_run(int nranks, double deadline_s, harness_body_fn body, void *arg) {
   struct comm_body cb = {body, arg};
-  return harness_run_raw(nranks, deadline_s, run_with_comm, &cb);
+  return run_ranks(nranks, deadline_s, run_with_comm, &cb, -1);
+}
+
+int harness_run_killing(int nranks, double deadline_s, harness_body_fn body, void *arg, int victim) {
+  struct comm_body cb = {body, arg};
+  return run_ranks(nranks, deadline_s, run_with_comm, &cb, victim);
 }

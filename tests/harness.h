@@ -12,6 +12,9 @@ typedef int (*harness_body_fn)(tally_comm_t comm, int rank, int nranks, void *ar
 /* Runs body on nranks ranks; returns 0 when every rank exited 0 before deadline_s. */
 int harness_run(int nranks, double deadline_s, harness_body_fn body, void *arg);
 
+/* Like harness_run, but rank `victim` is expected to kill itself with SIGKILL. */
+int harness_run_killing(int nranks, double deadline_s, harness_body_fn body, void *arg, int victim);
+
 /* Like harness_run, but rank r runs bodies[r] with no communicator made for it (for tests of init). */
 typedef int (*harness_raw_fn)(int rank, int nranks, const tally_unique_id_t *id, void *arg);
 int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *arg);

@@ -15,6 +15,9 @@
  * - progress() moves every queued request forward; when nothing moved it blocks for at most
  *   timeout_ms (0: never blocks), and returns early when the endpoint's abort fd fires. A failed
  *   connection fails the call with a message naming the peer; the endpoint is then unusable.
+ * - fail() is called when a collective on the connection failed: it drops the queued requests
+ *   (their owner is gone), sends `frame` (an error frame, see wire.h) when one is given and the
+ *   connection sits between messages, and then stops sending on the connection.
  * - register_memory() is a hook for transports that must pin buffers (a no-op for tcp).
  */
 #ifndef TALLY_TRANSPORT_H
@@ -62,6 +65,7 @@ struct tally_transport_ops {
   tally_result_t (*irecv)(struct tally_conn *conn, struct tally_request *req);
   tally_result_t (*test)(struct tally_conn *conn, struct tally_request *req, int *done);
   tally_result_t (*progress)(struct tally_endpoint *ep, int timeout_ms, int *moved);
+  void (*fail)(struct tally_conn *conn, const unsigned char *frame);
   tally_result_t (*register_memory)(struct tally_endpoint *ep, void *buf, size_t len, void **handle);
   void (*deregister_memory)(struct tally_endpoint *ep, void *handle);
   void (*close)(struct tally_conn *conn);

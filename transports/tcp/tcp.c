@@ -191,6 +191,7 @@ static tally_result_t tcp_irecv(struct tally_conn *c, struct tally_request *req)
 }
 
 static tally_result_t conn_failed(struct tally_conn *c, const char *what, int err) {
+  tally_error_blame(c->peer);
   return TALLY_ERROR(TALLY_ERR_REMOTE, "%s %s: %s; that rank has probably failed or exited early (check its log)",
                      what, c->peer_text, err ? strerror(err) : "connection closed by the peer");
 }
@@ -312,6 +313,20 @@ static tally_result_t tcp_progress(struct tally_endpoint *ep, int timeout_ms, in
   return progress_all(ep, moved);
 }
 
+static void tcp_fail(struct tally_conn *c, const unsigned char *frame) {
+  int between_messages = !c->send_head || c->send_head->progressed == 0;
+  c->send_head = c->send_tail = NULL;
+  c->recv_head = c->recv_tail = NULL;
+  c->rhdr_have = 0;
+  c->rhdr_checked = 0;
+  if (frame && between_messages) {
+    /* best effort: a full socket buffer or a dead peer just means the frame is not delivered */
+    if (send(c->fd, frame, TALLY_WIRE_HEADER_BYTES, MSG_NOSIGNAL | MSG_DONTWAIT) != TALLY_WIRE_HEADER_BYTES)
+      TLOG_INFO(TALLY_SUBSYS_NET, "could not send an error report to %s", c->peer_text);
+  }
+  if (frame) shutdown(c->fd, SHUT_WR); /* whatever was not delivered, the peer now sees end of stream */
+}
+
 static tally_result_t tcp_register_memory(struct tally_endpoint *ep, void *buf, size_t len, void **handle) {
   (void)ep, (void)buf, (void)len;
   *handle = NULL; /* sockets read and write any user memory: nothing to pin */
@@ -350,6 +365,7 @@ const struct tally_transport_ops tally_tcp_transport = {
     .irecv = tcp_irecv,
     .test = tcp_test,
     .progress = tcp_progress,
+    .fail = tcp_fail,
     .register_memory = tcp_register_memory,
     .deregister_memory = tcp_deregister_memory,
     .close = tcp_close,
