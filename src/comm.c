@@ -71,7 +71,7 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result) {
   unsigned char frame[TALLY_WIRE_HEADER_BYTES];
   tally_error_frame_encode(frame, comm->seq, comm->rank, culprit, code);
   comm->transport->fail(comm->to_next, frame);
-  comm->transport->fail(comm->from_prev, NULL);
+  comm->transport->fail(comm->from_prev, frame); /* read by the previous rank if its sends to us break */
 }
 
 /* Accepts the connection from the previous rank while the main thread connects to the next. */

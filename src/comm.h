@@ -40,8 +40,8 @@ struct tally_comm {
  * and the ring connections. Arguments are already validated. */
 tally_result_t tally_comm_create(struct tally_comm **comm, int nranks, int rank, const struct tally_job_id *job);
 
-/* After collective `result` failed: tells the next rank (who is to blame, if known) so the failure
- * travels around the ring, and drops the requests the failed collective left queued. */
+/* After collective `result` failed: tells both ring neighbours who is to blame (if known) so the
+ * failure travels around the ring, and drops the requests the failed collective left queued. */
 void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
 
 /* Waiting without stealing a core: call once per loop of an algorithm's step machine with

@@ -50,8 +50,8 @@ void tally_error_frame_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32
   tally_put_u32(out + 16, (uint32_t)culprit);
 }
 
-/* A peer's report that the collective failed; every field is checked before it is believed. */
-static tally_result_t error_frame(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int peer) {
+tally_result_t tally_error_frame_decode(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int peer) {
+  if (tally_get_u32(got) != ERROR_MAGIC) return TALLY_SUCCESS;
   tally_result_t code = (tally_result_t)got[8];
   int sender = (int)tally_get_u32(got + 12), culprit = (int)tally_get_u32(got + 16);
   if (sender != peer || culprit < -1 || (code != TALLY_ERR_REMOTE && code != TALLY_ERR_MISMATCH &&
@@ -80,7 +80,7 @@ static void describe(const struct tally_msg_header *h, char *buf, size_t len) {
 
 tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],
                                   const struct tally_msg_header *expected, int peer) {
-  if (tally_get_u32(got) == ERROR_MAGIC) return error_frame(got, peer);
+  if (tally_get_u32(got) == ERROR_MAGIC) return tally_error_frame_decode(got, peer);
   tally_error_blame(peer); /* the peer is at fault for whatever is wrong below */
   if (tally_get_u32(got) != WIRE_MAGIC || got[11] != 0)
     return TALLY_ERROR(TALLY_ERR_REMOTE, "rank %d sent bytes that are not a Tally message header", peer);

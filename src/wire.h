@@ -29,6 +29,10 @@ void tally_header_encode(const struct tally_msg_header *h, unsigned char out[TAL
 void tally_error_frame_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32_t seq, int sender, int culprit,
                               tally_result_t code);
 
+/* When `got` is an error frame from `peer`: blames its culprit and returns the code it carries
+ * with a message; otherwise TALLY_SUCCESS. Every field is checked before it is believed. */
+tally_result_t tally_error_frame_decode(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int peer);
+
 /* Compares a received header with the expected one; MISMATCH or REMOTE with a message naming `peer`.
  * An error frame returns the code it carries and blames its culprit (tally_error_blame). */
 tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],

@@ -17,7 +17,8 @@
  *   connection fails the call with a message naming the peer; the endpoint is then unusable.
  * - fail() is called when a collective on the connection failed: it drops the queued requests
  *   (their owner is gone), sends `frame` (an error frame, see wire.h) when one is given and the
- *   connection sits between messages, and then stops sending on the connection.
+ *   connection sits between messages, and then stops sending on the connection. A frame may also
+ *   go against the direction of the data; the peer reads it when its own sends break.
  * - register_memory() is a hook for transports that must pin buffers (a no-op for tcp).
  */
 #ifndef TALLY_TRANSPORT_H

@@ -196,6 +196,17 @@ static tally_result_t conn_failed(struct tally_conn *c, const char *what, int er
                      what, c->peer_text, err ? strerror(err) : "connection closed by the peer");
 }
 
+/* A send failed because the peer closed: if it left an error report behind (ranks send one both
+ * ways when they fail), the report names the real culprit rather than the peer. */
+static tally_result_t conn_send_failed(struct tally_conn *c, int err) {
+  unsigned char frame[TALLY_WIRE_HEADER_BYTES];
+  if (recv(c->fd, frame, sizeof frame, MSG_DONTWAIT) == (ssize_t)sizeof frame) {
+    tally_result_t r = tally_error_frame_decode(frame, c->peer);
+    if (r != TALLY_SUCCESS) return r;
+  }
+  return conn_failed(c, "sending to", err);
+}
+
 /* Sends what the socket takes of the queued requests; *moved is set when bytes went out. */
 static tally_result_t conn_send(struct tally_conn *c, int *moved) {
   while (c->send_head) {
@@ -215,7 +226,7 @@ static tally_result_t conn_send(struct tally_conn *c, int *moved) {
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return TALLY_SUCCESS;
-      return conn_failed(c, "sending to", errno);
+      return conn_send_failed(c, errno);
     }
     *moved = 1;
     size_t left = (size_t)sent;
