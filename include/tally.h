@@ -68,7 +68,8 @@ typedef enum {
 typedef enum { TALLY_SUM, TALLY_PROD, TALLY_MIN, TALLY_MAX, TALLY_AVG, TALLY_NUM_OPS } tally_op_t;
 
 TALLY_API const char *tally_result_string(tally_result_t r);
-/* A sentence about the last error on `comm`: what failed, which peer, what to do. Never NULL. */
+/* A sentence about the last error on `comm`: what failed, which peer, what to do. Never NULL.
+ * With NULL (or a destroyed comm): the calling thread's last message, e.g. why init failed. */
 TALLY_API const char *tally_comm_last_error(tally_comm_t comm);
 TALLY_API tally_result_t tally_get_version(int *version);
 

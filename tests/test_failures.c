@@ -154,3 +154,41 @@ static void kill_one_of_eight(int victim) {
 Test(failures, kill_first_of_eight) { kill_one_of_eight(0); }
 Test(failures, kill_middle_of_eight) { kill_one_of_eight(4); }
 Test(failures, kill_last_of_eight) { kill_one_of_eight(7); }
+
+/* One communicator used from two threads at once: the second call and a destroy during the first
+ * are refused with a message, and the first completes correctly. */
+struct busy_arg {
+  tally_comm_t comm;
+  float value;
+  tally_result_t result;
+};
+
+static void *allreduce_in_thread(void *p) {
+  struct busy_arg *a = p;
+  a->result = tally_allreduce(&a->value, &a->value, 1, TALLY_FLOAT32, TALLY_SUM, a->comm, NULL);
+  return NULL;
+}
+
+static int two_threads_one_comm(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  float x = 1;
+  if (rank == 1) {
+    usleep(400 * 1000); /* rank 0's first thread waits for this */
+    tally_result_t r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+    return r == TALLY_SUCCESS && x == 2 ? 0 : harness_fail(rank, "allreduce: %s", tally_comm_last_error(comm));
+  }
+  struct busy_arg a = {comm, 1, TALLY_ERR_INTERNAL};
+  pthread_t thread;
+  pthread_create(&thread, NULL, allreduce_in_thread, &a);
+  usleep(100 * 1000);
+  /* these refusals leave the communicator alone: their message is the calling thread's */
+  int bad = expect_code(rank, NULL, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+                        TALLY_ERR_INVALID_USAGE, "another thread");
+  bad += expect_code(rank, NULL, tally_comm_destroy(comm), TALLY_ERR_INVALID_USAGE, "still running");
+  pthread_join(thread, NULL);
+  if (a.result != TALLY_SUCCESS || a.value != 2)
+    bad += harness_fail(rank, "the first thread's allreduce: %s, %g", tally_result_string(a.result), a.value);
+  return bad;
+}
+
+Test(failures, one_comm_two_threads) { cr_assert_eq(harness_run(2, 60, two_threads_one_comm, NULL), 0); }
