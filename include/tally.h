@@ -78,6 +78,15 @@ TALLY_API tally_result_t tally_get_version(int *version);
  * 128-bit secret. Call it once, on one process, per communicator. */
 TALLY_API tally_result_t tally_get_unique_id(tally_unique_id_t *id);
 TALLY_API tally_result_t tally_comm_init_rank(tally_comm_t *comm, int nranks, tally_unique_id_t id, int rank);
+/* Per-communicator settings that override the environment. Start from TALLY_CONFIG_INITIALIZER
+ * so that fields added later keep their defaults. */
+typedef struct {
+  size_t struct_size; /* sizeof(tally_config_t) */
+  double timeout_s;   /* every wait's limit, like TALLY_TIMEOUT; 0 = TALLY_TIMEOUT or its default */
+} tally_config_t;
+#define TALLY_CONFIG_INITIALIZER {sizeof(tally_config_t), 0.0}
+TALLY_API tally_result_t tally_comm_init_rank_config(tally_comm_t *comm, int nranks, tally_unique_id_t id, int rank,
+                                                     const tally_config_t *config);
 /* Rank, size, root address and secret from the environment (TALLY_RANK/TALLY_SIZE, Open MPI,
  * PMI, Slurm or torchrun variables; TALLY_ROOT or MASTER_ADDR/MASTER_PORT; TALLY_SECRET). */
 TALLY_API tally_result_t tally_comm_init_env(tally_comm_t *comm);

@@ -116,7 +116,8 @@ static void comm_free(struct tally_comm *c) {
   free(c);
 }
 
-tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, const struct tally_job_id *job) {
+tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, const struct tally_job_id *job,
+                                 const tally_config_t *overrides) {
   struct tally_comm *c = calloc(1, sizeof *c);
   if (!c) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory creating a communicator");
   c->rank = rank;
@@ -124,6 +125,7 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   c->abort_fd = -1;
   tally_result_t r = tally_config_load(&c->cfg);
   if (r != TALLY_SUCCESS) goto fail;
+  if (overrides && overrides->timeout_s > 0) c->cfg.timeout_s = overrides->timeout_s;
   tally_log_set_rank(rank);
   c->transport = tally_transport_find(c->cfg.transport);
   c->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

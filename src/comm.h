@@ -36,9 +36,11 @@ struct tally_comm {
   size_t staging_bytes;
 };
 
-/* Builds a communicator: configuration, transport endpoint, bootstrap through the root in `job`,
- * and the ring connections. Arguments are already validated. */
-tally_result_t tally_comm_create(struct tally_comm **comm, int nranks, int rank, const struct tally_job_id *job);
+/* Builds a communicator: configuration (the environment, then `overrides` when not NULL),
+ * transport endpoint, bootstrap through the root in `job`, and the ring connections. Arguments
+ * are already validated. */
+tally_result_t tally_comm_create(struct tally_comm **comm, int nranks, int rank, const struct tally_job_id *job,
+                                 const tally_config_t *overrides);
 
 /* After collective `result` failed: tells both ring neighbours who is to blame (if known) so the
  * failure travels around the ring, and drops the requests the failed collective left queued. */

@@ -40,6 +40,11 @@ tally_result_t tally_get_unique_id(tally_unique_id_t *id) {
 }
 
 tally_result_t tally_comm_init_rank(tally_comm_t *comm, int nranks, tally_unique_id_t id, int rank) {
+  return tally_comm_init_rank_config(comm, nranks, id, rank, NULL);
+}
+
+tally_result_t tally_comm_init_rank_config(tally_comm_t *comm, int nranks, tally_unique_id_t id, int rank,
+                                           const tally_config_t *config) {
   if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_init_rank: comm is NULL");
   *comm = NULL;
   if (nranks <= 0)
@@ -47,9 +52,19 @@ tally_result_t tally_comm_init_rank(tally_comm_t *comm, int nranks, tally_unique
   if (rank < 0 || rank >= nranks)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_init_rank: rank %d is outside 0..%d (nranks %d)", rank,
                        nranks - 1, nranks);
+  if (config && config->struct_size != sizeof *config)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "tally_comm_init_rank_config: config.struct_size is %zu, not %zu: start from "
+                       "TALLY_CONFIG_INITIALIZER",
+                       config->struct_size, sizeof *config);
+  if (config && !(config->timeout_s >= 0 && config->timeout_s <= 1e7))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "tally_comm_init_rank_config: timeout_s %g is not a number of seconds from 0 (use "
+                       "TALLY_TIMEOUT) to 1e7",
+                       config->timeout_s);
   struct tally_job_id job;
   TALLY_CHECK(tally_uid_decode(&id, &job));
-  return tally_comm_create(comm, nranks, rank, &job);
+  return tally_comm_create(comm, nranks, rank, &job, config);
 }
 
 tally_result_t tally_comm_init_env(tally_comm_t *comm) {
@@ -79,5 +94,5 @@ tally_result_t tally_comm_init_env(tally_comm_t *comm) {
       return TALLY_ERROR(r, "rank 0 hosts the bootstrap root at %s and could not start it: %s", env.root,
                          tally_error_message());
   }
-  return tally_comm_create(comm, env.size, env.rank, &job);
+  return tally_comm_create(comm, env.size, env.rank, &job, NULL);
 }

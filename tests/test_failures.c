@@ -192,3 +192,44 @@ static int two_threads_one_comm(tally_comm_t comm, int rank, int n, void *arg) {
 }
 
 Test(failures, one_comm_two_threads) { cr_assert_eq(harness_run(2, 60, two_threads_one_comm, NULL), 0); }
+
+/* tally_comm_init_rank_config: a per-communicator timeout wins over TALLY_TIMEOUT. */
+static int config_timeout(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
+  (void)arg;
+  tally_config_t config = TALLY_CONFIG_INITIALIZER;
+  config.timeout_s = 1;
+  tally_comm_t comm;
+  if (tally_comm_init_rank_config(&comm, nranks, *id, rank, &config) != TALLY_SUCCESS)
+    return harness_fail(rank, "init: %s", tally_comm_last_error(NULL));
+  int bad = 0;
+  if (rank == 1) {
+    sleep(3); /* never calls: rank 0 must give up after its 1 s, not TALLY_TIMEOUT's 300 */
+  } else {
+    double start = now_s();
+    float x = 1;
+    bad = expect_code(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+                      TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
+    if (now_s() - start > 2.5) bad += harness_fail(rank, "took %.1f s to time out", now_s() - start);
+  }
+  tally_comm_destroy(comm);
+  return bad;
+}
+
+Test(failures, config_timeout_overrides_environment) {
+  unsetenv("TALLY_TIMEOUT");
+  cr_assert_eq(harness_run_raw(2, 60, config_timeout, NULL), 0);
+}
+
+Test(failures, bad_config_refused) {
+  tally_unique_id_t id;
+  memset(&id, 0, sizeof id);
+  tally_comm_t comm;
+  tally_config_t config = TALLY_CONFIG_INITIALIZER;
+  config.struct_size = 3;
+  cr_assert_eq(tally_comm_init_rank_config(&comm, 1, id, 0, &config), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_comm_last_error(NULL), "struct_size"), "%s", tally_comm_last_error(NULL));
+  config = (tally_config_t)TALLY_CONFIG_INITIALIZER;
+  config.timeout_s = -1;
+  cr_assert_eq(tally_comm_init_rank_config(&comm, 1, id, 0, &config), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_comm_last_error(NULL), "timeout_s"), "%s", tally_comm_last_error(NULL));
+}
