@@ -9,9 +9,11 @@
 #include "tally.h"
 
 /* out[i] = a[i] OP b[i] for i < count; out may alias a or b (exactly, not partially). AVG reduces
- * as SUM. */
+ * as SUM. Integer SUM/PROD wrap; float MIN/MAX propagate NaN; fp16/bf16 compute in float and round
+ * to nearest even. An out-of-range dt or op does nothing (callers validate them first). */
 void tally_reduce_apply(void *out, const void *a, const void *b, size_t count, tally_datatype_t dt, tally_op_t op);
-/* AVG's last step: buf[i] /= n; integers truncate toward zero, fp16/bf16 go through float. */
+/* AVG's last step: buf[i] /= n; integers truncate toward zero (C division), fp16/bf16 go through
+ * float and round to nearest even. n <= 1 leaves buf as it is. */
 void tally_reduce_finish_avg(void *buf, size_t count, tally_datatype_t dt, int n);
 
 float tally_half_to_float(uint16_t h);

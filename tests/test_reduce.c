@@ -234,6 +234,9 @@ Test(reduce, avg_divides_and_truncates) {
   cr_assert_eq(v[1], 3);
   cr_assert_eq(v[2], 4);
   cr_assert_eq(v[3], INT32_MIN / 2);
+  int32_t odd = (1 << 30) + 1; /* more bits than a float holds: the division must be an integer one */
+  tally_reduce_finish_avg(&odd, 1, TALLY_INT32, 3);
+  cr_assert_eq(odd, 357913941);
   int8_t s[2] = {-128, 127};
   tally_reduce_finish_avg(s, 2, TALLY_INT8, 3);
   cr_assert_eq(s[0], -42);
