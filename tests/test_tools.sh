@@ -28,7 +28,7 @@ grep -q '"busbw"' "$json" || { echo "FAIL -J: no busbw in $json"; fail=1; }
 rm -f "$json"
 check "tally-run names the failing rank" 1 "$bin/tally-run" -n 3 sh -c 'exit $TALLY_RANK'
 expect_text "failing rank named" "rank [12] .*exited with status"
-check "tally-run reports a killed rank" 137 "$bin/tally-run" -n 2 sh -c '[ $TALLY_RANK = 1 ] && kill -9 $$; sleep 30'
+check "tally-run reports a killed rank" 137 "$bin/tally-run" -n 2 sh -c '[ $TALLY_RANK = 1 ] && kill -9 $$; exec sleep 30'
 expect_text "killed rank named" "rank 1 .*signal 9"
 check "tally-run without -n" 2 "$bin/tally-run" true
 check "tally-run program missing" 127 "$bin/tally-run" -n 1 /nonexistent/program
