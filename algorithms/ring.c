@@ -6,6 +6,9 @@
  *   allgather       n-1 steps: at step t rank r forwards block r-t and receives block r-t-1
  *   broadcast       chain root -> root+1 -> ... -> root-1, forwarded chunk by chunk
  *   reduce          chain root+1 -> ... -> root, each rank adding its contribution
+ *                   (both chains close the ring with an empty acknowledgement per chunk from
+ *                   the last rank to the first, so the first rank, which otherwise only sends,
+ *                   also learns of a mismatch or a failure down the chain in the same call)
  *   barrier         n-1 steps of empty messages: nobody leaves before everyone arrived
  *
  *        r-1 ----> r ----> r+1        each block is split into chunks so that the next chunk is on
@@ -160,6 +163,7 @@ static tally_result_t ring_barrier(struct tally_comm *comm, const struct tally_c
 
 struct chain_ctx {
   struct tally_comm *comm;
+  int first, last;     /* this rank starts the chain (receives acknowledgements) or ends it (sends them) */
   struct blocks whole; /* one block: the whole buffer */
   const char *send_from;
   char *recv_into;
@@ -167,10 +171,16 @@ struct chain_ctx {
   int finish_avg;
 };
 
+static char acknowledgement; /* the empty messages still need a valid address */
+
 static void chain_send_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
   (void)step;
   const struct chain_ctx *c = plan->ctx;
   size_t off;
+  if (c->last) {
+    *span = (struct pipeline_span){.ptr = &acknowledgement};
+    return;
+  }
   block_chunk(&c->whole, 0, chunk, &off, &span->bytes);
   span->ptr = (void *)(c->send_from + off);
 }
@@ -179,23 +189,32 @@ static void chain_recv_span(const struct pipeline_plan *plan, int step, int chun
   (void)step;
   const struct chain_ctx *c = plan->ctx;
   size_t off;
+  if (c->first) {
+    *span = (struct pipeline_span){.ptr = &acknowledgement};
+    return;
+  }
   block_chunk(&c->whole, 0, chunk, &off, &span->bytes);
   span->ptr = c->recv_into + off;
   span->contrib = c->contrib ? c->contrib + off : NULL;
   span->finish_avg = c->finish_avg;
 }
 
+/* `pos` is this rank's place in the chain, 0 = first. Every rank sends and receives one step: the
+ * first sends data and receives acknowledgements (its sends wait for nothing), the others receive
+ * data and send on what they received (data, or the last rank's acknowledgement). */
 static tally_result_t run_chain(struct tally_comm *comm, const struct tally_coll_desc *d, struct chain_ctx *c,
-                                int sends, int recvs) {
+                                int pos) {
   c->comm = comm;
+  c->first = pos == 0;
+  c->last = pos == comm->nranks - 1;
   c->whole = make_blocks(comm, d->count, tally_datatype_size(d->datatype));
   c->whole.n = 1;
   struct pipeline_plan plan = {
       .desc = d,
       .nchunks = chunks_per_block(&c->whole, d->count),
-      .send_steps = sends,
-      .recv_steps = recvs,
-      .dep_lag = 0,
+      .send_steps = 1,
+      .recv_steps = 1,
+      .dep_lag = c->first ? 1 : 0,
       .max_chunk = c->whole.chunk_elems * c->whole.esize,
       .send_span = chain_send_span,
       .recv_span = chain_recv_span,
@@ -214,7 +233,7 @@ static tally_result_t ring_broadcast(struct tally_comm *comm, const struct tally
   } else {
     c.send_from = d->recvbuf;
   }
-  return run_chain(comm, d, &c, pos < n - 1, pos > 0);
+  return run_chain(comm, d, &c, pos);
 }
 
 static tally_result_t ring_reduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
@@ -230,7 +249,7 @@ static tally_result_t ring_reduce(struct tally_comm *comm, const struct tally_co
     c.recv_into = comm->scratch;
     c.send_from = comm->scratch;
   }
-  return run_chain(comm, d, &c, pos < n - 1, pos > 0);
+  return run_chain(comm, d, &c, pos);
 }
 
 static tally_result_t ring_run(struct tally_comm *comm, const struct tally_coll_desc *d) {
