@@ -1,0 +1,94 @@
+/* perf.h: what the parts of tally-perf share: the parsed options, one rank's benchmark state,
+ * the result rows, and the functions each part offers the others. Uses only tally.h. */
+#ifndef TALLY_BENCH_PERF_H
+#define TALLY_BENCH_PERF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tally.h"
+
+typedef enum { COLL_ALLREDUCE, COLL_ALLGATHER, COLL_REDUCESCATTER, COLL_BROADCAST, COLL_REDUCE } coll_t;
+
+struct options {
+  coll_t coll;
+  size_t minbytes, maxbytes, stepbytes; /* stepbytes 0: multiply by factor */
+  size_t factor;
+  int iters, warmup;
+  int check;
+  tally_datatype_t type;
+  tally_op_t op;
+  int root;
+  int fork_ranks;  /* -N; 0 when absent */
+  double timeout;  /* -T, seconds, for -N; 0: none */
+  const char *json;
+};
+
+struct place_result {
+  double time_us, algbw, busbw;
+  uint64_t wrong;
+};
+
+struct row {
+  size_t bytes, count;
+  struct place_result place[2]; /* 0: out-of-place, 1: in-place */
+};
+
+/* One rank's benchmark at the current size. */
+struct bench {
+  const struct options *o;
+  tally_comm_t comm;
+  int rank, nranks;
+  size_t tsize;
+  char *sbuf, *rbuf;
+  size_t count;  /* the count argument of the call */
+  size_t bytes;  /* the buffer size the row reports */
+  size_t send_elems, recv_elems;
+};
+
+/* run_rank's status when the job ran to the end but some results were wrong. Forked ranks
+ * report it to the parent, which then lets the others finish; otherwise it becomes 1. */
+#define STATUS_WRONG 3
+
+/* Reports a failed Tally call on this rank and exits with status 1. */
+void bench_fail(const struct bench *b, tally_result_t r) __attribute__((noreturn));
+
+#define TRY(b, call)                                                                                                   \
+  do {                                                                                                                 \
+    tally_result_t try_r_ = (call);                                                                                    \
+    if (try_r_ != TALLY_SUCCESS) bench_fail((b), try_r_);                                                              \
+  } while (0)
+
+/* perf_args.c: the command line and the collectives' names. */
+void parse_args(int argc, char **argv, struct options *o);
+const char *coll_name(coll_t c);
+bool coll_reduces(coll_t c);
+bool coll_rooted(coll_t c);
+
+/* tally-perf.c: running the collective. */
+void place_buffers(const struct bench *b, int inplace, char **send, char **recv);
+tally_result_t run_once(const struct bench *b, const void *send, void *recv);
+double now_seconds(void);
+int run_rank(tally_comm_t comm, const struct options *o);
+
+/* perf_check.c: fills the inputs, runs the collective once and counts this rank's wrong
+ * result elements. */
+uint64_t check_place(const struct bench *b, int inplace);
+
+/* perf_report.c: the nccl-tests style table, its summary, and the JSON file (rank 0 prints;
+ * print_ranks is collective). */
+void print_header(const struct bench *b);
+void print_ranks(const struct bench *b);
+void print_table_header(void);
+void print_row(const struct bench *b, const struct row *row);
+void print_summary(const struct options *o, uint64_t wrong, double avg_busbw);
+void write_json(FILE *f, const struct bench *b, const struct row *rows, size_t nrows, uint64_t wrong,
+                double avg_busbw);
+
+/* perf_launch.c: starting the ranks. */
+int run_forked(const struct options *o);
+tally_comm_t open_comm(const struct options *o);
+
+#endif

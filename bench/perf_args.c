@@ -1,0 +1,227 @@
+/* perf_args.c: tally-perf's command line: the options and their defaults, the usage text,
+ * sizes with K/M/G suffixes, and the names of collectives, datatypes and ops (the library's
+ * own and nccl-tests' spellings). Exits with status 2 on a bad argument. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "perf.h"
+
+static const struct {
+  const char *name;
+  coll_t coll;
+} coll_names[] = {
+    {"allreduce", COLL_ALLREDUCE},         {"all_reduce", COLL_ALLREDUCE},
+    {"allgather", COLL_ALLGATHER},         {"all_gather", COLL_ALLGATHER},
+    {"reducescatter", COLL_REDUCESCATTER}, {"reduce_scatter", COLL_REDUCESCATTER},
+    {"broadcast", COLL_BROADCAST},         {"bcast", COLL_BROADCAST},
+    {"reduce", COLL_REDUCE},
+};
+
+const char *coll_name(coll_t c) {
+  switch (c) {
+  case COLL_ALLREDUCE: return "allreduce";
+  case COLL_ALLGATHER: return "allgather";
+  case COLL_REDUCESCATTER: return "reducescatter";
+  case COLL_BROADCAST: return "broadcast";
+  case COLL_REDUCE: return "reduce";
+  }
+  return "?";
+}
+
+bool coll_reduces(coll_t c) { return c == COLL_ALLREDUCE || c == COLL_REDUCESCATTER || c == COLL_REDUCE; }
+bool coll_rooted(coll_t c) { return c == COLL_BROADCAST || c == COLL_REDUCE; }
+
+/* nccl-tests' spellings besides the library's own names. */
+static const struct {
+  const char *name;
+  tally_datatype_t type;
+} type_aliases[] = {
+    {"int8", TALLY_INT8},         {"char", TALLY_INT8},         {"uint8", TALLY_UINT8},
+    {"int32", TALLY_INT32},       {"int", TALLY_INT32},         {"uint32", TALLY_UINT32},
+    {"int64", TALLY_INT64},       {"uint64", TALLY_UINT64},     {"half", TALLY_FLOAT16},
+    {"float16", TALLY_FLOAT16},   {"fp16", TALLY_FLOAT16},      {"bfloat16", TALLY_BFLOAT16},
+    {"bf16", TALLY_BFLOAT16},     {"float", TALLY_FLOAT32},     {"float32", TALLY_FLOAT32},
+    {"fp32", TALLY_FLOAT32},      {"double", TALLY_FLOAT64},    {"float64", TALLY_FLOAT64},
+    {"fp64", TALLY_FLOAT64},
+};
+
+static const struct {
+  const char *name;
+  tally_op_t op;
+} op_aliases[] = {
+    {"sum", TALLY_SUM}, {"prod", TALLY_PROD}, {"product", TALLY_PROD}, {"min", TALLY_MIN},
+    {"max", TALLY_MAX}, {"avg", TALLY_AVG},   {"average", TALLY_AVG},
+};
+
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: tally-perf COLLECTIVE [options]\n"
+          "\n"
+          "COLLECTIVE: allreduce, allgather, reducescatter, broadcast or reduce.\n"
+          "\n"
+          "  -b, --minbytes SIZE     smallest buffer size (default 8)\n"
+          "  -e, --maxbytes SIZE     largest buffer size (default 64M)\n"
+          "  -f, --stepfactor F      multiply the size by F each step (default 2)\n"
+          "  -i, --stepbytes SIZE    add SIZE each step instead of multiplying\n"
+          "  -n, --iters N           timed iterations per size (default 20)\n"
+          "  -w, --warmup_iters N    untimed iterations before them (default 5)\n"
+          "  -c, --check 0|1         check every result element (default 1)\n"
+          "  -d, --datatype TYPE     int8 uint8 int32 uint32 int64 uint64 half bfloat16\n"
+          "                          float double (default float)\n"
+          "  -o, --op OP             sum prod min max avg (default sum)\n"
+          "  -r, --root R            root rank of broadcast and reduce (default 0)\n"
+          "  -N, --nranks N          fork N local ranks instead of using a launcher\n"
+          "  -T, --timeout SECONDS   with -N: kill the ranks after this long (default 600, 0: never)\n"
+          "  -J, --json FILE         also write the results to FILE as JSON\n"
+          "  -h, --help              show this message\n"
+          "\n"
+          "SIZE takes a K, M or G suffix (powers of 1024). Sizes are whole-buffer bytes as in\n"
+          "nccl-tests: the receive buffer of allgather and the send buffer of reducescatter.\n"
+          "Without -N the ranks come from the launcher's environment (tally-run, mpirun, srun,\n"
+          "torchrun); with no launcher environment a single rank runs.\n"
+          "Exit status: 0 success, 1 wrong results or a Tally error, 2 bad arguments.\n");
+}
+
+static void bad_arg(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void bad_arg(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "tally-perf: ");
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n(run 'tally-perf --help' for usage)\n");
+  exit(2);
+}
+
+static size_t parse_size(const char *opt, const char *s) {
+  char *end = NULL;
+  errno = 0;
+  if (s[0] == '-' || s[0] == '\0') bad_arg("%s needs a size in bytes, not '%s'", opt, s);
+  unsigned long long v = strtoull(s, &end, 10);
+  if (end == s || errno != 0) bad_arg("%s needs a size in bytes, not '%s'", opt, s);
+  unsigned shift = 0;
+  switch (*end) {
+  case 'k': case 'K': shift = 10; end++; break;
+  case 'm': case 'M': shift = 20; end++; break;
+  case 'g': case 'G': shift = 30; end++; break;
+  default: break;
+  }
+  if (*end == 'b' || *end == 'B') end++;
+  if (*end != '\0') bad_arg("%s: cannot read '%s' as a size (a number with an optional K, M or G)", opt, s);
+  if (shift != 0 && v > (SIZE_MAX >> shift)) bad_arg("%s: size '%s' is too large", opt, s);
+  return (size_t)(v << shift);
+}
+
+static long parse_int(const char *opt, const char *s, long lo, long hi) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (s[0] == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi)
+    bad_arg("%s needs an integer from %ld to %ld, not '%s'", opt, lo, hi, s);
+  return v;
+}
+
+static tally_datatype_t parse_type(const char *s) {
+  for (int t = 0; t < TALLY_NUM_DATATYPES; t++) {
+    const char *name = tally_datatype_name((tally_datatype_t)t);
+    if (name != NULL && strcasecmp(name, s) == 0) return (tally_datatype_t)t;
+  }
+  for (size_t i = 0; i < sizeof type_aliases / sizeof type_aliases[0]; i++)
+    if (strcasecmp(type_aliases[i].name, s) == 0) return type_aliases[i].type;
+  bad_arg("unknown datatype '%s' (int8 uint8 int32 uint32 int64 uint64 half bfloat16 float double)", s);
+}
+
+static tally_op_t parse_op(const char *s) {
+  for (int o = 0; o < TALLY_NUM_OPS; o++) {
+    const char *name = tally_op_name((tally_op_t)o);
+    if (name != NULL && strcasecmp(name, s) == 0) return (tally_op_t)o;
+  }
+  for (size_t i = 0; i < sizeof op_aliases / sizeof op_aliases[0]; i++)
+    if (strcasecmp(op_aliases[i].name, s) == 0) return op_aliases[i].op;
+  bad_arg("unknown op '%s' (sum prod min max avg)", s);
+}
+
+void parse_args(int argc, char **argv, struct options *o) {
+  memset(o, 0, sizeof *o);
+  o->minbytes = 8;
+  o->maxbytes = (size_t)64 << 20;
+  o->factor = 2;
+  o->iters = 20;
+  o->warmup = 5;
+  o->check = 1;
+  o->type = TALLY_FLOAT32;
+  o->op = TALLY_SUM;
+  o->root = 0;
+  o->timeout = 600;
+  bool have_coll = false;
+
+  static const struct option longopts[] = {
+      {"minbytes", required_argument, NULL, 'b'},   {"maxbytes", required_argument, NULL, 'e'},
+      {"stepfactor", required_argument, NULL, 'f'}, {"stepbytes", required_argument, NULL, 'i'},
+      {"iters", required_argument, NULL, 'n'},      {"warmup_iters", required_argument, NULL, 'w'},
+      {"check", required_argument, NULL, 'c'},      {"datatype", required_argument, NULL, 'd'},
+      {"op", required_argument, NULL, 'o'},         {"root", required_argument, NULL, 'r'},
+      {"nranks", required_argument, NULL, 'N'},     {"timeout", required_argument, NULL, 'T'},
+      {"json", required_argument, NULL, 'J'},       {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":b:e:f:i:n:w:c:d:o:r:N:T:J:h", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'b': o->minbytes = parse_size("-b", optarg); break;
+    case 'e': o->maxbytes = parse_size("-e", optarg); break;
+    case 'f': o->factor = (size_t)parse_int("-f", optarg, 2, 1 << 20); break;
+    case 'i': o->stepbytes = parse_size("-i", optarg); break;
+    case 'n': o->iters = (int)parse_int("-n", optarg, 1, 1000000000); break;
+    case 'w': o->warmup = (int)parse_int("-w", optarg, 0, 1000000000); break;
+    case 'c': o->check = (int)parse_int("-c", optarg, 0, 1); break;
+    case 'd': o->type = parse_type(optarg); break;
+    case 'o': o->op = parse_op(optarg); break;
+    case 'r': o->root = (int)parse_int("-r", optarg, 0, 1 << 30); break;
+    case 'N': o->fork_ranks = (int)parse_int("-N", optarg, 1, 1024); break;
+    case 'T': {
+      char *end = NULL;
+      errno = 0;
+      o->timeout = strtod(optarg, &end);
+      if (optarg[0] == '\0' || *end != '\0' || errno != 0 || !(o->timeout >= 0))
+        bad_arg("-T needs a number of seconds, not '%s'", optarg);
+      break;
+    }
+    case 'J': o->json = optarg; break;
+    case 'h': usage(stdout); exit(0);
+    case ':': bad_arg("option '%s' needs a value", argv[optind - 1]);
+    default:
+      if (optopt != 0) bad_arg("unknown option '-%c'", optopt);
+      bad_arg("unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  for (int i = optind; i < argc; i++) {
+    if (have_coll) bad_arg("unexpected argument '%s'", argv[i]);
+    bool found = false;
+    for (size_t k = 0; k < sizeof coll_names / sizeof coll_names[0]; k++) {
+      if (strcasecmp(coll_names[k].name, argv[i]) == 0) {
+        o->coll = coll_names[k].coll;
+        found = true;
+      }
+    }
+    if (!found) bad_arg("unknown collective '%s' (allreduce allgather reducescatter broadcast reduce)", argv[i]);
+    have_coll = true;
+  }
+  if (!have_coll) bad_arg("missing COLLECTIVE (allreduce allgather reducescatter broadcast reduce)");
+  if (o->minbytes > o->maxbytes)
+    bad_arg("-b %zu is larger than -e %zu", o->minbytes, o->maxbytes);
+  if (o->stepbytes == 0 && o->minbytes == 0) bad_arg("-b 0 needs -i STEPBYTES (a size times a factor stays 0)");
+  if (o->fork_ranks > 0 && coll_rooted(o->coll) && o->root >= o->fork_ranks)
+    bad_arg("-r %d is not a rank of a %d-rank job", o->root, o->fork_ranks);
+  if (tally_datatype_size(o->type) == 0) bad_arg("this build of Tally does not know the chosen datatype");
+}
