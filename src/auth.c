@@ -29,7 +29,8 @@ enum {
   HANDSHAKE_SECONDS = 10 /* an accepted connection must finish its handshake within this */
 };
 
-static void fill_random(unsigned char *buf, size_t len) {
+void tally_random_bytes(void *out, size_t len) {
+  unsigned char *buf = out;
   while (len > 0) {
     ssize_t n = getrandom(buf, len, 0);
     if (n > 0) {
@@ -78,7 +79,7 @@ tally_result_t tally_auth_connect(int fd, const unsigned char key[TALLY_SECRET_B
                                   int abort_fd) {
   unsigned char hello[HELLO], challenge[CHALLENGE], proof[PROOF], expect[MAC];
   put_header(hello, purpose);
-  fill_random(hello + 8, NONCE);
+  tally_random_bytes(hello + 8, NONCE);
   TALLY_CHECK(tally_net_write_all(fd, hello, sizeof hello, deadline, abort_fd));
   TALLY_CHECK(tally_net_read_all(fd, challenge, sizeof challenge, deadline, abort_fd));
   if (!header_ok(challenge, purpose))
@@ -129,7 +130,7 @@ static int advance(struct pending *p, const unsigned char *key, uint16_t purpose
     unsigned char challenge[CHALLENGE];
     memcpy(p->nonce_c, p->buf + 8, NONCE);
     put_header(challenge, purpose);
-    fill_random(p->nonce_s, NONCE);
+    tally_random_bytes(p->nonce_s, NONCE);
     memcpy(challenge + 8, p->nonce_s, NONCE);
     server_mac(key, p->buf, p->nonce_s, challenge + 8 + NONCE);
     if (send(p->fd, challenge, sizeof challenge, MSG_NOSIGNAL) != (ssize_t)sizeof challenge) {

@@ -18,6 +18,9 @@
 #include "uid.h"
 
 #define TALLY_AUTH_PAYLOAD_BYTES 192
+
+/* Fills `out` from the kernel's random source (getrandom); aborts if the kernel cannot. */
+void tally_random_bytes(void *out, size_t len);
 enum { TALLY_PURPOSE_BOOTSTRAP = 1, TALLY_PURPOSE_DATA = 2 };
 
 /* Client side on a connected fd: blocks until authenticated or the deadline. */

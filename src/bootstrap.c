@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -75,7 +74,7 @@ static void root_reply(struct root *root, const char *failure) {
   unsigned char *msg = calloc(1, len);
   if (!msg) return;
   uint64_t comm_id;
-  if (getrandom(&comm_id, sizeof comm_id, 0) != sizeof comm_id) comm_id = tally_now_ns();
+  tally_random_bytes(&comm_id, sizeof comm_id);
   tally_put_u32(msg, TABLE_MAGIC);
   tally_put_u32(msg + 4, failure ? 1 : 0);
   tally_put_u32(msg + 8, (uint32_t)root->nranks);

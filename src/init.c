@@ -1,24 +1,17 @@
 /* The ways to start a communicator: a unique id made by tally_get_unique_id and passed out of
  * band, or the environment a launcher (tally-run, mpirun, srun, torchrun) provides. */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "bootstrap.h"
 #include "comm.h"
 #include "config.h"
 #include "error.h"
 #include "log.h"
 #include "uid.h"
-
-static tally_result_t random_secret(unsigned char secret[TALLY_SECRET_BYTES]) {
-  if (getrandom(secret, TALLY_SECRET_BYTES, 0) != TALLY_SECRET_BYTES)
-    return TALLY_ERROR(TALLY_ERR_SYSTEM, "getrandom failed: %s", strerror(errno));
-  return TALLY_SUCCESS;
-}
 
 /* Listens on `addr` and starts the bootstrap root there. */
 static tally_result_t start_root(struct tally_job_id *job, double timeout_s) {
@@ -32,7 +25,7 @@ tally_result_t tally_get_unique_id(tally_unique_id_t *id) {
   struct tally_config cfg;
   TALLY_CHECK(tally_config_load(&cfg));
   struct tally_job_id job = {.authenticated = 1};
-  TALLY_CHECK(random_secret(job.secret));
+  tally_random_bytes(job.secret, sizeof job.secret);
   TALLY_CHECK(tally_net_pick_address(cfg.ifname, &job.root));
   TALLY_CHECK(start_root(&job, cfg.timeout_s));
   tally_uid_encode(&job, id);
