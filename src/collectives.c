@@ -16,14 +16,6 @@ static tally_result_t remember(tally_comm_t comm, tally_result_t r) {
   return r;
 }
 
-/* How many elements of each buffer the collective touches on this rank. */
-static void buffer_elems(const struct tally_coll_desc *d, int nranks, size_t *send, size_t *recv) {
-  size_t n = (size_t)nranks;
-  *send = *recv = d->count;
-  if (d->coll == TALLY_COLL_ALLGATHER) *recv = d->count * n;
-  if (d->coll == TALLY_COLL_REDUCE_SCATTER) *send = d->count * n;
-}
-
 static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
                                tally_stream_t stream) {
   if (stream)
@@ -49,12 +41,10 @@ static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, 
   return TALLY_SUCCESS;
 }
 
-/* One rank: the result is this rank's own data. */
+/* One rank: the result is this rank's own data (every collective's buffers hold `count` elements). */
 static void run_alone(const struct tally_coll_desc *d) {
-  size_t send, recv;
-  buffer_elems(d, 1, &send, &recv);
   if (d->coll != TALLY_COLL_BARRIER && d->sendbuf != d->recvbuf)
-    memmove(d->recvbuf, d->sendbuf, recv * tally_datatype_size(d->datatype));
+    memmove(d->recvbuf, d->sendbuf, d->count * tally_datatype_size(d->datatype));
 }
 
 static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {
