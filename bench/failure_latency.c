@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "harness.h"
 
@@ -25,23 +24,17 @@ struct run_plan {
   struct shared_times *times; /* shared memory, written by the ranks */
 };
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int stream_until_failure(tally_comm_t comm, int rank, int n, void *arg) {
   (void)n;
   struct run_plan *plan = arg;
   static float buf[COUNT];
   for (int i = 0;; i++) {
     if (rank == plan->victim && i == 7) {
-      plan->times->killed = now_s();
+      plan->times->killed = harness_now_s();
       raise(SIGKILL);
     }
     if (tally_allreduce(buf, buf, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS) {
-      plan->times->failed[rank] = now_s();
+      plan->times->failed[rank] = harness_now_s();
       return 0;
     }
   }

@@ -42,7 +42,7 @@ static int run_with_comm(int rank, int nranks, const tally_unique_id_t *id, void
   return rc;
 }
 
-static double now_s(void) {
+double harness_now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -80,7 +80,7 @@ static int run_ranks(int nranks, double deadline_s, harness_raw_fn body, void *a
   close(pipefd[0]);
   close(pipefd[1]);
   int failed = 0, left = nranks;
-  double deadline = now_s() + deadline_s;
+  double deadline = harness_now_s() + deadline_s;
   while (left > 0) {
     int status;
     pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -98,7 +98,7 @@ static int run_ranks(int nranks, double deadline_s, harness_raw_fn body, void *a
       left--;
       continue;
     }
-    if (now_s() > deadline) {
+    if (harness_now_s() > deadline) {
       for (int r = 0; r < nranks; r++)
         if (pids[r] > 0) {
           fprintf(stderr, "harness: rank %d still running after %.0f s: killing it (a hang is a failure)\n", r,

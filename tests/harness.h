@@ -19,6 +19,9 @@ int harness_run_killing(int nranks, double deadline_s, harness_body_fn body, voi
 typedef int (*harness_raw_fn)(int rank, int nranks, const tally_unique_id_t *id, void *arg);
 int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *arg);
 
+/* CLOCK_MONOTONIC in seconds: one clock for every process of the machine. */
+double harness_now_s(void);
+
 /* Prints "rank R: what" to stderr and returns 1, for use in bodies: `return fail(rank, ...)`. */
 int harness_fail(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -88,12 +87,6 @@ static void *abort_later(void *comm) {
   return NULL;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int abort_from_thread(tally_comm_t comm, int rank, int n, void *arg) {
   (void)n, (void)arg;
   if (rank == 1) {
@@ -102,10 +95,10 @@ static int abort_from_thread(tally_comm_t comm, int rank, int n, void *arg) {
   }
   pthread_t thread;
   pthread_create(&thread, NULL, abort_later, comm);
-  double start = now_s();
+  double start = harness_now_s();
   float x = 1;
   tally_result_t r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
-  double took = now_s() - start;
+  double took = harness_now_s() - start;
   pthread_join(thread, NULL);
   int bad = expect_code(rank, comm, r, TALLY_ERR_ABORTED, "abort");
   if (took > 1.2) bad += harness_fail(rank, "abort took %.2f s to take effect", took);
@@ -134,10 +127,10 @@ static int killed_mid_stream(tally_comm_t comm, int rank, int n, void *arg) {
   snprintf(name, sizeof name, "rank %d", plan->victim);
   for (int i = 0;; i++) {
     if (rank == plan->victim && i == plan->after) raise(SIGKILL);
-    double start = now_s();
+    double start = harness_now_s();
     tally_result_t r = tally_allreduce(buf, buf, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
     if (r == TALLY_SUCCESS) continue;
-    double took = now_s() - start;
+    double took = harness_now_s() - start;
     int bad = expect_code(rank, comm, r, TALLY_ERR_REMOTE, name);
     if (took > 5) bad += harness_fail(rank, "noticing the dead rank took %.1f s", took);
     return bad;
@@ -146,7 +139,7 @@ static int killed_mid_stream(tally_comm_t comm, int rank, int n, void *arg) {
 
 static void kill_one_of_eight(int victim) {
   setenv("TALLY_TIMEOUT", "60", 1);
-  struct kill_plan plan = {victim, 3 + (int)(now_s() * 1000) % 10};
+  struct kill_plan plan = {victim, 3 + (int)(harness_now_s() * 1000) % 10};
   cr_assert_eq(harness_run_killing(8, 120, killed_mid_stream, &plan, victim), 0, "victim %d after %d", victim,
                plan.after);
   unsetenv("TALLY_TIMEOUT");
@@ -206,11 +199,12 @@ static int config_timeout(int rank, int nranks, const tally_unique_id_t *id, voi
   if (rank == 1) {
     sleep(3); /* never calls: rank 0 must give up after its 1 s, not TALLY_TIMEOUT's 300 */
   } else {
-    double start = now_s();
+    double start = harness_now_s();
     float x = 1;
     bad = expect_code(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
                       TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
-    if (now_s() - start > 2.5) bad += harness_fail(rank, "took %.1f s to time out", now_s() - start);
+    double took = harness_now_s() - start;
+    if (took > 2.5) bad += harness_fail(rank, "took %.1f s to time out", took);
   }
   tally_comm_destroy(comm);
   return bad;
