@@ -85,6 +85,43 @@ static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
   return TALLY_SUCCESS;
 }
 
+/* The oldest receive still outstanding: what this rank waits for, or NULL. */
+static const struct tally_request *oldest_recv(const struct pipeline_state *st) {
+  return st->recv_done < st->recv_posted ? &st->recv_req[st->recv_done % WINDOW] : NULL;
+}
+
+/* The flight record of a timed-out rank: where it stood, and whom it had not heard from. Only the
+ * rank right after a stalled one blames it; ranks whose own sender said it was waiting too (see
+ * wire.h's notices) point further back instead, so a whole ring names the same rank. */
+static tally_result_t timed_out(struct tally_comm *comm, const struct pipeline_state *st) {
+  const struct pipeline_plan *p = st->plan;
+  char waited[128], where[256], prev[96], next[96];
+  snprintf(waited, sizeof waited, "%s", tally_error_message());
+  snprintf(where, sizeof where, "rank %d timed out in %s #%u at step %zu of %d: %s", comm->rank,
+           tally_coll_name(p->desc->coll), comm->seq, st->recv_done / (size_t)p->nchunks, p->recv_steps, waited);
+  tally_comm_rank_text(comm, comm->prev_rank, prev, sizeof prev);
+  tally_comm_rank_text(comm, comm->next_rank, next, sizeof next);
+  const struct tally_request *waiting_for = oldest_recv(st);
+  if (waiting_for && !waiting_for->peer_waiting) {
+    tally_error_blame(comm->prev_rank);
+    return TALLY_ERROR(TALLY_ERR_TIMEOUT,
+                       "%s; it heard nothing from %s, which did not say it was waiting for anyone itself: rank %d is "
+                       "stuck, dead, or has not called %s #%u (received %zu of %zu messages from it)",
+                       where, prev, comm->prev_rank, tally_coll_name(p->desc->coll), comm->seq, st->recv_done,
+                       st->total_recv);
+  }
+  tally_error_blame(-1);
+  if (waiting_for)
+    return TALLY_ERROR(TALLY_ERR_TIMEOUT,
+                       "%s; it was waiting for %s, which said it was waiting too: the stalled rank is further back in "
+                       "the ring (received %zu of %zu messages from it)",
+                       where, prev, st->recv_done, st->total_recv);
+  return TALLY_ERROR(TALLY_ERR_TIMEOUT,
+                     "%s; %s took no data for that long (sent %zu of %zu messages to it): it, or a rank after it, is "
+                     "stuck",
+                     where, next, st->send_done, st->total_send);
+}
+
 tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct pipeline_plan *plan) {
   struct pipeline_state st = {.plan = plan, .comm = comm};
   tally_header_fill(&st.proto, plan->desc, comm->seq);
@@ -98,8 +135,11 @@ tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct pipeline
     int moved = 0;
     tally_result_t r = post_recvs(&st, &moved);
     if (r == TALLY_SUCCESS) r = post_sends(&st, &moved);
+    const struct tally_request *waiting_for = oldest_recv(&st);
+    waiter.upstream_waiting = waiting_for && waiting_for->peer_waiting;
     if (r == TALLY_SUCCESS) r = tally_comm_progress(comm, &waiter, &moved);
     if (r == TALLY_SUCCESS) finish_recvs(&st, &moved);
+    if (waiter.timed_out) return timed_out(comm, &st);
     if (r != TALLY_SUCCESS)
       return TALLY_ERROR(r, "rank %d, %s #%u: %s (received %zu of %zu messages from rank %d, sent %zu of %zu to rank %d)",
                          comm->rank, tally_coll_name(plan->desc->coll), comm->seq, tally_error_message(), st.recv_done,

@@ -16,6 +16,16 @@ static tally_result_t remember(tally_comm_t comm, tally_result_t r) {
   return r;
 }
 
+/* Ends the remembered message with the rank at fault and its host, when another rank is. */
+static void name_culprit(tally_comm_t comm) {
+  int culprit = tally_error_blamed();
+  if (culprit < 0 || culprit == comm->rank) return;
+  char who[128];
+  size_t used = strlen(comm->last_error);
+  snprintf(comm->last_error + used, sizeof comm->last_error - used, " [rank at fault: %s]",
+           tally_comm_rank_text(comm, culprit, who, sizeof who));
+}
+
 static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
                                tally_stream_t stream) {
   if (stream)
@@ -78,6 +88,7 @@ static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally
   if (r != TALLY_SUCCESS) {
     comm->error = r;
     remember(comm, r);
+    name_culprit(comm);
     tally_comm_fail(comm, r);
   }
   comm->seq++;

@@ -30,8 +30,16 @@ tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
 }
 
 void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w) {
+  memset(w, 0, sizeof *w);
   w->timeout_ns = (uint64_t)(comm->cfg.timeout_s * 1e9);
-  w->idle_since = 0;
+  w->grace_ns = w->timeout_ns / 10 < 5000000000ull ? w->timeout_ns / 10 : 5000000000ull;
+}
+
+/* Tells the next rank that this one is waiting, once per stall. */
+static void notify_next(struct tally_comm *comm, struct tally_waiter *w) {
+  unsigned char notice[TALLY_WIRE_HEADER_BYTES];
+  tally_notice_encode(notice, comm->seq, comm->rank);
+  w->notified = comm->transport->notify(comm->to_next, notice);
 }
 
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved) {
@@ -40,16 +48,21 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   int timeout_ms = 0;
   if (*moved) {
     w->idle_since = 0;
+    w->notified = 0;
   } else {
     uint64_t now = tally_now_ns();
     if (w->idle_since == 0) w->idle_since = now;
-    uint64_t idle = now - w->idle_since;
-    if (idle >= w->timeout_ns)
-      return TALLY_ERROR(TALLY_ERR_TIMEOUT,
-                         "nothing moved for %.1f s (TALLY_TIMEOUT); the peer may be stuck, dead, or in another call",
-                         comm->cfg.timeout_s);
+    uint64_t idle = now - w->idle_since, limit = w->timeout_ns + (w->upstream_waiting ? w->grace_ns : 0);
+    if (idle >= limit) {
+      w->timed_out = 1;
+      return TALLY_ERROR(TALLY_ERR_TIMEOUT, "nothing moved for %.1f s (TALLY_TIMEOUT)", (double)idle / 1e9);
+    }
+    if (!w->notified && idle + w->grace_ns >= w->timeout_ns) notify_next(comm, w);
     if (idle >= (uint64_t)comm->cfg.spin_us * 1000)
-      timeout_ms = tally_ms_until(w->idle_since + w->timeout_ns, 100);
+      timeout_ms = tally_ms_until(w->idle_since + (w->notified || idle + w->grace_ns >= w->timeout_ns
+                                                       ? limit
+                                                       : w->timeout_ns - w->grace_ns),
+                                  100);
     else
       sched_yield(); /* let a peer sharing this core run while we poll */
   }
@@ -107,9 +120,19 @@ static tally_result_t connect_ring(struct tally_comm *c, const struct tally_sock
   return TALLY_SUCCESS;
 }
 
+const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *buf, size_t len) {
+  char addr[80] = "unknown host";
+  if (rank >= 0 && rank < comm->nranks && comm->peer_addrs) tally_net_format(&comm->peer_addrs[rank], addr, sizeof addr);
+  char *port = strrchr(addr, ':'); /* the host is what matters; the port is the transport's */
+  if (port && comm->peer_addrs) *port = '\0';
+  snprintf(buf, len, "rank %d (%s)", rank, addr);
+  return buf;
+}
+
 static void comm_free(struct tally_comm *c) {
   if (c->ep) c->transport->destroy(c->ep); /* closes its connections */
   if (c->abort_fd >= 0) close(c->abort_fd);
+  free(c->peer_addrs);
   free(c->scratch);
   free(c->staging);
   free(c);
@@ -132,8 +155,11 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
     r = TALLY_ERROR(TALLY_ERR_SYSTEM, "eventfd: %s", strerror(errno));
     goto fail;
   }
-  struct tally_transport_params params = {
-      .ifname = c->cfg.ifname, .secret = job->secret, .rank = rank, .abort_fd = c->abort_fd};
+  struct tally_transport_params params = {.ifname = c->cfg.ifname,
+                                          .secret = job->secret,
+                                          .rank = rank,
+                                          .abort_fd = c->abort_fd,
+                                          .keepalive_s = c->cfg.keepalive_s};
   r = c->transport->create(&params, &c->ep);
   if (r != TALLY_SUCCESS) goto fail;
   struct tally_sockaddr me;
@@ -146,7 +172,7 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
   r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, peers, &c->comm_id);
   if (r == TALLY_SUCCESS && nranks > 1) r = connect_ring(c, peers, deadline);
-  free(peers);
+  c->peer_addrs = peers;
   if (r != TALLY_SUCCESS) goto fail;
   r = tally_registry_add(c);
   if (r != TALLY_SUCCESS) goto fail;

@@ -30,6 +30,8 @@ struct tally_comm {
   tally_result_t error; /* first error; the communicator refuses collectives after it */
   char last_error[1024];
 
+  struct tally_sockaddr *peer_addrs; /* every rank's data address, for naming a failed rank's host */
+
   void *scratch; /* grows to the largest partial-result buffer a collective needed */
   size_t scratch_bytes;
   void *staging; /* chunk-sized receive slots for reductions */
@@ -49,13 +51,25 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
 /* Waiting without stealing a core: call once per loop of an algorithm's step machine with
  * `moved` saying whether the loop made progress. Polls the transport (yielding the core between
  * polls), and once nothing has moved for cfg.spin_us, blocks in the transport until something
- * arrives. Fails on abort, when nothing has moved for TALLY_TIMEOUT, or when the transport fails. */
+ * arrives. Fails on abort, when nothing has moved for TALLY_TIMEOUT, or when the transport fails.
+ * Shortly before the timeout it sends the next rank a waiting notice, so that when a stalled rank
+ * holds up a whole ring, only the rank right after it blames it and the others wait for that
+ * verdict (see tally_waiter.upstream_waiting). */
 struct tally_waiter {
   uint64_t timeout_ns;
-  uint64_t idle_since; /* 0: not idle */
+  uint64_t grace_ns;    /* a notice goes out this long before the timeout (see wire.h) */
+  uint64_t idle_since;  /* 0: not idle */
+  int notified;         /* the next rank was told that this rank is waiting */
+  int timed_out;        /* set when progress failed because this rank waited too long (not because a
+                           peer reported a timeout of its own) */
+  int upstream_waiting; /* set by the caller: the rank it waits for said it is waiting too, so the
+                           timeout is extended by grace_ns for that rank's verdict to arrive */
 };
 void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w);
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved);
+
+/* "rank 5 (10.0.0.7)": a rank and the host it runs on, for error messages. */
+const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *buf, size_t len);
 
 /* Returns a buffer of at least `bytes` owned by the communicator (scratch or staging). */
 tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes);

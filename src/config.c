@@ -48,6 +48,7 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
   cfg->timeout_s = TALLY_DEFAULT_TIMEOUT_S;
   cfg->spin_us = 20;
   cfg->chunk_bytes = 512 * 1024;
+  cfg->keepalive_s = TALLY_DEFAULT_KEEPALIVE_S;
   const char *v;
   if ((v = env("TALLY_TIMEOUT"))) {
     char *end;
@@ -80,6 +81,12 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "TALLY_CHUNK_BYTES='%s' is not a whole number from 4096 to 2^30",
                          v);
     cfg->chunk_bytes = (size_t)n;
+  }
+  if ((v = env("TALLY_KEEPALIVE"))) {
+    if (parse_long(v, 1, 3600, &n))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_KEEPALIVE='%s' is not a whole number of seconds from 1 to 3600", v);
+    cfg->keepalive_s = (int)n;
   }
   return TALLY_SUCCESS;
 }

@@ -6,6 +6,7 @@
 #include "tally.h"
 
 #define TALLY_DEFAULT_TIMEOUT_S 300.0
+#define TALLY_DEFAULT_KEEPALIVE_S 5
 
 struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
@@ -14,6 +15,7 @@ struct tally_config {
   char algo[16];        /* TALLY_ALGO: "ring" */
   int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
   size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */
+  int keepalive_s;      /* TALLY_KEEPALIVE: a peer host silent this long is declared dead */
 };
 
 tally_result_t tally_config_load(struct tally_config *cfg);

@@ -1,7 +1,9 @@
 /* Encoding and checking of data message headers (see wire.h). Layout, big-endian:
  *   0 magic "TLYM"  4 seq  8 coll  9 datatype  10 op  11 zero  12 root  16 count  24 index  32 bytes
  * Error frames:
- *   0 magic "TLYE"  4 seq  8 code  9..11 zero  12 sender  16 culprit (-1: unknown)  20..39 zero */
+ *   0 magic "TLYE"  4 seq  8 code  9..11 zero  12 sender  16 culprit (-1: unknown)  20..39 zero
+ * Waiting notices:
+ *   0 magic "TLYW"  4 seq  8..11 zero  12 sender  16..39 zero */
 #include "wire.h"
 
 #include <stdio.h>
@@ -10,7 +12,11 @@
 #include "bytes.h"
 #include "error.h"
 
-enum { WIRE_MAGIC = 0x544c594d /* "TLYM" */, ERROR_MAGIC = 0x544c5945 /* "TLYE" */ };
+enum {
+  WIRE_MAGIC = 0x544c594d,   /* "TLYM" */
+  ERROR_MAGIC = 0x544c5945,  /* "TLYE" */
+  NOTICE_MAGIC = 0x544c5957, /* "TLYW" */
+};
 
 const char *tally_coll_name(enum tally_coll coll) {
   static const char *names[] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "barrier"};
@@ -61,8 +67,23 @@ tally_result_t tally_error_frame_decode(const unsigned char got[TALLY_WIRE_HEADE
   if (culprit < 0)
     return TALLY_ERROR(code, "rank %d reports that collective #%u failed there (%s); see that rank's error", peer,
                        tally_get_u32(got + 4), tally_result_string(code));
-  return TALLY_ERROR(code, "collective #%u failed because of rank %d (%s), as reported by rank %d; see rank %d's error",
-                     tally_get_u32(got + 4), culprit, tally_result_string(code), peer, culprit);
+  return TALLY_ERROR(code, "collective #%u failed because of rank %d (%s), as found by rank %d, whose error says more",
+                     tally_get_u32(got + 4), culprit, tally_result_string(code), peer);
+}
+
+void tally_notice_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32_t seq, int sender) {
+  memset(out, 0, TALLY_WIRE_HEADER_BYTES);
+  tally_put_u32(out, NOTICE_MAGIC);
+  tally_put_u32(out + 4, seq);
+  tally_put_u32(out + 12, (uint32_t)sender);
+}
+
+int tally_notice_decode(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int peer, uint32_t *seq) {
+  if (tally_get_u32(got) != NOTICE_MAGIC || (int)tally_get_u32(got + 12) != peer) return 0;
+  for (int i = 16; i < TALLY_WIRE_HEADER_BYTES; i++)
+    if (got[i] != 0) return 0;
+  *seq = tally_get_u32(got + 4);
+  return 1;
 }
 
 /* "allreduce(count=10, float, sum)" for a header from the wire or from this rank. */

@@ -33,6 +33,13 @@ void tally_error_frame_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32
  * with a message; otherwise TALLY_SUCCESS. Every field is checked before it is believed. */
 tally_result_t tally_error_frame_decode(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int peer);
 
+/* A rank that has waited most of TALLY_TIMEOUT for its own previous rank says so to the next one
+ * (in place of a header, between messages), so that the next rank, if it times out too, knows the
+ * stall lies further upstream and waits for the upstream rank's verdict instead of blaming it. */
+void tally_notice_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32_t seq, int sender);
+/* 1 when `got` is a well-formed notice from `peer` (its collective number in *seq), else 0. */
+int tally_notice_decode(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int peer, uint32_t *seq);
+
 /* Compares a received header with the expected one; MISMATCH or REMOTE with a message naming `peer`.
  * An error frame returns the code it carries and blames its culprit (tally_error_blame). */
 tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],

@@ -19,6 +19,11 @@
  *   (their owner is gone), sends `frame` (an error frame, see wire.h) when one is given and the
  *   connection sits between messages, and then stops sending on the connection. A frame may also
  *   go against the direction of the data; the peer reads it when its own sends break.
+ * - notify() sends a waiting notice (see wire.h) ahead of anything else when nothing is queued on
+ *   the connection; a receiver that reads a notice for the collective of its oldest queued receive
+ *   sets that request's peer_waiting, skips the notice, and does not count it as progress.
+ * - Connections are kept alive: a peer whose host stops answering (power loss, cable, partition)
+ *   fails the connection after keepalive_s seconds, even when no data is due.
  * - register_memory() is a hook for transports that must pin buffers (a no-op for tcp).
  */
 #ifndef TALLY_TRANSPORT_H
@@ -40,6 +45,7 @@ struct tally_request {
   size_t len;
   struct tally_msg_header hdr; /* send: header to send; receive: header expected */
   volatile int done;           /* set by the transport when the request completed */
+  int peer_waiting;            /* receive: the sender said it is itself waiting (see notify) */
   /* transport-private */
   size_t progressed;
   unsigned char wire[TALLY_WIRE_HEADER_BYTES];
@@ -51,6 +57,7 @@ struct tally_transport_params {
   const unsigned char *secret;
   int rank;
   int abort_fd; /* readable once the communicator is aborted */
+  int keepalive_s; /* a silent peer host is declared dead after this many seconds */
 };
 
 struct tally_transport_ops {
@@ -67,6 +74,8 @@ struct tally_transport_ops {
   tally_result_t (*test)(struct tally_conn *conn, struct tally_request *req, int *done);
   tally_result_t (*progress)(struct tally_endpoint *ep, int timeout_ms, int *moved);
   void (*fail)(struct tally_conn *conn, const unsigned char *frame);
+  /* Returns 1 when the notice was sent or queued, 0 when the connection is busy with data. */
+  int (*notify)(struct tally_conn *conn, const unsigned char notice[TALLY_WIRE_HEADER_BYTES]);
   tally_result_t (*register_memory)(struct tally_endpoint *ep, void *buf, size_t len, void **handle);
   void (*deregister_memory)(struct tally_endpoint *ep, void *handle);
   void (*close)(struct tally_conn *conn);

@@ -6,7 +6,8 @@
  * the request completes, and a receive can never write past its posted length.
  *
  * Waiting blocks in poll() on exactly the sockets with queued work plus the abort fd, so an idle
- * rank costs no CPU. */
+ * rank costs no CPU. A peer whose host goes silent is caught by TCP keep-alive probes and a user
+ * timeout on unacknowledged data, both set to TALLY_KEEPALIVE seconds. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -15,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -36,6 +39,8 @@ struct tally_conn {
   unsigned char rhdr[TALLY_WIRE_HEADER_BYTES]; /* header of the message being received */
   size_t rhdr_have;
   int rhdr_checked;
+  unsigned char notice[TALLY_WIRE_HEADER_BYTES]; /* a waiting notice being sent (see notify) */
+  size_t notice_left;                             /* its bytes not yet sent */
 };
 
 struct tally_endpoint {
@@ -43,6 +48,7 @@ struct tally_endpoint {
   struct tally_sockaddr addr;
   int abort_fd;
   int rank;
+  int keepalive_s;
   unsigned char secret[TALLY_SECRET_BYTES];
   pthread_mutex_t lock; /* guards conns while connect and accept run on two threads */
   struct tally_conn **conns;
@@ -54,6 +60,7 @@ static tally_result_t tcp_create(const struct tally_transport_params *p, struct 
   if (!ep) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory creating the TCP endpoint");
   ep->abort_fd = p->abort_fd;
   ep->rank = p->rank;
+  ep->keepalive_s = p->keepalive_s;
   memcpy(ep->secret, p->secret, TALLY_SECRET_BYTES);
   pthread_mutex_init(&ep->lock, NULL);
   tally_result_t r = tally_net_pick_address(p->ifname, &ep->addr);
@@ -69,6 +76,20 @@ static tally_result_t tcp_create(const struct tally_transport_params *p, struct 
 
 static void tcp_address(struct tally_endpoint *ep, struct tally_sockaddr *addr) { *addr = ep->addr; }
 
+/* Probes an idle peer every second and gives up on a peer (idle or with data unacknowledged) whose
+ * host has not answered for `seconds`: the socket then fails with ETIMEDOUT. */
+static void keep_alive(int fd, int seconds) {
+  int on = 1, idle = 1, interval = 1, count = seconds > 1 ? seconds - 1 : 1;
+  unsigned int user_timeout_ms = (unsigned int)seconds * 1000;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms) != 0)
+    TLOG_WARN(TALLY_SUBSYS_NET, "cannot enable TCP keep-alive (%s): a peer whose host goes silent is only noticed "
+              "after TALLY_TIMEOUT", strerror(errno));
+}
+
 static tally_result_t add_conn(struct tally_endpoint *ep, int fd, int peer, const char *text,
                                struct tally_conn **out) {
   struct tally_conn *c = calloc(1, sizeof *c);
@@ -80,6 +101,7 @@ static tally_result_t add_conn(struct tally_endpoint *ep, int fd, int peer, cons
   int bufsize = 4 << 20;
   setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
+  keep_alive(fd, ep->keepalive_s);
   pthread_mutex_lock(&ep->lock);
   if (ep->nconns == ep->cap) {
     int cap = ep->cap ? 2 * ep->cap : 4;
@@ -169,6 +191,7 @@ static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, in
 static void enqueue(struct tally_request **head, struct tally_request **tail, struct tally_request *req) {
   req->next = NULL;
   req->done = 0;
+  req->peer_waiting = 0;
   req->progressed = 0;
   if (*tail)
     (*tail)->next = req;
@@ -192,6 +215,11 @@ static tally_result_t tcp_irecv(struct tally_conn *c, struct tally_request *req)
 
 static tally_result_t conn_failed(struct tally_conn *c, const char *what, int err) {
   tally_error_blame(c->peer);
+  if (err == ETIMEDOUT)
+    return TALLY_ERROR(TALLY_ERR_REMOTE,
+                       "%s %s: its host has not answered for %d s (TALLY_KEEPALIVE); it is down, frozen, or cut off "
+                       "from this host by the network",
+                       what, c->peer_text, c->ep->keepalive_s);
   return TALLY_ERROR(TALLY_ERR_REMOTE, "%s %s: %s; that rank has probably failed or exited early (check its log)",
                      what, c->peer_text, err ? strerror(err) : "connection closed by the peer");
 }
@@ -207,8 +235,27 @@ static tally_result_t conn_send_failed(struct tally_conn *c, int err) {
   return conn_failed(c, "sending to", err);
 }
 
+/* Sends what is left of a waiting notice; it goes out ahead of any data and is not progress.
+ * Returns 0, or the errno of a failed send. */
+static int conn_send_notice(struct tally_conn *c) {
+  while (c->notice_left > 0) {
+    ssize_t sent = send(c->fd, c->notice + sizeof c->notice - c->notice_left, c->notice_left,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return errno;
+    }
+    c->notice_left -= (size_t)sent;
+  }
+  return 0;
+}
+
 /* Sends what the socket takes of the queued requests; *moved is set when bytes went out. */
 static tally_result_t conn_send(struct tally_conn *c, int *moved) {
+  int err = conn_send_notice(c);
+  if (err) return conn_send_failed(c, err);
+  if (c->notice_left > 0) return TALLY_SUCCESS;
   while (c->send_head) {
     struct iovec iov[2 * SEND_BATCH];
     int n = 0, reqs = 0;
@@ -247,6 +294,21 @@ static tally_result_t conn_send(struct tally_conn *c, int *moved) {
   return TALLY_SUCCESS;
 }
 
+/* The header just completed is a waiting notice: mark the request when the notice is about its
+ * collective, and drop the notice. Bytes that readv put behind it into the payload are the start
+ * of the next header. Returns 0 when the header is not a notice. */
+static int skip_notice(struct tally_conn *c, struct tally_request *q) {
+  uint32_t seq;
+  if (!tally_notice_decode(c->rhdr, c->peer, &seq)) return 0;
+  if (seq == q->hdr.seq) q->peer_waiting = 1;
+  size_t behind = q->progressed, to_header = behind < TALLY_WIRE_HEADER_BYTES ? behind : TALLY_WIRE_HEADER_BYTES;
+  memcpy(c->rhdr, q->buf, to_header);
+  memmove(q->buf, (char *)q->buf + to_header, behind - to_header);
+  c->rhdr_have = to_header;
+  q->progressed = behind - to_header;
+  return 1;
+}
+
 /* Reads what has arrived for the queued receives, straight into their buffers. */
 static tally_result_t conn_recv(struct tally_conn *c, int *moved) {
   while (c->recv_head) {
@@ -271,7 +333,10 @@ static tally_result_t conn_recv(struct tally_conn *c, int *moved) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return TALLY_SUCCESS;
       return conn_failed(c, "receiving from", errno);
     }
-    *moved = 1;
+    size_t data = (size_t)got; /* bytes that were not waiting notices */
+    while (c->rhdr_have == TALLY_WIRE_HEADER_BYTES && !c->rhdr_checked && skip_notice(c, q))
+      data = data > TALLY_WIRE_HEADER_BYTES ? data - TALLY_WIRE_HEADER_BYTES : 0;
+    if (data > 0) *moved = 1;
     if (c->rhdr_have == TALLY_WIRE_HEADER_BYTES && !c->rhdr_checked) {
       TALLY_CHECK(tally_header_check(c->rhdr, &q->hdr, c->peer));
       c->rhdr_checked = 1;
@@ -288,7 +353,7 @@ static tally_result_t conn_recv(struct tally_conn *c, int *moved) {
 }
 
 static tally_result_t progress_conn(struct tally_conn *c, int *moved) {
-  if (c->send_head) TALLY_CHECK(conn_send(c, moved));
+  if (c->send_head || c->notice_left) TALLY_CHECK(conn_send(c, moved));
   if (c->recv_head) TALLY_CHECK(conn_recv(c, moved));
   return TALLY_SUCCESS;
 }
@@ -314,7 +379,7 @@ static tally_result_t tcp_progress(struct tally_endpoint *ep, int timeout_ms, in
   pfd[n++] = (struct pollfd){.fd = ep->abort_fd, .events = POLLIN};
   for (int i = 0; i < ep->nconns && n <= MAX_CONNS_POLLED; i++) {
     struct tally_conn *c = ep->conns[i];
-    short events = (short)((c->recv_head ? POLLIN : 0) | (c->send_head ? POLLOUT : 0));
+    short events = (short)((c->recv_head ? POLLIN : 0) | (c->send_head || c->notice_left ? POLLOUT : 0));
     if (events) pfd[n++] = (struct pollfd){.fd = c->fd, .events = events};
   }
   int ready = poll(pfd, n, timeout_ms);
@@ -325,17 +390,27 @@ static tally_result_t tcp_progress(struct tally_endpoint *ep, int timeout_ms, in
 }
 
 static void tcp_fail(struct tally_conn *c, const unsigned char *frame) {
-  int between_messages = !c->send_head || c->send_head->progressed == 0;
+  int between_messages = (!c->send_head || c->send_head->progressed == 0) &&
+                         (c->notice_left == 0 || c->notice_left == sizeof c->notice);
   c->send_head = c->send_tail = NULL;
   c->recv_head = c->recv_tail = NULL;
   c->rhdr_have = 0;
   c->rhdr_checked = 0;
+  c->notice_left = 0;
   if (frame && between_messages) {
     /* best effort: a full socket buffer or a dead peer just means the frame is not delivered */
     if (send(c->fd, frame, TALLY_WIRE_HEADER_BYTES, MSG_NOSIGNAL | MSG_DONTWAIT) != TALLY_WIRE_HEADER_BYTES)
       TLOG_INFO(TALLY_SUBSYS_NET, "could not send an error report to %s", c->peer_text);
   }
   if (frame) shutdown(c->fd, SHUT_WR); /* whatever was not delivered, the peer now sees end of stream */
+}
+
+static int tcp_notify(struct tally_conn *c, const unsigned char notice[TALLY_WIRE_HEADER_BYTES]) {
+  if (c->send_head || c->notice_left) return 0; /* mid-stream: the peer is reading data anyway */
+  memcpy(c->notice, notice, sizeof c->notice);
+  c->notice_left = sizeof c->notice;
+  if (conn_send_notice(c) != 0) c->notice_left = 0; /* the data path reports the failure */
+  return 1;
 }
 
 static tally_result_t tcp_register_memory(struct tally_endpoint *ep, void *buf, size_t len, void **handle) {
@@ -377,6 +452,7 @@ const struct tally_transport_ops tally_tcp_transport = {
     .test = tcp_test,
     .progress = tcp_progress,
     .fail = tcp_fail,
+    .notify = tcp_notify,
     .register_memory = tcp_register_memory,
     .deregister_memory = tcp_deregister_memory,
     .close = tcp_close,
