@@ -1,12 +1,14 @@
 # The two README commands. CMake does the building; this file only strings the steps together.
 #   make bench   install missing Debian packages, build, run tally-perf allreduce on 4 local ranks
 #   make test    install missing Debian packages, build, run the whole suite, then again under
-#                AddressSanitizer and UndefinedBehaviorSanitizer
+#                AddressSanitizer and UndefinedBehaviorSanitizer, then the multi-threaded tests
+#                under ThreadSanitizer
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build bench test test-release test-sanitize install clean
+.PHONY: all deps build bench test test-release test-sanitize test-tsan install clean
 
 all: build
 
@@ -20,7 +22,7 @@ build: deps
 bench: build
 	$(BUILD)/tally-perf allreduce -N 4 -b 8 -e 64M
 
-test: test-release test-sanitize
+test: test-release test-sanitize test-tsan
 
 test-release: build
 	cd $(BUILD) && ctest --output-on-failure
@@ -30,8 +32,13 @@ test-sanitize: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
 
+test-tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTALLY_TSAN=ON >/dev/null
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+	cd $(TSAN_BUILD) && ctest --output-on-failure
+
 install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -57,10 +57,9 @@ static void run_alone(const struct tally_coll_desc *d) {
     memmove(d->recvbuf, d->sendbuf, d->count * tally_datatype_size(d->datatype));
 }
 
-static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {
-  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
-  if (!tally_registry_contains(comm))
-    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
+/* Runs one collective on a communicator this thread has claimed. */
+static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
+                                  tally_stream_t stream) {
   tally_result_t r = validate(fn, d, comm, stream);
   if (r != TALLY_SUCCESS) return remember(comm, r);
   if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
@@ -72,11 +71,6 @@ static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally
   if (atomic_load(&comm->aborted))
     return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                                       "%s: the communicator was aborted (tally_comm_abort); destroy it", fn));
-  if (atomic_exchange(&comm->busy, 1))
-    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
-                       "%s: another thread is running a collective on this communicator; use one communicator per "
-                       "thread or serialise the calls",
-                       fn);
   if (comm->nranks == 1) {
     run_alone(d);
   } else {
@@ -92,6 +86,20 @@ static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally
     tally_comm_fail(comm, r);
   }
   comm->seq++;
+  return r;
+}
+
+static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
+  if (!tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
+  /* Claimed before anything else: the call reads and writes the communicator's state. */
+  if (atomic_exchange(&comm->busy, 1))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "%s: another thread is running a collective on this communicator; use one communicator per "
+                       "thread or serialise the calls",
+                       fn);
+  tally_result_t r = run_claimed(fn, d, comm, stream);
   atomic_store(&comm->busy, 0);
   return r;
 }

@@ -25,6 +25,14 @@ int harness_fail(int rank, const char *fmt, ...) {
   return 1;
 }
 
+int harness_expect(int rank, tally_comm_t comm, tally_result_t got, tally_result_t want, const char *needle) {
+  const char *msg = tally_comm_last_error(comm);
+  if (got != want)
+    return harness_fail(rank, "got %s, expected %s: %s", tally_result_string(got), tally_result_string(want), msg);
+  if (!strstr(msg, needle)) return harness_fail(rank, "message lacks '%s': %s", needle, msg);
+  return 0;
+}
+
 struct comm_body {
   harness_body_fn body;
   void *arg;

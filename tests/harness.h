@@ -25,4 +25,8 @@ double harness_now_s(void);
 /* Prints "rank R: what" to stderr and returns 1, for use in bodies: `return fail(rank, ...)`. */
 int harness_fail(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Checks that `got` is `want` and that the communicator's last error (the thread's when comm is
+ * NULL) contains `needle`; returns 0, or 1 after printing what differs. */
+int harness_expect(int rank, tally_comm_t comm, tally_result_t got, tally_result_t want, const char *needle);
+
 #endif

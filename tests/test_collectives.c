@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "harness.h"
+#include "threaded.h"
 #include "typed.h"
 
 enum coll { ALLREDUCE, ALLGATHER, REDUCE_SCATTER, BROADCAST, REDUCE };
@@ -127,3 +128,7 @@ RANKS_TEST(2)
 RANKS_TEST(3)
 RANKS_TEST(5)
 RANKS_TEST(8)
+
+/* Several communicators, each created and used by its own thread at once (also run under
+ * ThreadSanitizer by tests/tsan_runner.c). */
+Test(collectives, communicators_in_threads) { cr_assert_eq(harness_run(2, 120, threaded_comms_in_threads, NULL), 0); }

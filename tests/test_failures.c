@@ -2,7 +2,6 @@
  * calls (timeout), abort from another thread, and the error state that follows each. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,19 +9,12 @@
 #include <unistd.h>
 
 #include "harness.h"
-
-static int expect_code(int rank, tally_comm_t comm, tally_result_t got, tally_result_t want, const char *needle) {
-  const char *msg = tally_comm_last_error(comm);
-  if (got != want)
-    return harness_fail(rank, "got %s, expected %s: %s", tally_result_string(got), tally_result_string(want), msg);
-  if (!strstr(msg, needle)) return harness_fail(rank, "message lacks '%s': %s", needle, msg);
-  return 0;
-}
+#include "threaded.h"
 
 /* After a failure the communicator refuses further collectives. */
 static int expect_error_state(int rank, tally_comm_t comm) {
   float x = 0;
-  return expect_code(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+  return harness_expect(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
                      TALLY_ERR_INVALID_USAGE, "error state");
 }
 
@@ -48,7 +40,7 @@ static int mismatched_collectives(tally_comm_t comm, int rank, int n, void *arg)
   /* Both ranks get MISMATCH in this call: rank 1 from rank 0's broadcast header or, when rank 0
    * noticed first and dropped its queued broadcast, from rank 0's report; rank 0, the root, from
    * what rank 1 sent in place of the chain's acknowledgement. */
-  return expect_code(rank, comm, r, TALLY_ERR_MISMATCH, rank == 1 ? "rank 0" : "rank 1");
+  return harness_expect(rank, comm, r, TALLY_ERR_MISMATCH, rank == 1 ? "rank 0" : "rank 1");
 }
 
 Test(failures, mismatched_collectives) { cr_assert_eq(harness_run(2, 60, mismatched_collectives, NULL), 0); }
@@ -58,7 +50,7 @@ static int peer_exits(tally_comm_t comm, int rank, int n, void *arg) {
   if (rank == 1) _exit(0); /* dies without a word */
   float buf[1024] = {0};
   tally_result_t r = tally_allreduce(buf, buf, 1024, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
-  int bad = expect_code(rank, comm, r, TALLY_ERR_REMOTE, "rank 1");
+  int bad = harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "rank 1");
   return bad || expect_error_state(rank, comm);
 }
 
@@ -71,7 +63,7 @@ static int peer_never_calls(tally_comm_t comm, int rank, int n, void *arg) {
     return 0;
   }
   float x = 1;
-  return expect_code(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+  return harness_expect(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
                      TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
 }
 
@@ -81,34 +73,7 @@ Test(failures, timeout_names_the_wait) {
   unsetenv("TALLY_TIMEOUT");
 }
 
-static void *abort_later(void *comm) {
-  usleep(200 * 1000);
-  tally_comm_abort(comm);
-  return NULL;
-}
-
-static int abort_from_thread(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)n, (void)arg;
-  if (rank == 1) {
-    sleep(2); /* never joins the collective */
-    return 0;
-  }
-  pthread_t thread;
-  pthread_create(&thread, NULL, abort_later, comm);
-  double start = harness_now_s();
-  float x = 1;
-  tally_result_t r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
-  double took = harness_now_s() - start;
-  pthread_join(thread, NULL);
-  int bad = expect_code(rank, comm, r, TALLY_ERR_ABORTED, "abort");
-  if (took > 1.2) bad += harness_fail(rank, "abort took %.2f s to take effect", took);
-  float y = 0;
-  bad += expect_code(rank, comm, tally_allreduce(&y, &y, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
-                     TALLY_ERR_INVALID_USAGE, "aborted");
-  return bad;
-}
-
-Test(failures, abort_from_another_thread) { cr_assert_eq(harness_run(2, 60, abort_from_thread, NULL), 0); }
+Test(failures, abort_from_another_thread) { cr_assert_eq(harness_run(2, 60, threaded_abort_from_watchdog, NULL), 0); }
 
 /* kill -9 of one of 8 ranks in the middle of a stream of allreduces: every survivor returns
  * TALLY_ERR_REMOTE naming the dead rank within seconds (TALLY_TIMEOUT is far longer), because
@@ -131,7 +96,7 @@ static int killed_mid_stream(tally_comm_t comm, int rank, int n, void *arg) {
     tally_result_t r = tally_allreduce(buf, buf, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
     if (r == TALLY_SUCCESS) continue;
     double took = harness_now_s() - start;
-    int bad = expect_code(rank, comm, r, TALLY_ERR_REMOTE, name);
+    int bad = harness_expect(rank, comm, r, TALLY_ERR_REMOTE, name);
     if (took > 5) bad += harness_fail(rank, "noticing the dead rank took %.1f s", took);
     return bad;
   }
@@ -149,43 +114,7 @@ Test(failures, kill_first_of_eight) { kill_one_of_eight(0); }
 Test(failures, kill_middle_of_eight) { kill_one_of_eight(4); }
 Test(failures, kill_last_of_eight) { kill_one_of_eight(7); }
 
-/* One communicator used from two threads at once: the second call and a destroy during the first
- * are refused with a message, and the first completes correctly. */
-struct busy_arg {
-  tally_comm_t comm;
-  float value;
-  tally_result_t result;
-};
-
-static void *allreduce_in_thread(void *p) {
-  struct busy_arg *a = p;
-  a->result = tally_allreduce(&a->value, &a->value, 1, TALLY_FLOAT32, TALLY_SUM, a->comm, NULL);
-  return NULL;
-}
-
-static int two_threads_one_comm(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)n, (void)arg;
-  float x = 1;
-  if (rank == 1) {
-    usleep(400 * 1000); /* rank 0's first thread waits for this */
-    tally_result_t r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
-    return r == TALLY_SUCCESS && x == 2 ? 0 : harness_fail(rank, "allreduce: %s", tally_comm_last_error(comm));
-  }
-  struct busy_arg a = {comm, 1, TALLY_ERR_INTERNAL};
-  pthread_t thread;
-  pthread_create(&thread, NULL, allreduce_in_thread, &a);
-  usleep(100 * 1000);
-  /* these refusals leave the communicator alone: their message is the calling thread's */
-  int bad = expect_code(rank, NULL, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
-                        TALLY_ERR_INVALID_USAGE, "another thread");
-  bad += expect_code(rank, NULL, tally_comm_destroy(comm), TALLY_ERR_INVALID_USAGE, "still running");
-  pthread_join(thread, NULL);
-  if (a.result != TALLY_SUCCESS || a.value != 2)
-    bad += harness_fail(rank, "the first thread's allreduce: %s, %g", tally_result_string(a.result), a.value);
-  return bad;
-}
-
-Test(failures, one_comm_two_threads) { cr_assert_eq(harness_run(2, 60, two_threads_one_comm, NULL), 0); }
+Test(failures, one_comm_two_threads) { cr_assert_eq(harness_run(2, 60, threaded_one_comm_two_threads, NULL), 0); }
 
 /* tally_comm_init_rank_config: a per-communicator timeout wins over TALLY_TIMEOUT. */
 static int config_timeout(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
@@ -201,7 +130,7 @@ static int config_timeout(int rank, int nranks, const tally_unique_id_t *id, voi
   } else {
     double start = harness_now_s();
     float x = 1;
-    bad = expect_code(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+    bad = harness_expect(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
                       TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
     double took = harness_now_s() - start;
     if (took > 2.5) bad += harness_fail(rank, "took %.1f s to time out", took);

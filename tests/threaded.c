@@ -1,0 +1,125 @@
+/* The multi-threaded test bodies (see threaded.h). */
+#define _GNU_SOURCE
+#include "threaded.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static void *abort_later(void *comm) {
+  usleep(200 * 1000);
+  tally_comm_abort(comm);
+  return NULL;
+}
+
+int threaded_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  if (rank == 1) {
+    sleep(2); /* never joins the collective */
+    return 0;
+  }
+  pthread_t thread;
+  pthread_create(&thread, NULL, abort_later, comm);
+  double start = harness_now_s();
+  float x = 1;
+  tally_result_t r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  double took = harness_now_s() - start;
+  pthread_join(thread, NULL);
+  int bad = harness_expect(rank, comm, r, TALLY_ERR_ABORTED, "abort");
+  if (took > 1.2) bad += harness_fail(rank, "abort took %.2f s to take effect", took);
+  float y = 0;
+  bad += harness_expect(rank, comm, tally_allreduce(&y, &y, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+                     TALLY_ERR_INVALID_USAGE, "aborted");
+  return bad;
+}
+
+struct busy_arg {
+  tally_comm_t comm;
+  float value;
+  tally_result_t result;
+};
+
+static void *allreduce_in_thread(void *p) {
+  struct busy_arg *a = p;
+  a->result = tally_allreduce(&a->value, &a->value, 1, TALLY_FLOAT32, TALLY_SUM, a->comm, NULL);
+  return NULL;
+}
+
+int threaded_one_comm_two_threads(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  float x = 1;
+  if (rank == 1) {
+    usleep(400 * 1000); /* rank 0's first thread waits for this */
+    tally_result_t r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+    return r == TALLY_SUCCESS && x == 2 ? 0 : harness_fail(rank, "allreduce: %s", tally_comm_last_error(comm));
+  }
+  struct busy_arg a = {comm, 1, TALLY_ERR_INTERNAL};
+  pthread_t thread;
+  pthread_create(&thread, NULL, allreduce_in_thread, &a);
+  usleep(100 * 1000);
+  /* these refusals leave the communicator alone: their message is the calling thread's */
+  int bad = harness_expect(rank, NULL, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
+                        TALLY_ERR_INVALID_USAGE, "another thread");
+  bad += harness_expect(rank, NULL, tally_comm_destroy(comm), TALLY_ERR_INVALID_USAGE, "still running");
+  pthread_join(thread, NULL);
+  if (a.result != TALLY_SUCCESS || a.value != 2)
+    bad += harness_fail(rank, "the first thread's allreduce: %s, %g", tally_result_string(a.result), a.value);
+  return bad;
+}
+
+enum { THREADS = 3, ROUNDS = 30, COUNT = 1000 };
+
+struct comm_thread {
+  tally_unique_id_t id;
+  int rank, nranks, index;
+  int failed;
+};
+
+static void *run_comm_thread(void *p) {
+  struct comm_thread *t = p;
+  tally_comm_t comm;
+  if (tally_comm_init_rank(&comm, t->nranks, t->id, t->rank) != TALLY_SUCCESS) {
+    t->failed = harness_fail(t->rank, "thread %d: init: %s", t->index, tally_comm_last_error(NULL));
+    return NULL;
+  }
+  static __thread float buf[COUNT];
+  for (int round = 0; round < ROUNDS && !t->failed; round++) {
+    for (int i = 0; i < COUNT; i++) buf[i] = (float)(t->rank + t->index + round);
+    if (tally_allreduce(buf, buf, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS) {
+      t->failed = harness_fail(t->rank, "thread %d: allreduce: %s", t->index, tally_comm_last_error(comm));
+      break;
+    }
+    float want = (float)(t->nranks * (t->nranks - 1) / 2 + t->nranks * (t->index + round));
+    for (int i = 0; i < COUNT && !t->failed; i++)
+      if (buf[i] != want) t->failed = harness_fail(t->rank, "thread %d: %g, expected %g", t->index, buf[i], want);
+  }
+  if (tally_comm_destroy(comm) != TALLY_SUCCESS) t->failed = harness_fail(t->rank, "destroy: %s", tally_comm_last_error(NULL));
+  return NULL;
+}
+
+int threaded_comms_in_threads(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  struct comm_thread threads[THREADS];
+  memset(threads, 0, sizeof threads);
+  for (int i = 0; i < THREADS; i++) {
+    if (rank == 0 && tally_get_unique_id(&threads[i].id) != TALLY_SUCCESS)
+      return harness_fail(rank, "tally_get_unique_id: %s", tally_comm_last_error(NULL));
+    if (tally_broadcast(&threads[i].id, &threads[i].id, sizeof threads[i].id, TALLY_UINT8, 0, comm, NULL) !=
+        TALLY_SUCCESS)
+      return harness_fail(rank, "sending unique id %d: %s", i, tally_comm_last_error(comm));
+    threads[i].rank = rank;
+    threads[i].nranks = n;
+    threads[i].index = i;
+  }
+  pthread_t tid[THREADS];
+  for (int i = 0; i < THREADS; i++) pthread_create(&tid[i], NULL, run_comm_thread, &threads[i]);
+  int bad = 0;
+  for (int i = 0; i < THREADS; i++) {
+    pthread_join(tid[i], NULL);
+    bad += threads[i].failed;
+  }
+  return bad;
+}
