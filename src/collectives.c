@@ -22,7 +22,9 @@ static void name_culprit(tally_comm_t comm) {
   if (culprit < 0 || culprit == comm->rank) return;
   char who[128];
   size_t used = strlen(comm->last_error);
-  snprintf(comm->last_error + used, sizeof comm->last_error - used, " [rank at fault: %s]",
+  /* In a mismatch the rank named is one of two that disagree, not necessarily the odd one out. */
+  snprintf(comm->last_error + used, sizeof comm->last_error - used, " [%s: %s]",
+           comm->error == TALLY_ERR_MISMATCH ? "mismatched rank" : "rank at fault",
            tally_comm_rank_text(comm, culprit, who, sizeof who));
 }
 

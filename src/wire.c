@@ -67,7 +67,12 @@ tally_result_t tally_error_frame_decode(const unsigned char got[TALLY_WIRE_HEADE
   if (culprit < 0)
     return TALLY_ERROR(code, "rank %d reports that collective #%u failed there (%s); see that rank's error", peer,
                        tally_get_u32(got + 4), tally_result_string(code));
-  return TALLY_ERROR(code, "collective #%u failed because of rank %d (%s), as found by rank %d, whose error says more",
+  if (code == TALLY_ERR_MISMATCH)
+    return TALLY_ERROR(code,
+                       "collective #%u: rank %d and a neighbour called different collectives (%s), as reported by "
+                       "rank %d; the errors of rank %d's neighbours say who called what",
+                       tally_get_u32(got + 4), culprit, tally_result_string(code), peer, culprit);
+  return TALLY_ERROR(code, "collective #%u failed because of rank %d (%s), as reported by rank %d",
                      tally_get_u32(got + 4), culprit, tally_result_string(code), peer);
 }
 

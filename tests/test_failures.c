@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -44,6 +45,62 @@ static int mismatched_collectives(tally_comm_t comm, int rank, int n, void *arg)
 }
 
 Test(failures, mismatched_collectives) { cr_assert_eq(harness_run(2, 60, mismatched_collectives, NULL), 0); }
+
+/* Every kind of mismatch, made by rank 2 of 4 at the same position of the sequence: every rank
+ * returns MISMATCH (in a broadcast, a rank the chain passed before the odd rank, on its next call),
+ * and the rank that read the odd message says what rank 2 called. */
+enum mismatch_kind { WRONG_DATATYPE, WRONG_OP, WRONG_ROOT, WRONG_COUNT, NUM_MISMATCH_KINDS };
+
+struct mismatch_run {
+  enum mismatch_kind kind;
+  char messages[4][1024]; /* each rank's error, in memory shared with the test */
+};
+
+static int mismatch_of_kind(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  struct mismatch_run *run = arg;
+  int odd = rank == 2;
+  float buf[64] = {0};
+  tally_result_t r;
+  switch (run->kind) {
+    case WRONG_DATATYPE: /* same byte count, different type */
+      r = tally_allreduce(buf, buf, 16, odd ? TALLY_INT32 : TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+      break;
+    case WRONG_OP:
+      r = tally_allreduce(buf, buf, 16, TALLY_FLOAT32, odd ? TALLY_MAX : TALLY_SUM, comm, NULL);
+      break;
+    case WRONG_ROOT:
+      r = tally_broadcast(buf, buf, 16, TALLY_FLOAT32, odd ? 1 : 0, comm, NULL);
+      break;
+    default:
+      r = tally_allreduce(buf, buf, odd ? 32 : 16, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  }
+  if (run->kind == WRONG_ROOT && rank == 1 && r == TALLY_SUCCESS) {
+    /* The chain from root 0 passed rank 1 before reaching rank 2, so rank 1 got root 0's data, as
+     * it asked; it learns of the mismatch on its next call. */
+    r = tally_allreduce(buf, buf, 16, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  }
+  const char *msg = tally_comm_last_error(comm);
+  snprintf(run->messages[rank], sizeof run->messages[rank], "%s", msg);
+  if (r != TALLY_ERR_MISMATCH)
+    return harness_fail(rank, "kind %d: expected a mismatch, got %s: %s", run->kind, tally_result_string(r), msg);
+  return expect_error_state(rank, comm);
+}
+
+Test(failures, every_mismatch_kind) {
+  static const char *const odd_value[] = {"int32", "max", "root=1", "count=32"};
+  struct mismatch_run *run = mmap(NULL, sizeof *run, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  cr_assert_neq(run, MAP_FAILED);
+  for (run->kind = 0; run->kind < NUM_MISMATCH_KINDS; run->kind++) {
+    memset(run->messages, 0, sizeof run->messages);
+    cr_assert_eq(harness_run(4, 60, mismatch_of_kind, run), 0, "mismatch kind %d", run->kind);
+    int described = 0;
+    for (int r = 0; r < 4; r++) described += strstr(run->messages[r], odd_value[run->kind]) != NULL;
+    cr_assert_gt(described, 0, "no rank says rank 2 passed %s; rank 3 said: %s", odd_value[run->kind],
+                 run->messages[3]);
+  }
+  munmap(run, sizeof *run);
+}
 
 static int peer_exits(tally_comm_t comm, int rank, int n, void *arg) {
   (void)n, (void)arg;
