@@ -2,7 +2,7 @@
 # Installs the Debian packages Tally needs to build, test and benchmark.
 # Idempotent: packages already present are not reinstalled; apt is only touched when one is missing.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libssl-dev libcriterion-dev iperf3 openmpi-bin iptables)
+packages=(build-essential cmake pkg-config libssl-dev libcriterion-dev libhwloc-dev libudev-dev iperf3 openmpi-bin iptables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
