@@ -1,13 +1,21 @@
-/* failure-latency: how long survivors take to learn that a rank died. Runs RUNS jobs of 8 local
- * ranks streaming 1 MiB allreduces; in each, one rank (a different one each run) records the
- * time and kills itself with SIGKILL, and every survivor records when its call returned an error.
- * Prints, per run and as a median, the time from the kill to the last survivor's error return.
- * CLOCK_MONOTONIC is shared by all processes of the machine, so the times compare directly.
- * usage: failure-latency [RUNS]   (default 10) */
+/* failure-latency: how long a blocked collective takes to return once something went wrong.
+ *   kill   RUNS jobs of 8 local ranks streaming 1 MiB allreduces; in each, one rank (a different
+ *          one each run) records the time and kills itself with SIGKILL, and every survivor
+ *          records when its call returned an error. Reports the time from the kill to the last
+ *          survivor's error return.
+ *   abort  RUNS jobs of 2 ranks where rank 1 never joins an allreduce; a watchdog thread of rank 0
+ *          calls tally_comm_abort 100 ms into it. Reports the time from the abort call to the
+ *          allreduce's return.
+ * Prints each run and the median. CLOCK_MONOTONIC is shared by all processes of the machine, so
+ * the times compare directly.
+ * usage: failure-latency [kill|abort] [RUNS]   (default: kill 10) */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 
 #include "harness.h"
@@ -15,13 +23,14 @@
 enum { NRANKS = 8, COUNT = 256 * 1024, MAX_RUNS = 1000 };
 
 struct shared_times {
-  double killed;
+  double killed; /* or aborted */
   double failed[NRANKS];
 };
 
 struct run_plan {
-  int victim;
+  int victim;                 /* kill: the rank that dies; abort: -1 */
   struct shared_times *times; /* shared memory, written by the ranks */
+  tally_comm_t comm;          /* abort: the communicator the watchdog aborts */
 };
 
 static int stream_until_failure(tally_comm_t comm, int rank, int n, void *arg) {
@@ -45,33 +54,76 @@ static int by_value(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+static void *abort_after_100ms(void *arg) {
+  struct run_plan *plan = arg;
+  usleep(100 * 1000);
+  plan->times->killed = harness_now_s();
+  tally_comm_abort(plan->comm);
+  return NULL;
+}
+
+static int abort_blocked_call(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  struct run_plan *plan = arg;
+  if (rank == 1) {
+    usleep(400 * 1000); /* never joins; leaves after rank 0 has returned */
+    return 0;
+  }
+  plan->comm = comm;
+  pthread_t watchdog;
+  pthread_create(&watchdog, NULL, abort_after_100ms, plan);
+  float x = 1;
+  tally_result_t r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  plan->times->failed[0] = harness_now_s();
+  pthread_join(watchdog, NULL);
+  return r == TALLY_ERR_ABORTED ? 0 : harness_fail(rank, "expected ABORTED, got %s", tally_result_string(r));
+}
+
+/* One run of `mode`; returns the latency in ms, or a negative value when the run failed. */
+static double one_run(int abort_mode, int run, struct shared_times *times) {
+  struct run_plan plan = {abort_mode ? -1 : (run * 3) % NRANKS, times, NULL};
+  *times = (struct shared_times){0};
+  if (abort_mode) {
+    if (harness_run(2, 60, abort_blocked_call, &plan) != 0) return -1;
+    double ms = (times->failed[0] - times->killed) * 1e3;
+    printf("run %2d: the blocked allreduce returned %.3f ms after tally_comm_abort\n", run, ms);
+    return ms;
+  }
+  if (harness_run_killing(NRANKS, 60, stream_until_failure, &plan, plan.victim) != 0) return -1;
+  double last = 0;
+  for (int r = 0; r < NRANKS; r++)
+    if (r != plan.victim && times->failed[r] > last) last = times->failed[r];
+  double ms = (last - times->killed) * 1e3;
+  printf("run %2d: killed rank %d; last survivor returned its error %.2f ms later\n", run, plan.victim, ms);
+  return ms;
+}
+
 int main(int argc, char **argv) {
-  int runs = argc > 1 ? atoi(argv[1]) : 10;
+  int abort_mode = argc > 1 && !strcmp(argv[1], "abort");
+  int kill_mode = argc > 1 && !strcmp(argv[1], "kill");
+  int first_number = abort_mode || kill_mode ? 2 : 1;
+  int runs = argc > first_number ? atoi(argv[first_number]) : 10;
   if (runs < 1 || runs > MAX_RUNS) {
-    fprintf(stderr, "usage: failure-latency [RUNS]   (1 to %d)\n", MAX_RUNS);
+    fprintf(stderr, "usage: failure-latency [kill|abort] [RUNS]   (RUNS from 1 to %d)\n", MAX_RUNS);
     return 2;
   }
   struct shared_times *times =
       mmap(NULL, sizeof *times, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (times == MAP_FAILED) return 1;
   static double latency_ms[MAX_RUNS];
-  printf("# %d ranks, 1 MiB float allreduces, one rank killed with SIGKILL per run\n", NRANKS);
+  if (abort_mode)
+    printf("# 2 ranks, rank 1 never joins the allreduce; rank 0's watchdog thread aborts after 100 ms\n");
+  else
+    printf("# %d ranks, 1 MiB float allreduces, one rank killed with SIGKILL per run\n", NRANKS);
   for (int run = 0; run < runs; run++) {
-    struct run_plan plan = {(run * 3) % NRANKS, times};
-    *times = (struct shared_times){0};
-    if (harness_run_killing(NRANKS, 60, stream_until_failure, &plan, plan.victim) != 0) {
-      fprintf(stderr, "run %d: a survivor did not return an error (see above)\n", run);
+    latency_ms[run] = one_run(abort_mode, run, times);
+    if (latency_ms[run] < 0) {
+      fprintf(stderr, "run %d failed (see above)\n", run);
       return 1;
     }
-    double last = 0;
-    for (int r = 0; r < NRANKS; r++)
-      if (r != plan.victim && times->failed[r] > last) last = times->failed[r];
-    latency_ms[run] = (last - times->killed) * 1e3;
-    printf("run %2d: killed rank %d; last survivor returned its error %.2f ms later\n", run, plan.victim,
-           latency_ms[run]);
   }
   qsort(latency_ms, (size_t)runs, sizeof latency_ms[0], by_value);
   double median = runs % 2 ? latency_ms[runs / 2] : (latency_ms[runs / 2 - 1] + latency_ms[runs / 2]) / 2;
-  printf("# median over %d runs: %.2f ms\n", runs, median);
+  printf("# median over %d runs: %.3f ms\n", runs, median);
   return 0;
 }
