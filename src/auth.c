@@ -3,9 +3,6 @@
 #include "auth.h"
 
 #include <errno.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,19 +10,14 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "bytes.h"
 #include "clock.h"
 #include "error.h"
 #include "log.h"
 
 enum {
-  AUTH_MAGIC = 0x544c5941, /* "TLYA" */
-  AUTH_VERSION = 1,
-  NONCE = 16,
-  MAC = 32,
-  HELLO = 8 + NONCE,
-  CHALLENGE = 8 + NONCE + MAC,
-  PROOF = MAC + TALLY_AUTH_PAYLOAD_BYTES,
+  HELLO = TALLY_AUTH_HELLO_BYTES,
+  CHALLENGE = TALLY_AUTH_CHALLENGE_BYTES,
+  PROOF = TALLY_AUTH_PROOF_BYTES,
   HANDSHAKE_SECONDS = 10 /* an accepted connection must finish its handshake within this */
 };
 
@@ -42,55 +34,24 @@ void tally_random_bytes(void *out, size_t len) {
   }
 }
 
-static void put_header(unsigned char *p, uint16_t purpose) {
-  tally_put_u32(p, AUTH_MAGIC);
-  tally_put_u16(p + 4, AUTH_VERSION);
-  tally_put_u16(p + 6, purpose);
-}
-
-static int header_ok(const unsigned char *p, uint16_t purpose) {
-  return tally_get_u32(p) == AUTH_MAGIC && tally_get_u16(p + 4) == AUTH_VERSION && tally_get_u16(p + 6) == purpose;
-}
-
-static void server_mac(const unsigned char *key, const unsigned char *hello, const unsigned char *nonce_s,
-                       unsigned char *mac) {
-  unsigned char msg[1 + HELLO + NONCE];
-  msg[0] = 'S';
-  memcpy(msg + 1, hello, HELLO);
-  memcpy(msg + 1 + HELLO, nonce_s, NONCE);
-  unsigned int len = MAC;
-  HMAC(EVP_sha256(), key, TALLY_SECRET_BYTES, msg, sizeof msg, mac, &len);
-}
-
-static void client_mac(const unsigned char *key, const unsigned char *nonce_c, const unsigned char *nonce_s,
-                       uint16_t purpose, const unsigned char *payload, unsigned char *mac) {
-  unsigned char msg[1 + 2 * NONCE + 2 + TALLY_AUTH_PAYLOAD_BYTES];
-  msg[0] = 'C';
-  memcpy(msg + 1, nonce_c, NONCE);
-  memcpy(msg + 1 + NONCE, nonce_s, NONCE);
-  tally_put_u16(msg + 1 + 2 * NONCE, purpose);
-  memcpy(msg + 3 + 2 * NONCE, payload, TALLY_AUTH_PAYLOAD_BYTES);
-  unsigned int len = MAC;
-  HMAC(EVP_sha256(), key, TALLY_SECRET_BYTES, msg, sizeof msg, mac, &len);
-}
-
 tally_result_t tally_auth_connect(int fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
                                   const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES], uint64_t deadline,
                                   int abort_fd) {
-  unsigned char hello[HELLO], challenge[CHALLENGE], proof[PROOF], expect[MAC];
-  put_header(hello, purpose);
-  tally_random_bytes(hello + 8, NONCE);
+  unsigned char nonce_c[TALLY_AUTH_NONCE_BYTES], hello[HELLO], challenge[CHALLENGE], proof[PROOF];
+  tally_random_bytes(nonce_c, sizeof nonce_c);
+  tally_auth_hello_make(purpose, nonce_c, hello);
   TALLY_CHECK(tally_net_write_all(fd, hello, sizeof hello, deadline, abort_fd));
   TALLY_CHECK(tally_net_read_all(fd, challenge, sizeof challenge, deadline, abort_fd));
-  if (!header_ok(challenge, purpose))
-    return TALLY_ERROR(TALLY_ERR_AUTH, "the listener answered with something that is not a Tally handshake");
-  server_mac(key, hello, challenge + 8, expect);
-  if (CRYPTO_memcmp(expect, challenge + 8 + NONCE, MAC) != 0)
-    return TALLY_ERROR(TALLY_ERR_AUTH,
-                       "the listener does not know this job's secret: check that every rank got the same unique id "
-                       "or TALLY_SECRET");
-  client_mac(key, hello + 8, challenge + 8, purpose, payload, proof);
-  memcpy(proof + MAC, payload, TALLY_AUTH_PAYLOAD_BYTES);
+  switch (tally_auth_challenge_check(key, hello, challenge, purpose)) {
+    case TALLY_AUTH_VALID: break;
+    case TALLY_AUTH_NOT_HANDSHAKE:
+      return TALLY_ERROR(TALLY_ERR_AUTH, "the listener answered with something that is not a Tally handshake");
+    case TALLY_AUTH_WRONG_SECRET:
+      return TALLY_ERROR(TALLY_ERR_AUTH,
+                         "the listener does not know this job's secret: check that every rank got the same unique id "
+                         "or TALLY_SECRET");
+  }
+  tally_auth_proof_make(key, hello, challenge, purpose, payload, proof);
   return tally_net_write_all(fd, proof, sizeof proof, deadline, abort_fd);
 }
 
@@ -100,7 +61,7 @@ struct pending {
   int stage; /* 0: reading hello, 1: reading proof */
   size_t have;
   unsigned char buf[PROOF];
-  unsigned char nonce_c[NONCE], nonce_s[NONCE];
+  unsigned char hello[HELLO], challenge[CHALLENGE]; /* the transcript the proof must match */
   uint64_t deadline;
   char from[80];
 };
@@ -123,17 +84,15 @@ static int advance(struct pending *p, const unsigned char *key, uint16_t purpose
   p->have += (size_t)n;
   if (p->have < need) return 0;
   if (p->stage == 0) {
-    if (!header_ok(p->buf, purpose)) {
+    if (tally_auth_hello_check(p->buf, purpose) != TALLY_AUTH_VALID) {
       refuse(p, "not a Tally handshake (garbage, another program, or another Tally version)");
       return -1;
     }
-    unsigned char challenge[CHALLENGE];
-    memcpy(p->nonce_c, p->buf + 8, NONCE);
-    put_header(challenge, purpose);
-    tally_random_bytes(p->nonce_s, NONCE);
-    memcpy(challenge + 8, p->nonce_s, NONCE);
-    server_mac(key, p->buf, p->nonce_s, challenge + 8 + NONCE);
-    if (send(p->fd, challenge, sizeof challenge, MSG_NOSIGNAL) != (ssize_t)sizeof challenge) {
+    unsigned char nonce_s[TALLY_AUTH_NONCE_BYTES];
+    memcpy(p->hello, p->buf, HELLO);
+    tally_random_bytes(nonce_s, sizeof nonce_s);
+    tally_auth_challenge_make(key, p->hello, purpose, nonce_s, p->challenge);
+    if (send(p->fd, p->challenge, CHALLENGE, MSG_NOSIGNAL) != (ssize_t)CHALLENGE) {
       refuse(p, "could not send the challenge");
       return -1;
     }
@@ -141,9 +100,7 @@ static int advance(struct pending *p, const unsigned char *key, uint16_t purpose
     p->have = 0;
     return 0;
   }
-  unsigned char expect[MAC];
-  client_mac(key, p->nonce_c, p->nonce_s, purpose, p->buf + MAC, expect);
-  if (CRYPTO_memcmp(expect, p->buf, MAC) != 0) {
+  if (tally_auth_proof_check(key, p->hello, p->challenge, purpose, p->buf) != TALLY_AUTH_VALID) {
     refuse(p, "wrong secret (its proof does not match this job's secret)");
     return -1;
   }
@@ -184,7 +141,7 @@ tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SE
         int done = advance(p, key, purpose);
         if (done == 1) {
           char why[256] = "";
-          if (admit(ctx, p->fd, p->buf + MAC, p->from, why, sizeof why)) {
+          if (admit(ctx, p->fd, tally_auth_proof_payload(p->buf), p->from, why, sizeof why)) {
             kept++;
             p->fd = -1;
           } else {

@@ -7,21 +7,20 @@
  *   client -> server  proof      HMAC(key, "C" nonce_c nonce_s purpose payload), payload
  *
  * The server side handles many connections at once with poll, so an intruder that sends garbage
- * or nothing delays nobody: it is refused, logged, and the job goes on. */
+ * or nothing delays nobody: it is refused, logged, and the job goes on. The message bytes are
+ * built and checked in auth_proto.c; this file's functions do the I/O. */
 #ifndef TALLY_AUTH_H
 #define TALLY_AUTH_H
 
 #include <stdint.h>
 
+#include "auth_proto.h"
 #include "net.h"
 #include "tally.h"
 #include "uid.h"
 
-#define TALLY_AUTH_PAYLOAD_BYTES 192
-
 /* Fills `out` from the kernel's random source (getrandom); aborts if the kernel cannot. */
 void tally_random_bytes(void *out, size_t len);
-enum { TALLY_PURPOSE_BOOTSTRAP = 1, TALLY_PURPOSE_DATA = 2 };
 
 /* Client side on a connected fd: blocks until authenticated or the deadline. */
 tally_result_t tally_auth_connect(int fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
@@ -33,8 +32,8 @@ tally_result_t tally_auth_connect(int fd, const unsigned char key[TALLY_SECRET_B
 typedef int (*tally_auth_admit_fn)(void *ctx, int fd, const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES],
                                    const char *from, char *why, size_t whylen);
 
-/* Accepts on listen_fd until `admit` has kept *want connections (admit may change *want), the deadline passes or abort_fd
- * becomes readable. Connections that fail the handshake are closed and logged at WARN. */
+/* Accepts on listen_fd until `admit` has kept *want connections (admit may change *want), the deadline passes or
+ * abort_fd becomes readable. Connections that fail the handshake are closed and logged at WARN. */
 tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
                                  const int *want, uint64_t deadline, int abort_fd, tally_auth_admit_fn admit,
                                  void *ctx);

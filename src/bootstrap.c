@@ -1,9 +1,5 @@
-/* Bootstrap root and join.
- *
- *   rank -> root   (authenticated join payload) rank, nranks, packed data address
- *   root -> rank   magic, status, nranks, comm id, then either nranks packed addresses (status 0)
- *                  or a 256-byte message saying why the job cannot start (status 1)
- */
+/* Bootstrap root and join: the root's thread and the rank's side of the exchange, with their I/O.
+ * The messages themselves are encoded and checked in bootstrap_wire.c. */
 #define _GNU_SOURCE
 #include "bootstrap.h"
 
@@ -14,12 +10,12 @@
 #include <unistd.h>
 
 #include "auth.h"
-#include "bytes.h"
+#include "bootstrap_wire.h"
 #include "clock.h"
 #include "error.h"
 #include "log.h"
 
-enum { TABLE_MAGIC = 0x544c5942 /* "TLYB" */, TABLE_HEADER = 20, FAIL_TEXT = 256, MAX_RANKS = 1 << 24 };
+enum { FAIL_TEXT = TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES };
 
 struct root {
   struct tally_job_id job;
@@ -28,18 +24,15 @@ struct root {
   int nranks; /* set by the first join, 0 before */
   int want;   /* connections to accept: 1 until the first join says how many */
   int joined;
-  int *fds;   /* per rank, -1 until it joins */
+  int *fds; /* per rank, -1 until it joins */
   unsigned char *addrs;
 };
 
 static int root_admit(void *ctx, int fd, const unsigned char *payload, const char *from, char *why, size_t whylen) {
   struct root *root = ctx;
-  uint32_t rank = tally_get_u32(payload), nranks = tally_get_u32(payload + 4);
+  uint32_t rank, nranks;
   struct tally_sockaddr addr;
-  if (nranks == 0 || nranks > MAX_RANKS || rank >= nranks || tally_net_unpack(payload + 8, &addr) != 0) {
-    snprintf(why, whylen, "its join message is malformed (rank %u of %u)", rank, nranks);
-    return 0;
-  }
+  if (tally_bootstrap_parse_join(payload, &rank, &nranks, &addr, why, whylen) != 0) return 0;
   if (root->nranks == 0) {
     root->fds = malloc(nranks * sizeof *root->fds);
     root->addrs = calloc(nranks, TALLY_PACKED_ADDR_BYTES);
@@ -52,8 +45,9 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
     root->want = (int)nranks;
   }
   if ((int)nranks != root->nranks) {
-    snprintf(why, whylen, "rank %u says the job has %u ranks but earlier ranks said %d: pass every rank the same nranks",
-             rank, nranks, root->nranks);
+    snprintf(why, whylen,
+             "rank %u says the job has %u ranks but earlier ranks said %d: pass every rank the same nranks", rank,
+             nranks, root->nranks);
     return 0;
   }
   if (root->fds[rank] >= 0) {
@@ -61,7 +55,7 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
     return 0;
   }
   root->fds[rank] = fd;
-  memcpy(root->addrs + rank * TALLY_PACKED_ADDR_BYTES, payload + 8, TALLY_PACKED_ADDR_BYTES);
+  tally_net_pack(&addr, root->addrs + (size_t)rank * TALLY_PACKED_ADDR_BYTES);
   root->joined++;
   TLOG_TRACE(TALLY_SUBSYS_BOOT, "root: rank %u of %u joined from %s", rank, nranks, from);
   return 1;
@@ -69,20 +63,12 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
 
 /* Sends every joined rank either the table or the reason the job cannot start. */
 static void root_reply(struct root *root, const char *failure) {
-  size_t table = (size_t)root->nranks * TALLY_PACKED_ADDR_BYTES;
-  size_t len = TABLE_HEADER + (failure ? FAIL_TEXT : table);
+  size_t len = tally_bootstrap_reply_bytes(root->nranks, failure != NULL);
   unsigned char *msg = calloc(1, len);
   if (!msg) return;
   uint64_t comm_id;
   tally_random_bytes(&comm_id, sizeof comm_id);
-  tally_put_u32(msg, TABLE_MAGIC);
-  tally_put_u32(msg + 4, failure ? 1 : 0);
-  tally_put_u32(msg + 8, (uint32_t)root->nranks);
-  tally_put_u64(msg + 12, comm_id);
-  if (failure)
-    snprintf((char *)msg + TABLE_HEADER, FAIL_TEXT, "%s", failure);
-  else
-    memcpy(msg + TABLE_HEADER, root->addrs, table);
+  tally_bootstrap_encode_reply(msg, root->nranks, comm_id, root->addrs, failure);
   uint64_t deadline = tally_deadline_after(root->timeout_s);
   for (int r = 0; r < root->nranks; r++) {
     if (root->fds[r] < 0) continue;
@@ -148,16 +134,14 @@ tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, in
                                     struct tally_sockaddr *peers, uint64_t *comm_id) {
   char root_text[80];
   tally_net_format(&job->root, root_text, sizeof root_text);
-  unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES] = {0};
-  tally_put_u32(payload, (uint32_t)rank);
-  tally_put_u32(payload + 4, (uint32_t)nranks);
-  tally_net_pack(my_addr, payload + 8);
+  unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES];
+  tally_bootstrap_encode_join(rank, nranks, my_addr, payload);
   int fd;
   tally_result_t r = tally_net_connect(&job->root, deadline, abort_fd, &fd);
   if (r != TALLY_SUCCESS)
     return TALLY_ERROR(r, "rank %d cannot reach the bootstrap root at %s: %s", rank, root_text, tally_error_message());
   r = tally_auth_connect(fd, job->secret, TALLY_PURPOSE_BOOTSTRAP, payload, deadline, abort_fd);
-  unsigned char header[TABLE_HEADER];
+  unsigned char header[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES];
   if (r == TALLY_SUCCESS) r = tally_net_read_all(fd, header, sizeof header, deadline, abort_fd);
   if (r != TALLY_SUCCESS) {
     close(fd);
@@ -167,20 +151,20 @@ tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, in
                                                "rank or a different nranks)"
                                              : "");
   }
-  uint32_t status = tally_get_u32(header + 4);
-  if (tally_get_u32(header) != TABLE_MAGIC || status > 1 || tally_get_u32(header + 8) != (uint32_t)nranks) {
+  enum tally_bootstrap_status status;
+  uint64_t reply_comm_id;
+  if (tally_bootstrap_parse_reply_header(header, nranks, &status, &reply_comm_id) != 0) {
     close(fd);
     return TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root at %s sent a malformed reply", root_text);
   }
-  if (status == 1) {
+  if (status == TALLY_BOOTSTRAP_FAILED) {
     char text[FAIL_TEXT];
     r = tally_net_read_all(fd, text, sizeof text, deadline, abort_fd);
     close(fd);
-    text[FAIL_TEXT - 1] = '\0';
     return TALLY_ERROR(TALLY_ERR_TIMEOUT, "the bootstrap root at %s gave up: %s", root_text,
-                       r == TALLY_SUCCESS ? text : "(its reason was lost)");
+                       r == TALLY_SUCCESS ? tally_bootstrap_parse_failure(text) : "(its reason was lost)");
   }
-  *comm_id = tally_get_u64(header + 12);
+  *comm_id = reply_comm_id;
   size_t table = (size_t)nranks * TALLY_PACKED_ADDR_BYTES;
   unsigned char *addrs = malloc(table);
   if (!addrs) {
@@ -189,9 +173,7 @@ tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, in
   }
   r = tally_net_read_all(fd, addrs, table, deadline, abort_fd);
   close(fd);
-  for (int i = 0; r == TALLY_SUCCESS && i < nranks; i++)
-    if (tally_net_unpack(addrs + (size_t)i * TALLY_PACKED_ADDR_BYTES, &peers[i]) != 0)
-      r = TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root sent an invalid address for rank %d", i);
+  if (r == TALLY_SUCCESS) r = tally_bootstrap_parse_table(addrs, nranks, peers);
   free(addrs);
   if (r != TALLY_SUCCESS) return TALLY_ERROR(r, "rank %d: reading the address table: %s", rank, tally_error_message());
   return TALLY_SUCCESS;
