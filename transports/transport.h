@@ -13,8 +13,12 @@
  *   used; a receive completes only with exactly req->len bytes.
  * - test() moves the request's connection forward without blocking and says whether it is done.
  * - progress() moves every queued request forward; when nothing moved it blocks for at most
- *   timeout_ms (0: never blocks), and returns early when the endpoint's abort fd fires. A failed
- *   connection fails the call with a message naming the peer; the endpoint is then unusable.
+ *   timeout_ms (0: never blocks), and returns early when the endpoint's abort fd fires or wake()
+ *   is called. A failed connection fails the call with a message naming the peer; the endpoint
+ *   is then unusable.
+ * - pending() says whether any request is queued on the endpoint (the communicator blocks only in
+ *   endpoints with work); wake() may be called from any thread and makes a blocked progress()
+ *   return soon (tally_comm_abort calls it).
  * - fail() is called when a collective on the connection failed: it drops the queued requests
  *   (their owner is gone), sends `frame` (an error frame, see wire.h) when one is given and the
  *   connection sits between messages, and then stops sending on the connection. A frame may also
@@ -73,6 +77,8 @@ struct tally_transport_ops {
   tally_result_t (*irecv)(struct tally_conn *conn, struct tally_request *req);
   tally_result_t (*test)(struct tally_conn *conn, struct tally_request *req, int *done);
   tally_result_t (*progress)(struct tally_endpoint *ep, int timeout_ms, int *moved);
+  int (*pending)(struct tally_endpoint *ep);
+  void (*wake)(struct tally_endpoint *ep);
   void (*fail)(struct tally_conn *conn, const unsigned char *frame);
   /* Returns 1 when the notice was sent or queued, 0 when the connection is busy with data. */
   int (*notify)(struct tally_conn *conn, const unsigned char notice[TALLY_WIRE_HEADER_BYTES]);

@@ -389,6 +389,15 @@ static tally_result_t tcp_progress(struct tally_endpoint *ep, int timeout_ms, in
   return progress_all(ep, moved);
 }
 
+static int tcp_pending(struct tally_endpoint *ep) {
+  for (int i = 0; i < ep->nconns; i++)
+    if (ep->conns[i]->send_head || ep->conns[i]->recv_head || ep->conns[i]->notice_left) return 1;
+  return 0;
+}
+
+/* poll() already wakes on the abort eventfd, the only reason another thread wakes an endpoint. */
+static void tcp_wake(struct tally_endpoint *ep) { (void)ep; }
+
 static void tcp_fail(struct tally_conn *c, const unsigned char *frame) {
   int between_messages = (!c->send_head || c->send_head->progressed == 0) &&
                          (c->notice_left == 0 || c->notice_left == sizeof c->notice);
@@ -451,6 +460,8 @@ const struct tally_transport_ops tally_tcp_transport = {
     .irecv = tcp_irecv,
     .test = tcp_test,
     .progress = tcp_progress,
+    .pending = tcp_pending,
+    .wake = tcp_wake,
     .fail = tcp_fail,
     .notify = tcp_notify,
     .register_memory = tcp_register_memory,
