@@ -11,6 +11,7 @@
 #include "tally.h"
 
 typedef enum { COLL_ALLREDUCE, COLL_ALLGATHER, COLL_REDUCESCATTER, COLL_BROADCAST, COLL_REDUCE } coll_t;
+enum { NUM_COLLS = COLL_REDUCE + 1 };
 
 struct options {
   coll_t coll;
@@ -24,6 +25,8 @@ struct options {
   int fork_ranks;  /* -N; 0 when absent */
   double timeout;  /* -T, seconds, for -N; 0: none */
   const char *json;
+  double soak_seconds;     /* --soak: run random collectives this long; 0: the size sweep */
+  unsigned long long seed; /* --seed: the soak's random sequence */
 };
 
 struct place_result {
@@ -71,14 +74,39 @@ bool coll_rooted(coll_t c);
 void place_buffers(const struct bench *b, int inplace, char **send, char **recv);
 tally_result_t run_once(const struct bench *b, const void *send, void *recv);
 double now_seconds(void);
+void *alloc_buffer(const struct bench *b, size_t bytes);
+void set_buffer_size(struct bench *b, size_t bytes);
+FILE *open_json(const struct bench *b, bool *failed);
 int run_rank(tally_comm_t comm, const struct options *o);
 
-/* perf_check.c: fills the inputs, runs the collective once and counts this rank's wrong
- * result elements. */
+/* perf_check.c: fills the inputs with check data and counts this rank's wrong result elements.
+ * check_place does both around one call of the collective. */
+bool check_data_exact(coll_t coll, tally_datatype_t type, tally_op_t op, int nranks);
+void fill_check_inputs(const struct bench *b, char *send, char *recv);
+uint64_t count_wrong_results(const struct bench *b, const char *recv, bool exact);
+uint64_t count_changed_inputs(const struct bench *b, const char *send);
 uint64_t check_place(const struct bench *b, int inplace);
 
-/* perf_report.c: the nccl-tests style table, its summary, and the JSON file (rank 0 prints;
- * print_ranks is collective). */
+/* perf_soak.c: --soak, random collectives checked exactly for a while; returns the exit status. */
+int run_soak(tally_comm_t comm, const struct options *o);
+
+/* The soak's totals, as rank 0 reports them. */
+struct soak_summary {
+  int nranks;
+  double seconds, elapsed; /* asked for and taken */
+  unsigned long long seed;
+  uint64_t operations, per_coll[NUM_COLLS], in_place, bytes;
+  uint64_t wrong_elements; /* wrong result elements and changed input elements, all ranks */
+  uint64_t errors;         /* failed calls */
+  bool ranks_combined;     /* false: a failure left only rank 0's own counts */
+  /* VmRSS, the largest over the ranks; -1: unknown. The start is taken after rss_start_after
+   * operations. */
+  long long rss_start_kb, rss_end_kb, rss_growth_kb;
+  uint64_t rss_start_after;
+};
+
+/* perf_report.c: the nccl-tests style table, its summary, and the JSON file, and the soak's
+ * header, summary and JSON file (rank 0 prints; print_ranks is collective). */
 void print_header(const struct bench *b);
 void print_ranks(const struct bench *b);
 void print_table_header(void);
@@ -86,9 +114,14 @@ void print_row(const struct bench *b, const struct row *row);
 void print_summary(const struct options *o, uint64_t wrong, double avg_busbw);
 void write_json(FILE *f, const struct bench *b, const struct row *rows, size_t nrows, uint64_t wrong,
                 double avg_busbw);
+void print_soak_header(const struct bench *b, size_t max_bytes);
+void print_soak_summary(const struct soak_summary *s);
+void write_soak_json(FILE *f, const struct soak_summary *s);
 
 /* perf_launch.c: starting the ranks. */
 int run_forked(const struct options *o);
 tally_comm_t open_comm(const struct options *o);
+/* Whether a launcher (tally-run, mpirun, srun, torchrun) gave this process a rank variable. */
+bool launcher_env_present(void);
 
 #endif

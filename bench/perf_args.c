@@ -1,6 +1,7 @@
 /* perf_args.c: tally-perf's command line: the options and their defaults, the usage text,
  * sizes with K/M/G suffixes, and the names of collectives, datatypes and ops (the library's
- * own and nccl-tests' spellings). Exits with status 2 on a bad argument. */
+ * own and nccl-tests' spellings), for the size sweep and for --soak. Exits with status 2 on a
+ * bad argument. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -62,9 +63,15 @@ static const struct {
 };
 
 
+/* The soak's seed when --seed is absent; the output prints the seed either way. */
+#define SOAK_DEFAULT_SEED 1
+/* With --soak and no -T, the forked ranks get the soak's time plus this long to finish. */
+#define SOAK_TIMEOUT_MARGIN 600
+
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tally-perf COLLECTIVE [options]\n"
+          "       tally-perf --soak SECONDS [--seed S] [-N N] [-T SECONDS] [-J FILE]\n"
           "\n"
           "COLLECTIVE: allreduce, allgather, reducescatter, broadcast or reduce.\n"
           "\n"
@@ -80,8 +87,16 @@ static void usage(FILE *f) {
           "  -o, --op OP             sum prod min max avg (default sum)\n"
           "  -r, --root R            root rank of broadcast and reduce (default 0)\n"
           "  -N, --nranks N          fork N local ranks instead of using a launcher\n"
-          "  -T, --timeout SECONDS   with -N: kill the ranks after this long (default 600, 0: never)\n"
+          "  -T, --timeout SECONDS   with -N: kill the ranks after this long (default 600, 0: never;\n"
+          "                          with --soak, default the soak's SECONDS + 600)\n"
           "  -J, --json FILE         also write the results to FILE as JSON\n"
+          "      --soak SECONDS      instead of a sweep, run random collectives, sizes (1 element\n"
+          "                          to 4 MiB), datatypes, ops, roots, in place and out of place for\n"
+          "                          SECONDS, check every result exactly, and report the counts,\n"
+          "                          wrong results, errors and memory (RSS); forks 8 ranks unless\n"
+          "                          -N or a launcher says otherwise\n"
+          "      --seed S            the soak's random sequence (default 1); the same seed on the\n"
+          "                          same number of ranks repeats the same operations\n"
           "  -h, --help              show this message\n"
           "\n"
           "SIZE takes a K, M or G suffix (powers of 1024). Sizes are whole-buffer bytes as in\n"
@@ -119,6 +134,25 @@ static size_t parse_size(const char *opt, const char *s) {
   if (*end != '\0') bad_arg("%s: cannot read '%s' as a size (a number with an optional K, M or G)", opt, s);
   if (shift != 0 && v > (SIZE_MAX >> shift)) bad_arg("%s: size '%s' is too large", opt, s);
   return (size_t)(v << shift);
+}
+
+/* A number of seconds: at least 0, or more than 0 unless `zero_ok`. */
+static double parse_seconds(const char *opt, const char *s, bool zero_ok) {
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (s[0] == '\0' || *end != '\0' || errno != 0 || !(v >= 0 && v <= 1e9) || (v == 0 && !zero_ok))
+    bad_arg("%s needs a %snumber of seconds, not '%s'", opt, zero_ok ? "" : "positive ", s);
+  return v;
+}
+
+static unsigned long long parse_seed(const char *s) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0)
+    bad_arg("--seed needs a non-negative integer below 2^64, not '%s'", s);
+  return v;
 }
 
 static long parse_int(const char *opt, const char *s, long lo, long hi) {
@@ -162,7 +196,10 @@ void parse_args(int argc, char **argv, struct options *o) {
   o->op = TALLY_SUM;
   o->root = 0;
   o->timeout = 600;
-  bool have_coll = false;
+  o->seed = SOAK_DEFAULT_SEED;
+  bool have_coll = false, have_timeout = false, have_seed = false;
+  int sweep_opt = 0; /* the last option seen that only the sweep uses */
+  enum { OPT_SOAK = 256, OPT_SEED };
 
   static const struct option longopts[] = {
       {"minbytes", required_argument, NULL, 'b'},   {"maxbytes", required_argument, NULL, 'e'},
@@ -172,11 +209,13 @@ void parse_args(int argc, char **argv, struct options *o) {
       {"op", required_argument, NULL, 'o'},         {"root", required_argument, NULL, 'r'},
       {"nranks", required_argument, NULL, 'N'},     {"timeout", required_argument, NULL, 'T'},
       {"json", required_argument, NULL, 'J'},       {"help", no_argument, NULL, 'h'},
+      {"soak", required_argument, NULL, OPT_SOAK},  {"seed", required_argument, NULL, OPT_SEED},
       {NULL, 0, NULL, 0},
   };
   opterr = 0;
   int c;
   while ((c = getopt_long(argc, argv, ":b:e:f:i:n:w:c:d:o:r:N:T:J:h", longopts, NULL)) != -1) {
+    if (c > 0 && c < 128 && strchr("befinwcdor", c) != NULL) sweep_opt = c;
     switch (c) {
     case 'b': o->minbytes = parse_size("-b", optarg); break;
     case 'e': o->maxbytes = parse_size("-e", optarg); break;
@@ -189,15 +228,16 @@ void parse_args(int argc, char **argv, struct options *o) {
     case 'o': o->op = parse_op(optarg); break;
     case 'r': o->root = (int)parse_int("-r", optarg, 0, 1 << 30); break;
     case 'N': o->fork_ranks = (int)parse_int("-N", optarg, 1, 1024); break;
-    case 'T': {
-      char *end = NULL;
-      errno = 0;
-      o->timeout = strtod(optarg, &end);
-      if (optarg[0] == '\0' || *end != '\0' || errno != 0 || !(o->timeout >= 0))
-        bad_arg("-T needs a number of seconds, not '%s'", optarg);
+    case 'T':
+      o->timeout = parse_seconds("-T", optarg, true);
+      have_timeout = true;
       break;
-    }
     case 'J': o->json = optarg; break;
+    case OPT_SOAK: o->soak_seconds = parse_seconds("--soak", optarg, false); break;
+    case OPT_SEED:
+      o->seed = parse_seed(optarg);
+      have_seed = true;
+      break;
     case 'h': usage(stdout); exit(0);
     case ':': bad_arg("option '%s' needs a value", argv[optind - 1]);
     default:
@@ -207,6 +247,8 @@ void parse_args(int argc, char **argv, struct options *o) {
   }
   for (int i = optind; i < argc; i++) {
     if (have_coll) bad_arg("unexpected argument '%s'", argv[i]);
+    if (o->soak_seconds > 0)
+      bad_arg("--soak runs all five collectives at random: drop '%s' (or drop --soak to measure it)", argv[i]);
     bool found = false;
     for (size_t k = 0; k < sizeof coll_names / sizeof coll_names[0]; k++) {
       if (strcasecmp(coll_names[k].name, argv[i]) == 0) {
@@ -217,7 +259,19 @@ void parse_args(int argc, char **argv, struct options *o) {
     if (!found) bad_arg("unknown collective '%s' (allreduce allgather reducescatter broadcast reduce)", argv[i]);
     have_coll = true;
   }
-  if (!have_coll) bad_arg("missing COLLECTIVE (allreduce allgather reducescatter broadcast reduce)");
+  if (o->soak_seconds > 0) {
+    if (sweep_opt != 0)
+      bad_arg("-%c does not apply to --soak, which draws collectives, sizes, datatypes, ops and roots at random",
+              sweep_opt);
+    if (!have_timeout)
+      o->timeout = o->soak_seconds + SOAK_TIMEOUT_MARGIN;
+    else if (o->timeout > 0 && o->timeout <= o->soak_seconds)
+      bad_arg("-T %g would stop the ranks before the %g s soak ends: give -T more than --soak, or -T 0 for no limit",
+              o->timeout, o->soak_seconds);
+    return;
+  }
+  if (have_seed) bad_arg("--seed only applies to --soak");
+  if (!have_coll) bad_arg("missing COLLECTIVE (allreduce allgather reducescatter broadcast reduce), or --soak SECONDS");
   if (o->minbytes > o->maxbytes)
     bad_arg("-b %zu is larger than -e %zu", o->minbytes, o->maxbytes);
   if (o->stepbytes == 0 && o->minbytes == 0) bad_arg("-b 0 needs -i STEPBYTES (a size times a factor stays 0)");

@@ -30,7 +30,7 @@ static void init_fail(int rank, tally_result_t r, tally_comm_t comm) {
 /* The variables in which the launchers tally_comm_init_env knows give a process its rank. */
 static const char *const rank_vars[] = {"TALLY_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "RANK"};
 
-static bool launcher_env_present(void) {
+bool launcher_env_present(void) {
   for (size_t i = 0; i < sizeof rank_vars / sizeof rank_vars[0]; i++)
     if (getenv(rank_vars[i]) != NULL) return true;
   return false;

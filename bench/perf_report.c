@@ -1,5 +1,6 @@
 /* perf_report.c: tally-perf's output: the header, the rank list, the nccl-tests style table
- * and its summary lines (Out of bounds values, Avg bus bandwidth), and the JSON file. */
+ * and its summary lines (Out of bounds values, Avg bus bandwidth), and the JSON file; for
+ * --soak, its header, summary and JSON file. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -124,4 +125,69 @@ void print_summary(const struct options *o, uint64_t wrong, double avg_busbw) {
     printf("# Out of bounds values : N/A (run with -c 1 to check)\n");
   printf("# Avg bus bandwidth    : %g \n#\n", avg_busbw);
   fflush(stdout);
+}
+
+void print_soak_header(const struct bench *b, size_t max_bytes) {
+  int version = 0;
+  tally_get_version(&version);
+  printf("# Tally tally-perf soak: %d rank%s, %g s, seed %llu: random collectives, datatypes, ops and roots,\n",
+         b->nranks, b->nranks == 1 ? "" : "s", b->o->soak_seconds, b->o->seed);
+  printf("# 1 element to %zu KiB, in place and out of place, every result checked exactly\n", max_bytes >> 10);
+  printf("# Tally version %d.%d.%d\n#\n", version / 10000, version / 100 % 100, version % 100);
+}
+
+static void print_rss(const char *label, long long kb, const char *note) {
+  if (kb < 0)
+    printf("#   %-18s unknown (no VmRSS in /proc/self/status)\n", label);
+  else
+    printf("#   %-18s %lld kB (%s)\n", label, kb, note);
+}
+
+void print_soak_summary(const struct soak_summary *s) {
+  printf("# Soak summary: seed %llu, %d rank%s, %.1f s\n", s->seed, s->nranks, s->nranks == 1 ? "" : "s", s->elapsed);
+  if (!s->ranks_combined)
+    printf("# (a call failed, so the ranks could not combine their counts: these are rank 0's)\n");
+  printf("#   %-18s %llu (%.0f per second)\n", "operations", (unsigned long long)s->operations,
+         s->elapsed > 0 ? (double)s->operations / s->elapsed : 0.0);
+  for (int c = 0; c < NUM_COLLS; c++)
+    printf("#     %-16s %llu\n", coll_name((coll_t)c), (unsigned long long)s->per_coll[c]);
+  printf("#     %-16s %llu\n", "in place", (unsigned long long)s->in_place);
+  printf("#   %-18s %llu (%.2f GiB: the sum of the operations' buffer sizes)\n", "bytes moved",
+         (unsigned long long)s->bytes, (double)s->bytes / (1024.0 * 1024 * 1024));
+  printf("#   %-18s %llu%s\n", "wrong results", (unsigned long long)s->wrong_elements,
+         s->wrong_elements ? " elements (each rank lists its first wrong operations on stderr)" : "");
+  printf("#   %-18s %llu\n", "errors", (unsigned long long)s->errors);
+  char note[64];
+  snprintf(note, sizeof note, "max over ranks, after %llu operations", (unsigned long long)s->rss_start_after);
+  print_rss("RSS at start", s->rss_start_kb, s->ranks_combined ? note : "rank 0");
+  print_rss("RSS at end", s->rss_end_kb, s->ranks_combined ? "max over ranks" : "rank 0");
+  print_rss("RSS growth", s->rss_growth_kb, s->ranks_combined ? "max over ranks" : "rank 0");
+  printf("# Soak %s\n#\n", s->wrong_elements == 0 && s->errors == 0 ? "OK" : "FAILED");
+  fflush(stdout);
+}
+
+static void json_kb(FILE *f, const char *name, long long kb) {
+  if (kb < 0)
+    fprintf(f, "\"%s\": null", name);
+  else
+    fprintf(f, "\"%s\": %lld", name, kb);
+}
+
+void write_soak_json(FILE *f, const struct soak_summary *s) {
+  fprintf(f, "{\n  \"tool\": \"tally-perf\",\n  \"mode\": \"soak\",\n  \"nranks\": %d,\n  \"seed\": %llu,\n", s->nranks,
+          s->seed);
+  fprintf(f, "  \"seconds\": %g,\n  \"elapsed_s\": %.3f,\n  \"operations\": %llu,\n  \"per_collective\": {", s->seconds,
+          s->elapsed, (unsigned long long)s->operations);
+  for (int c = 0; c < NUM_COLLS; c++)
+    fprintf(f, "%s\"%s\": %llu", c ? ", " : "", coll_name((coll_t)c), (unsigned long long)s->per_coll[c]);
+  fprintf(f, "},\n  \"in_place\": %llu,\n  \"bytes\": %llu,\n  \"wrong\": %llu,\n  \"errors\": %llu,\n",
+          (unsigned long long)s->in_place, (unsigned long long)s->bytes, (unsigned long long)s->wrong_elements,
+          (unsigned long long)s->errors);
+  fprintf(f, "  \"ranks_combined\": %s,\n  \"rss_kb\": {", s->ranks_combined ? "true" : "false");
+  json_kb(f, "start", s->rss_start_kb);
+  fprintf(f, ", ");
+  json_kb(f, "end", s->rss_end_kb);
+  fprintf(f, ", ");
+  json_kb(f, "growth", s->rss_growth_kb);
+  fprintf(f, ", \"start_after_operations\": %llu}\n}\n", (unsigned long long)s->rss_start_after);
 }

@@ -1,11 +1,13 @@
 /* tally-perf: the collective benchmark. Speaks the nccl-tests command line and table format
  * (-b/-e/-f/-n/-w/-c/-d/-o/-r), times out-of-place and in-place runs of one collective over a
- * range of sizes, checks every result element, and can write the results as JSON. It runs
- * under a launcher (tally-run, mpirun, srun, torchrun), or forks its own local ranks with -N.
+ * range of sizes, checks every result element, and can write the results as JSON; with --soak
+ * it runs random collectives for a while instead and checks them all. It runs under a launcher
+ * (tally-run, mpirun, srun, torchrun), or forks its own local ranks with -N.
  * Uses only the public API in tally.h. This file owns main and one rank's timing loop; the
- * other parts are perf_args.c, perf_launch.c, perf_check.c and perf_report.c. */
+ * other parts are perf_args.c, perf_launch.c, perf_check.c, perf_soak.c and perf_report.c. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +88,9 @@ static double bus_factor(coll_t c, int n) {
   default: return 1.0;
   }
 }
-static void *alloc_buffer(const struct bench *b, size_t bytes) {
+
+/* A page-aligned buffer of at least `bytes`, every page touched; exits with status 1 if memory is short. */
+void *alloc_buffer(const struct bench *b, size_t bytes) {
   long page = sysconf(_SC_PAGESIZE);
   size_t align = page > 0 ? (size_t)page : 4096;
   size_t len = (bytes + align - 1) / align * align;
@@ -101,8 +105,52 @@ static void *alloc_buffer(const struct bench *b, size_t bytes) {
   return p;
 }
 
-/* Runs the benchmark on an initialized communicator; returns the process exit status. */
+/* Sets the call's count and the send and receive element counts for a whole-buffer size of
+ * `bytes` as nccl-tests defines it: the receive buffer of allgather, the send buffer of
+ * reduce-scatter, the one buffer of the others. */
+void set_buffer_size(struct bench *b, size_t bytes) {
+  size_t elems = bytes / b->tsize, n = (size_t)b->nranks;
+  switch (b->o->coll) {
+  case COLL_ALLGATHER:
+    b->count = elems / n;
+    b->send_elems = b->count;
+    b->recv_elems = b->count * n;
+    b->bytes = b->recv_elems * b->tsize;
+    break;
+  case COLL_REDUCESCATTER:
+    b->count = elems / n;
+    b->send_elems = b->count * n;
+    b->recv_elems = b->count;
+    b->bytes = b->send_elems * b->tsize;
+    break;
+  default:
+    b->count = b->send_elems = b->recv_elems = elems;
+    b->bytes = elems * b->tsize;
+    break;
+  }
+}
+
+/* Rank 0 opens the -J file before any work; every rank learns whether that worked (collective).
+ * Returns the file on rank 0 (NULL without -J), and sets *failed on every rank if it failed. */
+FILE *open_json(const struct bench *b, bool *failed) {
+  FILE *json = NULL;
+  int32_t mine = 0, any = 0;
+  if (b->rank == 0 && b->o->json != NULL) {
+    json = fopen(b->o->json, "w");
+    if (json == NULL) {
+      fprintf(stderr, "tally-perf: cannot write %s: %s\n", b->o->json, strerror(errno));
+      mine = 1;
+    }
+  }
+  TRY(b, tally_allreduce(&mine, &any, 1, TALLY_INT32, TALLY_MAX, b->comm, NULL));
+  *failed = any != 0;
+  return json;
+}
+
+/* Runs the benchmark (the size sweep, or with --soak the soak) on an initialized communicator;
+ * returns the process exit status. */
 int run_rank(tally_comm_t comm, const struct options *o) {
+  if (o->soak_seconds > 0) return run_soak(comm, o);
   struct bench b;
   memset(&b, 0, sizeof b);
   b.o = o;
@@ -117,18 +165,9 @@ int run_rank(tally_comm_t comm, const struct options *o) {
     return 2;
   }
 
-  /* Rank 0 opens the JSON file before any work; every rank learns whether that worked. */
-  FILE *json = NULL;
-  int32_t json_bad = 0, any_bad = 0;
-  if (b.rank == 0 && o->json != NULL) {
-    json = fopen(o->json, "w");
-    if (json == NULL) {
-      fprintf(stderr, "tally-perf: cannot write %s: %s\n", o->json, strerror(errno));
-      json_bad = 1;
-    }
-  }
-  TRY(&b, tally_allreduce(&json_bad, &any_bad, 1, TALLY_INT32, TALLY_MAX, comm, NULL));
-  if (any_bad) {
+  bool json_bad = false;
+  FILE *json = open_json(&b, &json_bad);
+  if (json_bad) {
     tally_comm_destroy(comm);
     return 1;
   }
@@ -148,25 +187,7 @@ int run_rank(tally_comm_t comm, const struct options *o) {
   double factor = bus_factor(o->coll, b.nranks);
 
   for (size_t size = o->minbytes; size <= o->maxbytes;) {
-    size_t elems = size / b.tsize, n = (size_t)b.nranks;
-    switch (o->coll) {
-    case COLL_ALLGATHER:
-      b.count = elems / n;
-      b.send_elems = b.count;
-      b.recv_elems = b.count * n;
-      b.bytes = b.recv_elems * b.tsize;
-      break;
-    case COLL_REDUCESCATTER:
-      b.count = elems / n;
-      b.send_elems = b.count * n;
-      b.recv_elems = b.count;
-      b.bytes = b.send_elems * b.tsize;
-      break;
-    default:
-      b.count = b.send_elems = b.recv_elems = elems;
-      b.bytes = elems * b.tsize;
-      break;
-    }
+    set_buffer_size(&b, size);
     struct row row;
     memset(&row, 0, sizeof row);
     row.bytes = b.bytes;
@@ -213,7 +234,7 @@ int run_rank(tally_comm_t comm, const struct options *o) {
       write_json(json, &b, rows, nrows, total_wrong, avg);
       if (fclose(json) != 0) {
         fprintf(stderr, "tally-perf: cannot write %s: %s\n", o->json, strerror(errno));
-        json_bad = 1;
+        json_bad = true;
       }
     }
   }
@@ -227,10 +248,14 @@ int run_rank(tally_comm_t comm, const struct options *o) {
   return total_wrong != 0 ? STATUS_WRONG : 0;
 }
 
+/* Ranks a soak forks when neither -N nor a launcher says how many. */
+#define SOAK_DEFAULT_RANKS 8
+
 int main(int argc, char **argv) {
   struct options o;
   parse_args(argc, argv, &o);
   setvbuf(stdout, NULL, _IOLBF, 0);
+  if (o.soak_seconds > 0 && o.fork_ranks == 0 && !launcher_env_present()) o.fork_ranks = SOAK_DEFAULT_RANKS;
 
   if (o.fork_ranks > 1) return run_forked(&o);
 

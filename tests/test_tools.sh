@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the command-line tools: tally-run (launch, failure propagation) and tally-perf (every
-# collective with checking on, under tally-run and with -N, JSON output, bad arguments).
+# collective with checking on, under tally-run and with -N, JSON output, bad arguments, a short
+# --soak of random collectives).
 # usage: test_tools.sh BUILD_DIR
 set -uo pipefail
 bin=${1:?build directory}
@@ -26,6 +27,20 @@ json=$(mktemp)
 check "tally-perf -J" 0 "$bin/tally-perf" allreduce -N 2 -b 8 -e 64 -n 2 -w 1 -J "$json"
 grep -q '"busbw"' "$json" || { echo "FAIL -J: no busbw in $json"; fail=1; }
 rm -f "$json"
+check "tally-perf --soak -N 4" 0 "$bin/tally-perf" --soak 3 -N 4
+expect_text "soak counts operations" "^# +operations +[1-9][0-9]* "
+expect_text "soak finds no wrong results" "^# +wrong results +0$"
+expect_text "soak prints its seed" "seed 1"
+json=$(mktemp)
+check "tally-perf --soak under tally-run" 0 "$bin/tally-run" -n 3 "$bin/tally-perf" --soak 2 --seed 7 -J "$json"
+expect_text "soak ran 3 ranks" "soak: 3 ranks, 2 s, seed 7"
+grep -q '"mode": "soak"' "$json" && grep -q '"wrong": 0,' "$json" || { echo "FAIL soak -J: $(cat "$json")"; fail=1; }
+rm -f "$json"
+check "tally-perf --soak needs seconds" 2 "$bin/tally-perf" --soak ten
+expect_text "soak message" "soak needs a positive number of seconds, not 'ten'"
+check "tally-perf --soak 0 is refused" 2 "$bin/tally-perf" --soak 0
+check "tally-perf --soak with a collective" 2 "$bin/tally-perf" allreduce --soak 1
+expect_text "soak collective message" "drop 'allreduce'"
 check "tally-run names the failing rank" 1 "$bin/tally-run" -n 3 sh -c 'exit $TALLY_RANK'
 expect_text "failing rank named" "rank [12] .*exited with status"
 check "tally-run reports a killed rank" 137 "$bin/tally-run" -n 2 sh -c '[ $TALLY_RANK = 1 ] && kill -9 $$; exec sleep 30'
