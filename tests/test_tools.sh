@@ -41,8 +41,9 @@ expect_text "soak message" "soak needs a positive number of seconds, not 'ten'"
 check "tally-perf --soak 0 is refused" 2 "$bin/tally-perf" --soak 0
 check "tally-perf --soak with a collective" 2 "$bin/tally-perf" allreduce --soak 1
 expect_text "soak collective message" "drop 'allreduce'"
-check "tally-run names the failing rank" 1 "$bin/tally-run" -n 3 sh -c 'exit $TALLY_RANK'
-expect_text "failing rank named" "rank [12] .*exited with status"
+# Only rank 1 fails (the others would run for 30 s): tally-run must stop them and exit with its status.
+check "tally-run names the failing rank" 1 "$bin/tally-run" -n 3 sh -c '[ $TALLY_RANK = 1 ] && exit 1; exec sleep 30'
+expect_text "failing rank named" "rank 1 .*exited with status 1"
 check "tally-run reports a killed rank" 137 "$bin/tally-run" -n 2 sh -c '[ $TALLY_RANK = 1 ] && kill -9 $$; exec sleep 30'
 expect_text "killed rank named" "rank 1 .*signal 9"
 check "tally-run without -n" 2 "$bin/tally-run" true
