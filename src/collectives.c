@@ -18,7 +18,7 @@ static tally_result_t remember(tally_comm_t comm, tally_result_t r) {
 
 /* Ends the remembered message with the rank at fault and its host, when another rank is. */
 static void name_culprit(tally_comm_t comm) {
-  int culprit = tally_error_blamed();
+  int culprit = tally_comm_blamed(comm);
   if (culprit < 0 || culprit == comm->rank) return;
   char who[128];
   size_t used = strlen(comm->last_error);

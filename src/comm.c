@@ -77,7 +77,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
 
 void tally_comm_fail(struct tally_comm *comm, tally_result_t result) {
   if (comm->nranks < 2) return;
-  int culprit = tally_error_blamed();
+  int culprit = tally_comm_blamed(comm);
   if (result == TALLY_ERR_ABORTED || result == TALLY_ERR_SYSTEM || result == TALLY_ERR_INTERNAL) culprit = comm->rank;
   tally_result_t code = result == TALLY_ERR_MISMATCH || result == TALLY_ERR_TIMEOUT ? result : TALLY_ERR_REMOTE;
   unsigned char frame[TALLY_WIRE_HEADER_BYTES];
@@ -118,6 +118,11 @@ static tally_result_t connect_ring(struct tally_comm *c, const struct tally_sock
   if (r != TALLY_SUCCESS) return r;
   if (job.result != TALLY_SUCCESS) return TALLY_ERROR(job.result, "%s", job.message);
   return TALLY_SUCCESS;
+}
+
+int tally_comm_blamed(const struct tally_comm *comm) {
+  int culprit = tally_error_blamed();
+  return culprit >= 0 && culprit < comm->nranks ? culprit : -1;
 }
 
 const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *buf, size_t len) {

@@ -68,6 +68,10 @@ struct tally_waiter {
 void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w);
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved);
 
+/* The rank this thread's last failure blames (tally_error_blamed), or -1 when none or when the
+ * number is not a rank of this communicator (a peer's report is not trusted blindly). */
+int tally_comm_blamed(const struct tally_comm *comm);
+
 /* "rank 5 (10.0.0.7)": a rank and the host it runs on, for error messages. */
 const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *buf, size_t len);
 

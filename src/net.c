@@ -58,6 +58,8 @@ int tally_net_unpack(const unsigned char in[TALLY_PACKED_ADDR_BYTES], struct tal
   if ((in[0] != 4 && in[0] != 6) || port == 0) return -1;
   memset(addr, 0, sizeof *addr);
   if (in[0] == 4) {
+    for (int i = 7; i < TALLY_PACKED_ADDR_BYTES; i++)
+      if (in[i] != 0) return -1; /* an IPv4 address leaves the rest of the field zero */
     struct sockaddr_in *a = (struct sockaddr_in *)&addr->ss;
     a->sin_family = AF_INET;
     a->sin_port = port;

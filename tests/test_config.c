@@ -168,6 +168,17 @@ Test(uid, corrupt_ids_refused) {
   cr_assert(strstr(tally_error_message(), "version"), "%s", tally_error_message());
 }
 
+Test(uid, ipv4_address_with_junk_in_its_unused_bytes_refused) {
+  struct tally_sockaddr addr;
+  cr_assert_eq(tally_net_resolve("127.0.0.1", 7, &addr), TALLY_SUCCESS);
+  unsigned char packed[TALLY_PACKED_ADDR_BYTES];
+  tally_net_pack(&addr, packed);
+  struct tally_sockaddr back;
+  cr_assert_eq(tally_net_unpack(packed, &back), 0);
+  packed[TALLY_PACKED_ADDR_BYTES - 1] = 0x5a; /* beyond the 4 bytes an IPv4 address uses */
+  cr_assert_eq(tally_net_unpack(packed, &back), -1);
+}
+
 static struct tally_msg_header sample_header(void) {
   struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0};
   struct tally_msg_header h;
