@@ -37,7 +37,7 @@ static tally_result_t post_recvs(struct pipeline_state *st, int *moved) {
     req->len = span->bytes;
     req->hdr = st->proto;
     req->hdr.index = m;
-    TALLY_CHECK(st->comm->transport->irecv(st->comm->from_prev, req));
+    TALLY_CHECK(st->comm->from_prev.ops->irecv(st->comm->from_prev.conn, req));
     st->recv_posted++;
     *moved = 1;
   }
@@ -78,7 +78,7 @@ static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
     req->len = span.bytes;
     req->hdr = st->proto;
     req->hdr.index = m;
-    TALLY_CHECK(st->comm->transport->isend(st->comm->to_next, req));
+    TALLY_CHECK(st->comm->to_next.ops->isend(st->comm->to_next.conn, req));
     st->send_posted++;
     *moved = 1;
   }

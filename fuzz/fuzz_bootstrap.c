@@ -2,8 +2,8 @@
  * the reply a rank parses (header, then the address table or the failure text).
  *
  * Input: the 192-byte join payload; nranks as this rank believes it (1 byte, 0..255); the 20-byte
- * reply header; then the reply body (nranks packed addresses, or the 256-byte failure text). What
- * parses must survive the round trip through the encoders. */
+ * reply header; then the reply body (nranks entries: packed address and topology record; or the
+ * 256-byte failure text). What parses must survive the round trip through the encoders. */
 #include <stdlib.h>
 
 #include "bootstrap_wire.h"
@@ -12,22 +12,23 @@
 
 static void check_join(const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES]) {
   uint32_t rank, nranks, rank2, nranks2;
-  struct tally_sockaddr addr, addr2;
+  struct tally_peer_info info, info2;
   char why[256];
-  if (tally_bootstrap_parse_join(payload, &rank, &nranks, &addr, why, sizeof why) != 0) {
+  if (tally_bootstrap_parse_join(payload, &rank, &nranks, &info, why, sizeof why) != 0) {
     FUZZ_REQUIRE(strlen(why) > 0);
     return;
   }
   FUZZ_REQUIRE(nranks >= 1 && nranks <= TALLY_BOOTSTRAP_MAX_RANKS && rank < nranks);
   unsigned char again[TALLY_AUTH_PAYLOAD_BYTES];
-  tally_bootstrap_encode_join((int)rank, (int)nranks, &addr, again);
-  FUZZ_REQUIRE(tally_bootstrap_parse_join(again, &rank2, &nranks2, &addr2, why, sizeof why) == 0);
-  FUZZ_REQUIRE(rank2 == rank && nranks2 == nranks && addr2.len == addr.len &&
-               memcmp(&addr2.ss, &addr.ss, addr.len) == 0);
+  tally_bootstrap_encode_join((int)rank, (int)nranks, &info, again);
+  FUZZ_REQUIRE(tally_bootstrap_parse_join(again, &rank2, &nranks2, &info2, why, sizeof why) == 0);
+  FUZZ_REQUIRE(rank2 == rank && nranks2 == nranks && info2.addr.len == info.addr.len &&
+               memcmp(&info2.addr.ss, &info.addr.ss, info.addr.len) == 0 && info2.topo.host_id == info.topo.host_id);
+  FUZZ_REQUIRE(memcmp(again, payload, TALLY_AUTH_PAYLOAD_BYTES) == 0); /* every byte was checked */
 }
 
 /* Parses the body after an OK header; returns the verdict, with the addresses in `peers`. */
-static tally_result_t check_table(const unsigned char *table, int nranks, struct tally_sockaddr *peers) {
+static tally_result_t check_table(const unsigned char *table, int nranks, struct tally_peer_info *peers) {
   tally_result_t r = tally_bootstrap_parse_table(table, nranks, peers);
   FUZZ_REQUIRE(r == TALLY_SUCCESS || r == TALLY_ERR_REMOTE);
   return r;
@@ -44,7 +45,7 @@ static void check_reply(const unsigned char header[TALLY_BOOTSTRAP_REPLY_HEADER_
   size_t reply_bytes = tally_bootstrap_reply_bytes(nranks, failed);
   size_t body_bytes = reply_bytes - TALLY_BOOTSTRAP_REPLY_HEADER_BYTES;
   unsigned char *body = malloc(body_bytes), *reply = malloc(reply_bytes);
-  struct tally_sockaddr *peers = malloc((size_t)nranks * sizeof *peers);
+  struct tally_peer_info *peers = malloc((size_t)nranks * sizeof *peers);
   if (!body || !reply || !peers) abort();
   fuzz_take(in, body, body_bytes);
   if (failed) {

@@ -221,23 +221,47 @@ static void bootstrap_seed(const char *name, const unsigned char *payload, int n
   save("bootstrap", name, &s, len);
 }
 
+/* A rank's entry as a rank would publish it: an address and a plausible topology record. */
+static struct tally_peer_info sample_info(struct tally_sockaddr addr, int host) {
+  struct tally_peer_info info;
+  memset(&info, 0, sizeof info);
+  info.addr = addr;
+  info.topo.host_id = 0x1000 + (uint64_t)host;
+  snprintf(info.topo.hostname, sizeof info.topo.hostname, "node%d", host);
+  info.topo.numa_node = 0;
+  info.topo.numa_nodes = 2;
+  info.topo.cores = 8;
+  info.topo.pus = 16;
+  info.topo.n_ifaces = 1;
+  snprintf(info.topo.ifaces[0].name, sizeof info.topo.ifaces[0].name, "eth0");
+  info.topo.ifaces[0].families = TALLY_TOPO_IPV4;
+  info.topo.ifaces[0].numa_node = 1;
+  info.topo.ifaces[0].speed_mbps = 100000;
+  info.topo.nearest_iface = 0;
+  return info;
+}
+
 static void bootstrap_seeds(void) {
   enum { NRANKS = 4 };
-  struct tally_sockaddr addr = ipv4("192.168.0.9", 40000);
-  unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES], table[NRANKS * TALLY_PACKED_ADDR_BYTES];
-  unsigned char reply[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES + TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES];
+  struct tally_peer_info me = sample_info(ipv4("192.168.0.9", 40000), 0);
+  unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES], table[NRANKS * TALLY_BOOTSTRAP_ENTRY_BYTES];
+  unsigned char reply[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES + NRANKS * TALLY_BOOTSTRAP_ENTRY_BYTES];
   for (int r = 0; r < NRANKS; r++) {
-    struct tally_sockaddr peer = r % 2 ? ipv6("2001:db8::7", 40000 + r) : ipv4("192.168.0.9", 40000 + r);
-    tally_net_pack(&peer, table + r * TALLY_PACKED_ADDR_BYTES);
+    struct tally_peer_info peer =
+        sample_info(r % 2 ? ipv6("2001:db8::7", 40000 + r) : ipv4("192.168.0.9", 40000 + r), r / 2);
+    tally_bootstrap_encode_entry(&peer, table + r * TALLY_BOOTSTRAP_ENTRY_BYTES);
   }
-  tally_bootstrap_encode_join(1, NRANKS, &addr, payload);
+  tally_bootstrap_encode_join(1, NRANKS, &me, payload);
   size_t ok_len = tally_bootstrap_reply_bytes(NRANKS, 0), fail_len = tally_bootstrap_reply_bytes(NRANKS, 1);
   tally_bootstrap_encode_reply(reply, NRANKS, 0x1122334455667788ull, table, NULL);
   bootstrap_seed("valid-table", payload, NRANKS, reply, ok_len, 0);
   bootstrap_seed("truncated-table", payload, NRANKS, reply, ok_len, TALLY_AUTH_PAYLOAD_BYTES + 1 + ok_len - 10);
   bootstrap_seed("nranks-mismatch", payload, NRANKS + 1, reply, ok_len, 0);
-  reply[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES + 2 * TALLY_PACKED_ADDR_BYTES] = 9; /* rank 2's address family */
+  reply[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES + 2 * TALLY_BOOTSTRAP_ENTRY_BYTES] = 9; /* rank 2's address family */
   bootstrap_seed("invalid-address", payload, NRANKS, reply, ok_len, 0);
+  tally_bootstrap_encode_reply(reply, NRANKS, 42, table, NULL);
+  reply[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES + TALLY_BOOTSTRAP_ENTRY_BYTES + TALLY_PACKED_ADDR_BYTES] = 'X';
+  bootstrap_seed("invalid-topology", payload, NRANKS, reply, ok_len, 0); /* rank 1's record magic */
   tally_bootstrap_encode_reply(reply, NRANKS, 42, table, NULL);
   reply[7] = 2; /* status */
   bootstrap_seed("bad-status", payload, NRANKS, reply, ok_len, 0);
@@ -251,19 +275,25 @@ static void bootstrap_seeds(void) {
 
   memset(reply, 0, sizeof reply);
   bootstrap_seed("join-only-truncated", payload, 0, reply, 0, 30);
-  tally_bootstrap_encode_join(NRANKS, NRANKS, &addr, payload);
+  tally_bootstrap_encode_join(NRANKS, NRANKS, &me, payload);
   bootstrap_seed("join-rank-too-big", payload, 0, reply, 0, 0);
-  tally_bootstrap_encode_join(0, 0, &addr, payload);
+  tally_bootstrap_encode_join(0, 0, &me, payload);
   bootstrap_seed("join-no-ranks", payload, 0, reply, 0, 0);
-  tally_bootstrap_encode_join(0, TALLY_BOOTSTRAP_MAX_RANKS + 1, &addr, payload);
+  tally_bootstrap_encode_join(0, TALLY_BOOTSTRAP_MAX_RANKS + 1, &me, payload);
   bootstrap_seed("join-too-many-ranks", payload, 0, reply, 0, 0);
-  tally_bootstrap_encode_join(-1, -1, &addr, payload);
+  tally_bootstrap_encode_join(-1, -1, &me, payload);
   bootstrap_seed("join-negative", payload, 0, reply, 0, 0);
-  struct tally_sockaddr v6 = ipv6("::1", 5000);
+  struct tally_peer_info v6 = sample_info(ipv6("::1", 5000), 3);
   tally_bootstrap_encode_join(TALLY_BOOTSTRAP_MAX_RANKS - 1, TALLY_BOOTSTRAP_MAX_RANKS, &v6, payload);
   bootstrap_seed("join-ipv6-last-rank", payload, 0, reply, 0, 0);
   payload[8] = 0; /* address family */
   bootstrap_seed("join-bad-address", payload, 0, reply, 0, 0);
+  tally_bootstrap_encode_join(2, NRANKS, &me, payload);
+  payload[8 + TALLY_PACKED_ADDR_BYTES + 4] = 9; /* topology record version */
+  bootstrap_seed("join-bad-topology", payload, 0, reply, 0, 0);
+  tally_bootstrap_encode_join(2, NRANKS, &me, payload);
+  payload[TALLY_AUTH_PAYLOAD_BYTES - 1] = 1; /* beyond the entry, where only zeros belong */
+  bootstrap_seed("join-junk-after-entry", payload, 0, reply, 0, 0);
 }
 
 /* --- auth: purpose, hello, challenge, proof, two bit positions ---------------------------------- */
@@ -291,8 +321,8 @@ static void auth_seeds(void) {
     nonce_c[i] = (unsigned char)i;
     nonce_s[i] = (unsigned char)~i;
   }
-  struct tally_sockaddr addr = ipv4("10.0.0.2", 30000);
-  tally_bootstrap_encode_join(1, 2, &addr, payload);
+  struct tally_peer_info joiner = sample_info(ipv4("10.0.0.2", 30000), 1);
+  tally_bootstrap_encode_join(1, 2, &joiner, payload);
   unsigned char hello[TALLY_AUTH_HELLO_BYTES], challenge[TALLY_AUTH_CHALLENGE_BYTES], proof[TALLY_AUTH_PROOF_BYTES];
   for (uint16_t purpose = TALLY_PURPOSE_BOOTSTRAP; purpose <= TALLY_PURPOSE_DATA; purpose++) {
     tally_auth_hello_make(purpose, nonce_c, hello);

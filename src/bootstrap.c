@@ -25,18 +25,18 @@ struct root {
   int want;   /* connections to accept: 1 until the first join says how many */
   int joined;
   int *fds; /* per rank, -1 until it joins */
-  unsigned char *addrs;
+  unsigned char *entries; /* per rank: its checked entry, re-encoded (bootstrap_wire.h) */
 };
 
 static int root_admit(void *ctx, int fd, const unsigned char *payload, const char *from, char *why, size_t whylen) {
   struct root *root = ctx;
   uint32_t rank, nranks;
-  struct tally_sockaddr addr;
-  if (tally_bootstrap_parse_join(payload, &rank, &nranks, &addr, why, whylen) != 0) return 0;
+  struct tally_peer_info info;
+  if (tally_bootstrap_parse_join(payload, &rank, &nranks, &info, why, whylen) != 0) return 0;
   if (root->nranks == 0) {
     root->fds = malloc(nranks * sizeof *root->fds);
-    root->addrs = calloc(nranks, TALLY_PACKED_ADDR_BYTES);
-    if (!root->fds || !root->addrs) {
+    root->entries = calloc(nranks, TALLY_BOOTSTRAP_ENTRY_BYTES);
+    if (!root->fds || !root->entries) {
       snprintf(why, whylen, "the root is out of memory for %u ranks", nranks);
       return 0;
     }
@@ -55,7 +55,7 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
     return 0;
   }
   root->fds[rank] = fd;
-  tally_net_pack(&addr, root->addrs + (size_t)rank * TALLY_PACKED_ADDR_BYTES);
+  tally_bootstrap_encode_entry(&info, root->entries + (size_t)rank * TALLY_BOOTSTRAP_ENTRY_BYTES);
   root->joined++;
   TLOG_TRACE(TALLY_SUBSYS_BOOT, "root: rank %u of %u joined from %s", rank, nranks, from);
   return 1;
@@ -68,9 +68,11 @@ static void root_reply(struct root *root, const char *failure) {
   if (!msg) return;
   uint64_t comm_id;
   tally_random_bytes(&comm_id, sizeof comm_id);
-  tally_bootstrap_encode_reply(msg, root->nranks, comm_id, root->addrs, failure);
+  tally_bootstrap_encode_reply(msg, root->nranks, comm_id, root->entries, failure);
   uint64_t deadline = tally_deadline_after(root->timeout_s);
-  for (int r = 0; r < root->nranks; r++) {
+  /* Rank 0 last: the root usually lives in rank 0's process, which may exit as soon as it has its
+   * answer (an init error, say), and must not take the others' answers down with it. */
+  for (int r = root->nranks - 1; r >= 0; r--) {
     if (root->fds[r] < 0) continue;
     if (tally_net_write_all(root->fds[r], msg, len, deadline, -1) != TALLY_SUCCESS)
       TLOG_WARN(TALLY_SUBSYS_BOOT, "root: could not send the address table to rank %d: %s", r, tally_error_message());
@@ -101,7 +103,7 @@ static void *root_main(void *arg) {
   }
   close(root->listen_fd);
   free(root->fds);
-  free(root->addrs);
+  free(root->entries);
   free(root);
   return NULL;
 }
@@ -130,12 +132,12 @@ tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int li
 }
 
 tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, int nranks,
-                                    const struct tally_sockaddr *my_addr, uint64_t deadline, int abort_fd,
-                                    struct tally_sockaddr *peers, uint64_t *comm_id) {
+                                    const struct tally_peer_info *me, uint64_t deadline, int abort_fd,
+                                    struct tally_peer_info *peers, uint64_t *comm_id) {
   char root_text[80];
   tally_net_format(&job->root, root_text, sizeof root_text);
   unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES];
-  tally_bootstrap_encode_join(rank, nranks, my_addr, payload);
+  tally_bootstrap_encode_join(rank, nranks, me, payload);
   int fd;
   tally_result_t r = tally_net_connect(&job->root, deadline, abort_fd, &fd);
   if (r != TALLY_SUCCESS)
@@ -165,16 +167,16 @@ tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, in
                        r == TALLY_SUCCESS ? tally_bootstrap_parse_failure(text) : "(its reason was lost)");
   }
   *comm_id = reply_comm_id;
-  size_t table = (size_t)nranks * TALLY_PACKED_ADDR_BYTES;
-  unsigned char *addrs = malloc(table);
-  if (!addrs) {
+  size_t table_bytes = (size_t)nranks * TALLY_BOOTSTRAP_ENTRY_BYTES;
+  unsigned char *table = malloc(table_bytes);
+  if (!table) {
     close(fd);
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory reading the address table of %d ranks", nranks);
   }
-  r = tally_net_read_all(fd, addrs, table, deadline, abort_fd);
+  r = tally_net_read_all(fd, table, table_bytes, deadline, abort_fd);
   close(fd);
-  if (r == TALLY_SUCCESS) r = tally_bootstrap_parse_table(addrs, nranks, peers);
-  free(addrs);
+  if (r == TALLY_SUCCESS) r = tally_bootstrap_parse_table(table, nranks, peers);
+  free(table);
   if (r != TALLY_SUCCESS) return TALLY_ERROR(r, "rank %d: reading the address table: %s", rank, tally_error_message());
   return TALLY_SUCCESS;
 }

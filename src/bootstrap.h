@@ -1,11 +1,13 @@
 /* Bootstrap: the root (a thread in the process that made the unique id, or rank 0 under a
- * launcher) collects every rank's data address over authenticated connections and sends the full
- * table back, with a fresh communicator id. Ranks then connect to each other directly. */
+ * launcher) collects every rank's data address and topology over authenticated connections and
+ * sends the full table back, with a fresh communicator id. Ranks then connect to each other
+ * directly. */
 #ifndef TALLY_BOOTSTRAP_H
 #define TALLY_BOOTSTRAP_H
 
 #include <stdint.h>
 
+#include "bootstrap_wire.h"
 #include "net.h"
 #include "tally.h"
 #include "uid.h"
@@ -14,10 +16,10 @@
  * communicator and exits when every rank has its table, or after timeout_s. */
 tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s);
 
-/* Joins the job: sends this rank's data address to the root and receives everyone's. `peers` has
- * nranks entries; `comm_id` is shared by all ranks of this communicator. */
+/* Joins the job: sends this rank's address and topology to the root and receives everyone's.
+ * `peers` has nranks entries; `comm_id` is shared by all ranks of this communicator. */
 tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, int nranks,
-                                    const struct tally_sockaddr *my_addr, uint64_t deadline, int abort_fd,
-                                    struct tally_sockaddr *peers, uint64_t *comm_id);
+                                    const struct tally_peer_info *me, uint64_t deadline, int abort_fd,
+                                    struct tally_peer_info *peers, uint64_t *comm_id);
 
 #endif

@@ -1,5 +1,6 @@
 /* Encoding and decoding of bootstrap messages (see bootstrap_wire.h). Layouts, big-endian:
- *   join payload   0 rank  4 nranks  8 packed address (net.h)  27..191 zero
+ *   join payload   0 rank  4 nranks  8 entry  155..191 zero
+ *   entry          0 packed address (net.h, 19 bytes)  19 topology record (topo.h, 128 bytes)
  *   reply header   0 magic "TLYB"  4 status  8 nranks  12 comm id */
 #include "bootstrap_wire.h"
 
@@ -9,23 +10,37 @@
 #include "bytes.h"
 #include "error.h"
 
-enum { REPLY_MAGIC = 0x544c5942 /* "TLYB" */, JOIN_ADDR = 8 };
+enum { REPLY_MAGIC = 0x544c5942 /* "TLYB" */, JOIN_ENTRY = 8 };
+_Static_assert(JOIN_ENTRY + TALLY_BOOTSTRAP_ENTRY_BYTES <= TALLY_AUTH_PAYLOAD_BYTES, "the join must fit the proof");
 
-void tally_bootstrap_encode_join(int rank, int nranks, const struct tally_sockaddr *addr,
+void tally_bootstrap_encode_entry(const struct tally_peer_info *info, unsigned char entry[TALLY_BOOTSTRAP_ENTRY_BYTES]) {
+  tally_net_pack(&info->addr, entry);
+  tally_topo_encode(&info->topo, entry + TALLY_PACKED_ADDR_BYTES);
+}
+
+int tally_bootstrap_parse_entry(const unsigned char entry[TALLY_BOOTSTRAP_ENTRY_BYTES], struct tally_peer_info *info) {
+  if (tally_net_unpack(entry, &info->addr) != 0) return -1;
+  return tally_topo_decode(entry + TALLY_PACKED_ADDR_BYTES, TALLY_TOPO_WIRE_BYTES, &info->topo);
+}
+
+void tally_bootstrap_encode_join(int rank, int nranks, const struct tally_peer_info *info,
                                  unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES]) {
   memset(payload, 0, TALLY_AUTH_PAYLOAD_BYTES);
   tally_put_u32(payload, (uint32_t)rank);
   tally_put_u32(payload + 4, (uint32_t)nranks);
-  tally_net_pack(addr, payload + JOIN_ADDR);
+  tally_bootstrap_encode_entry(info, payload + JOIN_ENTRY);
 }
 
 int tally_bootstrap_parse_join(const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES], uint32_t *rank, uint32_t *nranks,
-                               struct tally_sockaddr *addr, char *why, size_t whylen) {
+                               struct tally_peer_info *info, char *why, size_t whylen) {
   *rank = tally_get_u32(payload);
   *nranks = tally_get_u32(payload + 4);
-  if (*nranks == 0 || *nranks > TALLY_BOOTSTRAP_MAX_RANKS || *rank >= *nranks ||
-      tally_net_unpack(payload + JOIN_ADDR, addr) != 0) {
-    snprintf(why, whylen, "its join message is malformed (rank %u of %u)", *rank, *nranks);
+  int padded = 1;
+  for (size_t i = JOIN_ENTRY + TALLY_BOOTSTRAP_ENTRY_BYTES; i < TALLY_AUTH_PAYLOAD_BYTES; i++) padded &= payload[i] == 0;
+  if (*nranks == 0 || *nranks > TALLY_BOOTSTRAP_MAX_RANKS || *rank >= *nranks || !padded ||
+      tally_bootstrap_parse_entry(payload + JOIN_ENTRY, info) != 0) {
+    snprintf(why, whylen, "its join message is malformed (rank %u of %u; a different Tally version?)", *rank,
+             *nranks);
     return -1;
   }
   return 0;
@@ -33,7 +48,7 @@ int tally_bootstrap_parse_join(const unsigned char payload[TALLY_AUTH_PAYLOAD_BY
 
 size_t tally_bootstrap_reply_bytes(int nranks, int failure) {
   return TALLY_BOOTSTRAP_REPLY_HEADER_BYTES +
-         (failure ? TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES : (size_t)nranks * TALLY_PACKED_ADDR_BYTES);
+         (failure ? TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES : (size_t)nranks * TALLY_BOOTSTRAP_ENTRY_BYTES);
 }
 
 void tally_bootstrap_encode_reply(unsigned char *msg, int nranks, uint64_t comm_id, const unsigned char *table,
@@ -47,7 +62,7 @@ void tally_bootstrap_encode_reply(unsigned char *msg, int nranks, uint64_t comm_
     memset(body, 0, TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES);
     snprintf((char *)body, TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES, "%s", failure);
   } else {
-    memcpy(body, table, (size_t)nranks * TALLY_PACKED_ADDR_BYTES);
+    memcpy(body, table, (size_t)nranks * TALLY_BOOTSTRAP_ENTRY_BYTES);
   }
 }
 
@@ -62,10 +77,10 @@ int tally_bootstrap_parse_reply_header(const unsigned char header[TALLY_BOOTSTRA
   return 0;
 }
 
-tally_result_t tally_bootstrap_parse_table(const unsigned char *table, int nranks, struct tally_sockaddr *peers) {
+tally_result_t tally_bootstrap_parse_table(const unsigned char *table, int nranks, struct tally_peer_info *peers) {
   for (int i = 0; i < nranks; i++)
-    if (tally_net_unpack(table + (size_t)i * TALLY_PACKED_ADDR_BYTES, &peers[i]) != 0)
-      return TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root sent an invalid address for rank %d", i);
+    if (tally_bootstrap_parse_entry(table + (size_t)i * TALLY_BOOTSTRAP_ENTRY_BYTES, &peers[i]) != 0)
+      return TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root sent an invalid address or topology for rank %d", i);
   return TALLY_SUCCESS;
 }
 

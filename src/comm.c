@@ -1,4 +1,4 @@
-/* Communicator life cycle: creation (config, transport endpoint, bootstrap, ring connections),
+/* Communicator life cycle: creation (config, topology, bootstrap, links to the ring neighbours),
  * destruction, abort, the registry that catches destroyed handles, and waiting for progress. */
 #define _GNU_SOURCE
 #include "comm.h"
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "bootstrap.h"
+#include "links.h"
 #include "clock.h"
 #include "error.h"
 #include "log.h"
@@ -39,7 +40,7 @@ void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w) {
 static void notify_next(struct tally_comm *comm, struct tally_waiter *w) {
   unsigned char notice[TALLY_WIRE_HEADER_BYTES];
   tally_notice_encode(notice, comm->seq, comm->rank);
-  w->notified = comm->transport->notify(comm->to_next, notice);
+  w->notified = comm->to_next.ops->notify(comm->to_next.conn, notice);
 }
 
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved) {
@@ -67,7 +68,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
       sched_yield(); /* let a peer sharing this core run while we poll */
   }
   int transport_moved = 0;
-  TALLY_CHECK(comm->transport->progress(comm->ep, timeout_ms, &transport_moved));
+  TALLY_CHECK(tally_links_progress(comm, timeout_ms, &transport_moved));
   if (transport_moved) {
     *moved = 1;
     w->idle_since = 0;
@@ -82,42 +83,8 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result) {
   tally_result_t code = result == TALLY_ERR_MISMATCH || result == TALLY_ERR_TIMEOUT ? result : TALLY_ERR_REMOTE;
   unsigned char frame[TALLY_WIRE_HEADER_BYTES];
   tally_error_frame_encode(frame, comm->seq, comm->rank, culprit, code);
-  comm->transport->fail(comm->to_next, frame);
-  comm->transport->fail(comm->from_prev, frame); /* read by the previous rank if its sends to us break */
-}
-
-/* Accepts the connection from the previous rank while the main thread connects to the next. */
-struct accept_job {
-  struct tally_comm *comm;
-  uint64_t deadline;
-  tally_result_t result;
-  char message[1024];
-};
-
-static void *accept_prev(void *arg) {
-  struct accept_job *job = arg;
-  struct tally_comm *c = job->comm;
-  job->result = c->transport->accept(c->ep, c->comm_id, 1, &c->prev_rank, job->deadline, &c->from_prev);
-  snprintf(job->message, sizeof job->message, "%s", tally_error_message());
-  return NULL;
-}
-
-static tally_result_t connect_ring(struct tally_comm *c, const struct tally_sockaddr *peers, uint64_t deadline) {
-  c->next_rank = (c->rank + 1) % c->nranks;
-  c->prev_rank = (c->rank + c->nranks - 1) % c->nranks;
-  struct accept_job job = {.comm = c, .deadline = deadline};
-  pthread_t thread;
-  int err = pthread_create(&thread, NULL, accept_prev, &job);
-  if (err != 0) return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start a thread to accept connections: %s", strerror(err));
-  tally_result_t r = c->transport->connect(c->ep, c->comm_id, c->next_rank, &peers[c->next_rank], deadline, &c->to_next);
-  if (r != TALLY_SUCCESS) {
-    uint64_t one = 1; /* wake the accepting thread at once */
-    if (write(c->abort_fd, &one, sizeof one) < 0) TLOG_WARN(TALLY_SUBSYS_INIT, "eventfd write: %s", strerror(errno));
-  }
-  pthread_join(thread, NULL);
-  if (r != TALLY_SUCCESS) return r;
-  if (job.result != TALLY_SUCCESS) return TALLY_ERROR(job.result, "%s", job.message);
-  return TALLY_SUCCESS;
+  comm->to_next.ops->fail(comm->to_next.conn, frame);
+  comm->from_prev.ops->fail(comm->from_prev.conn, frame); /* read by the previous rank if its sends to us break */
 }
 
 int tally_comm_blamed(const struct tally_comm *comm) {
@@ -126,21 +93,37 @@ int tally_comm_blamed(const struct tally_comm *comm) {
 }
 
 const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *buf, size_t len) {
-  char addr[80] = "unknown host";
-  if (rank >= 0 && rank < comm->nranks && comm->peer_addrs) tally_net_format(&comm->peer_addrs[rank], addr, sizeof addr);
+  if (rank < 0 || rank >= comm->nranks || !comm->peers) {
+    snprintf(buf, len, "rank %d (unknown host)", rank);
+    return buf;
+  }
+  char addr[80];
+  tally_net_format(&comm->peers[rank].addr, addr, sizeof addr);
   char *port = strrchr(addr, ':'); /* the host is what matters; the port is the transport's */
-  if (port && comm->peer_addrs) *port = '\0';
-  snprintf(buf, len, "rank %d (%s)", rank, addr);
+  if (port) *port = '\0';
+  snprintf(buf, len, "rank %d (%s, %s)", rank, comm->peers[rank].topo.hostname, addr);
   return buf;
 }
 
 static void comm_free(struct tally_comm *c) {
-  if (c->ep) c->transport->destroy(c->ep); /* closes its connections */
+  tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);
-  free(c->peer_addrs);
+  free(c->peers);
+  tally_job_topo_free(&c->topo);
   free(c->scratch);
   free(c->staging);
   free(c);
+}
+
+/* Every rank's topology record, as one array, gives the job's picture (hosts, local ranks). */
+static tally_result_t build_job_topology(struct tally_comm *c) {
+  struct tally_topo *records = malloc((size_t)c->nranks * sizeof *records);
+  if (!records) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the topology of %d ranks", c->nranks);
+  for (int r = 0; r < c->nranks; r++) records[r] = c->peers[r].topo;
+  tally_result_t result = tally_job_topo_build(records, c->nranks, &c->topo);
+  if (result == TALLY_SUCCESS && c->rank == 0) tally_job_topo_log(&c->topo, records);
+  free(records);
+  return result;
 }
 
 tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, const struct tally_job_id *job,
@@ -154,36 +137,28 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   if (r != TALLY_SUCCESS) goto fail;
   if (overrides && overrides->timeout_s > 0) c->cfg.timeout_s = overrides->timeout_s;
   tally_log_set_rank(rank);
-  c->transport = tally_transport_find(c->cfg.transport);
   c->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (c->abort_fd < 0) {
-    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+  c->peers = calloc((size_t)nranks, sizeof *c->peers);
+  if (c->abort_fd < 0 || !c->peers) {
+    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create a communicator of %d ranks: %s", nranks,
+                    c->peers ? strerror(errno) : "out of memory");
     goto fail;
   }
-  struct tally_transport_params params = {.ifname = c->cfg.ifname,
-                                          .secret = job->secret,
-                                          .rank = rank,
-                                          .abort_fd = c->abort_fd,
-                                          .keepalive_s = c->cfg.keepalive_s};
-  r = c->transport->create(&params, &c->ep);
+  struct tally_peer_info me;
+  tally_topo_discover_cached(&me.topo);
+  r = tally_links_open_network(c, job->secret);
   if (r != TALLY_SUCCESS) goto fail;
-  struct tally_sockaddr me;
-  c->transport->address(c->ep, &me);
-  struct tally_sockaddr *peers = calloc((size_t)nranks, sizeof *peers);
-  if (!peers) {
-    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for %d peer addresses", nranks);
-    goto fail;
-  }
+  c->slots[TALLY_SLOT_NET].ops->address(c->slots[TALLY_SLOT_NET].ep, &me.addr);
   uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
-  r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, peers, &c->comm_id);
-  if (r == TALLY_SUCCESS && nranks > 1) r = connect_ring(c, peers, deadline);
-  c->peer_addrs = peers;
+  r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
+  if (r == TALLY_SUCCESS) r = build_job_topology(c);
+  if (r == TALLY_SUCCESS && nranks > 1) r = tally_links_connect_ring(c, job->secret, deadline);
+  if (r == TALLY_SUCCESS) r = tally_registry_add(c);
   if (r != TALLY_SUCCESS) goto fail;
-  r = tally_registry_add(c);
-  if (r != TALLY_SUCCESS) goto fail;
-  char text[80];
-  TLOG_INFO(TALLY_SUBSYS_INIT, "rank %d of %d ready on %s (transport %s, communicator %016llx)", rank, nranks,
-            tally_net_format(&me, text, sizeof text), c->cfg.transport, (unsigned long long)c->comm_id);
+  char text[80], links[128];
+  TLOG_INFO(TALLY_SUBSYS_INIT, "rank %d of %d ready on %s, host %d of %d (%s), communicator %016llx", rank, nranks,
+            tally_net_format(&me.addr, text, sizeof text), c->topo.host_index[rank] + 1, c->topo.nhosts,
+            tally_links_describe(c, links, sizeof links), (unsigned long long)c->comm_id);
   *out = c;
   return TALLY_SUCCESS;
 fail:
@@ -214,6 +189,7 @@ tally_result_t tally_comm_abort(tally_comm_t comm) {
   uint64_t one = 1;
   if (write(comm->abort_fd, &one, sizeof one) < 0)
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "tally_comm_abort: eventfd write: %s", strerror(errno));
+  tally_links_wake(comm);
   return TALLY_SUCCESS;
 }
 

@@ -9,8 +9,24 @@
 #include <stdint.h>
 
 #include "../transports/transport.h"
+#include "bootstrap_wire.h"
 #include "config.h"
 #include "tally.h"
+#include "topo.h"
+
+/* A connection and the transport that carries it. */
+struct tally_link {
+  const struct tally_transport_ops *ops;
+  struct tally_conn *conn;
+};
+
+/* The endpoints a communicator may use: the network one always (its address is what the
+ * bootstrap publishes), the local one (shared memory) when a neighbour shares this host. */
+enum { TALLY_SLOT_NET, TALLY_SLOT_LOCAL, TALLY_NUM_SLOTS };
+struct tally_transport_slot {
+  const struct tally_transport_ops *ops;
+  struct tally_endpoint *ep; /* NULL: not used by this communicator */
+};
 
 struct tally_comm {
   int rank, nranks;
@@ -18,11 +34,10 @@ struct tally_comm {
   uint64_t comm_id;
   uint32_t seq; /* collectives started on this communicator */
 
-  const struct tally_transport_ops *transport;
-  struct tally_endpoint *ep;
+  struct tally_transport_slot slots[TALLY_NUM_SLOTS];
   int next_rank, prev_rank;
-  struct tally_conn *to_next;   /* ring: the connection this rank sends on */
-  struct tally_conn *from_prev; /* ring: the connection this rank receives on */
+  struct tally_link to_next;   /* ring: the connection this rank sends on */
+  struct tally_link from_prev; /* ring: the connection this rank receives on */
 
   int abort_fd; /* eventfd: readable once tally_comm_abort was called */
   atomic_int aborted;
@@ -30,7 +45,8 @@ struct tally_comm {
   tally_result_t error; /* first error; the communicator refuses collectives after it */
   char last_error[1024];
 
-  struct tally_sockaddr *peer_addrs; /* every rank's data address, for naming a failed rank's host */
+  struct tally_peer_info *peers; /* every rank's address and topology, from the bootstrap */
+  struct tally_job_topo topo;    /* hosts and local ranks, computed from peers */
 
   void *scratch; /* grows to the largest partial-result buffer a collective needed */
   size_t scratch_bytes;

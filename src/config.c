@@ -65,8 +65,8 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          sizeof cfg->ifname - 1);
     snprintf(cfg->ifname, sizeof cfg->ifname, "%s", v);
   }
-  static const char *const transports[] = {"tcp", NULL};
-  TALLY_CHECK(copy_choice("TALLY_TRANSPORT", (v = env("TALLY_TRANSPORT")) ? v : "tcp", transports, cfg->transport,
+  static const char *const transports[] = {"auto", "tcp", "shm", NULL};
+  TALLY_CHECK(copy_choice("TALLY_TRANSPORT", (v = env("TALLY_TRANSPORT")) ? v : "auto", transports, cfg->transport,
                           sizeof cfg->transport));
   static const char *const algos[] = {"ring", NULL};
   TALLY_CHECK(copy_choice("TALLY_ALGO", (v = env("TALLY_ALGO")) ? v : "ring", algos, cfg->algo, sizeof cfg->algo));

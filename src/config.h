@@ -11,7 +11,7 @@
 struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
   char ifname[128];     /* TALLY_SOCKET_IFNAME: interface filter, NCCL syntax; "" = default */
-  char transport[16];   /* TALLY_TRANSPORT: "tcp" (the only network transport so far) */
+  char transport[16];   /* TALLY_TRANSPORT: "auto" (shm within a host, tcp across), "tcp" or "shm" */
   char algo[16];        /* TALLY_ALGO: "ring" */
   int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
   size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */

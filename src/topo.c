@@ -11,8 +11,10 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,6 +314,18 @@ void tally_topo_discover(struct tally_topo *t) {
             "nearest interface %s",
             t->hostname, (unsigned long long)t->host_id, t->numa_node, t->numa_nodes, t->cores, t->pus,
             t->cpus[0] ? t->cpus : "unknown", t->nearest_iface >= 0 ? t->ifaces[t->nearest_iface].name : "none");
+}
+
+void tally_topo_discover_cached(struct tally_topo *t) {
+  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  static struct tally_topo machine;
+  static int discovered;
+  pthread_mutex_lock(&lock);
+  if (!discovered) tally_topo_discover(&machine);
+  discovered = 1;
+  *t = machine;
+  pthread_mutex_unlock(&lock);
+  discover_host(t); /* TALLY_HOSTID may differ from one communicator to the next */
 }
 
 /* --- the wire record ----------------------------------------------------------------------- */

@@ -48,6 +48,9 @@ struct tally_topo {
 /* Learns the calling process's topology. Never fails: where hwloc or the system says nothing
  * useful it assumes one NUMA node (node 0) and the cores sysconf reports, and logs one WARN line. */
 void tally_topo_discover(struct tally_topo *t);
+/* The same, discovering the machine once per process (hwloc takes tens of milliseconds); only the
+ * host identity, which TALLY_HOSTID may change, is worked out again on each call. */
+void tally_topo_discover_cached(struct tally_topo *t);
 
 /* The wire record: big-endian, zero-padded, TALLY_TOPO_WIRE_BYTES long. It carries the host
  * identity, NUMA node and count, core and PU counts, the nearest interface (name, families, NUMA

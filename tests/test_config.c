@@ -24,7 +24,7 @@ Test(config, defaults) {
   struct tally_config cfg;
   cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS);
   cr_assert_float_eq(cfg.timeout_s, 300.0, 1e-9);
-  cr_assert_str_eq(cfg.transport, "tcp");
+  cr_assert_str_eq(cfg.transport, "auto");
   cr_assert_str_eq(cfg.ifname, "");
 }
 

@@ -72,7 +72,7 @@ struct silent_host {
 static int host_goes_silent(tally_comm_t comm, int rank, int n, void *arg) {
   struct silent_host *shared = arg;
   struct tally_sockaddr me;
-  comm->transport->address(comm->ep, &me);
+  comm->slots[TALLY_SLOT_NET].ops->address(comm->slots[TALLY_SLOT_NET].ep, &me);
   shared->ports[rank] = tally_net_port(&me);
   if (warm_up(comm, rank)) return 1; /* after it, every rank's port is published */
   if (rank == SILENT) {

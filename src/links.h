@@ -1,0 +1,29 @@
+/* The links of a communicator: which transport carries the connection to each neighbour (shared
+ * memory within a host, the network across hosts, or what TALLY_TRANSPORT forces), the endpoints
+ * behind them, and progress and waiting across all of them. */
+#ifndef TALLY_LINKS_H
+#define TALLY_LINKS_H
+
+#include "comm.h"
+
+/* Opens the network endpoint, whose address the bootstrap publishes. */
+tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned char *secret);
+
+/* Chooses a transport for each ring neighbour from comm->topo and TALLY_TRANSPORT, opens the local
+ * endpoint when one needs it, and connects the ring (to_next and from_prev). */
+tally_result_t tally_links_connect_ring(struct tally_comm *c, const unsigned char *secret, uint64_t deadline);
+
+/* Moves every endpoint forward; when nothing moved, blocks up to timeout_ms in the endpoint that
+ * has work (in turns, a millisecond each, when several have). */
+tally_result_t tally_links_progress(struct tally_comm *c, int timeout_ms, int *moved);
+
+/* Makes a blocked tally_links_progress return soon; safe from any thread. */
+void tally_links_wake(struct tally_comm *c);
+
+/* Closes every connection and endpoint. */
+void tally_links_close(struct tally_comm *c);
+
+/* "tcp to rank 1, shm from rank 3", for the log. */
+const char *tally_links_describe(const struct tally_comm *c, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,83 @@
+/* The job's topology as the communicator sees it, and the transport chosen for each neighbour:
+ * TALLY_HOSTID makes ranks of this machine look like ranks of several hosts. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm.h"
+#include "harness.h"
+
+struct fake_hosts {
+  int ranks_per_host; /* rank r claims host r / ranks_per_host */
+  const char *transport;
+};
+
+static void claim_host(int rank, const struct fake_hosts *plan) {
+  char host[32];
+  snprintf(host, sizeof host, "fake-host-%d", rank / plan->ranks_per_host);
+  setenv("TALLY_HOSTID", host, 1);
+  if (plan->transport) setenv("TALLY_TRANSPORT", plan->transport, 1);
+}
+
+/* Every rank sees the same hosts and local ranks, and collectives are correct across them. */
+static int sees_fake_hosts(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
+  const struct fake_hosts *plan = arg;
+  claim_host(rank, plan);
+  tally_comm_t comm;
+  if (tally_comm_init_rank(&comm, nranks, *id, rank) != TALLY_SUCCESS)
+    return harness_fail(rank, "init: %s", tally_comm_last_error(NULL));
+  int bad = 0, hosts = (nranks + plan->ranks_per_host - 1) / plan->ranks_per_host;
+  if (comm->topo.nhosts != hosts) bad += harness_fail(rank, "%d hosts seen, expected %d", comm->topo.nhosts, hosts);
+  for (int r = 0; r < nranks; r++) {
+    if (comm->topo.host_index[r] != r / plan->ranks_per_host)
+      bad += harness_fail(rank, "rank %d on host %d, expected %d", r, comm->topo.host_index[r], r / plan->ranks_per_host);
+    if (comm->topo.local_rank[r] != r % plan->ranks_per_host)
+      bad += harness_fail(rank, "rank %d has local rank %d", r, comm->topo.local_rank[r]);
+  }
+  float x[3] = {1, 2, (float)rank};
+  if (tally_allreduce(x, x, 3, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS)
+    bad += harness_fail(rank, "allreduce: %s", tally_comm_last_error(comm));
+  else if (x[0] != nranks || x[1] != 2 * nranks || x[2] != nranks * (nranks - 1) / 2)
+    bad += harness_fail(rank, "allreduce gave %g %g %g", x[0], x[1], x[2]);
+  char who[128];
+  tally_comm_rank_text(comm, nranks - 1, who, sizeof who);
+  if (!strstr(who, "rank ") || !strchr(who, ','))
+    bad += harness_fail(rank, "a rank is described without its host: %s", who);
+  tally_comm_destroy(comm);
+  return bad;
+}
+
+Test(links, two_fake_hosts_of_two) {
+  struct fake_hosts plan = {2, NULL};
+  cr_assert_eq(harness_run_raw(4, 60, sees_fake_hosts, &plan), 0);
+}
+
+Test(links, three_fake_hosts_uneven) {
+  struct fake_hosts plan = {3, NULL}; /* 3 + 3 + 1 */
+  cr_assert_eq(harness_run_raw(7, 60, sees_fake_hosts, &plan), 0);
+}
+
+Test(links, forced_tcp_on_one_host) {
+  struct fake_hosts plan = {8, "tcp"};
+  cr_assert_eq(harness_run_raw(3, 60, sees_fake_hosts, &plan), 0);
+}
+
+/* TALLY_TRANSPORT=shm cannot reach a rank on another host: init says so. */
+static int shm_across_hosts(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
+  claim_host(rank, arg);
+  tally_comm_t comm;
+  tally_result_t r = tally_comm_init_rank(&comm, nranks, *id, rank);
+  if (r == TALLY_SUCCESS) {
+    tally_comm_destroy(comm);
+    return harness_fail(rank, "init across hosts with TALLY_TRANSPORT=shm succeeded");
+  }
+  /* Each rank's only neighbour is on the other host: each finds out before connecting. */
+  return harness_expect(rank, NULL, r, TALLY_ERR_INVALID_ARGUMENT, "runs on another host");
+}
+
+Test(links, shm_cannot_cross_hosts) {
+  struct fake_hosts plan = {1, "shm"};
+  cr_assert_eq(harness_run_raw(2, 60, shm_across_hosts, &plan), 0);
+}
