@@ -13,6 +13,16 @@ struct tally_algorithm {
 };
 
 extern const struct tally_algorithm tally_ring_algorithm;
+extern const struct tally_algorithm tally_hier_algorithm;
+
+/* The ring schedule, for composing algorithms: `d->count` elements split into ring->size blocks
+ * (tally_ring_block), reduce-scatter steps when `reduce` (this rank's block, index ring->index,
+ * then holds the reduction over the ring; divided by the communicator's size when `average`),
+ * then allgather steps when `gather`. Headers carry d's fingerprint. */
+tally_result_t tally_ring_blocks(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
+                                 const void *send, void *recv, int reduce, int gather, int average);
+/* Block k of `nblocks` over `count` elements: its first element and its length. */
+void tally_ring_block(int nblocks, int k, size_t count, size_t *offset, size_t *length);
 
 /* The algorithm to run `desc` on `comm` (so far: the ring, whatever TALLY_ALGO says it may be). */
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc);

@@ -14,6 +14,7 @@ enum { WINDOW = 64, STAGING_SLOTS = 4 };
 struct pipeline_state {
   const struct pipeline_plan *plan;
   struct tally_comm *comm;
+  const struct tally_ring *ring;
   struct tally_msg_header proto; /* the collective's fingerprint */
   size_t total_recv, total_send;
   size_t recv_posted, recv_done, send_posted, send_done;
@@ -37,7 +38,7 @@ static tally_result_t post_recvs(struct pipeline_state *st, int *moved) {
     req->len = span->bytes;
     req->hdr = st->proto;
     req->hdr.index = m;
-    TALLY_CHECK(st->comm->from_prev.ops->irecv(st->comm->from_prev.conn, req));
+    TALLY_CHECK(st->ring->from_prev.ops->irecv(st->ring->from_prev.conn, req));
     st->recv_posted++;
     *moved = 1;
   }
@@ -78,7 +79,7 @@ static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
     req->len = span.bytes;
     req->hdr = st->proto;
     req->hdr.index = m;
-    TALLY_CHECK(st->comm->to_next.ops->isend(st->comm->to_next.conn, req));
+    TALLY_CHECK(st->ring->to_next.ops->isend(st->ring->to_next.conn, req));
     st->send_posted++;
     *moved = 1;
   }
@@ -95,19 +96,20 @@ static const struct tally_request *oldest_recv(const struct pipeline_state *st) 
  * wire.h's notices) point further back instead, so a whole ring names the same rank. */
 static tally_result_t timed_out(struct tally_comm *comm, const struct pipeline_state *st) {
   const struct pipeline_plan *p = st->plan;
+  int prev_rank = st->ring->prev_rank, next_rank = st->ring->next_rank;
   char waited[128], where[256], prev[96], next[96];
   snprintf(waited, sizeof waited, "%s", tally_error_message());
   snprintf(where, sizeof where, "rank %d timed out in %s #%u at step %zu of %d: %s", comm->rank,
            tally_coll_name(p->desc->coll), comm->seq, st->recv_done / (size_t)p->nchunks, p->recv_steps, waited);
-  tally_comm_rank_text(comm, comm->prev_rank, prev, sizeof prev);
-  tally_comm_rank_text(comm, comm->next_rank, next, sizeof next);
+  tally_comm_rank_text(comm, prev_rank, prev, sizeof prev);
+  tally_comm_rank_text(comm, next_rank, next, sizeof next);
   const struct tally_request *waiting_for = oldest_recv(st);
   if (waiting_for && !waiting_for->peer_waiting) {
-    tally_error_blame(comm->prev_rank);
+    tally_error_blame(prev_rank);
     return TALLY_ERROR(TALLY_ERR_TIMEOUT,
                        "%s; it heard nothing from %s, which did not say it was waiting for anyone itself: rank %d is "
                        "stuck, dead, or has not called %s #%u (received %zu of %zu messages from it)",
-                       where, prev, comm->prev_rank, tally_coll_name(p->desc->coll), comm->seq, st->recv_done,
+                       where, prev, prev_rank, tally_coll_name(p->desc->coll), comm->seq, st->recv_done,
                        st->total_recv);
   }
   tally_error_blame(-1);
@@ -122,15 +124,16 @@ static tally_result_t timed_out(struct tally_comm *comm, const struct pipeline_s
                      where, next, st->send_done, st->total_send);
 }
 
-tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct pipeline_plan *plan) {
-  struct pipeline_state st = {.plan = plan, .comm = comm};
+tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct tally_ring *ring,
+                                  const struct pipeline_plan *plan) {
+  struct pipeline_state st = {.plan = plan, .comm = comm, .ring = ring};
   tally_header_fill(&st.proto, plan->desc, comm->seq);
   st.total_recv = (size_t)plan->recv_steps * (size_t)plan->nchunks;
   st.total_send = (size_t)plan->send_steps * (size_t)plan->nchunks;
   TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, STAGING_SLOTS * plan->max_chunk));
   st.staging = comm->staging;
   struct tally_waiter waiter;
-  tally_waiter_start(comm, &waiter);
+  tally_waiter_start(comm, ring, &waiter);
   while (st.recv_done < st.total_recv || st.send_done < st.total_send) {
     int moved = 0;
     tally_result_t r = post_recvs(&st, &moved);
@@ -143,7 +146,7 @@ tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct pipeline
     if (r != TALLY_SUCCESS)
       return TALLY_ERROR(r, "rank %d, %s #%u: %s (received %zu of %zu messages from rank %d, sent %zu of %zu to rank %d)",
                          comm->rank, tally_coll_name(plan->desc->coll), comm->seq, tally_error_message(), st.recv_done,
-                         st.total_recv, comm->prev_rank, st.send_done, st.total_send, comm->next_rank);
+                         st.total_recv, ring->prev_rank, st.send_done, st.total_send, ring->next_rank);
   }
   return TALLY_SUCCESS;
 }

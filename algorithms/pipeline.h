@@ -33,6 +33,8 @@ struct pipeline_plan {
   void *ctx;
 };
 
-tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct pipeline_plan *plan);
+/* Runs `plan` on `ring`: receives from ring->from_prev, sends on ring->to_next. */
+tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct tally_ring *ring,
+                                  const struct pipeline_plan *plan);
 
 #endif

@@ -46,7 +46,7 @@ static void block_chunk(const struct blocks *b, int k, int j, size_t *offset, si
 static int mod(int a, int n) { return ((a % n) + n) % n; }
 
 struct ring_ctx {
-  struct tally_comm *comm;
+  const struct tally_ring *ring;
   struct blocks blocks;
   const char *send;  /* this rank's contribution */
   char *recv;        /* where results go */
@@ -59,7 +59,7 @@ struct ring_ctx {
 
 static void ring_send_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
   const struct ring_ctx *c = plan->ctx;
-  int r = c->comm->rank, n = c->comm->nranks;
+  int r = c->ring->index, n = c->ring->size;
   size_t off, bytes;
   if (step < c->rs_steps) {
     int k = mod(r - step - 1, n);
@@ -76,7 +76,7 @@ static void ring_send_span(const struct pipeline_plan *plan, int step, int chunk
 
 static void ring_recv_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
   const struct ring_ctx *c = plan->ctx;
-  int r = c->comm->rank, n = c->comm->nranks;
+  int r = c->ring->index, n = c->ring->size;
   size_t off, bytes;
   if (step < c->rs_steps) {
     int k = mod(r - step - 2, n);
@@ -103,6 +103,7 @@ static int chunks_per_block(const struct blocks *b, size_t block_elems) {
 
 static tally_result_t run_ring(struct tally_comm *comm, const struct tally_coll_desc *d, struct ring_ctx *c,
                                int ag_steps) {
+  if (c->ring->size < 2) return TALLY_SUCCESS; /* alone in the ring: the data is where it belongs */
   size_t max_block = c->blocks.count / (size_t)c->blocks.n + (c->blocks.count % (size_t)c->blocks.n != 0);
   struct pipeline_plan plan = {
       .desc = d,
@@ -115,20 +116,30 @@ static tally_result_t run_ring(struct tally_comm *comm, const struct tally_coll_
       .recv_span = ring_recv_span,
       .ctx = c,
   };
-  return tally_pipeline_run(comm, &plan);
+  return tally_pipeline_run(comm, c->ring, &plan);
 }
 
-static struct blocks make_blocks(const struct tally_comm *comm, size_t count, size_t esize) {
+static struct blocks make_blocks(const struct tally_comm *comm, size_t count, size_t esize, int nblocks) {
   size_t chunk_elems = comm->cfg.chunk_bytes / esize;
-  return (struct blocks){.count = count, .esize = esize, .chunk_elems = chunk_elems ? chunk_elems : 1,
-                         .n = comm->nranks};
+  return (struct blocks){.count = count, .esize = esize, .chunk_elems = chunk_elems ? chunk_elems : 1, .n = nblocks};
+}
+
+void tally_ring_block(int nblocks, int k, size_t count, size_t *offset, size_t *length) {
+  struct blocks b = {.count = count, .n = nblocks};
+  *offset = block_offset(&b, k);
+  *length = block_offset(&b, k + 1) - *offset;
+}
+
+tally_result_t tally_ring_blocks(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
+                                 const void *send, void *recv, int reduce, int gather, int average) {
+  size_t es = tally_datatype_size(d->datatype);
+  struct ring_ctx c = {.ring = ring, .blocks = make_blocks(comm, d->count, es, ring->size), .send = send,
+                       .recv = recv, .rs_steps = reduce ? ring->size - 1 : 0, .final_average = average};
+  return run_ring(comm, d, &c, gather ? ring->size - 1 : 0);
 }
 
 static tally_result_t ring_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
-  size_t es = tally_datatype_size(d->datatype);
-  struct ring_ctx c = {.comm = comm, .blocks = make_blocks(comm, d->count, es), .send = d->sendbuf,
-                       .recv = d->recvbuf, .rs_steps = comm->nranks - 1, .final_average = d->op == TALLY_AVG};
-  return run_ring(comm, d, &c, comm->nranks - 1);
+  return tally_ring_blocks(comm, &comm->world, d, d->sendbuf, d->recvbuf, 1, 1, d->op == TALLY_AVG);
 }
 
 static tally_result_t ring_reduce_scatter(struct tally_comm *comm, const struct tally_coll_desc *d) {
@@ -136,7 +147,7 @@ static tally_result_t ring_reduce_scatter(struct tally_comm *comm, const struct 
   size_t total = d->count * (size_t)comm->nranks;
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, total * es));
   /* The output is this rank's block; shift the pointer so block r lands at recvbuf. */
-  struct ring_ctx c = {.comm = comm, .blocks = make_blocks(comm, total, es), .send = d->sendbuf,
+  struct ring_ctx c = {.ring = &comm->world, .blocks = make_blocks(comm, total, es, comm->nranks), .send = d->sendbuf,
                        .recv = (char *)d->recvbuf, .partial = comm->scratch, .rs_steps = comm->nranks - 1,
                        .final_average = d->op == TALLY_AVG};
   return run_ring(comm, d, &c, 0);
@@ -147,14 +158,14 @@ static tally_result_t ring_allgather(struct tally_comm *comm, const struct tally
   size_t bytes = d->count * es;
   char *mine = (char *)d->recvbuf + (size_t)comm->rank * bytes;
   if (d->sendbuf != mine) memcpy(mine, d->sendbuf, bytes);
-  struct ring_ctx c = {.comm = comm, .blocks = make_blocks(comm, d->count * (size_t)comm->nranks, es),
+  struct ring_ctx c = {.ring = &comm->world, .blocks = make_blocks(comm, d->count * (size_t)comm->nranks, es, comm->nranks),
                        .send = d->recvbuf, .recv = d->recvbuf, .rs_steps = 0};
   return run_ring(comm, d, &c, comm->nranks - 1);
 }
 
 static tally_result_t ring_barrier(struct tally_comm *comm, const struct tally_coll_desc *d) {
   static char nothing; /* empty messages still need a valid address */
-  struct ring_ctx c = {.comm = comm, .blocks = make_blocks(comm, 0, 1), .send = &nothing, .recv = &nothing,
+  struct ring_ctx c = {.ring = &comm->world, .blocks = make_blocks(comm, 0, 1, comm->nranks), .send = &nothing, .recv = &nothing,
                        .rs_steps = 0};
   return run_ring(comm, d, &c, comm->nranks - 1);
 }
@@ -162,7 +173,6 @@ static tally_result_t ring_barrier(struct tally_comm *comm, const struct tally_c
 /* --- broadcast and reduce: a pipelined chain along the ring ---------------------------------- */
 
 struct chain_ctx {
-  struct tally_comm *comm;
   int first, last;     /* this rank starts the chain (receives acknowledgements) or ends it (sends them) */
   struct blocks whole; /* one block: the whole buffer */
   const char *send_from;
@@ -204,11 +214,9 @@ static void chain_recv_span(const struct pipeline_plan *plan, int step, int chun
  * data and send on what they received (data, or the last rank's acknowledgement). */
 static tally_result_t run_chain(struct tally_comm *comm, const struct tally_coll_desc *d, struct chain_ctx *c,
                                 int pos) {
-  c->comm = comm;
   c->first = pos == 0;
   c->last = pos == comm->nranks - 1;
-  c->whole = make_blocks(comm, d->count, tally_datatype_size(d->datatype));
-  c->whole.n = 1;
+  c->whole = make_blocks(comm, d->count, tally_datatype_size(d->datatype), 1);
   struct pipeline_plan plan = {
       .desc = d,
       .nchunks = chunks_per_block(&c->whole, d->count),
@@ -220,7 +228,7 @@ static tally_result_t run_chain(struct tally_comm *comm, const struct tally_coll
       .recv_span = chain_recv_span,
       .ctx = c,
   };
-  return tally_pipeline_run(comm, &plan);
+  return tally_pipeline_run(comm, &comm->world, &plan);
 }
 
 static tally_result_t ring_broadcast(struct tally_comm *comm, const struct tally_coll_desc *d) {

@@ -30,8 +30,9 @@ tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
   return TALLY_SUCCESS;
 }
 
-void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w) {
+void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, struct tally_waiter *w) {
   memset(w, 0, sizeof *w);
+  w->ring = ring;
   w->timeout_ns = (uint64_t)(comm->cfg.timeout_s * 1e9);
   w->grace_ns = w->timeout_ns / 10 < 5000000000ull ? w->timeout_ns / 10 : 5000000000ull;
 }
@@ -40,7 +41,7 @@ void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w) {
 static void notify_next(struct tally_comm *comm, struct tally_waiter *w) {
   unsigned char notice[TALLY_WIRE_HEADER_BYTES];
   tally_notice_encode(notice, comm->seq, comm->rank);
-  w->notified = comm->to_next.ops->notify(comm->to_next.conn, notice);
+  w->notified = w->ring->to_next.ops->notify(w->ring->to_next.conn, notice);
 }
 
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved) {
@@ -83,8 +84,8 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result) {
   tally_result_t code = result == TALLY_ERR_MISMATCH || result == TALLY_ERR_TIMEOUT ? result : TALLY_ERR_REMOTE;
   unsigned char frame[TALLY_WIRE_HEADER_BYTES];
   tally_error_frame_encode(frame, comm->seq, comm->rank, culprit, code);
-  comm->to_next.ops->fail(comm->to_next.conn, frame);
-  comm->from_prev.ops->fail(comm->from_prev.conn, frame); /* read by the previous rank if its sends to us break */
+  /* Frames also go against the data: a sender reads them when its sends break. */
+  for (int i = 0; i < comm->nlinks; i++) comm->links[i].ops->fail(comm->links[i].conn, frame);
 }
 
 int tally_comm_blamed(const struct tally_comm *comm) {
@@ -109,6 +110,7 @@ static void comm_free(struct tally_comm *c) {
   tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);
   free(c->peers);
+  free(c->links);
   tally_job_topo_free(&c->topo);
   free(c->scratch);
   free(c->staging);

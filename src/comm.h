@@ -20,6 +20,14 @@ struct tally_link {
   struct tally_conn *conn;
 };
 
+/* A ring of ranks: this rank's place in it and its links to the next and the previous member.
+ * Rings may share connections (a pair of ranks has at most one connection per direction). */
+struct tally_ring {
+  int index, size;          /* this rank's position in the ring, and the number of members */
+  int next_rank, prev_rank; /* the neighbours' communicator ranks */
+  struct tally_link to_next, from_prev;
+};
+
 /* The endpoints a communicator may use: the network one always (its address is what the
  * bootstrap publishes), the local one (shared memory) when a neighbour shares this host. */
 enum { TALLY_SLOT_NET, TALLY_SLOT_LOCAL, TALLY_NUM_SLOTS };
@@ -35,9 +43,11 @@ struct tally_comm {
   uint32_t seq; /* collectives started on this communicator */
 
   struct tally_transport_slot slots[TALLY_NUM_SLOTS];
-  int next_rank, prev_rank;
-  struct tally_link to_next;   /* ring: the connection this rank sends on */
-  struct tally_link from_prev; /* ring: the connection this rank receives on */
+  struct tally_ring world; /* every rank in rank order */
+  struct tally_ring local; /* the ranks of this host; size 0 unless the hierarchical rings exist */
+  struct tally_ring cross; /* the ranks with this local rank, one per host; size 0 likewise */
+  struct tally_link *links; /* every distinct connection, each once (see tally_comm_fail) */
+  int nlinks;
 
   int abort_fd; /* eventfd: readable once tally_comm_abort was called */
   atomic_int aborted;
@@ -60,8 +70,8 @@ struct tally_comm {
 tally_result_t tally_comm_create(struct tally_comm **comm, int nranks, int rank, const struct tally_job_id *job,
                                  const tally_config_t *overrides);
 
-/* After collective `result` failed: tells both ring neighbours who is to blame (if known) so the
- * failure travels around the ring, and drops the requests the failed collective left queued. */
+/* After collective `result` failed: tells every connected rank who is to blame (if known) so the
+ * failure travels around the rings, and drops the requests the failed collective left queued. */
 void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
 
 /* Waiting without stealing a core: call once per loop of an algorithm's step machine with
@@ -72,6 +82,7 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
  * holds up a whole ring, only the rank right after it blames it and the others wait for that
  * verdict (see tally_waiter.upstream_waiting). */
 struct tally_waiter {
+  const struct tally_ring *ring; /* the ring being waited in: its next rank gets the notice */
   uint64_t timeout_ns;
   uint64_t grace_ns;    /* a notice goes out this long before the timeout (see wire.h) */
   uint64_t idle_since;  /* 0: not idle */
@@ -81,7 +92,7 @@ struct tally_waiter {
   int upstream_waiting; /* set by the caller: the rank it waits for said it is waiting too, so the
                            timeout is extended by grace_ns for that rank's verdict to arrive */
 };
-void tally_waiter_start(struct tally_comm *comm, struct tally_waiter *w);
+void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, struct tally_waiter *w);
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved);
 
 /* The rank this thread's last failure blames (tally_error_blamed), or -1 when none or when the

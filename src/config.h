@@ -12,7 +12,7 @@ struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
   char ifname[128];     /* TALLY_SOCKET_IFNAME: interface filter, NCCL syntax; "" = default */
   char transport[16];   /* TALLY_TRANSPORT: "auto" (shm within a host, tcp across), "tcp" or "shm" */
-  char algo[16];        /* TALLY_ALGO: "ring" */
+  char algo[16];        /* TALLY_ALGO: "auto" (hierarchical allreduce across hosts), "ring" or "hier" */
   int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
   size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */
   int keepalive_s;      /* TALLY_KEEPALIVE: a peer host silent this long is declared dead */

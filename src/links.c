@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -51,50 +52,152 @@ static tally_result_t choose_slot(const struct tally_comm *c, int peer, int *slo
   return TALLY_SUCCESS;
 }
 
-/* Accepts the connection from the previous rank while the main thread connects to the next. */
+/* Accepts the connections from `peers` on one endpoint while the main thread connects. */
 struct accept_job {
-  struct tally_comm *comm;
+  const struct tally_comm *comm;
   const struct tally_transport_slot *slot;
+  int npeers;
+  const int *peers;
+  struct tally_conn **conns;
   uint64_t deadline;
   tally_result_t result;
   char message[1024];
 };
 
-static void *accept_prev(void *arg) {
+static void *accept_peers(void *arg) {
   struct accept_job *job = arg;
-  struct tally_comm *c = job->comm;
-  job->result =
-      job->slot->ops->accept(job->slot->ep, c->comm_id, 1, &c->prev_rank, job->deadline, &c->from_prev.conn);
+  job->result = job->slot->ops->accept(job->slot->ep, job->comm->comm_id, job->npeers, job->peers, job->deadline,
+                                       job->conns);
   snprintf(job->message, sizeof job->message, "%s", tally_error_message());
   return NULL;
 }
 
-tally_result_t tally_links_connect_ring(struct tally_comm *c, const unsigned char *secret, uint64_t deadline) {
-  c->next_rank = (c->rank + 1) % c->nranks;
-  c->prev_rank = (c->rank + c->nranks - 1) % c->nranks;
-  int next_slot, prev_slot;
-  TALLY_CHECK(choose_slot(c, c->next_rank, &next_slot));
-  TALLY_CHECK(choose_slot(c, c->prev_rank, &prev_slot));
-  TALLY_CHECK(open_slot(c, next_slot, secret));
-  TALLY_CHECK(open_slot(c, prev_slot, secret));
-  const struct tally_transport_slot *to = &c->slots[next_slot], *from = &c->slots[prev_slot];
-  c->to_next.ops = to->ops;
-  c->from_prev.ops = from->ops;
+/* The distinct ranks this rank sends to (out) and receives from (in) over all its rings. */
+struct peer_set {
+  int n;
+  int rank[3];
+  int slot[3];
+  struct tally_conn *conn[3];
+};
 
-  struct accept_job job = {.comm = c, .slot = from, .deadline = deadline};
-  pthread_t thread;
-  int err = pthread_create(&thread, NULL, accept_prev, &job);
-  if (err != 0) return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start a thread to accept connections: %s", strerror(err));
-  tally_result_t r = to->ops->connect(to->ep, c->comm_id, c->next_rank, &c->peers[c->next_rank].addr, deadline,
-                                      &c->to_next.conn);
+static int peer_set_add(struct peer_set *set, int rank) {
+  for (int i = 0; i < set->n; i++)
+    if (set->rank[i] == rank) return i;
+  set->rank[set->n] = rank;
+  return set->n++;
+}
+
+/* The ring of `members` (communicator ranks, in ring order) that contains this rank. */
+static void place_in_ring(const struct tally_comm *c, struct tally_ring *ring, const int *members, int n) {
+  int index = 0;
+  for (int i = 0; i < n; i++)
+    if (members[i] == c->rank) index = i;
+  ring->size = n;
+  ring->index = index;
+  ring->next_rank = members[(index + 1) % n];
+  ring->prev_rank = members[(index + n - 1) % n];
+}
+
+/* The hierarchical rings (ranks of this host; one rank per host with this local rank) exist when
+ * several hosts run the same number of ranks, more than one each. */
+static tally_result_t plan_rings(struct tally_comm *c) {
+  int *members = calloc((size_t)c->nranks, sizeof *members);
+  if (!members) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory planning rings for %d ranks", c->nranks);
+  for (int r = 0; r < c->nranks; r++) members[r] = r;
+  place_in_ring(c, &c->world, members, c->nranks);
+  const struct tally_job_topo *t = &c->topo;
+  int per_host = t->local_size[c->rank], even = t->nhosts > 1 && per_host > 1;
+  for (int r = 0; r < c->nranks; r++) even &= t->local_size[r] == per_host;
+  if (even) {
+    int nlocal = 0, ncross = 0;
+    for (int r = 0; r < c->nranks; r++) /* rank order keeps local ranks and hosts in order */
+      if (t->host_index[r] == t->host_index[c->rank]) members[nlocal++] = r;
+    place_in_ring(c, &c->local, members, nlocal);
+    for (int r = 0; r < c->nranks; r++)
+      if (t->local_rank[r] == t->local_rank[c->rank]) members[ncross++] = r;
+    place_in_ring(c, &c->cross, members, ncross);
+  } else if (t->nhosts > 1) {
+    TLOG_INFO(TALLY_SUBSYS_INIT, "hosts run different numbers of ranks (or one each): no hierarchical rings, every "
+              "collective runs on the flat ring");
+  }
+  free(members);
+  return TALLY_SUCCESS;
+}
+
+/* Accepts from the in-peers that use `slot`, in a thread; returns 0 when there are none. */
+static int start_accepting(struct tally_comm *c, struct peer_set *in, int slot, struct accept_job *job, int *peers,
+                           struct tally_conn **conns, uint64_t deadline, pthread_t *thread) {
+  int n = 0;
+  for (int i = 0; i < in->n; i++)
+    if (in->slot[i] == slot) peers[n++] = in->rank[i];
+  if (n == 0) return 0;
+  *job = (struct accept_job){.comm = c, .slot = &c->slots[slot], .npeers = n, .peers = peers, .conns = conns,
+                             .deadline = deadline};
+  int err = pthread_create(thread, NULL, accept_peers, job);
+  if (err != 0) {
+    job->result = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start a thread to accept connections: %s", strerror(err));
+    snprintf(job->message, sizeof job->message, "%s", tally_error_message());
+    return 0;
+  }
+  return 1;
+}
+
+tally_result_t tally_links_connect_ring(struct tally_comm *c, const unsigned char *secret, uint64_t deadline) {
+  TALLY_CHECK(plan_rings(c));
+  struct tally_ring *rings[3] = {&c->world, &c->local, &c->cross};
+  int nrings = c->local.size > 0 ? 3 : 1;
+  struct peer_set out = {0}, in = {0};
+  for (int i = 0; i < nrings; i++) {
+    peer_set_add(&out, rings[i]->next_rank);
+    peer_set_add(&in, rings[i]->prev_rank);
+  }
+  for (int i = 0; i < out.n; i++) {
+    TALLY_CHECK(choose_slot(c, out.rank[i], &out.slot[i]));
+    TALLY_CHECK(open_slot(c, out.slot[i], secret));
+  }
+  for (int i = 0; i < in.n; i++) {
+    TALLY_CHECK(choose_slot(c, in.rank[i], &in.slot[i]));
+    TALLY_CHECK(open_slot(c, in.slot[i], secret));
+  }
+  struct accept_job jobs[TALLY_NUM_SLOTS];
+  pthread_t threads[TALLY_NUM_SLOTS];
+  int accepting[TALLY_NUM_SLOTS], peers[TALLY_NUM_SLOTS][3];
+  struct tally_conn *accepted[TALLY_NUM_SLOTS][3];
+  for (int s = 0; s < TALLY_NUM_SLOTS; s++) {
+    memset(&jobs[s], 0, sizeof jobs[s]);
+    accepting[s] = start_accepting(c, &in, s, &jobs[s], peers[s], accepted[s], deadline, &threads[s]);
+  }
+  tally_result_t r = TALLY_SUCCESS;
+  for (int i = 0; i < out.n && r == TALLY_SUCCESS; i++) {
+    const struct tally_transport_slot *slot = &c->slots[out.slot[i]];
+    r = slot->ops->connect(slot->ep, c->comm_id, out.rank[i], &c->peers[out.rank[i]].addr, deadline, &out.conn[i]);
+  }
   if (r != TALLY_SUCCESS) {
-    uint64_t one = 1; /* wake the accepting thread at once */
+    uint64_t one = 1; /* wake the accepting threads at once */
     if (write(c->abort_fd, &one, sizeof one) < 0) TLOG_WARN(TALLY_SUBSYS_INIT, "eventfd write: %s", strerror(errno));
     tally_links_wake(c);
   }
-  pthread_join(thread, NULL);
+  for (int s = 0; s < TALLY_NUM_SLOTS; s++) {
+    if (accepting[s]) pthread_join(threads[s], NULL);
+    if (r == TALLY_SUCCESS && jobs[s].result != TALLY_SUCCESS) r = TALLY_ERROR(jobs[s].result, "%s", jobs[s].message);
+  }
   if (r != TALLY_SUCCESS) return r;
-  if (job.result != TALLY_SUCCESS) return TALLY_ERROR(job.result, "%s", job.message);
+
+  for (int i = 0; i < in.n; i++) { /* each in-peer's connection, from its endpoint's accept list */
+    int s = in.slot[i];
+    for (int j = 0; j < jobs[s].npeers; j++)
+      if (peers[s][j] == in.rank[i]) in.conn[i] = accepted[s][j];
+  }
+  c->links = calloc((size_t)(out.n + in.n), sizeof *c->links);
+  if (!c->links) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links");
+  for (int i = 0; i < out.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[out.slot[i]].ops, out.conn[i]};
+  for (int i = 0; i < in.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[in.slot[i]].ops, in.conn[i]};
+  for (int i = 0; i < nrings; i++) {
+    struct tally_ring *ring = rings[i];
+    int o = peer_set_add(&out, ring->next_rank), n = peer_set_add(&in, ring->prev_rank);
+    ring->to_next = c->links[o];
+    ring->from_prev = c->links[out.n + n];
+  }
   return TALLY_SUCCESS;
 }
 
@@ -128,10 +231,14 @@ void tally_links_close(struct tally_comm *c) {
 }
 
 const char *tally_links_describe(const struct tally_comm *c, char *buf, size_t len) {
-  if (c->nranks < 2)
+  if (c->nranks < 2) {
     snprintf(buf, len, "no peers");
-  else
-    snprintf(buf, len, "%s to rank %d, %s from rank %d", c->to_next.ops->name, c->next_rank, c->from_prev.ops->name,
-             c->prev_rank);
+    return buf;
+  }
+  int n = snprintf(buf, len, "%s to rank %d, %s from rank %d", c->world.to_next.ops->name, c->world.next_rank,
+                   c->world.from_prev.ops->name, c->world.prev_rank);
+  if (c->local.size > 0 && n > 0 && (size_t)n < len)
+    snprintf(buf + n, len - (size_t)n, "; hierarchical rings of %d local and %d cross-host ranks", c->local.size,
+             c->cross.size);
   return buf;
 }

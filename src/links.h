@@ -9,8 +9,10 @@
 /* Opens the network endpoint, whose address the bootstrap publishes. */
 tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned char *secret);
 
-/* Chooses a transport for each ring neighbour from comm->topo and TALLY_TRANSPORT, opens the local
- * endpoint when one needs it, and connects the ring (to_next and from_prev). */
+/* Plans the rings (the world ring; the hierarchical local and cross-host rings when the hosts run
+ * the same number of ranks, more than one each), chooses a transport for each neighbour from
+ * comm->topo and TALLY_TRANSPORT, opens the endpoints they need, and connects every distinct
+ * neighbour once. */
 tally_result_t tally_links_connect_ring(struct tally_comm *c, const unsigned char *secret, uint64_t deadline);
 
 /* Moves every endpoint forward; when nothing moved, blocks up to timeout_ms in the endpoint that

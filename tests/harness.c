@@ -50,6 +50,19 @@ static int run_with_comm(int rank, int nranks, const tally_unique_id_t *id, void
   return rc;
 }
 
+struct hosted_body {
+  int ranks_per_host;
+  struct comm_body inner;
+};
+
+static int run_on_fake_host(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
+  const struct hosted_body *hb = arg;
+  char host[32];
+  snprintf(host, sizeof host, "harness-host-%d", rank / hb->ranks_per_host);
+  setenv("TALLY_HOSTID", host, 1);
+  return run_with_comm(rank, nranks, id, (void *)&hb->inner);
+}
+
 double harness_now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -131,6 +144,11 @@ int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *ar
 int harness_run(int nranks, double deadline_s, harness_body_fn body, void *arg) {
   struct comm_body cb = {body, arg};
   return run_ranks(nranks, deadline_s, run_with_comm, &cb, -1);
+}
+
+int harness_run_on_hosts(int nranks, int ranks_per_host, double deadline_s, harness_body_fn body, void *arg) {
+  struct hosted_body hb = {ranks_per_host, {body, arg}};
+  return harness_run_raw(nranks, deadline_s, run_on_fake_host, &hb);
 }
 
 int harness_run_killing(int nranks, double deadline_s, harness_body_fn body, void *arg, int victim) {

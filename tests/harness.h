@@ -12,6 +12,10 @@ typedef int (*harness_body_fn)(tally_comm_t comm, int rank, int nranks, void *ar
 /* Runs body on nranks ranks; returns 0 when every rank exited 0 before deadline_s. */
 int harness_run(int nranks, double deadline_s, harness_body_fn body, void *arg);
 
+/* Like harness_run, but the ranks claim to live on several hosts (TALLY_HOSTID): rank r on host
+ * r / ranks_per_host. */
+int harness_run_on_hosts(int nranks, int ranks_per_host, double deadline_s, harness_body_fn body, void *arg);
+
 /* Like harness_run, but rank `victim` is expected to kill itself with SIGKILL. */
 int harness_run_killing(int nranks, double deadline_s, harness_body_fn body, void *arg, int victim);
 

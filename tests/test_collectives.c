@@ -129,6 +129,18 @@ RANKS_TEST(3)
 RANKS_TEST(5)
 RANKS_TEST(8)
 
+/* Every collective, datatype and op with the ranks spread over fake hosts (TALLY_HOSTID): even
+ * hosts take the hierarchical allreduce, uneven ones fall back to the flat ring. */
+#define HOSTS_TEST(n, per_host)                                                                        \
+  Test(collectives, ranks_##n##_hosts_of_##per_host) {                                                 \
+    cr_assert_eq(harness_run_on_hosts(n, per_host, 240, all_cases, NULL), 0, "some rank failed (see stderr)"); \
+  }
+HOSTS_TEST(4, 2) /* 2 hosts of 2 */
+HOSTS_TEST(6, 2) /* 3 hosts of 2 */
+HOSTS_TEST(6, 3) /* 2 hosts of 3 */
+HOSTS_TEST(5, 2) /* 2, 2 and 1: uneven */
+HOSTS_TEST(7, 3) /* 3, 3 and 1: uneven */
+
 /* Several communicators, each created and used by its own thread at once (also run under
  * ThreadSanitizer by tests/tsan_runner.c). */
 Test(collectives, communicators_in_threads) { cr_assert_eq(harness_run(2, 120, threaded_comms_in_threads, NULL), 0); }

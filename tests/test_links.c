@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../algorithms/algorithm.h"
 #include "comm.h"
 #include "harness.h"
 
@@ -22,6 +23,8 @@ static void claim_host(int rank, const struct fake_hosts *plan) {
 }
 
 /* Every rank sees the same hosts and local ranks, and collectives are correct across them. */
+static float x_dummy[3];
+
 static int sees_fake_hosts(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
   const struct fake_hosts *plan = arg;
   claim_host(rank, plan);
@@ -36,6 +39,15 @@ static int sees_fake_hosts(int rank, int nranks, const tally_unique_id_t *id, vo
     if (comm->topo.local_rank[r] != r % plan->ranks_per_host)
       bad += harness_fail(rank, "rank %d has local rank %d", r, comm->topo.local_rank[r]);
   }
+  /* Even hosts of several ranks get hierarchical rings, and allreduce takes them. */
+  int even = nranks % plan->ranks_per_host == 0 && hosts > 1 && plan->ranks_per_host > 1;
+  struct tally_coll_desc allreduce = {TALLY_COLL_ALLREDUCE, x_dummy, x_dummy, 3, TALLY_FLOAT32, TALLY_SUM, 0};
+  const char *algo = tally_tuner_select(comm, &allreduce)->name;
+  if (even && (comm->local.size != plan->ranks_per_host || comm->cross.size != hosts || strcmp(algo, "hier")))
+    bad += harness_fail(rank, "local ring %d, cross ring %d, allreduce by %s: expected %d, %d, hier", comm->local.size,
+                        comm->cross.size, algo, plan->ranks_per_host, hosts);
+  if (!even && (comm->local.size != 0 || strcmp(algo, "ring")))
+    bad += harness_fail(rank, "uneven or single host: local ring %d, allreduce by %s", comm->local.size, algo);
   float x[3] = {1, 2, (float)rank};
   if (tally_allreduce(x, x, 3, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS)
     bad += harness_fail(rank, "allreduce: %s", tally_comm_last_error(comm));

@@ -108,8 +108,10 @@ Test(silent_peers, silent_host_noticed_by_keepalive) {
   snprintf(keepalive, sizeof keepalive, "%d", KEEPALIVE_S);
   setenv("TALLY_KEEPALIVE", keepalive, 1);
   setenv("TALLY_TIMEOUT", "60", 1); /* the keep-alive, not the timeout, must catch it */
+  setenv("TALLY_TRANSPORT", "tcp", 1); /* the ranks share this machine, but here they talk like hosts */
   cr_assert_eq(harness_run_killing(HOSTS, 60, host_goes_silent, shared, SILENT), 0);
   unsetenv("TALLY_KEEPALIVE");
   unsetenv("TALLY_TIMEOUT");
+  unsetenv("TALLY_TRANSPORT");
   munmap(shared, sizeof *shared);
 }
