@@ -3,6 +3,8 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "threaded.h"
@@ -140,6 +142,19 @@ HOSTS_TEST(6, 2) /* 3 hosts of 2 */
 HOSTS_TEST(6, 3) /* 2 hosts of 3 */
 HOSTS_TEST(5, 2) /* 2, 2 and 1: uneven */
 HOSTS_TEST(7, 3) /* 3, 3 and 1: uneven */
+
+/* Two jobs on this host at once (two sets of shared-memory segments, two bootstrap roots) do not
+ * interfere: each checks every result. */
+Test(collectives, two_jobs_at_once) {
+  fflush(NULL);
+  pid_t other = fork();
+  if (other == 0) _exit(harness_run(3, 240, all_cases, NULL) == 0 ? 0 : 1);
+  int mine = harness_run(3, 240, all_cases, NULL);
+  int status = 0;
+  cr_assert_eq(waitpid(other, &status, 0), other);
+  cr_assert_eq(mine, 0, "the first job failed (see stderr)");
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the second job failed (see stderr)");
+}
 
 /* Several communicators, each created and used by its own thread at once (also run under
  * ThreadSanitizer by tests/tsan_runner.c). */
