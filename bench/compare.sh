@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# Side-by-side allreduce comparison in one run: tally-perf (TCP over loopback) against the Gloo
-# anchor from ../shared/anchors, each run REPEAT times, medians per size and the ratios; plus
-# one-stream loopback TCP throughput from iperf3 as the physical reference.
-# usage: bench/compare.sh NRANKS [MINBYTES MAXBYTES REPEAT]   (run from the repository root after a build)
+# Side-by-side allreduce comparison in one run: tally-perf against an anchor from ../shared/anchors,
+# each run REPEAT times, medians per size and the ratios; plus one-stream loopback TCP throughput
+# from iperf3 as the physical reference.
+# usage: [ANCHOR=gloo|mpi] [TRANSPORT=tcp|auto|shm] bench/compare.sh NRANKS [MINBYTES MAXBYTES REPEAT]
+#   ANCHOR=gloo (default): Gloo's ring over TCP loopback; compare with TRANSPORT=tcp (default).
+#   ANCHOR=mpi: Open MPI, which uses shared memory on one host; compare with TRANSPORT=auto.
+# Run from the repository root after a build.
 set -euo pipefail
 n=${1:-2}; minb=${2:-8}; maxb=${3:-67108864}; repeat=${4:-5}
 root=$(cd "$(dirname "$0")/.." && pwd)
+anchor=${ANCHOR:-gloo}
+transport=${TRANSPORT:-tcp}
 anchors=${ANCHORS:-$root/../shared/anchors}
 perf=${TALLY_PERF:-$root/build/tally-perf}
 raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
 for i in $(seq "$repeat"); do
   # columns kept: size, time(us), busbw (out-of-place)
-  TALLY_TRANSPORT=tcp "$perf" allreduce -N "$n" -b "$minb" -e "$maxb" -n 20 -w 3 |
+  TALLY_TRANSPORT=$transport "$perf" allreduce -N "$n" -b "$minb" -e "$maxb" -n 20 -w 3 |
     awk '/^ +[0-9]/ {print $1, $6, $8}' >>"$raw/tally"
-  "$anchors/run.sh" gloo "$n" "$minb" "$maxb" 20 2>/dev/null | awk '/^ +[0-9]/ {print $1, $5, $7}' >>"$raw/gloo"
+  "$anchors/run.sh" "$anchor" "$n" "$minb" "$maxb" 20 2>/dev/null | awk '/^ +[0-9]/ {print $1, $5, $7}' >>"$raw/anchor"
 done
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-printf "# allreduce float sum, %d ranks, medians of %d runs (tally over TCP loopback vs Gloo's ring over TCP loopback)\n" "$n" "$repeat"
-printf "%12s %12s %12s %8s %10s %10s %8s\n" bytes tally_us gloo_us t/g tally_bus gloo_bus t/g
+printf "# allreduce float sum, %d ranks, medians of %d runs: tally (TALLY_TRANSPORT=%s) vs %s\n" "$n" "$repeat" \
+  "$transport" "$anchor"
+printf "%12s %12s %12s %8s %10s %10s %8s\n" bytes tally_us "${anchor}_us" ratio tally_bus "${anchor}_bus" ratio
 for size in $(awk '{print $1}' "$raw/tally" | sort -n -u); do
   tu=$(awk -v s="$size" '$1==s {print $2}' "$raw/tally" | median)
-  gu=$(awk -v s="$size" '$1==s {print $2}' "$raw/gloo" | median)
+  gu=$(awk -v s="$size" '$1==s {print $2}' "$raw/anchor" | median)
   tb=$(awk -v s="$size" '$1==s {print $3}' "$raw/tally" | median)
-  gb=$(awk -v s="$size" '$1==s {print $3}' "$raw/gloo" | median)
+  gb=$(awk -v s="$size" '$1==s {print $3}' "$raw/anchor" | median)
   awk -v s="$size" -v tu="$tu" -v gu="$gu" -v tb="$tb" -v gb="$gb" 'BEGIN {
     printf "%12d %12.1f %12.1f %8.2f %10.3f %10.3f %8.2f\n", s, tu, gu, (gu > 0 ? tu / gu : 0), tb, gb, (gb > 0 ? tb / gb : 0) }'
 done
