@@ -154,7 +154,7 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
   r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
   if (r == TALLY_SUCCESS) r = build_job_topology(c);
-  if (r == TALLY_SUCCESS && nranks > 1) r = tally_links_connect_ring(c, job->secret, deadline);
+  if (r == TALLY_SUCCESS && nranks > 1) r = tally_links_connect(c, job->secret, deadline);
   if (r == TALLY_SUCCESS) r = tally_registry_add(c);
   if (r != TALLY_SUCCESS) goto fail;
   char text[80], links[128];

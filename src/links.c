@@ -142,7 +142,7 @@ static int start_accepting(struct tally_comm *c, struct peer_set *in, int slot, 
   return 1;
 }
 
-tally_result_t tally_links_connect_ring(struct tally_comm *c, const unsigned char *secret, uint64_t deadline) {
+tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *secret, uint64_t deadline) {
   TALLY_CHECK(plan_rings(c));
   struct tally_ring *rings[3] = {&c->world, &c->local, &c->cross};
   int nrings = c->local.size > 0 ? 3 : 1;

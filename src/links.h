@@ -13,7 +13,7 @@ tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned cha
  * the same number of ranks, more than one each), chooses a transport for each neighbour from
  * comm->topo and TALLY_TRANSPORT, opens the endpoints they need, and connects every distinct
  * neighbour once. */
-tally_result_t tally_links_connect_ring(struct tally_comm *c, const unsigned char *secret, uint64_t deadline);
+tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *secret, uint64_t deadline);
 
 /* Moves every endpoint forward; when nothing moved, blocks up to timeout_ms in the endpoint that
  * has work (in turns, a millisecond each, when several have). */
