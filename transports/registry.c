@@ -4,8 +4,9 @@
 #include "transport.h"
 
 extern const struct tally_transport_ops tally_tcp_transport;
+extern const struct tally_transport_ops tally_shm_transport;
 
-static const struct tally_transport_ops *const transports[] = {&tally_tcp_transport};
+static const struct tally_transport_ops *const transports[] = {&tally_tcp_transport, &tally_shm_transport};
 
 const struct tally_transport_ops *tally_transport_find(const char *name) {
   for (size_t i = 0; i < sizeof transports / sizeof transports[0]; i++)
