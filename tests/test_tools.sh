@@ -5,16 +5,7 @@
 # usage: test_tools.sh BUILD_DIR
 set -uo pipefail
 bin=${1:?build directory}
-fail=0
-check() { # check NAME EXPECTED_STATUS COMMAND... ; output in $out
-  local name=$1 want=$2; shift 2
-  out=$(timeout 120 "$@" 2>&1); local got=$?
-  if [ "$got" != "$want" ]; then echo "FAIL $name: exit $got, expected $want"; echo "$out" | tail -20; fail=1; return 1; fi
-  echo "ok   $name"
-}
-expect_text() { # expect_text NAME PATTERN
-  if ! grep -qE "$2" <<<"$out"; then echo "FAIL $1: output lacks /$2/"; echo "$out" | tail -20; fail=1; fi
-}
+. "$(dirname "$0")/checks.sh"
 
 check "tally-run launches tally-perf" 0 "$bin/tally-run" -n 3 "$bin/tally-perf" allreduce -b 8 -e 256K -n 3 -w 1
 expect_text "tally-run table" "^ +262144 +65536 +float +sum .* 0$"

@@ -5,16 +5,7 @@
 # usage: test_topo_tool.sh BUILD_DIR
 set -uo pipefail
 bin=${1:?build directory}/tally-topo
-fail=0
-check() { # check NAME EXPECTED_STATUS COMMAND... ; output in $out
-  local name=$1 want=$2; shift 2
-  out=$(timeout 60 "$@" 2>&1); local got=$?
-  if [ "$got" != "$want" ]; then echo "FAIL $name: exit $got, expected $want"; echo "$out" | tail -20; fail=1; return 1; fi
-  echo "ok   $name"
-}
-expect_text() { # expect_text NAME PATTERN
-  if ! grep -qE "$2" <<<"$out"; then echo "FAIL $1: output lacks /$2/"; echo "$out"; fail=1; fi
-}
+. "$(dirname "$0")/checks.sh"
 
 check "tally-topo runs" 0 "$bin"
 expect_text "host line" "^host: $(hostname | cut -c1-63), id [0-9a-f]{16} \(from the boot id and hostname\)$"

@@ -188,6 +188,7 @@ void shm_wake_endpoint(struct tally_endpoint *ep);
 int shm_conn_pending(const struct tally_conn *c);
 tally_result_t shm_progress_conn(struct tally_conn *c, int *moved);
 
-enum { SHM_WAIT_CAP_MS = 50 };
+/* The longest futex sleep: a dead peer or an abort is noticed at least this often. */
+enum { SHM_WAIT_CAP_MS = 10 };
 
 #endif
