@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "../src/error.h"
+#include "../src/reduce.h"
 #include "algorithm.h"
 #include "pipeline.h"
 
@@ -138,7 +139,29 @@ tally_result_t tally_ring_blocks(struct tally_comm *comm, const struct tally_rin
   return run_ring(comm, d, &c, gather ? ring->size - 1 : 0);
 }
 
+/* Small allreduce: every rank's input goes around the ring (n-1 steps instead of 2(n-1)), then
+ * each rank reduces the n inputs itself, in rank order, so that every rank gets the same bits. */
+static tally_result_t ring_allreduce_gathered(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  size_t bytes = d->count * tally_datatype_size(d->datatype), n = (size_t)comm->nranks;
+  TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, n * bytes));
+  char *inputs = comm->scratch;
+  memcpy(inputs + (size_t)comm->rank * bytes, d->sendbuf, bytes);
+  struct ring_ctx c = {.ring = &comm->world,
+                       .blocks = make_blocks(comm, d->count * n, tally_datatype_size(d->datatype), comm->nranks),
+                       .send = inputs,
+                       .recv = inputs,
+                       .rs_steps = 0};
+  TALLY_CHECK(run_ring(comm, d, &c, comm->nranks - 1));
+  tally_reduce_apply(d->recvbuf, inputs, inputs + bytes, d->count, d->datatype, d->op);
+  for (size_t k = 2; k < n; k++)
+    tally_reduce_apply(d->recvbuf, d->recvbuf, inputs + k * bytes, d->count, d->datatype, d->op);
+  if (d->op == TALLY_AVG) tally_reduce_finish_avg(d->recvbuf, d->count, d->datatype, comm->nranks);
+  return TALLY_SUCCESS;
+}
+
 static tally_result_t ring_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  if (d->count * tally_datatype_size(d->datatype) * (size_t)comm->nranks <= TALLY_SMALL_ALLREDUCE_BYTES)
+    return ring_allreduce_gathered(comm, d);
   return tally_ring_blocks(comm, &comm->world, d, d->sendbuf, d->recvbuf, 1, 1, d->op == TALLY_AVG);
 }
 

@@ -39,9 +39,9 @@ static int sees_fake_hosts(int rank, int nranks, const tally_unique_id_t *id, vo
     if (comm->topo.local_rank[r] != r % plan->ranks_per_host)
       bad += harness_fail(rank, "rank %d has local rank %d", r, comm->topo.local_rank[r]);
   }
-  /* Even hosts of several ranks get hierarchical rings, and allreduce takes them. */
+  /* Even hosts of several ranks get hierarchical rings, and a large allreduce takes them. */
   int even = nranks % plan->ranks_per_host == 0 && hosts > 1 && plan->ranks_per_host > 1;
-  struct tally_coll_desc allreduce = {TALLY_COLL_ALLREDUCE, x_dummy, x_dummy, 3, TALLY_FLOAT32, TALLY_SUM, 0};
+  struct tally_coll_desc allreduce = {TALLY_COLL_ALLREDUCE, x_dummy, x_dummy, 1 << 20, TALLY_FLOAT32, TALLY_SUM, 0};
   const char *algo = tally_tuner_select(comm, &allreduce)->name;
   if (even && (comm->local.size != plan->ranks_per_host || comm->cross.size != hosts || strcmp(algo, "hier")))
     bad += harness_fail(rank, "local ring %d, cross ring %d, allreduce by %s: expected %d, %d, hier", comm->local.size,
