@@ -68,7 +68,10 @@ static int send_ready(const struct pipeline_state *st, size_t m) {
 
 static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
   const struct pipeline_plan *p = st->plan;
-  while (st->send_done < st->send_posted && st->send_req[st->send_done % WINDOW].done) st->send_done++;
+  while (st->send_done < st->send_posted && st->send_req[st->send_done % WINDOW].done) {
+    st->send_done++;
+    *moved = 1; /* the loop may now be over: it must not block before it looks */
+  }
   while (st->send_posted < st->total_send && st->send_posted < st->send_done + WINDOW &&
          send_ready(st, st->send_posted)) {
     size_t m = st->send_posted;

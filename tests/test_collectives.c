@@ -1,5 +1,6 @@
 /* Every collective, datatype and op against an exact reference, for 1, 2, 3, 5 and 8 ranks:
  * counts 0, 1 and primes, a multi-MiB buffer, in place and out of place, several roots. */
+#define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,30 @@ HOSTS_TEST(6, 2) /* 3 hosts of 2 */
 HOSTS_TEST(6, 3) /* 2 hosts of 3 */
 HOSTS_TEST(5, 2) /* 2, 2 and 1: uneven */
 HOSTS_TEST(7, 3) /* 3, 3 and 1: uneven */
+
+/* TALLY_SPIN_US=0 blocks as soon as nothing moves: a collective must still end as soon as its last
+ * request does (a lost chance to notice that once cost each call a 100 ms poll). 50 calls in
+ * well under the 5 s that bug took. */
+static int small_calls_without_spinning(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  double start = harness_now_s();
+  for (int i = 0; i < 50; i++) {
+    float x = 1;
+    if (tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS)
+      return harness_fail(rank, "allreduce: %s", tally_comm_last_error(comm));
+  }
+  double took = harness_now_s() - start;
+  return took < 2.5 ? 0 : harness_fail(rank, "50 one-element allreduces took %.2f s", took);
+}
+
+Test(collectives, no_spinning_does_not_stall) {
+  setenv("TALLY_SPIN_US", "0", 1);
+  cr_assert_eq(harness_run(2, 60, small_calls_without_spinning, NULL), 0);
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  cr_assert_eq(harness_run(2, 60, small_calls_without_spinning, NULL), 0);
+  unsetenv("TALLY_TRANSPORT");
+  unsetenv("TALLY_SPIN_US");
+}
 
 /* Two jobs on this host at once (two sets of shared-memory segments, two bootstrap roots) do not
  * interfere: each checks every result. */
