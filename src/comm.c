@@ -13,9 +13,9 @@
 #include <unistd.h>
 
 #include "bootstrap.h"
-#include "links.h"
 #include "clock.h"
 #include "error.h"
+#include "links.h"
 #include "log.h"
 #include "registry.h"
 
