@@ -19,6 +19,8 @@ extern const struct tally_algorithm tally_ring_algorithm;
  * pay for (measured on 2 and 8 ranks: the gathered form wins up to about this size). */
 #define TALLY_SMALL_ALLREDUCE_BYTES 8192
 extern const struct tally_algorithm tally_hier_algorithm;
+/* Whether host h runs ranks h*L .. h*L+L-1 (what hierarchical allgather and reduce-scatter need). */
+int tally_hier_hosts_in_rank_order(const struct tally_comm *comm);
 
 /* The ring schedule, for composing algorithms: `d->count` elements split into ring->size blocks
  * (tally_ring_block), reduce-scatter steps when `reduce` (this rank's block, index ring->index,
@@ -26,6 +28,11 @@ extern const struct tally_algorithm tally_hier_algorithm;
  * then allgather steps when `gather`. Headers carry d's fingerprint. */
 tally_result_t tally_ring_blocks(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
                                  const void *send, void *recv, int reduce, int gather, int average);
+/* The same schedule over strided blocks: block k is `length` elements at k * stride (elements)
+ * from send and recv, for instance the same piece of every host's region of a buffer. */
+tally_result_t tally_ring_strided(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
+                                  const void *send, void *recv, size_t stride, size_t length, int reduce, int gather,
+                                  int average);
 /* Block k of `nblocks` over `count` elements: its first element and its length. */
 void tally_ring_block(int nblocks, int k, size_t count, size_t *offset, size_t *length);
 

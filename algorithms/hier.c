@@ -1,14 +1,26 @@
-/* Hierarchical allreduce, for jobs whose hosts run the same number L > 1 of ranks each (the
- * communicator then has a local ring per host and a cross-host ring per local rank, see links.c):
+/* Hierarchical collectives, for jobs whose hosts run the same number L > 1 of ranks each (the
+ * communicator then has a local ring per host and a cross-host ring per local rank, see links.c).
  *
- *   1. reduce-scatter within the host: local rank k ends with block k of the host's sum
- *   2. allreduce of block k across the hosts, on the ring of local rank k: every rank's network
+ * allreduce (any rank placement):
+ *   1. reduce-scatter within the host: local rank l ends with block l of the host's sum
+ *   2. allreduce of block l across the hosts, on the ring of local rank l: every rank's network
  *      link works at once, each on 1/L of the data
  *   3. allgather within the host
  *
- * What leaves each host over its network link: 2(p-1)/p x S on a flat ring of p ranks (hosts in
- * rank order, one ring edge out of each host), 2(m-1)/m x S here for m hosts, in L streams of
- * S/L each. Only allreduce has a hierarchical form so far; the tuner sends the rest to the ring. */
+ * allgather and reduce-scatter (hosts in rank order: host h runs ranks hL .. hL+L-1, so host h's
+ * part of the buffer, its region, is contiguous; piece l of a region is rank hL+l's block):
+ *   allgather       1. allgather of this host's region within the host
+ *                   2. allgather of piece l of every region across the hosts, on ring l
+ *                   3. allgather of every other host's region within the host
+ *   reduce-scatter  the same steps backwards, reducing: each region's pieces summed within the
+ *                   host, then piece l of every region summed across the hosts on ring l
+ *
+ * What leaves each host over its network link drops from 2(p-1)/p x S (allreduce on a flat ring
+ * of p ranks, hosts in rank order) to 2(m-1)/m x S for m hosts, in L streams; for allgather and
+ * reduce-scatter from (p-1) to (m-1) x L blocks. Broadcast and reduce use the flat chain, which
+ * with hosts in rank order already crosses each host boundary once. */
+#include <string.h>
+
 #include "../src/error.h"
 #include "algorithm.h"
 
@@ -23,11 +35,66 @@ static tally_result_t hier_allreduce(struct tally_comm *comm, const struct tally
   return tally_ring_blocks(comm, &comm->local, d, d->recvbuf, d->recvbuf, 0, 1, 0);
 }
 
+int tally_hier_hosts_in_rank_order(const struct tally_comm *comm) {
+  int per_host = comm->local.size;
+  for (int r = 0; per_host > 0 && r < comm->nranks; r++)
+    if (comm->topo.host_index[r] != r / per_host || comm->topo.local_rank[r] != r % per_host) return 0;
+  return per_host > 0;
+}
+
+/* A descriptor for one host's region (L blocks of d->count elements): same fingerprint, so a rank
+ * that called with another count still disagrees in the headers. */
+static struct tally_coll_desc region_desc(const struct tally_comm *comm, const struct tally_coll_desc *d) {
+  struct tally_coll_desc region = *d;
+  region.count = d->count * (size_t)comm->local.size;
+  return region;
+}
+
+static tally_result_t hier_allgather(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  size_t block = d->count * tally_datatype_size(d->datatype), region = block * (size_t)comm->local.size;
+  char *all = d->recvbuf;
+  char *mine = all + (size_t)comm->rank * block;
+  if (d->sendbuf != mine) memcpy(mine, d->sendbuf, block);
+  struct tally_coll_desc in_host = region_desc(comm, d);
+  int host = comm->cross.index, hosts = comm->cross.size;
+  char *my_region = all + (size_t)host * region;
+  TALLY_CHECK(tally_ring_blocks(comm, &comm->local, &in_host, my_region, my_region, 0, 1, 0));
+  char *my_pieces = all + (size_t)comm->local.index * block;
+  TALLY_CHECK(tally_ring_strided(comm, &comm->cross, d, my_pieces, my_pieces, in_host.count, d->count, 0, 1, 0));
+  for (int h = 0; h < hosts; h++) {
+    char *other = all + (size_t)h * region;
+    if (h != host) TALLY_CHECK(tally_ring_blocks(comm, &comm->local, &in_host, other, other, 0, 1, 0));
+  }
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t hier_reduce_scatter(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  size_t block = d->count * tally_datatype_size(d->datatype), region = block * (size_t)comm->local.size;
+  TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, region * (size_t)comm->cross.size));
+  char *sums = comm->scratch;
+  const char *inputs = d->sendbuf;
+  struct tally_coll_desc in_host = region_desc(comm, d);
+  for (int h = 0; h < comm->cross.size; h++) /* piece l of each region: its host's sum */
+    TALLY_CHECK(tally_ring_blocks(comm, &comm->local, &in_host, inputs + (size_t)h * region,
+                                  sums + (size_t)h * region, 1, 0, 0));
+  char *my_pieces = sums + (size_t)comm->local.index * block;
+  TALLY_CHECK(tally_ring_strided(comm, &comm->cross, d, my_pieces, my_pieces, in_host.count, d->count, 1, 0,
+                                 d->op == TALLY_AVG));
+  memcpy(d->recvbuf, sums + (size_t)comm->rank * block, block);
+  return TALLY_SUCCESS;
+}
+
 static tally_result_t hier_run(struct tally_comm *comm, const struct tally_coll_desc *d) {
-  if (d->coll != TALLY_COLL_ALLREDUCE || comm->local.size == 0)
+  if (comm->local.size == 0)
     return TALLY_ERROR(TALLY_ERR_INTERNAL, "hier: %s on a communicator without hierarchical rings",
                        tally_coll_name(d->coll));
-  return hier_allreduce(comm, d);
+  switch (d->coll) {
+    case TALLY_COLL_ALLREDUCE: return hier_allreduce(comm, d);
+    case TALLY_COLL_ALLGATHER: return hier_allgather(comm, d);
+    case TALLY_COLL_REDUCE_SCATTER: return hier_reduce_scatter(comm, d);
+    default: break;
+  }
+  return TALLY_ERROR(TALLY_ERR_INTERNAL, "hier: no hierarchical %s", tally_coll_name(d->coll));
 }
 
 const struct tally_algorithm tally_hier_algorithm = {.name = "hier", .run = hier_run};

@@ -22,20 +22,32 @@
 #include "algorithm.h"
 #include "pipeline.h"
 
-/* Block k of n covers [offset, offset + length) elements; blocks differ by at most one element. */
+/* The n blocks a ring schedule moves, in elements. Split layout (stride 0): `count` elements cut
+ * into n blocks that differ by at most one element. Strided layout: block k is `length` elements
+ * at k * stride (the same piece of n equal regions). */
 struct blocks {
   size_t count, esize, chunk_elems;
   int n;
+  size_t stride, length; /* the strided layout when stride > 0 */
 };
 
 static size_t block_offset(const struct blocks *b, int k) {
+  if (b->stride) return (size_t)k * b->stride;
   size_t base = b->count / (size_t)b->n, rem = b->count % (size_t)b->n;
   return (size_t)k * base + ((size_t)k < rem ? (size_t)k : rem);
 }
 
+static size_t block_end(const struct blocks *b, int k) {
+  return b->stride ? block_offset(b, k) + b->length : block_offset(b, k + 1);
+}
+
+static size_t largest_block(const struct blocks *b) {
+  return b->stride ? b->length : b->count / (size_t)b->n + (b->count % (size_t)b->n != 0);
+}
+
 /* Bytes offset and length of chunk j of block k. */
 static void block_chunk(const struct blocks *b, int k, int j, size_t *offset, size_t *bytes) {
-  size_t begin = block_offset(b, k), end = block_offset(b, k + 1);
+  size_t begin = block_offset(b, k), end = block_end(b, k);
   size_t lo = begin + (size_t)j * b->chunk_elems;
   size_t hi = lo + b->chunk_elems;
   if (lo > end) lo = end;
@@ -105,10 +117,9 @@ static int chunks_per_block(const struct blocks *b, size_t block_elems) {
 static tally_result_t run_ring(struct tally_comm *comm, const struct tally_coll_desc *d, struct ring_ctx *c,
                                int ag_steps) {
   if (c->ring->size < 2) return TALLY_SUCCESS; /* alone in the ring: the data is where it belongs */
-  size_t max_block = c->blocks.count / (size_t)c->blocks.n + (c->blocks.count % (size_t)c->blocks.n != 0);
   struct pipeline_plan plan = {
       .desc = d,
-      .nchunks = chunks_per_block(&c->blocks, max_block),
+      .nchunks = chunks_per_block(&c->blocks, largest_block(&c->blocks)),
       .send_steps = c->rs_steps + ag_steps,
       .recv_steps = c->rs_steps + ag_steps,
       .dep_lag = 1,
@@ -131,12 +142,27 @@ void tally_ring_block(int nblocks, int k, size_t count, size_t *offset, size_t *
   *length = block_offset(&b, k + 1) - *offset;
 }
 
+static tally_result_t run_blocks(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
+                                 struct blocks blocks, const void *send, void *recv, int reduce, int gather,
+                                 int average) {
+  struct ring_ctx c = {.ring = ring, .blocks = blocks, .send = send, .recv = recv,
+                       .rs_steps = reduce ? ring->size - 1 : 0, .final_average = average};
+  return run_ring(comm, d, &c, gather ? ring->size - 1 : 0);
+}
+
 tally_result_t tally_ring_blocks(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
                                  const void *send, void *recv, int reduce, int gather, int average) {
-  size_t es = tally_datatype_size(d->datatype);
-  struct ring_ctx c = {.ring = ring, .blocks = make_blocks(comm, d->count, es, ring->size), .send = send,
-                       .recv = recv, .rs_steps = reduce ? ring->size - 1 : 0, .final_average = average};
-  return run_ring(comm, d, &c, gather ? ring->size - 1 : 0);
+  struct blocks b = make_blocks(comm, d->count, tally_datatype_size(d->datatype), ring->size);
+  return run_blocks(comm, ring, d, b, send, recv, reduce, gather, average);
+}
+
+tally_result_t tally_ring_strided(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
+                                  const void *send, void *recv, size_t stride, size_t length, int reduce, int gather,
+                                  int average) {
+  struct blocks b = make_blocks(comm, stride * (size_t)ring->size, tally_datatype_size(d->datatype), ring->size);
+  b.stride = stride;
+  b.length = length;
+  return run_blocks(comm, ring, d, b, send, recv, reduce, gather, average);
 }
 
 /* Small allreduce: every rank's input goes around the ring (n-1 steps instead of 2(n-1)), then

@@ -5,13 +5,15 @@
 #
 #   bench/two_hosts.sh BUILD check        every result of allreduce, allgather, reduce-scatter,
 #                                         broadcast and reduce checked, flat ring and hierarchical
-#   bench/two_hosts.sh BUILD bench [RATE] allreduce busbw, flat ring against hierarchical, over a
-#                                         link shaped to RATE (default 1gbit), medians of 3 runs
+#   bench/two_hosts.sh BUILD bench [RATE [COLL]]  COLL's busbw (default allreduce), flat ring
+#                                         against hierarchical, over a link shaped to RATE
+#                                         (default 1gbit), medians of 3 runs
 # Exit status 77: namespaces cannot be made here (the test is then skipped, and says why).
 set -euo pipefail
 build=${1:?usage: two_hosts.sh BUILD check|bench [RATE]}
 mode=${2:-check}
 rate=${3:-1gbit}
+coll=${4:-allreduce}
 perf="$build/tally-perf"
 [ -x "$perf" ] || { echo "two_hosts: $perf is missing; build first" >&2; exit 2; }
 
@@ -70,12 +72,12 @@ if [ "$mode" = check ]; then
 fi
 
 # bench: the out-of-place busbw column of each size, median of 3 runs, ring and hierarchical.
-echo "# allreduce float sum, 2 emulated hosts x 2 ranks, veth shaped to $rate with tc tbf; busbw GB/s, median of 3"
+echo "# $coll float sum, 2 emulated hosts x 2 ranks, veth shaped to $rate with tc tbf; busbw GB/s, median of 3"
 printf '%12s %10s %10s %8s\n' bytes ring hier hier/ring
 declare -A runs
 for algo in ring hier; do
   for i in 1 2 3; do
-    TALLY_ALGO=$algo run_job allreduce -b 1M -e 64M -f 4 -n 5 -w 2 -c 0 |
+    TALLY_ALGO=$algo run_job "$coll" -b 1M -e 64M -f 4 -n 5 -w 2 -c 0 |
       awk -v a=$algo -v i=$i '$1 ~ /^[0-9]+$/ {print a, i, $1, $8}' >>/tmp/two_hosts.bench.$tag
   done
 done

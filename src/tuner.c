@@ -1,15 +1,21 @@
-/* Algorithm selection. TALLY_ALGO=ring forces the flat ring; otherwise (auto, hier) allreduce runs
- * hierarchically on communicators that have hierarchical rings (several hosts with the same number
- * of ranks, more than one each), and everything else on the ring. This is where the cost model
- * will choose between ring, tree and halving-doubling per collective, size and rank count. */
+/* Algorithm selection. TALLY_ALGO=ring forces the flat ring. Otherwise (auto, hier), on
+ * communicators with hierarchical rings (several hosts with the same number of ranks, more than
+ * one each), allreduce runs hierarchically, and so do allgather and reduce-scatter when the hosts'
+ * ranks are contiguous in rank order; small calls (inputs totalling at most
+ * TALLY_SMALL_ALLREDUCE_BYTES) stay on the ring, which takes fewer steps. This is where the cost
+ * model will choose between ring, tree and halving-doubling per collective, size and rank count. */
 #include <string.h>
 
 #include "../algorithms/algorithm.h"
 
-const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+static int hierarchical(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   size_t bytes = desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks;
-  if (strcmp(comm->cfg.algo, "ring") != 0 && comm->local.size > 0 && desc->coll == TALLY_COLL_ALLREDUCE &&
-      bytes > TALLY_SMALL_ALLREDUCE_BYTES) /* small ones take fewer steps on the ring */
-    return &tally_hier_algorithm;
-  return &tally_ring_algorithm;
+  if (strcmp(comm->cfg.algo, "ring") == 0 || comm->local.size == 0 || bytes <= TALLY_SMALL_ALLREDUCE_BYTES) return 0;
+  if (desc->coll == TALLY_COLL_ALLREDUCE) return 1;
+  return (desc->coll == TALLY_COLL_ALLGATHER || desc->coll == TALLY_COLL_REDUCE_SCATTER) &&
+         tally_hier_hosts_in_rank_order(comm);
+}
+
+const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  return hierarchical(comm, desc) ? &tally_hier_algorithm : &tally_ring_algorithm;
 }

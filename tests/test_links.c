@@ -39,10 +39,14 @@ static int sees_fake_hosts(int rank, int nranks, const tally_unique_id_t *id, vo
     if (comm->topo.local_rank[r] != r % plan->ranks_per_host)
       bad += harness_fail(rank, "rank %d has local rank %d", r, comm->topo.local_rank[r]);
   }
-  /* Even hosts of several ranks get hierarchical rings, and a large allreduce takes them. */
+  /* Even hosts of several ranks get hierarchical rings; large allreduces, allgathers and
+   * reduce-scatters take them (hosts here are in rank order). */
   int even = nranks % plan->ranks_per_host == 0 && hosts > 1 && plan->ranks_per_host > 1;
   struct tally_coll_desc allreduce = {TALLY_COLL_ALLREDUCE, x_dummy, x_dummy, 1 << 20, TALLY_FLOAT32, TALLY_SUM, 0};
+  struct tally_coll_desc allgather = {TALLY_COLL_ALLGATHER, x_dummy, x_dummy, 1 << 20, TALLY_FLOAT32, TALLY_SUM, 0};
   const char *algo = tally_tuner_select(comm, &allreduce)->name;
+  if (strcmp(tally_tuner_select(comm, &allgather)->name, algo))
+    bad += harness_fail(rank, "allgather by %s but allreduce by %s", tally_tuner_select(comm, &allgather)->name, algo);
   if (even && (comm->local.size != plan->ranks_per_host || comm->cross.size != hosts || strcmp(algo, "hier")))
     bad += harness_fail(rank, "local ring %d, cross ring %d, allreduce by %s: expected %d, %d, hier", comm->local.size,
                         comm->cross.size, algo, plan->ranks_per_host, hosts);
@@ -70,6 +74,41 @@ Test(links, three_fake_hosts_uneven) {
   struct fake_hosts plan = {3, NULL}; /* 3 + 3 + 1 */
   cr_assert_eq(harness_run_raw(7, 60, sees_fake_hosts, &plan), 0);
 }
+
+/* Hosts not in rank order (rank r on host r % 2): hierarchical allreduce still, but allgather and
+ * reduce-scatter, whose regions would not be contiguous, on the flat ring; results correct. */
+static int interleaved_hosts(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  struct tally_coll_desc allreduce = {TALLY_COLL_ALLREDUCE, x_dummy, x_dummy, 1 << 20, TALLY_FLOAT32, TALLY_SUM, 0};
+  struct tally_coll_desc allgather = {TALLY_COLL_ALLGATHER, x_dummy, x_dummy, 1 << 20, TALLY_FLOAT32, TALLY_SUM, 0};
+  if (comm->local.size != n / 2 || tally_hier_hosts_in_rank_order(comm) ||
+      strcmp(tally_tuner_select(comm, &allreduce)->name, "hier") ||
+      strcmp(tally_tuner_select(comm, &allgather)->name, "ring"))
+    return harness_fail(rank, "interleaved hosts: local ring %d, in rank order %d", comm->local.size,
+                        tally_hier_hosts_in_rank_order(comm));
+  enum { COUNT = 4096 };
+  static float mine[COUNT], all[4 * COUNT];
+  for (int i = 0; i < COUNT; i++) mine[i] = (float)(rank * COUNT + i);
+  if (tally_allgather(mine, all, COUNT, TALLY_FLOAT32, comm, NULL) != TALLY_SUCCESS)
+    return harness_fail(rank, "allgather: %s", tally_comm_last_error(comm));
+  for (int i = 0; i < n * COUNT; i++)
+    if (all[i] != (float)i) return harness_fail(rank, "allgather element %d is %g", i, all[i]);
+  return 0;
+}
+
+static int on_alternate_host(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
+  char host[32];
+  snprintf(host, sizeof host, "alternate-host-%d", rank % 2);
+  setenv("TALLY_HOSTID", host, 1);
+  tally_comm_t comm;
+  if (tally_comm_init_rank(&comm, nranks, *id, rank) != TALLY_SUCCESS)
+    return harness_fail(rank, "init: %s", tally_comm_last_error(NULL));
+  int bad = interleaved_hosts(comm, rank, nranks, arg);
+  tally_comm_destroy(comm);
+  return bad;
+}
+
+Test(links, interleaved_hosts) { cr_assert_eq(harness_run_raw(4, 60, on_alternate_host, NULL), 0); }
 
 Test(links, forced_tcp_on_one_host) {
   struct fake_hosts plan = {8, "tcp"};
