@@ -136,7 +136,7 @@ tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct tally_ri
   TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, STAGING_SLOTS * plan->max_chunk));
   st.staging = comm->staging;
   struct tally_waiter waiter;
-  tally_waiter_start(comm, ring, &waiter);
+  tally_waiter_start(comm, ring, &st.proto, &waiter);
   while (st.recv_done < st.total_recv || st.send_done < st.total_send) {
     int moved = 0;
     tally_result_t r = post_recvs(&st, &moved);

@@ -69,7 +69,7 @@ static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *
     return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                                       "%s: the communicator is in error state since an earlier failure (%s: %s); "
                                       "destroy it and create a new one",
-                                      fn, tally_result_string(comm->error), comm->last_error));
+                                      fn, tally_result_string(comm->error), comm->failure));
   if (atomic_load(&comm->aborted))
     return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                                       "%s: the communicator was aborted (tally_comm_abort); destroy it", fn));
@@ -85,6 +85,7 @@ static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *
     comm->error = r;
     remember(comm, r);
     name_culprit(comm);
+    snprintf(comm->failure, sizeof comm->failure, "%s", comm->last_error);
     tally_comm_fail(comm, r);
   }
   comm->seq++;

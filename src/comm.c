@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "../algorithms/board.h"
 #include "bootstrap.h"
 #include "clock.h"
 #include "error.h"
@@ -30,9 +31,11 @@ tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
   return TALLY_SUCCESS;
 }
 
-void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, struct tally_waiter *w) {
+void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
+                        struct tally_waiter *w) {
   memset(w, 0, sizeof *w);
   w->ring = ring;
+  w->call = call;
   w->timeout_ns = (uint64_t)(comm->cfg.timeout_s * 1e9);
   w->grace_ns = w->timeout_ns / 10 < 5000000000ull ? w->timeout_ns / 10 : 5000000000ull;
 }
@@ -60,6 +63,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
       return TALLY_ERROR(TALLY_ERR_TIMEOUT, "nothing moved for %.1f s (TALLY_TIMEOUT)", (double)idle / 1e9);
     }
     if (!w->notified && idle + w->grace_ns >= w->timeout_ns) notify_next(comm, w);
+    if (idle >= (uint64_t)comm->cfg.spin_us * 1000) TALLY_CHECK(tally_board_check(comm, w->call));
     if (idle >= (uint64_t)comm->cfg.spin_us * 1000)
       timeout_ms = tally_ms_until(w->idle_since + (w->notified || idle + w->grace_ns >= w->timeout_ns
                                                        ? limit
@@ -82,6 +86,7 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result) {
   int culprit = tally_comm_blamed(comm);
   if (result == TALLY_ERR_ABORTED || result == TALLY_ERR_SYSTEM || result == TALLY_ERR_INTERNAL) culprit = comm->rank;
   tally_result_t code = result == TALLY_ERR_MISMATCH || result == TALLY_ERR_TIMEOUT ? result : TALLY_ERR_REMOTE;
+  tally_board_fail(comm, code, culprit);
   unsigned char frame[TALLY_WIRE_HEADER_BYTES];
   tally_error_frame_encode(frame, comm->seq, comm->rank, culprit, code);
   /* Frames also go against the data: a sender reads them when its sends break. */
@@ -107,6 +112,7 @@ const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *
 }
 
 static void comm_free(struct tally_comm *c) {
+  tally_board_close(c);
   tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);
   free(c->peers);
@@ -155,6 +161,7 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
   if (r == TALLY_SUCCESS) r = build_job_topology(c);
   if (r == TALLY_SUCCESS && nranks > 1) r = tally_links_connect(c, job->secret, deadline);
+  if (r == TALLY_SUCCESS && nranks > 1) r = tally_board_open(c, deadline);
   if (r == TALLY_SUCCESS) r = tally_registry_add(c);
   if (r != TALLY_SUCCESS) goto fail;
   char text[80], links[128];

@@ -48,12 +48,14 @@ struct tally_comm {
   struct tally_ring cross; /* the ranks with this local rank, one per host; size 0 likewise */
   struct tally_link *links; /* every distinct connection, each once (see tally_comm_fail) */
   int nlinks;
+  struct tally_board *board; /* small collectives in one round, when every rank is on this host */
 
   int abort_fd; /* eventfd: readable once tally_comm_abort was called */
   atomic_int aborted;
   atomic_int busy; /* a collective is running: a second thread is refused */
   tally_result_t error; /* first error; the communicator refuses collectives after it */
   char last_error[1024];
+  char failure[1024]; /* the message of the failure that put the communicator in error state */
 
   struct tally_peer_info *peers; /* every rank's address and topology, from the bootstrap */
   struct tally_job_topo topo;    /* hosts and local ranks, computed from peers */
@@ -83,6 +85,7 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
  * verdict (see tally_waiter.upstream_waiting). */
 struct tally_waiter {
   const struct tally_ring *ring; /* the ring being waited in: its next rank gets the notice */
+  const struct tally_msg_header *call; /* the collective's fingerprint, for the board check */
   uint64_t timeout_ns;
   uint64_t grace_ns;    /* a notice goes out this long before the timeout (see wire.h) */
   uint64_t idle_since;  /* 0: not idle */
@@ -92,7 +95,8 @@ struct tally_waiter {
   int upstream_waiting; /* set by the caller: the rank it waits for said it is waiting too, so the
                            timeout is extended by grace_ns for that rank's verdict to arrive */
 };
-void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, struct tally_waiter *w);
+void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
+                        struct tally_waiter *w);
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved);
 
 /* The rank this thread's last failure blames (tally_error_blamed), or -1 when none or when the

@@ -2,11 +2,13 @@
  * communicators with hierarchical rings (several hosts with the same number of ranks, more than
  * one each), allreduce runs hierarchically, and so do allgather and reduce-scatter when the hosts'
  * ranks are contiguous in rank order; small calls (inputs totalling at most
- * TALLY_SMALL_ALLREDUCE_BYTES) stay on the ring, which takes fewer steps. This is where the cost
+ * TALLY_SMALL_ALLREDUCE_BYTES) stay on the ring, which takes fewer steps, or, when every rank is
+ * on one host, go to the host board (one round through shared memory). This is where the cost
  * model will choose between ring, tree and halving-doubling per collective, size and rank count. */
 #include <string.h>
 
 #include "../algorithms/algorithm.h"
+#include "../algorithms/board.h"
 
 static int hierarchical(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   size_t bytes = desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks;
@@ -17,5 +19,6 @@ static int hierarchical(const struct tally_comm *comm, const struct tally_coll_d
 }
 
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  if (strcmp(comm->cfg.algo, "ring") != 0 && tally_board_suits(comm, desc)) return &tally_board_algorithm;
   return hierarchical(comm, desc) ? &tally_hier_algorithm : &tally_ring_algorithm;
 }

@@ -76,6 +76,8 @@ tally_result_t tally_error_frame_decode(const unsigned char got[TALLY_WIRE_HEADE
                      tally_get_u32(got + 4), culprit, tally_result_string(code), peer);
 }
 
+uint32_t tally_header_seq(const unsigned char got[TALLY_WIRE_HEADER_BYTES]) { return tally_get_u32(got + 4); }
+
 void tally_notice_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32_t seq, int sender) {
   memset(out, 0, TALLY_WIRE_HEADER_BYTES);
   tally_put_u32(out, NOTICE_MAGIC);

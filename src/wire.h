@@ -40,6 +40,9 @@ void tally_notice_encode(unsigned char out[TALLY_WIRE_HEADER_BYTES], uint32_t se
 /* 1 when `got` is a well-formed notice from `peer` (its collective number in *seq), else 0. */
 int tally_notice_decode(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int peer, uint32_t *seq);
 
+/* The collective number a header carries (whatever else it holds). */
+uint32_t tally_header_seq(const unsigned char got[TALLY_WIRE_HEADER_BYTES]);
+
 /* Compares a received header with the expected one; MISMATCH or REMOTE with a message naming `peer`.
  * An error frame returns the code it carries and blames its culprit (tally_error_blame). */
 tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../algorithms/algorithm.h"
+#include "../algorithms/board.h"
 #include "comm.h"
 #include "harness.h"
 
@@ -109,6 +110,35 @@ static int on_alternate_host(int rank, int nranks, const tally_unique_id_t *id, 
 }
 
 Test(links, interleaved_hosts) { cr_assert_eq(harness_run_raw(4, 60, on_alternate_host, NULL), 0); }
+
+/* On one host over shared memory, small allreduces and barriers go to the host board; large ones,
+ * other collectives, and communicators forced onto TCP stay on the ring. */
+static int board_when_one_host(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  int want_board = *(const int *)arg;
+  struct tally_coll_desc small = {TALLY_COLL_ALLREDUCE, x_dummy, x_dummy, 3, TALLY_FLOAT32, TALLY_SUM, 0};
+  struct tally_coll_desc large = {TALLY_COLL_ALLREDUCE, x_dummy, x_dummy, 1 << 20, TALLY_FLOAT32, TALLY_SUM, 0};
+  struct tally_coll_desc bcast = {TALLY_COLL_BROADCAST, x_dummy, x_dummy, 3, TALLY_FLOAT32, TALLY_SUM, 0};
+  const char *s = tally_tuner_select(comm, &small)->name, *l = tally_tuner_select(comm, &large)->name,
+             *b = tally_tuner_select(comm, &bcast)->name;
+  if ((comm->board != NULL) != want_board || strcmp(s, want_board ? "board" : "ring") || strcmp(l, "ring") ||
+      strcmp(b, "ring"))
+    return harness_fail(rank, "board %s, small allreduce by %s, large by %s, broadcast by %s",
+                        comm->board ? "present" : "absent", s, l, b);
+  float x[3] = {1, 2, (float)rank};
+  if (tally_allreduce(x, x, 3, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS || tally_barrier(comm, NULL))
+    return harness_fail(rank, "small calls: %s", tally_comm_last_error(comm));
+  return x[0] == n && x[2] == n * (n - 1) / 2 ? 0 : harness_fail(rank, "allreduce gave %g %g %g", x[0], x[1], x[2]);
+}
+
+Test(links, host_board_on_one_host) {
+  int want = 1;
+  cr_assert_eq(harness_run(4, 60, board_when_one_host, &want), 0);
+  want = 0;
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  cr_assert_eq(harness_run(3, 60, board_when_one_host, &want), 0);
+  unsetenv("TALLY_TRANSPORT");
+}
 
 Test(links, forced_tcp_on_one_host) {
   struct fake_hosts plan = {8, "tcp"};
