@@ -31,7 +31,7 @@
 #include "../src/reduce.h"
 #include "../src/wire.h"
 
-enum { SLOT_BYTES = TALLY_SMALL_ALLREDUCE_BYTES, WAIT_CAP_MS = 10, OPEN_SECONDS = 5 };
+enum { SLOT_BYTES = 16384, WAIT_CAP_MS = 10, OPEN_SECONDS = 5 };
 #define BOARD_MAGIC 0x54414c4c59424f44ull /* "TALLYBOD" */
 #define SPIN_NS 20000                      /* yield the core this long before sleeping on the futex */
 
@@ -183,8 +183,7 @@ void tally_board_close(struct tally_comm *c) {
 int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   if (!comm->board) return 0;
   size_t bytes = desc->count * tally_datatype_size(desc->datatype);
-  return desc->coll == TALLY_COLL_BARRIER ||
-         (desc->coll == TALLY_COLL_ALLREDUCE && bytes * (size_t)comm->nranks <= TALLY_SMALL_ALLREDUCE_BYTES);
+  return desc->coll == TALLY_COLL_BARRIER || (desc->coll == TALLY_COLL_ALLREDUCE && bytes <= SLOT_BYTES);
 }
 
 /* --- failures and strays --------------------------------------------------------------------- */

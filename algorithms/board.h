@@ -19,8 +19,8 @@
 tally_result_t tally_board_open(struct tally_comm *comm, uint64_t deadline);
 void tally_board_close(struct tally_comm *comm);
 
-/* Whether `desc` runs on the board: allreduce with inputs totalling at most
- * TALLY_SMALL_ALLREDUCE_BYTES, and barrier. */
+/* Whether `desc` runs on the board: allreduce of at most 16 KiB per rank (a rank's slot), and
+ * barrier. */
 int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
 extern const struct tally_algorithm tally_board_algorithm;
