@@ -98,20 +98,30 @@ static tally_result_t create_page(struct tally_comm *c, struct tally_board *b) {
   return TALLY_SUCCESS;
 }
 
+/* Opens the board once rank 0 has made it its full size (it may still be reserving it). */
+static tally_result_t open_fd(struct tally_board *b, uint64_t deadline, int *fd) {
+  for (;;) {
+    struct stat st;
+    *fd = shm_open(b->name, O_RDWR | O_CLOEXEC, 0);
+    if (*fd >= 0 && fstat(*fd, &st) == 0 && (size_t)st.st_size == b->bytes) {
+      if (st.st_uid == geteuid()) return TALLY_SUCCESS;
+      close(*fd);
+      return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s belongs to another user", b->name);
+    }
+    int err = *fd < 0 ? errno : 0;
+    if (*fd >= 0) close(*fd);
+    if ((err && err != ENOENT) || tally_now_ns() > deadline)
+      return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot open %s: %s", b->name, err ? strerror(err) : "it never got its size");
+    usleep(200);
+  }
+}
+
 static tally_result_t open_page(struct tally_comm *c, struct tally_board *b, uint64_t deadline) {
   int fd;
-  while ((fd = shm_open(b->name, O_RDWR | O_CLOEXEC, 0)) < 0) {
-    if (errno != ENOENT || tally_now_ns() > deadline)
-      return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot open %s: %s", b->name, strerror(errno));
-    usleep(1000);
-  }
-  struct stat st;
-  void *map = MAP_FAILED;
-  if (fstat(fd, &st) == 0 && st.st_uid == geteuid() && (size_t)st.st_size == b->bytes)
-    map = mmap(NULL, b->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  TALLY_CHECK(open_fd(b, deadline, &fd));
+  void *map = mmap(NULL, b->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
-  if (map == MAP_FAILED)
-    return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s is not this communicator's board (size or owner)", b->name);
+  if (map == MAP_FAILED) return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot map %s: %s", b->name, strerror(errno));
   b->page = map;
   while (atomic_load_explicit(&b->page->magic, memory_order_acquire) != BOARD_MAGIC) {
     if (tally_now_ns() > deadline) return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s was never filled in", b->name);
