@@ -209,6 +209,12 @@ void tally_board_fail(struct tally_comm *c, tally_result_t code, int culprit) {
   }
 }
 
+void tally_board_wake(struct tally_comm *c) {
+  if (!c->board) return; /* waiters re-check what woke them: a spurious wake-up is harmless */
+  futex_wake_all(&c->board->page->arrived[0].count);
+  futex_wake_all(&c->board->page->arrived[1].count);
+}
+
 /* A failure another rank reported on the board, as this rank's error. */
 static tally_result_t reported_failure(struct tally_comm *c) {
   struct board_page *page = c->board->page;

@@ -25,6 +25,9 @@ int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_des
 
 extern const struct tally_algorithm tally_board_algorithm;
 
+/* Wakes whoever sleeps on the board (tally_comm_abort: the waiter then sees the abort). */
+void tally_board_wake(struct tally_comm *comm);
+
 /* Reports this rank's failed collective on the board, so that ranks waiting there return at once. */
 void tally_board_fail(struct tally_comm *comm, tally_result_t code, int culprit);
 

@@ -199,6 +199,7 @@ tally_result_t tally_comm_abort(tally_comm_t comm) {
   if (write(comm->abort_fd, &one, sizeof one) < 0)
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "tally_comm_abort: eventfd write: %s", strerror(errno));
   tally_links_wake(comm);
+  tally_board_wake(comm);
   return TALLY_SUCCESS;
 }
 
