@@ -33,7 +33,7 @@
 
 enum { SLOT_BYTES = 16384, WAIT_CAP_MS = 10, OPEN_SECONDS = 5 };
 #define BOARD_MAGIC 0x54414c4c59424f44ull /* "TALLYBOD" */
-#define SPIN_NS 20000                      /* yield the core this long before sleeping on the futex */
+#define SPIN_NS 20000                     /* yield the core this long before sleeping on the futex */
 
 struct board_slot {
   alignas(64) _Atomic uint32_t call; /* 1 + the call this rank has arrived at (its data is in) */
@@ -45,8 +45,8 @@ struct board_page {
   uint64_t comm_id;
   uint32_t nranks, slot_bytes;
   int32_t pid[TALLY_BOARD_MAX_RANKS];
-  _Atomic uint64_t failed;     /* 0, or the first failure reported: code, 1 + reporter, 1 + culprit */
-  _Atomic uint64_t magic;      /* BOARD_MAGIC once the fields above are written */
+  _Atomic uint64_t failed; /* 0, or the first failure reported: code, 1 + reporter, 1 + culprit */
+  _Atomic uint64_t magic;  /* BOARD_MAGIC once the fields above are written */
   struct {
     alignas(64) _Atomic uint32_t count;
   } arrived[2];              /* each on its own cache line */
@@ -62,7 +62,9 @@ struct tally_board {
   uint32_t calls;
 };
 
-static size_t page_bytes(int nranks) { return sizeof(struct board_page) + 2 * (size_t)nranks * sizeof(struct board_slot); }
+static size_t page_bytes(int nranks) {
+  return sizeof(struct board_page) + 2 * (size_t)nranks * sizeof(struct board_slot);
+}
 
 static struct board_slot *slot_of(struct board_page *page, int set, int rank) {
   return &page->slots[(size_t)set * page->nranks + (size_t)rank];
@@ -111,7 +113,8 @@ static tally_result_t open_fd(struct tally_board *b, uint64_t deadline, int *fd)
     int err = *fd < 0 ? errno : 0;
     if (*fd >= 0) close(*fd);
     if ((err && err != ENOENT) || tally_now_ns() > deadline)
-      return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot open %s: %s", b->name, err ? strerror(err) : "it never got its size");
+      return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot open %s: %s", b->name,
+                         err ? strerror(err) : "it never got its size");
     usleep(200);
   }
 }
@@ -160,15 +163,20 @@ static tally_result_t agree(struct tally_comm *c, int mine, int *everyone) {
 }
 
 tally_result_t tally_board_open(struct tally_comm *c, uint64_t deadline) {
-  if (c->nranks < 2 || c->nranks > TALLY_BOARD_MAX_RANKS || c->topo.nhosts != 1 ||
-      strcmp(c->world.to_next.ops->name, "shm") != 0 || strcmp(c->world.from_prev.ops->name, "shm") != 0)
+  if (c->nranks < 2 || c->nranks > TALLY_BOARD_MAX_RANKS || c->topo.nhosts != 1)
     return TALLY_SUCCESS; /* the same answer on every rank: the ring carries small collectives */
-  struct tally_board *b = board_new(c);
-  tally_result_t r = b ? TALLY_SUCCESS : TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the host board");
-  uint64_t open_deadline = tally_deadline_after(OPEN_SECONDS);
-  if (r == TALLY_SUCCESS) r = c->rank == 0 ? create_page(c, b) : open_page(c, b, open_deadline < deadline ? open_deadline : deadline);
-  if (r != TALLY_SUCCESS)
-    TLOG_INFO(TALLY_SUBSYS_INIT, "no host board (%s): small collectives use the ring", tally_error_message());
+  int over_shm = !strcmp(c->world.to_next.ops->name, "shm") && !strcmp(c->world.from_prev.ops->name, "shm");
+  struct tally_board *b = over_shm ? board_new(c) : NULL;
+  tally_result_t r = TALLY_ERR_UNSUPPORTED; /* TALLY_TRANSPORT=tcp: the ranks do not share memory */
+  if (over_shm) {
+    uint64_t open_deadline = tally_deadline_after(OPEN_SECONDS);
+    if (open_deadline > deadline) open_deadline = deadline;
+    r = !b             ? TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the host board")
+        : c->rank == 0 ? create_page(c, b)
+                       : open_page(c, b, open_deadline);
+    if (r != TALLY_SUCCESS)
+      TLOG_INFO(TALLY_SUBSYS_INIT, "no host board (%s): small collectives use the ring", tally_error_message());
+  }
   int everyone = 0;
   tally_result_t agreed = agree(c, r == TALLY_SUCCESS, &everyone);
   if (agreed != TALLY_SUCCESS || !everyone) {
@@ -241,8 +249,9 @@ tally_result_t tally_board_check(struct tally_comm *c, const struct tally_msg_he
     /* `peer` has arrived at a board collective where this rank runs the same call on the ring */
     tally_result_t r = tally_header_check(s->fingerprint, call, peer);
     return r != TALLY_SUCCESS ? r
-                              : TALLY_ERROR(TALLY_ERR_MISMATCH, "rank %d is in a collective on the host board while "
-                                                                "this rank runs the same call on the ring",
+                              : TALLY_ERROR(TALLY_ERR_MISMATCH,
+                                            "rank %d is in a collective on the host board while "
+                                            "this rank runs the same call on the ring",
                                             peer);
   }
   return TALLY_SUCCESS;
@@ -337,8 +346,8 @@ static tally_result_t board_run(struct tally_comm *c, const struct tally_coll_de
     if (peer != c->rank) r = tally_header_check(slot_of(b->page, set, peer)->fingerprint, &call_header, peer);
   if (r != TALLY_SUCCESS) return r; /* collectives.c reports it to the others: tally_board_fail */
   if (d->coll == TALLY_COLL_BARRIER || bytes == 0) return TALLY_SUCCESS;
-  tally_reduce_apply(d->recvbuf, slot_of(b->page, set, 0)->data, slot_of(b->page, set, 1)->data, d->count,
-                     d->datatype, d->op);
+  tally_reduce_apply(d->recvbuf, slot_of(b->page, set, 0)->data, slot_of(b->page, set, 1)->data, d->count, d->datatype,
+                     d->op);
   for (int peer = 2; peer < c->nranks; peer++)
     tally_reduce_apply(d->recvbuf, d->recvbuf, slot_of(b->page, set, peer)->data, d->count, d->datatype, d->op);
   if (d->op == TALLY_AVG) tally_reduce_finish_avg(d->recvbuf, d->count, d->datatype, c->nranks);

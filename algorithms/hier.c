@@ -75,8 +75,8 @@ static tally_result_t hier_reduce_scatter(struct tally_comm *comm, const struct 
   const char *inputs = d->sendbuf;
   struct tally_coll_desc in_host = region_desc(comm, d);
   for (int h = 0; h < comm->cross.size; h++) /* piece l of each region: its host's sum */
-    TALLY_CHECK(tally_ring_blocks(comm, &comm->local, &in_host, inputs + (size_t)h * region,
-                                  sums + (size_t)h * region, 1, 0, 0));
+    TALLY_CHECK(tally_ring_blocks(comm, &comm->local, &in_host, inputs + (size_t)h * region, sums + (size_t)h * region,
+                                  1, 0, 0));
   char *my_pieces = sums + (size_t)comm->local.index * block;
   TALLY_CHECK(tally_ring_strided(comm, &comm->cross, d, my_pieces, my_pieces, in_host.count, d->count, 1, 0,
                                  d->op == TALLY_AVG));

@@ -147,7 +147,8 @@ tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct tally_ri
     if (r == TALLY_SUCCESS) finish_recvs(&st, &moved);
     if (waiter.timed_out) return timed_out(comm, &st);
     if (r != TALLY_SUCCESS)
-      return TALLY_ERROR(r, "rank %d, %s #%u: %s (received %zu of %zu messages from rank %d, sent %zu of %zu to rank %d)",
+      return TALLY_ERROR(r,
+                         "rank %d, %s #%u: %s (received %zu of %zu messages from rank %d, sent %zu of %zu to rank %d)",
                          comm->rank, tally_coll_name(plan->desc->coll), comm->seq, tally_error_message(), st.recv_done,
                          st.total_recv, ring->prev_rank, st.send_done, st.total_send, ring->next_rank);
   }

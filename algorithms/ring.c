@@ -142,23 +142,28 @@ void tally_ring_block(int nblocks, int k, size_t count, size_t *offset, size_t *
   *length = block_offset(&b, k + 1) - *offset;
 }
 
-static tally_result_t run_blocks(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
-                                 struct blocks blocks, const void *send, void *recv, int reduce, int gather,
-                                 int average) {
-  struct ring_ctx c = {.ring = ring, .blocks = blocks, .send = send, .recv = recv,
-                       .rs_steps = reduce ? ring->size - 1 : 0, .final_average = average};
+static tally_result_t run_blocks(struct tally_comm *comm, const struct tally_ring *ring,
+                                 const struct tally_coll_desc *d, struct blocks blocks, const void *send, void *recv,
+                                 int reduce, int gather, int average) {
+  struct ring_ctx c = {.ring = ring,
+                       .blocks = blocks,
+                       .send = send,
+                       .recv = recv,
+                       .rs_steps = reduce ? ring->size - 1 : 0,
+                       .final_average = average};
   return run_ring(comm, d, &c, gather ? ring->size - 1 : 0);
 }
 
-tally_result_t tally_ring_blocks(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
-                                 const void *send, void *recv, int reduce, int gather, int average) {
+tally_result_t tally_ring_blocks(struct tally_comm *comm, const struct tally_ring *ring,
+                                 const struct tally_coll_desc *d, const void *send, void *recv, int reduce, int gather,
+                                 int average) {
   struct blocks b = make_blocks(comm, d->count, tally_datatype_size(d->datatype), ring->size);
   return run_blocks(comm, ring, d, b, send, recv, reduce, gather, average);
 }
 
-tally_result_t tally_ring_strided(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_coll_desc *d,
-                                  const void *send, void *recv, size_t stride, size_t length, int reduce, int gather,
-                                  int average) {
+tally_result_t tally_ring_strided(struct tally_comm *comm, const struct tally_ring *ring,
+                                  const struct tally_coll_desc *d, const void *send, void *recv, size_t stride,
+                                  size_t length, int reduce, int gather, int average) {
   struct blocks b = make_blocks(comm, stride * (size_t)ring->size, tally_datatype_size(d->datatype), ring->size);
   b.stride = stride;
   b.length = length;
@@ -196,8 +201,12 @@ static tally_result_t ring_reduce_scatter(struct tally_comm *comm, const struct 
   size_t total = d->count * (size_t)comm->nranks;
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, total * es));
   /* The output is this rank's block; shift the pointer so block r lands at recvbuf. */
-  struct ring_ctx c = {.ring = &comm->world, .blocks = make_blocks(comm, total, es, comm->nranks), .send = d->sendbuf,
-                       .recv = (char *)d->recvbuf, .partial = comm->scratch, .rs_steps = comm->nranks - 1,
+  struct ring_ctx c = {.ring = &comm->world,
+                       .blocks = make_blocks(comm, total, es, comm->nranks),
+                       .send = d->sendbuf,
+                       .recv = (char *)d->recvbuf,
+                       .partial = comm->scratch,
+                       .rs_steps = comm->nranks - 1,
                        .final_average = d->op == TALLY_AVG};
   return run_ring(comm, d, &c, 0);
 }
@@ -207,14 +216,20 @@ static tally_result_t ring_allgather(struct tally_comm *comm, const struct tally
   size_t bytes = d->count * es;
   char *mine = (char *)d->recvbuf + (size_t)comm->rank * bytes;
   if (d->sendbuf != mine) memcpy(mine, d->sendbuf, bytes);
-  struct ring_ctx c = {.ring = &comm->world, .blocks = make_blocks(comm, d->count * (size_t)comm->nranks, es, comm->nranks),
-                       .send = d->recvbuf, .recv = d->recvbuf, .rs_steps = 0};
+  struct ring_ctx c = {.ring = &comm->world,
+                       .blocks = make_blocks(comm, d->count * (size_t)comm->nranks, es, comm->nranks),
+                       .send = d->recvbuf,
+                       .recv = d->recvbuf,
+                       .rs_steps = 0};
   return run_ring(comm, d, &c, comm->nranks - 1);
 }
 
 static tally_result_t ring_barrier(struct tally_comm *comm, const struct tally_coll_desc *d) {
   static char nothing; /* empty messages still need a valid address */
-  struct ring_ctx c = {.ring = &comm->world, .blocks = make_blocks(comm, 0, 1, comm->nranks), .send = &nothing, .recv = &nothing,
+  struct ring_ctx c = {.ring = &comm->world,
+                       .blocks = make_blocks(comm, 0, 1, comm->nranks),
+                       .send = &nothing,
+                       .recv = &nothing,
                        .rs_steps = 0};
   return run_ring(comm, d, &c, comm->nranks - 1);
 }

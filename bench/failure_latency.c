@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -107,8 +107,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: failure-latency [kill|abort] [RUNS]   (RUNS from 1 to %d)\n", MAX_RUNS);
     return 2;
   }
-  struct shared_times *times =
-      mmap(NULL, sizeof *times, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  struct shared_times *times = mmap(NULL, sizeof *times, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (times == MAP_FAILED) return 1;
   static double latency_ms[MAX_RUNS];
   if (abort_mode)

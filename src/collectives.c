@@ -42,8 +42,8 @@ static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, 
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: root %d is outside 0..%d", fn, d->root, comm->nranks - 1);
   size_t es = tally_datatype_size(d->datatype);
   if (d->count > SIZE_MAX / es / (size_t)comm->nranks)
-    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: count %zu of %zu-byte elements overflows the address space",
-                       fn, d->count, es);
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: count %zu of %zu-byte elements overflows the address space", fn,
+                       d->count, es);
   if (d->count == 0) return TALLY_SUCCESS;
   int root_only_send = d->coll == TALLY_COLL_BROADCAST, root_only_recv = d->coll == TALLY_COLL_REDUCE;
   if (!d->sendbuf && (!root_only_send || comm->rank == d->root))
@@ -119,9 +119,8 @@ tally_result_t tally_allgather(const void *sendbuf, void *recvbuf, size_t sendco
   return run("tally_allgather", &d, comm, stream);
 }
 
-tally_result_t tally_reduce_scatter(const void *sendbuf, void *recvbuf, size_t recvcount,
-                                    tally_datatype_t datatype, tally_op_t op, tally_comm_t comm,
-                                    tally_stream_t stream) {
+tally_result_t tally_reduce_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype,
+                                    tally_op_t op, tally_comm_t comm, tally_stream_t stream) {
   struct tally_coll_desc d = {TALLY_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, datatype, op, 0};
   return run("tally_reduce_scatter", &d, comm, stream);
 }
@@ -132,8 +131,8 @@ tally_result_t tally_broadcast(const void *sendbuf, void *recvbuf, size_t count,
   return run("tally_broadcast", &d, comm, stream);
 }
 
-tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
-                            tally_op_t op, int root, tally_comm_t comm, tally_stream_t stream) {
+tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, tally_op_t op,
+                            int root, tally_comm_t comm, tally_stream_t stream) {
   struct tally_coll_desc d = {TALLY_COLL_REDUCE, sendbuf, recvbuf, count, datatype, op, root};
   return run("tally_reduce", &d, comm, stream);
 }

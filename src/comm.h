@@ -43,16 +43,16 @@ struct tally_comm {
   uint32_t seq; /* collectives started on this communicator */
 
   struct tally_transport_slot slots[TALLY_NUM_SLOTS];
-  struct tally_ring world; /* every rank in rank order */
-  struct tally_ring local; /* the ranks of this host; size 0 unless the hierarchical rings exist */
-  struct tally_ring cross; /* the ranks with this local rank, one per host; size 0 likewise */
+  struct tally_ring world;  /* every rank in rank order */
+  struct tally_ring local;  /* the ranks of this host; size 0 unless the hierarchical rings exist */
+  struct tally_ring cross;  /* the ranks with this local rank, one per host; size 0 likewise */
   struct tally_link *links; /* every distinct connection, each once (see tally_comm_fail) */
   int nlinks;
   struct tally_board *board; /* small collectives in one round, when every rank is on this host */
 
   int abort_fd; /* eventfd: readable once tally_comm_abort was called */
   atomic_int aborted;
-  atomic_int busy; /* a collective is running: a second thread is refused */
+  atomic_int busy;      /* a collective is running: a second thread is refused */
   tally_result_t error; /* first error; the communicator refuses collectives after it */
   char last_error[1024];
   char failure[1024]; /* the message of the failure that put the communicator in error state */
@@ -84,7 +84,7 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
  * holds up a whole ring, only the rank right after it blames it and the others wait for that
  * verdict (see tally_waiter.upstream_waiting). */
 struct tally_waiter {
-  const struct tally_ring *ring; /* the ring being waited in: its next rank gets the notice */
+  const struct tally_ring *ring;       /* the ring being waited in: its next rank gets the notice */
   const struct tally_msg_header *call; /* the collective's fingerprint, for the board check */
   uint64_t timeout_ns;
   uint64_t grace_ns;    /* a notice goes out this long before the timeout (see wire.h) */

@@ -45,8 +45,9 @@ static tally_result_t choose_slot(const struct tally_comm *c, int peer, int *slo
                          "only reaches ranks of one host; use TALLY_TRANSPORT=auto",
                          peer, c->peers[peer].topo.hostname, c->rank, c->peers[c->rank].topo.hostname);
     if (!have_shm)
-      return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
-                         "TALLY_TRANSPORT=shm, but this build of Tally has no shared-memory transport; use auto or tcp");
+      return TALLY_ERROR(
+          TALLY_ERR_UNSUPPORTED,
+          "TALLY_TRANSPORT=shm, but this build of Tally has no shared-memory transport; use auto or tcp");
   }
   if (same_host && have_shm) *slot = TALLY_SLOT_LOCAL;
   return TALLY_SUCCESS;
@@ -66,8 +67,8 @@ struct accept_job {
 
 static void *accept_peers(void *arg) {
   struct accept_job *job = arg;
-  job->result = job->slot->ops->accept(job->slot->ep, job->comm->comm_id, job->npeers, job->peers, job->deadline,
-                                       job->conns);
+  job->result =
+      job->slot->ops->accept(job->slot->ep, job->comm->comm_id, job->npeers, job->peers, job->deadline, job->conns);
   snprintf(job->message, sizeof job->message, "%s", tally_error_message());
   return NULL;
 }
@@ -117,7 +118,8 @@ static tally_result_t plan_rings(struct tally_comm *c) {
       if (t->local_rank[r] == t->local_rank[c->rank]) members[ncross++] = r;
     place_in_ring(c, &c->cross, members, ncross);
   } else if (t->nhosts > 1) {
-    TLOG_INFO(TALLY_SUBSYS_INIT, "hosts run different numbers of ranks (or one each): no hierarchical rings, every "
+    TLOG_INFO(TALLY_SUBSYS_INIT,
+              "hosts run different numbers of ranks (or one each): no hierarchical rings, every "
               "collective runs on the flat ring");
   }
   free(members);
@@ -131,8 +133,8 @@ static int start_accepting(struct tally_comm *c, struct peer_set *in, int slot, 
   for (int i = 0; i < in->n; i++)
     if (in->slot[i] == slot) peers[n++] = in->rank[i];
   if (n == 0) return 0;
-  *job = (struct accept_job){.comm = c, .slot = &c->slots[slot], .npeers = n, .peers = peers, .conns = conns,
-                             .deadline = deadline};
+  *job = (struct accept_job){
+      .comm = c, .slot = &c->slots[slot], .npeers = n, .peers = peers, .conns = conns, .deadline = deadline};
   int err = pthread_create(thread, NULL, accept_peers, job);
   if (err != 0) {
     job->result = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start a thread to accept connections: %s", strerror(err));

@@ -60,8 +60,8 @@ tally_result_t tally_error_frame_decode(const unsigned char got[TALLY_WIRE_HEADE
   if (tally_get_u32(got) != ERROR_MAGIC) return TALLY_SUCCESS;
   tally_result_t code = (tally_result_t)got[8];
   int sender = (int)tally_get_u32(got + 12), culprit = (int)tally_get_u32(got + 16);
-  if (sender != peer || culprit < -1 || (code != TALLY_ERR_REMOTE && code != TALLY_ERR_MISMATCH &&
-                                         code != TALLY_ERR_TIMEOUT))
+  if (sender != peer || culprit < -1 ||
+      (code != TALLY_ERR_REMOTE && code != TALLY_ERR_MISMATCH && code != TALLY_ERR_TIMEOUT))
     return TALLY_ERROR(TALLY_ERR_REMOTE, "rank %d sent a malformed error report", peer);
   tally_error_blame(culprit);
   if (culprit < 0)

@@ -47,12 +47,8 @@ static int run_case(tally_comm_t comm, int rank, int n, const struct case_ *c) {
         memcpy(recvbuf + (size_t)rank * cnt * es, sendbuf, cnt * es);
         s = recvbuf + (size_t)rank * cnt * es;
         break;
-      case REDUCE_SCATTER: /* output is this rank's block of the input */
-        r = sendbuf + (size_t)rank * cnt * es;
-        break;
-      default:
-        memcpy(recvbuf, sendbuf, send_elems * es);
-        s = recvbuf;
+      case REDUCE_SCATTER: /* output is this rank's block of the input */ r = sendbuf + (size_t)rank * cnt * es; break;
+      default: memcpy(recvbuf, sendbuf, send_elems * es); s = recvbuf;
     }
   }
   tally_result_t res = TALLY_SUCCESS;
@@ -122,8 +118,8 @@ static int all_cases(tally_comm_t comm, int rank, int n, void *arg) {
   return failures != 0;
 }
 
-#define RANKS_TEST(n)                                                                          \
-  Test(collectives, ranks_##n) {                                                               \
+#define RANKS_TEST(n)                                                                       \
+  Test(collectives, ranks_##n) {                                                            \
     cr_assert_eq(harness_run(n, 240, all_cases, NULL), 0, "some rank failed (see stderr)"); \
   }
 RANKS_TEST(1)
@@ -134,8 +130,8 @@ RANKS_TEST(8)
 
 /* Every collective, datatype and op with the ranks spread over fake hosts (TALLY_HOSTID): even
  * hosts take the hierarchical allreduce, uneven ones fall back to the flat ring. */
-#define HOSTS_TEST(n, per_host)                                                                        \
-  Test(collectives, ranks_##n##_hosts_of_##per_host) {                                                 \
+#define HOSTS_TEST(n, per_host)                                                                                \
+  Test(collectives, ranks_##n##_hosts_of_##per_host) {                                                         \
     cr_assert_eq(harness_run_on_hosts(n, per_host, 240, all_cases, NULL), 0, "some rank failed (see stderr)"); \
   }
 HOSTS_TEST(4, 2) /* 2 hosts of 2 */

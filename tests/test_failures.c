@@ -16,7 +16,7 @@
 static int expect_error_state(int rank, tally_comm_t comm) {
   float x = 0;
   return harness_expect(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
-                     TALLY_ERR_INVALID_USAGE, "error state");
+                        TALLY_ERR_INVALID_USAGE, "error state");
 }
 
 static int mismatched_counts(tally_comm_t comm, int rank, int n, void *arg) {
@@ -66,14 +66,9 @@ static int mismatch_of_kind(tally_comm_t comm, int rank, int n, void *arg) {
     case WRONG_DATATYPE: /* same byte count, different type */
       r = tally_allreduce(buf, buf, 16, odd ? TALLY_INT32 : TALLY_FLOAT32, TALLY_SUM, comm, NULL);
       break;
-    case WRONG_OP:
-      r = tally_allreduce(buf, buf, 16, TALLY_FLOAT32, odd ? TALLY_MAX : TALLY_SUM, comm, NULL);
-      break;
-    case WRONG_ROOT:
-      r = tally_broadcast(buf, buf, 16, TALLY_FLOAT32, odd ? 1 : 0, comm, NULL);
-      break;
-    default:
-      r = tally_allreduce(buf, buf, odd ? 32 : 16, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+    case WRONG_OP: r = tally_allreduce(buf, buf, 16, TALLY_FLOAT32, odd ? TALLY_MAX : TALLY_SUM, comm, NULL); break;
+    case WRONG_ROOT: r = tally_broadcast(buf, buf, 16, TALLY_FLOAT32, odd ? 1 : 0, comm, NULL); break;
+    default: r = tally_allreduce(buf, buf, odd ? 32 : 16, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
   }
   if (run->kind == WRONG_ROOT && rank == 1 && r == TALLY_SUCCESS) {
     /* The chain from root 0 passed rank 1 before reaching rank 2, so rank 1 got root 0's data, as
@@ -120,8 +115,8 @@ static int peer_never_calls(tally_comm_t comm, int rank, int n, void *arg) {
     return 0;
   }
   float x = 1;
-  return harness_expect(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
-                     TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
+  return harness_expect(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL), TALLY_ERR_TIMEOUT,
+                        "TALLY_TIMEOUT");
 }
 
 Test(failures, timeout_names_the_wait) {
@@ -188,7 +183,7 @@ static int config_timeout(int rank, int nranks, const tally_unique_id_t *id, voi
     double start = harness_now_s();
     float x = 1;
     bad = harness_expect(rank, comm, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
-                      TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
+                         TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
     double took = harness_now_s() - start;
     if (took > 2.5) bad += harness_fail(rank, "took %.1f s to time out", took);
   }

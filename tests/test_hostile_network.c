@@ -32,8 +32,7 @@ static size_t stranger_bytes(unsigned char *buf, size_t cap, unsigned seed) {
   for (size_t i = 0; i < len; i++) buf[i] = (unsigned char)rand_r(&seed);
   static const unsigned char hello[] = {'T', 'L', 'Y', 'A', 0, 1, 0, 1};
   switch (rand_r(&seed) % 4) {
-    case 0: /* random bytes */
-      break;
+    case 0: /* random bytes */ break;
     case 1: /* a hello cut short */
       len = (size_t)(rand_r(&seed) % sizeof hello);
       memcpy(buf, hello, len);
@@ -43,8 +42,7 @@ static size_t stranger_bytes(unsigned char *buf, size_t cap, unsigned seed) {
       buf[7] = (unsigned char)(1 + rand_r(&seed) % 2); /* bootstrap or data purpose */
       if (len < 24 + 224) len = 24 + 224;
       break;
-    default: /* nothing: connect and hang up */
-      len = 0;
+    default: /* nothing: connect and hang up */ len = 0;
   }
   return len;
 }

@@ -36,7 +36,8 @@ static int sees_fake_hosts(int rank, int nranks, const tally_unique_id_t *id, vo
   if (comm->topo.nhosts != hosts) bad += harness_fail(rank, "%d hosts seen, expected %d", comm->topo.nhosts, hosts);
   for (int r = 0; r < nranks; r++) {
     if (comm->topo.host_index[r] != r / plan->ranks_per_host)
-      bad += harness_fail(rank, "rank %d on host %d, expected %d", r, comm->topo.host_index[r], r / plan->ranks_per_host);
+      bad +=
+          harness_fail(rank, "rank %d on host %d, expected %d", r, comm->topo.host_index[r], r / plan->ranks_per_host);
     if (comm->topo.local_rank[r] != r % plan->ranks_per_host)
       bad += harness_fail(rank, "rank %d has local rank %d", r, comm->topo.local_rank[r]);
   }

@@ -103,11 +103,13 @@ static int host_goes_silent(tally_comm_t comm, int rank, int n, void *arg) {
   tally_result_t r = tally_allreduce(buf, buf, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
   double took = harness_now_s() - start;
   const char *msg = tally_comm_last_error(comm);
-  if (r != TALLY_ERR_REMOTE) return harness_fail(rank, "expected a remote error, got %s: %s", tally_result_string(r), msg);
+  if (r != TALLY_ERR_REMOTE)
+    return harness_fail(rank, "expected a remote error, got %s: %s", tally_result_string(r), msg);
   if (!strstr(msg, "[rank at fault: rank 2 (")) return harness_fail(rank, "rank 2 is not named as at fault: %s", msg);
   if (rank == SILENT + 1 && !strstr(msg, "TALLY_KEEPALIVE"))
     return harness_fail(rank, "the rank receiving from the silent one should report the keep-alive: %s", msg);
-  if (took > KEEPALIVE_S + 4) return harness_fail(rank, "took %.1f s to notice (TALLY_KEEPALIVE=%d)", took, KEEPALIVE_S);
+  if (took > KEEPALIVE_S + 4)
+    return harness_fail(rank, "took %.1f s to notice (TALLY_KEEPALIVE=%d)", took, KEEPALIVE_S);
   fprintf(stderr, "rank %d noticed the silent host after %.2f s\n", rank, took);
   return 0;
 }
@@ -122,7 +124,7 @@ Test(silent_peers, silent_host_noticed_by_keepalive) {
   char keepalive[16];
   snprintf(keepalive, sizeof keepalive, "%d", KEEPALIVE_S);
   setenv("TALLY_KEEPALIVE", keepalive, 1);
-  setenv("TALLY_TIMEOUT", "60", 1); /* the keep-alive, not the timeout, must catch it */
+  setenv("TALLY_TIMEOUT", "60", 1);    /* the keep-alive, not the timeout, must catch it */
   setenv("TALLY_TRANSPORT", "tcp", 1); /* the ranks share this machine, but here they talk like hosts */
   cr_assert_eq(harness_run_killing(HOSTS, 60, host_goes_silent, shared, SILENT), 0);
   unsetenv("TALLY_KEEPALIVE");

@@ -32,7 +32,7 @@ int threaded_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg) 
   if (took > 1.2) bad += harness_fail(rank, "abort took %.2f s to take effect", took);
   float y = 0;
   bad += harness_expect(rank, comm, tally_allreduce(&y, &y, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
-                     TALLY_ERR_INVALID_USAGE, "aborted");
+                        TALLY_ERR_INVALID_USAGE, "aborted");
   return bad;
 }
 
@@ -62,7 +62,7 @@ int threaded_one_comm_two_threads(tally_comm_t comm, int rank, int n, void *arg)
   usleep(100 * 1000);
   /* these refusals leave the communicator alone: their message is the calling thread's */
   int bad = harness_expect(rank, NULL, tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL),
-                        TALLY_ERR_INVALID_USAGE, "another thread");
+                           TALLY_ERR_INVALID_USAGE, "another thread");
   bad += harness_expect(rank, NULL, tally_comm_destroy(comm), TALLY_ERR_INVALID_USAGE, "still running");
   pthread_join(thread, NULL);
   if (a.result != TALLY_SUCCESS || a.value != 2)
@@ -96,7 +96,8 @@ static void *run_comm_thread(void *p) {
     for (int i = 0; i < COUNT && !t->failed; i++)
       if (buf[i] != want) t->failed = harness_fail(t->rank, "thread %d: %g, expected %g", t->index, buf[i], want);
   }
-  if (tally_comm_destroy(comm) != TALLY_SUCCESS) t->failed = harness_fail(t->rank, "destroy: %s", tally_comm_last_error(NULL));
+  if (tally_comm_destroy(comm) != TALLY_SUCCESS)
+    t->failed = harness_fail(t->rank, "destroy: %s", tally_comm_last_error(NULL));
   return NULL;
 }
 

@@ -10,14 +10,14 @@
  * timeout on unacknowledged data, both set to TALLY_KEEPALIVE seconds. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -40,7 +40,7 @@ struct tally_conn {
   size_t rhdr_have;
   int rhdr_checked;
   unsigned char notice[TALLY_WIRE_HEADER_BYTES]; /* a waiting notice being sent (see notify) */
-  size_t notice_left;                             /* its bytes not yet sent */
+  size_t notice_left;                            /* its bytes not yet sent */
 };
 
 struct tally_endpoint {
@@ -86,12 +86,13 @@ static void keep_alive(int fd, int seconds) {
       setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) != 0 ||
       setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) != 0 ||
       setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms) != 0)
-    TLOG_WARN(TALLY_SUBSYS_NET, "cannot enable TCP keep-alive (%s): a peer whose host goes silent is only noticed "
-              "after TALLY_TIMEOUT", strerror(errno));
+    TLOG_WARN(TALLY_SUBSYS_NET,
+              "cannot enable TCP keep-alive (%s): a peer whose host goes silent is only noticed "
+              "after TALLY_TIMEOUT",
+              strerror(errno));
 }
 
-static tally_result_t add_conn(struct tally_endpoint *ep, int fd, int peer, const char *text,
-                               struct tally_conn **out) {
+static tally_result_t add_conn(struct tally_endpoint *ep, int fd, int peer, const char *text, struct tally_conn **out) {
   struct tally_conn *c = calloc(1, sizeof *c);
   if (!c) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for a connection");
   c->ep = ep;
@@ -139,8 +140,7 @@ static tally_result_t tcp_connect(struct tally_endpoint *ep, uint64_t comm_id, i
     if (r == TALLY_SUCCESS) r = add_conn(ep, fd, peer, text, conn);
     if (r != TALLY_SUCCESS) close(fd);
   }
-  if (r != TALLY_SUCCESS)
-    return TALLY_ERROR(r, "connecting to rank %d at %s: %s", peer, text, tally_error_message());
+  if (r != TALLY_SUCCESS) return TALLY_ERROR(r, "connecting to rank %d at %s: %s", peer, text, tally_error_message());
   return TALLY_SUCCESS;
 }
 
@@ -182,8 +182,7 @@ static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, in
     char missing[256] = "";
     for (int i = 0; i < npeers; i++)
       if (!conns[i]) snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %d", peers[i]);
-    return TALLY_ERROR(r, "rank %d waiting for connections from ranks%s: %s", ep->rank, missing,
-                       tally_error_message());
+    return TALLY_ERROR(r, "rank %d waiting for connections from ranks%s: %s", ep->rank, missing, tally_error_message());
   }
   return TALLY_SUCCESS;
 }
@@ -220,8 +219,8 @@ static tally_result_t conn_failed(struct tally_conn *c, const char *what, int er
                        "%s %s: its host has not answered for %d s (TALLY_KEEPALIVE); it is down, frozen, or cut off "
                        "from this host by the network",
                        what, c->peer_text, c->ep->keepalive_s);
-  return TALLY_ERROR(TALLY_ERR_REMOTE, "%s %s: %s; that rank has probably failed or exited early (check its log)",
-                     what, c->peer_text, err ? strerror(err) : "connection closed by the peer");
+  return TALLY_ERROR(TALLY_ERR_REMOTE, "%s %s: %s; that rank has probably failed or exited early (check its log)", what,
+                     c->peer_text, err ? strerror(err) : "connection closed by the peer");
 }
 
 /* A send failed because the peer closed: if it left an error report behind (ranks send one both
@@ -239,8 +238,8 @@ static tally_result_t conn_send_failed(struct tally_conn *c, int err) {
  * Returns 0, or the errno of a failed send. */
 static int conn_send_notice(struct tally_conn *c) {
   while (c->notice_left > 0) {
-    ssize_t sent = send(c->fd, c->notice + sizeof c->notice - c->notice_left, c->notice_left,
-                        MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t sent =
+        send(c->fd, c->notice + sizeof c->notice - c->notice_left, c->notice_left, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
@@ -399,8 +398,8 @@ static int tcp_pending(struct tally_endpoint *ep) {
 static void tcp_wake(struct tally_endpoint *ep) { (void)ep; }
 
 static void tcp_fail(struct tally_conn *c, const unsigned char *frame) {
-  int between_messages = (!c->send_head || c->send_head->progressed == 0) &&
-                         (c->notice_left == 0 || c->notice_left == sizeof c->notice);
+  int between_messages =
+      (!c->send_head || c->send_head->progressed == 0) && (c->notice_left == 0 || c->notice_left == sizeof c->notice);
   c->send_head = c->send_tail = NULL;
   c->recv_head = c->recv_tail = NULL;
   c->rhdr_have = 0;
