@@ -60,7 +60,7 @@ struct tally_transport_params {
   const char *ifname; /* TALLY_SOCKET_IFNAME filter */
   const unsigned char *secret;
   int rank;
-  int abort_fd; /* readable once the communicator is aborted */
+  int abort_fd;    /* readable once the communicator is aborted */
   int keepalive_s; /* a silent peer host is declared dead after this many seconds */
 };
 
@@ -71,8 +71,8 @@ struct tally_transport_ops {
   tally_result_t (*connect)(struct tally_endpoint *ep, uint64_t comm_id, int peer, const struct tally_sockaddr *addr,
                             uint64_t deadline, struct tally_conn **conn);
   /* Accepts one connection from each of peers[0..npeers); conns[i] is the one from peers[i]. */
-  tally_result_t (*accept)(struct tally_endpoint *ep, uint64_t comm_id, int npeers, const int *peers,
-                           uint64_t deadline, struct tally_conn **conns);
+  tally_result_t (*accept)(struct tally_endpoint *ep, uint64_t comm_id, int npeers, const int *peers, uint64_t deadline,
+                           struct tally_conn **conns);
   tally_result_t (*isend)(struct tally_conn *conn, struct tally_request *req);
   tally_result_t (*irecv)(struct tally_conn *conn, struct tally_request *req);
   tally_result_t (*test)(struct tally_conn *conn, struct tally_request *req, int *done);
@@ -88,7 +88,12 @@ struct tally_transport_ops {
   void (*destroy)(struct tally_endpoint *ep);
 };
 
-/* The transport named `name` ("tcp"), or NULL. */
+/* register_memory and deregister_memory for transports that reach any user memory as it is (tcp
+ * copies through sockets, shm through its rings): nothing to pin. */
+tally_result_t tally_transport_pin_nothing(struct tally_endpoint *ep, void *buf, size_t len, void **handle);
+void tally_transport_unpin_nothing(struct tally_endpoint *ep, void *handle);
+
+/* The transport named `name` ("tcp", "shm"), or NULL. */
 const struct tally_transport_ops *tally_transport_find(const char *name);
 
 #endif

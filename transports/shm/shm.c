@@ -28,7 +28,7 @@ static tally_result_t shm_create(const struct tally_transport_params *p, struct 
   ep->rank = p->rank;
   ep->abort_fd = p->abort_fd;
   ep->settings = settings;
-  pthread_mutex_init(&ep->lock, NULL);
+  tally_conn_list_init(&ep->conns);
   *out = ep;
   return TALLY_SUCCESS;
 }
@@ -70,20 +70,7 @@ static void free_conn(struct tally_conn *c) {
 }
 
 static tally_result_t add_conn(struct tally_endpoint *ep, struct tally_conn *c) {
-  pthread_mutex_lock(&ep->lock);
-  if (ep->nconns == ep->cap) {
-    int cap = ep->cap ? 2 * ep->cap : 4;
-    struct tally_conn **grown = realloc(ep->conns, (size_t)cap * sizeof *grown);
-    if (!grown) {
-      pthread_mutex_unlock(&ep->lock);
-      return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for a connection");
-    }
-    ep->conns = grown;
-    ep->cap = cap;
-  }
-  ep->conns[ep->nconns++] = c;
-  pthread_mutex_unlock(&ep->lock);
-  return TALLY_SUCCESS;
+  return tally_conn_list_add(&ep->conns, c);
 }
 
 static tally_result_t shm_connect(struct tally_endpoint *ep, uint64_t comm_id, int peer,
@@ -146,11 +133,7 @@ static tally_result_t shm_accept(struct tally_endpoint *ep, uint64_t comm_id, in
   for (int i = 0; i < npeers; i++) conns[i] = NULL;
   tally_result_t r = accept_all(ep, comm_id, npeers, peers, deadline, conns);
   if (r == TALLY_SUCCESS) return TALLY_SUCCESS;
-  pthread_mutex_lock(&ep->lock);
-  for (int i = 0; i < npeers; i++)
-    for (int k = 0; k < ep->nconns; k++)
-      if (ep->conns[k] == conns[i]) ep->conns[k] = ep->conns[--ep->nconns];
-  pthread_mutex_unlock(&ep->lock);
+  for (int i = 0; i < npeers; i++) tally_conn_list_remove(&ep->conns, conns[i]);
   for (int i = 0; i < npeers; i++) {
     free_conn(conns[i]);
     conns[i] = NULL;
@@ -233,14 +216,14 @@ static tally_result_t shm_test(struct tally_conn *c, struct tally_request *req, 
 
 static tally_result_t shm_progress(struct tally_endpoint *ep, int timeout_ms, int *moved) {
   *moved = 0;
-  for (int i = 0; i < ep->nconns; i++) TALLY_CHECK(shm_progress_conn(ep->conns[i], moved));
+  for (int i = 0; i < ep->conns.n; i++) TALLY_CHECK(shm_progress_conn(ep->conns.items[i], moved));
   if (*moved || timeout_ms <= 0) return TALLY_SUCCESS;
   return shm_wait(ep, timeout_ms, moved);
 }
 
 static int shm_pending(struct tally_endpoint *ep) {
-  for (int i = 0; i < ep->nconns; i++)
-    if (shm_conn_pending(ep->conns[i])) return 1;
+  for (int i = 0; i < ep->conns.n; i++)
+    if (shm_conn_pending(ep->conns.items[i])) return 1;
   return 0;
 }
 
@@ -271,29 +254,16 @@ static int shm_notify(struct tally_conn *c, const unsigned char notice[TALLY_WIR
   return 1;
 }
 
-static tally_result_t shm_register_memory(struct tally_endpoint *ep, void *buf, size_t len, void **handle) {
-  (void)ep, (void)buf, (void)len;
-  *handle = NULL; /* copies and process_vm_readv reach any user memory: nothing to pin */
-  return TALLY_SUCCESS;
-}
-
-static void shm_deregister_memory(struct tally_endpoint *ep, void *handle) { (void)ep, (void)handle; }
-
 static void shm_close(struct tally_conn *c) {
   if (!c) return;
-  struct tally_endpoint *ep = c->ep;
-  pthread_mutex_lock(&ep->lock);
-  for (int i = 0; i < ep->nconns; i++)
-    if (ep->conns[i] == c) ep->conns[i] = ep->conns[--ep->nconns];
-  pthread_mutex_unlock(&ep->lock);
+  tally_conn_list_remove(&c->ep->conns, c);
   free_conn(c);
 }
 
 static void shm_destroy(struct tally_endpoint *ep) {
   if (!ep) return;
-  for (int i = 0; i < ep->nconns; i++) free_conn(ep->conns[i]);
-  free(ep->conns);
-  pthread_mutex_destroy(&ep->lock);
+  for (int i = 0; i < ep->conns.n; i++) free_conn(ep->conns.items[i]);
+  tally_conn_list_free(&ep->conns);
   free(ep);
 }
 
@@ -311,8 +281,8 @@ const struct tally_transport_ops tally_shm_transport = {
     .wake = shm_wake,
     .fail = shm_fail,
     .notify = shm_notify,
-    .register_memory = shm_register_memory,
-    .deregister_memory = shm_deregister_memory,
+    .register_memory = tally_transport_pin_nothing,
+    .deregister_memory = tally_transport_unpin_nothing,
     .close = shm_close,
     .destroy = shm_destroy,
 };

@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "../conn_list.h"
 #include "../transport.h"
 
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2,
@@ -130,9 +131,7 @@ struct tally_endpoint {
   int rank;
   int abort_fd;
   struct shm_settings settings;
-  pthread_mutex_t lock; /* guards conns while connect and accept run on two threads */
-  struct tally_conn **conns;
-  int nconns, cap;
+  struct tally_conn_list conns;
   _Atomic uint32_t wake_seq; /* bumped by wake(); a blocked progress() waits on it too */
 };
 

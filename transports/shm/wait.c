@@ -109,8 +109,8 @@ tally_result_t shm_pause(const struct tally_endpoint *ep, int ms) {
  * whatever it left in the ring has been read. */
 static tally_result_t check_abort_and_peers(struct tally_endpoint *ep, int *moved) {
   TALLY_CHECK(shm_pause(ep, 0));
-  for (int i = 0; i < ep->nconns; i++) {
-    struct tally_conn *c = ep->conns[i];
+  for (int i = 0; i < ep->conns.n; i++) {
+    struct tally_conn *c = ep->conns.items[i];
     if (!shm_conn_pending(c) || !shm_peer_gone(c)) continue;
     TALLY_CHECK(shm_progress_conn(c, moved)); /* its last writes came before its death */
     if (*moved) return TALLY_SUCCESS;
@@ -138,8 +138,8 @@ static tally_result_t sleep_on_peers(struct tally_endpoint *ep, uint32_t woken, 
   int n = 0, nraised = 0;
   w[n++] =
       (struct futex_waitv){.val = woken, .uaddr = (uintptr_t)&ep->wake_seq, .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG};
-  for (int i = 0; i < ep->nconns && n < MAX_WAITERS; i++) {
-    struct tally_conn *c = ep->conns[i];
+  for (int i = 0; i < ep->conns.n && n < MAX_WAITERS; i++) {
+    struct tally_conn *c = ep->conns.items[i];
     if (!shm_conn_pending(c)) continue;
     struct shm_wake *mine = &c->seg->wake[c->side];
     w[n++] = (struct futex_waitv){.val = atomic_load(&mine->seq), .uaddr = (uintptr_t)&mine->seq, .flags = FUTEX_32};
@@ -148,7 +148,7 @@ static tally_result_t sleep_on_peers(struct tally_endpoint *ep, uint32_t woken, 
   }
   atomic_thread_fence(memory_order_seq_cst); /* the flags are visible before the stream is read again */
   tally_result_t r = TALLY_SUCCESS;
-  for (int i = 0; i < ep->nconns && r == TALLY_SUCCESS; i++) r = shm_progress_conn(ep->conns[i], moved);
+  for (int i = 0; i < ep->conns.n && r == TALLY_SUCCESS; i++) r = shm_progress_conn(ep->conns.items[i], moved);
   if (r == TALLY_SUCCESS && !*moved) {
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -171,7 +171,7 @@ tally_result_t shm_wait(struct tally_endpoint *ep, int timeout_ms, int *moved) {
   uint64_t now = tally_now_ns(), deadline = now + (uint64_t)timeout_ms * 1000000ull;
   for (uint64_t spin_end = now + SHM_SPIN_NS; tally_now_ns() < spin_end;) {
     cpu_relax();
-    for (int i = 0; i < ep->nconns; i++) TALLY_CHECK(shm_progress_conn(ep->conns[i], moved));
+    for (int i = 0; i < ep->conns.n; i++) TALLY_CHECK(shm_progress_conn(ep->conns.items[i], moved));
     if (*moved) return TALLY_SUCCESS;
   }
   for (;;) {
@@ -183,7 +183,7 @@ tally_result_t shm_wait(struct tally_endpoint *ep, int timeout_ms, int *moved) {
     if (*moved || left_ms == 0 || woken_up) return TALLY_SUCCESS;
     TALLY_CHECK(sleep_on_peers(ep, woken, left_ms, moved));
     if (*moved) return TALLY_SUCCESS;
-    for (int i = 0; i < ep->nconns; i++) TALLY_CHECK(shm_progress_conn(ep->conns[i], moved));
+    for (int i = 0; i < ep->conns.n; i++) TALLY_CHECK(shm_progress_conn(ep->conns.items[i], moved));
   }
 }
 

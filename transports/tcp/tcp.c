@@ -25,6 +25,7 @@
 #include "../../src/bytes.h"
 #include "../../src/error.h"
 #include "../../src/log.h"
+#include "../conn_list.h"
 #include "../transport.h"
 
 enum { MAX_CONNS_POLLED = 256, SEND_BATCH = 16 };
@@ -50,9 +51,7 @@ struct tally_endpoint {
   int rank;
   int keepalive_s;
   unsigned char secret[TALLY_SECRET_BYTES];
-  pthread_mutex_t lock; /* guards conns while connect and accept run on two threads */
-  struct tally_conn **conns;
-  int nconns, cap;
+  struct tally_conn_list conns;
 };
 
 static tally_result_t tcp_create(const struct tally_transport_params *p, struct tally_endpoint **out) {
@@ -62,11 +61,11 @@ static tally_result_t tcp_create(const struct tally_transport_params *p, struct 
   ep->rank = p->rank;
   ep->keepalive_s = p->keepalive_s;
   memcpy(ep->secret, p->secret, TALLY_SECRET_BYTES);
-  pthread_mutex_init(&ep->lock, NULL);
+  tally_conn_list_init(&ep->conns);
   tally_result_t r = tally_net_pick_address(p->ifname, &ep->addr);
   if (r == TALLY_SUCCESS) r = tally_net_listen(&ep->addr, &ep->listen_fd);
   if (r != TALLY_SUCCESS) {
-    pthread_mutex_destroy(&ep->lock);
+    tally_conn_list_free(&ep->conns);
     free(ep);
     return r;
   }
@@ -103,20 +102,11 @@ static tally_result_t add_conn(struct tally_endpoint *ep, int fd, int peer, cons
   setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
   keep_alive(fd, ep->keepalive_s);
-  pthread_mutex_lock(&ep->lock);
-  if (ep->nconns == ep->cap) {
-    int cap = ep->cap ? 2 * ep->cap : 4;
-    struct tally_conn **grown = realloc(ep->conns, (size_t)cap * sizeof *grown);
-    if (!grown) {
-      pthread_mutex_unlock(&ep->lock);
-      free(c);
-      return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for a connection");
-    }
-    ep->conns = grown;
-    ep->cap = cap;
+  tally_result_t r = tally_conn_list_add(&ep->conns, c);
+  if (r != TALLY_SUCCESS) {
+    free(c);
+    return r;
   }
-  ep->conns[ep->nconns++] = c;
-  pthread_mutex_unlock(&ep->lock);
   *out = c;
   return TALLY_SUCCESS;
 }
@@ -358,7 +348,7 @@ static tally_result_t progress_conn(struct tally_conn *c, int *moved) {
 }
 
 static tally_result_t progress_all(struct tally_endpoint *ep, int *moved) {
-  for (int i = 0; i < ep->nconns; i++) TALLY_CHECK(progress_conn(ep->conns[i], moved));
+  for (int i = 0; i < ep->conns.n; i++) TALLY_CHECK(progress_conn(ep->conns.items[i], moved));
   return TALLY_SUCCESS;
 }
 
@@ -376,8 +366,8 @@ static tally_result_t tcp_progress(struct tally_endpoint *ep, int timeout_ms, in
   struct pollfd pfd[MAX_CONNS_POLLED + 1];
   nfds_t n = 0;
   pfd[n++] = (struct pollfd){.fd = ep->abort_fd, .events = POLLIN};
-  for (int i = 0; i < ep->nconns && n <= MAX_CONNS_POLLED; i++) {
-    struct tally_conn *c = ep->conns[i];
+  for (int i = 0; i < ep->conns.n && n <= MAX_CONNS_POLLED; i++) {
+    struct tally_conn *c = ep->conns.items[i];
     short events = (short)((c->recv_head ? POLLIN : 0) | (c->send_head || c->notice_left ? POLLOUT : 0));
     if (events) pfd[n++] = (struct pollfd){.fd = c->fd, .events = events};
   }
@@ -389,8 +379,8 @@ static tally_result_t tcp_progress(struct tally_endpoint *ep, int timeout_ms, in
 }
 
 static int tcp_pending(struct tally_endpoint *ep) {
-  for (int i = 0; i < ep->nconns; i++)
-    if (ep->conns[i]->send_head || ep->conns[i]->recv_head || ep->conns[i]->notice_left) return 1;
+  for (int i = 0; i < ep->conns.n; i++)
+    if (ep->conns.items[i]->send_head || ep->conns.items[i]->recv_head || ep->conns.items[i]->notice_left) return 1;
   return 0;
 }
 
@@ -421,31 +411,18 @@ static int tcp_notify(struct tally_conn *c, const unsigned char notice[TALLY_WIR
   return 1;
 }
 
-static tally_result_t tcp_register_memory(struct tally_endpoint *ep, void *buf, size_t len, void **handle) {
-  (void)ep, (void)buf, (void)len;
-  *handle = NULL; /* sockets read and write any user memory: nothing to pin */
-  return TALLY_SUCCESS;
-}
-
-static void tcp_deregister_memory(struct tally_endpoint *ep, void *handle) { (void)ep, (void)handle; }
-
 static void tcp_close(struct tally_conn *c) {
   if (!c) return;
-  struct tally_endpoint *ep = c->ep;
-  pthread_mutex_lock(&ep->lock);
-  for (int i = 0; i < ep->nconns; i++)
-    if (ep->conns[i] == c) ep->conns[i] = ep->conns[--ep->nconns];
-  pthread_mutex_unlock(&ep->lock);
+  tally_conn_list_remove(&c->ep->conns, c);
   close(c->fd);
   free(c);
 }
 
 static void tcp_destroy(struct tally_endpoint *ep) {
   if (!ep) return;
-  while (ep->nconns > 0) tcp_close(ep->conns[0]);
-  free(ep->conns);
+  while (ep->conns.n > 0) tcp_close(ep->conns.items[0]);
+  tally_conn_list_free(&ep->conns);
   close(ep->listen_fd);
-  pthread_mutex_destroy(&ep->lock);
   free(ep);
 }
 
@@ -463,8 +440,8 @@ const struct tally_transport_ops tally_tcp_transport = {
     .wake = tcp_wake,
     .fail = tcp_fail,
     .notify = tcp_notify,
-    .register_memory = tcp_register_memory,
-    .deregister_memory = tcp_deregister_memory,
+    .register_memory = tally_transport_pin_nothing,
+    .deregister_memory = tally_transport_unpin_nothing,
     .close = tcp_close,
     .destroy = tcp_destroy,
 };
