@@ -346,11 +346,9 @@ static tally_result_t board_run(struct tally_comm *c, const struct tally_coll_de
     if (peer != c->rank) r = tally_header_check(slot_of(b->page, set, peer)->fingerprint, &call_header, peer);
   if (r != TALLY_SUCCESS) return r; /* collectives.c reports it to the others: tally_board_fail */
   if (d->coll == TALLY_COLL_BARRIER || bytes == 0) return TALLY_SUCCESS;
-  tally_reduce_apply(d->recvbuf, slot_of(b->page, set, 0)->data, slot_of(b->page, set, 1)->data, d->count, d->datatype,
-                     d->op);
-  for (int peer = 2; peer < c->nranks; peer++)
-    tally_reduce_apply(d->recvbuf, d->recvbuf, slot_of(b->page, set, peer)->data, d->count, d->datatype, d->op);
-  if (d->op == TALLY_AVG) tally_reduce_finish_avg(d->recvbuf, d->count, d->datatype, c->nranks);
+  /* a set's slots lie one after another */
+  tally_reduce_in_order(d->recvbuf, slot_of(b->page, set, 0)->data, sizeof(struct board_slot), c->nranks, d->count,
+                        d->datatype, d->op);
   return TALLY_SUCCESS;
 }
 

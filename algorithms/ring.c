@@ -183,10 +183,7 @@ static tally_result_t ring_allreduce_gathered(struct tally_comm *comm, const str
                        .recv = inputs,
                        .rs_steps = 0};
   TALLY_CHECK(run_ring(comm, d, &c, comm->nranks - 1));
-  tally_reduce_apply(d->recvbuf, inputs, inputs + bytes, d->count, d->datatype, d->op);
-  for (size_t k = 2; k < n; k++)
-    tally_reduce_apply(d->recvbuf, d->recvbuf, inputs + k * bytes, d->count, d->datatype, d->op);
-  if (d->op == TALLY_AVG) tally_reduce_finish_avg(d->recvbuf, d->count, d->datatype, comm->nranks);
+  tally_reduce_in_order(d->recvbuf, inputs, bytes, comm->nranks, d->count, d->datatype, d->op);
   return TALLY_SUCCESS;
 }
 

@@ -63,13 +63,14 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
       return TALLY_ERROR(TALLY_ERR_TIMEOUT, "nothing moved for %.1f s (TALLY_TIMEOUT)", (double)idle / 1e9);
     }
     if (!w->notified && idle + w->grace_ns >= w->timeout_ns) notify_next(comm, w);
-    if (idle >= (uint64_t)comm->cfg.spin_us * 1000) TALLY_CHECK(tally_board_check(comm, w->call));
-    if (idle >= (uint64_t)comm->cfg.spin_us * 1000)
+    if (idle >= (uint64_t)comm->cfg.spin_us * 1000) {
+      TALLY_CHECK(tally_board_check(comm, w->call));
       timeout_ms = tally_ms_until(
           w->idle_since + (w->notified || idle + w->grace_ns >= w->timeout_ns ? limit : w->timeout_ns - w->grace_ns),
           100);
-    else
+    } else {
       sched_yield(); /* let a peer sharing this core run while we poll */
+    }
   }
   int transport_moved = 0;
   TALLY_CHECK(tally_links_progress(comm, timeout_ms, &transport_moved));

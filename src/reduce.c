@@ -37,7 +37,7 @@ static inline uint32_t pick(uint32_t mask, uint32_t a, uint32_t b) { return (a &
 /* fp16: 1 sign, 5 exponent (bias 15), 10 mantissa bits. float: 1, 8 (bias 127), 23. */
 float tally_half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16, mag = h & 0x7fffu;
-  uint32_t normal = (mag << 13) + ((127u - 15u) << 23); /* rebias the exponent */
+  uint32_t normal = (mag << 13) + ((127u - 15u) << 23);                                /* rebias the exponent */
   uint32_t special = (mag << 13) | 0x7f800000u | (mask_if(mag > 0x7c00u) & 0x400000u); /* inf; NaN, quiet */
   uint32_t subnormal = float_bits((float)(int32_t)mag * 0x1p-24f); /* mag * 2^-24, exact; zero too */
   uint32_t bits = pick(mask_if(mag >= 0x7c00u), special, pick(mask_if(mag >= 0x400u), normal, subnormal));
@@ -65,7 +65,7 @@ float tally_bf16_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
 uint16_t tally_float_to_bf16(float f) {
   uint32_t x = float_bits(f);
   uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16; /* nearest even; overflow carries to inf */
-  uint32_t nan = (x >> 16) | 0x40u;                           /* NaN: keep the sign and payload, quiet */
+  uint32_t nan = (x >> 16) | 0x40u;                          /* NaN: keep the sign and payload, quiet */
   return (uint16_t)pick(mask_if((x & 0x7fffffffu) > 0x7f800000u), nan, rounded);
 }
 
@@ -79,33 +79,33 @@ uint16_t tally_float_to_bf16(float f) {
 #define OP_FMIN(T, U, a, b) (((a) < (b) || (a) != (a)) ? (a) : (b))
 #define OP_FMAX(T, U, a, b) (((a) > (b) || (a) != (a)) ? (a) : (b))
 
-#define DEFINE_LOOP(name, T, U, OP)                                          \
-  static void name(void *out, const void *a, const void *b, size_t n) {      \
-    T *o = out;                                                              \
-    const T *x = a, *y = b;                                                  \
-    for (size_t i = 0; i < n; i++) o[i] = OP(T, U, x[i], y[i]);              \
+#define DEFINE_LOOP(name, T, U, OP)                                     \
+  static void name(void *out, const void *a, const void *b, size_t n) { \
+    T *o = out;                                                         \
+    const T *x = a, *y = b;                                             \
+    for (size_t i = 0; i < n; i++) o[i] = OP(T, U, x[i], y[i]);         \
   }
 
-#define DEFINE_LOOP16(name, TO_FLOAT, FROM_FLOAT, OP)                        \
-  static void name(void *out, const void *a, const void *b, size_t n) {      \
-    uint16_t *o = out;                                                       \
-    const uint16_t *x = a, *y = b;                                           \
-    for (size_t i = 0; i < n; i++) {                                         \
-      float fx = TO_FLOAT(x[i]), fy = TO_FLOAT(y[i]);                        \
-      o[i] = FROM_FLOAT(OP(float, float, fx, fy));                           \
-    }                                                                        \
+#define DEFINE_LOOP16(name, TO_FLOAT, FROM_FLOAT, OP)                   \
+  static void name(void *out, const void *a, const void *b, size_t n) { \
+    uint16_t *o = out;                                                  \
+    const uint16_t *x = a, *y = b;                                      \
+    for (size_t i = 0; i < n; i++) {                                    \
+      float fx = TO_FLOAT(x[i]), fy = TO_FLOAT(y[i]);                   \
+      o[i] = FROM_FLOAT(OP(float, float, fx, fy));                      \
+    }                                                                   \
   }
 
-#define DEFINE_TYPE(sfx, T, U, MIN, MAX)    \
-  DEFINE_LOOP(sum_##sfx, T, U, OP_SUM)      \
-  DEFINE_LOOP(prod_##sfx, T, U, OP_PROD)    \
-  DEFINE_LOOP(min_##sfx, T, U, MIN)         \
+#define DEFINE_TYPE(sfx, T, U, MIN, MAX) \
+  DEFINE_LOOP(sum_##sfx, T, U, OP_SUM)   \
+  DEFINE_LOOP(prod_##sfx, T, U, OP_PROD) \
+  DEFINE_LOOP(min_##sfx, T, U, MIN)      \
   DEFINE_LOOP(max_##sfx, T, U, MAX)
 
-#define DEFINE_TYPE16(sfx, TO_FLOAT, FROM_FLOAT)                 \
-  DEFINE_LOOP16(sum_##sfx, TO_FLOAT, FROM_FLOAT, OP_SUM)         \
-  DEFINE_LOOP16(prod_##sfx, TO_FLOAT, FROM_FLOAT, OP_PROD)       \
-  DEFINE_LOOP16(min_##sfx, TO_FLOAT, FROM_FLOAT, OP_FMIN)        \
+#define DEFINE_TYPE16(sfx, TO_FLOAT, FROM_FLOAT)           \
+  DEFINE_LOOP16(sum_##sfx, TO_FLOAT, FROM_FLOAT, OP_SUM)   \
+  DEFINE_LOOP16(prod_##sfx, TO_FLOAT, FROM_FLOAT, OP_PROD) \
+  DEFINE_LOOP16(min_##sfx, TO_FLOAT, FROM_FLOAT, OP_FMIN)  \
   DEFINE_LOOP16(max_##sfx, TO_FLOAT, FROM_FLOAT, OP_FMAX)
 
 DEFINE_TYPE(i8, int8_t, uint8_t, OP_MIN, OP_MAX)
@@ -121,13 +121,15 @@ DEFINE_TYPE(f64, double, double, OP_FMIN, OP_FMAX)
 
 typedef void (*reduce_fn)(void *out, const void *a, const void *b, size_t n);
 /* AVG reduces as SUM; tally_reduce_finish_avg divides at the end. */
-#define ROW(sfx) {[TALLY_SUM] = sum_##sfx, [TALLY_PROD] = prod_##sfx, [TALLY_MIN] = min_##sfx, \
-                  [TALLY_MAX] = max_##sfx, [TALLY_AVG] = sum_##sfx}
+#define ROW(sfx)                                                                                          \
+  {                                                                                                       \
+    [TALLY_SUM] = sum_##sfx, [TALLY_PROD] = prod_##sfx, [TALLY_MIN] = min_##sfx, [TALLY_MAX] = max_##sfx, \
+    [TALLY_AVG] = sum_##sfx                                                                               \
+  }
 static const reduce_fn reduce_table[TALLY_NUM_DATATYPES][TALLY_NUM_OPS] = {
-    [TALLY_INT8] = ROW(i8),       [TALLY_UINT8] = ROW(u8),     [TALLY_INT32] = ROW(i32),
-    [TALLY_UINT32] = ROW(u32),    [TALLY_INT64] = ROW(i64),    [TALLY_UINT64] = ROW(u64),
-    [TALLY_FLOAT16] = ROW(f16),   [TALLY_BFLOAT16] = ROW(bf16), [TALLY_FLOAT32] = ROW(f32),
-    [TALLY_FLOAT64] = ROW(f64)};
+    [TALLY_INT8] = ROW(i8),     [TALLY_UINT8] = ROW(u8),   [TALLY_INT32] = ROW(i32),   [TALLY_UINT32] = ROW(u32),
+    [TALLY_INT64] = ROW(i64),   [TALLY_UINT64] = ROW(u64), [TALLY_FLOAT16] = ROW(f16), [TALLY_BFLOAT16] = ROW(bf16),
+    [TALLY_FLOAT32] = ROW(f32), [TALLY_FLOAT64] = ROW(f64)};
 
 void tally_reduce_apply(void *out, const void *a, const void *b, size_t count, tally_datatype_t dt, tally_op_t op) {
   /* Callers validate dt and op; an out-of-range pair does nothing rather than jump anywhere. */
@@ -137,10 +139,10 @@ void tally_reduce_apply(void *out, const void *a, const void *b, size_t count, t
 
 /* p[i] = p[i] / n computed in D: C division for integers (truncates toward zero), IEEE division
  * for floating point. D is at least int, so n is never narrowed to the element type. */
-#define DEFINE_AVG(sfx, T, D)                                                        \
-  static void avg_##sfx(void *buf, size_t count, int n) {                            \
-    T *p = buf;                                                                      \
-    for (size_t i = 0; i < count; i++) p[i] = (T)((D)p[i] / (D)n);                   \
+#define DEFINE_AVG(sfx, T, D)                                      \
+  static void avg_##sfx(void *buf, size_t count, int n) {          \
+    T *p = buf;                                                    \
+    for (size_t i = 0; i < count; i++) p[i] = (T)((D)p[i] / (D)n); \
   }
 #define DEFINE_AVG16(sfx, TO_FLOAT, FROM_FLOAT)                                      \
   static void avg_##sfx(void *buf, size_t count, int n) {                            \
@@ -161,12 +163,20 @@ DEFINE_AVG(f64, double, double)
 
 typedef void (*avg_fn)(void *buf, size_t count, int n);
 static const avg_fn avg_table[TALLY_NUM_DATATYPES] = {
-    [TALLY_INT8] = avg_i8,     [TALLY_UINT8] = avg_u8,     [TALLY_INT32] = avg_i32,    [TALLY_UINT32] = avg_u32,
-    [TALLY_INT64] = avg_i64,   [TALLY_UINT64] = avg_u64,   [TALLY_FLOAT16] = avg_f16, [TALLY_BFLOAT16] = avg_bf16,
+    [TALLY_INT8] = avg_i8,     [TALLY_UINT8] = avg_u8,   [TALLY_INT32] = avg_i32,   [TALLY_UINT32] = avg_u32,
+    [TALLY_INT64] = avg_i64,   [TALLY_UINT64] = avg_u64, [TALLY_FLOAT16] = avg_f16, [TALLY_BFLOAT16] = avg_bf16,
     [TALLY_FLOAT32] = avg_f32, [TALLY_FLOAT64] = avg_f64};
 
 void tally_reduce_finish_avg(void *buf, size_t count, tally_datatype_t dt, int n) {
   /* n is the number of ranks: dividing by 1 changes nothing, and n < 1 would divide by zero. */
   if (count == 0 || n <= 1 || (unsigned)dt >= TALLY_NUM_DATATYPES) return;
   avg_table[dt](buf, count, n);
+}
+
+void tally_reduce_in_order(void *out, const void *first, size_t stride, int n, size_t count, tally_datatype_t dt,
+                           tally_op_t op) {
+  const char *in = first;
+  tally_reduce_apply(out, in, in + stride, count, dt, op);
+  for (int k = 2; k < n; k++) tally_reduce_apply(out, out, in + (size_t)k * stride, count, dt, op);
+  if (op == TALLY_AVG) tally_reduce_finish_avg(out, count, dt, n);
 }

@@ -16,6 +16,12 @@ void tally_reduce_apply(void *out, const void *a, const void *b, size_t count, t
  * float and round to nearest even. n <= 1 leaves buf as it is. */
 void tally_reduce_finish_avg(void *buf, size_t count, tally_datatype_t dt, int n);
 
+/* out = in[0] OP in[1] OP ... OP in[n-1], always in this order, so every rank that reduces the
+ * same inputs gets the same bits; input k is at first + k * stride bytes, n >= 2. AVG divides by
+ * n at the end. */
+void tally_reduce_in_order(void *out, const void *first, size_t stride, int n, size_t count, tally_datatype_t dt,
+                           tally_op_t op);
+
 float tally_half_to_float(uint16_t h);
 uint16_t tally_float_to_half(float f);
 float tally_bf16_to_float(uint16_t b);
