@@ -134,6 +134,27 @@ static int segment_exists(uint64_t comm_id, int from, int to) {
   return access(path, F_OK) == 0;
 }
 
+/* Rank 1 of comm_id alone in this process, accepting rank 0's segment (which tests forge or
+ * orphan): its endpoint and abort fd, for release(). */
+struct lone_receiver {
+  struct tally_endpoint *ep;
+  int abort_fd;
+};
+
+static tally_result_t accept_from_rank_0(struct lone_receiver *rx, uint64_t comm_id, double seconds) {
+  rx->abort_fd = eventfd(0, EFD_CLOEXEC);
+  struct tally_transport_params params = {.rank = 1, .abort_fd = rx->abort_fd};
+  struct tally_conn *conn;
+  int zero = 0;
+  cr_assert_eq(shm->create(&params, &rx->ep), TALLY_SUCCESS);
+  return shm->accept(rx->ep, comm_id, 1, &zero, tally_deadline_after(seconds), &conn);
+}
+
+static void release(struct lone_receiver *rx) {
+  shm->destroy(rx->ep);
+  close(rx->abort_fd);
+}
+
 /* One rank: endpoint, ring connections, body, teardown; checks that nothing leaked. */
 static int rank_main(struct rank_ctx *r, rank_body_fn body) {
   int fds_before = count_open_fds();
@@ -587,19 +608,13 @@ Test(shm, creator_killed_before_accept_leaves_nothing, .timeout = 120) {
   int status;
   waitpid(creator, &status, 0);
   cr_assert(segment_exists(comm_id, 0, 1), "the creator never made its segment");
-  int abort_fd = eventfd(0, EFD_CLOEXEC);
-  struct tally_transport_params params = {.rank = 1, .abort_fd = abort_fd};
-  struct tally_endpoint *ep;
-  struct tally_conn *conn;
-  int zero = 0;
-  cr_assert_eq(shm->create(&params, &ep), TALLY_SUCCESS);
-  tally_result_t res = shm->accept(ep, comm_id, 1, &zero, tally_deadline_after(5), &conn);
+  struct lone_receiver rx;
+  tally_result_t res = accept_from_rank_0(&rx, comm_id, 5);
   cr_assert_eq(res, TALLY_ERR_REMOTE, "got %s: %s", tally_result_string(res), tally_error_message());
   cr_assert(strstr(tally_error_message(), "rank 0") && strstr(tally_error_message(), "killed"), "%s",
             tally_error_message());
   cr_assert_eq(segments_left(comm_id), 0);
-  shm->destroy(ep);
-  close(abort_fd);
+  release(&rx);
 }
 
 /* wake() from another thread ends a blocked progress at once; with the abort fd set it fails. */
@@ -753,17 +768,11 @@ Test(shm, forged_segments_refused, .timeout = 60) {
       cr_assert_eq(ftruncate(fd, (off_t)seg->segment_bytes), 0);
     }
     atomic_store(&seg->state, SEGMENT_READY);
-    int abort_fd = eventfd(0, EFD_CLOEXEC);
-    struct tally_transport_params params = {.rank = 1, .abort_fd = abort_fd};
-    struct tally_endpoint *ep;
-    struct tally_conn *conn;
-    int zero = 0;
-    cr_assert_eq(shm->create(&params, &ep), TALLY_SUCCESS);
-    tally_result_t res = shm->accept(ep, comm_id, 1, &zero, tally_deadline_after(2), &conn);
+    struct lone_receiver rx;
+    tally_result_t res = accept_from_rank_0(&rx, comm_id, 2);
     cr_assert_neq(res, TALLY_SUCCESS, "forgery %d accepted", kind);
     cr_assert(strstr(tally_error_message(), needle[kind]), "forgery %d: %s", kind, tally_error_message());
-    shm->destroy(ep);
-    close(abort_fd);
+    release(&rx);
     munmap(seg, SHM_HEADER_BYTES);
     close(fd);
     shm_unlink(name);
