@@ -260,7 +260,7 @@ static void bootstrap_seeds(void) {
   reply[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES + 2 * TALLY_BOOTSTRAP_ENTRY_BYTES] = 9; /* rank 2's address family */
   bootstrap_seed("invalid-address", payload, NRANKS, reply, ok_len, 0);
   tally_bootstrap_encode_reply(reply, NRANKS, 42, table, NULL);
-  reply[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES + TALLY_BOOTSTRAP_ENTRY_BYTES + TALLY_PACKED_ADDR_BYTES] = 'X';
+  reply[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES + TALLY_BOOTSTRAP_ENTRY_BYTES + 2 * TALLY_PACKED_ADDR_BYTES] = 'X';
   bootstrap_seed("invalid-topology", payload, NRANKS, reply, ok_len, 0); /* rank 1's record magic */
   tally_bootstrap_encode_reply(reply, NRANKS, 42, table, NULL);
   reply[7] = 2; /* status */

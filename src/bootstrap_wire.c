@@ -1,6 +1,7 @@
 /* Encoding and decoding of bootstrap messages (see bootstrap_wire.h). Layouts, big-endian:
- *   join payload   0 rank  4 nranks  8 entry  155..191 zero
- *   entry          0 packed address (net.h, 19 bytes)  19 topology record (topo.h, 128 bytes)
+ *   join payload   0 rank  4 nranks  8 entry  174..191 zero
+ *   entry          0 packed network address (net.h, 19 bytes)  19 packed RDMA address (all zero: none)
+ *                  38 topology record (topo.h, 128 bytes)
  *   reply header   0 magic "TLYB"  4 status  8 nranks  12 comm id */
 #include "bootstrap_wire.h"
 
@@ -13,14 +14,22 @@
 enum { REPLY_MAGIC = 0x544c5942 /* "TLYB" */, JOIN_ENTRY = 8 };
 _Static_assert(JOIN_ENTRY + TALLY_BOOTSTRAP_ENTRY_BYTES <= TALLY_AUTH_PAYLOAD_BYTES, "the join must fit the proof");
 
+enum { ENTRY_RDMA = TALLY_PACKED_ADDR_BYTES, ENTRY_TOPO = 2 * TALLY_PACKED_ADDR_BYTES };
+
 void tally_bootstrap_encode_entry(const struct tally_peer_info *info, unsigned char entry[TALLY_BOOTSTRAP_ENTRY_BYTES]) {
   tally_net_pack(&info->addr, entry);
-  tally_topo_encode(&info->topo, entry + TALLY_PACKED_ADDR_BYTES);
+  memset(entry + ENTRY_RDMA, 0, TALLY_PACKED_ADDR_BYTES);
+  if (info->has_rdma) tally_net_pack(&info->rdma_addr, entry + ENTRY_RDMA);
+  tally_topo_encode(&info->topo, entry + ENTRY_TOPO);
 }
 
 int tally_bootstrap_parse_entry(const unsigned char entry[TALLY_BOOTSTRAP_ENTRY_BYTES], struct tally_peer_info *info) {
   if (tally_net_unpack(entry, &info->addr) != 0) return -1;
-  return tally_topo_decode(entry + TALLY_PACKED_ADDR_BYTES, TALLY_TOPO_WIRE_BYTES, &info->topo);
+  int rdma_bytes = 0;
+  for (int i = 0; i < TALLY_PACKED_ADDR_BYTES; i++) rdma_bytes |= entry[ENTRY_RDMA + i];
+  info->has_rdma = rdma_bytes != 0;
+  if (info->has_rdma && tally_net_unpack(entry + ENTRY_RDMA, &info->rdma_addr) != 0) return -1;
+  return tally_topo_decode(entry + ENTRY_TOPO, TALLY_TOPO_WIRE_BYTES, &info->topo);
 }
 
 void tally_bootstrap_encode_join(int rank, int nranks, const struct tally_peer_info *info,

@@ -4,7 +4,8 @@
  *   root -> rank   reply header: magic, status, nranks, comm id; then either nranks entries (status
  *                  OK) or a fixed-size text saying why the job cannot start (status FAILED)
  *
- * A rank's entry is what the others need to know of it: its packed data address (net.h) and its
+ * A rank's entry is what the others need to know of it: its packed data addresses (net.h: TCP, and
+ * RDMA when it has a verbs endpoint) and its
  * topology record (topo.h).
  *
  * Every decoder range-checks each field before the caller may use it, so that a fuzz target can
@@ -22,12 +23,14 @@
 #define TALLY_BOOTSTRAP_REPLY_HEADER_BYTES 20
 #define TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES 256
 #define TALLY_BOOTSTRAP_MAX_RANKS (1 << 24)
-#define TALLY_BOOTSTRAP_ENTRY_BYTES (TALLY_PACKED_ADDR_BYTES + TALLY_TOPO_WIRE_BYTES)
+#define TALLY_BOOTSTRAP_ENTRY_BYTES (2 * TALLY_PACKED_ADDR_BYTES + TALLY_TOPO_WIRE_BYTES)
 enum tally_bootstrap_status { TALLY_BOOTSTRAP_OK = 0, TALLY_BOOTSTRAP_FAILED = 1 };
 
 /* What a rank publishes about itself. */
 struct tally_peer_info {
-  struct tally_sockaddr addr; /* where its data endpoint listens */
+  struct tally_sockaddr addr;      /* where its network (TCP) endpoint listens */
+  int has_rdma;                    /* it has an RDMA (verbs) endpoint too, at rdma_addr */
+  struct tally_sockaddr rdma_addr; /* where its verbs endpoint listens (connection manager) */
   struct tally_topo topo;     /* where it runs (decoded records hold at most one interface) */
 };
 

@@ -154,9 +154,9 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   }
   struct tally_peer_info me;
   tally_topo_discover_cached(&me.topo);
-  r = tally_links_open_network(c, job->secret);
+  c->numa_node = me.topo.numa_node;
+  r = tally_links_open_network(c, job->secret, &me);
   if (r != TALLY_SUCCESS) goto fail;
-  c->slots[TALLY_SLOT_NET].ops->address(c->slots[TALLY_SLOT_NET].ep, &me.addr);
   uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
   r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
   if (r == TALLY_SUCCESS) r = build_job_topology(c);

@@ -28,9 +28,10 @@ struct tally_ring {
   struct tally_link to_next, from_prev;
 };
 
-/* The endpoints a communicator may use: the network one always (its address is what the
- * bootstrap publishes), the local one (shared memory) when a neighbour shares this host. */
-enum { TALLY_SLOT_NET, TALLY_SLOT_LOCAL, TALLY_NUM_SLOTS };
+/* The endpoints a communicator may use: the network one (TCP) always, the RDMA one (verbs) when
+ * this rank has a usable device (both addresses are what the bootstrap publishes), the local one
+ * (shared memory) when a neighbour shares this host. */
+enum { TALLY_SLOT_NET, TALLY_SLOT_LOCAL, TALLY_SLOT_RDMA, TALLY_NUM_SLOTS };
 struct tally_transport_slot {
   const struct tally_transport_ops *ops;
   struct tally_endpoint *ep; /* NULL: not used by this communicator */
@@ -58,6 +59,7 @@ struct tally_comm {
   char failure[1024]; /* the message of the failure that put the communicator in error state */
 
   struct tally_peer_info *peers; /* every rank's address and topology, from the bootstrap */
+  int numa_node;                 /* this rank's, for choosing the nearest RDMA device */
   struct tally_job_topo topo;    /* hosts and local ranks, computed from peers */
 
   void *scratch; /* grows to the largest partial-result buffer a collective needed */

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "config.h"
 
+#include "../transports/verbs/select.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -39,6 +41,26 @@ static tally_result_t copy_choice(const char *var, const char *value, const char
   return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s='%s' is not supported; valid values: %s", var, value, list);
 }
 
+/* TALLY_IB_*: checked here, so that a typo fails at init on every build, with or without RDMA. */
+static tally_result_t load_rdma_settings(struct tally_config *cfg) {
+  const char *v = env("TALLY_IB_HCA");
+  if (v) {
+    struct verbs_hca_filter filter;
+    if (strlen(v) >= sizeof cfg->ib_hca)
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "TALLY_IB_HCA is longer than %zu characters",
+                         sizeof cfg->ib_hca - 1);
+    TALLY_CHECK(verbs_hca_filter_parse(v, &filter));
+    snprintf(cfg->ib_hca, sizeof cfg->ib_hca, "%s", v);
+  }
+  TALLY_CHECK(verbs_gid_index_parse(env("TALLY_IB_GID_INDEX"), &cfg->ib_gid_index));
+  long mb = 1024;
+  if ((v = env("TALLY_IB_REG_CACHE_MB")) && parse_long(v, 0, 1L << 24, &mb))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "TALLY_IB_REG_CACHE_MB='%s' is not a whole number of MiB from 0 to 16777216", v);
+  cfg->ib_reg_cache_bytes = (size_t)mb << 20;
+  return TALLY_SUCCESS;
+}
+
 tally_result_t tally_config_load(struct tally_config *cfg) {
   char err[256];
   if (tally_log_configure(env("TALLY_DEBUG"), env("TALLY_DEBUG_SUBSYS"), err, sizeof err) != 0)
@@ -65,7 +87,7 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          sizeof cfg->ifname - 1);
     snprintf(cfg->ifname, sizeof cfg->ifname, "%s", v);
   }
-  static const char *const transports[] = {"auto", "tcp", "shm", NULL};
+  static const char *const transports[] = {"auto", "tcp", "shm", "verbs", NULL};
   TALLY_CHECK(copy_choice("TALLY_TRANSPORT", (v = env("TALLY_TRANSPORT")) ? v : "auto", transports, cfg->transport,
                           sizeof cfg->transport));
   static const char *const algos[] = {"auto", "ring", "hier", NULL};
@@ -88,7 +110,7 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          "TALLY_KEEPALIVE='%s' is not a whole number of seconds from 1 to 3600", v);
     cfg->keepalive_s = (int)n;
   }
-  return TALLY_SUCCESS;
+  return load_rdma_settings(cfg);
 }
 
 int tally_split_host_port(const char *text, char *host, size_t hostlen, int *port) {

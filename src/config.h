@@ -11,11 +11,15 @@
 struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
   char ifname[128];     /* TALLY_SOCKET_IFNAME: interface filter, NCCL syntax; "" = default */
-  char transport[16];   /* TALLY_TRANSPORT: "auto" (shm within a host, tcp across), "tcp" or "shm" */
+  char transport[16];   /* TALLY_TRANSPORT: "auto" (shm within a host, verbs or else tcp across), "tcp", "shm" or
+                           "verbs" */
   char algo[16];        /* TALLY_ALGO: "auto" (hierarchical allreduce across hosts), "ring" or "hier" */
   int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
   size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */
   int keepalive_s;      /* TALLY_KEEPALIVE: a peer host silent this long is declared dead */
+  char ib_hca[128];     /* TALLY_IB_HCA: RDMA devices and ports, NCCL_IB_HCA syntax; "" = any */
+  int ib_gid_index;     /* TALLY_IB_GID_INDEX: RoCE GID index; -1 = chosen from the GID table */
+  size_t ib_reg_cache_bytes; /* TALLY_IB_REG_CACHE_MB: registered user memory kept for reuse */
 };
 
 tally_result_t tally_config_load(struct tally_config *cfg);

@@ -12,7 +12,7 @@
 #include "error.h"
 #include "log.h"
 
-static const char *const slot_transport[TALLY_NUM_SLOTS] = {"tcp", "shm"};
+static const char *const slot_transport[TALLY_NUM_SLOTS] = {"tcp", "shm", "verbs"};
 
 static tally_result_t open_slot(struct tally_comm *c, int slot, const unsigned char *secret) {
   struct tally_transport_slot *s = &c->slots[slot];
@@ -22,22 +22,62 @@ static tally_result_t open_slot(struct tally_comm *c, int slot, const unsigned c
                                           .secret = secret,
                                           .rank = c->rank,
                                           .abort_fd = c->abort_fd,
-                                          .keepalive_s = c->cfg.keepalive_s};
+                                          .keepalive_s = c->cfg.keepalive_s,
+                                          .ib_hca = c->cfg.ib_hca,
+                                          .ib_gid_index = c->cfg.ib_gid_index,
+                                          .numa_node = c->numa_node,
+                                          .ib_reg_cache_bytes = c->cfg.ib_reg_cache_bytes};
   return s->ops->create(&params, &s->ep);
 }
 
-tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned char *secret) {
-  return open_slot(c, TALLY_SLOT_NET, secret);
+tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned char *secret,
+                                        struct tally_peer_info *me) {
+  TALLY_CHECK(open_slot(c, TALLY_SLOT_NET, secret));
+  c->slots[TALLY_SLOT_NET].ops->address(c->slots[TALLY_SLOT_NET].ep, &me->addr);
+  me->has_rdma = 0;
+  int forced = !strcmp(c->cfg.transport, "verbs");
+  if (!forced && strcmp(c->cfg.transport, "auto")) return TALLY_SUCCESS;
+  if (!tally_transport_find("verbs")) {
+    if (forced)
+      return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
+                         "TALLY_TRANSPORT=verbs, but this build of Tally has no RDMA transport (it was built without "
+                         "libibverbs-dev and librdmacm-dev); use auto or tcp");
+    return TALLY_SUCCESS;
+  }
+  tally_result_t r = open_slot(c, TALLY_SLOT_RDMA, secret);
+  if (r != TALLY_SUCCESS) {
+    c->slots[TALLY_SLOT_RDMA] = (struct tally_transport_slot){0};
+    if (forced)
+      return TALLY_ERROR(r, "TALLY_TRANSPORT=verbs, but rank %d cannot use RDMA: %s; use TALLY_TRANSPORT=auto to fall "
+                            "back to TCP", c->rank, tally_error_message());
+    TLOG_INFO(TALLY_SUBSYS_INIT, "no RDMA for this rank, so TCP between hosts: %s", tally_error_message());
+    return TALLY_SUCCESS;
+  }
+  c->slots[TALLY_SLOT_RDMA].ops->address(c->slots[TALLY_SLOT_RDMA].ep, &me->rdma_addr);
+  me->has_rdma = 1;
+  return TALLY_SUCCESS;
 }
 
 /* Which endpoint carries the connection with `peer`, by TALLY_TRANSPORT: auto (shared memory within
- * a host when this build has it, the network otherwise), tcp, or shm. */
+ * a host when this build has it; across hosts verbs when both ranks have RDMA, TCP otherwise), tcp,
+ * shm, or verbs (for every peer, on this host too). */
 static tally_result_t choose_slot(const struct tally_comm *c, int peer, int *slot) {
   const char *mode = c->cfg.transport;
   int same_host = tally_job_topo_same_host(&c->topo, c->rank, peer);
   int have_shm = tally_transport_find("shm") != NULL;
+  int both_rdma = c->peers[c->rank].has_rdma && c->peers[peer].has_rdma;
   *slot = TALLY_SLOT_NET;
   if (!strcmp(mode, "tcp")) return TALLY_SUCCESS;
+  if (!strcmp(mode, "verbs")) {
+    if (!both_rdma)
+      return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
+                         "TALLY_TRANSPORT=verbs, but rank %d (%s) has no usable RDMA device (see its log); use "
+                         "TALLY_TRANSPORT=auto to fall back to TCP",
+                         peer, c->peers[peer].topo.hostname);
+    *slot = TALLY_SLOT_RDMA;
+    return TALLY_SUCCESS;
+  }
+  if (!same_host && both_rdma) *slot = TALLY_SLOT_RDMA;
   if (!strcmp(mode, "shm")) {
     if (!same_host)
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
@@ -172,7 +212,9 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
   tally_result_t r = TALLY_SUCCESS;
   for (int i = 0; i < out.n && r == TALLY_SUCCESS; i++) {
     const struct tally_transport_slot *slot = &c->slots[out.slot[i]];
-    r = slot->ops->connect(slot->ep, c->comm_id, out.rank[i], &c->peers[out.rank[i]].addr, deadline, &out.conn[i]);
+    const struct tally_peer_info *peer = &c->peers[out.rank[i]];
+    r = slot->ops->connect(slot->ep, c->comm_id, out.rank[i], out.slot[i] == TALLY_SLOT_RDMA ? &peer->rdma_addr : &peer->addr,
+                           deadline, &out.conn[i]);
   }
   if (r != TALLY_SUCCESS) {
     uint64_t one = 1; /* wake the accepting threads at once */

@@ -1,13 +1,16 @@
 /* The links of a communicator: which transport carries the connection to each neighbour (shared
- * memory within a host, the network across hosts, or what TALLY_TRANSPORT forces), the endpoints
+ * memory within a host, RDMA or else TCP across hosts, or what TALLY_TRANSPORT forces), the endpoints
  * behind them, and progress and waiting across all of them. */
 #ifndef TALLY_LINKS_H
 #define TALLY_LINKS_H
 
 #include "comm.h"
 
-/* Opens the network endpoint, whose address the bootstrap publishes. */
-tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned char *secret);
+/* Opens the network endpoints whose addresses the bootstrap publishes: TCP always, and verbs when
+ * TALLY_TRANSPORT is auto or verbs and this rank has a usable RDMA device (forced verbs without one
+ * fails; auto quietly goes without). Fills in me->addr, has_rdma and rdma_addr. */
+tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned char *secret,
+                                        struct tally_peer_info *me);
 
 /* Plans the rings (the world ring; the hierarchical local and cross-host rings when the hosts run
  * the same number of ranks, more than one each), chooses a transport for each neighbour from

@@ -5,8 +5,15 @@
 
 extern const struct tally_transport_ops tally_tcp_transport;
 extern const struct tally_transport_ops tally_shm_transport;
+#ifdef TALLY_HAVE_VERBS
+extern const struct tally_transport_ops tally_verbs_transport;
+#endif
 
-static const struct tally_transport_ops *const transports[] = {&tally_tcp_transport, &tally_shm_transport};
+static const struct tally_transport_ops *const transports[] = {&tally_tcp_transport, &tally_shm_transport,
+#ifdef TALLY_HAVE_VERBS
+                                                               &tally_verbs_transport
+#endif
+};
 
 tally_result_t tally_transport_pin_nothing(struct tally_endpoint *ep, void *buf, size_t len, void **handle) {
   (void)ep, (void)buf, (void)len;

@@ -1,4 +1,4 @@
-/* The transport vtable: every way of moving bytes between two ranks (tcp/ now; shm/, verbs/,
+/* The transport vtable: every way of moving bytes between two ranks (tcp/, shm/, verbs/ now;
  * cudaipc/ later) implements these operations, and nothing above this layer knows which one
  * carries a connection.
  *
@@ -53,6 +53,7 @@ struct tally_request {
   /* transport-private */
   size_t progressed;
   unsigned char wire[TALLY_WIRE_HEADER_BYTES];
+  void *registration[2]; /* verbs: the memory registration held while the transfer runs */
   struct tally_request *next;
 };
 
@@ -62,6 +63,11 @@ struct tally_transport_params {
   int rank;
   int abort_fd;    /* readable once the communicator is aborted */
   int keepalive_s; /* a silent peer host is declared dead after this many seconds */
+  /* verbs */
+  const char *ib_hca;        /* TALLY_IB_HCA filter, "" for any device */
+  int ib_gid_index;          /* -1: chosen from the GID table */
+  int numa_node;             /* this rank's NUMA node (-1: unknown), to pick the nearest device */
+  size_t ib_reg_cache_bytes; /* bound of the registration cache */
 };
 
 struct tally_transport_ops {
@@ -93,7 +99,7 @@ struct tally_transport_ops {
 tally_result_t tally_transport_pin_nothing(struct tally_endpoint *ep, void *buf, size_t len, void **handle);
 void tally_transport_unpin_nothing(struct tally_endpoint *ep, void *handle);
 
-/* The transport named `name` ("tcp", "shm"), or NULL. */
+/* The transport named `name` ("tcp", "shm", "verbs"), or NULL when this build has none by that name. */
 const struct tally_transport_ops *tally_transport_find(const char *name);
 
 #endif
