@@ -200,6 +200,8 @@ static int killed_mid_transfer(tally_comm_t comm, int rank, int n, void *arg) {
     tally_result_t r = tally_allreduce(buf, buf, BIG_COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
     if (r == TALLY_SUCCESS) continue;
     double took = harness_now_s() - start;
+    fprintf(stderr, "rank %d: the failed allreduce returned after %.2f s: %s\n", rank, took,
+            tally_comm_last_error(comm));
     int bad = harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "rank 1");
     if (took > 60) bad += harness_fail(rank, "noticing the dead rank took %.1f s", took);
     free(buf);

@@ -53,7 +53,6 @@ struct tally_request {
   /* transport-private */
   size_t progressed;
   unsigned char wire[TALLY_WIRE_HEADER_BYTES];
-  void *registration[2]; /* verbs: the memory registration held while the transfer runs */
   struct tally_request *next;
 };
 

@@ -10,9 +10,13 @@
 #include "../../src/log.h"
 #include "verbs.h"
 
-static struct tally_mr_hold *hold_of(struct tally_request *req) { return (struct tally_mr_hold *)req->registration; }
-_Static_assert(sizeof(struct tally_mr_hold) <= sizeof(((struct tally_request *)0)->registration),
-               "a request holds its registration");
+struct tally_mr_hold *verbs_recv_hold(struct tally_conn *c, uint32_t number) {
+  return &c->recv_holds[number % VERBS_CREDITS];
+}
+
+static struct tally_mr_hold *write_hold(struct tally_conn *c, uint32_t number) {
+  return &c->write_holds[number % VERBS_MAX_WRITES];
+}
 
 static tally_result_t protocol_error(struct tally_conn *c, const char *what) {
   verbs_conn_broken(c, "protocol violation: %s", what);
@@ -81,11 +85,6 @@ static tally_result_t on_message(struct tally_conn *c, int slot, uint32_t length
   }
 }
 
-static void release_send(struct tally_conn *c, struct tally_request *q) {
-  tally_mr_put(&c->ep->mr_cache, hold_of(q));
-  q->done = 1;
-}
-
 tally_result_t verbs_on_completion(struct tally_conn *c, const struct ibv_wc *wc, int *moved) {
   int kind = (int)(wc->wr_id >> 32), index = (int)(uint32_t)wc->wr_id;
   if (wc->status != IBV_WC_SUCCESS) {
@@ -99,12 +98,12 @@ tally_result_t verbs_on_completion(struct tally_conn *c, const struct ibv_wc *wc
     c->free_send[c->nfree_send++] = index;
     return TALLY_SUCCESS;
   case WR_WRITE: {
-    c->writes_in_flight--;
+    if (c->stopped) return TALLY_SUCCESS; /* fail() already forgot its request and registration */
     struct tally_request *q = c->writing_head;
-    if (!q) return TALLY_SUCCESS; /* its request was dropped by fail() */
+    tally_mr_put(&c->ep->mr_cache, write_hold(c, c->writes_done++));
     c->writing_head = q->next;
     if (!c->writing_head) c->writing_tail = NULL;
-    release_send(c, q);
+    q->done = 1;
     *moved = 1;
     return TALLY_SUCCESS;
   }
@@ -122,9 +121,8 @@ static void complete_recv(struct tally_conn *c, struct tally_request *q) {
   if (c->uncredited == q) c->uncredited = q->next; /* matched by an eager message: no credit needed */
   c->recv_head = q->next;
   if (!c->recv_head) c->recv_tail = NULL;
-  c->recv_done++;
+  tally_mr_put(&c->ep->mr_cache, verbs_recv_hold(c, c->recv_done++));
   c->header_checked = 0;
-  tally_mr_put(&c->ep->mr_cache, hold_of(q));
   q->done = 1;
 }
 
@@ -168,7 +166,7 @@ tally_result_t verbs_post_credits(struct tally_conn *c, int *moved) {
     int slot = verbs_ctrl_begin(c, MSG_CREDIT, eager ? FLAG_EAGER_ONLY : 0, (uint32_t)q->progressed, 2);
     if (slot < 0) return TALLY_SUCCESS;
     unsigned char *b = verbs_send_slot(c, slot) + VERBS_CTRL_HEAD;
-    const struct tally_mr_hold *hold = hold_of(q);
+    const struct tally_mr_hold *hold = verbs_recv_hold(c, (uint32_t)q->progressed);
     tally_put_u64(b, eager ? 0 : (uintptr_t)q->buf);
     tally_put_u32(b + 8, eager ? 0 : hold->mr->rkey);
     tally_put_u64(b + 12, q->len);
@@ -208,11 +206,12 @@ static tally_result_t post_rendezvous(struct tally_conn *c, struct tally_request
   struct verbs_credit *cr = &c->credits[c->send_seq % VERBS_CREDITS];
   if (!cr->valid || cr->seq != c->send_seq) return TALLY_SUCCESS; /* the receive is not posted yet */
   int mismatch = cr->eager_only || cr->len != q->len;
-  if (!mismatch && c->writes_in_flight == VERBS_MAX_WRITES) return TALLY_SUCCESS;
+  if (!mismatch && c->writes_posted - c->writes_done == VERBS_MAX_WRITES) return TALLY_SUCCESS;
   int slot = verbs_ctrl_begin(c, MSG_HEADER, mismatch ? FLAG_NO_PAYLOAD : 0, c->send_seq, mismatch ? 2 : 3);
   if (slot < 0) return TALLY_SUCCESS;
+  struct tally_mr_hold *hold = write_hold(c, c->writes_posted);
   if (!mismatch) {
-    tally_result_t r = tally_mr_get(&c->ep->mr_cache, q->buf, q->len, hold_of(q));
+    tally_result_t r = tally_mr_get(&c->ep->mr_cache, q->buf, q->len, hold);
     if (r != TALLY_SUCCESS) {
       c->free_send[c->nfree_send++] = slot;
       return r;
@@ -227,7 +226,7 @@ static tally_result_t post_rendezvous(struct tally_conn *c, struct tally_request
     q->done = 1;
     return TALLY_SUCCESS;
   }
-  struct ibv_sge sge = {(uintptr_t)q->buf, (uint32_t)q->len, hold_of(q)->mr->lkey};
+  struct ibv_sge sge = {(uintptr_t)q->buf, (uint32_t)q->len, hold->mr->lkey};
   struct ibv_send_wr wr = {.wr_id = VERBS_WR_ID(WR_WRITE, 0),
                            .sg_list = &sge,
                            .num_sge = 1,
@@ -238,12 +237,12 @@ static tally_result_t post_rendezvous(struct tally_conn *c, struct tally_request
                      *bad;
   int err = ibv_post_send(c->id->qp, &wr, &bad);
   if (err) {
-    tally_mr_put(&c->ep->mr_cache, hold_of(q));
+    tally_mr_put(&c->ep->mr_cache, hold);
     verbs_conn_broken(c, "cannot post an RDMA write: %s", strerror(err));
     return verbs_conn_error(c, "sending to");
   }
   c->budget--;
-  c->writes_in_flight++;
+  c->writes_posted++;
   q->next = NULL;
   if (c->writing_tail)
     c->writing_tail->next = q;
@@ -268,14 +267,11 @@ tally_result_t verbs_post_sends(struct tally_conn *c, int *moved) {
   return TALLY_SUCCESS;
 }
 
-static void drop_queue(struct tally_conn *c, struct tally_request **head, struct tally_request **tail) {
-  for (struct tally_request *q = *head; q; q = q->next) tally_mr_put(&c->ep->mr_cache, hold_of(q));
-  *head = *tail = NULL;
-}
-
 void verbs_drop_requests(struct tally_conn *c) {
-  drop_queue(c, &c->recv_head, &c->recv_tail);
-  drop_queue(c, &c->send_head, &c->send_tail);
-  drop_queue(c, &c->writing_head, &c->writing_tail);
+  for (uint32_t n = c->recv_done; n != c->recv_seq; n++) tally_mr_put(&c->ep->mr_cache, verbs_recv_hold(c, n));
+  for (uint32_t n = c->writes_done; n != c->writes_posted; n++) tally_mr_put(&c->ep->mr_cache, write_hold(c, n));
+  c->recv_done = c->recv_seq;
+  c->writes_done = c->writes_posted;
+  c->recv_head = c->recv_tail = c->send_head = c->send_tail = c->writing_head = c->writing_tail = NULL;
   c->uncredited = NULL;
 }

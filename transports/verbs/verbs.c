@@ -290,7 +290,6 @@ static void enqueue(struct tally_request **head, struct tally_request **tail, st
   req->done = 0;
   req->peer_waiting = 0;
   req->progressed = 0;
-  memset(req->registration, 0, sizeof req->registration);
   if (*tail)
     (*tail)->next = req;
   else
@@ -313,13 +312,16 @@ static tally_result_t verbs_isend(struct tally_conn *c, struct tally_request *re
 
 static tally_result_t verbs_irecv(struct tally_conn *c, struct tally_request *req) {
   if (req->len > UINT32_MAX) return too_large(c, req->len);
+  if (c->recv_seq - c->recv_done == VERBS_CREDITS)
+    return TALLY_ERROR(TALLY_ERR_INTERNAL, "more than %d receives queued on the connection from %s", VERBS_CREDITS,
+                       c->peer_text);
   req->hdr.bytes = req->len;
+  struct tally_mr_hold *hold = verbs_recv_hold(c, c->recv_seq);
+  *hold = (struct tally_mr_hold){0};
+  if (req->len > VERBS_EAGER_BYTES) /* its payload lands in place: register it now */
+    TALLY_CHECK(tally_mr_get(&c->ep->mr_cache, req->buf, req->len, hold));
   enqueue(&c->recv_head, &c->recv_tail, req);
   req->progressed = c->recv_seq++; /* its message number, which its credit carries */
-  if (req->len > VERBS_EAGER_BYTES) { /* its payload lands in place: register it now */
-    tally_result_t r = tally_mr_get(&c->ep->mr_cache, req->buf, req->len, (struct tally_mr_hold *)req->registration);
-    if (r != TALLY_SUCCESS) return r;
-  }
   if (!c->uncredited) c->uncredited = req;
   return TALLY_SUCCESS;
 }
@@ -451,7 +453,7 @@ static void verbs_deregister(struct tally_endpoint *ep, void *handle) {
  * its way must arrive (bounded: a dead peer does not hold up the close). */
 static void finish_sending(struct tally_conn *c) {
   uint64_t deadline = tally_deadline_after(CLOSE_DRAIN_S);
-  while (!c->stopped && !c->broken[0] && (c->nfree_send < VERBS_SEND_SLOTS || c->writes_in_flight > 0) &&
+  while (!c->stopped && !c->broken[0] && (c->nfree_send < VERBS_SEND_SLOTS || c->writes_posted != c->writes_done) &&
          tally_now_ns() < deadline) {
     int moved = 0;
     if (verbs_poll(c, &moved) != TALLY_SUCCESS) return;

@@ -84,6 +84,7 @@ struct tally_conn {
   uint32_t recv_seq;                /* number of the next receive queued (a queued receive keeps its
                                        number in its `progressed` field) */
   uint32_t recv_done;               /* receives completed: the number of the oldest queued one */
+  struct tally_mr_hold recv_holds[VERBS_CREDITS]; /* by receive number: where payloads land */
   struct verbs_arrival arrivals[VERBS_ARRIVALS];
   int arrival_head, narrivals;
   int header_checked; /* the oldest receive's HEADER passed its check; its payload is due */
@@ -92,7 +93,8 @@ struct tally_conn {
   struct tally_request *send_head, *send_tail;       /* not yet handed to the device */
   struct tally_request *writing_head, *writing_tail; /* payload being written */
   uint32_t send_seq;                                 /* number of send_head */
-  int writes_in_flight;
+  uint32_t writes_posted, writes_done;
+  struct tally_mr_hold write_holds[VERBS_MAX_WRITES]; /* by write number: the source of each write */
   struct verbs_credit credits[VERBS_CREDITS];
 
   /* failure */
@@ -154,9 +156,12 @@ tally_result_t verbs_handshake_verdict(struct tally_conn *c, int accepted);
 /* data.c: handling of each completion, matching arrivals to receives, posting credits and sends */
 tally_result_t verbs_on_completion(struct tally_conn *c, const struct ibv_wc *wc, int *moved);
 tally_result_t verbs_match_receives(struct tally_conn *c);
+/* The registration a receive (by its number) holds for its payload; empty for eager receives. */
+struct tally_mr_hold *verbs_recv_hold(struct tally_conn *c, uint32_t number);
 tally_result_t verbs_post_credits(struct tally_conn *c, int *moved);
 tally_result_t verbs_post_sends(struct tally_conn *c, int *moved);
-/* Drops every queued request and the registrations they hold. */
+/* Forgets every queued request (their owner may be gone: requests are not touched) and drops the
+ * registrations they held. */
 void verbs_drop_requests(struct tally_conn *c);
 
 #endif
