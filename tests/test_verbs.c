@@ -139,8 +139,8 @@ static int big_allreduce(tally_comm_t comm, int rank, int n, float *buf, const c
 }
 
 /* The same buffers three times (registration cache hits), then fresh ones (misses), then a buffer
- * unmapped and mapped again at the same address with other pages behind it: a stale registration
- * would move the old pages and the result would be wrong. */
+ * unmapped and mapped again at the same address with other pages behind it (a stale registration
+ * would move the old pages and the result would be wrong), then a read-only source. */
 static int registrations_body(tally_comm_t comm, int rank, int nranks, void *arg) {
   (void)arg;
   size_t bytes = (size_t)BIG_COUNT * 4;
@@ -155,6 +155,16 @@ static int registrations_body(tally_comm_t comm, int rank, int nranks, void *arg
   if (again != m) bad += harness_fail(rank, "could not map the same address again");
   if (!bad) bad += big_allreduce(comm, rank, nranks, again, "buffer mapped again at the same address");
   munmap(again, bytes);
+  /* out of place from memory that cannot be written: registered for reading only */
+  float *source = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  for (size_t i = 0; i < BIG_COUNT; i++) source[i] = (float)(rank + 1 + (int)(i % 7));
+  mprotect(source, bytes, PROT_READ);
+  tally_result_t r = bad ? TALLY_SUCCESS : tally_allreduce(source, a, BIG_COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  if (r != TALLY_SUCCESS) bad += harness_fail(rank, "from read-only memory: %s", tally_comm_last_error(comm));
+  for (size_t i = 0; !bad && i < BIG_COUNT; i++)
+    if (a[i] != (float)(nranks * (nranks + 1) / 2 + nranks * (int)(i % 7)))
+      bad += harness_fail(rank, "from read-only memory: element %zu is %g", i, a[i]);
+  munmap(source, bytes);
   free(a);
   free(b);
   return bad;

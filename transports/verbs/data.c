@@ -211,7 +211,7 @@ static tally_result_t post_rendezvous(struct tally_conn *c, struct tally_request
   if (slot < 0) return TALLY_SUCCESS;
   struct tally_mr_hold *hold = write_hold(c, c->writes_posted);
   if (!mismatch) {
-    tally_result_t r = tally_mr_get(&c->ep->mr_cache, q->buf, q->len, hold);
+    tally_result_t r = tally_mr_get(&c->ep->mr_cache, q->buf, q->len, 1, hold);
     if (r != TALLY_SUCCESS) {
       c->free_send[c->nfree_send++] = slot;
       return r;

@@ -137,7 +137,8 @@ static tally_result_t add_entry(struct tally_mr_cache *cache, uintptr_t start, u
   return TALLY_SUCCESS;
 }
 
-tally_result_t tally_mr_get(struct tally_mr_cache *cache, void *buf, size_t len, struct tally_mr_hold *hold) {
+tally_result_t tally_mr_get(struct tally_mr_cache *cache, void *buf, size_t len, int read_only,
+                            struct tally_mr_hold *hold) {
   uintptr_t start = (uintptr_t)buf & ~(uintptr_t)(PAGE - 1);
   uintptr_t end = ((uintptr_t)buf + (len ? len : 1) + PAGE - 1) & ~(uintptr_t)(PAGE - 1);
   for (struct tally_mr_entry **p = &cache->entries; *p; p = &(*p)->next) {
@@ -163,7 +164,14 @@ tally_result_t tally_mr_get(struct tally_mr_cache *cache, void *buf, size_t len,
   }
   cache->misses++;
   struct tally_mr_entry *e = NULL;
-  TALLY_CHECK(add_entry(cache, start, end, &e));
+  tally_result_t r = add_entry(cache, start, end, &e);
+  if (r != TALLY_SUCCESS && read_only) {
+    struct ibv_mr *mr = ibv_reg_mr(cache->pd, (void *)start, end - start, 0);
+    if (!mr) return r;
+    *hold = (struct tally_mr_hold){mr, NULL};
+    return TALLY_SUCCESS;
+  }
+  TALLY_CHECK(r);
   if (!e->frames) { /* cannot be verified later: this transfer's alone */
     cache->bytes -= e->end - e->base;
     *hold = (struct tally_mr_hold){e->mr, NULL};

@@ -39,8 +39,11 @@ void tally_mr_cache_init(struct tally_mr_cache *cache, struct ibv_pd *pd, size_t
 /* Deregisters everything (nothing may be held). */
 void tally_mr_cache_destroy(struct tally_mr_cache *cache);
 
-/* A registration covering [buf, buf+len) with local write and remote write access. */
-tally_result_t tally_mr_get(struct tally_mr_cache *cache, void *buf, size_t len, struct tally_mr_hold *hold);
+/* A registration covering [buf, buf+len) with local write and remote write access; or, for a
+ * source that is only read (`read_only`), one without write access when the memory cannot be
+ * written (a const buffer), registered for this transfer alone. */
+tally_result_t tally_mr_get(struct tally_mr_cache *cache, void *buf, size_t len, int read_only,
+                            struct tally_mr_hold *hold);
 void tally_mr_put(struct tally_mr_cache *cache, struct tally_mr_hold *hold);
 
 #endif

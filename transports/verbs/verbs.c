@@ -319,7 +319,7 @@ static tally_result_t verbs_irecv(struct tally_conn *c, struct tally_request *re
   struct tally_mr_hold *hold = verbs_recv_hold(c, c->recv_seq);
   *hold = (struct tally_mr_hold){0};
   if (req->len > VERBS_EAGER_BYTES) /* its payload lands in place: register it now */
-    TALLY_CHECK(tally_mr_get(&c->ep->mr_cache, req->buf, req->len, hold));
+    TALLY_CHECK(tally_mr_get(&c->ep->mr_cache, req->buf, req->len, 0, hold));
   enqueue(&c->recv_head, &c->recv_tail, req);
   req->progressed = c->recv_seq++; /* its message number, which its credit carries */
   if (!c->uncredited) c->uncredited = req;
@@ -434,7 +434,7 @@ static int verbs_notify(struct tally_conn *c, const unsigned char notice[TALLY_W
 static tally_result_t verbs_register(struct tally_endpoint *ep, void *buf, size_t len, void **handle) {
   struct tally_mr_hold *hold = calloc(1, sizeof *hold);
   if (!hold) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory registering memory");
-  tally_result_t r = tally_mr_get(&ep->mr_cache, buf, len, hold);
+  tally_result_t r = tally_mr_get(&ep->mr_cache, buf, len, 0, hold);
   if (r != TALLY_SUCCESS) {
     free(hold);
     return r;
