@@ -98,6 +98,9 @@ struct tally_transport_ops {
 tally_result_t tally_transport_pin_nothing(struct tally_endpoint *ep, void *buf, size_t len, void **handle);
 void tally_transport_unpin_nothing(struct tally_endpoint *ep, void *handle);
 
+/* Appends `req` to a connection's queue (head, tail), marking it not done and not started. */
+void tally_request_enqueue(struct tally_request **head, struct tally_request **tail, struct tally_request *req);
+
 /* The transport named `name` ("tcp", "shm", "verbs"), or NULL when this build has none by that name. */
 const struct tally_transport_ops *tally_transport_find(const char *name);
 

@@ -141,18 +141,6 @@ static tally_result_t shm_accept(struct tally_endpoint *ep, uint64_t comm_id, in
   return TALLY_ERROR(r, "rank %d accepting shared-memory connections: %s", ep->rank, tally_error_message());
 }
 
-static void enqueue(struct tally_request **head, struct tally_request **tail, struct tally_request *req) {
-  req->next = NULL;
-  req->done = 0;
-  req->peer_waiting = 0;
-  req->progressed = 0;
-  if (*tail)
-    (*tail)->next = req;
-  else
-    *head = req;
-  *tail = req;
-}
-
 /* A request for the wrong direction or after fail() is a bug in the caller. */
 static tally_result_t refuse_request(const struct tally_conn *c, const char *call) {
   if (c->broken)
@@ -168,14 +156,14 @@ static tally_result_t shm_isend(struct tally_conn *c, struct tally_request *req)
   if (c->side != SHM_SENDER || c->broken) return refuse_request(c, "isend");
   req->hdr.bytes = req->len;
   tally_header_encode(&req->hdr, req->wire);
-  enqueue(&c->send_head, &c->send_tail, req);
+  tally_request_enqueue(&c->send_head, &c->send_tail, req);
   return TALLY_SUCCESS;
 }
 
 static tally_result_t shm_irecv(struct tally_conn *c, struct tally_request *req) {
   if (c->side != SHM_RECEIVER || c->broken) return refuse_request(c, "irecv");
   req->hdr.bytes = req->len;
-  enqueue(&c->recv_head, &c->recv_tail, req);
+  tally_request_enqueue(&c->recv_head, &c->recv_tail, req);
   return TALLY_SUCCESS;
 }
 

@@ -177,28 +177,16 @@ static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, in
   return TALLY_SUCCESS;
 }
 
-static void enqueue(struct tally_request **head, struct tally_request **tail, struct tally_request *req) {
-  req->next = NULL;
-  req->done = 0;
-  req->peer_waiting = 0;
-  req->progressed = 0;
-  if (*tail)
-    (*tail)->next = req;
-  else
-    *head = req;
-  *tail = req;
-}
-
 static tally_result_t tcp_isend(struct tally_conn *c, struct tally_request *req) {
   req->hdr.bytes = req->len;
   tally_header_encode(&req->hdr, req->wire);
-  enqueue(&c->send_head, &c->send_tail, req);
+  tally_request_enqueue(&c->send_head, &c->send_tail, req);
   return TALLY_SUCCESS;
 }
 
 static tally_result_t tcp_irecv(struct tally_conn *c, struct tally_request *req) {
   req->hdr.bytes = req->len;
-  enqueue(&c->recv_head, &c->recv_tail, req);
+  tally_request_enqueue(&c->recv_head, &c->recv_tail, req);
   return TALLY_SUCCESS;
 }
 

@@ -285,18 +285,6 @@ static tally_result_t verbs_accept(struct tally_endpoint *ep, uint64_t comm_id, 
   return r;
 }
 
-static void enqueue(struct tally_request **head, struct tally_request **tail, struct tally_request *req) {
-  req->next = NULL;
-  req->done = 0;
-  req->peer_waiting = 0;
-  req->progressed = 0;
-  if (*tail)
-    (*tail)->next = req;
-  else
-    *head = req;
-  *tail = req;
-}
-
 static tally_result_t too_large(const struct tally_conn *c, size_t len) {
   return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "a message of %zu bytes to or from %s is larger than one RDMA write "
                      "can carry (4 GiB); lower TALLY_CHUNK_BYTES", len, c->peer_text);
@@ -306,7 +294,7 @@ static tally_result_t verbs_isend(struct tally_conn *c, struct tally_request *re
   if (req->len > UINT32_MAX) return too_large(c, req->len);
   req->hdr.bytes = req->len;
   tally_header_encode(&req->hdr, req->wire);
-  enqueue(&c->send_head, &c->send_tail, req);
+  tally_request_enqueue(&c->send_head, &c->send_tail, req);
   return TALLY_SUCCESS;
 }
 
@@ -320,7 +308,7 @@ static tally_result_t verbs_irecv(struct tally_conn *c, struct tally_request *re
   *hold = (struct tally_mr_hold){0};
   if (req->len > VERBS_EAGER_BYTES) /* its payload lands in place: register it now */
     TALLY_CHECK(tally_mr_get(&c->ep->mr_cache, req->buf, req->len, 0, hold));
-  enqueue(&c->recv_head, &c->recv_tail, req);
+  tally_request_enqueue(&c->recv_head, &c->recv_tail, req);
   req->progressed = c->recv_seq++; /* its message number, which its credit carries */
   if (!c->uncredited) c->uncredited = req;
   return TALLY_SUCCESS;
