@@ -36,6 +36,11 @@ tally_result_t tally_ring_strided(struct tally_comm *comm, const struct tally_ri
 /* Block k of `nblocks` over `count` elements: its first element and its length. */
 void tally_ring_block(int nblocks, int k, size_t count, size_t *offset, size_t *length);
 
+extern const struct tally_algorithm tally_rhd_algorithm;
+/* The ranks `rank` exchanges with in recursive halving-doubling on `nranks` ranks (at most 2 + 31 of
+ * them, written to `partners`); the communicator connects to each both ways at init. */
+int tally_rhd_partners(int rank, int nranks, int *partners);
+
 /* The algorithm to run `desc` on `comm` (so far: the ring, whatever TALLY_ALGO says it may be). */
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 

@@ -117,6 +117,8 @@ static void comm_free(struct tally_comm *c) {
   if (c->abort_fd >= 0) close(c->abort_fd);
   free(c->peers);
   free(c->links);
+  free(c->to);
+  free(c->from);
   tally_job_topo_free(&c->topo);
   free(c->scratch);
   free(c->staging);

@@ -49,6 +49,8 @@ struct tally_comm {
   struct tally_ring cross;  /* the ranks with this local rank, one per host; size 0 likewise */
   struct tally_link *links; /* every distinct connection, each once (see tally_comm_fail) */
   int nlinks;
+  struct tally_link *to, *from; /* [nranks]: the connection to / from each rank (ops NULL: none) */
+  int rhd_ready;                /* the recursive halving-doubling partners are connected */
   struct tally_board *board; /* small collectives in one round, when every rank is on this host */
 
   int abort_fd; /* eventfd: readable once tally_comm_abort was called */

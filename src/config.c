@@ -90,7 +90,7 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
   static const char *const transports[] = {"auto", "tcp", "shm", "verbs", NULL};
   TALLY_CHECK(copy_choice("TALLY_TRANSPORT", (v = env("TALLY_TRANSPORT")) ? v : "auto", transports, cfg->transport,
                           sizeof cfg->transport));
-  static const char *const algos[] = {"auto", "ring", "hier", NULL};
+  static const char *const algos[] = {"auto", "ring", "hier", "rhd", NULL};
   TALLY_CHECK(copy_choice("TALLY_ALGO", (v = env("TALLY_ALGO")) ? v : "auto", algos, cfg->algo, sizeof cfg->algo));
   long n;
   if ((v = env("TALLY_SPIN_US"))) {

@@ -13,7 +13,8 @@ struct tally_config {
   char ifname[128];     /* TALLY_SOCKET_IFNAME: interface filter, NCCL syntax; "" = default */
   char transport[16];   /* TALLY_TRANSPORT: "auto" (shm within a host, verbs or else tcp across), "tcp", "shm" or
                            "verbs" */
-  char algo[16];        /* TALLY_ALGO: "auto" (hierarchical allreduce across hosts), "ring" or "hier" */
+  char algo[16];        /* TALLY_ALGO: "auto" (hierarchical allreduce across hosts), "ring", "hier" or "rhd"
+                           (recursive halving-doubling allreduce) */
   int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
   size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */
   int keepalive_s;      /* TALLY_KEEPALIVE: a peer host silent this long is declared dead */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../algorithms/algorithm.h"
 #include "error.h"
 #include "log.h"
 
@@ -113,12 +114,14 @@ static void *accept_peers(void *arg) {
   return NULL;
 }
 
-/* The distinct ranks this rank sends to (out) and receives from (in) over all its rings. */
+/* The distinct ranks this rank sends to (out) or receives from (in): ring neighbours and the
+ * partners of the recursive halving-doubling exchanges. */
+enum { MAX_PEERS = 3 + 2 * 32 };
 struct peer_set {
   int n;
-  int rank[3];
-  int slot[3];
-  struct tally_conn *conn[3];
+  int rank[MAX_PEERS];
+  int slot[MAX_PEERS];
+  struct tally_conn *conn[MAX_PEERS];
 };
 
 static int peer_set_add(struct peer_set *set, int rank) {
@@ -127,6 +130,7 @@ static int peer_set_add(struct peer_set *set, int rank) {
   set->rank[set->n] = rank;
   return set->n++;
 }
+
 
 /* The ring of `members` (communicator ranks, in ring order) that contains this rank. */
 static void place_in_ring(const struct tally_comm *c, struct tally_ring *ring, const int *members, int n) {
@@ -167,7 +171,7 @@ static tally_result_t plan_rings(struct tally_comm *c) {
 }
 
 /* Accepts from the in-peers that use `slot`, in a thread; returns 0 when there are none. */
-static int start_accepting(struct tally_comm *c, struct peer_set *in, int slot, struct accept_job *job, int *peers,
+static int start_accepting(struct tally_comm *c, const struct peer_set *in, int slot, struct accept_job *job, int *peers,
                            struct tally_conn **conns, uint64_t deadline, pthread_t *thread) {
   int n = 0;
   for (int i = 0; i < in->n; i++)
@@ -188,10 +192,21 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
   TALLY_CHECK(plan_rings(c));
   struct tally_ring *rings[3] = {&c->world, &c->local, &c->cross};
   int nrings = c->local.size > 0 ? 3 : 1;
-  struct peer_set out = {0}, in = {0};
+  static struct peer_set zero;
+  struct peer_set out = zero, in = zero;
   for (int i = 0; i < nrings; i++) {
     peer_set_add(&out, rings[i]->next_rank);
     peer_set_add(&in, rings[i]->prev_rank);
+  }
+  /* Halving-doubling partners cost a connection each way (on one host, shared memory that small
+   * containers lack), so they are connected only where the algorithm may run: when forced, or
+   * when the job spans several hosts (on one host the board and the ring serve). */
+  int partners[2 * 32], npartners = 0;
+  c->rhd_ready = !strcmp(c->cfg.algo, "rhd") || (!strcmp(c->cfg.algo, "auto") && c->topo.nhosts > 1);
+  if (c->rhd_ready) npartners = tally_rhd_partners(c->rank, c->nranks, partners);
+  for (int i = 0; i < npartners; i++) { /* exchanges go both ways */
+    peer_set_add(&out, partners[i]);
+    peer_set_add(&in, partners[i]);
   }
   for (int i = 0; i < out.n; i++) {
     TALLY_CHECK(choose_slot(c, out.rank[i], &out.slot[i]));
@@ -203,8 +218,8 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
   }
   struct accept_job jobs[TALLY_NUM_SLOTS];
   pthread_t threads[TALLY_NUM_SLOTS];
-  int accepting[TALLY_NUM_SLOTS], peers[TALLY_NUM_SLOTS][3];
-  struct tally_conn *accepted[TALLY_NUM_SLOTS][3];
+  int accepting[TALLY_NUM_SLOTS], peers[TALLY_NUM_SLOTS][MAX_PEERS];
+  struct tally_conn *accepted[TALLY_NUM_SLOTS][MAX_PEERS];
   for (int s = 0; s < TALLY_NUM_SLOTS; s++) {
     memset(&jobs[s], 0, sizeof jobs[s]);
     accepting[s] = start_accepting(c, &in, s, &jobs[s], peers[s], accepted[s], deadline, &threads[s]);
@@ -233,14 +248,17 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
       if (peers[s][j] == in.rank[i]) in.conn[i] = accepted[s][j];
   }
   c->links = calloc((size_t)(out.n + in.n), sizeof *c->links);
-  if (!c->links) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links");
+  c->to = calloc((size_t)c->nranks, sizeof *c->to);
+  c->from = calloc((size_t)c->nranks, sizeof *c->from);
+  if (!c->links || !c->to || !c->from) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links");
   for (int i = 0; i < out.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[out.slot[i]].ops, out.conn[i]};
   for (int i = 0; i < in.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[in.slot[i]].ops, in.conn[i]};
+  for (int i = 0; i < out.n; i++) c->to[out.rank[i]] = c->links[i];
+  for (int i = 0; i < in.n; i++) c->from[in.rank[i]] = c->links[out.n + i];
   for (int i = 0; i < nrings; i++) {
     struct tally_ring *ring = rings[i];
-    int o = peer_set_add(&out, ring->next_rank), n = peer_set_add(&in, ring->prev_rank);
-    ring->to_next = c->links[o];
-    ring->from_prev = c->links[out.n + n];
+    ring->to_next = c->to[ring->next_rank];
+    ring->from_prev = c->from[ring->prev_rank];
   }
   return TALLY_SUCCESS;
 }

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "harness.h"
 #include "typed.h"
@@ -90,11 +91,12 @@ static int has_op(enum coll c) { return c == ALLREDUCE || c == REDUCE_SCATTER ||
 static int has_root(enum coll c) { return c == BROADCAST || c == REDUCE; }
 
 int coll_all_cases(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)arg;
-  static const size_t counts[] = {0, 1, 7, 1031};
+  const char *only = arg; /* NULL: every collective */
+  static const size_t counts[] = {0, 1, 7, 1031, 5003}; /* 5003: mid-sized (halving-doubling across hosts) */
   int roots[3] = {0, n - 1, n / 2};
   int failures = 0;
-  for (int coll = ALLREDUCE; coll <= REDUCE; coll++)
+  for (int coll = ALLREDUCE; coll <= REDUCE; coll++) {
+    if (only && strcmp(only, coll_names[coll]) != 0) continue;
     for (int t = 0; t < TALLY_NUM_DATATYPES; t++)
       for (int op = 0; op < (has_op(coll) ? TALLY_NUM_OPS : 1); op++)
         for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++)
@@ -104,9 +106,10 @@ int coll_all_cases(tally_comm_t comm, int rank, int n, void *arg) {
               failures += run_case(comm, rank, n, &c);
               if (failures > 5) return 1;
             }
+  }
   /* Several MiB, so that blocks span many pipelined chunks. */
   for (int coll = ALLREDUCE; coll <= REDUCE; coll++)
-    for (int in_place = 0; in_place < 2; in_place++) {
+    for (int in_place = 0; in_place < 2 && (!only || !strcmp(only, coll_names[coll])); in_place++) {
       struct case_ c = {coll, TALLY_FLOAT32, TALLY_SUM, (3u << 20) / 4 + 13, in_place, n - 1};
       failures += run_case(comm, rank, n, &c);
     }

@@ -6,6 +6,8 @@
 
 #include "tally.h"
 
+/* `arg`: NULL for every collective, or a collective's name ("allreduce", "allgather",
+ * "reduce_scatter", "broadcast", "reduce") to run that one's cases only. */
 int coll_all_cases(tally_comm_t comm, int rank, int n, void *arg);
 
 #endif

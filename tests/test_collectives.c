@@ -33,6 +33,23 @@ HOSTS_TEST(6, 3) /* 2 hosts of 3 */
 HOSTS_TEST(5, 2) /* 2, 2 and 1: uneven */
 HOSTS_TEST(7, 3) /* 3, 3 and 1: uneven */
 
+/* Recursive halving-doubling allreduce (TALLY_ALGO=rhd) on powers of two and not: the fold and
+ * unfold of the extra ranks, uneven blocks, every datatype and op. */
+#define RHD_TEST(n)                                                                                     \
+  Test(collectives, rhd_allreduce_##n##_ranks) {                                                        \
+    setenv("TALLY_ALGO", "rhd", 1);                                                                     \
+    cr_assert_eq(harness_run(n, 240, coll_all_cases, "allreduce"), 0, "some rank failed (see stderr)"); \
+    unsetenv("TALLY_ALGO");                                                                             \
+  }
+RHD_TEST(2)
+RHD_TEST(3)
+RHD_TEST(4)
+RHD_TEST(5)
+RHD_TEST(6)
+RHD_TEST(7)
+RHD_TEST(8)
+RHD_TEST(9)
+
 /* TALLY_SPIN_US=0 blocks as soon as nothing moves: a collective must still end as soon as its last
  * request does (a lost chance to notice that once cost each call a 100 ms poll). 50 calls in
  * well under the 5 s that bug took. */
