@@ -41,7 +41,12 @@ extern const struct tally_algorithm tally_rhd_algorithm;
  * them, written to `partners`); the communicator connects to each both ways at init. */
 int tally_rhd_partners(int rank, int nranks, int *partners);
 
-/* The algorithm to run `desc` on `comm` (so far: the ring, whatever TALLY_ALGO says it may be). */
+/* The algorithm to run `desc` on `comm`, within what TALLY_ALGO allows (src/tuner.c). */
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc);
+/* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */
+tally_result_t tally_tuner_check(const struct tally_algo_spec *spec);
+/* Whether the halving-doubling partners should be connected: TALLY_ALGO forces it for allreduce, or
+ * allows it and the job spans several hosts. */
+int tally_tuner_wants_rhd(const struct tally_config *cfg, int nhosts);
 
 #endif

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "config.h"
 
+#include "../algorithms/algorithm.h"
 #include "../transports/verbs/select.h"
 
 #include <ctype.h>
@@ -90,8 +91,8 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
   static const char *const transports[] = {"auto", "tcp", "shm", "verbs", NULL};
   TALLY_CHECK(copy_choice("TALLY_TRANSPORT", (v = env("TALLY_TRANSPORT")) ? v : "auto", transports, cfg->transport,
                           sizeof cfg->transport));
-  static const char *const algos[] = {"auto", "ring", "hier", "rhd", NULL};
-  TALLY_CHECK(copy_choice("TALLY_ALGO", (v = env("TALLY_ALGO")) ? v : "auto", algos, cfg->algo, sizeof cfg->algo));
+  TALLY_CHECK(tally_algo_spec_parse(env("TALLY_ALGO"), &cfg->algo));
+  TALLY_CHECK(tally_tuner_check(&cfg->algo));
   long n;
   if ((v = env("TALLY_SPIN_US"))) {
     if (parse_long(v, 0, 1000000, &n))

@@ -3,6 +3,7 @@
 #ifndef TALLY_CONFIG_H
 #define TALLY_CONFIG_H
 
+#include "algo_spec.h"
 #include "tally.h"
 
 #define TALLY_DEFAULT_TIMEOUT_S 300.0
@@ -13,8 +14,7 @@ struct tally_config {
   char ifname[128];     /* TALLY_SOCKET_IFNAME: interface filter, NCCL syntax; "" = default */
   char transport[16];   /* TALLY_TRANSPORT: "auto" (shm within a host, verbs or else tcp across), "tcp", "shm" or
                            "verbs" */
-  char algo[16];        /* TALLY_ALGO: "auto" (hierarchical allreduce across hosts), "ring", "hier" or "rhd"
-                           (recursive halving-doubling allreduce) */
+  struct tally_algo_spec algo; /* TALLY_ALGO: the algorithms each collective may use (algo_spec.h) */
   int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
   size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */
   int keepalive_s;      /* TALLY_KEEPALIVE: a peer host silent this long is declared dead */

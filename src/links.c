@@ -202,7 +202,7 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
    * containers lack), so they are connected only where the algorithm may run: when forced, or
    * when the job spans several hosts (on one host the board and the ring serve). */
   int partners[2 * 32], npartners = 0;
-  c->rhd_ready = !strcmp(c->cfg.algo, "rhd") || (!strcmp(c->cfg.algo, "auto") && c->topo.nhosts > 1);
+  c->rhd_ready = tally_tuner_wants_rhd(&c->cfg, c->topo.nhosts);
   if (c->rhd_ready) npartners = tally_rhd_partners(c->rank, c->nranks, partners);
   for (int i = 0; i < npartners; i++) { /* exchanges go both ways */
     peer_set_add(&out, partners[i]);

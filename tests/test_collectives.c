@@ -33,11 +33,11 @@ HOSTS_TEST(6, 3) /* 2 hosts of 3 */
 HOSTS_TEST(5, 2) /* 2, 2 and 1: uneven */
 HOSTS_TEST(7, 3) /* 3, 3 and 1: uneven */
 
-/* Recursive halving-doubling allreduce (TALLY_ALGO=rhd) on powers of two and not: the fold and
+/* Recursive halving-doubling allreduce (TALLY_ALGO=allreduce:rhd) on powers of two and not: the fold and
  * unfold of the extra ranks, uneven blocks, every datatype and op. */
 #define RHD_TEST(n)                                                                                     \
   Test(collectives, rhd_allreduce_##n##_ranks) {                                                        \
-    setenv("TALLY_ALGO", "rhd", 1);                                                                     \
+    setenv("TALLY_ALGO", "allreduce:rhd", 1);                                                           \
     cr_assert_eq(harness_run(n, 240, coll_all_cases, "allreduce"), 0, "some rank failed (see stderr)"); \
     unsetenv("TALLY_ALGO");                                                                             \
   }

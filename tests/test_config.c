@@ -11,7 +11,8 @@
 
 static void clear_env(void) {
   const char *vars[] = {"TALLY_TIMEOUT", "TALLY_SOCKET_IFNAME", "TALLY_TRANSPORT", "TALLY_ALGO", "TALLY_DEBUG",
-                        "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_RANK", "TALLY_SIZE",
+                        "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_IB_HCA", "TALLY_IB_GID_INDEX",
+                        "TALLY_IB_REG_CACHE_MB", "TALLY_RANK", "TALLY_SIZE",
                         "TALLY_ROOT", "TALLY_SECRET", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
                         "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", "MASTER_ADDR",
                         "MASTER_PORT"};
@@ -54,6 +55,24 @@ Test(config, malformed_values_refused) {
   expect_refused("TALLY_DEBUG_SUBSYS", "INIT,NOPE");
   expect_refused("TALLY_SPIN_US", "-3");
   expect_refused("TALLY_CHUNK_BYTES", "12");
+  expect_refused("TALLY_IB_HCA", "mlx5_0:x");
+  expect_refused("TALLY_IB_GID_INDEX", "abc");
+  expect_refused("TALLY_IB_REG_CACHE_MB", "-1");
+}
+
+/* A valid TALLY_ALGO that leaves a collective only algorithms not written yet is refused at init,
+ * saying what is implemented, rather than quietly running something else. */
+Test(config, unimplemented_algorithm_refused) {
+  setenv("TALLY_ALGO", "allgather:tree", 1);
+  struct tally_config cfg;
+  cr_assert_eq(tally_config_load(&cfg), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_error_message(), "TALLY_ALGO leaves allgather"), "%s", tally_error_message());
+  cr_assert(strstr(tally_error_message(), "implemented for allgather: ring, hier"), "%s", tally_error_message());
+  setenv("TALLY_ALGO", "allreduce:rhd;ring", 1);
+  cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS, "%s", tally_error_message());
+  cr_assert(tally_algo_spec_allows(&cfg.algo, TALLY_COLL_ALLREDUCE, TALLY_ALGO_RHD));
+  cr_assert(!tally_algo_spec_allows(&cfg.algo, TALLY_COLL_ALLREDUCE, TALLY_ALGO_RING));
+  cr_assert(tally_algo_spec_allows(&cfg.algo, TALLY_COLL_BROADCAST, TALLY_ALGO_RING));
 }
 
 Test(config, unknown_transport_lists_valid_ones) {

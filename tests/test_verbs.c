@@ -25,13 +25,13 @@ static int rdma_devices(void) {
 
 /* ctest runs suite `verbs` only where a device exists (tests/if_rdma.sh) and `verbs_no_device`
  * everywhere; these guards make a direct run of the binary say the same. */
-#define NEED_DEVICE()                                                                             \
-  do {                                                                                            \
-    if (rdma_devices() == 0) cr_skip_test("SKIPPED: no RDMA device here (run make test-rdma)");  \
+#define NEED_DEVICE()                                                                           \
+  do {                                                                                          \
+    if (rdma_devices() == 0) cr_skip_test("SKIPPED: no RDMA device here (run make test-rdma)"); \
   } while (0)
-#define NEED_NO_DEVICE()                                                                          \
-  do {                                                                                            \
-    if (rdma_devices() > 0) cr_skip_test("SKIPPED: this machine has an RDMA device");             \
+#define NEED_NO_DEVICE()                                                              \
+  do {                                                                                \
+    if (rdma_devices() > 0) cr_skip_test("SKIPPED: this machine has an RDMA device"); \
   } while (0)
 
 /* Each rank's log goes to its own file, for tests that read what the library said. */
@@ -114,11 +114,11 @@ Test(verbs_no_device, auto_uses_tcp_quietly) {
 
 /* --- with a device ----------------------------------------------------------------------------- */
 
-#define FORCED_TEST(n)                                                                              \
-  Test(verbs, every_collective_on_##n##_ranks) {                                                    \
-    NEED_DEVICE();                                                                                  \
-    setenv("TALLY_TRANSPORT", "verbs", 1);                                                          \
-    cr_assert_eq(harness_run(n, 900, coll_all_cases, NULL), 0, "some rank failed (see stderr)");    \
+#define FORCED_TEST(n)                                                                           \
+  Test(verbs, every_collective_on_##n##_ranks) {                                                 \
+    NEED_DEVICE();                                                                               \
+    setenv("TALLY_TRANSPORT", "verbs", 1);                                                       \
+    cr_assert_eq(harness_run(n, 900, coll_all_cases, NULL), 0, "some rank failed (see stderr)"); \
   }
 FORCED_TEST(2)
 FORCED_TEST(3)

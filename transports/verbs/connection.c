@@ -41,8 +41,8 @@ static tally_result_t create_qp(struct tally_conn *c) {
   if (rdma_create_qp(c->id, c->ep->pd, &attr) != 0) {
     attr.cap.max_inline_data = 0;
     if (rdma_create_qp(c->id, c->ep->pd, &attr) != 0)
-      return TALLY_ERROR(TALLY_ERR_SYSTEM, "creating a queue pair on %s for %s: %s", c->ep->device_text,
-                         c->peer_text, strerror(errno));
+      return TALLY_ERROR(TALLY_ERR_SYSTEM, "creating a queue pair on %s for %s: %s", c->ep->device_text, c->peer_text,
+                         strerror(errno));
   }
   c->max_inline = attr.cap.max_inline_data;
   return TALLY_SUCCESS;
@@ -59,8 +59,8 @@ tally_result_t verbs_conn_create(struct tally_endpoint *ep, struct rdma_cm_id *i
   size_t bytes = (size_t)(VERBS_RECV_SLOTS + VERBS_SEND_SLOTS) * VERBS_CTRL_BYTES;
   tally_result_t r = TALLY_SUCCESS;
   c->ctrl = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
-  c->cq = ibv_create_cq(ep->verbs, 2 * (VERBS_RECV_SLOTS + VERBS_SEND_SLOTS + VERBS_MAX_WRITES), c, ep->comp_channel,
-                        0);
+  c->cq =
+      ibv_create_cq(ep->verbs, 2 * (VERBS_RECV_SLOTS + VERBS_SEND_SLOTS + VERBS_MAX_WRITES), c, ep->comp_channel, 0);
   if (!c->ctrl || !c->cq)
     r = TALLY_ERROR(TALLY_ERR_SYSTEM, "creating a completion queue on %s: %s", ep->device_text,
                     c->ctrl ? strerror(errno) : "out of memory");
@@ -153,6 +153,7 @@ void verbs_conn_broken(struct tally_conn *c, const char *fmt, ...) {
 tally_result_t verbs_conn_error(struct tally_conn *c, const char *what) {
   if (c->error_frame_pending) return tally_error_frame_decode(c->error_frame, c->peer);
   tally_error_blame(c->peer);
-  return TALLY_ERROR(TALLY_ERR_REMOTE, "%s %s over RDMA (%s): %s; that rank has probably failed or exited early (check its log)",
-                     what, c->peer_text, c->ep->device_text, c->broken[0] ? c->broken : "connection lost");
+  return TALLY_ERROR(TALLY_ERR_REMOTE,
+                     "%s %s over RDMA (%s): %s; that rank has probably failed or exited early (check its log)", what,
+                     c->peer_text, c->ep->device_text, c->broken[0] ? c->broken : "connection lost");
 }

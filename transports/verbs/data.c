@@ -53,35 +53,32 @@ static tally_result_t on_message(struct tally_conn *c, int slot, uint32_t length
   uint32_t seq = tally_get_u32(m + 8), body = length - VERBS_CTRL_HEAD;
   const unsigned char *b = m + VERBS_CTRL_HEAD;
   switch (m[0]) {
-  case MSG_CREDIT: {
-    struct verbs_credit *cr = &c->credits[seq % VERBS_CREDITS];
-    if (body < 20) return protocol_error(c, "a malformed credit");
-    if ((int32_t)(seq - c->send_seq) < 0) return verbs_repost_recv(c, slot); /* that message went eager */
-    if ((int32_t)(seq - c->send_seq) >= VERBS_CREDITS || cr->valid)
-      return protocol_error(c, "more receives credited than this side can track");
-    *cr = (struct verbs_credit){.seq = seq,
-                                .valid = 1,
-                                .eager_only = m[1] & FLAG_EAGER_ONLY,
-                                .addr = tally_get_u64(b),
-                                .rkey = tally_get_u32(b + 8),
-                                .len = tally_get_u64(b + 12)};
-    return verbs_repost_recv(c, slot);
-  }
-  case MSG_EAGER:
-  case MSG_HEADER:
-    if (body < TALLY_WIRE_HEADER_BYTES) return protocol_error(c, "a message without its header");
-    *moved = 1;
-    return push_arrival(c, m[0], slot, seq, body - TALLY_WIRE_HEADER_BYTES);
-  case MSG_AUTH:
-    return push_arrival(c, MSG_AUTH, slot, seq, body);
-  case MSG_FRAME:
-    if (body < TALLY_WIRE_HEADER_BYTES) return protocol_error(c, "a short frame");
-    TALLY_CHECK(on_frame(c, b));
-    return verbs_repost_recv(c, slot);
-  case MSG_ACK:
-    return verbs_repost_recv(c, slot);
-  default:
-    return protocol_error(c, "a control message of unknown type");
+    case MSG_CREDIT: {
+      struct verbs_credit *cr = &c->credits[seq % VERBS_CREDITS];
+      if (body < 20) return protocol_error(c, "a malformed credit");
+      if ((int32_t)(seq - c->send_seq) < 0) return verbs_repost_recv(c, slot); /* that message went eager */
+      if ((int32_t)(seq - c->send_seq) >= VERBS_CREDITS || cr->valid)
+        return protocol_error(c, "more receives credited than this side can track");
+      *cr = (struct verbs_credit){.seq = seq,
+                                  .valid = 1,
+                                  .eager_only = m[1] & FLAG_EAGER_ONLY,
+                                  .addr = tally_get_u64(b),
+                                  .rkey = tally_get_u32(b + 8),
+                                  .len = tally_get_u64(b + 12)};
+      return verbs_repost_recv(c, slot);
+    }
+    case MSG_EAGER:
+    case MSG_HEADER:
+      if (body < TALLY_WIRE_HEADER_BYTES) return protocol_error(c, "a message without its header");
+      *moved = 1;
+      return push_arrival(c, m[0], slot, seq, body - TALLY_WIRE_HEADER_BYTES);
+    case MSG_AUTH: return push_arrival(c, MSG_AUTH, slot, seq, body);
+    case MSG_FRAME:
+      if (body < TALLY_WIRE_HEADER_BYTES) return protocol_error(c, "a short frame");
+      TALLY_CHECK(on_frame(c, b));
+      return verbs_repost_recv(c, slot);
+    case MSG_ACK: return verbs_repost_recv(c, slot);
+    default: return protocol_error(c, "a control message of unknown type");
   }
 }
 
@@ -89,31 +86,32 @@ tally_result_t verbs_on_completion(struct tally_conn *c, const struct ibv_wc *wc
   int kind = (int)(wc->wr_id >> 32), index = (int)(uint32_t)wc->wr_id;
   if (wc->status != IBV_WC_SUCCESS) {
     if (c->stopped) return TALLY_SUCCESS; /* a failed connection's leftovers */
-    verbs_conn_broken(c, "%s failed on %s: %s", kind == WR_RECV ? "a receive" : kind == WR_WRITE ? "an RDMA write" : "a send",
+    verbs_conn_broken(c, "%s failed on %s: %s",
+                      kind == WR_RECV    ? "a receive"
+                      : kind == WR_WRITE ? "an RDMA write"
+                                         : "a send",
                       c->ep->device_text, ibv_wc_status_str(wc->status));
     return verbs_conn_error(c, "talking to");
   }
   switch (kind) {
-  case WR_SEND:
-    c->free_send[c->nfree_send++] = index;
-    return TALLY_SUCCESS;
-  case WR_WRITE: {
-    if (c->stopped) return TALLY_SUCCESS; /* fail() already forgot its request and registration */
-    struct tally_request *q = c->writing_head;
-    tally_mr_put(&c->ep->mr_cache, write_hold(c, c->writes_done++));
-    c->writing_head = q->next;
-    if (!c->writing_head) c->writing_tail = NULL;
-    q->done = 1;
-    *moved = 1;
-    return TALLY_SUCCESS;
-  }
-  default:
-    if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) { /* a payload landed; the slot held nothing */
+    case WR_SEND: c->free_send[c->nfree_send++] = index; return TALLY_SUCCESS;
+    case WR_WRITE: {
+      if (c->stopped) return TALLY_SUCCESS; /* fail() already forgot its request and registration */
+      struct tally_request *q = c->writing_head;
+      tally_mr_put(&c->ep->mr_cache, write_hold(c, c->writes_done++));
+      c->writing_head = q->next;
+      if (!c->writing_head) c->writing_tail = NULL;
+      q->done = 1;
       *moved = 1;
-      TALLY_CHECK(push_arrival(c, 0, -1, ntohl(wc->imm_data), 0));
-      return verbs_repost_recv(c, index);
+      return TALLY_SUCCESS;
     }
-    return on_message(c, index, wc->byte_len, moved);
+    default:
+      if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) { /* a payload landed; the slot held nothing */
+        *moved = 1;
+        TALLY_CHECK(push_arrival(c, 0, -1, ntohl(wc->imm_data), 0));
+        return verbs_repost_recv(c, index);
+      }
+      return on_message(c, index, wc->byte_len, moved);
   }
 }
 
@@ -130,8 +128,7 @@ tally_result_t verbs_match_receives(struct tally_conn *c) {
   while (c->recv_head && c->narrivals > 0) {
     struct tally_request *q = c->recv_head;
     const struct verbs_arrival *a = &c->arrivals[c->arrival_head];
-    if (a->type == MSG_AUTH || a->seq != c->recv_done)
-      return protocol_error(c, "a message out of order");
+    if (a->type == MSG_AUTH || a->seq != c->recv_done) return protocol_error(c, "a message out of order");
     if (c->header_checked) { /* waiting for the payload's immediate */
       if (a->type != 0) return protocol_error(c, "a message before the payload of the one before it");
       pop_arrival(c);

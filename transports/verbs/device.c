@@ -90,8 +90,8 @@ static tally_result_t choose_address(struct ibv_context *ctx, const char *name, 
       gids[ngids].type = (enum verbs_gid_type)raw[i].gid_type;
       ngids++;
     }
-  struct verbs_gid_table table = {name, port, pattr.link_layer == IBV_LINK_LAYER_INFINIBAND, pattr.gid_tbl_len, gids,
-                                  ngids};
+  struct verbs_gid_table table = {name, port, pattr.link_layer == IBV_LINK_LAYER_INFINIBAND, pattr.gid_tbl_len,
+                                  gids, ngids};
   int index;
   TALLY_CHECK(verbs_choose_gid(&table, gid_override, &index));
   out->gid_index = index;

@@ -67,8 +67,8 @@ void tally_mr_cache_destroy(struct tally_mr_cache *cache) {
     entry_free(cache, e);
   }
   if (cache->pagemap_fd >= 0) close(cache->pagemap_fd);
-  TLOG_INFO(TALLY_SUBSYS_NET, "registration cache: %lu hits, %lu misses, %lu stale registrations dropped",
-            cache->hits, cache->misses, cache->stale);
+  TLOG_INFO(TALLY_SUBSYS_NET, "registration cache: %lu hits, %lu misses, %lu stale registrations dropped", cache->hits,
+            cache->misses, cache->stale);
 }
 
 /* Does every page of [start, end) still map the frame it mapped when `e` was registered? */

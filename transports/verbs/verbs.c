@@ -7,6 +7,8 @@
  * the listener is gone, so no stranger can reach the protection domain that user buffers are
  * later registered in. */
 #define _GNU_SOURCE
+#include "verbs.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -20,7 +22,6 @@
 #include "../../src/error.h"
 #include "../../src/log.h"
 #include "device.h"
-#include "verbs.h"
 
 enum { ADDR_TIMEOUT_MS = 2000, MAX_CONNECTING = 64, CLOSE_DRAIN_S = 5 };
 
@@ -39,8 +40,7 @@ static tally_result_t open_endpoint(struct tally_endpoint *ep, const struct verb
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot listen for RDMA connections on %s: %s", dev->text, strerror(errno));
   ((struct sockaddr_in *)&ep->addr.ss)->sin_port = rdma_get_src_port(ep->listen_id);
   ep->verbs = ep->listen_id->verbs;
-  if (!ep->verbs)
-    return TALLY_ERROR(TALLY_ERR_SYSTEM, "the address of %s belongs to no RDMA device", dev->text);
+  if (!ep->verbs) return TALLY_ERROR(TALLY_ERR_SYSTEM, "the address of %s belongs to no RDMA device", dev->text);
   ep->pd = ibv_alloc_pd(ep->verbs);
   ep->comp_channel = ibv_create_comp_channel(ep->verbs);
   if (!ep->pd || !ep->comp_channel)
@@ -61,8 +61,8 @@ static tally_result_t verbs_create(const struct tally_transport_params *p, struc
   snprintf(ep->device_text, sizeof ep->device_text, "%s", dev.text);
   tally_conn_list_init(&ep->conns);
   ep->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  tally_result_t r = ep->wake_fd < 0 ? TALLY_ERROR(TALLY_ERR_SYSTEM, "eventfd: %s", strerror(errno))
-                                     : open_endpoint(ep, &dev);
+  tally_result_t r =
+      ep->wake_fd < 0 ? TALLY_ERROR(TALLY_ERR_SYSTEM, "eventfd: %s", strerror(errno)) : open_endpoint(ep, &dev);
   if (r != TALLY_SUCCESS) {
     verbs_destroy(ep);
     return r;
@@ -286,8 +286,10 @@ static tally_result_t verbs_accept(struct tally_endpoint *ep, uint64_t comm_id, 
 }
 
 static tally_result_t too_large(const struct tally_conn *c, size_t len) {
-  return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "a message of %zu bytes to or from %s is larger than one RDMA write "
-                     "can carry (4 GiB); lower TALLY_CHUNK_BYTES", len, c->peer_text);
+  return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                     "a message of %zu bytes to or from %s is larger than one RDMA write "
+                     "can carry (4 GiB); lower TALLY_CHUNK_BYTES",
+                     len, c->peer_text);
 }
 
 static tally_result_t verbs_isend(struct tally_conn *c, struct tally_request *req) {

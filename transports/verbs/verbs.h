@@ -33,9 +33,9 @@ enum {
   VERBS_RECV_SLOTS = 64, /* control slots posted for the peer's messages */
   VERBS_SEND_SLOTS = 64, /* control slots for this side's messages */
   VERBS_ARRIVALS = 4 * VERBS_RECV_SLOTS,
-  VERBS_CREDITS = 256,            /* credits received and not yet used, by message number */
-  VERBS_EAGER_BYTES = 8192,       /* messages up to this size are copied through control slots */
-  VERBS_CTRL_HEAD = 16,           /* type, flags, returned slots, message number */
+  VERBS_CREDITS = 256,      /* credits received and not yet used, by message number */
+  VERBS_EAGER_BYTES = 8192, /* messages up to this size are copied through control slots */
+  VERBS_CTRL_HEAD = 16,     /* type, flags, returned slots, message number */
   VERBS_CTRL_BYTES = VERBS_CTRL_HEAD + TALLY_WIRE_HEADER_BYTES + VERBS_EAGER_BYTES,
   VERBS_ACK_BATCH = 16, /* returned slots worth an ACK of their own */
   VERBS_MAX_WRITES = 64 /* RDMA writes in flight per connection */
@@ -57,8 +57,8 @@ struct verbs_credit {
 
 /* A received message waiting for its receive, in arrival order. */
 struct verbs_arrival {
-  int type;  /* MSG_EAGER, MSG_HEADER, or 0 for the immediate of a landed payload */
-  int slot;  /* control slot holding it (EAGER, HEADER), -1 when none */
+  int type; /* MSG_EAGER, MSG_HEADER, or 0 for the immediate of a landed payload */
+  int slot; /* control slot holding it (EAGER, HEADER), -1 when none */
   uint32_t seq;
   uint32_t bytes; /* EAGER: payload bytes in the slot */
 };
@@ -80,10 +80,10 @@ struct tally_conn {
 
   /* receiving: requests in order, messages in order */
   struct tally_request *recv_head, *recv_tail;
-  struct tally_request *uncredited; /* first queued receive whose credit has not gone out */
-  uint32_t recv_seq;                /* number of the next receive queued (a queued receive keeps its
-                                       number in its `progressed` field) */
-  uint32_t recv_done;               /* receives completed: the number of the oldest queued one */
+  struct tally_request *uncredited;               /* first queued receive whose credit has not gone out */
+  uint32_t recv_seq;                              /* number of the next receive queued (a queued receive keeps its
+                                                     number in its `progressed` field) */
+  uint32_t recv_done;                             /* receives completed: the number of the oldest queued one */
   struct tally_mr_hold recv_holds[VERBS_CREDITS]; /* by receive number: where payloads land */
   struct verbs_arrival arrivals[VERBS_ARRIVALS];
   int arrival_head, narrivals;
@@ -98,8 +98,8 @@ struct tally_conn {
   struct verbs_credit credits[VERBS_CREDITS];
 
   /* failure */
-  int stopped;                                         /* fail() was called: send nothing more */
-  int error_frame_pending;                             /* the peer reported a failure (error frame) */
+  int stopped;             /* fail() was called: send nothing more */
+  int error_frame_pending; /* the peer reported a failure (error frame) */
   unsigned char error_frame[TALLY_WIRE_HEADER_BYTES];
   char broken[256]; /* why the connection is unusable (disconnect, completion error), "" if fine */
 };

@@ -1,0 +1,166 @@
+/* The alpha-beta-gamma formulas of cost_model.h and the choice of the cheapest allowed algorithm.
+ * Every formula is built from step(): one message, optionally reduced by its receiver. */
+#include "cost_model.h"
+
+/* One message of `bytes` (reduced by the receiver when `reduce`), as in the header's step(m). */
+static double step(const struct tally_cost_params *m, double bytes, int reduce) {
+  return m->alpha_us + bytes * m->beta_us_per_byte + (reduce ? bytes * m->gamma_us_per_byte : 0.0);
+}
+
+/* The largest power of two <= p (p >= 1). */
+static int power_of_two_below(int p) {
+  int p2 = 1;
+  while (p2 <= p / 2) p2 *= 2;
+  return p2;
+}
+
+/* ceil(log2(p+1)): the levels of a balanced binary tree of p ranks. */
+static int tree_levels(int p) {
+  int d = 0;
+  for (long reach = 1; reach <= p; reach *= 2) d++;
+  return d;
+}
+
+/* `bytes` sent in max(1, ceil(bytes/chunk)) equal chunks down a pipeline of `hops` hops: the first
+ * chunk arrives after `hops` steps, each later one a step after it. */
+static double pipeline(const struct tally_cost_params *m, int hops, size_t bytes, size_t chunk_bytes, int reduce) {
+  size_t k = chunk_bytes && bytes > chunk_bytes ? 1 + (bytes - 1) / chunk_bytes : 1;
+  return (double)((size_t)hops + k - 1) * step(m, (double)bytes / (double)k, reduce);
+}
+
+/* The rounds of recursive halving among p2 ranks (a power of two): messages of bytes/2, bytes/4,
+ * ..., bytes/p2. Recursive doubling sends the same sizes in the opposite order. */
+static double halving_rounds(const struct tally_cost_params *m, int p2, size_t bytes, int reduce) {
+  double t = 0, size = (double)bytes;
+  for (int partners = p2; partners > 1; partners /= 2) {
+    size /= 2;
+    t += step(m, size, reduce);
+  }
+  return t;
+}
+
+/* For p not a power of two: the step that folds the extra ranks into their partners (`in` bytes,
+ * reduced when `reduce_in`) and the one that serves them at the end (`out` bytes); 0 otherwise. */
+static double fold_extra_ranks(const struct tally_cost_params *m, int p, int p2, double in, int reduce_in, double out) {
+  return p == p2 ? 0.0 : step(m, in, reduce_in) + step(m, out, 0);
+}
+
+double tally_cost_ring_reduce_scatter(const struct tally_cost_params *m, int p, size_t bytes) {
+  return (p - 1) * step(m, (double)bytes / p, 1);
+}
+
+double tally_cost_ring_allgather(const struct tally_cost_params *m, int p, size_t bytes) {
+  return (p - 1) * step(m, (double)bytes / p, 0);
+}
+
+double tally_cost_ring_allreduce(const struct tally_cost_params *m, int p, size_t bytes) {
+  return tally_cost_ring_reduce_scatter(m, p, bytes) + tally_cost_ring_allgather(m, p, bytes);
+}
+
+double tally_cost_chain_broadcast(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes) {
+  return pipeline(m, p - 1, bytes, chunk_bytes, 0);
+}
+
+double tally_cost_chain_reduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes) {
+  return pipeline(m, p - 1, bytes, chunk_bytes, 1);
+}
+
+double tally_cost_rhd_reduce_scatter(const struct tally_cost_params *m, int p, size_t bytes) {
+  int p2 = power_of_two_below(p);
+  double s = (double)bytes;
+  return fold_extra_ranks(m, p, p2, s, 1, s / p) + halving_rounds(m, p2, bytes, 1);
+}
+
+double tally_cost_rhd_allgather(const struct tally_cost_params *m, int p, size_t bytes) {
+  int p2 = power_of_two_below(p);
+  double s = (double)bytes;
+  return fold_extra_ranks(m, p, p2, s / p, 0, s) + halving_rounds(m, p2, bytes, 0);
+}
+
+double tally_cost_rhd_allreduce(const struct tally_cost_params *m, int p, size_t bytes) {
+  int p2 = power_of_two_below(p);
+  double s = (double)bytes;
+  return fold_extra_ranks(m, p, p2, s, 1, s) + halving_rounds(m, p2, bytes, 1) + halving_rounds(m, p2, bytes, 0);
+}
+
+/* Both trees at once (see the header): k = ceil((S/2)/C) chunks per tree, a rank's link carries one
+ * chunk of each per step, 2c = S/k bytes: the same as one pipeline of S in chunks of 2C. */
+static double double_tree(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes, int reduce) {
+  return pipeline(m, tree_levels(p), bytes, 2 * chunk_bytes, reduce);
+}
+
+double tally_cost_tree_broadcast(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes) {
+  return double_tree(m, p, bytes, chunk_bytes, 0);
+}
+
+double tally_cost_tree_reduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes) {
+  return double_tree(m, p, bytes, chunk_bytes, 1);
+}
+
+double tally_cost_tree_allreduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes) {
+  return tally_cost_tree_reduce(m, p, bytes, chunk_bytes) + tally_cost_tree_broadcast(m, p, bytes, chunk_bytes);
+}
+
+static double predict_ring(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m, size_t c) {
+  switch (coll) {
+    case TALLY_COLL_ALLREDUCE: return tally_cost_ring_allreduce(m, p, bytes);
+    case TALLY_COLL_ALLGATHER: return tally_cost_ring_allgather(m, p, bytes);
+    case TALLY_COLL_REDUCE_SCATTER: return tally_cost_ring_reduce_scatter(m, p, bytes);
+    case TALLY_COLL_BROADCAST: return tally_cost_chain_broadcast(m, p, bytes, c);
+    case TALLY_COLL_REDUCE: return tally_cost_chain_reduce(m, p, bytes, c);
+    default: return TALLY_COST_NOT_MODELLED;
+  }
+}
+
+static double predict_rhd(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m) {
+  switch (coll) {
+    case TALLY_COLL_ALLREDUCE: return tally_cost_rhd_allreduce(m, p, bytes);
+    case TALLY_COLL_ALLGATHER: return tally_cost_rhd_allgather(m, p, bytes);
+    case TALLY_COLL_REDUCE_SCATTER: return tally_cost_rhd_reduce_scatter(m, p, bytes);
+    default: return TALLY_COST_NOT_MODELLED;
+  }
+}
+
+static double predict_tree(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m, size_t c) {
+  switch (coll) {
+    case TALLY_COLL_ALLREDUCE: return tally_cost_tree_allreduce(m, p, bytes, c);
+    case TALLY_COLL_BROADCAST: return tally_cost_tree_broadcast(m, p, bytes, c);
+    case TALLY_COLL_REDUCE: return tally_cost_tree_reduce(m, p, bytes, c);
+    default: return TALLY_COST_NOT_MODELLED;
+  }
+}
+
+/* The formula for `algo` running `coll`, or TALLY_COST_NOT_MODELLED. */
+static double predict_nontrivial(enum tally_algo_id algo, enum tally_coll coll, int p, size_t bytes,
+                                 const struct tally_cost_params *m, size_t chunk_bytes) {
+  switch (algo) {
+    case TALLY_ALGO_RING: return predict_ring(coll, p, bytes, m, chunk_bytes);
+    case TALLY_ALGO_RHD: return predict_rhd(coll, p, bytes, m);
+    case TALLY_ALGO_TREE: return predict_tree(coll, p, bytes, m, chunk_bytes);
+    default: return TALLY_COST_NOT_MODELLED;
+  }
+}
+
+double tally_cost_predict(enum tally_algo_id algo, enum tally_coll coll, int p, size_t bytes,
+                          const struct tally_cost_params *m, size_t chunk_bytes) {
+  int trivial = p <= 1 || bytes == 0;
+  /* A trivial call still asks the formula (with p = 2, which every formula accepts) whether it exists. */
+  double t = predict_nontrivial(algo, coll, trivial ? 2 : p, bytes, m, chunk_bytes);
+  return trivial && t != TALLY_COST_NOT_MODELLED ? 0.0 : t;
+}
+
+enum tally_algo_id tally_cost_choose(enum tally_coll coll, unsigned allowed, int p, size_t bytes,
+                                     const struct tally_cost_params *m, size_t chunk_bytes,
+                                     double predicted_us[TALLY_NUM_ALGOS]) {
+  double ignored[TALLY_NUM_ALGOS];
+  if (!predicted_us) predicted_us = ignored;
+  enum tally_algo_id best = TALLY_NUM_ALGOS;
+  for (int a = 0; a < TALLY_NUM_ALGOS; a++) {
+    predicted_us[a] = (allowed & TALLY_ALGO_BIT(a))
+                          ? tally_cost_predict((enum tally_algo_id)a, coll, p, bytes, m, chunk_bytes)
+                          : TALLY_COST_NOT_MODELLED;
+    if (predicted_us[a] != TALLY_COST_NOT_MODELLED && (best == TALLY_NUM_ALGOS || predicted_us[a] < predicted_us[best]))
+      best = (enum tally_algo_id)a;
+  }
+  return best;
+}
