@@ -37,6 +37,9 @@ tally_result_t tally_ring_strided(struct tally_comm *comm, const struct tally_ri
 void tally_ring_block(int nblocks, int k, size_t count, size_t *offset, size_t *length);
 
 extern const struct tally_algorithm tally_rhd_algorithm;
+/* Whether halving-doubling runs `d`: allreduce on any number of ranks; allgather and reduce-scatter
+ * on a power of two. */
+int tally_rhd_suits(const struct tally_comm *comm, const struct tally_coll_desc *d);
 /* The ranks `rank` exchanges with in recursive halving-doubling on `nranks` ranks (at most 2 + 31 of
  * them, written to `partners`); the communicator connects to each both ways at init. */
 int tally_rhd_partners(int rank, int nranks, int *partners);
@@ -45,8 +48,8 @@ int tally_rhd_partners(int rank, int nranks, int *partners);
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 /* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */
 tally_result_t tally_tuner_check(const struct tally_algo_spec *spec);
-/* Whether the halving-doubling partners should be connected: TALLY_ALGO forces it for allreduce, or
- * allows it and the job spans several hosts. */
+/* Whether the halving-doubling partners should be connected: TALLY_ALGO forces it for a collective,
+ * or allows it for allreduce and the job spans several hosts. */
 int tally_tuner_wants_rhd(const struct tally_config *cfg, int nhosts);
 
 #endif

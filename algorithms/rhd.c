@@ -1,6 +1,7 @@
 /* Recursive halving-doubling allreduce (Rabenseifner): about 2 log2(p) message steps instead of
  * the ring's 2(p-1), each rank still moving about 2S bytes, which is what mid-sized messages on
- * many ranks want.
+ * many ranks want. Its halves serve on their own for a power-of-two number of ranks: step 2 is
+ * reduce-scatter by recursive halving, step 3 allgather by recursive doubling.
  *
  *   p' = the largest power of two <= p, r = p - p'.
  *   1. fold:   among ranks 0 .. 2r-1, each even rank sends its whole vector to the odd rank above
@@ -115,68 +116,110 @@ static void block_range(int pow2, int lo, int hi, size_t count, size_t *off, siz
   *len = last + last_len - first;
 }
 
-static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
-  struct shape s = shape_of(comm->nranks);
-  size_t es = tally_datatype_size(d->datatype), count = d->count;
-  char *buf = d->recvbuf;
-  if (d->sendbuf != d->recvbuf) memcpy(buf, d->sendbuf, count * es);
-  struct exchange whole = {.base = buf, .esize = es, .send_len = 0, .recv_len = 0};
-  int rank = comm->rank, id = core_id(s, rank);
-
-  if (rank < 2 * s.extra) { /* 1. fold */
-    struct exchange x = whole;
-    if (id < 0)
-      x.send_len = count;
+/* Step 2 on `buf` (count elements in p' blocks): on return rank id holds [*lo, *hi) = block id,
+ * reduced over the p' ranks (and divided by the communicator's size for AVG). */
+static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_desc *d, struct shape s, int id,
+                              const struct exchange *whole, size_t count, int *lo, int *hi) {
+  *lo = 0, *hi = s.pow2;
+  for (int dist = s.pow2 / 2; dist >= 1; dist /= 2) {
+    int mid = *lo + (*hi - *lo) / 2, keep_low = !(id & dist);
+    struct exchange x = *whole;
+    x.reduce = 1;
+    block_range(s.pow2, keep_low ? mid : *lo, keep_low ? *hi : mid, count, &x.send_off, &x.send_len);
+    block_range(s.pow2, keep_low ? *lo : mid, keep_low ? mid : *hi, count, &x.recv_off, &x.recv_len);
+    TALLY_CHECK(exchange(comm, d, core_rank(s, id ^ dist), &x));
+    if (keep_low)
+      *hi = mid;
     else
-      x.recv_len = count, x.reduce = 1;
-    TALLY_CHECK(exchange(comm, d, rank ^ 1, &x));
+      *lo = mid;
   }
-  if (id >= 0) {
-    int lo = 0, hi = s.pow2;
-    for (int dist = s.pow2 / 2; dist >= 1; dist /= 2) { /* 2. reduce-scatter */
-      int mid = lo + (hi - lo) / 2, keep_low = !(id & dist);
-      struct exchange x = whole;
-      x.reduce = 1;
-      block_range(s.pow2, keep_low ? mid : lo, keep_low ? hi : mid, count, &x.send_off, &x.send_len);
-      block_range(s.pow2, keep_low ? lo : mid, keep_low ? mid : hi, count, &x.recv_off, &x.recv_len);
-      TALLY_CHECK(exchange(comm, d, core_rank(s, id ^ dist), &x));
-      if (keep_low)
-        hi = mid;
-      else
-        lo = mid;
-    }
-    if (d->op == TALLY_AVG) {
-      size_t off, len;
-      block_range(s.pow2, lo, hi, count, &off, &len);
-      tally_reduce_finish_avg(buf + off * es, len, d->datatype, comm->nranks);
-    }
-    for (int dist = 1; dist < s.pow2; dist *= 2) { /* 3. allgather */
-      int theirs_lo = id & dist ? lo - dist : hi;
-      struct exchange x = whole;
-      block_range(s.pow2, lo, hi, count, &x.send_off, &x.send_len);
-      block_range(s.pow2, theirs_lo, theirs_lo + dist, count, &x.recv_off, &x.recv_len);
-      TALLY_CHECK(exchange(comm, d, core_rank(s, id ^ dist), &x));
-      if (id & dist)
-        lo = theirs_lo;
-      else
-        hi = theirs_lo + dist;
-    }
-  }
-  if (rank < 2 * s.extra) { /* 4. unfold */
-    struct exchange x = whole;
-    if (id < 0)
-      x.recv_len = count;
-    else
-      x.send_len = count;
-    TALLY_CHECK(exchange(comm, d, rank ^ 1, &x));
+  if (d->op == TALLY_AVG) {
+    size_t off, len;
+    block_range(s.pow2, *lo, *hi, count, &off, &len);
+    tally_reduce_finish_avg(whole->base + off * whole->esize, len, d->datatype, comm->nranks);
   }
   return TALLY_SUCCESS;
 }
 
+/* Step 3: rank id holds blocks [lo, hi) of `buf`, one block; on return it holds them all. */
+static tally_result_t doubling(struct tally_comm *comm, const struct tally_coll_desc *d, struct shape s, int id,
+                               const struct exchange *whole, size_t count, int lo, int hi) {
+  for (int dist = 1; dist < s.pow2; dist *= 2) {
+    int theirs_lo = id & dist ? lo - dist : hi;
+    struct exchange x = *whole;
+    block_range(s.pow2, lo, hi, count, &x.send_off, &x.send_len);
+    block_range(s.pow2, theirs_lo, theirs_lo + dist, count, &x.recv_off, &x.recv_len);
+    TALLY_CHECK(exchange(comm, d, core_rank(s, id ^ dist), &x));
+    if (id & dist)
+      lo = theirs_lo;
+    else
+      hi = theirs_lo + dist;
+  }
+  return TALLY_SUCCESS;
+}
+
+/* Steps 1 and 4: the whole vector between an extra rank and its partner, one way. */
+static tally_result_t fold(struct tally_comm *comm, const struct tally_coll_desc *d, const struct exchange *whole,
+                           size_t count, int receive, int reduce) {
+  struct exchange x = *whole;
+  if (receive)
+    x.recv_len = count, x.reduce = reduce;
+  else
+    x.send_len = count;
+  return exchange(comm, d, comm->rank ^ 1, &x);
+}
+
+static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  struct shape s = shape_of(comm->nranks);
+  size_t es = tally_datatype_size(d->datatype), count = d->count;
+  if (d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, count * es);
+  struct exchange whole = {.base = d->recvbuf, .esize = es};
+  int rank = comm->rank, id = core_id(s, rank), extra = rank < 2 * s.extra;
+  if (extra) TALLY_CHECK(fold(comm, d, &whole, count, id >= 0, 1));
+  if (id >= 0) {
+    int lo, hi;
+    TALLY_CHECK(halving(comm, d, s, id, &whole, count, &lo, &hi));
+    TALLY_CHECK(doubling(comm, d, s, id, &whole, count, lo, hi));
+  }
+  if (extra) TALLY_CHECK(fold(comm, d, &whole, count, id < 0, 0));
+  return TALLY_SUCCESS;
+}
+
+/* Allgather by recursive doubling (a power-of-two number of ranks: rank r's block is block r). */
+static tally_result_t rhd_allgather(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  struct shape s = shape_of(comm->nranks);
+  size_t es = tally_datatype_size(d->datatype), total = d->count * (size_t)comm->nranks;
+  char *mine = (char *)d->recvbuf + (size_t)comm->rank * d->count * es;
+  if (d->sendbuf != mine) memcpy(mine, d->sendbuf, d->count * es);
+  struct exchange whole = {.base = d->recvbuf, .esize = es};
+  return doubling(comm, d, s, comm->rank, &whole, total, comm->rank, comm->rank + 1);
+}
+
+/* Reduce-scatter by recursive halving (a power-of-two number of ranks), in the scratch buffer. */
+static tally_result_t rhd_reduce_scatter(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  struct shape s = shape_of(comm->nranks);
+  size_t es = tally_datatype_size(d->datatype), total = d->count * (size_t)comm->nranks;
+  TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, total * es));
+  memcpy(comm->scratch, d->sendbuf, total * es);
+  struct exchange whole = {.base = comm->scratch, .esize = es};
+  int lo, hi;
+  TALLY_CHECK(halving(comm, d, s, comm->rank, &whole, total, &lo, &hi));
+  memcpy(d->recvbuf, (char *)comm->scratch + (size_t)comm->rank * d->count * es, d->count * es);
+  return TALLY_SUCCESS;
+}
+
+int tally_rhd_suits(const struct tally_comm *comm, const struct tally_coll_desc *d) {
+  if (d->coll == TALLY_COLL_ALLREDUCE) return 1;
+  int pow2 = (comm->nranks & (comm->nranks - 1)) == 0;
+  return pow2 && (d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER);
+}
+
 static tally_result_t rhd_run(struct tally_comm *comm, const struct tally_coll_desc *d) {
-  if (d->coll != TALLY_COLL_ALLREDUCE)
-    return TALLY_ERROR(TALLY_ERR_INTERNAL, "recursive halving-doubling runs allreduce only, not %s",
-                       tally_coll_name(d->coll));
+  if (!tally_rhd_suits(comm, d))
+    return TALLY_ERROR(TALLY_ERR_INTERNAL, "recursive halving-doubling cannot run %s on %d ranks",
+                       tally_coll_name(d->coll), comm->nranks);
+  if (d->coll == TALLY_COLL_ALLGATHER) return rhd_allgather(comm, d);
+  if (d->coll == TALLY_COLL_REDUCE_SCATTER) return rhd_reduce_scatter(comm, d);
   return rhd_allreduce(comm, d);
 }
 

@@ -1,8 +1,8 @@
 /* Algorithm selection, within what TALLY_ALGO allows each collective (algo_spec.h):
  *   - board: single-host communicators, small allreduces and barriers (one round, algorithms/board.h);
  *   - rhd:   allreduces of more than TALLY_SMALL_ALLREDUCE_BYTES up to RHD_MAX_BYTES on 4 or more
- *            ranks of a job that spans several hosts, or every allreduce when TALLY_ALGO leaves it
- *            no ring;
+ *            ranks of a job that spans several hosts; and every allreduce, or allgather and
+ *            reduce-scatter on a power-of-two number of ranks, when TALLY_ALGO leaves it no ring;
  *   - hier:  on communicators with hierarchical rings (several hosts with the same number of ranks,
  *            more than one each), allreduce, and allgather and reduce-scatter when the hosts' ranks
  *            are contiguous in rank order; small calls stay on the ring (fewer steps);
@@ -24,20 +24,23 @@ static int allows(const struct tally_comm *comm, const struct tally_coll_desc *d
   return tally_algo_spec_allows(&comm->cfg.algo, desc->coll, algo);
 }
 
-/* TALLY_ALGO allows halving-doubling for allreduce and not the ring. */
-static int rhd_forced(const struct tally_algo_spec *spec) {
-  unsigned a = spec->allowed[TALLY_COLL_ALLREDUCE];
+/* TALLY_ALGO allows `coll` halving-doubling and not the ring. */
+static int rhd_forced(const struct tally_algo_spec *spec, enum tally_coll coll) {
+  unsigned a = spec->allowed[coll];
   return (a & TALLY_ALGO_BIT(TALLY_ALGO_RHD)) && !(a & TALLY_ALGO_BIT(TALLY_ALGO_RING));
 }
 
 int tally_tuner_wants_rhd(const struct tally_config *cfg, int nhosts) {
-  if (!tally_algo_spec_allows(&cfg->algo, TALLY_COLL_ALLREDUCE, TALLY_ALGO_RHD)) return 0;
-  return rhd_forced(&cfg->algo) || nhosts > 1;
+  if (rhd_forced(&cfg->algo, TALLY_COLL_ALLREDUCE) || rhd_forced(&cfg->algo, TALLY_COLL_ALLGATHER) ||
+      rhd_forced(&cfg->algo, TALLY_COLL_REDUCE_SCATTER))
+    return 1;
+  return nhosts > 1 && tally_algo_spec_allows(&cfg->algo, TALLY_COLL_ALLREDUCE, TALLY_ALGO_RHD);
 }
 
 static int halving_doubling(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  if (desc->coll != TALLY_COLL_ALLREDUCE || !comm->rhd_ready || !allows(comm, desc, TALLY_ALGO_RHD)) return 0;
-  if (rhd_forced(&comm->cfg.algo)) return 1;
+  if (!comm->rhd_ready || !allows(comm, desc, TALLY_ALGO_RHD) || !tally_rhd_suits(comm, desc)) return 0;
+  if (rhd_forced(&comm->cfg.algo, desc->coll)) return 1;
+  if (desc->coll != TALLY_COLL_ALLREDUCE) return 0; /* allgather and reduce-scatter: not measured yet */
   size_t bytes = desc->count * tally_datatype_size(desc->datatype);
   return comm->nranks >= 4 && bytes > TALLY_SMALL_ALLREDUCE_BYTES && bytes <= RHD_MAX_BYTES;
 }
@@ -62,7 +65,7 @@ static unsigned implemented(enum tally_coll coll) {
   switch (coll) {
     case TALLY_COLL_ALLREDUCE: return ring | hier | TALLY_ALGO_BIT(TALLY_ALGO_RHD) | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
     case TALLY_COLL_ALLGATHER:
-    case TALLY_COLL_REDUCE_SCATTER: return ring | hier;
+    case TALLY_COLL_REDUCE_SCATTER: return ring | hier | TALLY_ALGO_BIT(TALLY_ALGO_RHD);
     case TALLY_COLL_BARRIER: return ring | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
     default: return ring;
   }

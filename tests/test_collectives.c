@@ -50,6 +50,24 @@ RHD_TEST(7)
 RHD_TEST(8)
 RHD_TEST(9)
 
+/* Allgather by recursive doubling and reduce-scatter by recursive halving, on powers of two (other
+ * rank counts fall back to the ring, which 3 ranks checks). */
+static int rhd_gather_and_scatter(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  return coll_all_cases(comm, rank, n, "allgather") + coll_all_cases(comm, rank, n, "reduce_scatter");
+}
+
+#define RHD_AG_RS_TEST(n)                                                                                \
+  Test(collectives, rhd_allgather_reduce_scatter_##n##_ranks) {                                          \
+    setenv("TALLY_ALGO", "allgather:rhd;reducescatter:rhd;ring", 1);                                     \
+    cr_assert_eq(harness_run(n, 240, rhd_gather_and_scatter, NULL), 0, "some rank failed (see stderr)"); \
+    unsetenv("TALLY_ALGO");                                                                              \
+  }
+RHD_AG_RS_TEST(2)
+RHD_AG_RS_TEST(3)
+RHD_AG_RS_TEST(4)
+RHD_AG_RS_TEST(8)
+
 /* TALLY_SPIN_US=0 blocks as soon as nothing moves: a collective must still end as soon as its last
  * request does (a lost chance to notice that once cost each call a 100 ms poll). 50 calls in
  * well under the 5 s that bug took. */
