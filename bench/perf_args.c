@@ -87,6 +87,8 @@ static void usage(FILE *f) {
           "  -o, --op OP             sum prod min max avg (default sum)\n"
           "  -r, --root R            root rank of broadcast and reduce (default 0)\n"
           "  -N, --nranks N          fork N local ranks instead of using a launcher\n"
+          "  -a, --algo ALGO         the algorithms to use, as TALLY_ALGO (for example rhd, ring,\n"
+          "                          or allreduce:rhd;ring); sets TALLY_ALGO for the ranks\n"
           "  -T, --timeout SECONDS   with -N: kill the ranks after this long (default 600, 0: never;\n"
           "                          with --soak, default the soak's SECONDS + 600)\n"
           "  -J, --json FILE         also write the results to FILE as JSON\n"
@@ -210,11 +212,11 @@ void parse_args(int argc, char **argv, struct options *o) {
       {"nranks", required_argument, NULL, 'N'},     {"timeout", required_argument, NULL, 'T'},
       {"json", required_argument, NULL, 'J'},       {"help", no_argument, NULL, 'h'},
       {"soak", required_argument, NULL, OPT_SOAK},  {"seed", required_argument, NULL, OPT_SEED},
-      {NULL, 0, NULL, 0},
+      {"algo", required_argument, NULL, 'a'},       {NULL, 0, NULL, 0},
   };
   opterr = 0;
   int c;
-  while ((c = getopt_long(argc, argv, ":b:e:f:i:n:w:c:d:o:r:N:T:J:h", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":b:e:f:i:n:w:c:d:o:r:N:T:J:a:h", longopts, NULL)) != -1) {
     if (c > 0 && c < 128 && strchr("befinwcdor", c) != NULL) sweep_opt = c;
     switch (c) {
     case 'b': o->minbytes = parse_size("-b", optarg); break;
@@ -233,6 +235,9 @@ void parse_args(int argc, char **argv, struct options *o) {
       have_timeout = true;
       break;
     case 'J': o->json = optarg; break;
+    case 'a': /* the library reads it at init (and refuses a malformed one there, saying why) */
+      if (setenv("TALLY_ALGO", optarg, 1) != 0) bad_arg("-a %s: cannot set TALLY_ALGO", optarg);
+      break;
     case OPT_SOAK: o->soak_seconds = parse_seconds("--soak", optarg, false); break;
     case OPT_SEED:
       o->seed = parse_seed(optarg);

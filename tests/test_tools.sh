@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the command-line tools: tally-run (launch, failure propagation) and tally-perf (every
 # collective with checking on, under tally-run and with -N, JSON output, bad arguments, a short
-# --soak of random collectives).
+# --soak of random collectives, -a).
 # usage: test_tools.sh BUILD_DIR
 set -uo pipefail
 bin=${1:?build directory}
@@ -46,4 +46,7 @@ TALLY_TIMEOUT=never check "bad TALLY_TIMEOUT is refused" 1 "$bin/tally-perf" all
 expect_text "TALLY_TIMEOUT message" "TALLY_TIMEOUT"
 TALLY_SOCKET_IFNAME=nosuchif0 check "unknown interface is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
 expect_text "interface list" "interfaces here: .*lo"
+check "tally-perf -a rhd" 0 "$bin/tally-perf" allreduce -N 3 -a allreduce:rhd -b 8 -e 1M -n 2 -w 1
+check "tally-perf -a with an unknown algorithm" 1 "$bin/tally-perf" allreduce -N 2 -a treee -b 8 -e 8
+expect_text "TALLY_ALGO message lists the algorithms" "TALLY_ALGO.*treee.*ring"
 exit $fail
