@@ -17,7 +17,8 @@ static const struct {
   const char *name;
   unsigned bit;
 } subsys_names[] = {{"INIT", TALLY_SUBSYS_INIT}, {"BOOT", TALLY_SUBSYS_BOOT}, {"NET", TALLY_SUBSYS_NET},
-                    {"COLL", TALLY_SUBSYS_COLL}, {"TOPO", TALLY_SUBSYS_TOPO}, {"ALL", TALLY_SUBSYS_ALL}};
+                    {"COLL", TALLY_SUBSYS_COLL}, {"TOPO", TALLY_SUBSYS_TOPO}, {"TUNE", TALLY_SUBSYS_TUNE},
+                    {"ALL", TALLY_SUBSYS_ALL}};
 
 static int parse_level(const char *s) {
   if (!strcasecmp(s, "NONE")) return TALLY_LOG_NONE;
@@ -39,7 +40,7 @@ static int parse_subsys(const char *s, unsigned *out, char *err, size_t errlen) 
     for (i = 0; i < sizeof subsys_names / sizeof subsys_names[0]; i++)
       if (!strcasecmp(tok, subsys_names[i].name)) break;
     if (i == sizeof subsys_names / sizeof subsys_names[0]) {
-      snprintf(err, errlen, "TALLY_DEBUG_SUBSYS: unknown subsystem '%s'; valid: INIT, BOOT, NET, COLL, TOPO, ALL", tok);
+      snprintf(err, errlen, "TALLY_DEBUG_SUBSYS: unknown subsystem '%s'; valid: INIT, BOOT, NET, COLL, TOPO, TUNE, ALL", tok);
       return -1;
     }
     mask |= subsys_names[i].bit;

@@ -1,5 +1,5 @@
 /* Logging controlled by TALLY_DEBUG (WARN, INFO, TRACE) and TALLY_DEBUG_SUBSYS (INIT, BOOT, NET,
- * COLL, TOPO, ALL; a leading ^ excludes), written to stderr with host, pid and rank. */
+ * COLL, TOPO, TUNE, ALL; a leading ^ excludes), written to stderr with host, pid and rank. */
 #ifndef TALLY_LOG_H
 #define TALLY_LOG_H
 
@@ -12,6 +12,7 @@ enum {
   TALLY_SUBSYS_NET = 1u << 2,
   TALLY_SUBSYS_COLL = 1u << 3,
   TALLY_SUBSYS_TOPO = 1u << 4,
+  TALLY_SUBSYS_TUNE = 1u << 5,
   TALLY_SUBSYS_ALL = ~0u
 };
 

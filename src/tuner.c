@@ -15,6 +15,7 @@
 #include "../algorithms/algorithm.h"
 #include "../algorithms/board.h"
 #include "error.h"
+#include "log.h"
 
 /* Where recursive halving-doubling beat the ring on 8 ranks of this 2-core machine over TCP (up to
  * 2 MiB) and shared memory (32 KiB, not 128 KiB). */
@@ -53,10 +54,30 @@ static int hierarchical(const struct tally_comm *comm, const struct tally_coll_d
          tally_hier_hosts_in_rank_order(comm);
 }
 
+static const struct tally_algorithm *choose(const struct tally_comm *comm, const struct tally_coll_desc *desc,
+                                            const char **why) {
+  if (allows(comm, desc, TALLY_ALGO_BOARD) && tally_board_suits(comm, desc)) {
+    *why = "small, every rank on this host";
+    return &tally_board_algorithm;
+  }
+  if (halving_doubling(comm, desc)) {
+    *why = rhd_forced(&comm->cfg.algo, desc->coll) ? "TALLY_ALGO" : "mid-sized allreduce across hosts";
+    return &tally_rhd_algorithm;
+  }
+  if (hierarchical(comm, desc)) {
+    *why = "several hosts with the same number of ranks";
+    return &tally_hier_algorithm;
+  }
+  *why = "the default";
+  return &tally_ring_algorithm;
+}
+
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  if (allows(comm, desc, TALLY_ALGO_BOARD) && tally_board_suits(comm, desc)) return &tally_board_algorithm;
-  if (halving_doubling(comm, desc)) return &tally_rhd_algorithm;
-  return hierarchical(comm, desc) ? &tally_hier_algorithm : &tally_ring_algorithm;
+  const char *why;
+  const struct tally_algorithm *algo = choose(comm, desc, &why);
+  TLOG_INFO(TALLY_SUBSYS_TUNE, "%s #%u, %zu bytes per rank on %d ranks: %s (%s)", tally_coll_name(desc->coll),
+            comm->seq, desc->count * tally_datatype_size(desc->datatype), comm->nranks, algo->name, why);
+  return algo;
 }
 
 /* The algorithms implemented for each collective (the ring runs them all). */

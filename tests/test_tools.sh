@@ -46,7 +46,8 @@ TALLY_TIMEOUT=never check "bad TALLY_TIMEOUT is refused" 1 "$bin/tally-perf" all
 expect_text "TALLY_TIMEOUT message" "TALLY_TIMEOUT"
 TALLY_SOCKET_IFNAME=nosuchif0 check "unknown interface is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
 expect_text "interface list" "interfaces here: .*lo"
-check "tally-perf -a rhd" 0 "$bin/tally-perf" allreduce -N 3 -a allreduce:rhd -b 8 -e 1M -n 2 -w 1
+TALLY_DEBUG=INFO TALLY_DEBUG_SUBSYS=TUNE check "tally-perf -a rhd" 0 "$bin/tally-perf" allreduce -N 3 -a allreduce:rhd -b 8 -e 1M -n 2 -w 1
+expect_text "TUNE logs each choice" "allreduce #[0-9]+, 1048576 bytes per rank on 3 ranks: rhd \\(TALLY_ALGO\\)"
 check "tally-perf -a with an unknown algorithm" 1 "$bin/tally-perf" allreduce -N 2 -a treee -b 8 -e 8
 expect_text "TALLY_ALGO message lists the algorithms" "TALLY_ALGO.*treee.*ring"
 exit $fail
