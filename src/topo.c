@@ -179,16 +179,21 @@ static struct tally_topo_iface *find_or_add_iface(struct tally_topo *t, const ch
   return f;
 }
 
+long tally_topo_read_number(const char *path, long fallback) {
+  FILE *f = fopen(path, "r");
+  long value = fallback;
+  if (f) {
+    if (fscanf(f, "%ld", &value) != 1) value = fallback;
+    fclose(f);
+  }
+  return value;
+}
+
 /* Mb/s from sysfs; -1 when the driver does not say (virtual devices, links that are down). */
 static int iface_speed(const char *name) {
   char path[64];
   snprintf(path, sizeof path, "/sys/class/net/%s/speed", name);
-  FILE *f = fopen(path, "r");
-  long speed = -1;
-  if (f) {
-    if (fscanf(f, "%ld", &speed) != 1) speed = -1;
-    fclose(f);
-  }
+  long speed = tally_topo_read_number(path, -1);
   return speed < 1 || speed > TALLY_TOPO_MAX_SPEED_MBPS ? -1 : (int)speed;
 }
 

@@ -52,6 +52,9 @@ void tally_topo_discover(struct tally_topo *t);
  * host identity, which TALLY_HOSTID may change, is worked out again on each call. */
 void tally_topo_discover_cached(struct tally_topo *t);
 
+/* The number at the start of a (sysfs) file, or `fallback` when it cannot be read. */
+long tally_topo_read_number(const char *path, long fallback);
+
 /* The wire record: big-endian, zero-padded, TALLY_TOPO_WIRE_BYTES long. It carries the host
  * identity, NUMA node and count, core and PU counts, the nearest interface (name, families, NUMA
  * node, speed), the hostname and the GPU bus id. Offsets, for readers and for tests: */

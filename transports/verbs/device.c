@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../../src/error.h"
+#include "../../src/topo.h"
 #include "select.h"
 
 enum { MAX_PORTS = 64, MAX_GIDS = 256 };
@@ -20,13 +21,7 @@ enum { MAX_PORTS = 64, MAX_GIDS = 256 };
 static int device_numa_node(const char *name) {
   char path[160];
   snprintf(path, sizeof path, "/sys/class/infiniband/%s/device/numa_node", name);
-  FILE *f = fopen(path, "r");
-  int node = -1;
-  if (f) {
-    if (fscanf(f, "%d", &node) != 1) node = -1;
-    fclose(f);
-  }
-  return node;
+  return (int)tally_topo_read_number(path, -1);
 }
 
 /* Every port of every device, in the order libibverbs lists devices. */
