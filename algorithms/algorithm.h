@@ -4,6 +4,7 @@
 #define TALLY_ALGORITHM_H
 
 #include "../src/comm.h"
+#include "../src/cost_model.h"
 #include "../src/descriptor.h"
 
 struct tally_algorithm {
@@ -44,12 +45,38 @@ int tally_rhd_suits(const struct tally_comm *comm, const struct tally_coll_desc 
  * them, written to `partners`); the communicator connects to each both ways at init. */
 int tally_rhd_partners(int rank, int nranks, int *partners);
 
-/* The algorithm to run `desc` on `comm`, within what TALLY_ALGO allows (src/tuner.c). */
+extern const struct tally_algorithm tally_tree_algorithm;
+/* Tree broadcast and reduce need every rank connected to both trees' roots, which have a connection
+ * to every rank: only communicators up to this size get them. */
+#define TALLY_TREE_ROOTED_MAX_RANKS 32
+/* Whether the double binary tree runs `d`: allreduce once the trees are connected, broadcast and
+ * reduce once the roots are too. */
+int tally_tree_suits(const struct tally_comm *comm, const struct tally_coll_desc *d);
+/* The ranks `rank` exchanges with in the two trees on `nranks` ranks, with the trees' roots (and, for
+ * a root, every other rank) when `rooted`: at most 6 + 2 (nranks - 1), written to `partners`, maybe
+ * with repeats. */
+int tally_tree_partners(int rank, int nranks, int rooted, int *partners);
+
+/* The tuner (src/tuner.c): which algorithm runs each call, and why. */
+struct tally_tuner_decision {
+  enum tally_algo_id algo;
+  const char *why;
+  /* Each algorithm's predicted time, microseconds: TALLY_COST_NOT_MODELLED where the model has no
+   * formula for it or it cannot run this call here. */
+  double predicted_us[TALLY_NUM_ALGOS];
+};
+/* The decision for `desc` on `comm`, within what TALLY_ALGO allows; the same on every rank. */
+void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_desc *desc,
+                        struct tally_tuner_decision *out);
+/* The cost model's time for `algo` running `desc` on `comm` (whether or not it may run), or
+ * TALLY_COST_NOT_MODELLED. */
+double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *desc, enum tally_algo_id algo);
+/* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE. */
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 /* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */
 tally_result_t tally_tuner_check(const struct tally_algo_spec *spec);
-/* Whether the halving-doubling partners should be connected: TALLY_ALGO forces it for a collective,
- * or allows it for allreduce and the job spans several hosts. */
-int tally_tuner_wants_rhd(const struct tally_config *cfg, int nhosts);
+/* Whether TALLY_ALGO lets some collective use `algo` (rhd or tree): their partners are connected at
+ * init only then. */
+int tally_tuner_may_use(const struct tally_config *cfg, enum tally_algo_id algo);
 
 #endif

@@ -110,6 +110,21 @@ TALLY_API tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t
                             tally_op_t op, int root, tally_comm_t comm, tally_stream_t stream);
 TALLY_API tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream);
 
+/* Why the tuner runs what it runs, for tools (tally-perf --sweep) and for users; communicates nothing.
+ * `collective` is named as in the log: "allreduce", "allgather", "reduce_scatter", "broadcast",
+ * "reduce" or "barrier"; `count` and `datatype` are the collective's own arguments.
+ * tally_comm_tuner_choice: the algorithm the tuner would run for that call ("ring", "tree", "rhd",
+ * "hier" or "board", a static string) and the cost model's predicted time for it in microseconds
+ * (-1 where the model does not cover it). Either output may be NULL.
+ * tally_comm_predict: the cost model's predicted time of `algorithm` (a name as above) for that
+ * call, whether or not the tuner or TALLY_ALGO would let it run; -1 where the model does not
+ * cover the pair. */
+TALLY_API tally_result_t tally_comm_tuner_choice(tally_comm_t comm, const char *collective, size_t count,
+                                                 tally_datatype_t datatype, const char **algorithm,
+                                                 double *predicted_us);
+TALLY_API tally_result_t tally_comm_predict(tally_comm_t comm, const char *collective, const char *algorithm,
+                                            size_t count, tally_datatype_t datatype, double *predicted_us);
+
 /* Helpers for tools and bindings. */
 TALLY_API const char *tally_datatype_name(tally_datatype_t datatype); /* "float", "int32", ...; NULL if unknown */
 TALLY_API size_t tally_datatype_size(tally_datatype_t datatype);      /* bytes per element; 0 if unknown */

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "tally.h"
 #include "topo.h"
+#include "tuning_file.h"
 
 /* A connection and the transport that carries it. */
 struct tally_link {
@@ -51,7 +52,12 @@ struct tally_comm {
   int nlinks;
   struct tally_link *to, *from; /* [nranks]: the connection to / from each rank (ops NULL: none) */
   int rhd_ready;                /* the recursive halving-doubling partners are connected */
+  int tree_ready;               /* the double binary trees' parents and children are connected */
+  int tree_rooted_ready;        /* and every rank to both trees' roots (tree broadcast and reduce) */
   struct tally_board *board; /* small collectives in one round, when every rank is on this host */
+  /* The cost model's parameters for each link class, identical on every rank (the tuner's choices
+   * must agree): measured at init, read from the cache or TALLY_TUNING_FILE (calibrate.h). */
+  struct tally_cost_params link_cost[TALLY_NUM_LINK_CLASSES];
 
   int abort_fd; /* eventfd: readable once tally_comm_abort was called */
   atomic_int aborted;

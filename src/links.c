@@ -198,12 +198,15 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
     peer_set_add(&out, rings[i]->next_rank);
     peer_set_add(&in, rings[i]->prev_rank);
   }
-  /* Halving-doubling partners cost a connection each way (on one host, shared memory that small
-   * containers lack), so they are connected only where the algorithm may run: when forced, or
-   * when the job spans several hosts (on one host the board and the ring serve). */
-  int partners[2 * 32], npartners = 0;
-  c->rhd_ready = tally_tuner_wants_rhd(&c->cfg, c->topo.nhosts);
+  /* Halving-doubling and tree partners cost a connection each way (on one host, a shared-memory
+   * ring each, which pages in only as far as the messages reach), so they are connected only
+   * where TALLY_ALGO lets some collective use them. */
+  int partners[2 * 32 + 6 + 2 * TALLY_TREE_ROOTED_MAX_RANKS], npartners = 0;
+  c->rhd_ready = tally_tuner_may_use(&c->cfg, TALLY_ALGO_RHD);
   if (c->rhd_ready) npartners = tally_rhd_partners(c->rank, c->nranks, partners);
+  c->tree_ready = tally_tuner_may_use(&c->cfg, TALLY_ALGO_TREE);
+  c->tree_rooted_ready = c->tree_ready && c->nranks <= TALLY_TREE_ROOTED_MAX_RANKS;
+  if (c->tree_ready) npartners += tally_tree_partners(c->rank, c->nranks, c->tree_rooted_ready, partners + npartners);
   for (int i = 0; i < npartners; i++) { /* exchanges go both ways */
     peer_set_add(&out, partners[i]);
     peer_set_add(&in, partners[i]);

@@ -64,8 +64,12 @@ int tally_log_configure(const char *level, const char *subsys, char *err, size_t
 
 void tally_log_set_rank(int rank) { atomic_store(&log_rank, rank); }
 
+int tally_log_enabled(int level, unsigned subsys) {
+  return level <= atomic_load(&log_level) && (subsys & atomic_load(&log_subsys));
+}
+
 void tally_log(int level, unsigned subsys, const char *file, int line, const char *fmt, ...) {
-  if (level > atomic_load(&log_level) || !(subsys & atomic_load(&log_subsys))) return;
+  if (!tally_log_enabled(level, subsys)) return;
   static const char *names[] = {"NONE", "WARN", "INFO", "TRACE"};
   char host[64] = "?";
   gethostname(host, sizeof host - 1);

@@ -23,6 +23,8 @@ void tally_log(int level, unsigned subsys, const char *file, int line, const cha
  * err. Called from config loading; before that, logging runs at WARN for all subsystems. */
 int tally_log_configure(const char *level, const char *subsys, char *err, size_t errlen);
 void tally_log_set_rank(int rank);
+/* Whether a message at `level` for `subsys` would be written (to skip building costly ones). */
+int tally_log_enabled(int level, unsigned subsys);
 
 #define TLOG_WARN(sub, ...) tally_log(TALLY_LOG_WARN, (sub), __FILE__, __LINE__, __VA_ARGS__)
 #define TLOG_INFO(sub, ...) tally_log(TALLY_LOG_INFO, (sub), __FILE__, __LINE__, __VA_ARGS__)

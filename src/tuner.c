@@ -1,14 +1,14 @@
-/* Algorithm selection, within what TALLY_ALGO allows each collective (algo_spec.h):
- *   - board: single-host communicators, small allreduces and barriers (one round, algorithms/board.h);
- *   - rhd:   allreduces of more than TALLY_SMALL_ALLREDUCE_BYTES up to RHD_MAX_BYTES on 4 or more
- *            ranks of a job that spans several hosts; and every allreduce, or allgather and
- *            reduce-scatter on a power-of-two number of ranks, when TALLY_ALGO leaves it no ring;
- *   - hier:  on communicators with hierarchical rings (several hosts with the same number of ranks,
- *            more than one each), allreduce, and allgather and reduce-scatter when the hosts' ranks
- *            are contiguous in rank order; small calls stay on the ring (fewer steps);
- *   - ring:  everything else, and whatever the others do not apply to.
- * The thresholds are measured placeholders: the cost model (cost_model.h), calibrated at init, is
- * to replace them. */
+/* Algorithm selection. For each call the tuner lists the algorithms that TALLY_ALGO allows, that
+ * are implemented for the collective and that can run on this communicator (their connections
+ * exist, the rank count suits them), asks the cost model (cost_model.h) for each one's time with
+ * the communicator's measured link parameters (comm->link_cost, calibrate.h), and runs the fastest.
+ *   - board: small allreduces and barriers on a single host run on the shared-memory board first
+ *            whenever it suits them (one round; the model does not cover it);
+ *   - flat algorithms (ring, tree, rhd) are costed on the slowest link they cross: the network's
+ *     parameters when the job spans several hosts, else the local ones;
+ *   - hier is costed as its phases: within hosts on the local parameters, across them on the
+ *     network's, each cross-host ring carrying 1/L of the data over the host's one link.
+ * Every input is the same on every rank, so every rank picks the same algorithm. */
 #include <stdio.h>
 #include <string.h>
 
@@ -17,79 +17,140 @@
 #include "error.h"
 #include "log.h"
 
-/* Where recursive halving-doubling beat the ring on 8 ranks of this 2-core machine over TCP (up to
- * 2 MiB) and shared memory (32 KiB, not 128 KiB). */
-#define RHD_MAX_BYTES (64 * 1024)
-
-static int allows(const struct tally_comm *comm, const struct tally_coll_desc *desc, enum tally_algo_id algo) {
-  return tally_algo_spec_allows(&comm->cfg.algo, desc->coll, algo);
-}
-
-/* TALLY_ALGO allows `coll` halving-doubling and not the ring. */
-static int rhd_forced(const struct tally_algo_spec *spec, enum tally_coll coll) {
-  unsigned a = spec->allowed[coll];
-  return (a & TALLY_ALGO_BIT(TALLY_ALGO_RHD)) && !(a & TALLY_ALGO_BIT(TALLY_ALGO_RING));
-}
-
-int tally_tuner_wants_rhd(const struct tally_config *cfg, int nhosts) {
-  if (rhd_forced(&cfg->algo, TALLY_COLL_ALLREDUCE) || rhd_forced(&cfg->algo, TALLY_COLL_ALLGATHER) ||
-      rhd_forced(&cfg->algo, TALLY_COLL_REDUCE_SCATTER))
-    return 1;
-  return nhosts > 1 && tally_algo_spec_allows(&cfg->algo, TALLY_COLL_ALLREDUCE, TALLY_ALGO_RHD);
-}
-
-static int halving_doubling(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  if (!comm->rhd_ready || !allows(comm, desc, TALLY_ALGO_RHD) || !tally_rhd_suits(comm, desc)) return 0;
-  if (rhd_forced(&comm->cfg.algo, desc->coll)) return 1;
-  if (desc->coll != TALLY_COLL_ALLREDUCE) return 0; /* allgather and reduce-scatter: not measured yet */
-  size_t bytes = desc->count * tally_datatype_size(desc->datatype);
-  return comm->nranks >= 4 && bytes > TALLY_SMALL_ALLREDUCE_BYTES && bytes <= RHD_MAX_BYTES;
-}
-
-static int hierarchical(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  size_t bytes = desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks;
-  if (!allows(comm, desc, TALLY_ALGO_HIER) || comm->local.size == 0 || bytes <= TALLY_SMALL_ALLREDUCE_BYTES) return 0;
-  if (desc->coll == TALLY_COLL_ALLREDUCE) return 1;
-  return (desc->coll == TALLY_COLL_ALLGATHER || desc->coll == TALLY_COLL_REDUCE_SCATTER) &&
-         tally_hier_hosts_in_rank_order(comm);
-}
-
-static const struct tally_algorithm *choose(const struct tally_comm *comm, const struct tally_coll_desc *desc,
-                                            const char **why) {
-  if (allows(comm, desc, TALLY_ALGO_BOARD) && tally_board_suits(comm, desc)) {
-    *why = "small, every rank on this host";
-    return &tally_board_algorithm;
-  }
-  if (halving_doubling(comm, desc)) {
-    *why = rhd_forced(&comm->cfg.algo, desc->coll) ? "TALLY_ALGO" : "mid-sized allreduce across hosts";
-    return &tally_rhd_algorithm;
-  }
-  if (hierarchical(comm, desc)) {
-    *why = "several hosts with the same number of ranks";
-    return &tally_hier_algorithm;
-  }
-  *why = "the default";
-  return &tally_ring_algorithm;
-}
-
-const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  const char *why;
-  const struct tally_algorithm *algo = choose(comm, desc, &why);
-  TLOG_INFO(TALLY_SUBSYS_TUNE, "%s #%u, %zu bytes per rank on %d ranks: %s (%s)", tally_coll_name(desc->coll),
-            comm->seq, desc->count * tally_datatype_size(desc->datatype), comm->nranks, algo->name, why);
-  return algo;
-}
+static const struct tally_algorithm *const algorithms[TALLY_NUM_ALGOS] = {
+    [TALLY_ALGO_RING] = &tally_ring_algorithm, [TALLY_ALGO_TREE] = &tally_tree_algorithm,
+    [TALLY_ALGO_RHD] = &tally_rhd_algorithm,   [TALLY_ALGO_HIER] = &tally_hier_algorithm,
+    [TALLY_ALGO_BOARD] = &tally_board_algorithm};
 
 /* The algorithms implemented for each collective (the ring runs them all). */
 static unsigned implemented(enum tally_coll coll) {
   unsigned ring = TALLY_ALGO_BIT(TALLY_ALGO_RING), hier = TALLY_ALGO_BIT(TALLY_ALGO_HIER);
+  unsigned tree = TALLY_ALGO_BIT(TALLY_ALGO_TREE), rhd = TALLY_ALGO_BIT(TALLY_ALGO_RHD);
   switch (coll) {
-    case TALLY_COLL_ALLREDUCE: return ring | hier | TALLY_ALGO_BIT(TALLY_ALGO_RHD) | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
+    case TALLY_COLL_ALLREDUCE: return ring | tree | rhd | hier | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
     case TALLY_COLL_ALLGATHER:
-    case TALLY_COLL_REDUCE_SCATTER: return ring | hier | TALLY_ALGO_BIT(TALLY_ALGO_RHD);
+    case TALLY_COLL_REDUCE_SCATTER: return ring | hier | rhd;
+    case TALLY_COLL_BROADCAST:
+    case TALLY_COLL_REDUCE: return ring | tree;
     case TALLY_COLL_BARRIER: return ring | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
     default: return ring;
   }
+}
+
+int tally_tuner_may_use(const struct tally_config *cfg, enum tally_algo_id algo) {
+  for (int c = 0; c < TALLY_NUM_COLLS; c++)
+    if (implemented((enum tally_coll)c) & cfg->algo.allowed[c] & TALLY_ALGO_BIT(algo)) return 1;
+  return 0;
+}
+
+/* Whether `algo` can run `d` on this communicator. */
+static int can_run(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
+  switch (algo) {
+    case TALLY_ALGO_RING: return 1;
+    case TALLY_ALGO_TREE: return tally_tree_suits(comm, d);
+    case TALLY_ALGO_RHD: return comm->rhd_ready && tally_rhd_suits(comm, d);
+    case TALLY_ALGO_BOARD: return tally_board_suits(comm, d);
+    case TALLY_ALGO_HIER:
+      if (comm->local.size == 0) return 0;
+      return d->coll == TALLY_COLL_ALLREDUCE || ((d->coll == TALLY_COLL_ALLGATHER ||
+                                                  d->coll == TALLY_COLL_REDUCE_SCATTER) &&
+                                                 tally_hier_hosts_in_rank_order(comm));
+    default: return 0;
+  }
+}
+
+/* S in the cost model's sense: the vector, or the whole of allgather's output / reduce-scatter's input. */
+static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll_desc *d) {
+  size_t bytes = d->count * tally_datatype_size(d->datatype);
+  int blocked = d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER;
+  return blocked ? bytes * (size_t)comm->nranks : bytes;
+}
+
+/* The hierarchical schedule's phases (hier.c): within the host on L ranks, across the m hosts on
+ * L rings that share the host's link. */
+static double predict_hier(const struct tally_comm *comm, enum tally_coll coll, size_t S) {
+  const struct tally_cost_params *local = &comm->link_cost[TALLY_LINK_SHM], *net = &comm->link_cost[TALLY_LINK_NET];
+  int L = comm->local.size, m = comm->cross.size;
+  struct tally_cost_params shared = *net; /* one of L rings on the host's link */
+  shared.beta_us_per_byte *= L;
+  size_t piece = S / (size_t)L;
+  switch (coll) {
+    case TALLY_COLL_ALLREDUCE:
+      return tally_cost_ring_reduce_scatter(local, L, S) + tally_cost_ring_allreduce(&shared, m, piece) +
+             tally_cost_ring_allgather(local, L, S);
+    case TALLY_COLL_ALLGATHER:
+      return tally_cost_ring_allgather(local, L, S / (size_t)m) + tally_cost_ring_allgather(&shared, m, piece) +
+             tally_cost_ring_allgather(local, L, S - S / (size_t)m);
+    case TALLY_COLL_REDUCE_SCATTER:
+      return tally_cost_ring_reduce_scatter(local, L, S - S / (size_t)m) +
+             tally_cost_ring_reduce_scatter(&shared, m, piece) + tally_cost_ring_reduce_scatter(local, L, S / (size_t)m);
+    default: return TALLY_COST_NOT_MODELLED;
+  }
+}
+
+double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
+  size_t S = model_bytes(comm, d);
+  int p = comm->nranks;
+  const struct tally_cost_params *m = &comm->link_cost[comm->topo.nhosts > 1 ? TALLY_LINK_NET : TALLY_LINK_SHM];
+  if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, d->coll, S) : TALLY_COST_NOT_MODELLED;
+  if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
+    /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */
+    return tally_cost_ring_allgather(m, p, S * (size_t)p) + (p - 1) * (double)S * m->gamma_us_per_byte;
+  return tally_cost_predict(algo, d->coll, p, S, m, comm->cfg.chunk_bytes);
+}
+
+void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_desc *desc,
+                        struct tally_tuner_decision *out) {
+  unsigned candidates = 0;
+  for (int a = 0; a < TALLY_NUM_ALGOS; a++) {
+    out->predicted_us[a] = TALLY_COST_NOT_MODELLED;
+    enum tally_algo_id id = (enum tally_algo_id)a;
+    if (!(implemented(desc->coll) & TALLY_ALGO_BIT(a)) || !tally_algo_spec_allows(&comm->cfg.algo, desc->coll, id) ||
+        !can_run(comm, desc, id))
+      continue;
+    candidates |= TALLY_ALGO_BIT(a);
+    out->predicted_us[a] = tally_tuner_predict(comm, desc, id);
+  }
+  out->algo = TALLY_ALGO_RING;
+  out->why = "the only one that can run it here";
+  if (candidates & TALLY_ALGO_BIT(TALLY_ALGO_BOARD)) {
+    out->algo = TALLY_ALGO_BOARD;
+    out->why = "small, every rank on this host";
+    return;
+  }
+  double best = -1;
+  for (int a = 0; a < TALLY_NUM_ALGOS; a++) {
+    double t = out->predicted_us[a];
+    if (!(candidates & TALLY_ALGO_BIT(a)) || t < 0 || (best >= 0 && t >= best)) continue;
+    best = t;
+    out->algo = (enum tally_algo_id)a;
+    out->why = "fastest predicted";
+  }
+  if (!(candidates & TALLY_ALGO_BIT(out->algo))) { /* TALLY_ALGO left only unmodelled or no ring */
+    for (int a = 0; a < TALLY_NUM_ALGOS; a++)
+      if (candidates & TALLY_ALGO_BIT(a)) {
+        out->algo = (enum tally_algo_id)a;
+        break;
+      }
+  }
+  if ((candidates & (candidates - 1)) == 0 && comm->cfg.algo.allowed[desc->coll] != TALLY_ALGO_ALL)
+    out->why = "TALLY_ALGO";
+}
+
+const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  struct tally_tuner_decision dec;
+  tally_tuner_decide(comm, desc, &dec);
+  if (tally_log_enabled(TALLY_LOG_INFO, TALLY_SUBSYS_TUNE)) {
+    char predicted[160] = "";
+    for (int a = 0; a < TALLY_NUM_ALGOS; a++)
+      if (dec.predicted_us[a] >= 0)
+        snprintf(predicted + strlen(predicted), sizeof predicted - strlen(predicted), "%s%s %.1f us",
+                 predicted[0] ? ", " : "", tally_algo_name((enum tally_algo_id)a), dec.predicted_us[a]);
+    TLOG_INFO(TALLY_SUBSYS_TUNE, "%s #%u, %zu bytes per rank on %d ranks: %s (%s; predicted: %s)",
+              tally_coll_name(desc->coll), comm->seq, desc->count * tally_datatype_size(desc->datatype),
+              comm->nranks, algorithms[dec.algo]->name, dec.why, predicted[0] ? predicted : "none");
+  }
+  return algorithms[dec.algo];
 }
 
 tally_result_t tally_tuner_check(const struct tally_algo_spec *spec) {
