@@ -38,8 +38,8 @@ tally_result_t tally_ring_strided(struct tally_comm *comm, const struct tally_ri
 void tally_ring_block(int nblocks, int k, size_t count, size_t *offset, size_t *length);
 
 extern const struct tally_algorithm tally_rhd_algorithm;
-/* Whether halving-doubling runs `d`: allreduce on any number of ranks; allgather and reduce-scatter
- * on a power of two. */
+/* Whether halving-doubling runs `d`: allreduce, allgather and reduce-scatter, on any number of
+ * ranks (beyond the largest power of two, the extra ranks fold into a partner and sit out). */
 int tally_rhd_suits(const struct tally_comm *comm, const struct tally_coll_desc *d);
 /* The ranks `rank` exchanges with in recursive halving-doubling on `nranks` ranks (at most 2 + 31 of
  * them, written to `partners`); the communicator connects to each both ways at init. */

@@ -1,23 +1,27 @@
-/* Recursive halving-doubling allreduce (Rabenseifner): about 2 log2(p) message steps instead of
- * the ring's 2(p-1), each rank still moving about 2S bytes, which is what mid-sized messages on
- * many ranks want. Its halves serve on their own for a power-of-two number of ranks: step 2 is
- * reduce-scatter by recursive halving, step 3 allgather by recursive doubling.
+/* Recursive halving-doubling (Rabenseifner): about 2 log2(p) message steps instead of the ring's
+ * 2(p-1), each rank still moving about 2S bytes, which is what mid-sized messages on many ranks
+ * want. Allreduce runs the whole schedule; reduce-scatter runs steps 1, 2 and 4, allgather steps
+ * 1, 3 and 4; all three on any number of ranks.
  *
  *   p' = the largest power of two <= p, r = p - p'.
- *   1. fold:   among ranks 0 .. 2r-1, each even rank sends its whole vector to the odd rank above
- *              it, which reduces it into its own; the even ranks then sit out. The p' ranks left
- *              take ids 0 .. p'-1 (odd rank 2i+1 of the first 2r becomes i, rank j >= 2r becomes
- *              j - r).
- *   2. reduce-scatter by recursive halving: at distances d = p'/2, p'/4, .., 1, a rank exchanges
- *              half of the blocks it is responsible for with id ^ d and reduces the half it keeps
- *              (the lower half when id's bit d is clear); after log2 p' steps rank id holds block
- *              id of p' fully reduced.
+ *   1. fold:   among ranks 0 .. 2r-1, each even rank hands its data to the odd rank above it and
+ *              sits out steps 2 and 3: allreduce and reduce-scatter send the whole vector, which
+ *              the odd rank reduces into its own; allgather sends the even rank's block. The p'
+ *              ranks left take core ids 0 .. p'-1: core id i stands for ranks 2i and 2i+1 when
+ *              i < r (odd rank 2i+1 runs it), for rank i + r otherwise.
+ *   2. reduce-scatter by recursive halving: at distances d = p'/2, p'/4, .., 1, a core rank
+ *              exchanges half of the blocks it is responsible for with id ^ d and reduces the half
+ *              it keeps (the lower half when id's bit d is clear); after log2 p' steps core id i
+ *              holds its block fully reduced.
  *   3. allgather by recursive doubling: at distances d = 1, 2, .., p'/2, partners swap the blocks
  *              they hold, doubling them each step.
- *   4. unfold: each odd rank of 0 .. 2r-1 sends the result to the even rank below it.
- * Every exchange runs on the pipeline (pipeline.h) over the pair's connections, so large blocks
- * are chunked and their reduction overlaps the transfer. Each block is reduced by one rank only,
- * so every rank ends with the same bits. */
+ *   4. unfold: each odd rank of 0 .. 2r-1 sends the even rank below it the result: the whole
+ *              vector for allreduce and allgather, the even rank's block for reduce-scatter.
+ * The blocks of steps 2 and 3 are, for allreduce, p' even parts of the vector; for allgather and
+ * reduce-scatter, core id i's block is the blocks of the ranks it stands for, contiguous in rank
+ * order. Every exchange runs on the pipeline (pipeline.h) over the pair's connections, so large
+ * blocks are chunked and their reduction overlaps the transfer. Each block is reduced by one rank
+ * only, so every rank ends with the same bits. */
 #include <string.h>
 
 #include "../src/error.h"
@@ -36,13 +40,17 @@ static struct shape shape_of(int nranks) {
   return (struct shape){pow2, nranks - pow2};
 }
 
-/* The id of `rank` among the p' ranks of steps 2 and 3, or -1 for a rank that sits them out. */
+/* The core id of `rank` (steps 2 and 3), or -1 for a rank that sits them out. */
 static int core_id(struct shape s, int rank) {
   if (rank < 2 * s.extra) return rank % 2 ? rank / 2 : -1;
   return rank - s.extra;
 }
 
-static int core_rank(struct shape s, int id) { return id < s.extra ? 2 * id + 1 : id + s.extra; }
+/* Core id i stands for ranks [first_rank(i), first_rank(i + 1)), the last of which runs it;
+ * first_rank(p') = p. */
+static int first_rank(struct shape s, int id) { return id < s.extra ? 2 * id : id + s.extra; }
+
+static int core_rank(struct shape s, int id) { return first_rank(s, id + 1) - 1; }
 
 int tally_rhd_partners(int rank, int nranks, int *partners) {
   struct shape s = shape_of(nranks);
@@ -107,27 +115,61 @@ static tally_result_t exchange(struct tally_comm *comm, const struct tally_coll_
   return tally_pipeline_run(comm, &pair, &x->plan);
 }
 
-/* Elements [*off, *off + *len) of blocks [lo, hi) of p' blocks over `count` elements. */
-static void block_range(int pow2, int lo, int hi, size_t count, size_t *off, size_t *len) {
-  size_t first, first_len, last, last_len;
-  tally_ring_block(pow2, lo, count, &first, &first_len);
-  tally_ring_block(pow2, hi - 1, count, &last, &last_len);
-  *off = first;
-  *len = last + last_len - first;
+/* Steps 1 and 4: elements [off, off + len) of `base`, one way between an extra rank and its
+ * partner (rank ^ 1), reduced into what is there when `reduce`. */
+static tally_result_t fold(struct tally_comm *comm, const struct tally_coll_desc *d, void *base, size_t off, size_t len,
+                           int receive, int reduce) {
+  struct exchange x = {.base = base, .esize = tally_datatype_size(d->datatype)};
+  if (receive)
+    x.recv_off = off, x.recv_len = len, x.reduce = reduce;
+  else
+    x.send_off = off, x.send_len = len;
+  return exchange(comm, d, comm->rank ^ 1, &x);
 }
 
-/* Step 2 on `buf` (count elements in p' blocks): on return rank id holds [*lo, *hi) = block id,
- * reduced over the p' ranks (and divided by the communicator's size for AVG). */
-static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_desc *d, struct shape s, int id,
-                              const struct exchange *whole, size_t count, int *lo, int *hi) {
-  *lo = 0, *hi = s.pow2;
-  for (int dist = s.pow2 / 2; dist >= 1; dist /= 2) {
-    int mid = *lo + (*hi - *lo) / 2, keep_low = !(id & dist);
-    struct exchange x = *whole;
+/* The vector of steps 2 and 3, `count` elements at whole.base, and this rank's core id. By rank
+ * (allgather, reduce-scatter), the vector is p blocks, one per rank, and core id i owns those of
+ * the ranks it stands for; otherwise (allreduce) it is p' blocks, core id i owning block i. */
+struct core {
+  struct shape s;
+  int id;
+  int by_rank;
+  size_t count;
+  struct exchange whole; /* base and esize */
+};
+
+static struct core core_of(const struct tally_comm *comm, const struct tally_coll_desc *d, void *base, size_t count,
+                           int by_rank) {
+  struct shape s = shape_of(comm->nranks);
+  return (struct core){.s = s,
+                       .id = core_id(s, comm->rank),
+                       .by_rank = by_rank,
+                       .count = count,
+                       .whole = {.base = base, .esize = tally_datatype_size(d->datatype)}};
+}
+
+/* Elements [*off, *off + *len) that core ids [lo, hi) own. */
+static void block_range(const struct core *c, int lo, int hi, size_t *off, size_t *len) {
+  int nblocks = c->s.pow2;
+  if (c->by_rank) nblocks += c->s.extra, lo = first_rank(c->s, lo), hi = first_rank(c->s, hi);
+  size_t first_len, last, last_len;
+  tally_ring_block(nblocks, lo, c->count, off, &first_len);
+  tally_ring_block(nblocks, hi - 1, c->count, &last, &last_len);
+  *len = last + last_len - *off;
+}
+
+/* Step 2: on return core id c->id holds core ids [*lo, *hi) = its own, reduced over the core
+ * ranks (and divided by the communicator's size for AVG). */
+static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_desc *d, const struct core *c, int *lo,
+                              int *hi) {
+  *lo = 0, *hi = c->s.pow2;
+  for (int dist = c->s.pow2 / 2; dist >= 1; dist /= 2) {
+    int mid = *lo + (*hi - *lo) / 2, keep_low = !(c->id & dist);
+    struct exchange x = c->whole;
     x.reduce = 1;
-    block_range(s.pow2, keep_low ? mid : *lo, keep_low ? *hi : mid, count, &x.send_off, &x.send_len);
-    block_range(s.pow2, keep_low ? *lo : mid, keep_low ? mid : *hi, count, &x.recv_off, &x.recv_len);
-    TALLY_CHECK(exchange(comm, d, core_rank(s, id ^ dist), &x));
+    block_range(c, keep_low ? mid : *lo, keep_low ? *hi : mid, &x.send_off, &x.send_len);
+    block_range(c, keep_low ? *lo : mid, keep_low ? mid : *hi, &x.recv_off, &x.recv_len);
+    TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
     if (keep_low)
       *hi = mid;
     else
@@ -135,22 +177,22 @@ static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_d
   }
   if (d->op == TALLY_AVG) {
     size_t off, len;
-    block_range(s.pow2, *lo, *hi, count, &off, &len);
-    tally_reduce_finish_avg(whole->base + off * whole->esize, len, d->datatype, comm->nranks);
+    block_range(c, *lo, *hi, &off, &len);
+    tally_reduce_finish_avg(c->whole.base + off * c->whole.esize, len, d->datatype, comm->nranks);
   }
   return TALLY_SUCCESS;
 }
 
-/* Step 3: rank id holds blocks [lo, hi) of `buf`, one block; on return it holds them all. */
-static tally_result_t doubling(struct tally_comm *comm, const struct tally_coll_desc *d, struct shape s, int id,
-                               const struct exchange *whole, size_t count, int lo, int hi) {
-  for (int dist = 1; dist < s.pow2; dist *= 2) {
-    int theirs_lo = id & dist ? lo - dist : hi;
-    struct exchange x = *whole;
-    block_range(s.pow2, lo, hi, count, &x.send_off, &x.send_len);
-    block_range(s.pow2, theirs_lo, theirs_lo + dist, count, &x.recv_off, &x.recv_len);
-    TALLY_CHECK(exchange(comm, d, core_rank(s, id ^ dist), &x));
-    if (id & dist)
+/* Step 3: core id c->id holds core ids [lo, hi), its own; on return it holds them all. */
+static tally_result_t doubling(struct tally_comm *comm, const struct tally_coll_desc *d, const struct core *c, int lo,
+                               int hi) {
+  for (int dist = 1; dist < c->s.pow2; dist *= 2) {
+    int theirs_lo = (c->id & dist) ? lo - dist : hi;
+    struct exchange x = c->whole;
+    block_range(c, lo, hi, &x.send_off, &x.send_len);
+    block_range(c, theirs_lo, theirs_lo + dist, &x.recv_off, &x.recv_len);
+    TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
+    if (c->id & dist)
       lo = theirs_lo;
     else
       hi = theirs_lo + dist;
@@ -158,66 +200,63 @@ static tally_result_t doubling(struct tally_comm *comm, const struct tally_coll_
   return TALLY_SUCCESS;
 }
 
-/* Steps 1 and 4: the whole vector between an extra rank and its partner, one way. */
-static tally_result_t fold(struct tally_comm *comm, const struct tally_coll_desc *d, const struct exchange *whole,
-                           size_t count, int receive, int reduce) {
-  struct exchange x = *whole;
-  if (receive)
-    x.recv_len = count, x.reduce = reduce;
-  else
-    x.send_len = count;
-  return exchange(comm, d, comm->rank ^ 1, &x);
-}
-
 static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
-  struct shape s = shape_of(comm->nranks);
-  size_t es = tally_datatype_size(d->datatype), count = d->count;
-  if (d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, count * es);
-  struct exchange whole = {.base = d->recvbuf, .esize = es};
-  int rank = comm->rank, id = core_id(s, rank), extra = rank < 2 * s.extra;
-  if (extra) TALLY_CHECK(fold(comm, d, &whole, count, id >= 0, 1));
-  if (id >= 0) {
+  size_t count = d->count;
+  struct core c = core_of(comm, d, d->recvbuf, count, 0);
+  if (d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, count * c.whole.esize);
+  int extra = comm->rank < 2 * c.s.extra;
+  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, 0, count, c.id >= 0, 1));
+  if (c.id >= 0) {
     int lo, hi;
-    TALLY_CHECK(halving(comm, d, s, id, &whole, count, &lo, &hi));
-    TALLY_CHECK(doubling(comm, d, s, id, &whole, count, lo, hi));
+    TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
+    TALLY_CHECK(doubling(comm, d, &c, lo, hi));
   }
-  if (extra) TALLY_CHECK(fold(comm, d, &whole, count, id < 0, 0));
+  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, 0, count, c.id < 0, 0));
   return TALLY_SUCCESS;
 }
 
-/* Allgather by recursive doubling (a power-of-two number of ranks: rank r's block is block r). */
 static tally_result_t rhd_allgather(struct tally_comm *comm, const struct tally_coll_desc *d) {
-  struct shape s = shape_of(comm->nranks);
-  size_t es = tally_datatype_size(d->datatype), total = d->count * (size_t)comm->nranks;
-  char *mine = (char *)d->recvbuf + (size_t)comm->rank * d->count * es;
-  if (d->sendbuf != mine) memcpy(mine, d->sendbuf, d->count * es);
-  struct exchange whole = {.base = d->recvbuf, .esize = es};
-  return doubling(comm, d, s, comm->rank, &whole, total, comm->rank, comm->rank + 1);
+  int rank = comm->rank;
+  size_t block = d->count, total = block * (size_t)comm->nranks;
+  struct core c = core_of(comm, d, d->recvbuf, total, 1);
+  char *mine = c.whole.base + (size_t)rank * block * c.whole.esize;
+  if (d->sendbuf != mine) memcpy(mine, d->sendbuf, block * c.whole.esize);
+  int extra = rank < 2 * c.s.extra;
+  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, (size_t)(rank & ~1) * block, block, c.id >= 0, 0));
+  if (c.id >= 0) TALLY_CHECK(doubling(comm, d, &c, c.id, c.id + 1));
+  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, 0, total, c.id < 0, 0));
+  return TALLY_SUCCESS;
 }
 
-/* Reduce-scatter by recursive halving (a power-of-two number of ranks), in the scratch buffer. */
+/* The core ranks reduce in the scratch buffer; an extra rank only sends its input (read, never
+ * written) and receives its block. */
 static tally_result_t rhd_reduce_scatter(struct tally_comm *comm, const struct tally_coll_desc *d) {
-  struct shape s = shape_of(comm->nranks);
-  size_t es = tally_datatype_size(d->datatype), total = d->count * (size_t)comm->nranks;
+  int rank = comm->rank;
+  size_t block = d->count, total = block * (size_t)comm->nranks;
+  struct core c = core_of(comm, d, NULL, total, 1);
+  size_t es = c.whole.esize;
+  if (c.id < 0) {
+    TALLY_CHECK(fold(comm, d, (void *)d->sendbuf, 0, total, 0, 0));
+    return fold(comm, d, d->recvbuf, 0, block, 1, 0);
+  }
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, total * es));
-  memcpy(comm->scratch, d->sendbuf, total * es);
-  struct exchange whole = {.base = comm->scratch, .esize = es};
-  int lo, hi;
-  TALLY_CHECK(halving(comm, d, s, comm->rank, &whole, total, &lo, &hi));
-  memcpy(d->recvbuf, (char *)comm->scratch + (size_t)comm->rank * d->count * es, d->count * es);
+  c.whole.base = memcpy(comm->scratch, d->sendbuf, total * es);
+  int extra = rank < 2 * c.s.extra, lo, hi;
+  if (extra) TALLY_CHECK(fold(comm, d, c.whole.base, 0, total, 1, 1));
+  TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
+  if (extra) TALLY_CHECK(fold(comm, d, c.whole.base, (size_t)(rank - 1) * block, block, 0, 0));
+  memcpy(d->recvbuf, c.whole.base + (size_t)rank * block * es, block * es);
   return TALLY_SUCCESS;
 }
 
 int tally_rhd_suits(const struct tally_comm *comm, const struct tally_coll_desc *d) {
-  if (d->coll == TALLY_COLL_ALLREDUCE) return 1;
-  int pow2 = (comm->nranks & (comm->nranks - 1)) == 0;
-  return pow2 && (d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER);
+  (void)comm;
+  return d->coll == TALLY_COLL_ALLREDUCE || d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER;
 }
 
 static tally_result_t rhd_run(struct tally_comm *comm, const struct tally_coll_desc *d) {
   if (!tally_rhd_suits(comm, d))
-    return TALLY_ERROR(TALLY_ERR_INTERNAL, "recursive halving-doubling cannot run %s on %d ranks",
-                       tally_coll_name(d->coll), comm->nranks);
+    return TALLY_ERROR(TALLY_ERR_INTERNAL, "recursive halving-doubling cannot run %s", tally_coll_name(d->coll));
   if (d->coll == TALLY_COLL_ALLGATHER) return rhd_allgather(comm, d);
   if (d->coll == TALLY_COLL_REDUCE_SCATTER) return rhd_reduce_scatter(comm, d);
   return rhd_allreduce(comm, d);

@@ -50,8 +50,9 @@ RHD_TEST(7)
 RHD_TEST(8)
 RHD_TEST(9)
 
-/* Allgather by recursive doubling and reduce-scatter by recursive halving, on powers of two (other
- * rank counts fall back to the ring, which 3 ranks checks). */
+/* Allgather by recursive doubling and reduce-scatter by recursive halving (TALLY_ALGO=allgather:rhd,
+ * reducescatter:rhd) on powers of two and not: the fold of the extra ranks into their partners, core
+ * ids that stand for two ranks' blocks, the unfold, every datatype and op. */
 static int rhd_gather_and_scatter(tally_comm_t comm, int rank, int n, void *arg) {
   (void)arg;
   return coll_all_cases(comm, rank, n, "allgather") + coll_all_cases(comm, rank, n, "reduce_scatter");
@@ -66,7 +67,11 @@ static int rhd_gather_and_scatter(tally_comm_t comm, int rank, int n, void *arg)
 RHD_AG_RS_TEST(2)
 RHD_AG_RS_TEST(3)
 RHD_AG_RS_TEST(4)
+RHD_AG_RS_TEST(5)
+RHD_AG_RS_TEST(6)
+RHD_AG_RS_TEST(7)
 RHD_AG_RS_TEST(8)
+RHD_AG_RS_TEST(9)
 
 /* TALLY_SPIN_US=0 blocks as soon as nothing moves: a collective must still end as soon as its last
  * request does (a lost chance to notice that once cost each call a 100 ms poll). 50 calls in
