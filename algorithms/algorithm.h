@@ -71,6 +71,9 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
 /* The cost model's time for `algo` running `desc` on `comm` (whether or not it may run), or
  * TALLY_COST_NOT_MODELLED. */
 double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *desc, enum tally_algo_id algo);
+/* The link parameters the flat algorithms (ring, tree, rhd) are costed with on `comm`: the
+ * network's when the job spans several hosts, else the local ones. */
+const struct tally_cost_params *tally_tuner_flat_link(const struct tally_comm *comm);
 /* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE. */
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 /* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */

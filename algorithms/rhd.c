@@ -66,28 +66,30 @@ int tally_rhd_partners(int rank, int nranks, int *partners) {
 struct exchange {
   struct pipeline_plan plan;
   char *base;
+  char *send_base; /* where sends read from, when not base */
   size_t esize;
   size_t send_off, send_len, recv_off, recv_len;
   int reduce;
 };
 
-static void exchange_span(const struct exchange *x, size_t off, size_t len, int chunk, struct pipeline_span *span) {
+static void exchange_span(const struct exchange *x, char *base, size_t off, size_t len, int chunk,
+                          struct pipeline_span *span) {
   size_t o, l;
   tally_ring_block(x->plan.nchunks, chunk, len, &o, &l);
-  span->ptr = x->base + (off + o) * x->esize;
+  span->ptr = base + (off + o) * x->esize;
   span->bytes = l * x->esize;
 }
 
 static void send_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
   const struct exchange *x = plan->ctx;
   (void)step;
-  exchange_span(x, x->send_off, x->send_len, chunk, span);
+  exchange_span(x, x->send_base ? x->send_base : x->base, x->send_off, x->send_len, chunk, span);
 }
 
 static void recv_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
   const struct exchange *x = plan->ctx;
   (void)step;
-  exchange_span(x, x->recv_off, x->recv_len, chunk, span);
+  exchange_span(x, x->base, x->recv_off, x->recv_len, chunk, span);
   if (x->reduce) span->contrib = span->ptr;
 }
 
@@ -200,13 +202,33 @@ static tally_result_t doubling(struct tally_comm *comm, const struct tally_coll_
   return TALLY_SUCCESS;
 }
 
+/* Steps 2 and 3 for small vectors: at distances d = 1, 2, .., p'/2 partners swap their whole
+ * vectors and both reduce (log2 p' messages instead of 2 log2 p'). Each sends a copy, since its
+ * vector changes while the send may still be reading it; both partners compute the same commutative
+ * op of the same two values, so every rank keeps the same bits. */
+static tally_result_t doubling_whole_vector(struct tally_comm *comm, const struct tally_coll_desc *d,
+                                           const struct core *c) {
+  size_t bytes = c->count * c->whole.esize;
+  TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, bytes));
+  for (int dist = 1; dist < c->s.pow2; dist *= 2) {
+    struct exchange x = c->whole;
+    x.send_base = memcpy(comm->scratch, c->whole.base, bytes);
+    x.send_len = c->count, x.recv_len = c->count, x.reduce = 1;
+    TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
+  }
+  if (d->op == TALLY_AVG) tally_reduce_finish_avg(c->whole.base, c->count, d->datatype, comm->nranks);
+  return TALLY_SUCCESS;
+}
+
 static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
   size_t count = d->count;
   struct core c = core_of(comm, d, d->recvbuf, count, 0);
   if (d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, count * c.whole.esize);
   int extra = comm->rank < 2 * c.s.extra;
   if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, 0, count, c.id >= 0, 1));
-  if (c.id >= 0) {
+  if (c.id >= 0 && tally_cost_rd_beats_rhd(tally_tuner_flat_link(comm), comm->nranks, count * c.whole.esize)) {
+    TALLY_CHECK(doubling_whole_vector(comm, d, &c));
+  } else if (c.id >= 0) {
     int lo, hi;
     TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
     TALLY_CHECK(doubling(comm, d, &c, lo, hi));

@@ -83,6 +83,17 @@ double tally_cost_rhd_allreduce(const struct tally_cost_params *m, int p, size_t
   return fold_extra_ranks(m, p, p2, s, 1, s) + halving_rounds(m, p2, bytes, 1) + halving_rounds(m, p2, bytes, 0);
 }
 
+double tally_cost_rd_allreduce(const struct tally_cost_params *m, int p, size_t bytes) {
+  int p2 = power_of_two_below(p), rounds = 0;
+  double s = (double)bytes;
+  for (int span = 1; span < p2; span *= 2) rounds++;
+  return fold_extra_ranks(m, p, p2, s, 1, s) + rounds * step(m, s, 1);
+}
+
+int tally_cost_rd_beats_rhd(const struct tally_cost_params *m, int p, size_t bytes) {
+  return tally_cost_rd_allreduce(m, p, bytes) < tally_cost_rhd_allreduce(m, p, bytes);
+}
+
 /* Both trees at once (see the header): k = ceil((S/2)/C) chunks per tree, a rank's link carries one
  * chunk of each per step, 2c = S/k bytes: the same as one pipeline of S in chunks of 2C. */
 static double double_tree(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes, int reduce) {
@@ -114,7 +125,9 @@ static double predict_ring(enum tally_coll coll, int p, size_t bytes, const stru
 
 static double predict_rhd(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m) {
   switch (coll) {
-    case TALLY_COLL_ALLREDUCE: return tally_cost_rhd_allreduce(m, p, bytes);
+    case TALLY_COLL_ALLREDUCE: /* rhd.c runs whichever variant is cheaper */
+      return tally_cost_rd_beats_rhd(m, p, bytes) ? tally_cost_rd_allreduce(m, p, bytes)
+                                                  : tally_cost_rhd_allreduce(m, p, bytes);
     case TALLY_COLL_ALLGATHER: return tally_cost_rhd_allgather(m, p, bytes);
     case TALLY_COLL_REDUCE_SCATTER: return tally_cost_rhd_reduce_scatter(m, p, bytes);
     default: return TALLY_COST_NOT_MODELLED;

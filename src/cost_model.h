@@ -28,6 +28,10 @@
  *   allreduce       (alpha + S (beta + gamma)) + (alpha + S beta)
  *   reduce-scatter  (alpha + S (beta + gamma)) + (alpha + S/p beta)
  *   allgather       (alpha + S/p beta) + (alpha + S beta)
+ * Small allreduces skip the halving: recursive doubling of the whole vector, L steps each exchanging
+ * and reducing S (plus the same fold and unfold), which beats Rabenseifner when alpha dominates:
+ *   allreduce (doubling)  L (alpha + S (beta + gamma))
+ * and rhd's prediction for allreduce is the cheaper of the two, the one algorithms/rhd.c runs.
  * Double binary tree: two trees, each carrying S/2 in k = ceil(S/(2C)) chunks of c = S/(2k); a chunk
  * crosses d = ceil(log2(p+1)) levels (those of a balanced binary tree of p ranks: its height plus
  * one, the hop between a rooted collective's root and the tops of the trees):
@@ -69,6 +73,9 @@ double tally_cost_chain_reduce(const struct tally_cost_params *m, int p, size_t 
 double tally_cost_rhd_allreduce(const struct tally_cost_params *m, int p, size_t bytes);
 double tally_cost_rhd_allgather(const struct tally_cost_params *m, int p, size_t bytes);
 double tally_cost_rhd_reduce_scatter(const struct tally_cost_params *m, int p, size_t bytes);
+double tally_cost_rd_allreduce(const struct tally_cost_params *m, int p, size_t bytes);
+/* Whether recursive doubling of the whole vector is cheaper than Rabenseifner's allreduce. */
+int tally_cost_rd_beats_rhd(const struct tally_cost_params *m, int p, size_t bytes);
 double tally_cost_tree_allreduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
 double tally_cost_tree_broadcast(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
 double tally_cost_tree_reduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);

@@ -88,10 +88,14 @@ static double predict_hier(const struct tally_comm *comm, enum tally_coll coll, 
   }
 }
 
+const struct tally_cost_params *tally_tuner_flat_link(const struct tally_comm *comm) {
+  return &comm->link_cost[comm->topo.nhosts > 1 ? TALLY_LINK_NET : TALLY_LINK_SHM];
+}
+
 double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
   size_t S = model_bytes(comm, d);
   int p = comm->nranks;
-  const struct tally_cost_params *m = &comm->link_cost[comm->topo.nhosts > 1 ? TALLY_LINK_NET : TALLY_LINK_SHM];
+  const struct tally_cost_params *m = tally_tuner_flat_link(comm);
   if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, d->coll, S) : TALLY_COST_NOT_MODELLED;
   if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
     /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */

@@ -195,6 +195,21 @@ Test(cost_model, recursive_halving_doubling_power_of_two) {
   expect_time(tally_cost_rhd_allgather(&example_link, 8, 8000000), 30.0 + 700.0, "rhd allgather, p = 8");
 }
 
+Test(cost_model, small_allreduces_double_the_whole_vector) {
+  /* p = 8, S = 8000: 3 rounds of the whole vector, 3 (10 + 0.8 + 0.8) = 34.8, against Rabenseifner's
+   * 60 + 2 * 0.7 + 0.7 = 62.1; rhd's prediction is the cheaper one. */
+  expect_time(tally_cost_rd_allreduce(&example_link, 8, 8000), 34.8, "doubling allreduce, p = 8");
+  cr_assert(tally_cost_rd_beats_rhd(&example_link, 8, 8000));
+  expect_time(tally_cost_predict(TALLY_ALGO_RHD, TALLY_COLL_ALLREDUCE, 8, 8000, &example_link, 0), 34.8, "rhd, 8000 B");
+  /* The crossover: 30 + 6e-4 S = 60 + 2.625e-4 S at S = 88889 bytes. */
+  cr_assert(tally_cost_rd_beats_rhd(&example_link, 8, 88000));
+  cr_assert(!tally_cost_rd_beats_rhd(&example_link, 8, 90000));
+  expect_time(tally_cost_predict(TALLY_ALGO_RHD, TALLY_COLL_ALLREDUCE, 8, 8000000, &example_link, 0), 2160.0,
+              "rhd, 8 MB");
+  /* p = 6, S = 6000: fold (10 + 0.6 + 0.6), 2 rounds of (10 + 1.2), unfold (10 + 0.6). */
+  expect_time(tally_cost_rd_allreduce(&example_link, 6, 6000), 11.2 + 22.4 + 10.6, "doubling allreduce, p = 6");
+}
+
 Test(cost_model, recursive_halving_doubling_with_extra_ranks) {
   /* p = 6, S = 6e6: p' = 4, 2 rounds of 3e6 and 1.5e6 bytes (300 + 150 = 450 us of beta); 2 extra
    * ranks fold in with the whole vector (10 + 600 + 600) and get it back at the end (10 + 600). */
