@@ -129,7 +129,10 @@ static tally_result_t timed_out(struct tally_comm *comm, const struct pipeline_s
 
 tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct tally_ring *ring,
                                   const struct pipeline_plan *plan) {
-  struct pipeline_state st = {.plan = plan, .comm = comm, .ring = ring};
+  struct pipeline_state st; /* fields set one by one: clearing the request arrays would cost more than a
+                              small call's messages */
+  st.plan = plan, st.comm = comm, st.ring = ring;
+  st.recv_posted = st.recv_done = st.send_posted = st.send_done = 0;
   tally_header_fill(&st.proto, plan->desc, comm->seq);
   st.total_recv = (size_t)plan->recv_steps * (size_t)plan->nchunks;
   st.total_send = (size_t)plan->send_steps * (size_t)plan->nchunks;

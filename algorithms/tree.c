@@ -21,10 +21,13 @@
  *    0   2   4   6                      1   3   5   7
  *
  * Several flows may share one connection (a rank can be a child in one tree and the parent in the
- * other of the same peer). Both ends order the messages of a connection the same way: by chunk,
- * then tree, then stage (root hop, up, down, result hop). Every message depends only on messages
- * earlier in that order (or on the same one further along the tree), so posting each connection's
- * messages in order cannot deadlock. Rooted calls need a connection between every rank and the two
+ * other of the same peer). Both ends order the messages of a connection the same way: message
+ * (chunk j, stage, tree) goes at slot j for the stages that go up or out of a root (root hop, up),
+ * at slot j + LAG for those coming back (down, result hop), and within a slot by stage, then tree.
+ * Every message depends only on messages earlier in that order (or on the same one further along
+ * the tree), so posting each connection's messages in order cannot deadlock; the lag keeps LAG
+ * chunks moving up a connection while earlier ones come back down it, and the two trees' first
+ * chunks never wait for each other. Rooted calls need a connection between every rank and the two
  * tree roots; the communicator makes them at init when it has at most TALLY_TREE_ROOTED_MAX_RANKS
  * ranks (see links.c). */
 #include <stdio.h>
@@ -36,7 +39,7 @@
 #include "algorithm.h"
 #include "dbtree.h"
 
-enum { WINDOW = 64, STAGING_SLOTS = 4, MAX_LINKS = 8, MAX_FLOWS = 4 };
+enum { WINDOW = 64, STAGING_SLOTS = 4, MAX_LINKS = 8, MAX_FLOWS = 4, LAG = 8 };
 
 /* Stages in per-connection order. */
 enum stage { STAGE_ROOT_HOP, STAGE_UP, STAGE_DOWN, STAGE_RESULT_HOP };
@@ -46,13 +49,20 @@ struct flow {
   int tree, stage, child; /* child: which of this rank's children (receives from children only) */
 };
 
-/* A connection direction to one peer and the flows it carries, in order. */
+/* A message of a lane: flow index and chunk. */
+struct message {
+  int flow, chunk;
+};
+
+/* A connection direction to one peer and the flows it carries, sorted by stage, then tree. */
 struct lane {
   int peer;
   struct tally_link link;
   int nflows;
   struct flow flows[MAX_FLOWS];
   size_t posted, done, total;
+  int slot, next_flow; /* the next message to post, in the order of the header comment */
+  struct message sent[WINDOW];
   struct tally_request req[WINDOW];
 };
 
@@ -102,17 +112,43 @@ static tally_result_t add_flow(struct tree_run *run, int sending, int peer, stru
     if (!link.ops)
       return TALLY_ERROR(TALLY_ERR_INTERNAL, "tree: rank %d has no connection %s rank %d", run->comm->rank,
                          sending ? "to" : "from", peer);
-    lanes[(*n)++] = (struct lane){.peer = peer, .link = link};
+    struct lane *fresh = &lanes[(*n)++]; /* its requests are set up when posted: no need to clear them */
+    fresh->peer = peer, fresh->link = link, fresh->nflows = 0;
+    fresh->posted = fresh->done = 0, fresh->slot = fresh->next_flow = 0;
   }
   struct lane *lane = &lanes[i];
-  int at = lane->nflows++; /* keep (tree, stage) order */
-  while (at > 0 && (lane->flows[at - 1].tree > f.tree ||
-                    (lane->flows[at - 1].tree == f.tree && lane->flows[at - 1].stage > f.stage))) {
+  int at = lane->nflows++; /* keep (stage, tree) order */
+  while (at > 0 && (lane->flows[at - 1].stage > f.stage ||
+                    (lane->flows[at - 1].stage == f.stage && lane->flows[at - 1].tree > f.tree))) {
     lane->flows[at] = lane->flows[at - 1];
     at--;
   }
   lane->flows[at] = f;
   lane->total = (size_t)lane->nflows * (size_t)run->nchunks;
+  return TALLY_SUCCESS;
+}
+
+static int lag(const struct flow *f) { return f->stage >= STAGE_DOWN ? LAG : 0; }
+
+/* The lane's next message to post (lane->posted < lane->total). */
+static struct message next_message(const struct tree_run *run, const struct lane *lane) {
+  int slot = lane->slot, i = lane->next_flow;
+  for (;;) {
+    int j = slot - lag(&lane->flows[i]);
+    if (j >= 0 && j < run->nchunks) return (struct message){i, j};
+    if (++i == lane->nflows) i = 0, slot++;
+  }
+}
+
+/* Records that `m`, the lane's next message, was posted with `req`. */
+static tally_result_t post(struct lane *lane, struct message m,
+                           tally_result_t (*op)(struct tally_conn *, struct tally_request *)) {
+  TALLY_CHECK(op(lane->link.conn, &lane->req[lane->posted % WINDOW]));
+  lane->sent[lane->posted % WINDOW] = m;
+  lane->posted++;
+  lane->slot = m.chunk + lag(&lane->flows[m.flow]);
+  lane->next_flow = m.flow + 1;
+  if (lane->next_flow == lane->nflows) lane->next_flow = 0, lane->slot++;
   return TALLY_SUCCESS;
 }
 
@@ -123,8 +159,7 @@ static tally_result_t plan_tree(struct tree_run *run, int t) {
   int me = run->comm->rank, R = d->coll == TALLY_COLL_ALLREDUCE ? nd->root : d->root;
   const struct tally_dbtree_node *s = &nd->shape;
   if (up_phase(d)) {
-    for (int c = 0; c < s->nchildren; c++)
-      TALLY_CHECK(add_flow(run, 0, s->child[c], (struct flow){t, STAGE_UP, c}));
+    for (int c = 0; c < s->nchildren; c++) TALLY_CHECK(add_flow(run, 0, s->child[c], (struct flow){t, STAGE_UP, c}));
     if (s->parent >= 0) TALLY_CHECK(add_flow(run, 1, s->parent, (struct flow){t, STAGE_UP, 0}));
     if (R != nd->root && me == nd->root) TALLY_CHECK(add_flow(run, 1, R, (struct flow){t, STAGE_RESULT_HOP, 0}));
     if (R != nd->root && me == R) TALLY_CHECK(add_flow(run, 0, nd->root, (struct flow){t, STAGE_RESULT_HOP, 0}));
@@ -162,9 +197,7 @@ static int sendable(const struct tree_run *run, const struct flow *f) {
   }
 }
 
-static void *at(const struct tree_run *run, const void *base, size_t off) {
-  return (char *)base + off * run->esize;
-}
+static void *at(const struct tree_run *run, const void *base, size_t off) { return (char *)base + off * run->esize; }
 
 static char *staging_slot(const struct tree_run *run, int t, int child, int j) {
   size_t slot = ((size_t)t * 2 + (size_t)child) * STAGING_SLOTS + (size_t)(j % STAGING_SLOTS);
@@ -184,15 +217,14 @@ static tally_result_t post_sends(struct tree_run *run, int *moved) {
     struct lane *lane = &run->sends[i];
     while (lane->done < lane->posted && lane->req[lane->done % WINDOW].done) lane->done++, *moved = 1;
     while (lane->posted < lane->total && lane->posted < lane->done + WINDOW) {
-      const struct flow *f = &lane->flows[lane->posted % (size_t)lane->nflows];
-      int j = (int)(lane->posted / (size_t)lane->nflows);
-      if (j >= sendable(run, f)) break;
+      struct message m = next_message(run, lane);
+      const struct flow *f = &lane->flows[m.flow];
+      if (m.chunk >= sendable(run, f)) break;
       size_t off, len;
-      chunk_of(run, f->tree, j, &off, &len);
+      chunk_of(run, f->tree, m.chunk, &off, &len);
       int from_own = f->stage == STAGE_UP && run->node[f->tree].shape.nchildren == 0;
       fill_request(run, lane, at(run, from_own ? run->own : run->acc, off), len * run->esize);
-      TALLY_CHECK(lane->link.ops->isend(lane->link.conn, &lane->req[lane->posted % WINDOW]));
-      lane->posted++;
+      TALLY_CHECK(post(lane, m, lane->link.ops->isend));
       *moved = 1;
     }
   }
@@ -203,16 +235,15 @@ static tally_result_t post_recvs(struct tree_run *run, int *moved) {
   for (int i = 0; i < run->nrecvs; i++) {
     struct lane *lane = &run->recvs[i];
     while (lane->posted < lane->total && lane->posted < lane->done + WINDOW) {
-      const struct flow *f = &lane->flows[lane->posted % (size_t)lane->nflows];
-      int j = (int)(lane->posted / (size_t)lane->nflows);
+      struct message m = next_message(run, lane);
+      const struct flow *f = &lane->flows[m.flow];
       const struct node *nd = &run->node[f->tree];
-      if (f->stage == STAGE_UP && j >= nd->reduced[f->child] + STAGING_SLOTS) break; /* no free slot */
+      if (f->stage == STAGE_UP && m.chunk >= nd->reduced[f->child] + STAGING_SLOTS) break; /* no free slot */
       size_t off, len;
-      chunk_of(run, f->tree, j, &off, &len);
-      void *dst = f->stage == STAGE_UP ? staging_slot(run, f->tree, f->child, j) : at(run, run->acc, off);
+      chunk_of(run, f->tree, m.chunk, &off, &len);
+      void *dst = f->stage == STAGE_UP ? staging_slot(run, f->tree, f->child, m.chunk) : at(run, run->acc, off);
       fill_request(run, lane, dst, len * run->esize);
-      TALLY_CHECK(lane->link.ops->irecv(lane->link.conn, &lane->req[lane->posted % WINDOW]));
-      lane->posted++;
+      TALLY_CHECK(post(lane, m, lane->link.ops->irecv));
       *moved = 1;
     }
   }
@@ -224,7 +255,7 @@ static void finish_recvs(struct tree_run *run, int *moved) {
   for (int i = 0; i < run->nrecvs; i++) {
     struct lane *lane = &run->recvs[i];
     while (lane->done < lane->posted && lane->req[lane->done % WINDOW].done) {
-      const struct flow *f = &lane->flows[lane->done % (size_t)lane->nflows];
+      const struct flow *f = &lane->flows[lane->sent[lane->done % WINDOW].flow];
       struct node *nd = &run->node[f->tree];
       if (f->stage == STAGE_UP)
         nd->arrived[f->child]++;
@@ -345,11 +376,13 @@ static tally_result_t tree_run(struct tally_comm *comm, const struct tally_coll_
   if (!tally_tree_suits(comm, d))
     return TALLY_ERROR(TALLY_ERR_INTERNAL, "the double binary tree cannot run %s on this communicator",
                        tally_coll_name(d->coll));
-  static const struct tree_run zero;
-  struct tree_run run = zero;
+  struct tree_run run; /* fields set one by one: clearing the lanes' request arrays would cost more than a
+                         small call's messages */
   run.comm = comm;
   run.d = d;
   run.esize = tally_datatype_size(d->datatype);
+  run.nsends = run.nrecvs = 0;
+  memset(run.node, 0, sizeof run.node);
   TALLY_CHECK(setup(&run));
   struct tally_waiter waiter;
   tally_waiter_start(comm, &comm->world, &run.proto, &waiter);

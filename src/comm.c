@@ -14,6 +14,7 @@
 
 #include "../algorithms/board.h"
 #include "bootstrap.h"
+#include "calibrate.h"
 #include "clock.h"
 #include "error.h"
 #include "links.h"
@@ -40,10 +41,16 @@ void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, 
   w->grace_ns = w->timeout_ns / 10 < 5000000000ull ? w->timeout_ns / 10 : 5000000000ull;
 }
 
-/* Tells the next rank that this one is waiting, once per stall. */
-static void notify_next(struct tally_comm *comm, struct tally_waiter *w) {
+/* Tells the ranks this one sends to that it is waiting, once per stall: the ring's next rank until
+ * the notice goes out, every other one on a single try (in pairwise and tree algorithms, the rank
+ * waiting on this one need not be the ring's next). */
+static void notify_waiting(struct tally_comm *comm, struct tally_waiter *w) {
   unsigned char notice[TALLY_WIRE_HEADER_BYTES];
   tally_notice_encode(notice, comm->seq, comm->rank);
+  if (!w->told_others)
+    for (int r = 0; r < comm->nranks; r++)
+      if (comm->to[r].ops && r != w->ring->next_rank) comm->to[r].ops->notify(comm->to[r].conn, notice);
+  w->told_others = 1;
   w->notified = w->ring->to_next.ops->notify(w->ring->to_next.conn, notice);
 }
 
@@ -54,6 +61,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   if (*moved) {
     w->idle_since = 0;
     w->notified = 0;
+    w->told_others = 0;
   } else {
     uint64_t now = tally_now_ns();
     if (w->idle_since == 0) w->idle_since = now;
@@ -62,7 +70,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
       w->timed_out = 1;
       return TALLY_ERROR(TALLY_ERR_TIMEOUT, "nothing moved for %.1f s (TALLY_TIMEOUT)", (double)idle / 1e9);
     }
-    if (!w->notified && idle + w->grace_ns >= w->timeout_ns) notify_next(comm, w);
+    if (!w->notified && idle + w->grace_ns >= w->timeout_ns) notify_waiting(comm, w);
     if (idle >= (uint64_t)comm->cfg.spin_us * 1000) {
       TALLY_CHECK(tally_board_check(comm, w->call));
       timeout_ms = tally_ms_until(
@@ -163,6 +171,7 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
   if (r == TALLY_SUCCESS) r = build_job_topology(c);
   if (r == TALLY_SUCCESS && nranks > 1) r = tally_links_connect(c, job->secret, deadline);
+  if (r == TALLY_SUCCESS) r = tally_calibrate(c);
   if (r == TALLY_SUCCESS && nranks > 1) r = tally_board_open(c, deadline);
   if (r == TALLY_SUCCESS) r = tally_registry_add(c);
   if (r != TALLY_SUCCESS) goto fail;

@@ -62,6 +62,28 @@ static tally_result_t load_rdma_settings(struct tally_config *cfg) {
   return TALLY_SUCCESS;
 }
 
+/* TALLY_TUNING_FILE and TALLY_TUNING_CACHE (used by calibrate.c): the file itself is read at init,
+ * where a missing or malformed one fails with its path. */
+static tally_result_t load_tuning_settings(struct tally_config *cfg) {
+  const char *v = env("TALLY_TUNING_FILE");
+  if (v) {
+    if (strlen(v) >= sizeof cfg->tuning_file)
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "TALLY_TUNING_FILE is longer than %zu characters",
+                         sizeof cfg->tuning_file - 1);
+    snprintf(cfg->tuning_file, sizeof cfg->tuning_file, "%s", v);
+  }
+  cfg->tuning_cache = 1;
+  if ((v = env("TALLY_TUNING_CACHE"))) {
+    if (strcmp(v, "0") && strcmp(v, "1"))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_TUNING_CACHE='%s' is not 0 (never read or write the cache of measured link costs) or 1 "
+                         "(the default: keep them under $XDG_CACHE_HOME/tally or ~/.cache/tally)",
+                         v);
+    cfg->tuning_cache = v[0] == '1';
+  }
+  return TALLY_SUCCESS;
+}
+
 tally_result_t tally_config_load(struct tally_config *cfg) {
   char err[256];
   if (tally_log_configure(env("TALLY_DEBUG"), env("TALLY_DEBUG_SUBSYS"), err, sizeof err) != 0)
@@ -111,6 +133,7 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          "TALLY_KEEPALIVE='%s' is not a whole number of seconds from 1 to 3600", v);
     cfg->keepalive_s = (int)n;
   }
+  TALLY_CHECK(load_tuning_settings(cfg));
   return load_rdma_settings(cfg);
 }
 

@@ -21,6 +21,8 @@ struct tally_config {
   char ib_hca[128];     /* TALLY_IB_HCA: RDMA devices and ports, NCCL_IB_HCA syntax; "" = any */
   int ib_gid_index;     /* TALLY_IB_GID_INDEX: RoCE GID index; -1 = chosen from the GID table */
   size_t ib_reg_cache_bytes; /* TALLY_IB_REG_CACHE_MB: registered user memory kept for reuse */
+  char tuning_file[4096];    /* TALLY_TUNING_FILE: link costs to use instead of measuring them; "" = none */
+  int tuning_cache;          /* TALLY_TUNING_CACHE: 1 (default) keeps measured link costs per host, 0 never */
 };
 
 tally_result_t tally_config_load(struct tally_config *cfg);

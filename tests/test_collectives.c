@@ -50,6 +50,26 @@ RHD_TEST(7)
 RHD_TEST(8)
 RHD_TEST(9)
 
+/* Small allreduces on recursive doubling of the whole vector: a tuning file with slow messages
+ * (50 us each) makes rhd prefer it over Rabenseifner's schedule for every count the cases use
+ * (up to 40 KB; the crossover is about 266 KB on 6 ranks). */
+#define RHD_WHOLE_VECTOR_TEST(n)                                                                        \
+  Test(collectives, rhd_whole_vector_allreduce_##n##_ranks) {                                           \
+    char path[] = "/tmp/tally-test-latency-XXXXXX";                                                     \
+    int fd = mkstemp(path);                                                                             \
+    const char text[] = "alpha_us = 50\nbandwidth_GBps = 2\ngamma_us_per_byte = 1e-4\n";               \
+    cr_assert(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1));              \
+    close(fd);                                                                                          \
+    setenv("TALLY_TUNING_FILE", path, 1);                                                               \
+    setenv("TALLY_ALGO", "allreduce:rhd", 1);                                                           \
+    cr_assert_eq(harness_run(n, 240, coll_all_cases, "allreduce"), 0, "some rank failed (see stderr)"); \
+    unsetenv("TALLY_ALGO");                                                                             \
+    unsetenv("TALLY_TUNING_FILE");                                                                      \
+    unlink(path);                                                                                       \
+  }
+RHD_WHOLE_VECTOR_TEST(4)
+RHD_WHOLE_VECTOR_TEST(6)
+
 /* Allgather by recursive doubling and reduce-scatter by recursive halving (TALLY_ALGO=allgather:rhd,
  * reducescatter:rhd) on powers of two and not: the fold of the extra ranks into their partners, core
  * ids that stand for two ranks' blocks, the unfold, every datatype and op. */

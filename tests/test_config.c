@@ -12,7 +12,8 @@
 static void clear_env(void) {
   const char *vars[] = {"TALLY_TIMEOUT", "TALLY_SOCKET_IFNAME", "TALLY_TRANSPORT", "TALLY_ALGO", "TALLY_DEBUG",
                         "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_IB_HCA", "TALLY_IB_GID_INDEX",
-                        "TALLY_IB_REG_CACHE_MB", "TALLY_RANK", "TALLY_SIZE",
+                        "TALLY_IB_REG_CACHE_MB", "TALLY_TUNING_FILE", "TALLY_TUNING_CACHE", "TALLY_RANK",
+                        "TALLY_SIZE",
                         "TALLY_ROOT", "TALLY_SECRET", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
                         "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", "MASTER_ADDR",
                         "MASTER_PORT"};
@@ -58,6 +59,30 @@ Test(config, malformed_values_refused) {
   expect_refused("TALLY_IB_HCA", "mlx5_0:x");
   expect_refused("TALLY_IB_GID_INDEX", "abc");
   expect_refused("TALLY_IB_REG_CACHE_MB", "-1");
+  expect_refused("TALLY_TUNING_CACHE", "yes");
+  expect_refused("TALLY_TUNING_CACHE", "2");
+  expect_refused("TALLY_TUNING_CACHE", "01");
+  char long_path[5000];
+  memset(long_path, 'x', sizeof long_path - 1);
+  long_path[0] = '/';
+  long_path[sizeof long_path - 1] = '\0';
+  expect_refused("TALLY_TUNING_FILE", long_path);
+}
+
+/* The tuning file is only named here (calibrate.c reads it at init); the cache is on unless 0. */
+Test(config, tuning_settings) {
+  struct tally_config cfg;
+  cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS);
+  cr_assert_str_eq(cfg.tuning_file, "");
+  cr_assert_eq(cfg.tuning_cache, 1);
+  setenv("TALLY_TUNING_FILE", "/etc/tally/links.tune", 1);
+  setenv("TALLY_TUNING_CACHE", "0", 1);
+  cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS, "%s", tally_error_message());
+  cr_assert_str_eq(cfg.tuning_file, "/etc/tally/links.tune");
+  cr_assert_eq(cfg.tuning_cache, 0);
+  setenv("TALLY_TUNING_CACHE", "1", 1);
+  cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS, "%s", tally_error_message());
+  cr_assert_eq(cfg.tuning_cache, 1);
 }
 
 /* A valid TALLY_ALGO that leaves a collective only algorithms not written yet is refused at init,
