@@ -27,6 +27,9 @@ struct options {
   const char *json;
   double soak_seconds;     /* --soak: run random collectives this long; 0: the size sweep */
   unsigned long long seed; /* --seed: the soak's random sequence */
+  bool sweep;              /* --sweep: every algorithm over the range, then the tuner's choice */
+  int repeat;              /* --repeat: the sweep's timed loops per measurement (their median) */
+  const char *ignored_algo; /* --sweep: the environment's TALLY_ALGO, which it replaces; NULL if unset */
 };
 
 struct place_result {
@@ -70,13 +73,19 @@ const char *coll_name(coll_t c);
 bool coll_reduces(coll_t c);
 bool coll_rooted(coll_t c);
 
-/* tally-perf.c: running the collective. */
+/* tally-perf.c: running the collective over the size range. start_bench and finish_bench are
+ * the range's common start (header, rank list, buffers, -J file) and end; both are collective. */
 void place_buffers(const struct bench *b, int inplace, char **send, char **recv);
 tally_result_t run_once(const struct bench *b, const void *send, void *recv);
 double now_seconds(void);
+double time_place(const struct bench *b, int inplace, int warmup);
+bool next_size(const struct options *o, size_t *size);
 void *alloc_buffer(const struct bench *b, size_t bytes);
 void set_buffer_size(struct bench *b, size_t bytes);
 FILE *open_json(const struct bench *b, bool *failed);
+bool close_json(FILE *json, const struct options *o);
+int start_bench(struct bench *b, tally_comm_t comm, const struct options *o, FILE **json);
+void finish_bench(struct bench *b);
 int run_rank(tally_comm_t comm, const struct options *o);
 
 /* perf_check.c: fills the inputs with check data and counts this rank's wrong result elements.
@@ -105,6 +114,43 @@ struct soak_summary {
   uint64_t rss_start_after;
 };
 
+/* perf_sweep.c: --sweep, every algorithm and then the tuner's choice over the size range, side
+ * by side; returns the exit status. */
+int run_sweep(tally_comm_t comm, const struct options *o);
+
+/* The algorithms the sweep forces; sweep_algo_names has their names as the tuner gives them (tally.h). */
+enum { SWEEP_RING, SWEEP_TREE, SWEEP_RHD, SWEEP_HIER, SWEEP_BOARD, SWEEP_ALGOS };
+extern const char *const sweep_algo_names[SWEEP_ALGOS];
+enum { SWEEP_MAX_REPEAT = 100 }; /* the most --repeat takes */
+#define SWEEP_NONE (-1.0) /* a time that was not measured, or a prediction the model does not make */
+
+/* One size of the sweep. */
+struct sweep_row {
+  size_t bytes, count;
+  double measured_us[SWEEP_ALGOS];  /* the forced algorithm's median; SWEEP_NONE where it did not run */
+  double predicted_us[SWEEP_ALGOS]; /* tally_comm_predict; SWEEP_NONE where the model does not cover it */
+  const char *choice;               /* the algorithm the tuner runs with nothing forced */
+  double choice_predicted_us;       /* the model's time for it (SWEEP_NONE: none) */
+  double choice_us;                 /* the unforced run's median */
+  uint64_t wrong;                   /* wrong result elements, all runs and ranks (-c) */
+};
+
+/* The whole sweep, as rank 0 reports it. */
+struct sweep {
+  int nranks;
+  char *refused[SWEEP_ALGOS]; /* rank 0: why the library refused to force an algorithm; NULL: it did not */
+  struct sweep_row *rows;
+  size_t nrows;
+  uint64_t wrong;
+};
+
+/* perf_sweep_report.c: the sweep's header lines, its table (a row per size, printed as each size
+ * completes), the model's table, the summary and the JSON file. Rank 0 calls them. */
+void print_sweep_header(const struct bench *b, const struct sweep *s);
+void print_sweep_row(const struct sweep *s, const struct sweep_row *row);
+void print_sweep_end(const struct options *o, const struct sweep *s);
+void write_sweep_json(FILE *f, const struct bench *b, const struct sweep *s);
+
 /* perf_report.c: the nccl-tests style table, its summary, and the JSON file, and the soak's
  * header, summary and JSON file (rank 0 prints; print_ranks is collective). */
 void print_header(const struct bench *b);
@@ -112,6 +158,8 @@ void print_ranks(const struct bench *b);
 void print_table_header(void);
 void print_row(const struct bench *b, const struct row *row);
 void print_summary(const struct options *o, uint64_t wrong, double avg_busbw);
+void print_wrong(const struct options *o, uint64_t wrong);
+void format_time(char *buf, size_t len, double us);
 void write_json(FILE *f, const struct bench *b, const struct row *rows, size_t nrows, uint64_t wrong,
                 double avg_busbw);
 void print_soak_header(const struct bench *b, size_t max_bytes);

@@ -1,7 +1,7 @@
 /* perf_args.c: tally-perf's command line: the options and their defaults, the usage text,
  * sizes with K/M/G suffixes, and the names of collectives, datatypes and ops (the library's
- * own and nccl-tests' spellings), for the size sweep and for --soak. Exits with status 2 on a
- * bad argument. */
+ * own and nccl-tests' spellings), for the size range, --sweep and --soak. Exits with status 2 on
+ * a bad argument. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -67,10 +67,13 @@ static const struct {
 #define SOAK_DEFAULT_SEED 1
 /* With --soak and no -T, the forked ranks get the soak's time plus this long to finish. */
 #define SOAK_TIMEOUT_MARGIN 600
+/* --sweep's timed loops per measurement when --repeat is absent. */
+#define SWEEP_DEFAULT_REPEAT 3
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tally-perf COLLECTIVE [options]\n"
+          "       tally-perf COLLECTIVE --sweep [--repeat R] [options]\n"
           "       tally-perf --soak SECONDS [--seed S] [-N N] [-T SECONDS] [-J FILE]\n"
           "\n"
           "COLLECTIVE: allreduce, allgather, reducescatter, broadcast or reduce.\n"
@@ -92,11 +95,20 @@ static void usage(FILE *f) {
           "  -T, --timeout SECONDS   with -N: kill the ranks after this long (default 600, 0: never;\n"
           "                          with --soak, default the soak's SECONDS + 600)\n"
           "  -J, --json FILE         also write the results to FILE as JSON\n"
-          "      --soak SECONDS      instead of a sweep, run random collectives, sizes (1 element\n"
-          "                          to 4 MiB), datatypes, ops, roots, in place and out of place for\n"
-          "                          SECONDS, check every result exactly, and report the counts,\n"
-          "                          wrong results, errors and memory (RSS); forks 8 ranks unless\n"
-          "                          -N or a launcher says otherwise\n"
+          "      --sweep             compare the algorithms: run the range once with each algorithm\n"
+          "                          forced (ring tree rhd hier board, by TALLY_ALGO; one the library\n"
+          "                          refuses for COLLECTIVE is skipped, and a size it cannot run shows\n"
+          "                          '-') and once as the tuner chooses; print per size each one's\n"
+          "                          time, the fastest, the tuner's choice and its time over the\n"
+          "                          fastest's, then the cost model's predicted over measured times\n"
+          "                          (out-of-place only; replaces the environment's TALLY_ALGO)\n"
+          "      --repeat R          with --sweep: each time is the median of R timed loops of -n\n"
+          "                          iterations (default 3)\n"
+          "      --soak SECONDS      instead of the size range, run random collectives, sizes (1\n"
+          "                          element to 4 MiB), datatypes, ops, roots, in place and out of\n"
+          "                          place for SECONDS, check every result exactly, and report the\n"
+          "                          counts, wrong results, errors and memory (RSS); forks 8 ranks\n"
+          "                          unless -N or a launcher says otherwise\n"
           "      --seed S            the soak's random sequence (default 1); the same seed on the\n"
           "                          same number of ranks repeats the same operations\n"
           "  -h, --help              show this message\n"
@@ -186,6 +198,16 @@ static tally_op_t parse_op(const char *s) {
   bad_arg("unknown op '%s' (sum prod min max avg)", s);
 }
 
+/* --sweep sets TALLY_ALGO itself for each run (and leaves it unset for the tuner's): it refuses
+ * -a, and keeps the environment's value only to say that it was replaced. */
+static void take_algo_env(struct options *o, bool have_algo) {
+  if (have_algo) bad_arg("--sweep forces each algorithm in turn itself: drop -a");
+  const char *env = getenv("TALLY_ALGO");
+  if (env == NULL) return;
+  o->ignored_algo = strdup(env);
+  if (o->ignored_algo == NULL || unsetenv("TALLY_ALGO") != 0) bad_arg("--sweep: cannot unset TALLY_ALGO");
+}
+
 void parse_args(int argc, char **argv, struct options *o) {
   memset(o, 0, sizeof *o);
   o->minbytes = 8;
@@ -199,9 +221,10 @@ void parse_args(int argc, char **argv, struct options *o) {
   o->root = 0;
   o->timeout = 600;
   o->seed = SOAK_DEFAULT_SEED;
-  bool have_coll = false, have_timeout = false, have_seed = false;
+  o->repeat = SWEEP_DEFAULT_REPEAT;
+  bool have_coll = false, have_timeout = false, have_seed = false, have_repeat = false, have_algo = false;
   int sweep_opt = 0; /* the last option seen that only the sweep uses */
-  enum { OPT_SOAK = 256, OPT_SEED };
+  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT };
 
   static const struct option longopts[] = {
       {"minbytes", required_argument, NULL, 'b'},   {"maxbytes", required_argument, NULL, 'e'},
@@ -212,7 +235,8 @@ void parse_args(int argc, char **argv, struct options *o) {
       {"nranks", required_argument, NULL, 'N'},     {"timeout", required_argument, NULL, 'T'},
       {"json", required_argument, NULL, 'J'},       {"help", no_argument, NULL, 'h'},
       {"soak", required_argument, NULL, OPT_SOAK},  {"seed", required_argument, NULL, OPT_SEED},
-      {"algo", required_argument, NULL, 'a'},       {NULL, 0, NULL, 0},
+      {"algo", required_argument, NULL, 'a'},       {"sweep", no_argument, NULL, OPT_SWEEP},
+      {"repeat", required_argument, NULL, OPT_REPEAT}, {NULL, 0, NULL, 0},
   };
   opterr = 0;
   int c;
@@ -237,6 +261,12 @@ void parse_args(int argc, char **argv, struct options *o) {
     case 'J': o->json = optarg; break;
     case 'a': /* the library reads it at init (and refuses a malformed one there, saying why) */
       if (setenv("TALLY_ALGO", optarg, 1) != 0) bad_arg("-a %s: cannot set TALLY_ALGO", optarg);
+      have_algo = true;
+      break;
+    case OPT_SWEEP: o->sweep = true; break;
+    case OPT_REPEAT:
+      o->repeat = (int)parse_int("--repeat", optarg, 1, SWEEP_MAX_REPEAT);
+      have_repeat = true;
       break;
     case OPT_SOAK: o->soak_seconds = parse_seconds("--soak", optarg, false); break;
     case OPT_SEED:
@@ -246,6 +276,8 @@ void parse_args(int argc, char **argv, struct options *o) {
     case 'h': usage(stdout); exit(0);
     case ':': bad_arg("option '%s' needs a value", argv[optind - 1]);
     default:
+      if (optopt != 0 && strncmp(argv[optind - 1], "--", 2) == 0) /* --sweep=3: a known one, with a value */
+        bad_arg("option '%s' takes no value", argv[optind - 1]);
       if (optopt != 0) bad_arg("unknown option '-%c'", optopt);
       bad_arg("unknown option '%s'", argv[optind - 1]);
     }
@@ -265,6 +297,7 @@ void parse_args(int argc, char **argv, struct options *o) {
     have_coll = true;
   }
   if (o->soak_seconds > 0) {
+    if (o->sweep) bad_arg("--sweep and --soak are different runs: give one of them");
     if (sweep_opt != 0)
       bad_arg("-%c does not apply to --soak, which draws collectives, sizes, datatypes, ops and roots at random",
               sweep_opt);
@@ -276,6 +309,8 @@ void parse_args(int argc, char **argv, struct options *o) {
     return;
   }
   if (have_seed) bad_arg("--seed only applies to --soak");
+  if (have_repeat && !o->sweep) bad_arg("--repeat only applies to --sweep");
+  if (o->sweep) take_algo_env(o, have_algo);
   if (!have_coll) bad_arg("missing COLLECTIVE (allreduce allgather reducescatter broadcast reduce), or --soak SECONDS");
   if (o->minbytes > o->maxbytes)
     bad_arg("-b %zu is larger than -e %zu", o->minbytes, o->maxbytes);

@@ -10,7 +10,8 @@
 
 #include "perf.h"
 
-static void format_time(char *buf, size_t len, double us) {
+/* A time in us, 7 characters wide, with fewer decimals as it grows. */
+void format_time(char *buf, size_t len, double us) {
   if (us >= 10000.0)
     snprintf(buf, len, "%7.0f", us);
   else if (us >= 100.0)
@@ -117,12 +118,17 @@ void write_json(FILE *f, const struct bench *b, const struct row *rows, size_t n
   fprintf(f, ",\n  \"avg_busbw\": %.6f\n}\n", avg_busbw);
 }
 
-/* The lines after the table: the total of wrong elements and the average bus bandwidth. */
-void print_summary(const struct options *o, uint64_t wrong, double avg_busbw) {
+/* The line with the total of wrong elements. */
+void print_wrong(const struct options *o, uint64_t wrong) {
   if (o->check)
     printf("# Out of bounds values : %llu %s\n", (unsigned long long)wrong, wrong ? "FAILED" : "OK");
   else
     printf("# Out of bounds values : N/A (run with -c 1 to check)\n");
+}
+
+/* The lines after the table: the total of wrong elements and the average bus bandwidth. */
+void print_summary(const struct options *o, uint64_t wrong, double avg_busbw) {
+  print_wrong(o, wrong);
   printf("# Avg bus bandwidth    : %g \n#\n", avg_busbw);
   fflush(stdout);
 }

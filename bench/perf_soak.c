@@ -6,7 +6,6 @@
  * rank 0's clock decides when to stop, and the decision rides on an allreduce every few
  * operations, so all ranks stop after the same operation. */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -237,10 +236,7 @@ int run_soak(tally_comm_t comm, const struct options *o) {
     print_soak_summary(&s);
     if (json != NULL) {
       write_soak_json(json, &s);
-      if (fclose(json) != 0) {
-        fprintf(stderr, "tally-perf: cannot write %s: %s\n", o->json, strerror(errno));
-        json_bad = true;
-      }
+      json_bad = !close_json(json, o);
     }
   }
   if (failure == TALLY_SUCCESS) {

@@ -3,8 +3,10 @@
  * range of sizes, checks every result element, and can write the results as JSON; with --soak
  * it runs random collectives for a while instead and checks them all. It runs under a launcher
  * (tally-run, mpirun, srun, torchrun), or forks its own local ranks with -N.
+ * With --sweep it runs the range once per algorithm and once as the tuner chooses, and compares.
  * Uses only the public API in tally.h. This file owns main and one rank's timing loop; the
- * other parts are perf_args.c, perf_launch.c, perf_check.c, perf_soak.c and perf_report.c. */
+ * other parts are perf_args.c, perf_launch.c, perf_check.c, perf_soak.c, perf_sweep.c,
+ * perf_sweep_report.c and perf_report.c. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdbool.h>
@@ -64,20 +66,28 @@ double now_seconds(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Times ITERS calls after WARMUP untimed ones. Each rank measures its own average; the row
- * reports the slowest rank's (a MAX allreduce), so an imbalanced rank is not averaged away.
+/* Times ITERS calls after `warmup` untimed ones. Each rank measures its own average; the result
+ * is the slowest rank's (a MAX allreduce), so an imbalanced rank is not averaged away.
  * nccl-tests averages over ranks instead; for the blocking host collectives here the two agree
  * closely. */
-static double time_place(const struct bench *b, int inplace) {
+double time_place(const struct bench *b, int inplace, int warmup) {
   char *send, *recv;
   place_buffers(b, inplace, &send, &recv);
-  for (int i = 0; i < b->o->warmup; i++) TRY(b, run_once(b, send, recv));
+  for (int i = 0; i < warmup; i++) TRY(b, run_once(b, send, recv));
   TRY(b, tally_barrier(b->comm, NULL));
   double t0 = now_seconds();
   for (int i = 0; i < b->o->iters; i++) TRY(b, run_once(b, send, recv));
   double local = (now_seconds() - t0) / b->o->iters * 1e6, slowest = 0;
   TRY(b, tally_allreduce(&local, &slowest, 1, TALLY_FLOAT64, TALLY_MAX, b->comm, NULL));
   return slowest;
+}
+
+/* Steps *size to the next size of the -b/-e/-f/-i range; false after the last. */
+bool next_size(const struct options *o, size_t *size) {
+  size_t next = o->stepbytes ? *size + o->stepbytes : *size * o->factor;
+  if (next <= *size || next > o->maxbytes) return false; /* next <= *size: overflow */
+  *size = next;
+  return true;
 }
 
 static double bus_factor(coll_t c, int n) {
@@ -147,36 +157,60 @@ FILE *open_json(const struct bench *b, bool *failed) {
   return json;
 }
 
-/* Runs the benchmark (the size sweep, or with --soak the soak) on an initialized communicator;
- * returns the process exit status. */
-int run_rank(tally_comm_t comm, const struct options *o) {
-  if (o->soak_seconds > 0) return run_soak(comm, o);
-  struct bench b;
-  memset(&b, 0, sizeof b);
-  b.o = o;
-  b.comm = comm;
-  b.rank = -1;
-  TRY(&b, tally_comm_rank(comm, &b.rank));
-  TRY(&b, tally_comm_size(comm, &b.nranks));
-  b.tsize = tally_datatype_size(o->type);
-  if (coll_rooted(o->coll) && o->root >= b.nranks) {
-    if (b.rank == 0) fprintf(stderr, "tally-perf: -r %d is not a rank of this %d-rank job\n", o->root, b.nranks);
+/* Rank 0 closes the -J file; false (and a message) if the data did not reach it. */
+bool close_json(FILE *json, const struct options *o) {
+  if (fclose(json) == 0) return true;
+  fprintf(stderr, "tally-perf: cannot write %s: %s\n", o->json, strerror(errno));
+  return false;
+}
+
+/* The start every size range shares: rank and size, the -r check, the -J file, the buffers for
+ * the largest size, the header and the rank list. Returns 0 when ready, else the exit status
+ * (the communicator is then destroyed). */
+int start_bench(struct bench *b, tally_comm_t comm, const struct options *o, FILE **json) {
+  memset(b, 0, sizeof *b);
+  b->o = o;
+  b->comm = comm;
+  b->rank = -1;
+  TRY(b, tally_comm_rank(comm, &b->rank));
+  TRY(b, tally_comm_size(comm, &b->nranks));
+  b->tsize = tally_datatype_size(o->type);
+  if (coll_rooted(o->coll) && o->root >= b->nranks) {
+    if (b->rank == 0) fprintf(stderr, "tally-perf: -r %d is not a rank of this %d-rank job\n", o->root, b->nranks);
     tally_comm_destroy(comm);
     return 2;
   }
-
   bool json_bad = false;
-  FILE *json = open_json(&b, &json_bad);
+  *json = open_json(b, &json_bad);
   if (json_bad) {
     tally_comm_destroy(comm);
     return 1;
   }
+  b->sbuf = alloc_buffer(b, o->maxbytes);
+  b->rbuf = alloc_buffer(b, o->maxbytes);
+  if (b->rank == 0) print_header(b);
+  print_ranks(b);
+  return 0;
+}
 
-  b.sbuf = alloc_buffer(&b, o->maxbytes);
-  b.rbuf = alloc_buffer(&b, o->maxbytes);
+/* The end every size range shares: nobody exits before rank 0 has printed (a launcher stops the
+ * job at the first non-zero exit), then the communicator and the buffers go. */
+void finish_bench(struct bench *b) {
+  TRY(b, tally_barrier(b->comm, NULL));
+  TRY(b, tally_comm_destroy(b->comm));
+  free(b->sbuf);
+  free(b->rbuf);
+}
 
-  if (b.rank == 0) print_header(&b);
-  print_ranks(&b);
+/* Runs the benchmark (the size range; with --sweep every algorithm over it; with --soak the soak)
+ * on an initialized communicator; returns the process exit status. */
+int run_rank(tally_comm_t comm, const struct options *o) {
+  if (o->soak_seconds > 0) return run_soak(comm, o);
+  if (o->sweep) return run_sweep(comm, o);
+  struct bench b;
+  FILE *json = NULL;
+  int status = start_bench(&b, comm, o, &json);
+  if (status != 0) return status;
   if (b.rank == 0) print_table_header();
 
   struct row *rows = NULL;
@@ -186,7 +220,8 @@ int run_rank(tally_comm_t comm, const struct options *o) {
   int bw_count = 0;
   double factor = bus_factor(o->coll, b.nranks);
 
-  for (size_t size = o->minbytes; size <= o->maxbytes;) {
+  size_t size = o->minbytes;
+  do {
     set_buffer_size(&b, size);
     struct row row;
     memset(&row, 0, sizeof row);
@@ -195,7 +230,7 @@ int run_rank(tally_comm_t comm, const struct options *o) {
     TRY(&b, tally_barrier(comm, NULL));
     for (int p = 0; p < 2; p++) {
       struct place_result *r = &row.place[p];
-      r->time_us = time_place(&b, p);
+      r->time_us = time_place(&b, p, o->warmup);
       double sec = r->time_us * 1e-6;
       r->algbw = sec > 0 ? (double)b.bytes / 1e9 / sec : 0;
       r->busbw = r->algbw * factor;
@@ -222,28 +257,19 @@ int run_rank(tally_comm_t comm, const struct options *o) {
         rows[nrows++] = row;
       }
     }
-    size_t next = o->stepbytes ? size + o->stepbytes : size * o->factor;
-    if (next <= size) break; /* overflow */
-    size = next;
-  }
+  } while (next_size(o, &size));
 
   double avg = bw_count ? bw_sum / bw_count : 0;
+  bool json_bad = false;
   if (b.rank == 0) {
     print_summary(o, total_wrong, avg);
     if (json != NULL) {
       write_json(json, &b, rows, nrows, total_wrong, avg);
-      if (fclose(json) != 0) {
-        fprintf(stderr, "tally-perf: cannot write %s: %s\n", o->json, strerror(errno));
-        json_bad = true;
-      }
+      json_bad = !close_json(json, o);
     }
   }
   free(rows);
-  /* Nobody exits before rank 0 has printed: a launcher stops the job at the first non-zero exit. */
-  TRY(&b, tally_barrier(comm, NULL));
-  TRY(&b, tally_comm_destroy(comm));
-  free(b.sbuf);
-  free(b.rbuf);
+  finish_bench(&b);
   if (json_bad) return 1;
   return total_wrong != 0 ? STATUS_WRONG : 0;
 }

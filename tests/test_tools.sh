@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the command-line tools: tally-run (launch, failure propagation) and tally-perf (every
 # collective with checking on, under tally-run and with -N, JSON output, bad arguments, a short
-# --soak of random collectives, -a).
+# --soak of random collectives, -a, --sweep of every algorithm).
 # usage: test_tools.sh BUILD_DIR
 set -uo pipefail
 bin=${1:?build directory}
@@ -47,7 +47,37 @@ expect_text "TALLY_TIMEOUT message" "TALLY_TIMEOUT"
 TALLY_SOCKET_IFNAME=nosuchif0 check "unknown interface is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
 expect_text "interface list" "interfaces here: .*lo"
 TALLY_DEBUG=INFO TALLY_DEBUG_SUBSYS=TUNE check "tally-perf -a rhd" 0 "$bin/tally-perf" allreduce -N 3 -a allreduce:rhd -b 8 -e 1M -n 2 -w 1
-expect_text "TUNE logs each choice" "allreduce #[0-9]+, 1048576 bytes per rank on 3 ranks: rhd \\(TALLY_ALGO\\)"
+expect_text "TUNE logs each choice" "allreduce #[0-9]+, 1048576 bytes per rank on 3 ranks: rhd \\(TALLY_ALGO[;)]"
 check "tally-perf -a with an unknown algorithm" 1 "$bin/tally-perf" allreduce -N 2 -a treee -b 8 -e 8
 expect_text "TALLY_ALGO message lists the algorithms" "TALLY_ALGO.*treee.*ring"
+# --sweep: a row per size with each algorithm's time ("-" where the library would run the ring
+# instead: board past its small sizes, hier on one host), the fastest and the tuner's choice.
+json=$(mktemp)
+check "tally-perf --sweep -N 3" 0 "$bin/tally-perf" allreduce --sweep -N 3 -b 8 -e 1M -f 131072 -n 2 -w 1 --repeat 2 -J "$json"
+expect_text "sweep columns" "size \\(B\\) +ring +tree +rhd +hier +board +best +choice +predicted +measured +choice/best"
+expect_text "sweep row at 8 B" "^ +8 +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +[0-9.]+ +[a-z]+ +(ring|tree|rhd|board) "
+expect_text "sweep row at 1 MiB, board cannot run it" "^ +1048576 +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[a-z]+ +(ring|tree|rhd) "
+expect_text "sweep model table" "^ +1048576 +ring +([0-9.]+|-) +[0-9.]+ +([0-9.]+|-)$"
+expect_text "sweep tuner summary" "^# Tuner's worst size \\([0-9]+ B\\), its choice over the best: .* = [0-9.]+$"
+expect_text "sweep smallest size summary" "^# Smallest size \\(8 B\\), the better of tree and rhd over the ring: .* = [0-9.]+$"
+expect_text "sweep largest size summary" "^# Largest size \\(1048576 B\\), the ring over the best other: .* = [0-9.]+$"
+expect_text "sweep checks results" "Out of bounds values : 0 OK"
+grep -q '"mode": "sweep"' "$json" && grep -q '"choice": "' "$json" && grep -q '"hier": null' "$json" ||
+  { echo "FAIL sweep -J: $(cat "$json")"; fail=1; }
+rm -f "$json"
+check "tally-perf --sweep under tally-run" 0 "$bin/tally-run" -n 4 "$bin/tally-perf" broadcast --sweep -b 64 -e 128 -n 2 -w 1 --repeat 1 -r 1
+expect_text "sweep skips what the library refuses" "^# Not run: rhd, hier, board: TALLY_ALGO leaves broadcast only algorithms"
+expect_text "sweep broadcast rows" "^ +128 +[0-9.]+ +[0-9.]+ +(ring|tree) +(ring|tree) "
+TALLY_ALGO=ring check "tally-perf --sweep replaces TALLY_ALGO" 0 "$bin/tally-perf" reducescatter --sweep -N 2 -b 1K -e 1K -n 2 -w 1 --repeat 1
+expect_text "sweep says TALLY_ALGO is replaced" "TALLY_ALGO=ring from the environment is not used"
+check "tally-perf --repeat 0" 2 "$bin/tally-perf" allreduce --sweep --repeat 0
+expect_text "repeat message" "tally-perf: --repeat needs an integer from 1 to 100, not '0'"
+check "tally-perf --repeat without --sweep" 2 "$bin/tally-perf" allreduce --repeat 3
+expect_text "repeat needs sweep message" "tally-perf: --repeat only applies to --sweep"
+check "tally-perf --sweep with a value" 2 "$bin/tally-perf" allreduce --sweep=tree
+expect_text "sweep value message" "option '--sweep=tree' takes no value"
+check "tally-perf --sweep with -a" 2 "$bin/tally-perf" allreduce --sweep -a tree
+expect_text "sweep -a message" "tally-perf: --sweep forces each algorithm in turn itself: drop -a"
+check "tally-perf --sweep with --soak" 2 "$bin/tally-perf" --soak 1 --sweep
+expect_text "sweep soak message" "tally-perf: --sweep and --soak are different runs"
 exit $fail
