@@ -11,10 +11,12 @@
  *
  * A trip: rank 0 sends a message around a ring whose other members each pass it on as soon as they
  * have it, and times its return; over the ring's size that is one hop, alpha + bytes * beta. For
- * each class rank 0 takes the first ring it has of that class: the pair {rank 0, the lowest rank of
- * the class it has connections both to and from} (a ping-pong); else the hierarchical ring of its
- * host (shm) or across hosts (net); else the world ring when every hop of it is of the class (one
- * host: shm; one rank per host: net). Rank 0 says in each message's first byte what follows (a
+ * each class rank 0 takes the first ring it has of that class: the hierarchical ring of its host
+ * (shm) or across hosts (net); else the world ring when every hop of it is of the class (one host:
+ * shm; one rank per host: net); else the pair {rank 0, the lowest rank of the class it has
+ * connections both to and from} (a ping-pong). A ring of the job's own ranks comes first because
+ * its hops pay what the collectives' hops pay: with more ranks than cores on a host, a hop waits
+ * for its rank to be scheduled, which a ping-pong between two ranks of an idle job never sees. Rank 0 says in each message's first byte what follows (a
  * small trip, a large one, or nothing), so it can stop once its time budget is spent while the
  * members, which read that byte, stay in step.
  *
@@ -257,12 +259,14 @@ static int in_class(const struct tally_comm *c, int rank, int cls) {
 
 /* Rank 0's choice for class `cls` (see the top of the file). */
 static struct route choose_route(const struct tally_comm *c, int cls) {
+  int one_host = c->topo.nhosts == 1, one_rank_per_host = c->topo.nhosts == c->nranks;
+  if (cls == TALLY_LINK_SHM && (c->local.size > 1 || one_host))
+    return (struct route){c->local.size > 1 ? ROUTE_LOCAL : ROUTE_WORLD, 0};
+  if (cls == TALLY_LINK_NET && (c->cross.size > 1 || one_rank_per_host))
+    return (struct route){c->cross.size > 1 ? ROUTE_CROSS : ROUTE_WORLD, 0};
   for (int r = 1; r < c->nranks; r++)
     if (in_class(c, r, cls) && c->to[r].ops && c->from[r].ops) return (struct route){ROUTE_PAIR, r};
-  int one_host = c->topo.nhosts == 1, one_rank_per_host = c->topo.nhosts == c->nranks;
-  if (cls == TALLY_LINK_SHM)
-    return (struct route){c->local.size > 1 ? ROUTE_LOCAL : one_host ? ROUTE_WORLD : ROUTE_NONE, 0};
-  return (struct route){c->cross.size > 1 ? ROUTE_CROSS : one_rank_per_host ? ROUTE_WORLD : ROUTE_NONE, 0};
+  return (struct route){ROUTE_NONE, 0};
 }
 
 /* The ring of `route` as this rank sees it, or NULL when this rank is not on it; a pair ring is
@@ -502,8 +506,9 @@ static int cache_dir(char *buf, size_t len) {
   return n > 0 && (size_t)n < len;
 }
 
-/* The cache file of rank 0's host and of the transports of each class ("none" for a class not
- * measured): links-HOST-shm-T-net-T.tune. The host is its name: stable across boots, distinct on the
+/* The cache file of rank 0's host, of the number of ranks on it (hops are slower when ranks
+ * outnumber cores) and of the transports of each class ("none" for a class not measured):
+ * links-HOST-Rranks-shm-T-net-T.tune. The host is its name: stable across boots, distinct on the
  * nodes of a cluster that share a home directory, and the same for the fake hosts (TALLY_HOSTID) of
  * one machine, which share its hardware. 0 when there is no place for the file. */
 static int cache_path(const struct tally_comm *c, const struct route routes[TALLY_NUM_LINK_CLASSES], char *buf,
@@ -524,8 +529,9 @@ static int cache_path(const struct tally_comm *c, const struct route routes[TALL
                   : '_';
   }
   host[i] = '\0';
-  int n = snprintf(buf, len, "%s/links-%s-shm-%s-net-%s.tune", dir, i ? host : "unknown",
-                   route_transport(c, routes[TALLY_LINK_SHM]), route_transport(c, routes[TALLY_LINK_NET]));
+  int n = snprintf(buf, len, "%s/links-%s-%dranks-shm-%s-net-%s.tune", dir, i ? host : "unknown",
+                   c->topo.local_size[0], route_transport(c, routes[TALLY_LINK_SHM]),
+                   route_transport(c, routes[TALLY_LINK_NET]));
   return n > 0 && (size_t)n < len;
 }
 

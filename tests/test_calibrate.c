@@ -152,8 +152,8 @@ static struct expectation exactly(const char *text) {
 
 /* --- measured, cached, read back -------------------------------------------------------------- */
 
-/* Three ranks of one host: shm is timed (a ping-pong, or trips around the world ring where rank 0
- * has no connection both ways); the net class keeps its defaults and is not cached. */
+/* Three ranks of one host: shm is timed around the world ring (all of the host's ranks, as the
+ * collectives' hops run); the net class keeps its defaults and is not cached. */
 Test(calibrate, first_init_measures_and_writes_the_cache) {
   struct expectation e = measured();
   cr_assert_eq(harness_run(3, 60, costs_as_expected, &e), 0);
@@ -161,9 +161,8 @@ Test(calibrate, first_init_measures_and_writes_the_cache) {
   cache_file(path, sizeof path);
   cr_assert(path[0], "no cache file written under %s", cache_home);
   expect_valid_cache(path, "-shm-shm-net-none.tune");
-  cr_expect(strstr(slurp(path), "shm: ping-pong with rank 1 over shm") ||
-                strstr(slurp(path), "shm: trips around all 3 ranks over shm"),
-            "%s", slurp(path));
+  cr_expect(strstr(slurp(path), "shm: trips around all 3 ranks over shm"), "%s", slurp(path));
+  cr_expect(strstr(path, "-3ranks-"), "the cache file is not keyed by the ranks on the host: %s", path);
   cr_expect(!strstr(slurp(path), "net.alpha_us"), "an unmeasured class was cached:\n%s", slurp(path));
 }
 
@@ -173,19 +172,20 @@ Test(calibrate, eight_ranks_of_one_host) {
   cr_assert_eq(harness_run(8, 60, costs_as_expected, &e), 0);
 }
 
-/* Where rank 0 has no connection both ways with a rank of a class (TALLY_ALGO=ring: no tree or
- * halving-doubling partners), the class is timed around a ring all of whose hops are of it. */
+/* Each class is timed around a ring all of whose hops are of it: the hierarchical rings, or the
+ * world ring on one host (shm) or with one rank per host (net). */
 struct ring_case {
   int nranks, ranks_per_host;
   const char *file_part, *shm_how, *net_how;
 };
 
-Test(calibrate, rings_where_rank_0_has_no_two_way_peer) {
+Test(calibrate, rings_of_each_class) {
   static const struct ring_case cases[] = {
       {3, 3, "-shm-shm-net-none.tune", "shm: trips around all 3 ranks over shm", "net: built-in default: the job runs"},
       {6, 3, "-shm-shm-net-tcp.tune", "shm: trips around the 3 ranks of rank 0's host over shm",
-       "net: ping-pong with rank 3 over tcp"},
-      {6, 2, "-shm-shm-net-tcp.tune", "shm: ping-pong with rank 1 over shm", "net: trips around 3 hosts over tcp"},
+       "net: trips around 2 hosts over tcp"},
+      {6, 2, "-shm-shm-net-tcp.tune", "shm: trips around the 2 ranks of rank 0's host over shm",
+       "net: trips around 3 hosts over tcp"},
       {3, 1, "-shm-none-net-tcp.tune", "shm: built-in default: no other rank on rank 0's host",
        "net: trips around all 3 ranks over tcp"},
   };
@@ -205,14 +205,15 @@ Test(calibrate, rings_where_rank_0_has_no_two_way_peer) {
   }
 }
 
-/* Two ranks: a ping-pong between them. */
-Test(calibrate, two_ranks_ping_pong) {
+/* Hosts of different sizes (2, 2 and 1 ranks) have no hierarchical rings and a world ring that
+ * mixes classes: shm is timed by a ping-pong with rank 0's halving-doubling partner on its host. */
+Test(calibrate, uneven_hosts_ping_pong) {
   struct expectation e = measured();
-  cr_assert_eq(harness_run(2, 60, costs_as_expected, &e), 0);
+  cr_assert_eq(harness_run_on_hosts(5, 2, 60, costs_as_expected, &e), 0);
   char path[512];
   cache_file(path, sizeof path);
   cr_assert(path[0], "no cache file written under %s", cache_home);
-  cr_expect(strstr(slurp(path), "ping-pong with rank 1 over shm"), "%s", slurp(path));
+  cr_expect(strstr(slurp(path), "shm: ping-pong with rank 1 over shm"), "%s", slurp(path));
 }
 
 /* Two fake hosts of two ranks each: both classes measured, the net one over TCP. */
