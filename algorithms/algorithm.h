@@ -15,6 +15,11 @@ struct tally_algorithm {
 
 extern const struct tally_algorithm tally_ring_algorithm;
 
+/* The pipelining chunk of call `d`: the tuner's choice, else TALLY_CHUNK_BYTES. */
+static inline size_t tally_chunk_bytes(const struct tally_comm *comm, const struct tally_coll_desc *d) {
+  return d->chunk_bytes ? d->chunk_bytes : comm->cfg.chunk_bytes;
+}
+
 /* Allreduces whose inputs total at most this many bytes over all ranks gather every input around
  * the ring and reduce locally: n-1 message steps instead of 2(n-1), which is what small messages
  * pay for (measured on 2 and 8 ranks: the gathered form wins up to about this size). */
@@ -61,6 +66,7 @@ int tally_tree_partners(int rank, int nranks, int rooted, int *partners);
 struct tally_tuner_decision {
   enum tally_algo_id algo;
   const char *why;
+  size_t chunk_bytes; /* the chosen algorithm's pipelining chunk, where the model prices it; else 0 */
   /* Each algorithm's predicted time, microseconds: TALLY_COST_NOT_MODELLED where the model has no
    * formula for it or it cannot run this call here. */
   double predicted_us[TALLY_NUM_ALGOS];
@@ -68,14 +74,15 @@ struct tally_tuner_decision {
 /* The decision for `desc` on `comm`, within what TALLY_ALGO allows; the same on every rank. */
 void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_desc *desc,
                         struct tally_tuner_decision *out);
-/* The cost model's time for `algo` running `desc` on `comm` (whether or not it may run), or
- * TALLY_COST_NOT_MODELLED. */
+/* The cost model's time for `algo` running `desc` on `comm` (whether or not it may run), with the
+ * best chunk for pipelined algorithms (tree; ring broadcast and reduce), or TALLY_COST_NOT_MODELLED. */
 double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *desc, enum tally_algo_id algo);
 /* The link parameters the flat algorithms (ring, tree, rhd) are costed with on `comm`: the
  * network's when the job spans several hosts, else the local ones. */
 const struct tally_cost_params *tally_tuner_flat_link(const struct tally_comm *comm);
-/* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE. */
-const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc);
+/* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE; sets
+ * desc->chunk_bytes to its chunk. */
+const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc);
 /* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */
 tally_result_t tally_tuner_check(const struct tally_algo_spec *spec);
 /* Whether TALLY_ALGO lets some collective use `algo` (rhd or tree): their partners are connected at

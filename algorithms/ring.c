@@ -131,8 +131,9 @@ static tally_result_t run_ring(struct tally_comm *comm, const struct tally_coll_
   return tally_pipeline_run(comm, c->ring, &plan);
 }
 
-static struct blocks make_blocks(const struct tally_comm *comm, size_t count, size_t esize, int nblocks) {
-  size_t chunk_elems = comm->cfg.chunk_bytes / esize;
+static struct blocks make_blocks(const struct tally_comm *comm, const struct tally_coll_desc *d, size_t count,
+                                 size_t esize, int nblocks) {
+  size_t chunk_elems = tally_chunk_bytes(comm, d) / esize;
   return (struct blocks){.count = count, .esize = esize, .chunk_elems = chunk_elems ? chunk_elems : 1, .n = nblocks};
 }
 
@@ -157,14 +158,14 @@ static tally_result_t run_blocks(struct tally_comm *comm, const struct tally_rin
 tally_result_t tally_ring_blocks(struct tally_comm *comm, const struct tally_ring *ring,
                                  const struct tally_coll_desc *d, const void *send, void *recv, int reduce, int gather,
                                  int average) {
-  struct blocks b = make_blocks(comm, d->count, tally_datatype_size(d->datatype), ring->size);
+  struct blocks b = make_blocks(comm, d, d->count, tally_datatype_size(d->datatype), ring->size);
   return run_blocks(comm, ring, d, b, send, recv, reduce, gather, average);
 }
 
 tally_result_t tally_ring_strided(struct tally_comm *comm, const struct tally_ring *ring,
                                   const struct tally_coll_desc *d, const void *send, void *recv, size_t stride,
                                   size_t length, int reduce, int gather, int average) {
-  struct blocks b = make_blocks(comm, stride * (size_t)ring->size, tally_datatype_size(d->datatype), ring->size);
+  struct blocks b = make_blocks(comm, d, stride * (size_t)ring->size, tally_datatype_size(d->datatype), ring->size);
   b.stride = stride;
   b.length = length;
   return run_blocks(comm, ring, d, b, send, recv, reduce, gather, average);
@@ -178,7 +179,7 @@ static tally_result_t ring_allreduce_gathered(struct tally_comm *comm, const str
   char *inputs = comm->scratch;
   memcpy(inputs + (size_t)comm->rank * bytes, d->sendbuf, bytes);
   struct ring_ctx c = {.ring = &comm->world,
-                       .blocks = make_blocks(comm, d->count * n, tally_datatype_size(d->datatype), comm->nranks),
+                       .blocks = make_blocks(comm, d, d->count * n, tally_datatype_size(d->datatype), comm->nranks),
                        .send = inputs,
                        .recv = inputs,
                        .rs_steps = 0};
@@ -199,7 +200,7 @@ static tally_result_t ring_reduce_scatter(struct tally_comm *comm, const struct 
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, total * es));
   /* The output is this rank's block; shift the pointer so block r lands at recvbuf. */
   struct ring_ctx c = {.ring = &comm->world,
-                       .blocks = make_blocks(comm, total, es, comm->nranks),
+                       .blocks = make_blocks(comm, d, total, es, comm->nranks),
                        .send = d->sendbuf,
                        .recv = (char *)d->recvbuf,
                        .partial = comm->scratch,
@@ -214,7 +215,7 @@ static tally_result_t ring_allgather(struct tally_comm *comm, const struct tally
   char *mine = (char *)d->recvbuf + (size_t)comm->rank * bytes;
   if (d->sendbuf != mine) memcpy(mine, d->sendbuf, bytes);
   struct ring_ctx c = {.ring = &comm->world,
-                       .blocks = make_blocks(comm, d->count * (size_t)comm->nranks, es, comm->nranks),
+                       .blocks = make_blocks(comm, d, d->count * (size_t)comm->nranks, es, comm->nranks),
                        .send = d->recvbuf,
                        .recv = d->recvbuf,
                        .rs_steps = 0};
@@ -224,7 +225,7 @@ static tally_result_t ring_allgather(struct tally_comm *comm, const struct tally
 static tally_result_t ring_barrier(struct tally_comm *comm, const struct tally_coll_desc *d) {
   static char nothing; /* empty messages still need a valid address */
   struct ring_ctx c = {.ring = &comm->world,
-                       .blocks = make_blocks(comm, 0, 1, comm->nranks),
+                       .blocks = make_blocks(comm, d, 0, 1, comm->nranks),
                        .send = &nothing,
                        .recv = &nothing,
                        .rs_steps = 0};
@@ -277,7 +278,7 @@ static tally_result_t run_chain(struct tally_comm *comm, const struct tally_coll
                                 int pos) {
   c->first = pos == 0;
   c->last = pos == comm->nranks - 1;
-  c->whole = make_blocks(comm, d->count, tally_datatype_size(d->datatype), 1);
+  c->whole = make_blocks(comm, d, d->count, tally_datatype_size(d->datatype), 1);
   struct pipeline_plan plan = {
       .desc = d,
       .nchunks = chunks_per_block(&c->whole, d->count),

@@ -337,7 +337,7 @@ static tally_result_t setup(struct tree_run *run) {
   const struct tally_coll_desc *d = run->d;
   size_t bytes = d->count * run->esize;
   size_t half = d->count - d->count / 2;
-  size_t chunk_elems = comm->cfg.chunk_bytes / run->esize;
+  size_t chunk_elems = tally_chunk_bytes(comm, d) / run->esize;
   if (chunk_elems == 0) chunk_elems = 1;
   run->nchunks = (int)((half + chunk_elems - 1) / chunk_elems);
   if (run->nchunks == 0) run->nchunks = 1;

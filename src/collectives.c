@@ -77,9 +77,10 @@ static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *
     run_alone(d);
   } else {
     tally_error_clear();
-    const struct tally_algorithm *algo = tally_tuner_select(comm, d);
+    struct tally_coll_desc call = *d; /* the tuner adds its chunk */
+    const struct tally_algorithm *algo = tally_tuner_select(comm, &call);
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
-    r = algo->run(comm, d);
+    r = algo->run(comm, &call);
   }
   if (r != TALLY_SUCCESS) {
     comm->error = r;
@@ -109,35 +110,35 @@ static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally
 
 tally_result_t tally_allreduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                                tally_op_t op, tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, sendbuf, recvbuf, count, datatype, op, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, sendbuf, recvbuf, count, datatype, op, 0, 0};
   return run("tally_allreduce", &d, comm, stream);
 }
 
 tally_result_t tally_allgather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype,
                                tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, datatype, TALLY_SUM, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, datatype, TALLY_SUM, 0, 0};
   return run("tally_allgather", &d, comm, stream);
 }
 
 tally_result_t tally_reduce_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype,
                                     tally_op_t op, tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, datatype, op, 0};
+  struct tally_coll_desc d = {TALLY_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, datatype, op, 0, 0};
   return run("tally_reduce_scatter", &d, comm, stream);
 }
 
 tally_result_t tally_broadcast(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, int root,
                                tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, sendbuf, recvbuf, count, datatype, TALLY_SUM, root};
+  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, sendbuf, recvbuf, count, datatype, TALLY_SUM, root, 0};
   return run("tally_broadcast", &d, comm, stream);
 }
 
 tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, tally_op_t op,
                             int root, tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_REDUCE, sendbuf, recvbuf, count, datatype, op, root};
+  struct tally_coll_desc d = {TALLY_COLL_REDUCE, sendbuf, recvbuf, count, datatype, op, root, 0};
   return run("tally_reduce", &d, comm, stream);
 }
 
 tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0};
+  struct tally_coll_desc d = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0};
   return run("tally_barrier", &d, comm, stream);
 }

@@ -25,6 +25,7 @@ struct tally_coll_desc {
   tally_datatype_t datatype;
   tally_op_t op; /* TALLY_SUM where the collective has no op */
   int root;      /* 0 where the collective has no root */
+  size_t chunk_bytes; /* the pipelining chunk the tuner chose for this call; 0: TALLY_CHUNK_BYTES */
 };
 
 const char *tally_coll_name(enum tally_coll coll); /* "allreduce", ...; "unknown" when out of range */

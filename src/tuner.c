@@ -92,20 +92,46 @@ const struct tally_cost_params *tally_tuner_flat_link(const struct tally_comm *c
   return &comm->link_cost[comm->topo.nhosts > 1 ? TALLY_LINK_NET : TALLY_LINK_SHM];
 }
 
-double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
-  size_t S = model_bytes(comm, d);
+/* Whether the model prices `algo`'s pipelining chunk for `coll`: the tree, and the ring's chains. */
+static int pipelined(enum tally_algo_id algo, enum tally_coll coll) {
+  return algo == TALLY_ALGO_TREE ||
+         (algo == TALLY_ALGO_RING && (coll == TALLY_COLL_BROADCAST || coll == TALLY_COLL_REDUCE));
+}
+
+/* The smallest chunk the tuner picks: below it a chunk's message costs more than it overlaps. */
+#define MIN_CHUNK_BYTES (16 * 1024)
+
+/* The model's time for `algo`, and in *chunk the chunk it assumed: for pipelined algorithms the
+ * fastest of the powers of two from MIN_CHUNK_BYTES up to TALLY_CHUNK_BYTES (deep pipelines want
+ * small chunks when messages are cheap, few messages when they are not), else TALLY_CHUNK_BYTES. */
+static double predict(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo,
+                      size_t *chunk) {
+  size_t S = model_bytes(comm, d), largest = comm->cfg.chunk_bytes;
   int p = comm->nranks;
   const struct tally_cost_params *m = tally_tuner_flat_link(comm);
+  *chunk = largest;
   if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, d->coll, S) : TALLY_COST_NOT_MODELLED;
   if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
     /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */
     return tally_cost_ring_allgather(m, p, S * (size_t)p) + (p - 1) * (double)S * m->gamma_us_per_byte;
-  return tally_cost_predict(algo, d->coll, p, S, m, comm->cfg.chunk_bytes);
+  double best = tally_cost_predict(algo, d->coll, p, S, m, largest);
+  if (!pipelined(algo, d->coll)) return best;
+  for (size_t c = MIN_CHUNK_BYTES; c < largest; c *= 2) {
+    double t = tally_cost_predict(algo, d->coll, p, S, m, c);
+    if (t < best) best = t, *chunk = c;
+  }
+  return best;
+}
+
+double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
+  size_t chunk;
+  return predict(comm, d, algo, &chunk);
 }
 
 void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_desc *desc,
                         struct tally_tuner_decision *out) {
   unsigned candidates = 0;
+  size_t chunk[TALLY_NUM_ALGOS] = {0};
   for (int a = 0; a < TALLY_NUM_ALGOS; a++) {
     out->predicted_us[a] = TALLY_COST_NOT_MODELLED;
     enum tally_algo_id id = (enum tally_algo_id)a;
@@ -113,10 +139,11 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
         !can_run(comm, desc, id))
       continue;
     candidates |= TALLY_ALGO_BIT(a);
-    out->predicted_us[a] = tally_tuner_predict(comm, desc, id);
+    out->predicted_us[a] = predict(comm, desc, id, &chunk[a]);
   }
   out->algo = TALLY_ALGO_RING;
   out->why = "the only one that can run it here";
+  out->chunk_bytes = 0;
   if (candidates & TALLY_ALGO_BIT(TALLY_ALGO_BOARD)) {
     out->algo = TALLY_ALGO_BOARD;
     out->why = "small, every rank on this host";
@@ -139,20 +166,24 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
   }
   if ((candidates & (candidates - 1)) == 0 && comm->cfg.algo.allowed[desc->coll] != TALLY_ALGO_ALL)
     out->why = "TALLY_ALGO";
+  out->chunk_bytes = pipelined(out->algo, desc->coll) ? chunk[out->algo] : 0;
 }
 
-const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc) {
   struct tally_tuner_decision dec;
   tally_tuner_decide(comm, desc, &dec);
+  desc->chunk_bytes = dec.chunk_bytes;
   if (tally_log_enabled(TALLY_LOG_INFO, TALLY_SUBSYS_TUNE)) {
     char predicted[160] = "";
     for (int a = 0; a < TALLY_NUM_ALGOS; a++)
       if (dec.predicted_us[a] >= 0)
         snprintf(predicted + strlen(predicted), sizeof predicted - strlen(predicted), "%s%s %.1f us",
                  predicted[0] ? ", " : "", tally_algo_name((enum tally_algo_id)a), dec.predicted_us[a]);
-    TLOG_INFO(TALLY_SUBSYS_TUNE, "%s #%u, %zu bytes per rank on %d ranks: %s (%s; predicted: %s)",
+    char chunk[48] = "";
+    if (dec.chunk_bytes) snprintf(chunk, sizeof chunk, ", chunks of %zu KiB", dec.chunk_bytes / 1024);
+    TLOG_INFO(TALLY_SUBSYS_TUNE, "%s #%u, %zu bytes per rank on %d ranks: %s (%s%s; predicted: %s)",
               tally_coll_name(desc->coll), comm->seq, desc->count * tally_datatype_size(desc->datatype),
-              comm->nranks, algorithms[dec.algo]->name, dec.why, predicted[0] ? predicted : "none");
+              comm->nranks, algorithms[dec.algo]->name, dec.why, chunk, predicted[0] ? predicted : "none");
   }
   return algorithms[dec.algo];
 }

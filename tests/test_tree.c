@@ -1,11 +1,16 @@
 /* The double binary tree (algorithms/tree.c) through the reference checks: allreduce, broadcast and
  * reduce, every datatype and op, in place and out of place, every root, on 2 to 9 ranks (odd and
- * even counts give the trees different shapes), over shared memory and over TCP. */
+ * even counts give the trees different shapes), over shared memory and over TCP; and the tuner's
+ * choice of the pipelining chunk for trees and chains. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include "../algorithms/algorithm.h"
 #include "coll_cases.h"
+#include "comm.h"
 #include "harness.h"
 
 static int tree_collectives(tally_comm_t comm, int rank, int n, void *arg) {
@@ -34,3 +39,35 @@ TREE_TEST(8)
 TREE_TEST(9)
 
 Test(tree, collectives_over_tcp) { run_forced(5, "tcp"); }
+
+/* With messages of 10 us and 1 GB/s (TALLY_TUNING_FILE), a 1 MiB broadcast on 8 ranks (S beta =
+ * 1048.576 us): the chain along the ring costs (7 + k - 1)(10 + S/k beta) for k chunks, least at
+ * k = 32 (32 KiB chunks): 38 x 42.768 = 1625.18 us (64 KiB: 22 x 75.536 = 1661.79). The two trees
+ * cross 4 levels with chunks of 2C: (4 + k - 1)(10 + S/k beta), least at C = 32 KiB (k = 16):
+ * 19 x 75.536 = 1435.18 us (16 KiB: 35 x 42.768 = 1496.88). So the tree wins, in 32 KiB chunks. */
+static int chunks_as_the_model_says(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  static float x[1 << 18];
+  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, x, x, 1 << 18, TALLY_FLOAT32, TALLY_SUM, 0, 0};
+  struct tally_tuner_decision dec;
+  tally_tuner_decide(comm, &d, &dec);
+  if (dec.algo != TALLY_ALGO_TREE || dec.chunk_bytes != 32 * 1024 ||
+      fabs(dec.predicted_us[TALLY_ALGO_TREE] - 1435.184) > 0.01 ||
+      fabs(dec.predicted_us[TALLY_ALGO_RING] - 1625.184) > 0.01)
+    return harness_fail(rank, "broadcast of 1 MiB: %s in chunks of %zu, predicted tree %.3f ring %.3f us",
+                        tally_algo_name(dec.algo), dec.chunk_bytes, dec.predicted_us[TALLY_ALGO_TREE],
+                        dec.predicted_us[TALLY_ALGO_RING]);
+  return 0;
+}
+
+Test(tree, tuner_picks_the_chunk) {
+  char path[] = "/tmp/tally-test-chunks-XXXXXX";
+  int fd = mkstemp(path);
+  const char text[] = "alpha_us = 10\nbandwidth_GBps = 1\ngamma_us_per_byte = 0\n";
+  cr_assert(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1));
+  close(fd);
+  setenv("TALLY_TUNING_FILE", path, 1);
+  cr_assert_eq(harness_run(8, 60, chunks_as_the_model_says, NULL), 0);
+  unsetenv("TALLY_TUNING_FILE");
+  unlink(path);
+}
