@@ -66,7 +66,7 @@ int tally_rhd_partners(int rank, int nranks, int *partners) {
 struct exchange {
   struct pipeline_plan plan;
   char *base;
-  char *send_base; /* where sends read from, when not base */
+  const char *input; /* when not NULL, this rank's own data: sends read it, reductions add it */
   size_t esize;
   size_t send_off, send_len, recv_off, recv_len;
   int reduce;
@@ -83,14 +83,14 @@ static void exchange_span(const struct exchange *x, char *base, size_t off, size
 static void send_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
   const struct exchange *x = plan->ctx;
   (void)step;
-  exchange_span(x, x->send_base ? x->send_base : x->base, x->send_off, x->send_len, chunk, span);
+  exchange_span(x, (char *)(x->input ? x->input : x->base), x->send_off, x->send_len, chunk, span);
 }
 
 static void recv_span(const struct pipeline_plan *plan, int step, int chunk, struct pipeline_span *span) {
   const struct exchange *x = plan->ctx;
   (void)step;
   exchange_span(x, x->base, x->recv_off, x->recv_len, chunk, span);
-  if (x->reduce) span->contrib = span->ptr;
+  if (x->reduce) span->contrib = x->input ? x->input + ((char *)span->ptr - x->base) : span->ptr;
 }
 
 static tally_result_t exchange(struct tally_comm *comm, const struct tally_coll_desc *d, int partner,
@@ -118,10 +118,10 @@ static tally_result_t exchange(struct tally_comm *comm, const struct tally_coll_
 }
 
 /* Steps 1 and 4: elements [off, off + len) of `base`, one way between an extra rank and its
- * partner (rank ^ 1), reduced into what is there when `reduce`. */
-static tally_result_t fold(struct tally_comm *comm, const struct tally_coll_desc *d, void *base, size_t off, size_t len,
-                           int receive, int reduce) {
-  struct exchange x = {.base = base, .esize = tally_datatype_size(d->datatype)};
+ * partner (rank ^ 1), reduced into what is there when `reduce`; `input` as in struct exchange. */
+static tally_result_t fold(struct tally_comm *comm, const struct tally_coll_desc *d, void *base, const void *input,
+                           size_t off, size_t len, int receive, int reduce) {
+  struct exchange x = {.base = base, .input = input, .esize = tally_datatype_size(d->datatype)};
   if (receive)
     x.recv_off = off, x.recv_len = len, x.reduce = reduce;
   else
@@ -131,13 +131,15 @@ static tally_result_t fold(struct tally_comm *comm, const struct tally_coll_desc
 
 /* The vector of steps 2 and 3, `count` elements at whole.base, and this rank's core id. By rank
  * (allgather, reduce-scatter), the vector is p blocks, one per rank, and core id i owns those of
- * the ranks it stands for; otherwise (allreduce) it is p' blocks, core id i owning block i. */
+ * the ranks it stands for; otherwise (allreduce) it is p' blocks, core id i owning block i. Where
+ * the rank's own data is still in the caller's send buffer, whole.input points at it and the first
+ * exchange reads it there (so nothing is copied into the vector beforehand). */
 struct core {
   struct shape s;
   int id;
   int by_rank;
   size_t count;
-  struct exchange whole; /* base and esize */
+  struct exchange whole; /* base, input and esize */
 };
 
 static struct core core_of(const struct tally_comm *comm, const struct tally_coll_desc *d, void *base, size_t count,
@@ -169,6 +171,7 @@ static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_d
     int mid = *lo + (*hi - *lo) / 2, keep_low = !(c->id & dist);
     struct exchange x = c->whole;
     x.reduce = 1;
+    if (dist != c->s.pow2 / 2) x.input = NULL; /* after the first exchange the vector holds it */
     block_range(c, keep_low ? mid : *lo, keep_low ? *hi : mid, &x.send_off, &x.send_len);
     block_range(c, keep_low ? *lo : mid, keep_low ? mid : *hi, &x.recv_off, &x.recv_len);
     TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
@@ -191,6 +194,7 @@ static tally_result_t doubling(struct tally_comm *comm, const struct tally_coll_
   for (int dist = 1; dist < c->s.pow2; dist *= 2) {
     int theirs_lo = (c->id & dist) ? lo - dist : hi;
     struct exchange x = c->whole;
+    x.input = NULL;
     block_range(c, lo, hi, &x.send_off, &x.send_len);
     block_range(c, theirs_lo, theirs_lo + dist, &x.recv_off, &x.recv_len);
     TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
@@ -203,16 +207,16 @@ static tally_result_t doubling(struct tally_comm *comm, const struct tally_coll_
 }
 
 /* Steps 2 and 3 for small vectors: at distances d = 1, 2, .., p'/2 partners swap their whole
- * vectors and both reduce (log2 p' messages instead of 2 log2 p'). Each sends a copy, since its
- * vector changes while the send may still be reading it; both partners compute the same commutative
- * op of the same two values, so every rank keeps the same bits. */
+ * vectors and both reduce (log2 p' messages instead of 2 log2 p'). Each sends its input, then a
+ * copy, since its vector changes while the send may still be reading it; both partners compute the
+ * same commutative op of the same two values, so every rank keeps the same bits. */
 static tally_result_t doubling_whole_vector(struct tally_comm *comm, const struct tally_coll_desc *d,
                                            const struct core *c) {
   size_t bytes = c->count * c->whole.esize;
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, bytes));
   for (int dist = 1; dist < c->s.pow2; dist *= 2) {
     struct exchange x = c->whole;
-    x.send_base = memcpy(comm->scratch, c->whole.base, bytes);
+    if (dist > 1 || !x.input) x.input = memcpy(comm->scratch, c->whole.base, bytes);
     x.send_len = c->count, x.recv_len = c->count, x.reduce = 1;
     TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
   }
@@ -223,9 +227,9 @@ static tally_result_t doubling_whole_vector(struct tally_comm *comm, const struc
 static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
   size_t count = d->count;
   struct core c = core_of(comm, d, d->recvbuf, count, 0);
-  if (d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, count * c.whole.esize);
   int extra = comm->rank < 2 * c.s.extra;
-  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, 0, count, c.id >= 0, 1));
+  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, d->sendbuf, 0, count, c.id >= 0, 1));
+  if (!extra && d->sendbuf != d->recvbuf) c.whole.input = d->sendbuf; /* else recvbuf holds it */
   if (c.id >= 0 && tally_cost_rd_beats_rhd(tally_tuner_flat_link(comm), comm->nranks, count * c.whole.esize)) {
     TALLY_CHECK(doubling_whole_vector(comm, d, &c));
   } else if (c.id >= 0) {
@@ -233,7 +237,7 @@ static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_
     TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
     TALLY_CHECK(doubling(comm, d, &c, lo, hi));
   }
-  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, 0, count, c.id < 0, 0));
+  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, NULL, 0, count, c.id < 0, 0));
   return TALLY_SUCCESS;
 }
 
@@ -244,29 +248,32 @@ static tally_result_t rhd_allgather(struct tally_comm *comm, const struct tally_
   char *mine = c.whole.base + (size_t)rank * block * c.whole.esize;
   if (d->sendbuf != mine) memcpy(mine, d->sendbuf, block * c.whole.esize);
   int extra = rank < 2 * c.s.extra;
-  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, (size_t)(rank & ~1) * block, block, c.id >= 0, 0));
+  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, NULL, (size_t)(rank & ~1) * block, block, c.id >= 0, 0));
   if (c.id >= 0) TALLY_CHECK(doubling(comm, d, &c, c.id, c.id + 1));
-  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, 0, total, c.id < 0, 0));
+  if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, NULL, 0, total, c.id < 0, 0));
   return TALLY_SUCCESS;
 }
 
-/* The core ranks reduce in the scratch buffer; an extra rank only sends its input (read, never
- * written) and receives its block. */
+/* The core ranks reduce in the scratch buffer, the first exchange reading the input where it is; an
+ * extra rank only sends its input (read, never written) and receives its block. */
 static tally_result_t rhd_reduce_scatter(struct tally_comm *comm, const struct tally_coll_desc *d) {
   int rank = comm->rank;
   size_t block = d->count, total = block * (size_t)comm->nranks;
   struct core c = core_of(comm, d, NULL, total, 1);
   size_t es = c.whole.esize;
   if (c.id < 0) {
-    TALLY_CHECK(fold(comm, d, (void *)d->sendbuf, 0, total, 0, 0));
-    return fold(comm, d, d->recvbuf, 0, block, 1, 0);
+    TALLY_CHECK(fold(comm, d, NULL, d->sendbuf, 0, total, 0, 0));
+    return fold(comm, d, d->recvbuf, NULL, 0, block, 1, 0);
   }
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, total * es));
-  c.whole.base = memcpy(comm->scratch, d->sendbuf, total * es);
+  c.whole.base = comm->scratch;
   int extra = rank < 2 * c.s.extra, lo, hi;
-  if (extra) TALLY_CHECK(fold(comm, d, c.whole.base, 0, total, 1, 1));
+  if (extra)
+    TALLY_CHECK(fold(comm, d, c.whole.base, d->sendbuf, 0, total, 1, 1));
+  else
+    c.whole.input = d->sendbuf;
   TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
-  if (extra) TALLY_CHECK(fold(comm, d, c.whole.base, (size_t)(rank - 1) * block, block, 0, 0));
+  if (extra) TALLY_CHECK(fold(comm, d, c.whole.base, NULL, (size_t)(rank - 1) * block, block, 0, 0));
   memcpy(d->recvbuf, c.whole.base + (size_t)rank * block * es, block * es);
   return TALLY_SUCCESS;
 }
