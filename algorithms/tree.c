@@ -107,6 +107,8 @@ static tally_result_t add_flow(struct tree_run *run, int sending, int peer, stru
   int *n = sending ? &run->nsends : &run->nrecvs;
   int i = 0;
   while (i < *n && lanes[i].peer != peer) i++;
+  if (i == *n && *n == MAX_LINKS)
+    return TALLY_ERROR(TALLY_ERR_INTERNAL, "tree: rank %d needs more than %d connections", run->comm->rank, MAX_LINKS);
   if (i == *n) {
     struct tally_link link = sending ? run->comm->to[peer] : run->comm->from[peer];
     if (!link.ops)
@@ -117,6 +119,9 @@ static tally_result_t add_flow(struct tree_run *run, int sending, int peer, stru
     fresh->posted = fresh->done = 0, fresh->slot = fresh->next_flow = 0;
   }
   struct lane *lane = &lanes[i];
+  if (lane->nflows == MAX_FLOWS)
+    return TALLY_ERROR(TALLY_ERR_INTERNAL, "tree: rank %d has more than %d flows with rank %d", run->comm->rank,
+                       MAX_FLOWS, peer);
   int at = lane->nflows++; /* keep (stage, tree) order */
   while (at > 0 && (lane->flows[at - 1].stage > f.stage ||
                     (lane->flows[at - 1].stage == f.stage && lane->flows[at - 1].tree > f.tree))) {
