@@ -20,7 +20,8 @@
 #       rank fails (and prints the failing ranks' output)
 #
 #   --rate RATE   each host link's rate in tc's units (1gbit, 100mbit, 10gbit...; default 1gbit,
-#                 tbf burst 256kb); off leaves the links unshaped
+#                 tbf burst 128kb: smaller buckets lose throughput at 1gbit, larger ones let a
+#                 short burst through at the veth's speed); off leaves the links unshaped
 #   --stats       after the job(s), each host link's bytes and packets sent and dropped in each
 #                 direction (tc -s), on stderr: to see what crossed the links
 #   H >= 2 hosts (at most 250), R >= 1 ranks per host. TALLY_* variables in the environment
@@ -129,8 +130,8 @@ for ((i = 0; i < nhosts; i++)); do
   ip -n "$h" link set eth0 up
   if [ "$rate" != off ]; then
     # Host to switch on the host's eth0, switch to host on the switch's port.
-    tc -n "$h" qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 100ms 2>"$tmp/err" &&
-      tc -n "$sw" qdisc add dev "$port" root tbf rate "$rate" burst 256kb latency 100ms 2>"$tmp/err" ||
+    tc -n "$h" qdisc add dev eth0 root tbf rate "$rate" burst 128kb latency 100ms 2>"$tmp/err" &&
+      tc -n "$sw" qdisc add dev "$port" root tbf rate "$rate" burst 128kb latency 100ms 2>"$tmp/err" ||
       skip "cannot shape links with tc tbf at rate '$rate'" "the kernel needs sch_tbf; --rate off runs unshaped"
   fi
 done

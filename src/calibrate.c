@@ -51,17 +51,20 @@
 
 #define CALIBRATION_SEQ 0xffffff00u
 
-/* Trips: small ones (SMALL_BYTES) give alpha, large ones beta. A large trip moves about TRIP_BYTES
- * in all (a message of TRIP_BYTES / ring size, within [MIN_LARGE_BYTES, MAX_LARGE_BYTES]), so a long
- * ring takes no longer than a pair and the noise of its hops averages out. A round is a small trip
- * that wakes the members up (one that waited longer than TALLY_SPIN_US for it sleeps, and its waking
- * is no part of a message's latency), then a timed small trip and a timed large one. The first
- * round warms the connections up and is not counted; then rounds follow until MAX_ROUNDS, or until
- * MIN_ROUNDS once the class has taken CLASS_BUDGET_NS. */
+/* Trips: small ones (SMALL_BYTES) give alpha; large ones of two sizes, L and 2L, give beta from the
+ * slope between them, so that what a large message pays once (a link's initial burst: a token
+ * bucket's, TCP's window opening; the copy into a fresh buffer) cancels out. L is about TRIP_BYTES
+ * over the ring's size (within [MIN_LARGE_BYTES, MAX_LARGE_BYTES]), so a long ring takes no longer
+ * than a pair and the noise of its hops averages out. A round is a small trip that wakes the
+ * members up (one that waited longer than TALLY_SPIN_US for it sleeps, and its waking is no part
+ * of a message's latency), then a timed small trip and the two timed large ones. The first round
+ * warms the connections up and is not counted; then rounds follow until MAX_ROUNDS, or until
+ * MIN_ROUNDS once the class has taken CLASS_BUDGET_NS (a few milliseconds, unless the network is
+ * slow: at 1 Gbit/s the minimum takes some 50 ms, once per cache file). */
 enum { SMALL_BYTES = 8, MIN_LARGE_BYTES = 32 * 1024, MAX_LARGE_BYTES = 256 * 1024, TRIP_BYTES = 512 * 1024 };
-enum { TRIPS_PER_ROUND = 3, MIN_ROUNDS = 3, MAX_ROUNDS = 7 };
+enum { TRIPS_PER_ROUND = 4, MIN_ROUNDS = 3, MAX_ROUNDS = 7 };
 #define CLASS_BUDGET_NS 1500000ull
-enum { NEXT_NONE, NEXT_SMALL, NEXT_LARGE }; /* a trip's first byte: what follows it */
+enum { NEXT_NONE, NEXT_SMALL, NEXT_LARGE, NEXT_LARGER }; /* a trip's first byte: what follows it */
 
 /* Gamma: a float sum of GAMMA_BYTES into as many (beyond L1 and most L2s), median of GAMMA_ROUNDS. */
 enum { GAMMA_BYTES = 1 << 20, GAMMA_ROUNDS = 5 };
@@ -373,7 +376,7 @@ static tally_result_t timed_trip(struct tally_comm *c, const struct tally_ring *
                                  double *us) {
   buf[0] = (char)next;
   uint64_t start = tally_now_ns();
-  TALLY_CHECK(trip(c, ring, buf, buf + MAX_LARGE_BYTES, bytes));
+  TALLY_CHECK(trip(c, ring, buf, buf + 2 * MAX_LARGE_BYTES, bytes));
   *us = (double)(tally_now_ns() - start) / 1e3;
   return TALLY_SUCCESS;
 }
@@ -388,29 +391,32 @@ static double median(double *v, int n) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* Rank 0: alpha and beta of the class whose ring is `ring`, from the median small and large trips;
- * `rounds` says how many were timed. `buf` holds 2 * MAX_LARGE_BYTES. */
+/* Rank 0: alpha and beta of the class whose ring is `ring`, from the median trips of each size;
+ * `rounds` says how many were timed. `buf` holds 4 * MAX_LARGE_BYTES. */
 static tally_result_t time_ring(struct tally_comm *c, const struct tally_ring *ring, char *buf,
                                 struct tally_cost_params *out, int *rounds) {
-  double small[MAX_ROUNDS], large[MAX_ROUNDS], small_us, large_us;
+  double small[MAX_ROUNDS], large[MAX_ROUNDS], larger[MAX_ROUNDS], small_us, large_us, larger_us;
   size_t large_size = large_bytes(ring->size);
   uint64_t start = tally_now_ns();
   for (int round = 0;; round++) {                                              /* round 0 warms up */
     TALLY_CHECK(timed_trip(c, ring, buf, SMALL_BYTES, NEXT_SMALL, &small_us)); /* wakes the members */
     TALLY_CHECK(timed_trip(c, ring, buf, SMALL_BYTES, NEXT_LARGE, &small_us));
+    TALLY_CHECK(timed_trip(c, ring, buf, large_size, NEXT_LARGER, &large_us));
     int more = round < MAX_ROUNDS && (round < MIN_ROUNDS || tally_now_ns() - start < CLASS_BUDGET_NS);
-    TALLY_CHECK(timed_trip(c, ring, buf, large_size, more ? NEXT_SMALL : NEXT_NONE, &large_us));
-    if (round > 0) small[round - 1] = small_us, large[round - 1] = large_us;
+    TALLY_CHECK(timed_trip(c, ring, buf, 2 * large_size, more ? NEXT_SMALL : NEXT_NONE, &larger_us));
+    if (round > 0) small[round - 1] = small_us, large[round - 1] = large_us, larger[round - 1] = larger_us;
     if (!more) {
       *rounds = round;
       break;
     }
   }
   double small_hop = median(small, *rounds) / ring->size, large_hop = median(large, *rounds) / ring->size;
-  TLOG_TRACE(TALLY_SUBSYS_TUNE, "%d rounds of trips around %d ranks in %.1f ms: hops of %d B %.2f us, of %zu B %.2f us",
+  double larger_hop = median(larger, *rounds) / ring->size;
+  TLOG_TRACE(TALLY_SUBSYS_TUNE,
+             "%d rounds of trips around %d ranks in %.1f ms: hops of %d B %.2f us, of %zu B %.2f us, of %zu B %.2f us",
              *rounds, ring->size, (double)(tally_now_ns() - start) / 1e6, SMALL_BYTES, small_hop, large_size,
-             large_hop);
-  double beta = (large_hop - small_hop) / (double)(large_size - SMALL_BYTES);
+             large_hop, 2 * large_size, larger_hop);
+  double beta = (larger_hop - large_hop) / (double)large_size;
   out->beta_us_per_byte = beta > BETA_FLOOR_US_PER_BYTE ? beta : BETA_FLOOR_US_PER_BYTE;
   double alpha = small_hop - SMALL_BYTES * out->beta_us_per_byte;
   out->alpha_us = alpha > 0 ? alpha : 0;
@@ -420,11 +426,12 @@ static tally_result_t time_ring(struct tally_comm *c, const struct tally_ring *r
 /* A member other than rank 0: passes trips on until rank 0 says none follows. */
 static tally_result_t forward_trips(struct tally_comm *c, const struct tally_ring *ring, char *buf) {
   size_t bytes = SMALL_BYTES, large_size = large_bytes(ring->size);
+  const size_t sizes[] = {[NEXT_SMALL] = SMALL_BYTES, [NEXT_LARGE] = large_size, [NEXT_LARGER] = 2 * large_size};
   for (int n = 0; n < TRIPS_PER_ROUND * (MAX_ROUNDS + 1); n++) {
     TALLY_CHECK(trip(c, ring, buf, NULL, bytes));
     if (buf[0] == NEXT_NONE) return TALLY_SUCCESS;
-    if (buf[0] != NEXT_SMALL && buf[0] != NEXT_LARGE) break;
-    bytes = buf[0] == NEXT_SMALL ? SMALL_BYTES : large_size;
+    if (buf[0] != NEXT_SMALL && buf[0] != NEXT_LARGE && buf[0] != NEXT_LARGER) break;
+    bytes = sizes[(int)buf[0]];
   }
   return TALLY_ERROR(TALLY_ERR_REMOTE,
                      "the link measurement at init went wrong: rank 0 asked for more trips, or other ones, than this "
@@ -467,7 +474,7 @@ struct provenance {
 /* Every rank, after a plan: rank 0 times each class's ring and the reduction into rec->costs (over
  * the defaults, which unmeasured classes keep); the other members of each ring pass its trips on. */
 static tally_result_t measure(struct tally_comm *c, struct record *rec, struct provenance *prov) {
-  char *buf = calloc(2, MAX_LARGE_BYTES);
+  char *buf = calloc(4, MAX_LARGE_BYTES);
   if (!buf) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the link measurement at init");
   tally_result_t r = TALLY_SUCCESS;
   for (int k = 0; k < TALLY_NUM_LINK_CLASSES && r == TALLY_SUCCESS; k++) {
@@ -479,8 +486,9 @@ static tally_result_t measure(struct tally_comm *c, struct record *rec, struct p
     if (ring && c->rank != 0) r = forward_trips(c, ring, buf);
     if (c->rank == 0 && rounds > 0) {
       size_t used = strlen(prov->how[k]);
-      snprintf(prov->how[k] + used, sizeof prov->how[k] - used, ", messages of %d and %zu bytes, median of %d",
-               SMALL_BYTES, large_bytes(ring->size), rounds);
+      snprintf(prov->how[k] + used, sizeof prov->how[k] - used,
+               ", messages of %d, %zu and %zu bytes (beta from the slope between the last two), median of %d",
+               SMALL_BYTES, large_bytes(ring->size), 2 * large_bytes(ring->size), rounds);
     }
   }
   free(buf);
