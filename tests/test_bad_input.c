@@ -59,6 +59,37 @@ static int bad_calls(tally_comm_t comm, int rank, int n, void *arg) {
 
 Test(bad_input, collective_arguments) { cr_assert_eq(harness_run(3, 60, bad_calls, NULL), 0); }
 
+/* The tuner's questions (tally_comm_tuner_choice, tally_comm_predict): mistakes are refused with a
+ * message naming the valid choices; good questions get answers that agree with each other. */
+static int tuner_questions(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  const char *algo = NULL;
+  double us = 0;
+  int bad = 0;
+  bad += expect(rank, tally_comm_tuner_choice(NULL, "allreduce", 4, TALLY_FLOAT32, &algo, &us), TALLY_ERR_INVALID_USAGE,
+                "choice, NULL comm", NULL, "comm");
+  bad += expect(rank, tally_comm_tuner_choice(comm, "allreduc", 4, TALLY_FLOAT32, &algo, &us),
+                TALLY_ERR_INVALID_ARGUMENT, "choice, unknown collective", NULL, "allreduce, allgather, reduce_scatter");
+  bad += expect(rank, tally_comm_tuner_choice(comm, NULL, 4, TALLY_FLOAT32, &algo, &us), TALLY_ERR_INVALID_ARGUMENT,
+                "choice, NULL collective", NULL, "(null)");
+  bad += expect(rank, tally_comm_tuner_choice(comm, "allreduce", 4, (tally_datatype_t)42, &algo, &us),
+                TALLY_ERR_INVALID_ARGUMENT, "choice, unknown datatype", NULL, "datatype");
+  bad += expect(rank, tally_comm_predict(comm, "allreduce", "trees", 4, TALLY_FLOAT32, &us), TALLY_ERR_INVALID_ARGUMENT,
+                "predict, unknown algorithm", NULL, "ring, tree, rhd, hier, board");
+  bad += expect(rank, tally_comm_predict(comm, "allreduce", "ring", 4, TALLY_FLOAT32, NULL), TALLY_ERR_INVALID_ARGUMENT,
+                "predict, NULL result", NULL, "predicted_us");
+  if (tally_comm_tuner_choice(comm, "allreduce", 1 << 20, TALLY_FLOAT32, &algo, &us) != TALLY_SUCCESS || !algo)
+    return bad + harness_fail(rank, "a good question was refused: %s", tally_comm_last_error(NULL));
+  double again = -2;
+  if (tally_comm_predict(comm, "allreduce", algo, 1 << 20, TALLY_FLOAT32, &again) != TALLY_SUCCESS || again != us)
+    bad += harness_fail(rank, "the choice %s was predicted at %g us, but predicting it gives %g", algo, us, again);
+  if (tally_comm_predict(comm, "broadcast", "rhd", 4, TALLY_FLOAT32, &again) != TALLY_SUCCESS || again != -1)
+    bad += harness_fail(rank, "rhd broadcast, which the model does not cover, predicted at %g us", again);
+  return bad;
+}
+
+Test(bad_input, tuner_questions) { cr_assert_eq(harness_run(3, 60, tuner_questions, NULL), 0); }
+
 Test(bad_input, init_arguments) {
   tally_comm_t comm;
   tally_unique_id_t id;
