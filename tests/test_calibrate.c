@@ -150,16 +150,25 @@ static struct expectation exactly(const char *text) {
 
 #define MARKER "shm.alpha_us = 123.25\nshm.bandwidth_GBps = 7\ngamma_us_per_byte = 0.5\n"
 
+/* Runs `nranks` ranks expecting `e`, on one host (per_host 0) or on hosts of `per_host` ranks, and
+ * returns in `path` the cache file they wrote. */
+static void measure_and_find_cache(int nranks, int per_host, struct expectation *e, char *path, size_t len) {
+  if (per_host)
+    cr_assert_eq(harness_run_on_hosts(nranks, per_host, 60, costs_as_expected, e), 0);
+  else
+    cr_assert_eq(harness_run(nranks, 60, costs_as_expected, e), 0);
+  cache_file(path, len);
+  cr_assert(path[0], "no cache file written under %s", cache_home);
+}
+
 /* --- measured, cached, read back -------------------------------------------------------------- */
 
 /* Three ranks of one host: shm is timed around the world ring (all of the host's ranks, as the
  * collectives' hops run); the net class keeps its defaults and is not cached. */
 Test(calibrate, first_init_measures_and_writes_the_cache) {
   struct expectation e = measured();
-  cr_assert_eq(harness_run(3, 60, costs_as_expected, &e), 0);
   char path[512];
-  cache_file(path, sizeof path);
-  cr_assert(path[0], "no cache file written under %s", cache_home);
+  measure_and_find_cache(3, 0, &e, path, sizeof path);
   expect_valid_cache(path, "-shm-shm-net-none.tune");
   cr_expect(strstr(slurp(path), "shm: trips around all 3 ranks over shm"), "%s", slurp(path));
   cr_expect(strstr(path, "-3ranks-"), "the cache file is not keyed by the ranks on the host: %s", path);
@@ -209,20 +218,16 @@ Test(calibrate, rings_of_each_class) {
  * mixes classes: shm is timed by a ping-pong with rank 0's halving-doubling partner on its host. */
 Test(calibrate, uneven_hosts_ping_pong) {
   struct expectation e = measured();
-  cr_assert_eq(harness_run_on_hosts(5, 2, 60, costs_as_expected, &e), 0);
   char path[512];
-  cache_file(path, sizeof path);
-  cr_assert(path[0], "no cache file written under %s", cache_home);
+  measure_and_find_cache(5, 2, &e, path, sizeof path);
   cr_expect(strstr(slurp(path), "shm: ping-pong with rank 1 over shm"), "%s", slurp(path));
 }
 
 /* Two fake hosts of two ranks each: both classes measured, the net one over TCP. */
 Test(calibrate, two_hosts_measure_both_classes) {
   struct expectation e = measured();
-  cr_assert_eq(harness_run_on_hosts(4, 2, 60, costs_as_expected, &e), 0);
   char path[512];
-  cache_file(path, sizeof path);
-  cr_assert(path[0], "no cache file written under %s", cache_home);
+  measure_and_find_cache(4, 2, &e, path, sizeof path);
   expect_valid_cache(path, "-shm-shm-net-tcp.tune");
   cr_expect(strstr(slurp(path), "net.alpha_us"), "%s", slurp(path));
 }
@@ -230,10 +235,8 @@ Test(calibrate, two_hosts_measure_both_classes) {
 /* A second init reads the cache: a marker put into it shows up on every rank. */
 Test(calibrate, second_init_reads_the_cache) {
   struct expectation e = measured();
-  cr_assert_eq(harness_run(2, 60, costs_as_expected, &e), 0);
   char path[512];
-  cache_file(path, sizeof path);
-  cr_assert(path[0], "no cache file written under %s", cache_home);
+  measure_and_find_cache(2, 0, &e, path, sizeof path);
   write_file(path, MARKER);
   e = exactly(MARKER);
   cr_assert_eq(harness_run(2, 60, costs_as_expected, &e), 0);
@@ -242,10 +245,8 @@ Test(calibrate, second_init_reads_the_cache) {
 /* A cache file that is not a tuning file is measured again and rewritten. */
 Test(calibrate, malformed_cache_is_measured_again) {
   struct expectation e = measured();
-  cr_assert_eq(harness_run(2, 60, costs_as_expected, &e), 0);
   char path[512];
-  cache_file(path, sizeof path);
-  cr_assert(path[0], "no cache file written under %s", cache_home);
+  measure_and_find_cache(2, 0, &e, path, sizeof path);
   write_file(path, "shm.alpha_us = fast\n");
   cr_assert_eq(harness_run(2, 60, costs_as_expected, &e), 0);
   expect_valid_cache(path, ".tune");
@@ -254,10 +255,8 @@ Test(calibrate, malformed_cache_is_measured_again) {
 /* TALLY_TUNING_CACHE=0: the cache is neither read (its marker is not used) nor written. */
 Test(calibrate, cache_turned_off) {
   struct expectation e = measured();
-  cr_assert_eq(harness_run(2, 60, costs_as_expected, &e), 0);
   char path[512];
-  cache_file(path, sizeof path);
-  cr_assert(path[0], "no cache file written under %s", cache_home);
+  measure_and_find_cache(2, 0, &e, path, sizeof path);
   write_file(path, MARKER);
   setenv("TALLY_TUNING_CACHE", "0", 1);
   e.not_shm_alpha = exactly(MARKER).want[TALLY_LINK_SHM].alpha_us;
