@@ -77,9 +77,9 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
 /* The cost model's time for `algo` running `desc` on `comm` (whether or not it may run), with the
  * best chunk for pipelined algorithms (tree; ring broadcast and reduce), or TALLY_COST_NOT_MODELLED. */
 double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *desc, enum tally_algo_id algo);
-/* The link parameters the flat algorithms (ring, tree, rhd) are costed with on `comm`: the
- * network's when the job spans several hosts, else the local ones. */
-const struct tally_cost_params *tally_tuner_flat_link(const struct tally_comm *comm);
+/* Whether halving-doubling allreduce of `bytes` on `comm` should double the whole vector rather than
+ * run Rabenseifner's schedule: the cost model's verdict, the same on every rank. */
+int tally_tuner_rd_beats_rhd(const struct tally_comm *comm, size_t bytes);
 /* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE; sets
  * desc->chunk_bytes to its chunk. */
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc);

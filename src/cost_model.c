@@ -28,21 +28,40 @@ static double pipeline(const struct tally_cost_params *m, int hops, size_t bytes
   return (double)((size_t)hops + k - 1) * step(m, (double)bytes / (double)k, reduce);
 }
 
+/* Every rank on one link class: the flat layout. */
+static struct tally_cost_layout flat(const struct tally_cost_params *m) { return (struct tally_cost_layout){m, m, 1}; }
+
+/* The link a round between ranks `distance` apart takes (struct tally_cost_layout). */
+static struct tally_cost_params round_link(const struct tally_cost_layout *h, int distance) {
+  if (distance < h->per_host) return *h->local;
+  struct tally_cost_params shared = *h->net;
+  shared.beta_us_per_byte *= h->per_host;
+  return shared;
+}
+
+/* One round between ranks `distance` apart: step() on its link. */
+static double round_step(const struct tally_cost_layout *h, int distance, double bytes, int reduce) {
+  struct tally_cost_params m = round_link(h, distance);
+  return step(&m, bytes, reduce);
+}
+
 /* The rounds of recursive halving among p2 ranks (a power of two): messages of bytes/2, bytes/4,
- * ..., bytes/p2. Recursive doubling sends the same sizes in the opposite order. */
-static double halving_rounds(const struct tally_cost_params *m, int p2, size_t bytes, int reduce) {
+ * ..., bytes/p2 between ranks p2/2, p2/4, ..., 1 apart. Recursive doubling sends the same sizes
+ * between the same ranks in the opposite order. */
+static double halving_rounds(const struct tally_cost_layout *h, int p2, size_t bytes, int reduce) {
   double t = 0, size = (double)bytes;
-  for (int partners = p2; partners > 1; partners /= 2) {
+  for (int distance = p2 / 2; distance >= 1; distance /= 2) {
     size /= 2;
-    t += step(m, size, reduce);
+    t += round_step(h, distance, size, reduce);
   }
   return t;
 }
 
 /* For p not a power of two: the step that folds the extra ranks into their partners (`in` bytes,
  * reduced when `reduce_in`) and the one that serves them at the end (`out` bytes); 0 otherwise. */
-static double fold_extra_ranks(const struct tally_cost_params *m, int p, int p2, double in, int reduce_in, double out) {
-  return p == p2 ? 0.0 : step(m, in, reduce_in) + step(m, out, 0);
+static double fold_extra_ranks(const struct tally_cost_layout *h, int p, int p2, double in, int reduce_in,
+                               double out) {
+  return p == p2 ? 0.0 : round_step(h, 1, in, reduce_in) + round_step(h, 1, out, 0);
 }
 
 double tally_cost_ring_reduce_scatter(const struct tally_cost_params *m, int p, size_t bytes) {
@@ -68,30 +87,47 @@ double tally_cost_chain_reduce(const struct tally_cost_params *m, int p, size_t 
 double tally_cost_rhd_reduce_scatter(const struct tally_cost_params *m, int p, size_t bytes) {
   int p2 = power_of_two_below(p);
   double s = (double)bytes;
-  return fold_extra_ranks(m, p, p2, s, 1, s / p) + halving_rounds(m, p2, bytes, 1);
+  struct tally_cost_layout h = flat(m);
+  return fold_extra_ranks(&h, p, p2, s, 1, s / p) + halving_rounds(&h, p2, bytes, 1);
 }
 
 double tally_cost_rhd_allgather(const struct tally_cost_params *m, int p, size_t bytes) {
   int p2 = power_of_two_below(p);
   double s = (double)bytes;
-  return fold_extra_ranks(m, p, p2, s / p, 0, s) + halving_rounds(m, p2, bytes, 0);
+  struct tally_cost_layout h = flat(m);
+  return fold_extra_ranks(&h, p, p2, s / p, 0, s) + halving_rounds(&h, p2, bytes, 0);
+}
+
+double tally_cost_rhd_allreduce_on(const struct tally_cost_layout *h, int p, size_t bytes) {
+  int p2 = power_of_two_below(p);
+  double s = (double)bytes;
+  return fold_extra_ranks(h, p, p2, s, 1, s) + halving_rounds(h, p2, bytes, 1) + halving_rounds(h, p2, bytes, 0);
+}
+
+double tally_cost_rd_allreduce_on(const struct tally_cost_layout *h, int p, size_t bytes) {
+  int p2 = power_of_two_below(p);
+  double s = (double)bytes, t = fold_extra_ranks(h, p, p2, s, 1, s);
+  for (int distance = 1; distance < p2; distance *= 2) t += round_step(h, distance, s, 1);
+  return t;
 }
 
 double tally_cost_rhd_allreduce(const struct tally_cost_params *m, int p, size_t bytes) {
-  int p2 = power_of_two_below(p);
-  double s = (double)bytes;
-  return fold_extra_ranks(m, p, p2, s, 1, s) + halving_rounds(m, p2, bytes, 1) + halving_rounds(m, p2, bytes, 0);
+  struct tally_cost_layout h = flat(m);
+  return tally_cost_rhd_allreduce_on(&h, p, bytes);
 }
 
 double tally_cost_rd_allreduce(const struct tally_cost_params *m, int p, size_t bytes) {
-  int p2 = power_of_two_below(p), rounds = 0;
-  double s = (double)bytes;
-  for (int span = 1; span < p2; span *= 2) rounds++;
-  return fold_extra_ranks(m, p, p2, s, 1, s) + rounds * step(m, s, 1);
+  struct tally_cost_layout h = flat(m);
+  return tally_cost_rd_allreduce_on(&h, p, bytes);
+}
+
+int tally_cost_rd_beats_rhd_on(const struct tally_cost_layout *h, int p, size_t bytes) {
+  return tally_cost_rd_allreduce_on(h, p, bytes) < tally_cost_rhd_allreduce_on(h, p, bytes);
 }
 
 int tally_cost_rd_beats_rhd(const struct tally_cost_params *m, int p, size_t bytes) {
-  return tally_cost_rd_allreduce(m, p, bytes) < tally_cost_rhd_allreduce(m, p, bytes);
+  struct tally_cost_layout h = flat(m);
+  return tally_cost_rd_beats_rhd_on(&h, p, bytes);
 }
 
 /* Both trees at once (see the header): k = ceil((S/2)/C) chunks per tree, a rank's link carries one

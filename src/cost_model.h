@@ -76,6 +76,18 @@ double tally_cost_rhd_reduce_scatter(const struct tally_cost_params *m, int p, s
 double tally_cost_rd_allreduce(const struct tally_cost_params *m, int p, size_t bytes);
 /* Whether recursive doubling of the whole vector is cheaper than Rabenseifner's allreduce. */
 int tally_cost_rd_beats_rhd(const struct tally_cost_params *m, int p, size_t bytes);
+
+/* Halving-doubling across hosts of `per_host` consecutive ranks (p and per_host powers of two): a
+ * round between ranks d apart stays within a host when d < per_host and costs step() on `local`;
+ * otherwise every rank of a host sends across the network at once, so each round costs step() on
+ * `net` with beta multiplied by per_host. {m, m, 1} is the flat model above. */
+struct tally_cost_layout {
+  const struct tally_cost_params *local, *net;
+  int per_host;
+};
+double tally_cost_rhd_allreduce_on(const struct tally_cost_layout *h, int p, size_t bytes);
+double tally_cost_rd_allreduce_on(const struct tally_cost_layout *h, int p, size_t bytes);
+int tally_cost_rd_beats_rhd_on(const struct tally_cost_layout *h, int p, size_t bytes);
 double tally_cost_tree_allreduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
 double tally_cost_tree_broadcast(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
 double tally_cost_tree_reduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);

@@ -4,8 +4,10 @@
  * the communicator's measured link parameters (comm->link_cost, calibrate.h), and runs the fastest.
  *   - board: small allreduces and barriers on a single host run on the shared-memory board first
  *            whenever it suits them (one round; the model does not cover it);
- *   - flat algorithms (ring, tree, rhd) are costed on the slowest link they cross: the network's
+ *   - flat algorithms (ring, tree) are costed on the slowest link they cross: the network's
  *     parameters when the job spans several hosts, else the local ones;
+ *   - rhd round by round where hosts of equal power-of-two size run consecutive ranks: the near
+ *     rounds on the local link, the far ones on the network shared by the host's ranks;
  *   - hier is costed as its phases: within hosts on the local parameters, across them on the
  *     network's, each cross-host ring carrying 1/L of the data over the host's one link.
  * Every input is the same on every rank, so every rank picks the same algorithm. */
@@ -88,8 +90,27 @@ static double predict_hier(const struct tally_comm *comm, enum tally_coll coll, 
   }
 }
 
-const struct tally_cost_params *tally_tuner_flat_link(const struct tally_comm *comm) {
+/* The parameters flat algorithms are costed with: the network's when the job spans several hosts
+ * (every step waits for its slowest hop), else the local ones. */
+static const struct tally_cost_params *flat_link(const struct tally_comm *comm) {
   return &comm->link_cost[comm->topo.nhosts > 1 ? TALLY_LINK_NET : TALLY_LINK_SHM];
+}
+
+static int power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
+
+/* What halving-doubling's rounds cross (cost_model.h): hosts of L consecutive ranks when the job
+ * spans hosts that each run L ranks in rank order, L and p powers of two (then its rounds between
+ * near ranks stay on a host, and the far ones share each host's link L ways); else the flat link. */
+static struct tally_cost_layout rhd_layout(const struct tally_comm *comm) {
+  int L = comm->local.size;
+  if (L > 1 && power_of_two(L) && power_of_two(comm->nranks) && tally_hier_hosts_in_rank_order(comm))
+    return (struct tally_cost_layout){&comm->link_cost[TALLY_LINK_SHM], &comm->link_cost[TALLY_LINK_NET], L};
+  return (struct tally_cost_layout){flat_link(comm), flat_link(comm), 1};
+}
+
+int tally_tuner_rd_beats_rhd(const struct tally_comm *comm, size_t bytes) {
+  struct tally_cost_layout h = rhd_layout(comm);
+  return tally_cost_rd_beats_rhd_on(&h, comm->nranks, bytes);
 }
 
 /* Whether the model prices `algo`'s pipelining chunk for `coll`: the tree, and the ring's chains. */
@@ -108,12 +129,17 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
                       size_t *chunk) {
   size_t S = model_bytes(comm, d), largest = comm->cfg.chunk_bytes;
   int p = comm->nranks;
-  const struct tally_cost_params *m = tally_tuner_flat_link(comm);
+  const struct tally_cost_params *m = flat_link(comm);
   *chunk = largest;
   if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, d->coll, S) : TALLY_COST_NOT_MODELLED;
   if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
     /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */
     return tally_cost_ring_allgather(m, p, S * (size_t)p) + (p - 1) * (double)S * m->gamma_us_per_byte;
+  if (algo == TALLY_ALGO_RHD && d->coll == TALLY_COLL_ALLREDUCE) { /* the variant rhd.c will run */
+    struct tally_cost_layout h = rhd_layout(comm);
+    return tally_cost_rd_beats_rhd_on(&h, p, S) ? tally_cost_rd_allreduce_on(&h, p, S)
+                                                 : tally_cost_rhd_allreduce_on(&h, p, S);
+  }
   double best = tally_cost_predict(algo, d->coll, p, S, m, largest);
   if (!pipelined(algo, d->coll)) return best;
   for (size_t c = MIN_CHUNK_BYTES; c < largest; c *= 2) {

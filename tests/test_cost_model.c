@@ -210,6 +210,23 @@ Test(cost_model, small_allreduces_double_the_whole_vector) {
   expect_time(tally_cost_rd_allreduce(&example_link, 6, 6000), 11.2 + 22.4 + 10.6, "doubling allreduce, p = 6");
 }
 
+Test(cost_model, halving_doubling_across_hosts) {
+  /* Hosts of 2 ranks, p = 8, S = 8000, no reduction cost. Within a host 1 us and 1e-4 us/B; across,
+   * 10 us and 1e-3 us/B shared by the host's 2 ranks, so 2e-3. Rabenseifner's halving: 4000 B to
+   * the rank 4 away (10 + 8 = 18), 2000 B 2 away (10 + 4 = 14), 1000 B to the neighbour on the host
+   * (1 + 0.1 = 1.1); the doubling the same again: 66.2. Whole-vector doubling: 8000 B to the
+   * neighbour (1 + 0.8), then twice across (10 + 16 each): 53.8. */
+  const struct tally_cost_params local = {1.0, 1e-4, 0.0}, net = {10.0, 1e-3, 0.0};
+  const struct tally_cost_layout hosts = {&local, &net, 2};
+  expect_time(tally_cost_rhd_allreduce_on(&hosts, 8, 8000), 66.2, "Rabenseifner across hosts of 2");
+  expect_time(tally_cost_rd_allreduce_on(&hosts, 8, 8000), 53.8, "whole-vector doubling across hosts of 2");
+  cr_assert(tally_cost_rd_beats_rhd_on(&hosts, 8, 8000));
+  /* One class everywhere and hosts of 1 is the flat model. */
+  const struct tally_cost_layout flat = {&example_link, &example_link, 1};
+  expect_time(tally_cost_rhd_allreduce_on(&flat, 8, 8000000), tally_cost_rhd_allreduce(&example_link, 8, 8000000),
+              "flat layout");
+}
+
 Test(cost_model, recursive_halving_doubling_with_extra_ranks) {
   /* p = 6, S = 6e6: p' = 4, 2 rounds of 3e6 and 1.5e6 bytes (300 + 150 = 450 us of beta); 2 extra
    * ranks fold in with the whole vector (10 + 600 + 600) and get it back at the end (10 + 600). */
