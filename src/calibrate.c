@@ -37,9 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "../algorithms/algorithm.h"
 #include "../algorithms/pipeline.h"
@@ -48,6 +46,7 @@
 #include "error.h"
 #include "log.h"
 #include "reduce.h"
+#include "tuning_io.h"
 
 #define CALIBRATION_SEQ 0xffffff00u
 
@@ -72,7 +71,6 @@ enum { GAMMA_BYTES = 1 << 20, GAMMA_ROUNDS = 5 };
 /* Beta is at least this (1 TB/s): a large trip that timing noise made no slower than a small one. */
 #define BETA_FLOOR_US_PER_BYTE 1e-6
 
-enum { MAX_FILE_BYTES = 1 << 20 }; /* a tuning file is a few lines */
 
 static const char *const class_names[TALLY_NUM_LINK_CLASSES] = {"shm", "net"};
 
@@ -194,54 +192,28 @@ static tally_result_t share(struct tally_comm *c, struct record *rec) {
 
 /* --- tuning files: TALLY_TUNING_FILE and the cache ------------------------------------------- */
 
-/* The whole of a small text file, NUL-terminated (free it); NULL with errno set when unreadable. */
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "re");
-  if (!f) return NULL;
-  char *text = malloc(MAX_FILE_BYTES + 1);
-  size_t n = text ? fread(text, 1, MAX_FILE_BYTES + 1, f) : 0;
-  int err = !text ? ENOMEM : ferror(f) ? (errno ? errno : EIO) : n > MAX_FILE_BYTES ? EFBIG : 0;
-  fclose(f);
-  if (err) {
-    free(text);
-    errno = err;
-    return NULL;
-  }
-  text[n] = '\0';
-  return text;
-}
-
-/* Parses `text` and applies what it gives over costs[TALLY_NUM_LINK_CLASSES], which are unchanged on
- * failure. */
-static tally_result_t apply_text(const char *text, const char *path, struct tally_cost_params *costs) {
-  struct tally_tuning t;
-  TALLY_CHECK(tally_tuning_parse(text, path, &t));
-  for (int k = 0; k < TALLY_NUM_LINK_CLASSES; k++) tally_tuning_apply(&t, (enum tally_link_class)k, &costs[k]);
-  return TALLY_SUCCESS;
-}
-
 static tally_result_t costs_from_tuning_file(const char *path, struct tally_cost_params *costs) {
-  char *text = read_text(path);
+  char *text = tally_tuning_read_text(path);
   if (!text)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
                        "TALLY_TUNING_FILE=%s cannot be read (%s); point it at a readable tuning file (lines such as "
                        "net.alpha_us = 12.5, see the README) or unset it to let Tally measure the links",
                        path, strerror(errno));
-  tally_result_t r = apply_text(text, path, costs);
+  tally_result_t r = tally_tuning_apply_text(text, path, costs);
   free(text);
   return r;
 }
 
 /* 1 when the cache file at `path` gave `costs`; 0 (with a WARN unless it does not exist) when not. */
 static int costs_from_cache(const char *path, struct tally_cost_params *costs) {
-  char *text = read_text(path);
+  char *text = tally_tuning_read_text(path);
   if (!text) {
     if (errno != ENOENT && errno != ENOTDIR) /* not there: measured, then written (or not: see write_cache) */
       TLOG_WARN(TALLY_SUBSYS_TUNE, "cannot read the link-cost cache %s (%s): measuring the links instead", path,
                 strerror(errno));
     return 0;
   }
-  tally_result_t r = apply_text(text, path, costs);
+  tally_result_t r = tally_tuning_apply_text(text, path, costs);
   free(text);
   if (r != TALLY_SUCCESS) {
     const char *why = strstr(tally_error_message(), ", line "); /* after the parser's "TALLY_TUNING_FILE=path" */
@@ -504,16 +476,6 @@ static tally_result_t measure(struct tally_comm *c, struct record *rec, struct p
 
 /* --- the cache ------------------------------------------------------------------------------- */
 
-/* $XDG_CACHE_HOME/tally, or ~/.cache/tally (a relative XDG_CACHE_HOME is ignored, as the XDG spec
- * says); 0 when there is neither. */
-static int cache_dir(char *buf, size_t len) {
-  const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-  int n = xdg && xdg[0] == '/'     ? snprintf(buf, len, "%s/tally", xdg)
-          : home && home[0] == '/' ? snprintf(buf, len, "%s/.cache/tally", home)
-                                   : -1;
-  return n > 0 && (size_t)n < len;
-}
-
 /* The cache file of rank 0's host, of the number of ranks on it (hops are slower when ranks
  * outnumber cores) and of the transports of each class ("none" for a class not measured):
  * links-HOST-Rranks-shm-T-net-T.tune. The host is its name: stable across boots, distinct on the
@@ -522,7 +484,7 @@ static int cache_dir(char *buf, size_t len) {
 static int cache_path(const struct tally_comm *c, const struct route routes[TALLY_NUM_LINK_CLASSES], char *buf,
                       size_t len) {
   char dir[PATH_MAX], host[TALLY_TOPO_HOSTNAME_BYTES];
-  if (!cache_dir(dir, sizeof dir)) {
+  if (!tally_tuning_cache_dir(dir, sizeof dir)) {
     TLOG_INFO(TALLY_SUBSYS_TUNE,
               "no place for the link-cost cache: neither XDG_CACHE_HOME nor HOME is an absolute "
               "path; the links are measured at each init");
@@ -543,24 +505,18 @@ static int cache_path(const struct tally_comm *c, const struct route routes[TALL
   return n > 0 && (size_t)n < len;
 }
 
-/* mkdir -p for the directory part of `path`, mode 0700 (the XDG spec's). */
-static int make_parent_dirs(const char *path) {
-  char dir[PATH_MAX];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) return 0;
-  *slash = '\0';
-  for (char *p = dir + 1;; p++) {
-    if (*p != '/' && *p != '\0') continue;
-    char was = *p;
-    *p = '\0';
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return -1;
-    if (!(*p = was)) return 0;
-  }
-}
+/* What the cache file says: the comm, its provenance and its record. */
+struct cache_text {
+  const struct tally_comm *c;
+  const struct provenance *prov;
+  const struct record *rec;
+};
 
-static void write_cache_text(FILE *f, const struct tally_comm *c, const struct provenance *prov,
-                             const struct record *rec) {
+static void write_cache_text(FILE *f, const void *ctx) {
+  const struct cache_text *t = ctx;
+  const struct tally_comm *c = t->c;
+  const struct provenance *prov = t->prov;
+  const struct record *rec = t->rec;
   char when[64];
   time_t now = time(NULL);
   struct tm tm;
@@ -578,27 +534,10 @@ static void write_cache_text(FILE *f, const struct tally_comm *c, const struct p
   if (prov->gamma_measured) fprintf(f, "gamma_us_per_byte = %.9g\n", rec->costs[0].gamma_us_per_byte);
 }
 
-/* Writes the cache file atomically: a file of this process's own, then renamed over the old one, so
- * that a job reading it meanwhile finds the old one or the new one whole. 0, or -1 with errno set. */
-static int write_cache_file(const struct tally_comm *c, const struct provenance *prov, const struct record *rec) {
-  char tmp[PATH_MAX + 32];
-  snprintf(tmp, sizeof tmp, "%s.%d.tmp", prov->cache, (int)getpid());
-  if (make_parent_dirs(prov->cache)) return -1;
-  FILE *f = fopen(tmp, "we");
-  if (!f) return -1;
-  write_cache_text(f, c, prov, rec);
-  int err = ferror(f) ? (errno ? errno : EIO) : 0;
-  if (fclose(f) && !err) err = errno;
-  if (!err && rename(tmp, prov->cache)) err = errno;
-  if (!err) return 0;
-  unlink(tmp);
-  errno = err;
-  return -1;
-}
-
 /* The cache, or an INFO line saying why not: a cache that cannot be written is no error. */
 static void write_cache(const struct tally_comm *c, const struct provenance *prov, const struct record *rec) {
-  if (write_cache_file(c, prov, rec))
+  struct cache_text text = {c, prov, rec};
+  if (tally_tuning_write_atomically(prov->cache, write_cache_text, &text))
     TLOG_INFO(TALLY_SUBSYS_TUNE, "cannot write the link-cost cache %s (%s): later jobs will measure the links again",
               prov->cache, strerror(errno));
   else
