@@ -93,6 +93,18 @@ RHD_AG_RS_TEST(7)
 RHD_AG_RS_TEST(8)
 RHD_AG_RS_TEST(9)
 
+/* Halving-doubling across fake hosts of 2 ranks, hosts in rank order (the tuner costs its rounds by
+ * what they cross): allreduce, allgather and reduce-scatter, every datatype and op. */
+static int rhd_three(tally_comm_t comm, int rank, int n, void *arg) {
+  return coll_all_cases(comm, rank, n, "allreduce") + rhd_gather_and_scatter(comm, rank, n, arg);
+}
+
+Test(collectives, rhd_across_hosts) {
+  setenv("TALLY_ALGO", "allreduce:rhd;allgather:rhd;reducescatter:rhd;ring", 1);
+  cr_assert_eq(harness_run_on_hosts(8, 2, 240, rhd_three, NULL), 0, "some rank failed (see stderr)");
+  unsetenv("TALLY_ALGO");
+}
+
 /* TALLY_SPIN_US=0 blocks as soon as nothing moves: a collective must still end as soon as its last
  * request does (a lost chance to notice that once cost each call a 100 ms poll). 50 calls in
  * well under the 5 s that bug took. */

@@ -40,6 +40,13 @@ TREE_TEST(9)
 
 Test(tree, collectives_over_tcp) { run_forced(5, "tcp"); }
 
+/* Trees across fake hosts (TALLY_HOSTID): edges over TCP between hosts, shared memory within. */
+Test(tree, collectives_across_hosts) {
+  setenv("TALLY_ALGO", "allreduce:tree;broadcast:tree;reduce:tree;ring", 1);
+  cr_assert_eq(harness_run_on_hosts(6, 2, 240, tree_collectives, NULL), 0, "some rank failed (see stderr)");
+  unsetenv("TALLY_ALGO");
+}
+
 /* With messages of 10 us and 1 GB/s (TALLY_TUNING_FILE), a 1 MiB broadcast on 8 ranks (S beta =
  * 1048.576 us): the chain along the ring costs (7 + k - 1)(10 + S/k beta) for k chunks, least at
  * k = 32 (32 KiB chunks): 38 x 42.768 = 1625.18 us (64 KiB: 22 x 75.536 = 1661.79). The two trees
