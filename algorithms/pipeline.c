@@ -127,33 +127,71 @@ static tally_result_t timed_out(struct tally_comm *comm, const struct pipeline_s
                      where, next, st->send_done, st->total_send);
 }
 
-tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct tally_ring *ring,
-                                  const struct pipeline_plan *plan) {
-  struct pipeline_state st; /* fields set one by one: clearing the request arrays would cost more than a
-                              small call's messages */
-  st.plan = plan, st.comm = comm, st.ring = ring;
-  st.recv_posted = st.recv_done = st.send_posted = st.send_done = 0;
-  tally_header_fill(&st.proto, plan->desc, comm->seq);
-  st.total_recv = (size_t)plan->recv_steps * (size_t)plan->nchunks;
-  st.total_send = (size_t)plan->send_steps * (size_t)plan->nchunks;
-  TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, STAGING_SLOTS * plan->max_chunk));
-  st.staging = comm->staging;
+/* Sets up `st` to run `plan` on `ring`, with its staging slots at `staging`. */
+static void start(struct pipeline_state *st, struct tally_comm *comm, const struct tally_ring *ring,
+                  const struct pipeline_plan *plan, char *staging) {
+  /* fields set one by one: clearing the request arrays would cost more than a small call's messages */
+  st->plan = plan, st->comm = comm, st->ring = ring, st->staging = staging;
+  st->recv_posted = st->recv_done = st->send_posted = st->send_done = 0;
+  tally_header_fill(&st->proto, plan->desc, comm->seq);
+  st->total_recv = (size_t)plan->recv_steps * (size_t)plan->nchunks;
+  st->total_send = (size_t)plan->send_steps * (size_t)plan->nchunks;
+}
+
+static int finished(const struct pipeline_state *st) {
+  return st->recv_done == st->total_recv && st->send_done == st->total_send;
+}
+
+/* The plan this rank is held up by: the first with a receive outstanding, else the first unfinished. */
+static const struct pipeline_state *holding_up(const struct pipeline_state *st, int n) {
+  for (int i = 0; i < n; i++)
+    if (oldest_recv(&st[i])) return &st[i];
+  for (int i = 0; i < n; i++)
+    if (!finished(&st[i])) return &st[i];
+  return &st[0];
+}
+
+tally_result_t tally_pipeline_run_many(struct tally_comm *comm, const struct tally_ring *const *rings,
+                                       const struct pipeline_plan *const *plans, int n) {
+  if (n < 1 || n > TALLY_PIPELINE_MAX_PLANS)
+    return TALLY_ERROR(TALLY_ERR_INTERNAL, "the pipeline runs 1 to %d plans at once, not %d", TALLY_PIPELINE_MAX_PLANS,
+                       n);
+  size_t slot_bytes = 0; /* each plan's staging slots, sized for the largest chunk of any */
+  for (int i = 0; i < n; i++)
+    if (plans[i]->max_chunk > slot_bytes) slot_bytes = plans[i]->max_chunk;
+  TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, (size_t)n * STAGING_SLOTS * slot_bytes));
+  struct pipeline_state st[TALLY_PIPELINE_MAX_PLANS];
+  for (int i = 0; i < n; i++)
+    start(&st[i], comm, rings[i], plans[i], (char *)comm->staging + (size_t)i * STAGING_SLOTS * slot_bytes);
   struct tally_waiter waiter;
-  tally_waiter_start(comm, ring, &st.proto, &waiter);
-  while (st.recv_done < st.total_recv || st.send_done < st.total_send) {
-    int moved = 0;
-    tally_result_t r = post_recvs(&st, &moved);
-    if (r == TALLY_SUCCESS) r = post_sends(&st, &moved);
-    const struct tally_request *waiting_for = oldest_recv(&st);
+  tally_waiter_start(comm, rings[0], &st[0].proto, &waiter);
+  for (;;) {
+    int moved = 0, done = 1;
+    tally_result_t r = TALLY_SUCCESS;
+    for (int i = 0; i < n && r == TALLY_SUCCESS; i++) {
+      r = post_recvs(&st[i], &moved);
+      if (r == TALLY_SUCCESS) r = post_sends(&st[i], &moved);
+    }
+    for (int i = 0; i < n; i++) done &= finished(&st[i]);
+    if (done && r == TALLY_SUCCESS) return TALLY_SUCCESS;
+    const struct pipeline_state *held = holding_up(st, n);
+    const struct tally_request *waiting_for = oldest_recv(held);
     waiter.upstream_waiting = waiting_for && waiting_for->peer_waiting;
     if (r == TALLY_SUCCESS) r = tally_comm_progress(comm, &waiter, &moved);
-    if (r == TALLY_SUCCESS) finish_recvs(&st, &moved);
-    if (waiter.timed_out) return timed_out(comm, &st);
+    if (r == TALLY_SUCCESS)
+      for (int i = 0; i < n; i++) finish_recvs(&st[i], &moved);
+    held = holding_up(st, n);
+    if (waiter.timed_out) return timed_out(comm, held);
     if (r != TALLY_SUCCESS)
       return TALLY_ERROR(r,
                          "rank %d, %s #%u: %s (received %zu of %zu messages from rank %d, sent %zu of %zu to rank %d)",
-                         comm->rank, tally_coll_name(plan->desc->coll), comm->seq, tally_error_message(), st.recv_done,
-                         st.total_recv, ring->prev_rank, st.send_done, st.total_send, ring->next_rank);
+                         comm->rank, tally_coll_name(held->plan->desc->coll), comm->seq, tally_error_message(),
+                         held->recv_done, held->total_recv, held->ring->prev_rank, held->send_done, held->total_send,
+                         held->ring->next_rank);
   }
-  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct tally_ring *ring,
+                                  const struct pipeline_plan *plan) {
+  return tally_pipeline_run_many(comm, &ring, &plan, 1);
 }

@@ -37,4 +37,10 @@ struct pipeline_plan {
 tally_result_t tally_pipeline_run(struct tally_comm *comm, const struct tally_ring *ring,
                                   const struct pipeline_plan *plan);
 
+/* Runs plans[i] on rings[i] for i < n, all at once (ring channels): the rings must use distinct
+ * connections, since each plan numbers the messages of its own. */
+#define TALLY_PIPELINE_MAX_PLANS 2
+tally_result_t tally_pipeline_run_many(struct tally_comm *comm, const struct tally_ring *const *rings,
+                                       const struct pipeline_plan *const *plans, int n);
+
 #endif

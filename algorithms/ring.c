@@ -1,6 +1,8 @@
 /* Ring algorithms: every rank sends to rank+1 and receives from rank-1.
  *
- *   allreduce       reduce-scatter then allgather, 2(n-1) steps of 1/n of the data each
+ *   allreduce       reduce-scatter then allgather, 2(n-1) steps of 1/n of the data each; with
+ *                   TALLY_RING_CHANNELS=2, half the vector on this ring and half at the same time on
+ *                   the reverse ring (r sends to r-1), each over its own connections
  *   reduce_scatter  n-1 steps: at step s rank r sends block r-s-1 and receives block r-s-2,
  *                   adding its own contribution, so that it ends owning block r
  *   allgather       n-1 steps: at step t rank r forwards block r-t and receives block r-t-1
@@ -114,10 +116,9 @@ static int chunks_per_block(const struct blocks *b, size_t block_elems) {
   return n ? (int)n : 1;
 }
 
-static tally_result_t run_ring(struct tally_comm *comm, const struct tally_coll_desc *d, struct ring_ctx *c,
-                               int ag_steps) {
-  if (c->ring->size < 2) return TALLY_SUCCESS; /* alone in the ring: the data is where it belongs */
-  struct pipeline_plan plan = {
+/* The pipeline plan of ring schedule `c`: its reduce-scatter steps, then `ag_steps` allgather steps. */
+static struct pipeline_plan ring_plan(const struct tally_coll_desc *d, struct ring_ctx *c, int ag_steps) {
+  return (struct pipeline_plan){
       .desc = d,
       .nchunks = chunks_per_block(&c->blocks, largest_block(&c->blocks)),
       .send_steps = c->rs_steps + ag_steps,
@@ -128,6 +129,12 @@ static tally_result_t run_ring(struct tally_comm *comm, const struct tally_coll_
       .recv_span = ring_recv_span,
       .ctx = c,
   };
+}
+
+static tally_result_t run_ring(struct tally_comm *comm, const struct tally_coll_desc *d, struct ring_ctx *c,
+                               int ag_steps) {
+  if (c->ring->size < 2) return TALLY_SUCCESS; /* alone in the ring: the data is where it belongs */
+  struct pipeline_plan plan = ring_plan(d, c, ag_steps);
   return tally_pipeline_run(comm, c->ring, &plan);
 }
 
@@ -188,9 +195,33 @@ static tally_result_t ring_allreduce_gathered(struct tally_comm *comm, const str
   return TALLY_SUCCESS;
 }
 
+/* Two ring channels (TALLY_RING_CHANNELS=2): the forward ring reduces the first half of the vector
+ * while the reverse ring (rank r sends to r-1, over the other connection of each pair) reduces the
+ * second, both at once, so every connection carries half of what one ring would put on it. */
+static tally_result_t ring_allreduce_channels(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  const struct tally_ring *rings[2] = {&comm->world, &comm->world_reverse};
+  size_t es = tally_datatype_size(d->datatype);
+  struct ring_ctx ctx[2];
+  struct pipeline_plan plans[2];
+  const struct pipeline_plan *run[2] = {&plans[0], &plans[1]};
+  for (int c = 0; c < 2; c++) {
+    size_t off, len;
+    tally_ring_block(2, c, d->count, &off, &len);
+    ctx[c] = (struct ring_ctx){.ring = rings[c],
+                               .blocks = make_blocks(comm, d, len, es, comm->nranks),
+                               .send = (const char *)d->sendbuf + off * es,
+                               .recv = (char *)d->recvbuf + off * es,
+                               .rs_steps = comm->nranks - 1,
+                               .final_average = d->op == TALLY_AVG};
+    plans[c] = ring_plan(d, &ctx[c], comm->nranks - 1);
+  }
+  return tally_pipeline_run_many(comm, rings, run, 2);
+}
+
 static tally_result_t ring_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
   if (d->count * tally_datatype_size(d->datatype) * (size_t)comm->nranks <= TALLY_SMALL_ALLREDUCE_BYTES)
     return ring_allreduce_gathered(comm, d);
+  if (comm->world_reverse.size) return ring_allreduce_channels(comm, d);
   return tally_ring_blocks(comm, &comm->world, d, d->sendbuf, d->recvbuf, 1, 1, d->op == TALLY_AVG);
 }
 

@@ -46,6 +46,8 @@ struct tally_comm {
 
   struct tally_transport_slot slots[TALLY_NUM_SLOTS];
   struct tally_ring world;  /* every rank in rank order */
+  struct tally_ring world_reverse; /* every rank in reverse rank order (rank r sends to r-1): the second
+                                      ring channel; size 0 unless TALLY_RING_CHANNELS=2 and 3+ ranks */
   struct tally_ring local;  /* the ranks of this host; size 0 unless the hierarchical rings exist */
   struct tally_ring cross;  /* the ranks with this local rank, one per host; size 0 likewise */
   struct tally_link *links; /* every distinct connection, each once (see tally_comm_fail) */

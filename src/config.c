@@ -127,6 +127,15 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          v);
     cfg->chunk_bytes = (size_t)n;
   }
+  cfg->ring_channels = 1;
+  if ((v = env("TALLY_RING_CHANNELS"))) {
+    if (parse_long(v, 1, 2, &n))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_RING_CHANNELS='%s' is not 1 (one ring, the default) or 2 (a second ring in the other "
+                         "direction carries half of each large flat allreduce)",
+                         v);
+    cfg->ring_channels = (int)n;
+  }
   if ((v = env("TALLY_KEEPALIVE"))) {
     if (parse_long(v, 1, 3600, &n))
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,

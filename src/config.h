@@ -17,6 +17,7 @@ struct tally_config {
   struct tally_algo_spec algo; /* TALLY_ALGO: the algorithms each collective may use (algo_spec.h) */
   int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
   size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */
+  int ring_channels;    /* TALLY_RING_CHANNELS: rings a large flat allreduce runs on at once (1 or 2) */
   int keepalive_s;      /* TALLY_KEEPALIVE: a peer host silent this long is declared dead */
   char ib_hca[128];     /* TALLY_IB_HCA: RDMA devices and ports, NCCL_IB_HCA syntax; "" = any */
   int ib_gid_index;     /* TALLY_IB_GID_INDEX: RoCE GID index; -1 = chosen from the GID table */

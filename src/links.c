@@ -150,6 +150,10 @@ static tally_result_t plan_rings(struct tally_comm *c) {
   if (!members) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory planning rings for %d ranks", c->nranks);
   for (int r = 0; r < c->nranks; r++) members[r] = r;
   place_in_ring(c, &c->world, members, c->nranks);
+  if (c->cfg.ring_channels > 1 && c->nranks > 2) { /* with 2 ranks both rings would share one connection */
+    for (int r = 0; r < c->nranks; r++) members[r] = (c->nranks - r) % c->nranks;
+    place_in_ring(c, &c->world_reverse, members, c->nranks);
+  }
   const struct tally_job_topo *t = &c->topo;
   int per_host = t->local_size[c->rank], even = t->nhosts > 1 && per_host > 1;
   for (int r = 0; r < c->nranks; r++) even &= t->local_size[r] == per_host;
@@ -190,11 +194,11 @@ static int start_accepting(struct tally_comm *c, const struct peer_set *in, int 
 
 tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *secret, uint64_t deadline) {
   TALLY_CHECK(plan_rings(c));
-  struct tally_ring *rings[3] = {&c->world, &c->local, &c->cross};
-  int nrings = c->local.size > 0 ? 3 : 1;
+  struct tally_ring *rings[4] = {&c->world, &c->world_reverse, &c->local, &c->cross};
   static struct peer_set zero;
   struct peer_set out = zero, in = zero;
-  for (int i = 0; i < nrings; i++) {
+  for (int i = 0; i < 4; i++) {
+    if (rings[i]->size == 0) continue;
     peer_set_add(&out, rings[i]->next_rank);
     peer_set_add(&in, rings[i]->prev_rank);
   }
@@ -258,8 +262,9 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
   for (int i = 0; i < in.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[in.slot[i]].ops, in.conn[i]};
   for (int i = 0; i < out.n; i++) c->to[out.rank[i]] = c->links[i];
   for (int i = 0; i < in.n; i++) c->from[in.rank[i]] = c->links[out.n + i];
-  for (int i = 0; i < nrings; i++) {
+  for (int i = 0; i < 4; i++) {
     struct tally_ring *ring = rings[i];
+    if (ring->size == 0) continue;
     ring->to_next = c->to[ring->next_rank];
     ring->from_prev = c->from[ring->prev_rank];
   }

@@ -105,6 +105,25 @@ Test(collectives, rhd_across_hosts) {
   unsetenv("TALLY_ALGO");
 }
 
+/* Two ring channels (TALLY_RING_CHANNELS=2): allreduce on the forward and the reverse ring at once,
+ * every datatype and op, over shared memory and TCP; 2 ranks keep one ring (both would share a
+ * connection). */
+#define CHANNELS_TEST(n, transport)                                                                      \
+  Test(collectives, ring_channels_##n##_ranks_##transport) {                                             \
+    setenv("TALLY_RING_CHANNELS", "2", 1);                                                              \
+    setenv("TALLY_ALGO", "allreduce:ring", 1);                                                          \
+    setenv("TALLY_TRANSPORT", #transport, 1);                                                           \
+    cr_assert_eq(harness_run(n, 240, coll_all_cases, "allreduce"), 0, "some rank failed (see stderr)"); \
+    unsetenv("TALLY_RING_CHANNELS");                                                                    \
+    unsetenv("TALLY_ALGO");                                                                             \
+    unsetenv("TALLY_TRANSPORT");                                                                        \
+  }
+CHANNELS_TEST(2, auto)
+CHANNELS_TEST(3, auto)
+CHANNELS_TEST(5, auto)
+CHANNELS_TEST(8, auto)
+CHANNELS_TEST(4, tcp)
+
 /* TALLY_SPIN_US=0 blocks as soon as nothing moves: a collective must still end as soon as its last
  * request does (a lost chance to notice that once cost each call a 100 ms poll). 50 calls in
  * well under the 5 s that bug took. */

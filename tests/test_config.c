@@ -11,7 +11,7 @@
 
 static void clear_env(void) {
   const char *vars[] = {"TALLY_TIMEOUT", "TALLY_SOCKET_IFNAME", "TALLY_TRANSPORT", "TALLY_ALGO", "TALLY_DEBUG",
-                        "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_IB_HCA", "TALLY_IB_GID_INDEX",
+                        "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_RING_CHANNELS", "TALLY_IB_HCA", "TALLY_IB_GID_INDEX",
                         "TALLY_IB_REG_CACHE_MB", "TALLY_TUNING_FILE", "TALLY_TUNING_CACHE", "TALLY_RANK",
                         "TALLY_SIZE",
                         "TALLY_ROOT", "TALLY_SECRET", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
@@ -56,6 +56,9 @@ Test(config, malformed_values_refused) {
   expect_refused("TALLY_DEBUG_SUBSYS", "INIT,NOPE");
   expect_refused("TALLY_SPIN_US", "-3");
   expect_refused("TALLY_CHUNK_BYTES", "12");
+  expect_refused("TALLY_RING_CHANNELS", "3");
+  expect_refused("TALLY_RING_CHANNELS", "0");
+  expect_refused("TALLY_RING_CHANNELS", "two");
   expect_refused("TALLY_IB_HCA", "mlx5_0:x");
   expect_refused("TALLY_IB_GID_INDEX", "abc");
   expect_refused("TALLY_IB_REG_CACHE_MB", "-1");
