@@ -16,9 +16,9 @@
  * shm; one rank per host: net); else the pair {rank 0, the lowest rank of the class it has
  * connections both to and from} (a ping-pong). A ring of the job's own ranks comes first because
  * its hops pay what the collectives' hops pay: with more ranks than cores on a host, a hop waits
- * for its rank to be scheduled, which a ping-pong between two ranks of an idle job never sees. Rank 0 says in each message's first byte what follows (a
- * small trip, a large one, or nothing), so it can stop once its time budget is spent while the
- * members, which read that byte, stay in step.
+ * for its rank to be scheduled, which a ping-pong between two ranks of an idle job never sees. Rank 0 says in each
+ * message's first byte what follows (a small trip, a large one, or nothing), so it can stop once its time budget is
+ * spent while the members, which read that byte, stay in step.
  *
  * Sequence numbers: collectives are numbered from 0 (comm->seq) and every message header carries
  * the number. Calibration runs before the first collective with comm->seq set to numbers of its
@@ -70,7 +70,6 @@ enum { GAMMA_BYTES = 1 << 20, GAMMA_ROUNDS = 5 };
 
 /* Beta is at least this (1 TB/s): a large trip that timing noise made no slower than a small one. */
 #define BETA_FLOOR_US_PER_BYTE 1e-6
-
 
 static const char *const class_names[TALLY_NUM_LINK_CLASSES] = {"shm", "net"};
 
@@ -386,8 +385,8 @@ static tally_result_t time_ring(struct tally_comm *c, const struct tally_ring *r
   double larger_hop = median(larger, *rounds) / ring->size;
   TLOG_TRACE(TALLY_SUBSYS_TUNE,
              "%d rounds of trips around %d ranks in %.1f ms: hops of %d B %.2f us, of %zu B %.2f us, of %zu B %.2f us",
-             *rounds, ring->size, (double)(tally_now_ns() - start) / 1e6, SMALL_BYTES, small_hop, large_size,
-             large_hop, 2 * large_size, larger_hop);
+             *rounds, ring->size, (double)(tally_now_ns() - start) / 1e6, SMALL_BYTES, small_hop, large_size, large_hop,
+             2 * large_size, larger_hop);
   double beta = (larger_hop - large_hop) / (double)large_size;
   out->beta_us_per_byte = beta > BETA_FLOOR_US_PER_BYTE ? beta : BETA_FLOOR_US_PER_BYTE;
   double alpha = small_hop - SMALL_BYTES * out->beta_us_per_byte;
@@ -499,9 +498,8 @@ static int cache_path(const struct tally_comm *c, const struct route routes[TALL
                   : '_';
   }
   host[i] = '\0';
-  int n = snprintf(buf, len, "%s/links-%s-%dranks-shm-%s-net-%s.tune", dir, i ? host : "unknown",
-                   c->topo.local_size[0], route_transport(c, routes[TALLY_LINK_SHM]),
-                   route_transport(c, routes[TALLY_LINK_NET]));
+  int n = snprintf(buf, len, "%s/links-%s-%dranks-shm-%s-net-%s.tune", dir, i ? host : "unknown", c->topo.local_size[0],
+                   route_transport(c, routes[TALLY_LINK_SHM]), route_transport(c, routes[TALLY_LINK_NET]));
   return n > 0 && (size_t)n < len;
 }
 

@@ -19,9 +19,10 @@ static tally_result_t describe(const char *fn, tally_comm_t comm, const char *co
       d->coll = (enum tally_coll)c;
       return TALLY_SUCCESS;
     }
-  return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                     "%s: collective '%s' is not one of allreduce, allgather, reduce_scatter, broadcast, reduce, barrier",
-                     fn, collective ? collective : "(null)");
+  return TALLY_ERROR(
+      TALLY_ERR_INVALID_ARGUMENT,
+      "%s: collective '%s' is not one of allreduce, allgather, reduce_scatter, broadcast, reduce, barrier", fn,
+      collective ? collective : "(null)");
 }
 
 tally_result_t tally_comm_tuner_choice(tally_comm_t comm, const char *collective, size_t count,

@@ -27,7 +27,7 @@ static void run_forced(int n, const char *transport) {
   unsetenv("TALLY_TRANSPORT");
 }
 
-#define TREE_TEST(n)                                                  \
+#define TREE_TEST(n) \
   Test(tree, collectives_on_##n##_ranks) { run_forced(n, "auto"); }
 TREE_TEST(2)
 TREE_TEST(3)
