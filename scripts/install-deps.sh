@@ -6,6 +6,12 @@ packages=(build-essential cmake pkg-config libssl-dev libcriterion-dev libhwloc-
 # `install-deps.sh fuzz` adds what `make fuzz` needs: clang, and libclang-rt-dev for libFuzzer and the
 # sanitizer runtimes (clang only recommends it, and recommends are not installed here).
 if [ "${1:-}" = fuzz ]; then packages+=(clang libclang-rt-dev); fi
+# `install-deps.sh torch` adds what `make torch` and the PyTorch backend's tests need: Debian's
+# PyTorch 1.13 (for /usr/bin/python3), its C++ headers and libraries, pybind11, the Python headers,
+# setuptools for python/setup.py, ninja (torch's extension builder, parallel under MAX_JOBS), pytest.
+if [ "${1:-}" = torch ]; then
+  packages+=(python3-torch libtorch-dev pybind11-dev python3-dev python3-setuptools ninja-build python3-pytest)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
