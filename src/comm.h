@@ -50,6 +50,7 @@ struct tally_comm {
                                       ring channel; size 0 unless TALLY_RING_CHANNELS=2 and 3+ ranks */
   struct tally_ring local;  /* the ranks of this host; size 0 unless the hierarchical rings exist */
   struct tally_ring cross;  /* the ranks with this local rank, one per host; size 0 likewise */
+  int hosts_in_rank_order;  /* with those rings, host h runs ranks hL .. hL+L-1 (set once at init) */
   struct tally_link *links; /* every distinct connection, each once (see tally_comm_fail) */
   int nlinks;
   struct tally_link *to, *from; /* [nranks]: the connection to / from each rank (ops NULL: none) */

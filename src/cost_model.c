@@ -125,6 +125,11 @@ int tally_cost_rd_beats_rhd_on(const struct tally_cost_layout *h, int p, size_t 
   return tally_cost_rd_allreduce_on(h, p, bytes) < tally_cost_rhd_allreduce_on(h, p, bytes);
 }
 
+double tally_cost_rhd_allreduce_as_run_on(const struct tally_cost_layout *h, int p, size_t bytes) {
+  return tally_cost_rd_beats_rhd_on(h, p, bytes) ? tally_cost_rd_allreduce_on(h, p, bytes)
+                                                 : tally_cost_rhd_allreduce_on(h, p, bytes);
+}
+
 int tally_cost_rd_beats_rhd(const struct tally_cost_params *m, int p, size_t bytes) {
   struct tally_cost_layout h = flat(m);
   return tally_cost_rd_beats_rhd_on(&h, p, bytes);
@@ -161,9 +166,10 @@ static double predict_ring(enum tally_coll coll, int p, size_t bytes, const stru
 
 static double predict_rhd(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m) {
   switch (coll) {
-    case TALLY_COLL_ALLREDUCE: /* rhd.c runs whichever variant is cheaper */
-      return tally_cost_rd_beats_rhd(m, p, bytes) ? tally_cost_rd_allreduce(m, p, bytes)
-                                                  : tally_cost_rhd_allreduce(m, p, bytes);
+    case TALLY_COLL_ALLREDUCE: { /* rhd.c runs whichever variant is cheaper */
+      struct tally_cost_layout h = flat(m);
+      return tally_cost_rhd_allreduce_as_run_on(&h, p, bytes);
+    }
     case TALLY_COLL_ALLGATHER: return tally_cost_rhd_allgather(m, p, bytes);
     case TALLY_COLL_REDUCE_SCATTER: return tally_cost_rhd_reduce_scatter(m, p, bytes);
     default: return TALLY_COST_NOT_MODELLED;

@@ -88,6 +88,8 @@ struct tally_cost_layout {
 double tally_cost_rhd_allreduce_on(const struct tally_cost_layout *h, int p, size_t bytes);
 double tally_cost_rd_allreduce_on(const struct tally_cost_layout *h, int p, size_t bytes);
 int tally_cost_rd_beats_rhd_on(const struct tally_cost_layout *h, int p, size_t bytes);
+/* The variant rhd.c runs (the cheaper of the two above), priced on `h`. */
+double tally_cost_rhd_allreduce_as_run_on(const struct tally_cost_layout *h, int p, size_t bytes);
 double tally_cost_tree_allreduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
 double tally_cost_tree_broadcast(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
 double tally_cost_tree_reduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);

@@ -194,6 +194,7 @@ static int start_accepting(struct tally_comm *c, const struct peer_set *in, int 
 
 tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *secret, uint64_t deadline) {
   TALLY_CHECK(plan_rings(c));
+  c->hosts_in_rank_order = tally_hier_hosts_in_rank_order(c); /* the tuner asks on every call */
   struct tally_ring *rings[4] = {&c->world, &c->world_reverse, &c->local, &c->cross};
   static struct peer_set zero;
   struct peer_set out = zero, in = zero;

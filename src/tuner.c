@@ -54,9 +54,8 @@ static int can_run(const struct tally_comm *comm, const struct tally_coll_desc *
     case TALLY_ALGO_BOARD: return tally_board_suits(comm, d);
     case TALLY_ALGO_HIER:
       if (comm->local.size == 0) return 0;
-      return d->coll == TALLY_COLL_ALLREDUCE || ((d->coll == TALLY_COLL_ALLGATHER ||
-                                                  d->coll == TALLY_COLL_REDUCE_SCATTER) &&
-                                                 tally_hier_hosts_in_rank_order(comm));
+      return d->coll == TALLY_COLL_ALLREDUCE ||
+             ((d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER) && comm->hosts_in_rank_order);
     default: return 0;
   }
 }
@@ -103,7 +102,7 @@ static int power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
  * near ranks stay on a host, and the far ones share each host's link L ways); else the flat link. */
 static struct tally_cost_layout rhd_layout(const struct tally_comm *comm) {
   int L = comm->local.size;
-  if (L > 1 && power_of_two(L) && power_of_two(comm->nranks) && tally_hier_hosts_in_rank_order(comm))
+  if (L > 1 && power_of_two(L) && power_of_two(comm->nranks) && comm->hosts_in_rank_order)
     return (struct tally_cost_layout){&comm->link_cost[TALLY_LINK_SHM], &comm->link_cost[TALLY_LINK_NET], L};
   return (struct tally_cost_layout){flat_link(comm), flat_link(comm), 1};
 }
@@ -137,8 +136,7 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
     return tally_cost_ring_allgather(m, p, S * (size_t)p) + (p - 1) * (double)S * m->gamma_us_per_byte;
   if (algo == TALLY_ALGO_RHD && d->coll == TALLY_COLL_ALLREDUCE) { /* the variant rhd.c will run */
     struct tally_cost_layout h = rhd_layout(comm);
-    return tally_cost_rd_beats_rhd_on(&h, p, S) ? tally_cost_rd_allreduce_on(&h, p, S)
-                                                 : tally_cost_rhd_allreduce_on(&h, p, S);
+    return tally_cost_rhd_allreduce_as_run_on(&h, p, S);
   }
   double best = tally_cost_predict(algo, d->coll, p, S, m, largest);
   if (!pipelined(algo, d->coll)) return best;
