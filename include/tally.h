@@ -4,8 +4,18 @@
  * every call returns a tally_result_t, tally_result_string() names the code, and
  * tally_comm_last_error() says in a sentence what went wrong on a communicator and what to do.
  *
- * Buffers are host memory; `stream` must be NULL (the call blocks until the result is in
- * recvbuf). A non-NULL stream in a build without CUDA returns TALLY_ERR_UNSUPPORTED.
+ * Buffers and streams, as in NCCL:
+ * - Host memory (pageable or pinned) in every buffer: the call blocks until the result is in
+ *   recvbuf. With a non-NULL stream it first waits for the stream's earlier work.
+ * - Device or managed memory in a buffer (CUDA builds on a machine with a GPU): the call is
+ *   enqueued on `stream`, a cudaStream_t (NULL: the legacy default stream), and returns at once;
+ *   the result is there once the stream reaches that point (cudaStreamSynchronize, an event, or a
+ *   CUDA graph that captured the call). Buffers may differ in kind. Calls on one communicator run
+ *   in the order their streams reach them, which is call order when one stream is used.
+ *   A stream-ordered call that fails fills its device result with 0xff bytes (NaN for floats) and
+ *   puts the communicator in error state: tally_comm_get_async_error() reports it, and the next
+ *   call returns it.
+ * - A non-NULL stream where there is no CUDA (build or device) returns TALLY_ERR_UNSUPPORTED.
  */
 #ifndef TALLY_H
 #define TALLY_H
@@ -35,7 +45,7 @@ typedef struct {
 } tally_unique_id_t;
 
 typedef struct tally_comm *tally_comm_t;
-typedef void *tally_stream_t; /* NULL: host memory, the call returns when done */
+typedef void *tally_stream_t; /* a cudaStream_t in CUDA builds; NULL with host memory (see above) */
 
 typedef enum {
   TALLY_SUCCESS = 0,
@@ -109,6 +119,10 @@ TALLY_API tally_result_t tally_broadcast(const void *sendbuf, void *recvbuf, siz
 TALLY_API tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                             tally_op_t op, int root, tally_comm_t comm, tally_stream_t stream);
 TALLY_API tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream);
+/* *async_error: the failure that put comm in error state (a stream-ordered call's, reported once
+ * its stream got there), or TALLY_SUCCESS. Poll it after synchronizing a stream, as with NCCL's
+ * ncclCommGetAsyncError. */
+TALLY_API tally_result_t tally_comm_get_async_error(tally_comm_t comm, tally_result_t *async_error);
 
 /* Why the tuner runs what it runs, for tools (tally-perf --sweep) and for users; communicates nothing.
  * `collective` is named as in the log: "allreduce", "allgather", "reduce_scatter", "broadcast",

@@ -1,5 +1,6 @@
-/* The collective entry points: validate the arguments, build a descriptor, let the tuner pick an
- * algorithm, run it, and keep the communicator's error state. */
+/* The collective entry points: validate the arguments, build a descriptor, send device memory to
+ * its stream (stream_queue.h), let the tuner pick an algorithm, run it, and keep the
+ * communicator's error state. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,7 +9,10 @@
 #include "comm.h"
 #include "error.h"
 #include "log.h"
+#include "collectives.h"
+#include "device.h"
 #include "registry.h"
+#include "stream_queue.h"
 
 /* Copies this thread's last message into the communicator, so tally_comm_last_error finds it. */
 static tally_result_t remember(tally_comm_t comm, tally_result_t r) {
@@ -28,12 +32,7 @@ static void name_culprit(tally_comm_t comm) {
            tally_comm_rank_text(comm, culprit, who, sizeof who));
 }
 
-static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
-                               tally_stream_t stream) {
-  if (stream)
-    return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
-                       "%s: stream is not NULL, but this build of Tally has no CUDA support; pass NULL for host memory",
-                       fn);
+static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
   if ((unsigned)d->datatype >= TALLY_NUM_DATATYPES)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: datatype %d is not a tally_datatype_t", fn, (int)d->datatype);
   if ((unsigned)d->op >= TALLY_NUM_OPS)
@@ -53,18 +52,31 @@ static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, 
   return TALLY_SUCCESS;
 }
 
+void tally_coll_buffer_bytes(const struct tally_coll_desc *d, int rank, int nranks, size_t *send, size_t *recv) {
+  size_t bytes = d->count * tally_datatype_size(d->datatype);
+  *send = *recv = bytes;
+  switch (d->coll) {
+  case TALLY_COLL_ALLGATHER: *recv = bytes * (size_t)nranks; break;
+  case TALLY_COLL_REDUCE_SCATTER: *send = bytes * (size_t)nranks; break;
+  case TALLY_COLL_BROADCAST:
+    if (rank != d->root) *send = 0;
+    break;
+  case TALLY_COLL_REDUCE:
+    if (rank != d->root) *recv = 0;
+    break;
+  case TALLY_COLL_BARRIER: *send = *recv = 0; break;
+  default: break;
+  }
+}
+
 /* One rank: the result is this rank's own data (every collective's buffers hold `count` elements). */
 static void run_alone(const struct tally_coll_desc *d) {
   if (d->coll != TALLY_COLL_BARRIER && d->sendbuf != d->recvbuf)
     memmove(d->recvbuf, d->sendbuf, d->count * tally_datatype_size(d->datatype));
 }
 
-/* Runs one collective on a communicator this thread has claimed. */
-static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
-                                  tally_stream_t stream) {
-  tally_result_t r = validate(fn, d, comm, stream);
-  if (r != TALLY_SUCCESS) return remember(comm, r);
-  if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
+tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
+  tally_result_t r = TALLY_SUCCESS;
   if (comm->error != TALLY_SUCCESS)
     return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                                       "%s: the communicator is in error state since an earlier failure (%s: %s); "
@@ -93,6 +105,29 @@ static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *
   return r;
 }
 
+/* Routes one call on a communicator this thread has claimed: device memory goes on its stream
+ * (stream_queue.h); host memory runs here, or through the stream queue when the communicator has
+ * one, so that it keeps its place behind earlier stream-ordered calls. */
+static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
+                                  tally_stream_t stream) {
+  tally_result_t r = validate(fn, d, comm);
+  if (r != TALLY_SUCCESS) return remember(comm, r);
+  const struct tally_device_ops *dev = tally_device();
+  if (stream && !dev)
+    return remember(comm, TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
+                                      "%s: stream is not NULL, but %s; pass NULL with host memory", fn,
+                                      tally_device_absent_reason()));
+  if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
+  if (dev && tally_stream_needs_queue(dev, d, comm->rank, comm->nranks))
+    return remember(comm, tally_stream_enqueue(comm, dev, fn, d, stream ? stream : dev->default_stream()));
+  if (stream) {
+    r = dev->stream_sync(stream); /* host memory stays blocking: after the stream's earlier work */
+    if (r != TALLY_SUCCESS) return remember(comm, r);
+  }
+  if (tally_stream_run_host(comm, fn, d, &r) == 0) return r;
+  return tally_coll_execute(fn, d, comm);
+}
+
 static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {
   if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
   if (!tally_registry_contains(comm))
@@ -106,6 +141,14 @@ static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally
   tally_result_t r = run_claimed(fn, d, comm, stream);
   atomic_store(&comm->busy, 0);
   return r;
+}
+
+tally_result_t tally_comm_get_async_error(tally_comm_t comm, tally_result_t *async_error) {
+  if (!comm || !tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_get_async_error: comm is NULL, destroyed or never created");
+  if (!async_error) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_get_async_error: async_error is NULL");
+  *async_error = tally_stream_async_error(comm);
+  return TALLY_SUCCESS;
 }
 
 tally_result_t tally_allreduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,

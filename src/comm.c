@@ -20,6 +20,7 @@
 #include "links.h"
 #include "log.h"
 #include "registry.h"
+#include "stream_queue.h"
 
 tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
   if (bytes <= *have) return TALLY_SUCCESS;
@@ -120,6 +121,7 @@ const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *
 }
 
 static void comm_free(struct tally_comm *c) {
+  tally_stream_queue_close(c);
   tally_board_close(c);
   tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);

@@ -77,6 +77,7 @@ struct tally_comm {
   size_t scratch_bytes;
   void *staging; /* chunk-sized receive slots for reductions */
   size_t staging_bytes;
+  struct tally_stream_queue *stream_queue; /* NULL until the first call with device buffers */
 };
 
 /* Builds a communicator: configuration (the environment, then `overrides` when not NULL),

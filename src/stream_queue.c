@@ -1,0 +1,386 @@
+/* The stream queue (stream_queue.h): one thread per communicator that runs stream-ordered
+ * collectives on pinned staging memory, fed by host functions the streams reach. */
+#define _GNU_SOURCE
+#include "stream_queue.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "collectives.h"
+#include "comm.h"
+#include "error.h"
+#include "log.h"
+#include "pinned_pool.h"
+
+enum { STAGING_ALIGN = 256 }; /* the flag's line, then each staged region, on this boundary */
+
+struct stream_op {
+  struct tally_stream_queue *queue;
+  const char *fn;
+  struct tally_coll_desc desc; /* its device buffers replaced by their staging */
+  struct tally_pinned_block *block;
+  _Atomic uint32_t *flag;     /* at the block's start: 1 lets the stream go on */
+  void *result_staging;       /* filled with 0xff when the collective fails */
+  size_t result_bytes;
+  int persistent;             /* captured into a graph: runs at every replay, freed at destroy */
+  int orphan;                 /* its stream work was enqueued only in part: the thread retires it */
+  int host_call, done;        /* a blocking host-memory call waiting for its turn */
+  tally_result_t result;
+  struct stream_op *next;      /* in the ready list */
+  struct stream_op *next_kept; /* in the persistent list */
+};
+
+struct tally_stream_queue {
+  struct tally_comm *comm;
+  const struct tally_device_ops *dev;
+  pthread_mutex_t lock;
+  pthread_cond_t changed; /* on CLOCK_MONOTONIC */
+  pthread_t thread;
+  int stopping;
+  int abandoned; /* destroy gave up waiting: late hand-offs are failed at once, nothing is freed */
+  struct stream_op *ready_head, *ready_tail;
+  int not_ready; /* enqueued calls whose streams have not reached the hand-off */
+  int in_flight; /* calls handed off or enqueued and not yet retired */
+  tally_result_t failed;
+  struct tally_pinned_pool pool;
+  struct stream_op *kept; /* persistent (captured) calls */
+};
+
+/* --- which buffers are staged, and where -------------------------------------------------------- */
+
+static int on_device(const struct tally_device_ops *dev, const void *p, size_t bytes) {
+  if (!p || bytes == 0) return 0;
+  enum tally_mem_kind kind = dev->mem_kind(p);
+  return kind == TALLY_MEM_DEVICE || kind == TALLY_MEM_MANAGED;
+}
+
+int tally_stream_needs_queue(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank,
+                             int nranks) {
+  size_t send, recv;
+  tally_coll_buffer_bytes(d, rank, nranks, &send, &recv);
+  return on_device(dev, d->sendbuf, send) || on_device(dev, d->recvbuf, recv);
+}
+
+struct staging_plan {
+  size_t send_bytes, recv_bytes;
+  int stage_send, stage_recv;
+  size_t send_at, recv_at; /* offsets of the staged regions in the block */
+  size_t block_bytes;
+};
+
+static size_t align_up(size_t n) { return (n + STAGING_ALIGN - 1) / STAGING_ALIGN * STAGING_ALIGN; }
+
+/* Buffers that overlap (in place) share one staged region with the same layout, so the host
+ * algorithm sees the aliasing the caller meant. */
+static void plan_staging(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank, int nranks,
+                         struct staging_plan *p) {
+  memset(p, 0, sizeof *p);
+  tally_coll_buffer_bytes(d, rank, nranks, &p->send_bytes, &p->recv_bytes);
+  p->stage_send = on_device(dev, d->sendbuf, p->send_bytes);
+  p->stage_recv = on_device(dev, d->recvbuf, p->recv_bytes);
+  uintptr_t s = (uintptr_t)d->sendbuf, r = (uintptr_t)d->recvbuf;
+  p->block_bytes = STAGING_ALIGN;
+  if (p->stage_send && p->stage_recv && s < r + p->recv_bytes && r < s + p->send_bytes) {
+    uintptr_t lo = s < r ? s : r, hi_s = s + p->send_bytes, hi_r = r + p->recv_bytes;
+    p->send_at = p->block_bytes + (s - lo);
+    p->recv_at = p->block_bytes + (r - lo);
+    p->block_bytes += align_up((hi_s > hi_r ? hi_s : hi_r) - lo);
+    return;
+  }
+  if (p->stage_send) {
+    p->send_at = p->block_bytes;
+    p->block_bytes += align_up(p->send_bytes);
+  }
+  if (p->stage_recv) {
+    p->recv_at = p->block_bytes;
+    p->block_bytes += align_up(p->recv_bytes);
+  }
+}
+
+/* --- the thread ---------------------------------------------------------------------------------- */
+
+static void poison(struct stream_op *op) {
+  if (op->result_staging) memset(op->result_staging, 0xff, op->result_bytes);
+}
+
+/* The lock is held. The block of an orphan may still be read by its stream: it is not reused. */
+static void retire_locked(struct tally_stream_queue *q, struct stream_op *op) {
+  q->in_flight--;
+  if (op->persistent) return;
+  if (!op->orphan) tally_pinned_give_back(&q->pool, op->block);
+  free(op);
+}
+
+static void *queue_thread(void *arg) {
+  struct tally_stream_queue *q = arg;
+  pthread_mutex_lock(&q->lock);
+  for (;;) {
+    while (!q->ready_head && !q->stopping) pthread_cond_wait(&q->changed, &q->lock);
+    struct stream_op *op = q->ready_head;
+    if (!op) break;
+    q->ready_head = op->next;
+    if (!q->ready_head) q->ready_tail = NULL;
+    pthread_mutex_unlock(&q->lock);
+
+    tally_result_t r = tally_coll_execute(op->fn, &op->desc, q->comm);
+    if (r != TALLY_SUCCESS) poison(op);
+
+    pthread_mutex_lock(&q->lock);
+    if (r != TALLY_SUCCESS && q->failed == TALLY_SUCCESS) q->failed = r;
+    if (op->host_call) {
+      op->result = r;
+      op->done = 1;
+    } else {
+      atomic_store_explicit(op->flag, 1, memory_order_release);
+      if (op->orphan) retire_locked(q, op);
+    }
+    pthread_cond_broadcast(&q->changed);
+  }
+  pthread_mutex_unlock(&q->lock);
+  return NULL;
+}
+
+static void push_ready_locked(struct tally_stream_queue *q, struct stream_op *op) {
+  op->next = NULL;
+  if (q->ready_tail)
+    q->ready_tail->next = op;
+  else
+    q->ready_head = op;
+  q->ready_tail = op;
+  pthread_cond_broadcast(&q->changed);
+}
+
+/* --- host functions the streams run (they must not block or call the device runtime) ------------ */
+
+static void op_ready(void *arg) {
+  struct stream_op *op = arg;
+  struct tally_stream_queue *q = op->queue;
+  pthread_mutex_lock(&q->lock);
+  atomic_store_explicit(op->flag, 0, memory_order_relaxed); /* a graph replay reuses the flag */
+  if (op->persistent)
+    q->in_flight++;
+  else
+    q->not_ready--;
+  if (q->abandoned) {
+    poison(op);
+    atomic_store_explicit(op->flag, 1, memory_order_release);
+  } else {
+    push_ready_locked(q, op);
+  }
+  pthread_cond_broadcast(&q->changed);
+  pthread_mutex_unlock(&q->lock);
+}
+
+static void op_retire(void *arg) {
+  struct stream_op *op = arg;
+  struct tally_stream_queue *q = op->queue;
+  pthread_mutex_lock(&q->lock);
+  retire_locked(q, op);
+  pthread_cond_broadcast(&q->changed);
+  pthread_mutex_unlock(&q->lock);
+}
+
+/* --- opening, enqueueing, closing ------------------------------------------------------------------ */
+
+static tally_result_t queue_open(struct tally_comm *comm, const struct tally_device_ops *dev,
+                                 struct tally_stream_queue **out) {
+  struct tally_stream_queue *q = calloc(1, sizeof *q);
+  if (!q) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the communicator's stream queue");
+  q->comm = comm;
+  q->dev = dev;
+  q->pool.dev = dev;
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&q->changed, &attr);
+  pthread_condattr_destroy(&attr);
+  pthread_mutex_init(&q->lock, NULL);
+  int err = pthread_create(&q->thread, NULL, queue_thread, q);
+  if (err) {
+    pthread_cond_destroy(&q->changed);
+    pthread_mutex_destroy(&q->lock);
+    free(q);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "could not start the stream queue's thread: %s", strerror(err));
+  }
+  *out = q;
+  return TALLY_SUCCESS;
+}
+
+/* Waits on the queue's condition until `done(q)` or the communicator's timeout; the lock is held.
+ * Returns 0 when done, -1 on timeout. */
+static int wait_locked(struct tally_stream_queue *q, int (*done)(const struct tally_stream_queue *)) {
+  uint64_t deadline = tally_deadline_after(q->comm->cfg.timeout_s);
+  struct timespec at = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
+  while (!done(q))
+    if (pthread_cond_timedwait(&q->changed, &q->lock, &at) != 0 && !done(q)) return -1;
+  return 0;
+}
+
+static tally_result_t refuse_if_failed(struct tally_stream_queue *q, const char *fn) {
+  pthread_mutex_lock(&q->lock);
+  tally_result_t failed = q->failed;
+  pthread_mutex_unlock(&q->lock);
+  if (failed == TALLY_SUCCESS) return TALLY_SUCCESS;
+  return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                     "%s: the communicator is in error state since a stream-ordered call failed (%s: %s); destroy "
+                     "it and create a new one",
+                     fn, tally_result_string(failed), q->comm->failure);
+}
+
+static struct stream_op *op_for_call(struct tally_stream_queue *q, const char *fn, const struct tally_coll_desc *d,
+                                     int persistent) {
+  struct stream_op *op = calloc(1, sizeof *op);
+  if (!op) return NULL;
+  op->queue = q;
+  op->fn = fn;
+  op->desc = *d;
+  op->persistent = persistent;
+  return op;
+}
+
+/* Points op's descriptor at the staging block and notes what a failure poisons. */
+static void attach_block(struct stream_op *op, const struct staging_plan *plan) {
+  char *base = op->block->mem;
+  op->flag = (_Atomic uint32_t *)base;
+  atomic_store_explicit(op->flag, 0, memory_order_relaxed);
+  if (plan->stage_send) op->desc.sendbuf = base + plan->send_at;
+  if (plan->stage_recv) {
+    op->desc.recvbuf = base + plan->recv_at;
+    op->result_staging = op->desc.recvbuf;
+    op->result_bytes = plan->recv_bytes;
+  }
+}
+
+/* The stream's part, steps 1 to 5 of stream_queue.h. Once the hand-off is enqueued the call will
+ * run, so a later failure only orphans it (the thread retires it, its block is never reused). */
+static tally_result_t enqueue_on_stream(struct tally_stream_queue *q, struct stream_op *op,
+                                        const struct tally_coll_desc *user, const struct staging_plan *plan,
+                                        void *stream, int *handed_off) {
+  const struct tally_device_ops *dev = q->dev;
+  *handed_off = 0;
+  if (plan->stage_send) TALLY_CHECK(dev->copy_async((void *)op->desc.sendbuf, user->sendbuf, plan->send_bytes, stream));
+  TALLY_CHECK(dev->host_call_async(stream, op_ready, op));
+  *handed_off = 1;
+  TALLY_CHECK(dev->wait_flag_async(stream, (volatile uint32_t *)op->flag));
+  if (plan->stage_recv) TALLY_CHECK(dev->copy_async(user->recvbuf, op->desc.recvbuf, plan->recv_bytes, stream));
+  TALLY_CHECK(dev->host_call_async(stream, op_retire, op));
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
+                                    const struct tally_coll_desc *d, void *stream) {
+  if (!comm->stream_queue) TALLY_CHECK(queue_open(comm, dev, &comm->stream_queue));
+  struct tally_stream_queue *q = comm->stream_queue;
+  TALLY_CHECK(refuse_if_failed(q, fn));
+  int capturing = 0;
+  TALLY_CHECK(dev->is_capturing(stream, &capturing));
+  struct staging_plan plan;
+  plan_staging(dev, d, comm->rank, comm->nranks, &plan);
+  struct stream_op *op = op_for_call(q, fn, d, capturing);
+  if (!op) return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory for a stream-ordered call", fn);
+
+  pthread_mutex_lock(&q->lock);
+  tally_result_t r = tally_pinned_take(&q->pool, plan.block_bytes, &op->block);
+  if (r == TALLY_SUCCESS) {
+    if (capturing) {
+      op->next_kept = q->kept;
+      q->kept = op;
+    } else {
+      q->not_ready++;
+      q->in_flight++;
+    }
+  }
+  pthread_mutex_unlock(&q->lock);
+  if (r != TALLY_SUCCESS) {
+    free(op);
+    return r;
+  }
+  attach_block(op, &plan);
+
+  int handed_off;
+  r = enqueue_on_stream(q, op, d, &plan, stream, &handed_off);
+  if (r == TALLY_SUCCESS || capturing) return r; /* a failed capture is invalid anyway; op stays kept */
+  pthread_mutex_lock(&q->lock);
+  if (!handed_off) {
+    q->not_ready--;
+    q->in_flight--;
+    tally_pinned_give_back(&q->pool, op->block);
+    free(op);
+  } else {
+    op->orphan = 1; /* the thread retires it after running it */
+  }
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+static int all_handed_off(const struct tally_stream_queue *q) { return q->not_ready == 0; }
+
+int tally_stream_run_host(struct tally_comm *comm, const char *fn, const struct tally_coll_desc *d,
+                          tally_result_t *result) {
+  struct tally_stream_queue *q = comm->stream_queue;
+  if (!q) return -1;
+  *result = refuse_if_failed(q, fn);
+  if (*result != TALLY_SUCCESS) return 0;
+  struct stream_op op = {.queue = q, .fn = fn, .desc = *d, .host_call = 1};
+  pthread_mutex_lock(&q->lock);
+  if (wait_locked(q, all_handed_off) != 0) {
+    int pending = q->not_ready;
+    pthread_mutex_unlock(&q->lock);
+    *result = TALLY_ERROR(TALLY_ERR_TIMEOUT,
+                          "%s: waited %.0f s for %d earlier stream-ordered call(s) on this communicator to start; "
+                          "their streams are stuck (waiting on work that never comes?): synchronize those streams "
+                          "before host-memory calls",
+                          fn, comm->cfg.timeout_s, pending);
+    return 0;
+  }
+  push_ready_locked(q, &op);
+  while (!op.done) pthread_cond_wait(&q->changed, &q->lock);
+  pthread_mutex_unlock(&q->lock);
+  *result = op.result;
+  if (*result != TALLY_SUCCESS) TALLY_ERROR(*result, "%s", comm->last_error);
+  return 0;
+}
+
+tally_result_t tally_stream_async_error(struct tally_comm *comm) {
+  struct tally_stream_queue *q = comm->stream_queue;
+  if (!q) return comm->error; /* no other thread runs this communicator's collectives */
+  pthread_mutex_lock(&q->lock);
+  tally_result_t failed = q->failed;
+  pthread_mutex_unlock(&q->lock);
+  return failed;
+}
+
+static int drained(const struct tally_stream_queue *q) { return q->in_flight == 0 && q->not_ready == 0; }
+
+void tally_stream_queue_close(struct tally_comm *comm) {
+  struct tally_stream_queue *q = comm->stream_queue;
+  if (!q) return;
+  comm->stream_queue = NULL;
+  pthread_mutex_lock(&q->lock);
+  int stuck = wait_locked(q, drained) != 0;
+  if (stuck) {
+    TLOG_WARN(TALLY_SUBSYS_COLL,
+              "tally_comm_destroy: %d stream-ordered call(s) had not finished after %.0f s; they will fail (their "
+              "results filled with 0xff) when their streams reach them. Synchronize the streams before destroying "
+              "the communicator",
+              q->in_flight, comm->cfg.timeout_s);
+    q->abandoned = 1;
+  }
+  q->stopping = 1;
+  pthread_cond_broadcast(&q->changed);
+  pthread_mutex_unlock(&q->lock);
+  pthread_join(q->thread, NULL);
+  if (stuck) return; /* streams may still reach the queue's host functions: it stays allocated */
+  while (q->kept) {
+    struct stream_op *op = q->kept;
+    q->kept = op->next_kept;
+    tally_pinned_release(&q->pool, op->block);
+    free(op);
+  }
+  tally_pinned_release_all(&q->pool);
+  pthread_cond_destroy(&q->changed);
+  pthread_mutex_destroy(&q->lock);
+  free(q);
+}

@@ -1,0 +1,378 @@
+/* Stream-ordered collectives (src/stream_queue.c) on the emulated device (emulated_device.h): every
+ * collective with device, managed, pinned and host buffers in place and out of place, checked
+ * byte for byte against the same call on host memory; the call returning before its stream runs;
+ * inputs read and results written in stream order; host-memory calls keeping their place behind
+ * stream calls; graph capture and replay; and failures that release the stream, poison the result
+ * and report the error. The same checks on a real GPU are in test_cuda.c. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "emulated_device.h"
+#include "harness.h"
+#include "reduce.h"
+
+/* --- kernels: stream-ordered host work ----------------------------------------------------------- */
+
+struct copy_job {
+  void *dst;
+  const void *src;
+  size_t bytes;
+};
+
+static void run_copy_job(void *arg) {
+  const struct copy_job *job = arg;
+  memcpy(job->dst, job->src, job->bytes);
+}
+
+/* Element i of rank r's input, as a small integer in any datatype (exact in fp16 and bf16). */
+static void store_value(void *buf, size_t i, tally_datatype_t dt, int value) {
+  switch (dt) {
+  case TALLY_INT8: ((int8_t *)buf)[i] = (int8_t)value; break;
+  case TALLY_UINT8: ((uint8_t *)buf)[i] = (uint8_t)value; break;
+  case TALLY_INT32: ((int32_t *)buf)[i] = value; break;
+  case TALLY_UINT32: ((uint32_t *)buf)[i] = (uint32_t)value; break;
+  case TALLY_INT64: ((int64_t *)buf)[i] = value; break;
+  case TALLY_UINT64: ((uint64_t *)buf)[i] = (uint64_t)value; break;
+  case TALLY_FLOAT16: ((uint16_t *)buf)[i] = tally_float_to_half((float)value); break;
+  case TALLY_BFLOAT16: ((uint16_t *)buf)[i] = tally_float_to_bf16((float)value); break;
+  case TALLY_FLOAT32: ((float *)buf)[i] = (float)value; break;
+  case TALLY_FLOAT64: ((double *)buf)[i] = value; break;
+  default: break;
+  }
+}
+
+static void fill_input(void *buf, size_t elems, tally_datatype_t dt, int rank) {
+  for (size_t i = 0; i < elems; i++) store_value(buf, i, dt, (int)((rank + 1) * (i % 5 + 1)) % 23);
+}
+
+/* --- one collective, device against host -------------------------------------------------------- */
+
+enum placement { DEVICE_TO_DEVICE, DEVICE_IN_PLACE, HOST_TO_DEVICE, DEVICE_TO_PINNED, MANAGED_TO_MANAGED, PLACEMENTS };
+static const char *placement_name[] = {"device->device", "device in place", "host->device", "device->pinned",
+                                       "managed->managed"};
+
+struct call {
+  const char *coll;
+  tally_datatype_t dt;
+  tally_op_t op;
+  size_t count;
+  int root;
+};
+
+static void buffer_bytes(const struct call *c, int n, size_t *send, size_t *recv) {
+  size_t bytes = c->count * tally_datatype_size(c->dt);
+  *send = *recv = bytes;
+  if (!strcmp(c->coll, "allgather")) *recv = bytes * (size_t)n;
+  if (!strcmp(c->coll, "reduce_scatter")) *send = bytes * (size_t)n;
+}
+
+static tally_result_t issue(const struct call *c, const void *send, void *recv, tally_comm_t comm, void *stream) {
+  if (!strcmp(c->coll, "allreduce")) return tally_allreduce(send, recv, c->count, c->dt, c->op, comm, stream);
+  if (!strcmp(c->coll, "allgather")) return tally_allgather(send, recv, c->count, c->dt, comm, stream);
+  if (!strcmp(c->coll, "reduce_scatter")) return tally_reduce_scatter(send, recv, c->count, c->dt, c->op, comm, stream);
+  if (!strcmp(c->coll, "broadcast")) return tally_broadcast(send, recv, c->count, c->dt, c->root, comm, stream);
+  return tally_reduce(send, recv, c->count, c->dt, c->op, c->root, comm, stream);
+}
+
+static void *alloc_kind(enum tally_mem_kind kind, size_t bytes) {
+  switch (kind) {
+  case TALLY_MEM_DEVICE: return emu_malloc(bytes);
+  case TALLY_MEM_MANAGED: return emu_malloc_managed(bytes);
+  case TALLY_MEM_PINNED: return emu_malloc_pinned(bytes);
+  default: return malloc(bytes);
+  }
+}
+
+static void free_kind(enum tally_mem_kind kind, void *p) {
+  if (kind == TALLY_MEM_HOST)
+    free(p);
+  else
+    emu_free(p);
+}
+
+/* Runs c on host memory for the reference, then on the placement's buffers through a stream that
+ * is held at a gate until the call has returned: the input is written by a kernel just before the
+ * collective and the result read by one just after, with no host synchronization between. */
+static int check_call(tally_comm_t comm, int rank, int n, const struct call *c, enum placement where,
+                      struct emu_stream *s) {
+  size_t send_bytes, recv_bytes;
+  buffer_bytes(c, n, &send_bytes, &recv_bytes);
+  size_t es = tally_datatype_size(c->dt);
+  char *input = malloc(send_bytes), *want = malloc(recv_bytes), *got = malloc(recv_bytes);
+  fill_input(input, send_bytes / es, c->dt, rank);
+  memset(want, 0, recv_bytes);
+  tally_result_t r = issue(c, input, want, comm, NULL);
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "host reference %s: %s", c->coll, tally_comm_last_error(comm));
+
+  enum tally_mem_kind send_kind = where == HOST_TO_DEVICE       ? TALLY_MEM_HOST
+                                  : where == MANAGED_TO_MANAGED ? TALLY_MEM_MANAGED
+                                                                : TALLY_MEM_DEVICE;
+  enum tally_mem_kind recv_kind = where == DEVICE_TO_PINNED     ? TALLY_MEM_PINNED
+                                  : where == MANAGED_TO_MANAGED ? TALLY_MEM_MANAGED
+                                                                : TALLY_MEM_DEVICE;
+  char *send, *recv, *whole = NULL;
+  if (where == DEVICE_IN_PLACE) { /* NCCL's in-place layouts */
+    whole = emu_malloc(send_bytes > recv_bytes ? send_bytes : recv_bytes);
+    send = recv = whole;
+    if (!strcmp(c->coll, "allgather")) send = whole + (size_t)rank * send_bytes;
+    if (!strcmp(c->coll, "reduce_scatter")) recv = whole + (size_t)rank * recv_bytes;
+  } else {
+    send = alloc_kind(send_kind, send_bytes);
+    recv = alloc_kind(recv_kind, recv_bytes);
+  }
+  if (send_kind == TALLY_MEM_HOST) memset(send, 0xa5, send_bytes); /* garbage until the kernel runs */
+
+  /* A rank whose used buffers are all host memory blocks until its stream is done: no gate then. */
+  int uses_send = strcmp(c->coll, "broadcast") != 0 || rank == c->root;
+  int uses_recv = strcmp(c->coll, "reduce") != 0 || rank == c->root;
+  int on_stream = (uses_send && send_kind != TALLY_MEM_HOST) || (uses_recv && recv_kind != TALLY_MEM_PINNED);
+  struct emu_gate *gate = emu_gate_create();
+  struct copy_job write_input = {send, input, send_bytes}, read_result = {got, recv, recv_bytes};
+  if (on_stream) emu_gate_wait_on(s, gate);
+  emu_launch(s, run_copy_job, &write_input);
+  r = issue(c, send, recv, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  emu_gate_open(gate); /* only now can the stream run: the call did not wait for it */
+  emu_stream_synchronize(s);
+  emu_gate_destroy(gate);
+
+  int bad = 0;
+  if (r != TALLY_SUCCESS)
+    bad = harness_fail(rank, "%s %s: %s", c->coll, placement_name[where], tally_comm_last_error(comm));
+  else if (uses_recv && memcmp(got, want, recv_bytes) != 0)
+    bad = harness_fail(rank, "%s %s %s %s count %zu: the result differs from the host-memory call", c->coll,
+                       placement_name[where], tally_datatype_name(c->dt), tally_op_name(c->op), c->count);
+  if (whole) {
+    emu_free(whole);
+  } else {
+    free_kind(send_kind, send);
+    free_kind(recv_kind, recv);
+  }
+  free(input);
+  free(want);
+  free(got);
+  return bad;
+}
+
+static int every_collective_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  int bad = 0;
+  for (int dt = 0; dt < TALLY_NUM_DATATYPES; dt++)
+    for (int op = 0; op < TALLY_NUM_OPS; op++)
+      bad += check_call(comm, rank, n, &(struct call){"allreduce", dt, op, 37, 0}, DEVICE_TO_DEVICE, s);
+  const char *colls[] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce"};
+  const size_t counts[] = {1, 40000}; /* 40000 floats: larger than a staging block's minimum */
+  for (int k = 0; k < 5; k++)
+    for (int where = 0; where < PLACEMENTS; where++)
+      for (int ci = 0; ci < 2; ci++)
+        bad += check_call(comm, rank, n, &(struct call){colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1},
+                          where, s);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+Test(streams, every_collective_and_placement_on_2_to_4_ranks) {
+  for (int n = 2; n <= 4; n++) cr_assert_eq(harness_run(n, 120, every_collective_body, NULL), 0, "%d ranks", n);
+}
+
+Test(streams, one_rank) { cr_assert_eq(harness_run(1, 60, every_collective_body, NULL), 0); }
+
+/* --- order: a host-memory call waits for earlier stream calls ---------------------------------- */
+
+struct delayed_open {
+  struct emu_gate *gate;
+  long delay_ms;
+};
+
+static void *open_later(void *arg) {
+  struct delayed_open *d = arg;
+  struct timespec ts = {d->delay_ms / 1000, d->delay_ms % 1000 * 1000000};
+  nanosleep(&ts, NULL);
+  emu_gate_open(d->gate);
+  return NULL;
+}
+
+/* Rank 0's stream is released at once and its stream call starts before its host call; the others'
+ * streams are released 200 ms later. Were the host call to overtake the stream call on the slow
+ * ranks, it would meet rank 0's stream call and both results would be wrong. */
+static int order_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  enum { COUNT = 64 };
+  float on_host_in[COUNT], on_host_out[COUNT], got[COUNT], input[COUNT];
+  for (int i = 0; i < COUNT; i++) {
+    input[i] = (float)(rank + 1);
+    on_host_in[i] = (float)(100 * (rank + 1));
+  }
+  float *dev = emu_malloc(sizeof input);
+  struct emu_gate *gate = emu_gate_create();
+  struct delayed_open later = {gate, rank == 0 ? 0 : 200};
+  struct copy_job write_input = {dev, input, sizeof input}, read_result = {got, dev, sizeof got};
+  emu_gate_wait_on(s, gate);
+  emu_launch(s, run_copy_job, &write_input);
+  tally_result_t r1 = tally_allreduce(dev, dev, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  pthread_t opener;
+  pthread_create(&opener, NULL, open_later, &later);
+  if (rank == 0) { /* let its stream call start (it then waits for the others' inside the collective) */
+    struct timespec ts = {0, 50 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  tally_result_t r2 = tally_allreduce(on_host_in, on_host_out, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  pthread_join(opener, NULL);
+  emu_stream_synchronize(s);
+  int bad = 0;
+  float want_stream = (float)(n * (n + 1) / 2), want_host = 100 * want_stream;
+  if (r1 != TALLY_SUCCESS || r2 != TALLY_SUCCESS) bad = harness_fail(rank, "%s", tally_comm_last_error(comm));
+  for (int i = 0; i < COUNT && !bad; i++)
+    if (got[i] != want_stream || on_host_out[i] != want_host)
+      bad = harness_fail(rank, "element %d: stream call %g (want %g), host call %g (want %g)", i, got[i], want_stream,
+                         on_host_out[i], want_host);
+  emu_gate_destroy(gate);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+Test(streams, host_call_waits_for_earlier_stream_call) { cr_assert_eq(harness_run(3, 60, order_body, NULL), 0); }
+
+/* Host buffers with a stream: the call blocks, after the stream's earlier work (which writes the input). */
+static int host_with_stream_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  int input[8], out[8], fresh[8];
+  for (int i = 0; i < 8; i++) {
+    input[i] = -1;
+    fresh[i] = rank + 1;
+  }
+  struct copy_job write_input = {input, fresh, sizeof fresh};
+  emu_launch(s, run_copy_job, &write_input);
+  tally_result_t r = tally_allreduce(input, out, 8, TALLY_INT32, TALLY_SUM, comm, s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "%s", tally_comm_last_error(comm)) : 0;
+  for (int i = 0; i < 8 && !bad; i++)
+    if (out[i] != n * (n + 1) / 2) bad = harness_fail(rank, "out[%d] = %d: the input was read before the stream wrote it", i, out[i]);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+Test(streams, host_memory_with_a_stream_blocks_after_the_stream) {
+  cr_assert_eq(harness_run(2, 60, host_with_stream_body, NULL), 0);
+}
+
+/* --- graphs ---------------------------------------------------------------------------------------- */
+
+struct replay_input {
+  int *iteration; /* read when the kernel runs, not when it was captured */
+  int rank;
+  float *dev;
+};
+
+static void write_replay_input(void *arg) {
+  const struct replay_input *in = arg;
+  for (int i = 0; i < 16; i++) in->dev[i] = (float)((in->rank + 1) * *in->iteration);
+}
+
+static int graph_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float *dev = emu_malloc(16 * sizeof(float)), got[16];
+  int iteration = 0;
+  struct replay_input in = {&iteration, rank, dev};
+  struct copy_job read_result = {got, dev, sizeof got};
+  emu_capture_begin(s);
+  emu_launch(s, write_replay_input, &in);
+  tally_result_t r = tally_allreduce(dev, dev, 16, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  struct emu_graph *g = emu_capture_end(s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "capture: %s", tally_comm_last_error(comm)) : 0;
+  for (iteration = 1; iteration <= 3 && !bad; iteration++) {
+    emu_graph_launch(g, s);
+    emu_stream_synchronize(s);
+    float want = (float)(iteration * n * (n + 1) / 2);
+    for (int i = 0; i < 16 && !bad; i++)
+      if (got[i] != want) bad = harness_fail(rank, "replay %d: element %d is %g, want %g", iteration, i, got[i], want);
+  }
+  emu_graph_destroy(g);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+Test(streams, captured_allreduce_runs_at_every_replay) { cr_assert_eq(harness_run(3, 60, graph_body, NULL), 0); }
+
+/* --- failures ---------------------------------------------------------------------------------------- */
+
+/* Rank 1 asks for one element more: the stream must still finish, the device result must be
+ * poisoned, and the error must be reported asynchronously and by the next call. */
+static int mismatch_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float input[5] = {1, 2, 3, 4, 5}, got[5];
+  float *dev = emu_malloc(sizeof input);
+  struct copy_job write_input = {dev, input, sizeof input}, read_result = {got, dev, sizeof got};
+  emu_launch(s, run_copy_job, &write_input);
+  size_t count = rank == 1 ? 5 : 4;
+  tally_result_t r = tally_allreduce(dev, dev, count, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  emu_stream_synchronize(s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "the enqueue itself failed: %s", tally_comm_last_error(comm)) : 0;
+  tally_result_t async = TALLY_SUCCESS;
+  if (tally_comm_get_async_error(comm, &async) != TALLY_SUCCESS || async != TALLY_ERR_MISMATCH)
+    bad += harness_fail(rank, "async error %s, want %s", tally_result_string(async),
+                        tally_result_string(TALLY_ERR_MISMATCH));
+  uint32_t poisoned;
+  memcpy(&poisoned, &got[0], sizeof poisoned);
+  if (poisoned != 0xffffffffu) bad += harness_fail(rank, "the failed call's result is %g, not poisoned", got[0]);
+  r = tally_allreduce(dev, dev, count, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  bad += harness_expect(rank, comm, r, TALLY_ERR_INVALID_USAGE, "error state");
+  r = tally_allreduce(input, got, 4, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  bad += harness_expect(rank, comm, r, TALLY_ERR_INVALID_USAGE, "error state");
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+Test(streams, failed_call_releases_the_stream_poisons_and_reports) {
+  cr_assert_eq(harness_run(2, 60, mismatch_body, NULL), 0);
+}
+
+/* Argument errors are found at the call, before anything is enqueued. */
+static int bad_argument_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float *dev = emu_malloc(16);
+  int bad = harness_expect(rank, comm, tally_allreduce(dev, dev, 4, (tally_datatype_t)99, TALLY_SUM, comm, s),
+                           TALLY_ERR_INVALID_ARGUMENT, "datatype 99");
+  bad += harness_expect(rank, comm, tally_allreduce(dev, NULL, 4, TALLY_FLOAT32, TALLY_SUM, comm, s),
+                        TALLY_ERR_INVALID_ARGUMENT, "recvbuf is NULL");
+  tally_result_t async;
+  bad += harness_expect(rank, comm, tally_comm_get_async_error(comm, NULL), TALLY_ERR_INVALID_ARGUMENT, "NULL");
+  if (tally_comm_get_async_error(comm, &async) != TALLY_SUCCESS || async != TALLY_SUCCESS)
+    bad += harness_fail(rank, "argument errors must not put the communicator in error state");
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+Test(streams, argument_errors_are_reported_at_the_call) {
+  cr_assert_eq(harness_run(2, 60, bad_argument_body, NULL), 0);
+}
+
+Test(streams, async_error_of_a_destroyed_comm_is_refused) {
+  tally_result_t async;
+  cr_assert_eq(tally_comm_get_async_error(NULL, &async), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_comm_last_error(NULL), "tally_comm_get_async_error"));
+}
