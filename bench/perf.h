@@ -1,5 +1,6 @@
 /* perf.h: what the parts of tally-perf share: the parsed options, one rank's benchmark state,
- * the result rows, and the functions each part offers the others. Uses only tally.h. */
+ * the result rows, and the functions each part offers the others. Uses only tally.h (and, in
+ * perf_gpu.c, the CUDA runtime). */
 #ifndef TALLY_BENCH_PERF_H
 #define TALLY_BENCH_PERF_H
 
@@ -30,6 +31,7 @@ struct options {
   bool sweep;              /* --sweep: every algorithm over the range, then the tuner's choice */
   int repeat;              /* --repeat: the sweep's timed loops per measurement (their median) */
   const char *ignored_algo; /* --sweep: the environment's TALLY_ALGO, which it replaces; NULL if unset */
+  bool gpu;                 /* --gpu: buffers in GPU memory, calls on a CUDA stream */
 };
 
 struct place_result {
@@ -48,7 +50,9 @@ struct bench {
   tally_comm_t comm;
   int rank, nranks;
   size_t tsize;
-  char *sbuf, *rbuf;
+  char *sbuf, *rbuf;       /* GPU memory with --gpu */
+  char *host_sbuf, *host_rbuf; /* with --gpu: where the check data is made and read */
+  void *stream;            /* the calls' stream: NULL, or with --gpu a cudaStream_t */
   size_t count;  /* the count argument of the call */
   size_t bytes;  /* the buffer size the row reports */
   size_t send_elems, recv_elems;
@@ -75,6 +79,7 @@ bool coll_rooted(coll_t c);
 
 /* tally-perf.c: running the collective over the size range. start_bench and finish_bench are
  * the range's common start (header, rank list, buffers, -J file) and end; both are collective. */
+void place_in(const struct bench *b, int inplace, char *sbuf, char *rbuf, char **send, char **recv);
 void place_buffers(const struct bench *b, int inplace, char **send, char **recv);
 tally_result_t run_once(const struct bench *b, const void *send, void *recv);
 double now_seconds(void);
@@ -95,6 +100,17 @@ void fill_check_inputs(const struct bench *b, char *send, char *recv);
 uint64_t count_wrong_results(const struct bench *b, const char *recv, bool exact);
 uint64_t count_changed_inputs(const struct bench *b, const char *send);
 uint64_t check_place(const struct bench *b, int inplace);
+
+/* perf_gpu.c: --gpu. gpu_open picks this rank's GPU and makes b->stream; it returns 0, or the exit
+ * status after saying why not (77 where there is no GPU). The others exit with a message on a
+ * CUDA error. gpu_copy is synchronous, in any direction; gpu_copy_bandwidth is device to device,
+ * in GB/s. */
+int gpu_open(struct bench *b);
+void *gpu_alloc(const struct bench *b, size_t bytes);
+void gpu_free(void *p);
+void gpu_sync(const struct bench *b);
+void gpu_copy(const struct bench *b, void *dst, const void *src, size_t bytes);
+double gpu_copy_bandwidth(const struct bench *b, size_t bytes, int iters);
 
 /* perf_soak.c: --soak, random collectives checked exactly for a while; returns the exit status. */
 int run_soak(tally_comm_t comm, const struct options *o);

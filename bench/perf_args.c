@@ -102,6 +102,9 @@ static void usage(FILE *f) {
           "                          time, the fastest, the tuner's choice and its time over the\n"
           "                          fastest's, then the cost model's predicted over measured times\n"
           "                          (out-of-place only; replaces the environment's TALLY_ALGO)\n"
+          "      --gpu               buffers in GPU memory (GPU rank %% GPUs), calls on a CUDA stream and\n"
+          "                          timed to its completion; prints the GPU's device-to-device\n"
+          "                          cudaMemcpy bandwidth first (the size range only)\n"
           "      --repeat R          with --sweep: each time is the median of R timed loops of -n\n"
           "                          iterations (default 3)\n"
           "      --soak SECONDS      instead of the size range, run random collectives, sizes (1\n"
@@ -224,7 +227,7 @@ void parse_args(int argc, char **argv, struct options *o) {
   o->repeat = SWEEP_DEFAULT_REPEAT;
   bool have_coll = false, have_timeout = false, have_seed = false, have_repeat = false, have_algo = false;
   int sweep_opt = 0; /* the last option seen that only the sweep uses */
-  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT };
+  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU };
 
   static const struct option longopts[] = {
       {"minbytes", required_argument, NULL, 'b'},   {"maxbytes", required_argument, NULL, 'e'},
@@ -236,7 +239,8 @@ void parse_args(int argc, char **argv, struct options *o) {
       {"json", required_argument, NULL, 'J'},       {"help", no_argument, NULL, 'h'},
       {"soak", required_argument, NULL, OPT_SOAK},  {"seed", required_argument, NULL, OPT_SEED},
       {"algo", required_argument, NULL, 'a'},       {"sweep", no_argument, NULL, OPT_SWEEP},
-      {"repeat", required_argument, NULL, OPT_REPEAT}, {NULL, 0, NULL, 0},
+      {"repeat", required_argument, NULL, OPT_REPEAT}, {"gpu", no_argument, NULL, OPT_GPU},
+      {NULL, 0, NULL, 0},
   };
   opterr = 0;
   int c;
@@ -264,6 +268,7 @@ void parse_args(int argc, char **argv, struct options *o) {
       have_algo = true;
       break;
     case OPT_SWEEP: o->sweep = true; break;
+    case OPT_GPU: o->gpu = true; break;
     case OPT_REPEAT:
       o->repeat = (int)parse_int("--repeat", optarg, 1, SWEEP_MAX_REPEAT);
       have_repeat = true;
@@ -296,6 +301,8 @@ void parse_args(int argc, char **argv, struct options *o) {
     if (!found) bad_arg("unknown collective '%s' (allreduce allgather reducescatter broadcast reduce)", argv[i]);
     have_coll = true;
   }
+  if (o->gpu && (o->sweep || o->soak_seconds > 0))
+    bad_arg("--gpu measures the size range only: drop --sweep or --soak");
   if (o->soak_seconds > 0) {
     if (o->sweep) bad_arg("--sweep and --soak are different runs: give one of them");
     if (sweep_opt != 0)

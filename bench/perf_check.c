@@ -285,7 +285,20 @@ uint64_t count_changed_inputs(const struct bench *b, const char *send) {
 uint64_t check_place(const struct bench *b, int inplace) {
   char *send, *recv;
   place_buffers(b, inplace, &send, &recv);
-  fill_check_inputs(b, send, recv);
+  if (!b->o->gpu) {
+    fill_check_inputs(b, send, recv);
+    TRY(b, run_once(b, send, recv));
+    return count_wrong_results(b, recv, false);
+  }
+  /* --gpu: the check data is made and read in host copies laid out like the GPU buffers. */
+  char *host_send, *host_recv;
+  size_t recv_bytes = b->recv_elems * b->tsize;
+  place_in(b, inplace, b->host_sbuf, b->host_rbuf, &host_send, &host_recv);
+  fill_check_inputs(b, host_send, host_recv);
+  gpu_copy(b, recv, host_recv, recv_bytes);
+  gpu_copy(b, send, host_send, b->send_elems * b->tsize);
   TRY(b, run_once(b, send, recv));
-  return count_wrong_results(b, recv, false);
+  gpu_sync(b);
+  gpu_copy(b, host_recv, recv, recv_bytes);
+  return count_wrong_results(b, host_recv, false);
 }

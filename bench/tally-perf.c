@@ -25,37 +25,42 @@ void bench_fail(const struct bench *b, tally_result_t r) {
   exit(1);
 }
 
-/* The send and receive buffers of the out-of-place (0) or in-place (1) call at the current size. */
-void place_buffers(const struct bench *b, int inplace, char **send, char **recv) {
+/* The send and receive buffers of the out-of-place (0) or in-place (1) call at the current size,
+ * laid out in sbuf and rbuf. */
+void place_in(const struct bench *b, int inplace, char *sbuf, char *rbuf, char **send, char **recv) {
   if (!inplace) {
-    *send = b->sbuf;
-    *recv = b->rbuf;
+    *send = sbuf;
+    *recv = rbuf;
     return;
   }
   switch (b->o->coll) {
   case COLL_ALLGATHER:
-    *recv = b->rbuf;
-    *send = b->rbuf + (size_t)b->rank * b->count * b->tsize;
+    *recv = rbuf;
+    *send = rbuf + (size_t)b->rank * b->count * b->tsize;
     break;
   case COLL_REDUCESCATTER:
-    *send = b->rbuf;
-    *recv = b->rbuf + (size_t)b->rank * b->count * b->tsize;
+    *send = rbuf;
+    *recv = rbuf + (size_t)b->rank * b->count * b->tsize;
     break;
   default:
-    *send = *recv = b->rbuf;
+    *send = *recv = rbuf;
     break;
   }
+}
+
+void place_buffers(const struct bench *b, int inplace, char **send, char **recv) {
+  place_in(b, inplace, b->sbuf, b->rbuf, send, recv);
 }
 
 /* One call of the chosen collective at the current size. */
 tally_result_t run_once(const struct bench *b, const void *send, void *recv) {
   const struct options *o = b->o;
   switch (o->coll) {
-  case COLL_ALLREDUCE: return tally_allreduce(send, recv, b->count, o->type, o->op, b->comm, NULL);
-  case COLL_ALLGATHER: return tally_allgather(send, recv, b->count, o->type, b->comm, NULL);
-  case COLL_REDUCESCATTER: return tally_reduce_scatter(send, recv, b->count, o->type, o->op, b->comm, NULL);
-  case COLL_BROADCAST: return tally_broadcast(send, recv, b->count, o->type, o->root, b->comm, NULL);
-  case COLL_REDUCE: return tally_reduce(send, recv, b->count, o->type, o->op, o->root, b->comm, NULL);
+  case COLL_ALLREDUCE: return tally_allreduce(send, recv, b->count, o->type, o->op, b->comm, b->stream);
+  case COLL_ALLGATHER: return tally_allgather(send, recv, b->count, o->type, b->comm, b->stream);
+  case COLL_REDUCESCATTER: return tally_reduce_scatter(send, recv, b->count, o->type, o->op, b->comm, b->stream);
+  case COLL_BROADCAST: return tally_broadcast(send, recv, b->count, o->type, o->root, b->comm, b->stream);
+  case COLL_REDUCE: return tally_reduce(send, recv, b->count, o->type, o->op, o->root, b->comm, b->stream);
   }
   return TALLY_ERR_INTERNAL;
 }
@@ -74,9 +79,11 @@ double time_place(const struct bench *b, int inplace, int warmup) {
   char *send, *recv;
   place_buffers(b, inplace, &send, &recv);
   for (int i = 0; i < warmup; i++) TRY(b, run_once(b, send, recv));
+  if (b->o->gpu) gpu_sync(b);
   TRY(b, tally_barrier(b->comm, NULL));
   double t0 = now_seconds();
   for (int i = 0; i < b->o->iters; i++) TRY(b, run_once(b, send, recv));
+  if (b->o->gpu) gpu_sync(b); /* stream-ordered calls: done when the stream is */
   double local = (now_seconds() - t0) / b->o->iters * 1e6, slowest = 0;
   TRY(b, tally_allreduce(&local, &slowest, 1, TALLY_FLOAT64, TALLY_MAX, b->comm, NULL));
   return slowest;
@@ -186,9 +193,24 @@ int start_bench(struct bench *b, tally_comm_t comm, const struct options *o, FIL
     tally_comm_destroy(comm);
     return 1;
   }
-  b->sbuf = alloc_buffer(b, o->maxbytes);
-  b->rbuf = alloc_buffer(b, o->maxbytes);
+  if (o->gpu) {
+    int status = gpu_open(b);
+    if (status != 0) {
+      tally_comm_destroy(comm);
+      return status;
+    }
+    b->sbuf = gpu_alloc(b, o->maxbytes);
+    b->rbuf = gpu_alloc(b, o->maxbytes);
+    b->host_sbuf = alloc_buffer(b, o->maxbytes);
+    b->host_rbuf = alloc_buffer(b, o->maxbytes);
+  } else {
+    b->sbuf = alloc_buffer(b, o->maxbytes);
+    b->rbuf = alloc_buffer(b, o->maxbytes);
+  }
   if (b->rank == 0) print_header(b);
+  if (o->gpu && b->rank == 0)
+    printf("# GPU buffers; device-to-device cudaMemcpy of %zu bytes on rank 0's GPU: %.2f GB/s\n", o->maxbytes,
+           gpu_copy_bandwidth(b, o->maxbytes, 20));
   print_ranks(b);
   return 0;
 }
@@ -198,6 +220,13 @@ int start_bench(struct bench *b, tally_comm_t comm, const struct options *o, FIL
 void finish_bench(struct bench *b) {
   TRY(b, tally_barrier(b->comm, NULL));
   TRY(b, tally_comm_destroy(b->comm));
+  if (b->o->gpu) {
+    gpu_free(b->sbuf);
+    gpu_free(b->rbuf);
+    free(b->host_sbuf);
+    free(b->host_rbuf);
+    return;
+  }
   free(b->sbuf);
   free(b->rbuf);
 }

@@ -13,7 +13,7 @@
 
 #include "emulated_device.h"
 #include "harness.h"
-#include "reduce.h"
+#include "device_cases.h"
 
 /* --- kernels: stream-ordered host work ----------------------------------------------------------- */
 
@@ -28,55 +28,11 @@ static void run_copy_job(void *arg) {
   memcpy(job->dst, job->src, job->bytes);
 }
 
-/* Element i of rank r's input, as a small integer in any datatype (exact in fp16 and bf16). */
-static void store_value(void *buf, size_t i, tally_datatype_t dt, int value) {
-  switch (dt) {
-  case TALLY_INT8: ((int8_t *)buf)[i] = (int8_t)value; break;
-  case TALLY_UINT8: ((uint8_t *)buf)[i] = (uint8_t)value; break;
-  case TALLY_INT32: ((int32_t *)buf)[i] = value; break;
-  case TALLY_UINT32: ((uint32_t *)buf)[i] = (uint32_t)value; break;
-  case TALLY_INT64: ((int64_t *)buf)[i] = value; break;
-  case TALLY_UINT64: ((uint64_t *)buf)[i] = (uint64_t)value; break;
-  case TALLY_FLOAT16: ((uint16_t *)buf)[i] = tally_float_to_half((float)value); break;
-  case TALLY_BFLOAT16: ((uint16_t *)buf)[i] = tally_float_to_bf16((float)value); break;
-  case TALLY_FLOAT32: ((float *)buf)[i] = (float)value; break;
-  case TALLY_FLOAT64: ((double *)buf)[i] = value; break;
-  default: break;
-  }
-}
-
-static void fill_input(void *buf, size_t elems, tally_datatype_t dt, int rank) {
-  for (size_t i = 0; i < elems; i++) store_value(buf, i, dt, (int)((rank + 1) * (i % 5 + 1)) % 23);
-}
-
 /* --- one collective, device against host -------------------------------------------------------- */
 
 enum placement { DEVICE_TO_DEVICE, DEVICE_IN_PLACE, HOST_TO_DEVICE, DEVICE_TO_PINNED, MANAGED_TO_MANAGED, PLACEMENTS };
 static const char *placement_name[] = {"device->device", "device in place", "host->device", "device->pinned",
                                        "managed->managed"};
-
-struct call {
-  const char *coll;
-  tally_datatype_t dt;
-  tally_op_t op;
-  size_t count;
-  int root;
-};
-
-static void buffer_bytes(const struct call *c, int n, size_t *send, size_t *recv) {
-  size_t bytes = c->count * tally_datatype_size(c->dt);
-  *send = *recv = bytes;
-  if (!strcmp(c->coll, "allgather")) *recv = bytes * (size_t)n;
-  if (!strcmp(c->coll, "reduce_scatter")) *send = bytes * (size_t)n;
-}
-
-static tally_result_t issue(const struct call *c, const void *send, void *recv, tally_comm_t comm, void *stream) {
-  if (!strcmp(c->coll, "allreduce")) return tally_allreduce(send, recv, c->count, c->dt, c->op, comm, stream);
-  if (!strcmp(c->coll, "allgather")) return tally_allgather(send, recv, c->count, c->dt, comm, stream);
-  if (!strcmp(c->coll, "reduce_scatter")) return tally_reduce_scatter(send, recv, c->count, c->dt, c->op, comm, stream);
-  if (!strcmp(c->coll, "broadcast")) return tally_broadcast(send, recv, c->count, c->dt, c->root, comm, stream);
-  return tally_reduce(send, recv, c->count, c->dt, c->op, c->root, comm, stream);
-}
 
 static void *alloc_kind(enum tally_mem_kind kind, size_t bytes) {
   switch (kind) {
@@ -97,15 +53,15 @@ static void free_kind(enum tally_mem_kind kind, void *p) {
 /* Runs c on host memory for the reference, then on the placement's buffers through a stream that
  * is held at a gate until the call has returned: the input is written by a kernel just before the
  * collective and the result read by one just after, with no host synchronization between. */
-static int check_call(tally_comm_t comm, int rank, int n, const struct call *c, enum placement where,
+static int check_call(tally_comm_t comm, int rank, int n, const struct device_call *c, enum placement where,
                       struct emu_stream *s) {
   size_t send_bytes, recv_bytes;
-  buffer_bytes(c, n, &send_bytes, &recv_bytes);
+  device_call_bytes(c, n, &send_bytes, &recv_bytes);
   size_t es = tally_datatype_size(c->dt);
   char *input = malloc(send_bytes), *want = malloc(recv_bytes), *got = malloc(recv_bytes);
-  fill_input(input, send_bytes / es, c->dt, rank);
+  device_call_fill(input, send_bytes / es, c->dt, rank);
   memset(want, 0, recv_bytes);
-  tally_result_t r = issue(c, input, want, comm, NULL);
+  tally_result_t r = device_call_issue(c, input, want, comm, NULL);
   if (r != TALLY_SUCCESS) return harness_fail(rank, "host reference %s: %s", c->coll, tally_comm_last_error(comm));
 
   enum tally_mem_kind send_kind = where == HOST_TO_DEVICE       ? TALLY_MEM_HOST
@@ -117,9 +73,7 @@ static int check_call(tally_comm_t comm, int rank, int n, const struct call *c, 
   char *send, *recv, *whole = NULL;
   if (where == DEVICE_IN_PLACE) { /* NCCL's in-place layouts */
     whole = emu_malloc(send_bytes > recv_bytes ? send_bytes : recv_bytes);
-    send = recv = whole;
-    if (!strcmp(c->coll, "allgather")) send = whole + (size_t)rank * send_bytes;
-    if (!strcmp(c->coll, "reduce_scatter")) recv = whole + (size_t)rank * recv_bytes;
+    device_call_in_place(c, rank, whole, send_bytes, recv_bytes, &send, &recv);
   } else {
     send = alloc_kind(send_kind, send_bytes);
     recv = alloc_kind(recv_kind, recv_bytes);
@@ -127,14 +81,13 @@ static int check_call(tally_comm_t comm, int rank, int n, const struct call *c, 
   if (send_kind == TALLY_MEM_HOST) memset(send, 0xa5, send_bytes); /* garbage until the kernel runs */
 
   /* A rank whose used buffers are all host memory blocks until its stream is done: no gate then. */
-  int uses_send = strcmp(c->coll, "broadcast") != 0 || rank == c->root;
-  int uses_recv = strcmp(c->coll, "reduce") != 0 || rank == c->root;
+  int uses_send = device_call_uses_send(c, rank), uses_recv = device_call_uses_recv(c, rank);
   int on_stream = (uses_send && send_kind != TALLY_MEM_HOST) || (uses_recv && recv_kind != TALLY_MEM_PINNED);
   struct emu_gate *gate = emu_gate_create();
   struct copy_job write_input = {send, input, send_bytes}, read_result = {got, recv, recv_bytes};
   if (on_stream) emu_gate_wait_on(s, gate);
   emu_launch(s, run_copy_job, &write_input);
-  r = issue(c, send, recv, comm, s);
+  r = device_call_issue(c, send, recv, comm, s);
   emu_launch(s, run_copy_job, &read_result);
   emu_gate_open(gate); /* only now can the stream run: the call did not wait for it */
   emu_stream_synchronize(s);
@@ -165,13 +118,12 @@ static int every_collective_body(tally_comm_t comm, int rank, int n, void *arg) 
   int bad = 0;
   for (int dt = 0; dt < TALLY_NUM_DATATYPES; dt++)
     for (int op = 0; op < TALLY_NUM_OPS; op++)
-      bad += check_call(comm, rank, n, &(struct call){"allreduce", dt, op, 37, 0}, DEVICE_TO_DEVICE, s);
-  const char *colls[] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce"};
+      bad += check_call(comm, rank, n, &(struct device_call){"allreduce", dt, op, 37, 0}, DEVICE_TO_DEVICE, s);
   const size_t counts[] = {1, 40000}; /* 40000 floats: larger than a staging block's minimum */
   for (int k = 0; k < 5; k++)
     for (int where = 0; where < PLACEMENTS; where++)
       for (int ci = 0; ci < 2; ci++)
-        bad += check_call(comm, rank, n, &(struct call){colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1},
+        bad += check_call(comm, rank, n, &(struct device_call){device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1},
                           where, s);
   emu_stream_destroy(s);
   return bad;

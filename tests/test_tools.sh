@@ -32,6 +32,17 @@ expect_text "soak message" "soak needs a positive number of seconds, not 'ten'"
 check "tally-perf --soak 0 is refused" 2 "$bin/tally-perf" --soak 0
 check "tally-perf --soak with a collective" 2 "$bin/tally-perf" allreduce --soak 1
 expect_text "soak collective message" "drop 'allreduce'"
+check "tally-perf --gpu with --sweep" 2 "$bin/tally-perf" allreduce --gpu --sweep
+expect_text "gpu sweep message" "gpu measures the size range only"
+# --gpu: with a GPU, checked results; without one (or without CUDA in the build), a line saying so.
+out=$(timeout 120 "$bin/tally-perf" allreduce --gpu -N 2 -b 8 -e 64K 2>&1)
+if [ $? = 0 ]; then
+  expect_text "tally-perf --gpu results" "Out of bounds values : 0 OK"
+  expect_text "tally-perf --gpu copy limit" "device-to-device cudaMemcpy of 65536 bytes"
+else
+  expect_text "tally-perf --gpu without a GPU says why" "no CUDA device: skipped|no CUDA support"
+  echo "ok   tally-perf --gpu: no GPU here, the refusal is checked instead"
+fi
 # Only rank 1 fails (the others would run for 30 s): tally-run must stop them and exit with its status.
 check "tally-run names the failing rank" 1 "$bin/tally-run" -n 3 sh -c '[ $TALLY_RANK = 1 ] && exit 1; exec sleep 30'
 expect_text "failing rank named" "rank 1 .*exited with status 1"
