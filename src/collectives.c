@@ -94,14 +94,17 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
     r = algo->run(comm, &call);
   }
-  if (r != TALLY_SUCCESS) {
-    comm->error = r;
-    remember(comm, r);
-    name_culprit(comm);
-    snprintf(comm->failure, sizeof comm->failure, "%s", comm->last_error);
-    tally_comm_fail(comm, r);
-  }
+  if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
   comm->seq++;
+  return r;
+}
+
+tally_result_t tally_coll_fail(tally_comm_t comm, tally_result_t r) {
+  comm->error = r;
+  remember(comm, r);
+  name_culprit(comm);
+  snprintf(comm->failure, sizeof comm->failure, "%s", comm->last_error);
+  tally_comm_fail(comm, r);
   return r;
 }
 

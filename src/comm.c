@@ -21,6 +21,7 @@
 #include "log.h"
 #include "registry.h"
 #include "stream_queue.h"
+#include "../transports/cudaipc/window.h"
 
 tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
   if (bytes <= *have) return TALLY_SUCCESS;
@@ -122,6 +123,7 @@ const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *
 
 static void comm_free(struct tally_comm *c) {
   tally_stream_queue_close(c);
+  tally_ipc_window_close(c->ipc_window);
   tally_board_close(c);
   tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);

@@ -78,6 +78,8 @@ struct tally_comm {
   void *staging; /* chunk-sized receive slots for reductions */
   size_t staging_bytes;
   struct tally_stream_queue *stream_queue; /* NULL until the first call with device buffers */
+  struct tally_ipc_window *ipc_window;     /* transports/cudaipc: NULL until its first call */
+  int ipc_refused;                         /* the window could not be opened on every rank */
 };
 
 /* Builds a communicator: configuration (the environment, then `overrides` when not NULL),

@@ -136,6 +136,14 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          v);
     cfg->ring_channels = (int)n;
   }
+  if ((v = env("TALLY_CUDAIPC_MB"))) {
+    if (parse_long(v, 0, 4096, &n))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_CUDAIPC_MB='%s' is not a whole number from 0 (off: stage device buffers through host "
+                         "memory) to 4096 (MiB of GPU memory per rank for direct GPU-to-GPU collectives on one host)",
+                         v);
+    cfg->cudaipc_bytes = (size_t)n << 20;
+  }
   if ((v = env("TALLY_KEEPALIVE"))) {
     if (parse_long(v, 1, 3600, &n))
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,

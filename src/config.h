@@ -24,6 +24,8 @@ struct tally_config {
   size_t ib_reg_cache_bytes; /* TALLY_IB_REG_CACHE_MB: registered user memory kept for reuse */
   char tuning_file[4096];    /* TALLY_TUNING_FILE: link costs to use instead of measuring them; "" = none */
   int tuning_cache;          /* TALLY_TUNING_CACHE: 1 (default) keeps measured link costs per host, 0 never */
+  size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
+                                (transports/cudaipc); 0 (default) stages them through host memory */
 };
 
 tally_result_t tally_config_load(struct tally_config *cfg);

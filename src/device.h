@@ -25,13 +25,28 @@ struct tally_device_ops {
   /* fn(arg) runs once the stream reaches this point, on a thread of the device runtime; fn must
    * neither block nor call the device runtime. */
   tally_result_t (*host_call_async)(void *stream, void (*fn)(void *), void *arg);
-  /* The stream waits until *flag (in memory from alloc_pinned) is 1. */
-  tally_result_t (*wait_flag_async)(void *stream, volatile uint32_t *flag);
+  /* The stream waits until *flag (in memory from alloc_pinned) is 1 or 2; at 2 (the call failed)
+   * it first fills `poison_bytes` at `poison` (device-accessible; NULL: nothing) with 0xff. */
+  tally_result_t (*wait_flag_async)(void *stream, volatile uint32_t *flag, void *poison, size_t poison_bytes);
   tally_result_t (*stream_sync)(void *stream);
   /* *capturing = 1 while the stream is being captured into a graph (work is recorded, not run). */
   tally_result_t (*is_capturing)(void *stream, int *capturing);
   tally_result_t (*alloc_pinned)(void **p, size_t bytes);
   void (*free_pinned)(void *p);
+
+  /* Device memory other processes of this host can map (transports/cudaipc): export writes an
+   * ipc_handle_bytes handle of an allocation made by alloc_device; import maps a peer's.
+   * ipc_handle_bytes is 0 where the device cannot. */
+  size_t ipc_handle_bytes;
+  tally_result_t (*alloc_device)(void **p, size_t bytes);
+  void (*free_device)(void *p);
+  tally_result_t (*ipc_export)(void *p, void *handle);
+  tally_result_t (*ipc_import)(const void *handle, void **p);
+  void (*ipc_close)(void *p);
+  /* The reduction kernels, enqueued on the stream (device-accessible pointers; as reduce.h). */
+  tally_result_t (*reduce_async)(void *out, const void *a, const void *b, size_t count, tally_datatype_t dt,
+                                 tally_op_t op, void *stream);
+  tally_result_t (*finish_avg_async)(void *buf, size_t count, tally_datatype_t dt, int n, void *stream);
 };
 
 /* The device runtime in use, or NULL when this build or machine has none; decided on first use. */

@@ -4,6 +4,7 @@
 #include "stream_queue.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,20 +14,38 @@
 #include "error.h"
 #include "log.h"
 #include "pinned_pool.h"
+#include "../transports/cudaipc/ipc_collectives.h"
 
 enum { STAGING_ALIGN = 256 }; /* the flag's line, then each staged region, on this boundary */
+
+/* What the queue thread does with an op. */
+enum op_kind {
+  OP_COLLECTIVE, /* runs desc */
+  OP_CHECK,      /* runs nothing: reports whether an earlier call failed (see enqueue_check) */
+  OP_AGREE,      /* desc gathers every rank's fingerprint of a call; they must all be the same */
+};
+
+/* What every rank must agree on before a call made of several steps (transports/cudaipc). */
+struct call_fingerprint {
+  uint64_t count;
+  int32_t coll, datatype, op, root;
+};
 
 struct stream_op {
   struct tally_stream_queue *queue;
   const char *fn;
   struct tally_coll_desc desc; /* its device buffers replaced by their staging */
   struct tally_pinned_block *block;
-  _Atomic uint32_t *flag;     /* at the block's start: 1 lets the stream go on */
+  _Atomic uint32_t *flag;     /* at the block's start: 1 lets the stream go on, 2 too after a failure */
   void *result_staging;       /* filled with 0xff when the collective fails */
   size_t result_bytes;
+  void *device_poison;        /* where the wait kernel writes 0xff on failure (a check op's result) */
+  size_t device_poison_bytes;
+  enum op_kind kind;
   int persistent;             /* captured into a graph: runs at every replay, freed at destroy */
   int orphan;                 /* its stream work was enqueued only in part: the thread retires it */
   int host_call, done;        /* a blocking host-memory call waiting for its turn */
+  struct call_fingerprint fingerprint; /* OP_AGREE: this rank's */
   tally_result_t result;
   struct stream_op *next;      /* in the ready list */
   struct stream_op *next_kept; /* in the persistent list */
@@ -113,6 +132,38 @@ static void retire_locked(struct tally_stream_queue *q, struct stream_op *op) {
   free(op);
 }
 
+static void describe(const struct call_fingerprint *f, char *buf, size_t len) {
+  snprintf(buf, len, "%s(count=%llu, %s, %s, root %d)", tally_coll_name((enum tally_coll)f->coll),
+           (unsigned long long)f->count, tally_datatype_name((tally_datatype_t)f->datatype) ?: "?",
+           tally_op_name((tally_op_t)f->op) ?: "?", (int)f->root);
+}
+
+/* OP_AGREE: gathers the fingerprints, then fails the communicator (as a mismatch naming the first
+ * rank that differs) unless all are this rank's. */
+static tally_result_t agree(struct tally_comm *comm, struct stream_op *op) {
+  TALLY_CHECK(tally_coll_execute(op->fn, &op->desc, comm));
+  const struct call_fingerprint *all = op->desc.recvbuf;
+  for (int r = 0; r < comm->nranks; r++) {
+    if (memcmp(&all[r], &op->fingerprint, sizeof op->fingerprint) == 0) continue;
+    char theirs[160], mine[160];
+    describe(&all[r], theirs, sizeof theirs);
+    describe(&op->fingerprint, mine, sizeof mine);
+    tally_error_blame(r);
+    return tally_coll_fail(comm, TALLY_ERROR(TALLY_ERR_MISMATCH,
+                                             "%s: collective mismatch: rank %d called %s but this rank called %s", op->fn,
+                                             r, theirs, mine));
+  }
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t run_op(struct tally_comm *comm, struct stream_op *op) {
+  switch (op->kind) {
+  case OP_CHECK: return TALLY_SUCCESS; /* the thread reads the queue's failure instead */
+  case OP_AGREE: return agree(comm, op);
+  default: return tally_coll_execute(op->fn, &op->desc, comm);
+  }
+}
+
 static void *queue_thread(void *arg) {
   struct tally_stream_queue *q = arg;
   pthread_mutex_lock(&q->lock);
@@ -124,16 +175,17 @@ static void *queue_thread(void *arg) {
     if (!q->ready_head) q->ready_tail = NULL;
     pthread_mutex_unlock(&q->lock);
 
-    tally_result_t r = tally_coll_execute(op->fn, &op->desc, q->comm);
+    tally_result_t r = run_op(q->comm, op);
     if (r != TALLY_SUCCESS) poison(op);
 
     pthread_mutex_lock(&q->lock);
+    if (op->kind == OP_CHECK) r = q->failed;
     if (r != TALLY_SUCCESS && q->failed == TALLY_SUCCESS) q->failed = r;
     if (op->host_call) {
       op->result = r;
       op->done = 1;
     } else {
-      atomic_store_explicit(op->flag, 1, memory_order_release);
+      atomic_store_explicit(op->flag, r == TALLY_SUCCESS ? 1 : 2, memory_order_release);
       if (op->orphan) retire_locked(q, op);
     }
     pthread_cond_broadcast(&q->changed);
@@ -165,7 +217,7 @@ static void op_ready(void *arg) {
     q->not_ready--;
   if (q->abandoned) {
     poison(op);
-    atomic_store_explicit(op->flag, 1, memory_order_release);
+    atomic_store_explicit(op->flag, 2, memory_order_release);
   } else {
     push_ready_locked(q, op);
   }
@@ -263,26 +315,40 @@ static tally_result_t enqueue_on_stream(struct tally_stream_queue *q, struct str
   if (plan->stage_send) TALLY_CHECK(dev->copy_async((void *)op->desc.sendbuf, user->sendbuf, plan->send_bytes, stream));
   TALLY_CHECK(dev->host_call_async(stream, op_ready, op));
   *handed_off = 1;
-  TALLY_CHECK(dev->wait_flag_async(stream, (volatile uint32_t *)op->flag));
+  TALLY_CHECK(dev->wait_flag_async(stream, (volatile uint32_t *)op->flag, op->device_poison, op->device_poison_bytes));
   if (plan->stage_recv) TALLY_CHECK(dev->copy_async(user->recvbuf, op->desc.recvbuf, plan->recv_bytes, stream));
   TALLY_CHECK(dev->host_call_async(stream, op_retire, op));
   return TALLY_SUCCESS;
 }
 
-tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
-                                    const struct tally_coll_desc *d, void *stream) {
-  if (!comm->stream_queue) TALLY_CHECK(queue_open(comm, dev, &comm->stream_queue));
-  struct tally_stream_queue *q = comm->stream_queue;
-  TALLY_CHECK(refuse_if_failed(q, fn));
+/* Enqueues op (its block attached) on the stream; on failure undoes what can be undone. */
+static tally_result_t enqueue_op(struct tally_stream_queue *q, struct stream_op *op, const struct tally_coll_desc *user,
+                                 const struct staging_plan *plan, void *stream) {
+  int handed_off;
+  tally_result_t r = enqueue_on_stream(q, op, user, plan, stream, &handed_off);
+  if (r == TALLY_SUCCESS || op->persistent) return r; /* a failed capture is invalid anyway; op stays kept */
+  pthread_mutex_lock(&q->lock);
+  if (!handed_off) {
+    q->not_ready--;
+    q->in_flight--;
+    tally_pinned_give_back(&q->pool, op->block);
+    free(op);
+  } else {
+    op->orphan = 1; /* the thread retires it after running it */
+  }
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+/* A new op with its staging block, counted as in flight (or kept, when captured). */
+static tally_result_t new_op(struct tally_stream_queue *q, const char *fn, const struct tally_coll_desc *d,
+                             const struct staging_plan *plan, void *stream, struct stream_op **out) {
   int capturing = 0;
-  TALLY_CHECK(dev->is_capturing(stream, &capturing));
-  struct staging_plan plan;
-  plan_staging(dev, d, comm->rank, comm->nranks, &plan);
+  TALLY_CHECK(q->dev->is_capturing(stream, &capturing));
   struct stream_op *op = op_for_call(q, fn, d, capturing);
   if (!op) return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory for a stream-ordered call", fn);
-
   pthread_mutex_lock(&q->lock);
-  tally_result_t r = tally_pinned_take(&q->pool, plan.block_bytes, &op->block);
+  tally_result_t r = tally_pinned_take(&q->pool, plan->block_bytes, &op->block);
   if (r == TALLY_SUCCESS) {
     if (capturing) {
       op->next_kept = q->kept;
@@ -297,22 +363,69 @@ tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_
     free(op);
     return r;
   }
-  attach_block(op, &plan);
+  attach_block(op, plan);
+  *out = op;
+  return TALLY_SUCCESS;
+}
 
-  int handed_off;
-  r = enqueue_on_stream(q, op, d, &plan, stream, &handed_off);
-  if (r == TALLY_SUCCESS || capturing) return r; /* a failed capture is invalid anyway; op stays kept */
-  pthread_mutex_lock(&q->lock);
-  if (!handed_off) {
-    q->not_ready--;
-    q->in_flight--;
-    tally_pinned_give_back(&q->pool, op->block);
-    free(op);
-  } else {
-    op->orphan = 1; /* the thread retires it after running it */
+static tally_result_t queue_for(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn) {
+  if (!comm->stream_queue) TALLY_CHECK(queue_open(comm, dev, &comm->stream_queue));
+  return refuse_if_failed(comm->stream_queue, fn);
+}
+
+tally_result_t tally_stream_enqueue_staged(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
+                                           const struct tally_coll_desc *d, void *stream) {
+  TALLY_CHECK(queue_for(comm, dev, fn));
+  struct staging_plan plan;
+  plan_staging(dev, d, comm->rank, comm->nranks, &plan);
+  struct stream_op *op;
+  TALLY_CHECK(new_op(comm->stream_queue, fn, d, &plan, stream, &op));
+  return enqueue_op(comm->stream_queue, op, d, &plan, stream);
+}
+
+/* After a call made of several steps: a hand-off that runs nothing and, if any step failed, has
+ * the wait kernel fill the call's result with 0xff. */
+static tally_result_t enqueue_check(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
+                                    const struct tally_coll_desc *d, void *stream) {
+  struct tally_coll_desc nothing = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0};
+  struct staging_plan plan;
+  plan_staging(dev, &nothing, comm->rank, comm->nranks, &plan);
+  struct stream_op *op;
+  TALLY_CHECK(new_op(comm->stream_queue, fn, &nothing, &plan, stream, &op));
+  size_t send_bytes;
+  tally_coll_buffer_bytes(d, comm->rank, comm->nranks, &send_bytes, &op->device_poison_bytes);
+  op->device_poison = op->device_poison_bytes ? d->recvbuf : NULL;
+  op->kind = OP_CHECK;
+  return enqueue_op(comm->stream_queue, op, &nothing, &plan, stream);
+}
+
+tally_result_t tally_stream_enqueue_agreement(struct tally_comm *comm, const struct tally_device_ops *dev,
+                                              const char *fn, const struct tally_coll_desc *d, void *stream) {
+  TALLY_CHECK(queue_for(comm, dev, fn));
+  /* An allgather of one fingerprint per rank, into the op's block; the send side is the op itself. */
+  struct tally_coll_desc gather = {TALLY_COLL_ALLGATHER, NULL, NULL, sizeof(struct call_fingerprint), TALLY_UINT8,
+                                   TALLY_SUM, 0, 0};
+  struct staging_plan plan = {.block_bytes = STAGING_ALIGN + align_up(sizeof(struct call_fingerprint) *
+                                                                      (size_t)comm->nranks)};
+  struct stream_op *op;
+  TALLY_CHECK(new_op(comm->stream_queue, fn, &gather, &plan, stream, &op));
+  op->kind = OP_AGREE;
+  op->fingerprint = (struct call_fingerprint){d->count, (int32_t)d->coll, (int32_t)d->datatype, (int32_t)d->op,
+                                              (int32_t)d->root};
+  op->desc.sendbuf = &op->fingerprint;
+  op->desc.recvbuf = (char *)op->block->mem + STAGING_ALIGN;
+  return enqueue_op(comm->stream_queue, op, &gather, &plan, stream);
+}
+
+tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
+                                    const struct tally_coll_desc *d, void *stream) {
+  TALLY_CHECK(queue_for(comm, dev, fn));
+  if (tally_ipc_wanted(comm, dev, d)) {
+    int taken = 0;
+    TALLY_CHECK(tally_ipc_enqueue(comm, dev, d, stream, &taken));
+    if (taken) return enqueue_check(comm, dev, fn, d, stream);
   }
-  pthread_mutex_unlock(&q->lock);
-  return r;
+  return tally_stream_enqueue_staged(comm, dev, fn, d, stream);
 }
 
 static int all_handed_off(const struct tally_stream_queue *q) { return q->not_ready == 0; }

@@ -24,9 +24,18 @@ struct tally_comm;
 int tally_stream_needs_queue(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank,
                              int nranks);
 
-/* Enqueues validated d on stream (never NULL: the caller maps NULL to the default stream). */
+/* Enqueues validated d on stream (never NULL: the caller maps NULL to the default stream):
+ * through the CUDA IPC window when transports/cudaipc takes it, else staged as above. */
 tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
                                     const struct tally_coll_desc *d, void *stream);
+/* The staged way only (the IPC collectives' stream-ordered barriers use it). */
+tally_result_t tally_stream_enqueue_staged(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
+                                           const struct tally_coll_desc *d, void *stream);
+
+/* A step every rank must take together before a call made of several steps: it fails (as a
+ * collective mismatch) unless every rank is making the same call d. */
+tally_result_t tally_stream_enqueue_agreement(struct tally_comm *comm, const struct tally_device_ops *dev,
+                                              const char *fn, const struct tally_coll_desc *d, void *stream);
 
 /* Runs a host-memory collective through the queue when comm has one, blocking; returns
  * -1 (and runs nothing) when it has none. */

@@ -1,4 +1,5 @@
-/* The emulated device (emulated_device.h): memory tables, stream threads, capture and gates. */
+/* The emulated device (emulated_device.h): memory tables, stream threads, capture, gates, the IPC
+ * arena and the reduction "kernels". */
 #define _GNU_SOURCE
 #include "emulated_device.h"
 
@@ -7,9 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "error.h"
+#include "reduce.h"
 
 /* --- memory -------------------------------------------------------------------------------------- */
 
@@ -75,6 +78,8 @@ struct item {
   void (*fn)(void *);
   void *arg;
   volatile uint32_t *flag;
+  void *poison;
+  size_t poison_bytes;
   struct item *next;
 };
 
@@ -113,7 +118,10 @@ static void run_item(const struct item *it) {
   case ITEM_COPY: memcpy(it->dst, it->src, it->bytes); break;
   case ITEM_CALL: it->fn(it->arg); break;
   case ITEM_WAIT_FLAG:
-    for (long waited_us = 0; atomic_load((_Atomic uint32_t *)it->flag) != 1; waited_us += 20) {
+    for (long waited_us = 0;; waited_us += 20) {
+      uint32_t v = atomic_load((_Atomic uint32_t *)it->flag);
+      if (v == 2 && it->poison) memset(it->poison, 0xff, it->poison_bytes);
+      if (v == 1 || v == 2) break;
       if (waited_us > 120 * 1000000L) {
         fprintf(stderr, "emulated device: a stream waited 120 s on a flag that never came\n");
         abort();
@@ -261,6 +269,97 @@ void emu_gate_destroy(struct emu_gate *g) {
   free(g);
 }
 
+/* --- IPC: device memory every rank process maps at the same address ------------------------------- */
+
+struct ipc_arena {
+  _Atomic size_t used; /* bytes handed out, after this header's page */
+  size_t bytes;
+};
+static struct ipc_arena *arena;
+enum { ARENA_HEADER = 4096 };
+
+int emu_ipc_arena_create(size_t bytes) {
+  void *p = mmap(NULL, bytes + ARENA_HEADER, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return -1;
+  arena = p;
+  arena->bytes = bytes;
+  atomic_store(&arena->used, 0);
+  return 0;
+}
+
+static tally_result_t emu_alloc_device(void **p, size_t bytes) {
+  if (!arena) return TALLY_ERROR(TALLY_ERR_UNSUPPORTED, "emulated device: no IPC arena (emu_ipc_arena_create)");
+  size_t rounded = (bytes + 255) / 256 * 256, at = atomic_fetch_add(&arena->used, rounded);
+  if (at + rounded > arena->bytes) return TALLY_ERROR(TALLY_ERR_SYSTEM, "emulated device: the IPC arena is full");
+  char *mem = (char *)arena + ARENA_HEADER + at;
+  memset(mem, 0xa5, bytes);
+  pthread_mutex_lock(&allocations_lock);
+  for (int i = 0; i < MAX_ALLOCATIONS; i++)
+    if (!allocations[i].base) {
+      allocations[i] = (struct allocation){mem, bytes, TALLY_MEM_DEVICE};
+      break;
+    }
+  pthread_mutex_unlock(&allocations_lock);
+  *p = mem;
+  return TALLY_SUCCESS;
+}
+
+static void emu_free_device(void *p) { /* the arena is never reused: forget the allocation only */
+  pthread_mutex_lock(&allocations_lock);
+  for (int i = 0; i < MAX_ALLOCATIONS; i++)
+    if (allocations[i].base == p) allocations[i].base = NULL;
+  pthread_mutex_unlock(&allocations_lock);
+}
+
+static tally_result_t emu_ipc_export(void *p, void *handle) {
+  uint64_t offset = (uint64_t)((char *)p - (char *)arena);
+  memcpy(handle, &offset, sizeof offset);
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t emu_ipc_import(const void *handle, void **p) {
+  uint64_t offset;
+  memcpy(&offset, handle, sizeof offset);
+  *p = (char *)arena + offset;
+  return TALLY_SUCCESS;
+}
+
+static void emu_ipc_close(void *p) { (void)p; }
+
+/* The reduction "kernels": reduce.h's functions on the stream's thread. */
+struct reduce_job {
+  void *out;
+  const void *a, *b;
+  size_t count;
+  tally_datatype_t dt;
+  tally_op_t op;
+  int avg_n; /* > 0: the AVG division instead */
+};
+
+static void run_reduce_job(void *arg) {
+  struct reduce_job *job = arg;
+  if (job->avg_n > 0)
+    tally_reduce_finish_avg(job->out, job->count, job->dt, job->avg_n);
+  else
+    tally_reduce_apply(job->out, job->a, job->b, job->count, job->dt, job->op);
+  free(job);
+}
+
+static tally_result_t emu_reduce_async(void *out, const void *a, const void *b, size_t count, tally_datatype_t dt,
+                                       tally_op_t op, void *stream) {
+  struct reduce_job *job = malloc(sizeof *job);
+  *job = (struct reduce_job){out, a, b, count, dt, op, 0};
+  emu_launch(stream, run_reduce_job, job);
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t emu_finish_avg_async(void *buf, size_t count, tally_datatype_t dt, int n, void *stream) {
+  struct reduce_job *job = malloc(sizeof *job);
+  *job = (struct reduce_job){buf, NULL, NULL, count, dt, TALLY_SUM, n};
+  emu_launch(stream, run_reduce_job, job);
+  return TALLY_SUCCESS;
+}
+
 /* --- the vtable ------------------------------------------------------------------------------------ */
 
 static struct emu_stream *default_stream;
@@ -283,10 +382,10 @@ static tally_result_t emu_host_call_async(void *stream, void (*fn)(void *), void
   return TALLY_SUCCESS;
 }
 
-static tally_result_t emu_wait_flag_async(void *stream, volatile uint32_t *flag) {
+static tally_result_t emu_wait_flag_async(void *stream, volatile uint32_t *flag, void *poison, size_t poison_bytes) {
   if (emu_mem_kind((const void *)flag) != TALLY_MEM_PINNED)
     return TALLY_ERROR(TALLY_ERR_INTERNAL, "emulated device: the wait flag is not in pinned memory");
-  enqueue(stream, (struct item){.kind = ITEM_WAIT_FLAG, .flag = flag});
+  enqueue(stream, (struct item){.kind = ITEM_WAIT_FLAG, .flag = flag, .poison = poison, .poison_bytes = poison_bytes});
   return TALLY_SUCCESS;
 }
 
@@ -319,6 +418,14 @@ static const struct tally_device_ops emu_ops = {
     .is_capturing = emu_is_capturing,
     .alloc_pinned = emu_alloc_pinned,
     .free_pinned = emu_free,
+    .ipc_handle_bytes = sizeof(uint64_t),
+    .alloc_device = emu_alloc_device,
+    .free_device = emu_free_device,
+    .ipc_export = emu_ipc_export,
+    .ipc_import = emu_ipc_import,
+    .ipc_close = emu_ipc_close,
+    .reduce_async = emu_reduce_async,
+    .finish_avg_async = emu_finish_avg_async,
 };
 
 const struct tally_device_ops *emu_device(void) { return &emu_ops; }

@@ -2,8 +2,9 @@
  * stream-ordered path runs and is checked on machines without one. "Device" memory is host memory
  * the emulation tracks; a stream is a thread running its work in order, pausing a little before
  * each item so that a library reading or writing a buffer at the wrong time gets caught; capture
- * records a stream's work into a graph that can be replayed. Streams live in the process that made
- * them (make them after the harness forks). */
+ * records a stream's work into a graph that can be replayed. IPC handles are offsets into an arena
+ * shared by every process forked after it was made, mapped at the same address in all of them.
+ * Streams live in the process that made them (make them after the harness forks). */
 #ifndef TALLY_TEST_EMULATED_DEVICE_H
 #define TALLY_TEST_EMULATED_DEVICE_H
 
@@ -20,6 +21,9 @@ void *emu_malloc(size_t bytes);         /* device memory */
 void *emu_malloc_managed(size_t bytes); /* managed memory */
 void *emu_malloc_pinned(size_t bytes);  /* pinned host memory */
 void emu_free(void *p);                 /* any of the three */
+
+/* Makes the IPC arena (before forking the ranks); 0 on success. Without it the device has no IPC. */
+int emu_ipc_arena_create(size_t bytes);
 
 struct emu_stream *emu_stream_create(void);
 void emu_stream_destroy(struct emu_stream *s); /* waits for its work first */

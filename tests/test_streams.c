@@ -2,8 +2,10 @@
  * collective with device, managed, pinned and host buffers in place and out of place, checked
  * byte for byte against the same call on host memory; the call returning before its stream runs;
  * inputs read and results written in stream order; host-memory calls keeping their place behind
- * stream calls; graph capture and replay; and failures that release the stream, poison the result
- * and report the error. The same checks on a real GPU are in test_cuda.c. */
+ * stream calls; graph capture and replay; failures that release the stream, poison the result and
+ * report the error; and all of it again through the CUDA IPC window (transports/cudaipc). The same
+ * checks on a real GPU are in test_cuda.c. */
+#define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "comm.h"
 #include "emulated_device.h"
 #include "harness.h"
 #include "device_cases.h"
@@ -111,26 +114,44 @@ static int check_call(tally_comm_t comm, int rank, int n, const struct device_ca
   return bad;
 }
 
+/* arg: NULL, or "ipc" for TALLY_CUDAIPC_MB=1 (then also 300000 floats, over a window half, and the
+ * window must have been used). */
 static int every_collective_body(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)arg;
+  int ipc = arg != NULL;
   tally_device_override(emu_device());
   struct emu_stream *s = emu_stream_create();
   int bad = 0;
   for (int dt = 0; dt < TALLY_NUM_DATATYPES; dt++)
     for (int op = 0; op < TALLY_NUM_OPS; op++)
       bad += check_call(comm, rank, n, &(struct device_call){"allreduce", dt, op, 37, 0}, DEVICE_TO_DEVICE, s);
-  const size_t counts[] = {1, 40000}; /* 40000 floats: larger than a staging block's minimum */
+  /* 40000 floats: larger than a staging block's minimum; 300000: two chunks of a 1 MiB window */
+  const size_t counts[] = {1, 40000, 300000};
   for (int k = 0; k < 5; k++)
     for (int where = 0; where < PLACEMENTS; where++)
-      for (int ci = 0; ci < 2; ci++)
+      for (int ci = 0; ci < (ipc ? 3 : 2); ci++) {
+        /* Through the window, a root's host buffer where the others have device ones is refused
+         * (mixed_kinds_through_the_window_are_refused). */
+        int rooted = k >= 3, mixed = where == HOST_TO_DEVICE || where == DEVICE_TO_PINNED;
+        if (ipc && rooted && mixed) continue;
         bad += check_call(comm, rank, n, &(struct device_call){device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1},
                           where, s);
+      }
+  if (ipc && n > 1 && !comm->ipc_window) bad += harness_fail(rank, "the CUDA IPC window was never opened");
   emu_stream_destroy(s);
   return bad;
 }
 
 Test(streams, every_collective_and_placement_on_2_to_4_ranks) {
   for (int n = 2; n <= 4; n++) cr_assert_eq(harness_run(n, 120, every_collective_body, NULL), 0, "%d ranks", n);
+}
+
+/* The same through transports/cudaipc: device-to-device, in-place and managed calls take the window
+ * (kernels reading the other ranks' buffers), the host and pinned ones are staged, on one comm. */
+Test(streams, every_collective_through_the_cuda_ipc_window) {
+  cr_assert_eq(emu_ipc_arena_create((size_t)256 << 20), 0);
+  setenv("TALLY_CUDAIPC_MB", "1", 1);
+  for (int n = 2; n <= 4; n++) cr_assert_eq(harness_run(n, 120, every_collective_body, "ipc"), 0, "%d ranks", n);
+  unsetenv("TALLY_CUDAIPC_MB");
 }
 
 Test(streams, one_rank) { cr_assert_eq(harness_run(1, 60, every_collective_body, NULL), 0); }
@@ -297,6 +318,55 @@ static int mismatch_body(tally_comm_t comm, int rank, int n, void *arg) {
 
 Test(streams, failed_call_releases_the_stream_poisons_and_reports) {
   cr_assert_eq(harness_run(2, 60, mismatch_body, NULL), 0);
+}
+
+/* With the window, a broadcast whose root sends from host memory while the others receive into
+ * device memory is staged on the root and windowed elsewhere: it must fail as a mismatch on every
+ * rank, not hang or deliver garbage. */
+static int mixed_kinds_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float host[4] = {1, 2, 3, 4}, got[4];
+  float *dev = emu_malloc(sizeof host);
+  /* A consistent call first opens the window, so the mixed one meets the per-call agreement. */
+  tally_result_t r = tally_allreduce(dev, dev, 4, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_stream_synchronize(s);
+  if (r != TALLY_SUCCESS || !comm->ipc_window) return harness_fail(rank, "no window: %s", tally_comm_last_error(comm));
+  r = rank == 0 ? tally_broadcast(host, dev, 4, TALLY_FLOAT32, 0, comm, s)
+                               : tally_broadcast(NULL, dev, 4, TALLY_FLOAT32, 0, comm, s);
+  struct copy_job read_result = {got, dev, sizeof got};
+  emu_launch(s, run_copy_job, &read_result);
+  emu_stream_synchronize(s);
+  tally_result_t async = TALLY_SUCCESS;
+  tally_comm_get_async_error(comm, &async);
+  int bad = 0;
+  if (r != TALLY_SUCCESS) bad = harness_fail(rank, "the enqueue failed: %s", tally_comm_last_error(comm));
+  if (async != TALLY_ERR_MISMATCH)
+    bad += harness_fail(rank, "async error %s, want a mismatch: %s", tally_result_string(async),
+                        tally_comm_last_error(comm));
+  uint32_t bits;
+  memcpy(&bits, &got[0], sizeof bits);
+  if (bits != 0xffffffffu) bad += harness_fail(rank, "the result is %g, not poisoned", got[0]);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+Test(streams, mixed_kinds_through_the_window_are_refused) {
+  cr_assert_eq(emu_ipc_arena_create((size_t)16 << 20), 0);
+  setenv("TALLY_CUDAIPC_MB", "1", 1);
+  cr_assert_eq(harness_run(2, 60, mixed_kinds_body, NULL), 0);
+  unsetenv("TALLY_CUDAIPC_MB");
+}
+
+/* Through the window the ranks would otherwise read each other's buffers with different counts. */
+Test(streams, mismatch_through_the_cuda_ipc_window_is_caught) {
+  cr_assert_eq(emu_ipc_arena_create((size_t)16 << 20), 0);
+  setenv("TALLY_CUDAIPC_MB", "1", 1);
+  cr_assert_eq(harness_run(2, 60, mismatch_body, NULL), 0);
+  unsetenv("TALLY_CUDAIPC_MB");
 }
 
 /* Argument errors are found at the call, before anything is enqueued. */

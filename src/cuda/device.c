@@ -1,11 +1,14 @@
 /* The CUDA runtime behind struct tally_device_ops: pointer kinds from cudaPointerGetAttributes,
- * copies with cudaMemcpyAsync, host hand-offs with cudaLaunchHostFunc, and the wait kernel. Only
+ * copies with cudaMemcpyAsync, host hand-offs with cudaLaunchHostFunc, the wait and reduction
+ * kernels, and cudaIpc handles for transports/cudaipc. Only
  * the calling (user's) thread calls CUDA here; Tally's own threads never do. */
 #include <cuda_runtime_api.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "../device.h"
 #include "../error.h"
+#include "reduce_kernels.h"
 #include "wait_kernel.h"
 
 #define CUDA_TRY(what, call)                                                                               \
@@ -42,10 +45,11 @@ static tally_result_t cuda_host_call_async(void *stream, void (*fn)(void *), voi
   return TALLY_SUCCESS;
 }
 
-static tally_result_t cuda_wait_flag_async(void *stream, volatile uint32_t *flag) {
+static tally_result_t cuda_wait_flag_async(void *stream, volatile uint32_t *flag, void *poison, size_t poison_bytes) {
   void *on_device = NULL;
   CUDA_TRY("cudaHostGetDevicePointer", cudaHostGetDevicePointer(&on_device, (void *)flag, 0));
-  CUDA_TRY("launching the wait kernel", tally_cuda_wait_flag(on_device, (cudaStream_t)stream));
+  CUDA_TRY("launching the wait kernel",
+           tally_cuda_wait_flag(on_device, poison, poison_bytes, (cudaStream_t)stream));
   return TALLY_SUCCESS;
 }
 
@@ -68,6 +72,38 @@ static tally_result_t cuda_alloc_pinned(void **p, size_t bytes) {
 
 static void cuda_free_pinned(void *p) { (void)cudaFreeHost(p); }
 
+static tally_result_t cuda_alloc_device(void **p, size_t bytes) {
+  CUDA_TRY("cudaMalloc", cudaMalloc(p, bytes));
+  return TALLY_SUCCESS;
+}
+
+static void cuda_free_device(void *p) { (void)cudaFree(p); }
+
+static tally_result_t cuda_ipc_export(void *p, void *handle) {
+  CUDA_TRY("cudaIpcGetMemHandle", cudaIpcGetMemHandle((cudaIpcMemHandle_t *)handle, p));
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t cuda_ipc_import(const void *handle, void **p) {
+  cudaIpcMemHandle_t h;
+  memcpy(&h, handle, sizeof h);
+  CUDA_TRY("cudaIpcOpenMemHandle", cudaIpcOpenMemHandle(p, h, cudaIpcMemLazyEnablePeerAccess));
+  return TALLY_SUCCESS;
+}
+
+static void cuda_ipc_close(void *p) { (void)cudaIpcCloseMemHandle(p); }
+
+static tally_result_t cuda_reduce_async(void *out, const void *a, const void *b, size_t count, tally_datatype_t dt,
+                                        tally_op_t op, void *stream) {
+  CUDA_TRY("the reduction kernel", tally_cuda_reduce(out, a, b, count, dt, op, (cudaStream_t)stream));
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t cuda_finish_avg_async(void *buf, size_t count, tally_datatype_t dt, int n, void *stream) {
+  CUDA_TRY("the averaging kernel", tally_cuda_finish_avg(buf, count, dt, n, (cudaStream_t)stream));
+  return TALLY_SUCCESS;
+}
+
 static const struct tally_device_ops cuda_ops = {
     .name = "cuda",
     .mem_kind = cuda_mem_kind,
@@ -79,6 +115,14 @@ static const struct tally_device_ops cuda_ops = {
     .is_capturing = cuda_is_capturing,
     .alloc_pinned = cuda_alloc_pinned,
     .free_pinned = cuda_free_pinned,
+    .ipc_handle_bytes = sizeof(cudaIpcMemHandle_t),
+    .alloc_device = cuda_alloc_device,
+    .free_device = cuda_free_device,
+    .ipc_export = cuda_ipc_export,
+    .ipc_import = cuda_ipc_import,
+    .ipc_close = cuda_ipc_close,
+    .reduce_async = cuda_reduce_async,
+    .finish_avg_async = cuda_finish_avg_async,
 };
 
 const struct tally_device_ops *tally_cuda_device_open(const char **why) {
