@@ -168,7 +168,8 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   }
   struct tally_peer_info me;
   tally_topo_discover_cached(&me.topo);
-  c->numa_node = me.topo.numa_node;
+  /* The RDMA device nearest the GPU when there is one, else the process's NUMA node's. */
+  c->numa_node = me.topo.gpu_numa_node >= 0 ? me.topo.gpu_numa_node : me.topo.numa_node;
   r = tally_links_open_network(c, job->secret, &me);
   if (r != TALLY_SUCCESS) goto fail;
   uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);

@@ -47,6 +47,8 @@ struct tally_device_ops {
   tally_result_t (*reduce_async)(void *out, const void *a, const void *b, size_t count, tally_datatype_t dt,
                                  tally_op_t op, void *stream);
   tally_result_t (*finish_avg_async)(void *buf, size_t count, tally_datatype_t dt, int n, void *stream);
+  /* The PCI bus id ("0000:3b:00.0") of the calling thread's current device; NULL where unknown. */
+  tally_result_t (*pci_bus_id)(char *buf, size_t len);
 };
 
 /* The device runtime in use, or NULL when this build or machine has none; decided on first use. */

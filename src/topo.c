@@ -21,6 +21,8 @@
 
 #include "bytes.h"
 #include "error.h"
+#include "device.h"
+#include "topo_hwloc.h"
 #include "log.h"
 
 static const char topo_magic[4] = {'T', 'T', 'P', '1'};
@@ -95,7 +97,7 @@ static void assume_whole_machine_one_node(struct tally_topo *t) {
 }
 
 /* The logical index of the one NUMA node in `nodes`, or -1 when it holds none or several. */
-static int single_node(hwloc_topology_t topo, hwloc_const_nodeset_t nodes) {
+int tally_topo_single_node(hwloc_topology_t topo, hwloc_const_nodeset_t nodes) {
   if (!nodes || hwloc_bitmap_weight(nodes) != 1) return -1;
   hwloc_obj_t node = hwloc_get_numanode_obj_by_os_index(topo, (unsigned)hwloc_bitmap_first(nodes));
   return node ? (int)node->logical_index : -1;
@@ -108,12 +110,12 @@ static int process_numa_node(hwloc_topology_t topo, hwloc_const_cpuset_t binding
   hwloc_cpuset_t last = hwloc_bitmap_alloc();
   if (!nodes || !last) abort(); /* hwloc bitmaps are a few bytes: out of memory here is fatal anyway */
   hwloc_cpuset_to_nodeset(topo, binding, nodes);
-  int node = single_node(topo, nodes);
+  int node = tally_topo_single_node(topo, nodes);
   if (node < 0 && hwloc_get_last_cpu_location(topo, last, HWLOC_CPUBIND_THREAD) == 0) {
     hwloc_nodeset_t last_nodes = hwloc_bitmap_alloc();
     if (!last_nodes) abort();
     hwloc_cpuset_to_nodeset(topo, last, last_nodes);
-    node = single_node(topo, last_nodes);
+    node = tally_topo_single_node(topo, last_nodes);
     hwloc_bitmap_free(last_nodes);
   }
   if (node < 0) {
@@ -203,7 +205,7 @@ static int iface_numa_node(hwloc_topology_t topo, const char *name) {
   for (hwloc_obj_t dev = NULL; (dev = hwloc_get_next_osdev(topo, dev));) {
     if (dev->attr->osdev.type != HWLOC_OBJ_OSDEV_NETWORK || !dev->name || strcmp(dev->name, name)) continue;
     hwloc_obj_t ancestor = hwloc_get_non_io_ancestor_obj(topo, dev);
-    return ancestor ? single_node(topo, ancestor->nodeset) : -1;
+    return ancestor ? tally_topo_single_node(topo, ancestor->nodeset) : -1;
   }
   return -1; /* not a device hwloc saw: virtual (veth, bridge, ifb) or I/O discovery unavailable */
 }
@@ -235,13 +237,16 @@ static void discover_interfaces(struct tally_topo *t, hwloc_topology_t topo) {
   }
 }
 
-/* Nearest: on this process's NUMA node, else with no known node, else elsewhere; among equals
+/* Nearest: with a GPU, the fewest PCIe levels from the GPU (interfaces hwloc does not place come
+ * last); then on this process's NUMA node, else with no known node, else elsewhere; among equals
  * the fastest, then the first listed. */
-static int nearest_iface(const struct tally_topo *t) {
+int tally_topo_nearest_iface(const struct tally_topo *t) {
   int best = -1, best_distance = 0, best_speed = 0;
   for (int i = 0; i < t->n_ifaces; i++) {
     const struct tally_topo_iface *f = &t->ifaces[i];
-    int distance = f->numa_node == t->numa_node ? 0 : f->numa_node < 0 ? 1 : 2;
+    int numa_distance = f->numa_node == t->numa_node ? 0 : f->numa_node < 0 ? 1 : 2;
+    int gpu_distance = t->gpu_numa_node < 0 ? 0 : f->gpu_hops < 0 ? 1000 : f->gpu_hops;
+    int distance = gpu_distance * 4 + numa_distance;
     if (best < 0 || distance < best_distance || (distance == best_distance && f->speed_mbps > best_speed)) {
       best = i;
       best_distance = distance;
@@ -253,16 +258,12 @@ static int nearest_iface(const struct tally_topo *t) {
 
 /* --- GPU ----------------------------------------------------------------------------------- */
 
-/* Hook for CUDA builds, to be filled in with the CUDA transport: the PCI bus id of the current
- * device, so that peers can tell which GPU a rank drives (CUDA IPC, GPU-NIC affinity):
- *   int dev;
- *   if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetPCIBusId(t->gpu_bus_id, sizeof t->gpu_bus_id, dev);
- * Until then, and in builds without CUDA, the field stays "". */
-static void discover_gpu(struct tally_topo *t) {
-#ifdef TALLY_HAVE_CUDA
-  /* here */
-#endif
-  t->gpu_bus_id[0] = '\0';
+/* The GPU this process drives (the device runtime's current one, when there is a runtime). */
+static void discover_gpu(struct tally_topo *t, hwloc_topology_t topo) {
+  char bus_id[TALLY_TOPO_BUS_ID_BYTES] = "";
+  const struct tally_device_ops *dev = tally_device();
+  if (dev && dev->pci_bus_id && dev->pci_bus_id(bus_id, sizeof bus_id) != TALLY_SUCCESS) bus_id[0] = '\0';
+  tally_topo_place_gpu(t, topo, bus_id);
 }
 
 /* --- discovery ----------------------------------------------------------------------------- */
@@ -300,9 +301,9 @@ void tally_topo_discover(struct tally_topo *t) {
   else
     assume_whole_machine_one_node(t);
   discover_interfaces(t, topo);
+  discover_gpu(t, topo);
   if (topo) hwloc_topology_destroy(topo);
-  t->nearest_iface = nearest_iface(t);
-  discover_gpu(t);
+  t->nearest_iface = tally_topo_nearest_iface(t);
 
   if (g.text[0]) {
     static atomic_flag warned = ATOMIC_FLAG_INIT;
@@ -315,9 +316,10 @@ void tally_topo_discover(struct tally_topo *t) {
   }
   TLOG_INFO(TALLY_SUBSYS_TOPO,
             "topology: host %s (id %016llx), NUMA node %d of %d, %d cores / %d PUs (CPUs %s), "
-            "nearest interface %s",
+            "GPU %s (NUMA node %d), nearest interface %s",
             t->hostname, (unsigned long long)t->host_id, t->numa_node, t->numa_nodes, t->cores, t->pus,
-            t->cpus[0] ? t->cpus : "unknown", t->nearest_iface >= 0 ? t->ifaces[t->nearest_iface].name : "none");
+            t->cpus[0] ? t->cpus : "unknown", t->gpu_bus_id[0] ? t->gpu_bus_id : "none", t->gpu_numa_node,
+            t->nearest_iface >= 0 ? t->ifaces[t->nearest_iface].name : "none");
 }
 
 void tally_topo_discover_cached(struct tally_topo *t) {
@@ -405,6 +407,7 @@ static int decode_iface(const unsigned char *in, struct tally_topo *t) {
   f->families = families;
   f->numa_node = numa == NO_NUMA_NODE ? -1 : (int)numa;
   f->speed_mbps = speed == NO_SPEED ? -1 : (int)speed;
+  f->gpu_hops = -1; /* not on the wire: only the rank itself chooses by it */
   t->n_ifaces = 1;
   t->nearest_iface = 0;
   return 0;
@@ -413,6 +416,7 @@ static int decode_iface(const unsigned char *in, struct tally_topo *t) {
 int tally_topo_decode(const unsigned char *in, size_t len, struct tally_topo *t) {
   memset(t, 0, sizeof *t);
   t->nearest_iface = -1;
+  t->gpu_numa_node = -1;
   if (len != TALLY_TOPO_WIRE_BYTES)
     return refuse_record("%zu bytes instead of %d (truncated, or from another Tally version)", len,
                          TALLY_TOPO_WIRE_BYTES);

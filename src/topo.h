@@ -29,6 +29,7 @@ struct tally_topo_iface {
   unsigned families; /* TALLY_TOPO_IPV4 | TALLY_TOPO_IPV6: which usable addresses it has */
   int numa_node;     /* logical index of the NUMA node it hangs off; -1: none (virtual, or unknown) */
   int speed_mbps;    /* from /sys/class/net/<name>/speed; -1: unknown */
+  int gpu_hops;      /* PCIe levels from this rank's GPU to the nearest object they share; -1: unknown */
 };
 
 /* NUMA nodes are numbered with hwloc's logical indexes, 0 .. numa_nodes-1. */
@@ -43,6 +44,7 @@ struct tally_topo {
   struct tally_topo_iface ifaces[TALLY_TOPO_MAX_IFACES];
   int nearest_iface;                        /* index into ifaces of the one nearest this process; -1: none */
   char gpu_bus_id[TALLY_TOPO_BUS_ID_BYTES]; /* CUDA builds: the PCI bus id of this rank's GPU; "" otherwise */
+  int gpu_numa_node;                        /* that GPU's NUMA node; -1: no GPU, or unknown */
 };
 
 /* Learns the calling process's topology. Never fails: where hwloc or the system says nothing
@@ -51,6 +53,14 @@ void tally_topo_discover(struct tally_topo *t);
 /* The same, discovering the machine once per process (hwloc takes tens of milliseconds); only the
  * host identity, which TALLY_HOSTID may change, is worked out again on each call. */
 void tally_topo_discover_cached(struct tally_topo *t);
+
+/* Places the GPU with PCI bus id `bus_id` ("" for none) in hwloc's topology `topo` (may be NULL):
+ * sets gpu_bus_id, gpu_numa_node and each interface's gpu_hops. Discovery uses the device
+ * runtime's current GPU when the process makes its first communicator. */
+struct hwloc_topology;
+void tally_topo_place_gpu(struct tally_topo *t, struct hwloc_topology *topo, const char *bus_id);
+/* The index of the interface nearest this rank (its GPU first, then its NUMA node); -1: none. */
+int tally_topo_nearest_iface(const struct tally_topo *t);
 
 /* The number at the start of a (sysfs) file, or `fallback` when it cannot be read. */
 long tally_topo_read_number(const char *path, long fallback);

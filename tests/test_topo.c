@@ -3,6 +3,7 @@
  * every truncation refused), TALLY_HOSTID, and the job-wide summary. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <hwloc.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "device.h"
 #include "error.h"
 #include "log.h"
 #include "topo.h"
@@ -40,7 +42,7 @@ static void assert_sane(const struct tally_topo *t) {
     cr_assert(f->numa_node >= -1 && f->numa_node < t->numa_nodes);
     cr_assert(f->speed_mbps == -1 || f->speed_mbps > 0);
   }
-  cr_assert_str_eq(t->gpu_bus_id, "", "no CUDA in this build, yet a GPU bus id");
+  if (!tally_device()) cr_assert_str_eq(t->gpu_bus_id, "", "no GPU here, yet a GPU bus id");
 }
 
 Test(topo, discovery_is_sane_here) {
@@ -137,8 +139,8 @@ static struct tally_topo sample(void) {
   t.cores = 8;
   t.pus = 16;
   t.n_ifaces = 2;
-  t.ifaces[0] = (struct tally_topo_iface){"eth0", TALLY_TOPO_IPV4, 0, 1000};
-  t.ifaces[1] = (struct tally_topo_iface){"ib0", TALLY_TOPO_IPV4 | TALLY_TOPO_IPV6, 1, 100000};
+  t.ifaces[0] = (struct tally_topo_iface){"eth0", TALLY_TOPO_IPV4, 0, 1000, -1};
+  t.ifaces[1] = (struct tally_topo_iface){"ib0", TALLY_TOPO_IPV4 | TALLY_TOPO_IPV6, 1, 100000, -1};
   t.nearest_iface = 1;
   snprintf(t.gpu_bus_id, sizeof t.gpu_bus_id, "0000:3b:00.0");
   return t;
@@ -361,4 +363,61 @@ Test(topo, debug_subsystem_topo_is_known) {
   cr_assert_eq(tally_log_configure("INFO", "^TOPO,NET", err, sizeof err), 0, "%s", err);
   cr_assert_eq(tally_log_configure("WARN", "TOPOLOGY", err, sizeof err), -1);
   cr_assert(strstr(err, "TOPO"), "the list of valid subsystems lacks TOPO: %s", err);
+}
+
+/* tests/data/gpu_nics.xml: two packages, each one NUMA node with two cores. Package 0 has GPU
+ * 0000:3b:00.0 and the RDMA NIC ib0 behind one PCIe switch, and eth0 on the same host bridge;
+ * package 1 has GPU 0000:d8:00.0 and eth1 on one host bridge. veth0 is virtual (not in hwloc). */
+static hwloc_topology_t load_gpu_nics(void) {
+  hwloc_topology_t topo;
+  cr_assert_eq(hwloc_topology_init(&topo), 0);
+  hwloc_topology_set_io_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_ALL);
+  cr_assert_eq(hwloc_topology_set_xml(topo, TALLY_TEST_DATA_DIR "/gpu_nics.xml"), 0);
+  cr_assert_eq(hwloc_topology_load(topo), 0, "cannot load gpu_nics.xml");
+  return topo;
+}
+
+static struct tally_topo four_interfaces(int process_node) {
+  struct tally_topo t;
+  memset(&t, 0, sizeof t);
+  t.numa_node = process_node;
+  t.numa_nodes = 2;
+  t.n_ifaces = 4;
+  t.ifaces[0] = (struct tally_topo_iface){"eth0", TALLY_TOPO_IPV4, 0, 10000, -1};
+  t.ifaces[1] = (struct tally_topo_iface){"eth1", TALLY_TOPO_IPV4, 1, 10000, -1};
+  t.ifaces[2] = (struct tally_topo_iface){"veth0", TALLY_TOPO_IPV4, -1, 100000, -1};
+  t.ifaces[3] = (struct tally_topo_iface){"ib0", TALLY_TOPO_IPV4, 0, 100000, -1};
+  return t;
+}
+
+Test(topo, a_rank_picks_the_interface_nearest_its_gpu) {
+  hwloc_topology_t topo = load_gpu_nics();
+  /* The process runs on node 1, but its GPU hangs off node 0: the GPU decides. */
+  struct tally_topo t = four_interfaces(1);
+  tally_topo_place_gpu(&t, topo, "0000:3b:00.0");
+  cr_assert_str_eq(t.gpu_bus_id, "0000:3b:00.0");
+  cr_assert_eq(t.gpu_numa_node, 0);
+  cr_assert_eq(t.ifaces[3].gpu_hops, 1, "ib0 shares the GPU's PCIe switch");
+  cr_assert_eq(t.ifaces[0].gpu_hops, 2, "eth0 shares its host bridge");
+  cr_assert_eq(t.ifaces[1].gpu_hops, 4, "eth1 is across the machine");
+  cr_assert_eq(t.ifaces[2].gpu_hops, -1, "veth0 is not a PCI device");
+  cr_assert_str_eq(t.ifaces[tally_topo_nearest_iface(&t)].name, "ib0");
+
+  /* CUDA writes bus ids in capitals. */
+  tally_topo_place_gpu(&t, topo, "0000:D8:00.0");
+  cr_assert_eq(t.gpu_numa_node, 1);
+  cr_assert_eq(t.ifaces[1].gpu_hops, 1);
+  cr_assert_str_eq(t.ifaces[tally_topo_nearest_iface(&t)].name, "eth1");
+
+  /* No GPU, or one hwloc does not know: the process's NUMA node decides, then speed. */
+  struct tally_topo u = four_interfaces(0);
+  tally_topo_place_gpu(&u, topo, "");
+  cr_assert_eq(u.gpu_numa_node, -1);
+  cr_assert_str_eq(u.ifaces[tally_topo_nearest_iface(&u)].name, "ib0");
+  tally_topo_place_gpu(&u, topo, "0000:99:00.0");
+  cr_assert_eq(u.gpu_numa_node, -1);
+  cr_assert_str_eq(u.ifaces[tally_topo_nearest_iface(&u)].name, "ib0");
+  u.numa_node = 1;
+  cr_assert_str_eq(u.ifaces[tally_topo_nearest_iface(&u)].name, "eth1");
+  hwloc_topology_destroy(topo);
 }

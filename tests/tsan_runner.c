@@ -1,24 +1,44 @@
-/* Runs the multi-threaded test bodies (threaded.h) without Criterion, for the ThreadSanitizer build:
+/* Runs the multi-threaded test bodies (threaded.h, stream_cases.h) without Criterion, for the ThreadSanitizer build:
  * Criterion 2.4 crashes at start under -fsanitize=thread. With TSAN_OPTIONS=halt_on_error=1 (set
  * by ctest) the first data race aborts its rank, and the run fails. Exit status 0 when every body
  * passed on every rank. */
+#define _GNU_SOURCE
 #include <stdio.h>
+#include <stdlib.h>
 
+#include "emulated_device.h"
 #include "harness.h"
+#include "stream_cases.h"
 #include "threaded.h"
 
 int main(void) {
   static const struct {
     const char *name;
     harness_body_fn body;
+    int nranks;
+    const char *cudaipc_mb; /* TALLY_CUDAIPC_MB for the case; NULL: unset */
   } cases[] = {
-      {"abort from a watchdog thread", threaded_abort_from_watchdog},
-      {"one communicator, two threads", threaded_one_comm_two_threads},
-      {"communicators in threads", threaded_comms_in_threads},
+      {"abort from a watchdog thread", threaded_abort_from_watchdog, 2, NULL},
+      {"one communicator, two threads", threaded_one_comm_two_threads, 2, NULL},
+      {"communicators in threads", threaded_comms_in_threads, 2, NULL},
+      /* the stream queue's thread, the emulated streams' threads and the callers' */
+      {"stream-ordered calls", stream_every_collective, 3, NULL},
+      {"stream-ordered calls through the CUDA IPC window", stream_every_collective, 3, "1"},
+      {"a host call behind a stream call", stream_host_call_waits, 3, NULL},
+      {"graph replay", stream_graph_replay, 2, NULL},
+      {"a failed stream call", stream_mismatch, 2, NULL},
   };
+  if (emu_ipc_arena_create((size_t)256 << 20) != 0) {
+    printf("FAIL cannot map the emulated device's IPC arena\n");
+    return 1;
+  }
   int failed = 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    int rc = harness_run(2, 300, cases[i].body, NULL);
+    if (cases[i].cudaipc_mb)
+      setenv("TALLY_CUDAIPC_MB", cases[i].cudaipc_mb, 1);
+    else
+      unsetenv("TALLY_CUDAIPC_MB");
+    int rc = harness_run(cases[i].nranks, 300, cases[i].body, cases[i].cudaipc_mb ? "ipc" : NULL);
     printf("%s %s\n", rc ? "FAIL" : "ok  ", cases[i].name);
     fflush(stdout);
     failed += rc != 0;

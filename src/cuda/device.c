@@ -104,6 +104,13 @@ static tally_result_t cuda_finish_avg_async(void *buf, size_t count, tally_datat
   return TALLY_SUCCESS;
 }
 
+static tally_result_t cuda_pci_bus_id(char *buf, size_t len) {
+  int device = 0;
+  CUDA_TRY("cudaGetDevice", cudaGetDevice(&device));
+  CUDA_TRY("cudaDeviceGetPCIBusId", cudaDeviceGetPCIBusId(buf, (int)len, device));
+  return TALLY_SUCCESS;
+}
+
 static const struct tally_device_ops cuda_ops = {
     .name = "cuda",
     .mem_kind = cuda_mem_kind,
@@ -123,6 +130,7 @@ static const struct tally_device_ops cuda_ops = {
     .ipc_close = cuda_ipc_close,
     .reduce_async = cuda_reduce_async,
     .finish_avg_async = cuda_finish_avg_async,
+    .pci_bus_id = cuda_pci_bus_id,
 };
 
 const struct tally_device_ops *tally_cuda_device_open(const char **why) {

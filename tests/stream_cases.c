@@ -1,0 +1,347 @@
+/* The stream-ordered test bodies (stream_cases.h) on the emulated device (emulated_device.h). */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "comm.h"
+#include "emulated_device.h"
+#include "harness.h"
+#include "device_cases.h"
+#include "stream_cases.h"
+
+/* --- kernels: stream-ordered host work ----------------------------------------------------------- */
+
+struct copy_job {
+  void *dst;
+  const void *src;
+  size_t bytes;
+};
+
+static void run_copy_job(void *arg) {
+  const struct copy_job *job = arg;
+  memcpy(job->dst, job->src, job->bytes);
+}
+
+/* --- one collective, device against host -------------------------------------------------------- */
+
+enum placement { DEVICE_TO_DEVICE, DEVICE_IN_PLACE, HOST_TO_DEVICE, DEVICE_TO_PINNED, MANAGED_TO_MANAGED, PLACEMENTS };
+static const char *placement_name[] = {"device->device", "device in place", "host->device", "device->pinned",
+                                       "managed->managed"};
+
+static void *alloc_kind(enum tally_mem_kind kind, size_t bytes) {
+  switch (kind) {
+  case TALLY_MEM_DEVICE: return emu_malloc(bytes);
+  case TALLY_MEM_MANAGED: return emu_malloc_managed(bytes);
+  case TALLY_MEM_PINNED: return emu_malloc_pinned(bytes);
+  default: return malloc(bytes);
+  }
+}
+
+static void free_kind(enum tally_mem_kind kind, void *p) {
+  if (kind == TALLY_MEM_HOST)
+    free(p);
+  else
+    emu_free(p);
+}
+
+/* Runs c on host memory for the reference, then on the placement's buffers through a stream that
+ * is held at a gate until the call has returned: the input is written by a kernel just before the
+ * collective and the result read by one just after, with no host synchronization between. */
+static int check_call(tally_comm_t comm, int rank, int n, const struct device_call *c, enum placement where,
+                      struct emu_stream *s) {
+  size_t send_bytes, recv_bytes;
+  device_call_bytes(c, n, &send_bytes, &recv_bytes);
+  size_t es = tally_datatype_size(c->dt);
+  char *input = malloc(send_bytes), *want = malloc(recv_bytes), *got = malloc(recv_bytes);
+  device_call_fill(input, send_bytes / es, c->dt, rank);
+  memset(want, 0, recv_bytes);
+  tally_result_t r = device_call_issue(c, input, want, comm, NULL);
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "host reference %s: %s", c->coll, tally_comm_last_error(comm));
+
+  enum tally_mem_kind send_kind = where == HOST_TO_DEVICE       ? TALLY_MEM_HOST
+                                  : where == MANAGED_TO_MANAGED ? TALLY_MEM_MANAGED
+                                                                : TALLY_MEM_DEVICE;
+  enum tally_mem_kind recv_kind = where == DEVICE_TO_PINNED     ? TALLY_MEM_PINNED
+                                  : where == MANAGED_TO_MANAGED ? TALLY_MEM_MANAGED
+                                                                : TALLY_MEM_DEVICE;
+  char *send, *recv, *whole = NULL;
+  if (where == DEVICE_IN_PLACE) { /* NCCL's in-place layouts */
+    whole = emu_malloc(send_bytes > recv_bytes ? send_bytes : recv_bytes);
+    device_call_in_place(c, rank, whole, send_bytes, recv_bytes, &send, &recv);
+  } else {
+    send = alloc_kind(send_kind, send_bytes);
+    recv = alloc_kind(recv_kind, recv_bytes);
+  }
+  if (send_kind == TALLY_MEM_HOST) memset(send, 0xa5, send_bytes); /* garbage until the kernel runs */
+
+  /* A rank whose used buffers are all host memory blocks until its stream is done: no gate then. */
+  int uses_send = device_call_uses_send(c, rank), uses_recv = device_call_uses_recv(c, rank);
+  int on_stream = (uses_send && send_kind != TALLY_MEM_HOST) || (uses_recv && recv_kind != TALLY_MEM_PINNED);
+  struct emu_gate *gate = emu_gate_create();
+  struct copy_job write_input = {send, input, send_bytes}, read_result = {got, recv, recv_bytes};
+  if (on_stream) emu_gate_wait_on(s, gate);
+  emu_launch(s, run_copy_job, &write_input);
+  r = device_call_issue(c, send, recv, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  emu_gate_open(gate); /* only now can the stream run: the call did not wait for it */
+  emu_stream_synchronize(s);
+  emu_gate_destroy(gate);
+
+  int bad = 0;
+  if (r != TALLY_SUCCESS)
+    bad = harness_fail(rank, "%s %s: %s", c->coll, placement_name[where], tally_comm_last_error(comm));
+  else if (uses_recv && memcmp(got, want, recv_bytes) != 0)
+    bad = harness_fail(rank, "%s %s %s %s count %zu: the result differs from the host-memory call", c->coll,
+                       placement_name[where], tally_datatype_name(c->dt), tally_op_name(c->op), c->count);
+  if (whole) {
+    emu_free(whole);
+  } else {
+    free_kind(send_kind, send);
+    free_kind(recv_kind, recv);
+  }
+  free(input);
+  free(want);
+  free(got);
+  return bad;
+}
+
+/* arg: NULL, or "ipc" for TALLY_CUDAIPC_MB=1 (then also 300000 floats, over a window half, and the
+ * window must have been used). */
+int stream_every_collective(tally_comm_t comm, int rank, int n, void *arg) {
+  int ipc = arg != NULL;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  int bad = 0;
+  for (int dt = 0; dt < TALLY_NUM_DATATYPES; dt++)
+    for (int op = 0; op < TALLY_NUM_OPS; op++)
+      bad += check_call(comm, rank, n, &(struct device_call){"allreduce", dt, op, 37, 0}, DEVICE_TO_DEVICE, s);
+  /* 40000 floats: larger than a staging block's minimum; 300000: two chunks of a 1 MiB window */
+  const size_t counts[] = {1, 40000, 300000};
+  for (int k = 0; k < 5; k++)
+    for (int where = 0; where < PLACEMENTS; where++)
+      for (int ci = 0; ci < (ipc ? 3 : 2); ci++) {
+        /* Through the window, a root's host buffer where the others have device ones is refused
+         * (mixed_kinds_through_the_window_are_refused). */
+        int rooted = k >= 3, mixed = where == HOST_TO_DEVICE || where == DEVICE_TO_PINNED;
+        if (ipc && rooted && mixed) continue;
+        bad += check_call(comm, rank, n, &(struct device_call){device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1},
+                          where, s);
+      }
+  if (ipc && n > 1 && !comm->ipc_window) bad += harness_fail(rank, "the CUDA IPC window was never opened");
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* The same through transports/cudaipc: device-to-device, in-place and managed calls take the window
+ * (kernels reading the other ranks' buffers), the host and pinned ones are staged, on one comm. */
+
+/* --- order: a host-memory call waits for earlier stream calls ---------------------------------- */
+
+struct delayed_open {
+  struct emu_gate *gate;
+  long delay_ms;
+};
+
+static void *open_later(void *arg) {
+  struct delayed_open *d = arg;
+  struct timespec ts = {d->delay_ms / 1000, d->delay_ms % 1000 * 1000000};
+  nanosleep(&ts, NULL);
+  emu_gate_open(d->gate);
+  return NULL;
+}
+
+/* Rank 0's stream is released at once and its stream call starts before its host call; the others'
+ * streams are released 200 ms later. Were the host call to overtake the stream call on the slow
+ * ranks, it would meet rank 0's stream call and both results would be wrong. */
+int stream_host_call_waits(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  enum { COUNT = 64 };
+  float on_host_in[COUNT], on_host_out[COUNT], got[COUNT], input[COUNT];
+  for (int i = 0; i < COUNT; i++) {
+    input[i] = (float)(rank + 1);
+    on_host_in[i] = (float)(100 * (rank + 1));
+  }
+  float *dev = emu_malloc(sizeof input);
+  struct emu_gate *gate = emu_gate_create();
+  struct delayed_open later = {gate, rank == 0 ? 0 : 200};
+  struct copy_job write_input = {dev, input, sizeof input}, read_result = {got, dev, sizeof got};
+  emu_gate_wait_on(s, gate);
+  emu_launch(s, run_copy_job, &write_input);
+  tally_result_t r1 = tally_allreduce(dev, dev, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  pthread_t opener;
+  pthread_create(&opener, NULL, open_later, &later);
+  if (rank == 0) { /* let its stream call start (it then waits for the others' inside the collective) */
+    struct timespec ts = {0, 50 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  tally_result_t r2 = tally_allreduce(on_host_in, on_host_out, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  pthread_join(opener, NULL);
+  emu_stream_synchronize(s);
+  int bad = 0;
+  float want_stream = (float)(n * (n + 1) / 2), want_host = 100 * want_stream;
+  if (r1 != TALLY_SUCCESS || r2 != TALLY_SUCCESS) bad = harness_fail(rank, "%s", tally_comm_last_error(comm));
+  for (int i = 0; i < COUNT && !bad; i++)
+    if (got[i] != want_stream || on_host_out[i] != want_host)
+      bad = harness_fail(rank, "element %d: stream call %g (want %g), host call %g (want %g)", i, got[i], want_stream,
+                         on_host_out[i], want_host);
+  emu_gate_destroy(gate);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* Host buffers with a stream: the call blocks, after the stream's earlier work (which writes the input). */
+int stream_host_memory_with_stream(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  int input[8], out[8], fresh[8];
+  for (int i = 0; i < 8; i++) {
+    input[i] = -1;
+    fresh[i] = rank + 1;
+  }
+  struct copy_job write_input = {input, fresh, sizeof fresh};
+  emu_launch(s, run_copy_job, &write_input);
+  tally_result_t r = tally_allreduce(input, out, 8, TALLY_INT32, TALLY_SUM, comm, s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "%s", tally_comm_last_error(comm)) : 0;
+  for (int i = 0; i < 8 && !bad; i++)
+    if (out[i] != n * (n + 1) / 2) bad = harness_fail(rank, "out[%d] = %d: the input was read before the stream wrote it", i, out[i]);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* --- graphs ---------------------------------------------------------------------------------------- */
+
+struct replay_input {
+  int *iteration; /* read when the kernel runs, not when it was captured */
+  int rank;
+  float *dev;
+};
+
+static void write_replay_input(void *arg) {
+  const struct replay_input *in = arg;
+  for (int i = 0; i < 16; i++) in->dev[i] = (float)((in->rank + 1) * *in->iteration);
+}
+
+int stream_graph_replay(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float *dev = emu_malloc(16 * sizeof(float)), got[16];
+  int iteration = 0;
+  struct replay_input in = {&iteration, rank, dev};
+  struct copy_job read_result = {got, dev, sizeof got};
+  emu_capture_begin(s);
+  emu_launch(s, write_replay_input, &in);
+  tally_result_t r = tally_allreduce(dev, dev, 16, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  struct emu_graph *g = emu_capture_end(s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "capture: %s", tally_comm_last_error(comm)) : 0;
+  for (iteration = 1; iteration <= 3 && !bad; iteration++) {
+    emu_graph_launch(g, s);
+    emu_stream_synchronize(s);
+    float want = (float)(iteration * n * (n + 1) / 2);
+    for (int i = 0; i < 16 && !bad; i++)
+      if (got[i] != want) bad = harness_fail(rank, "replay %d: element %d is %g, want %g", iteration, i, got[i], want);
+  }
+  emu_graph_destroy(g);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* --- failures ---------------------------------------------------------------------------------------- */
+
+/* Rank 1 asks for one element more: the stream must still finish, the device result must be
+ * poisoned, and the error must be reported asynchronously and by the next call. */
+int stream_mismatch(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float input[5] = {1, 2, 3, 4, 5}, got[5];
+  float *dev = emu_malloc(sizeof input);
+  struct copy_job write_input = {dev, input, sizeof input}, read_result = {got, dev, sizeof got};
+  emu_launch(s, run_copy_job, &write_input);
+  size_t count = rank == 1 ? 5 : 4;
+  tally_result_t r = tally_allreduce(dev, dev, count, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  emu_stream_synchronize(s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "the enqueue itself failed: %s", tally_comm_last_error(comm)) : 0;
+  tally_result_t async = TALLY_SUCCESS;
+  if (tally_comm_get_async_error(comm, &async) != TALLY_SUCCESS || async != TALLY_ERR_MISMATCH)
+    bad += harness_fail(rank, "async error %s, want %s", tally_result_string(async),
+                        tally_result_string(TALLY_ERR_MISMATCH));
+  uint32_t poisoned;
+  memcpy(&poisoned, &got[0], sizeof poisoned);
+  if (poisoned != 0xffffffffu) bad += harness_fail(rank, "the failed call's result is %g, not poisoned", got[0]);
+  r = tally_allreduce(dev, dev, count, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  bad += harness_expect(rank, comm, r, TALLY_ERR_INVALID_USAGE, "error state");
+  r = tally_allreduce(input, got, 4, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  bad += harness_expect(rank, comm, r, TALLY_ERR_INVALID_USAGE, "error state");
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* With the window, a broadcast whose root sends from host memory while the others receive into
+ * device memory is staged on the root and windowed elsewhere: it must fail as a mismatch on every
+ * rank, not hang or deliver garbage. */
+int stream_mixed_kinds_through_window(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float host[4] = {1, 2, 3, 4}, got[4];
+  float *dev = emu_malloc(sizeof host);
+  /* A consistent call first opens the window, so the mixed one meets the per-call agreement. */
+  tally_result_t r = tally_allreduce(dev, dev, 4, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_stream_synchronize(s);
+  if (r != TALLY_SUCCESS || !comm->ipc_window) return harness_fail(rank, "no window: %s", tally_comm_last_error(comm));
+  r = rank == 0 ? tally_broadcast(host, dev, 4, TALLY_FLOAT32, 0, comm, s)
+                               : tally_broadcast(NULL, dev, 4, TALLY_FLOAT32, 0, comm, s);
+  struct copy_job read_result = {got, dev, sizeof got};
+  emu_launch(s, run_copy_job, &read_result);
+  emu_stream_synchronize(s);
+  tally_result_t async = TALLY_SUCCESS;
+  tally_comm_get_async_error(comm, &async);
+  int bad = 0;
+  if (r != TALLY_SUCCESS) bad = harness_fail(rank, "the enqueue failed: %s", tally_comm_last_error(comm));
+  if (async != TALLY_ERR_MISMATCH)
+    bad += harness_fail(rank, "async error %s, want a mismatch: %s", tally_result_string(async),
+                        tally_comm_last_error(comm));
+  uint32_t bits;
+  memcpy(&bits, &got[0], sizeof bits);
+  if (bits != 0xffffffffu) bad += harness_fail(rank, "the result is %g, not poisoned", got[0]);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* Through the window the ranks would otherwise read each other's buffers with different counts. */
+
+/* Argument errors are found at the call, before anything is enqueued. */
+int stream_bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float *dev = emu_malloc(16);
+  int bad = harness_expect(rank, comm, tally_allreduce(dev, dev, 4, (tally_datatype_t)99, TALLY_SUM, comm, s),
+                           TALLY_ERR_INVALID_ARGUMENT, "datatype 99");
+  bad += harness_expect(rank, comm, tally_allreduce(dev, NULL, 4, TALLY_FLOAT32, TALLY_SUM, comm, s),
+                        TALLY_ERR_INVALID_ARGUMENT, "recvbuf is NULL");
+  tally_result_t async;
+  bad += harness_expect(rank, comm, tally_comm_get_async_error(comm, NULL), TALLY_ERR_INVALID_ARGUMENT, "NULL");
+  if (tally_comm_get_async_error(comm, &async) != TALLY_SUCCESS || async != TALLY_SUCCESS)
+    bad += harness_fail(rank, "argument errors must not put the communicator in error state");
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
