@@ -79,10 +79,15 @@ int main(int argc, char **argv) {
     char numa[16] = "none", speed[24] = "unknown";
     if (f->numa_node >= 0) snprintf(numa, sizeof numa, "%d", f->numa_node);
     if (f->speed_mbps > 0) snprintf(speed, sizeof speed, "%d Mb/s", f->speed_mbps);
-    printf("  %-15s %-9s numa node %-4s speed %s%s\n", f->name, families_text(f->families), numa, speed,
+    char gpu[48] = "";
+    if (f->gpu_hops >= 0) snprintf(gpu, sizeof gpu, "  %d PCIe levels from the GPU", f->gpu_hops);
+    printf("  %-15s %-9s numa node %-4s speed %s%s%s\n", f->name, families_text(f->families), numa, speed, gpu,
            i == t.nearest_iface ? "  <- nearest" : "");
   }
   printf("nearest interface: %s\n", t.nearest_iface >= 0 ? t.ifaces[t.nearest_iface].name : "none");
-  if (t.gpu_bus_id[0]) printf("gpu: %s\n", t.gpu_bus_id);
+  if (t.gpu_bus_id[0])
+    printf("gpu: %s, numa node %d\n", t.gpu_bus_id, t.gpu_numa_node);
+  else
+    printf("gpu: none\n");
   return 0;
 }
