@@ -1,10 +1,9 @@
 /* The device tests' shared call descriptions (device_cases.h). */
 #include "device_cases.h"
 
-#include <stdint.h>
 #include <string.h>
 
-#include "reduce.h"
+#include "typed.h"
 
 const char *const device_call_colls[5] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce"};
 
@@ -39,22 +38,6 @@ tally_result_t device_call_issue(const struct device_call *c, const void *send, 
   return tally_reduce(send, recv, c->count, c->dt, c->op, c->root, comm, stream);
 }
 
-static void store_value(void *buf, size_t i, tally_datatype_t dt, int value) {
-  switch (dt) {
-  case TALLY_INT8: ((int8_t *)buf)[i] = (int8_t)value; break;
-  case TALLY_UINT8: ((uint8_t *)buf)[i] = (uint8_t)value; break;
-  case TALLY_INT32: ((int32_t *)buf)[i] = value; break;
-  case TALLY_UINT32: ((uint32_t *)buf)[i] = (uint32_t)value; break;
-  case TALLY_INT64: ((int64_t *)buf)[i] = value; break;
-  case TALLY_UINT64: ((uint64_t *)buf)[i] = (uint64_t)value; break;
-  case TALLY_FLOAT16: ((uint16_t *)buf)[i] = tally_float_to_half((float)value); break;
-  case TALLY_BFLOAT16: ((uint16_t *)buf)[i] = tally_float_to_bf16((float)value); break;
-  case TALLY_FLOAT32: ((float *)buf)[i] = (float)value; break;
-  case TALLY_FLOAT64: ((double *)buf)[i] = value; break;
-  default: break;
-  }
-}
-
 void device_call_fill(void *buf, size_t elems, tally_datatype_t dt, int rank) {
-  for (size_t i = 0; i < elems; i++) store_value(buf, i, dt, (int)((rank + 1) * (i % 5 + 1)) % 23);
+  for (size_t i = 0; i < elems; i++) typed_set(buf, i, dt, (double)((int)((rank + 1) * (i % 5 + 1)) % 23));
 }
