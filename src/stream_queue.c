@@ -132,10 +132,12 @@ static void retire_locked(struct tally_stream_queue *q, struct stream_op *op) {
   free(op);
 }
 
+static const char *or_unknown(const char *name) { return name ? name : "?"; }
+
 static void describe(const struct call_fingerprint *f, char *buf, size_t len) {
   snprintf(buf, len, "%s(count=%llu, %s, %s, root %d)", tally_coll_name((enum tally_coll)f->coll),
-           (unsigned long long)f->count, tally_datatype_name((tally_datatype_t)f->datatype) ?: "?",
-           tally_op_name((tally_op_t)f->op) ?: "?", (int)f->root);
+           (unsigned long long)f->count, or_unknown(tally_datatype_name((tally_datatype_t)f->datatype)),
+           or_unknown(tally_op_name((tally_op_t)f->op)), (int)f->root);
 }
 
 /* OP_AGREE: gathers the fingerprints, then fails the communicator (as a mismatch naming the first
@@ -298,11 +300,10 @@ static void attach_block(struct stream_op *op, const struct staging_plan *plan) 
   op->flag = (_Atomic uint32_t *)base;
   atomic_store_explicit(op->flag, 0, memory_order_relaxed);
   if (plan->stage_send) op->desc.sendbuf = base + plan->send_at;
-  if (plan->stage_recv) {
-    op->desc.recvbuf = base + plan->recv_at;
-    op->result_staging = op->desc.recvbuf;
-    op->result_bytes = plan->recv_bytes;
-  }
+  if (plan->stage_recv) op->desc.recvbuf = base + plan->recv_at;
+  /* Staged or host memory (pinned or not), the queue thread can poison it. */
+  op->result_staging = plan->recv_bytes ? op->desc.recvbuf : NULL;
+  op->result_bytes = plan->recv_bytes;
 }
 
 /* The stream's part, steps 1 to 5 of stream_queue.h. Once the hand-off is enqueued the call will
