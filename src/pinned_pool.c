@@ -8,22 +8,18 @@
 
 enum { SMALLEST_BLOCK = 64 * 1024 };
 
-tally_result_t tally_pinned_take(struct tally_pinned_pool *pool, size_t bytes, struct tally_pinned_block **block) {
-  struct tally_pinned_block **link = &pool->free, *too_small = NULL, **too_small_link = NULL;
-  for (; *link; link = &(*link)->next) {
-    if ((*link)->bytes >= bytes) {
-      *block = *link;
-      *link = (*block)->next;
-      (*block)->next = NULL;
-      return TALLY_SUCCESS;
-    }
-    too_small = *link;
-    too_small_link = link;
+struct tally_pinned_block *tally_pinned_take_free(struct tally_pinned_pool *pool, size_t bytes) {
+  for (struct tally_pinned_block **link = &pool->free; *link; link = &(*link)->next) {
+    if ((*link)->bytes < bytes) continue;
+    struct tally_pinned_block *b = *link;
+    *link = b->next;
+    b->next = NULL;
+    return b;
   }
-  if (too_small) {
-    *too_small_link = too_small->next;
-    tally_pinned_release(pool, too_small);
-  }
+  return NULL;
+}
+
+tally_result_t tally_pinned_alloc(struct tally_pinned_pool *pool, size_t bytes, struct tally_pinned_block **block) {
   struct tally_pinned_block *b = calloc(1, sizeof *b);
   if (!b) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for a staging block's record");
   b->bytes = bytes < SMALLEST_BLOCK ? SMALLEST_BLOCK : bytes;

@@ -349,7 +349,10 @@ static tally_result_t new_op(struct tally_stream_queue *q, const char *fn, const
   struct stream_op *op = op_for_call(q, fn, d, capturing);
   if (!op) return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory for a stream-ordered call", fn);
   pthread_mutex_lock(&q->lock);
-  tally_result_t r = tally_pinned_take(&q->pool, plan->block_bytes, &op->block);
+  op->block = tally_pinned_take_free(&q->pool, plan->block_bytes);
+  pthread_mutex_unlock(&q->lock);
+  tally_result_t r = op->block ? TALLY_SUCCESS : tally_pinned_alloc(&q->pool, plan->block_bytes, &op->block);
+  pthread_mutex_lock(&q->lock);
   if (r == TALLY_SUCCESS) {
     if (capturing) {
       op->next_kept = q->kept;
