@@ -6,11 +6,11 @@
 #include <string.h>
 
 #include "../algorithms/algorithm.h"
+#include "collectives.h"
 #include "comm.h"
+#include "device.h"
 #include "error.h"
 #include "log.h"
-#include "collectives.h"
-#include "device.h"
 #include "registry.h"
 #include "stream_queue.h"
 
@@ -121,8 +121,11 @@ static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *
                                       "%s: stream is not NULL, but %s; pass NULL with host memory", fn,
                                       tally_device_absent_reason()));
   if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
-  if (dev && tally_stream_needs_queue(dev, d, comm->rank, comm->nranks))
-    return remember(comm, tally_stream_enqueue(comm, dev, fn, d, stream ? stream : dev->default_stream()));
+  if (dev && tally_stream_needs_queue(dev, d, comm->rank, comm->nranks)) {
+    /* On success the message stays the queue thread's: it may be writing it right now. */
+    r = tally_stream_enqueue(comm, dev, fn, d, stream ? stream : dev->default_stream());
+    return r == TALLY_SUCCESS ? r : remember(comm, r);
+  }
   if (stream) {
     r = dev->stream_sync(stream); /* host memory stays blocking: after the stream's earlier work */
     if (r != TALLY_SUCCESS) return remember(comm, r);
