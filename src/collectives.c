@@ -130,7 +130,7 @@ static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *
     r = dev->stream_sync(stream); /* host memory stays blocking: after the stream's earlier work */
     if (r != TALLY_SUCCESS) return remember(comm, r);
   }
-  if (tally_stream_run_host(comm, fn, d, &r) == 0) return r;
+  if (tally_stream_run_host(comm, fn, d, &r) == 0) return r == TALLY_SUCCESS ? r : remember(comm, r);
   return tally_coll_execute(fn, d, comm);
 }
 

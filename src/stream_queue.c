@@ -65,7 +65,14 @@ struct tally_stream_queue {
   tally_result_t failed;
   struct tally_pinned_pool pool;
   struct stream_op *kept; /* persistent (captured) calls */
+  struct tally_pinned_block *orphaned; /* blocks of orphans: their streams may still read them */
+  struct tally_stream_queue *next_abandoned;
 };
+
+/* Queues their communicators' destroy gave up on: streams may still reach their host functions,
+ * so they stay allocated for the life of the process. */
+static struct tally_stream_queue *abandoned_queues;
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* --- which buffers are staged, and where -------------------------------------------------------- */
 
@@ -124,11 +131,17 @@ static void poison(struct stream_op *op) {
   if (op->result_staging) memset(op->result_staging, 0xff, op->result_bytes);
 }
 
-/* The lock is held. The block of an orphan may still be read by its stream: it is not reused. */
+/* The lock is held. The block of an orphan may still be read by its stream: it is not reused
+ * before the queue closes. */
 static void retire_locked(struct tally_stream_queue *q, struct stream_op *op) {
   q->in_flight--;
   if (op->persistent) return;
-  if (!op->orphan) tally_pinned_give_back(&q->pool, op->block);
+  if (op->orphan) {
+    op->block->next = q->orphaned;
+    q->orphaned = op->block;
+  } else {
+    tally_pinned_give_back(&q->pool, op->block);
+  }
   free(op);
 }
 
@@ -489,12 +502,23 @@ void tally_stream_queue_close(struct tally_comm *comm) {
   pthread_cond_broadcast(&q->changed);
   pthread_mutex_unlock(&q->lock);
   pthread_join(q->thread, NULL);
-  if (stuck) return; /* streams may still reach the queue's host functions: it stays allocated */
+  if (stuck) { /* streams may still reach the queue's host functions: it stays allocated */
+    pthread_mutex_lock(&abandoned_lock);
+    q->next_abandoned = abandoned_queues;
+    abandoned_queues = q;
+    pthread_mutex_unlock(&abandoned_lock);
+    return;
+  }
   while (q->kept) {
     struct stream_op *op = q->kept;
     q->kept = op->next_kept;
     tally_pinned_release(&q->pool, op->block);
     free(op);
+  }
+  while (q->orphaned) {
+    struct tally_pinned_block *b = q->orphaned;
+    q->orphaned = b->next;
+    tally_pinned_release(&q->pool, b);
   }
   tally_pinned_release_all(&q->pool);
   pthread_cond_destroy(&q->changed);

@@ -287,7 +287,13 @@ int emu_ipc_arena_create(size_t bytes) {
   return 0;
 }
 
+static int failing_device_allocations;
+
+void emu_fail_device_allocations(int fail) { failing_device_allocations = fail; }
+
 static tally_result_t emu_alloc_device(void **p, size_t bytes) {
+  if (failing_device_allocations)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "emulated device: out of device memory (as the test asked)");
   if (!arena) return TALLY_ERROR(TALLY_ERR_UNSUPPORTED, "emulated device: no IPC arena (emu_ipc_arena_create)");
   size_t rounded = (bytes + 255) / 256 * 256, at = atomic_fetch_add(&arena->used, rounded);
   if (at + rounded > arena->bytes) return TALLY_ERROR(TALLY_ERR_SYSTEM, "emulated device: the IPC arena is full");

@@ -22,6 +22,9 @@ void *emu_malloc_managed(size_t bytes); /* managed memory */
 void *emu_malloc_pinned(size_t bytes);  /* pinned host memory */
 void emu_free(void *p);                 /* any of the three */
 
+/* Makes alloc_device (the IPC window's allocation) fail in this process while `fail` is set. */
+void emu_fail_device_allocations(int fail);
+
 /* Makes the IPC arena (before forking the ranks); 0 on success. Without it the device has no IPC. */
 int emu_ipc_arena_create(size_t bytes);
 

@@ -345,3 +345,80 @@ int stream_bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {
   emu_stream_destroy(s);
   return bad;
 }
+
+/* With TALLY_TIMEOUT=1: a host call behind a stream call whose stream never gets there (a gate the
+ * test opens only afterwards) times out, saying why, and leaves the communicator usable. */
+int stream_host_call_behind_a_stuck_stream(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  float input[4] = {1, 1, 1, 1}, got[4], out[4];
+  float *dev = emu_malloc(sizeof input);
+  struct emu_gate *gate = emu_gate_create();
+  struct copy_job write_input = {dev, input, sizeof input}, read_result = {got, dev, sizeof got};
+  emu_gate_wait_on(s, gate);
+  emu_launch(s, run_copy_job, &write_input);
+  tally_result_t r = tally_allreduce(dev, dev, 4, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "enqueue: %s", tally_comm_last_error(comm)) : 0;
+  r = tally_allreduce(input, out, 4, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  bad += harness_expect(rank, comm, r, TALLY_ERR_TIMEOUT, "earlier stream-ordered call");
+  emu_gate_open(gate);
+  emu_stream_synchronize(s);
+  if (got[0] != (float)n) bad += harness_fail(rank, "the stream call gave %g, want %d", got[0], n);
+  r = tally_allreduce(input, out, 4, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+  if (r != TALLY_SUCCESS || out[0] != (float)n)
+    bad += harness_fail(rank, "the communicator is not usable after the timeout: %s", tally_comm_last_error(comm));
+  emu_gate_destroy(gate);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* With TALLY_TIMEOUT=1: destroying a communicator whose stream call never started gives up after
+ * the timeout; when the stream gets there later, the call fails at once (its result poisoned) and
+ * the stream goes on. */
+int stream_destroy_with_a_stuck_stream(int rank, int n, const tally_unique_id_t *id, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  tally_comm_t comm;
+  if (tally_comm_init_rank(&comm, n, *id, rank) != TALLY_SUCCESS)
+    return harness_fail(rank, "init: %s", tally_comm_last_error(NULL));
+  struct emu_stream *s = emu_stream_create();
+  float input[4] = {1, 2, 3, 4}, got[4];
+  float *dev = emu_malloc(sizeof input);
+  struct emu_gate *gate = emu_gate_create();
+  struct copy_job write_input = {dev, input, sizeof input}, read_result = {got, dev, sizeof got};
+  emu_gate_wait_on(s, gate);
+  emu_launch(s, run_copy_job, &write_input);
+  int bad = 0;
+  if (tally_allreduce(dev, dev, 4, TALLY_FLOAT32, TALLY_SUM, comm, s) != TALLY_SUCCESS)
+    bad = harness_fail(rank, "enqueue: %s", tally_comm_last_error(comm));
+  emu_launch(s, run_copy_job, &read_result);
+  if (tally_comm_destroy(comm) != TALLY_SUCCESS) bad += harness_fail(rank, "destroy: %s", tally_comm_last_error(NULL));
+  emu_gate_open(gate);
+  emu_stream_synchronize(s); /* must not hang */
+  uint32_t bits;
+  memcpy(&bits, &got[0], sizeof bits);
+  if (bits != 0xffffffffu) bad += harness_fail(rank, "the abandoned call's result is %g, not poisoned", got[0]);
+  emu_gate_destroy(gate);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* Rank 1 cannot allocate its window: every rank stages instead, and the results are right. */
+int stream_window_refused_on_one_rank(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  emu_fail_device_allocations(rank == 1);
+  struct emu_stream *s = emu_stream_create();
+  int bad = check_call(comm, rank, n, &(struct device_call){"allreduce", TALLY_FLOAT32, TALLY_SUM, 1000, 0},
+                       DEVICE_TO_DEVICE, s);
+  if (comm->ipc_window || !comm->ipc_refused)
+    bad += harness_fail(rank, "the window should have been refused on every rank");
+  bad += check_call(comm, rank, n, &(struct device_call){"reduce_scatter", TALLY_INT32, TALLY_MAX, 1000, 0},
+                    DEVICE_IN_PLACE, s);
+  emu_stream_destroy(s);
+  return bad;
+}

@@ -21,4 +21,12 @@ int stream_bad_arguments(tally_comm_t comm, int rank, int n, void *arg);
 /* Through the window, buffer kinds that differ across ranks fail as a mismatch (2 ranks). */
 int stream_mixed_kinds_through_window(tally_comm_t comm, int rank, int n, void *arg);
 
+/* With TALLY_TIMEOUT=1: a host call behind a stream call that never starts times out. */
+int stream_host_call_behind_a_stuck_stream(tally_comm_t comm, int rank, int n, void *arg);
+/* With TALLY_TIMEOUT=1 (a harness_raw_fn): destroy gives up on a stuck stream call, which later
+ * fails with its result poisoned. */
+int stream_destroy_with_a_stuck_stream(int rank, int n, const tally_unique_id_t *id, void *arg);
+/* With TALLY_CUDAIPC_MB: rank 1 cannot allocate its window, and every rank stages instead. */
+int stream_window_refused_on_one_rank(tally_comm_t comm, int rank, int n, void *arg);
+
 #endif

@@ -63,3 +63,25 @@ Test(streams, one_rank) { cr_assert_eq(harness_run(1, 60, stream_every_collectiv
 Test(streams, host_call_waits_for_earlier_stream_call) { cr_assert_eq(harness_run(3, 60, stream_host_call_waits, NULL), 0); }
 
 Test(streams, captured_allreduce_runs_at_every_replay) { cr_assert_eq(harness_run(3, 60, stream_graph_replay, NULL), 0); }
+
+Test(streams, host_call_behind_a_stuck_stream_times_out) {
+  setenv("TALLY_TIMEOUT", "1", 1);
+  int rc = harness_run(2, 60, stream_host_call_behind_a_stuck_stream, NULL);
+  unsetenv("TALLY_TIMEOUT");
+  cr_assert_eq(rc, 0);
+}
+
+Test(streams, destroy_gives_up_on_a_stuck_stream) {
+  setenv("TALLY_TIMEOUT", "1", 1);
+  int rc = harness_run_raw(2, 60, stream_destroy_with_a_stuck_stream, NULL);
+  unsetenv("TALLY_TIMEOUT");
+  cr_assert_eq(rc, 0);
+}
+
+Test(streams, window_refused_on_one_rank_means_staging_on_all) {
+  cr_assert_eq(emu_ipc_arena_create((size_t)16 << 20), 0);
+  setenv("TALLY_CUDAIPC_MB", "1", 1);
+  int rc = harness_run(3, 60, stream_window_refused_on_one_rank, NULL);
+  unsetenv("TALLY_CUDAIPC_MB");
+  cr_assert_eq(rc, 0);
+}
