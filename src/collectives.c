@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../algorithms/algorithm.h"
+#include "call_split.h"
 #include "collectives.h"
 #include "comm.h"
 #include "device.h"
@@ -108,6 +109,13 @@ tally_result_t tally_coll_fail(tally_comm_t comm, tally_result_t r) {
   return r;
 }
 
+/* A host-memory call: through the stream queue when the communicator has one, else here. */
+static tally_result_t run_host_call(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
+  tally_result_t r;
+  if (tally_stream_run_host(comm, fn, d, &r) == 0) return r == TALLY_SUCCESS ? r : remember(comm, r);
+  return tally_coll_execute(fn, d, comm);
+}
+
 /* Routes one call on a communicator this thread has claimed: device memory goes on its stream
  * (stream_queue.h); host memory runs here, or through the stream queue when the communicator has
  * one, so that it keeps its place behind earlier stream-ordered calls. */
@@ -130,8 +138,14 @@ static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *
     r = dev->stream_sync(stream); /* host memory stays blocking: after the stream's earlier work */
     if (r != TALLY_SUCCESS) return remember(comm, r);
   }
-  if (tally_stream_run_host(comm, fn, d, &r) == 0) return r == TALLY_SUCCESS ? r : remember(comm, r);
-  return tally_coll_execute(fn, d, comm);
+  size_t piece = tally_call_piece_elems(comm, d);
+  if (piece == 0) return run_host_call(fn, d, comm);
+  for (size_t first = 0; first < d->count; first += piece) { /* as the stream path does (call_split.h) */
+    struct tally_coll_desc part = tally_call_piece(d, first, d->count - first < piece ? d->count - first : piece);
+    r = run_host_call(fn, &part, comm);
+    if (r != TALLY_SUCCESS) return r;
+  }
+  return TALLY_SUCCESS;
 }
 
 static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {

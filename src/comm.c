@@ -141,7 +141,11 @@ static void comm_free(struct tally_comm *c) {
 static tally_result_t build_job_topology(struct tally_comm *c) {
   struct tally_topo *records = malloc((size_t)c->nranks * sizeof *records);
   if (!records) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the topology of %d ranks", c->nranks);
-  for (int r = 0; r < c->nranks; r++) records[r] = c->peers[r].topo;
+  c->every_rank_has_gpu = 1;
+  for (int r = 0; r < c->nranks; r++) {
+    records[r] = c->peers[r].topo;
+    if (!records[r].gpu_bus_id[0]) c->every_rank_has_gpu = 0;
+  }
   tally_result_t result = tally_job_topo_build(records, c->nranks, &c->topo);
   if (result == TALLY_SUCCESS && c->rank == 0) tally_job_topo_log(&c->topo, records);
   free(records);

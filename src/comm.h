@@ -78,6 +78,7 @@ struct tally_comm {
   void *staging; /* chunk-sized receive slots for reductions */
   size_t staging_bytes;
   struct tally_stream_queue *stream_queue; /* NULL until the first call with device buffers */
+  int every_rank_has_gpu;                  /* every rank's topology names a GPU (call_split.h) */
   struct tally_ipc_window *ipc_window;     /* transports/cudaipc: NULL until its first call */
   int ipc_refused;                         /* the window could not be opened on every rank */
 };

@@ -136,6 +136,15 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          v);
     cfg->ring_channels = (int)n;
   }
+  cfg->staging_chunk_bytes = (size_t)TALLY_DEFAULT_STAGING_CHUNK_MB << 20;
+  if ((v = env("TALLY_STAGING_CHUNK_MB"))) {
+    if (parse_long(v, 0, 1024, &n))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_STAGING_CHUNK_MB='%s' is not a whole number from 0 (calls on GPU communicators run "
+                         "whole) to 1024 (MiB per pipelined piece)",
+                         v);
+    cfg->staging_chunk_bytes = (size_t)n << 20;
+  }
   if ((v = env("TALLY_CUDAIPC_MB"))) {
     if (parse_long(v, 0, 4096, &n))
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,

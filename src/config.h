@@ -8,6 +8,7 @@
 
 #define TALLY_DEFAULT_TIMEOUT_S 300.0
 #define TALLY_DEFAULT_KEEPALIVE_S 5
+#define TALLY_DEFAULT_STAGING_CHUNK_MB 4
 
 struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
@@ -24,6 +25,9 @@ struct tally_config {
   size_t ib_reg_cache_bytes; /* TALLY_IB_REG_CACHE_MB: registered user memory kept for reuse */
   char tuning_file[4096];    /* TALLY_TUNING_FILE: link costs to use instead of measuring them; "" = none */
   int tuning_cache;          /* TALLY_TUNING_CACHE: 1 (default) keeps measured link costs per host, 0 never */
+  size_t staging_chunk_bytes; /* TALLY_STAGING_CHUNK_MB: on communicators whose every rank drives a GPU, the
+                                size of the collectives large allreduce/broadcast/reduce calls are split into
+                                (call_split.h); 0: never split */
   size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
                                 (transports/cudaipc); 0 (default) stages them through host memory */
 };

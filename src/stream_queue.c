@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "call_split.h"
 #include "clock.h"
 #include "collectives.h"
 #include "comm.h"
@@ -319,38 +320,62 @@ static void attach_block(struct stream_op *op, const struct staging_plan *plan) 
   op->result_bytes = plan->recv_bytes;
 }
 
-/* The stream's part, steps 1 to 5 of stream_queue.h. Once the hand-off is enqueued the call will
- * run, so a later failure only orphans it (the thread retires it, its block is never reused). */
-static tally_result_t enqueue_on_stream(struct tally_stream_queue *q, struct stream_op *op,
-                                        const struct tally_coll_desc *user, const struct staging_plan *plan,
-                                        void *stream, int *handed_off) {
-  const struct tally_device_ops *dev = q->dev;
-  *handed_off = 0;
-  if (plan->stage_send) TALLY_CHECK(dev->copy_async((void *)op->desc.sendbuf, user->sendbuf, plan->send_bytes, stream));
-  TALLY_CHECK(dev->host_call_async(stream, op_ready, op));
-  *handed_off = 1;
-  TALLY_CHECK(dev->wait_flag_async(stream, (volatile uint32_t *)op->flag, op->device_poison, op->device_poison_bytes));
-  if (plan->stage_recv) TALLY_CHECK(dev->copy_async(user->recvbuf, op->desc.recvbuf, plan->recv_bytes, stream));
-  TALLY_CHECK(dev->host_call_async(stream, op_retire, op));
+/* The stream's part is steps 1 and 2 (inputs) then 3 to 5 (outputs) of stream_queue.h; a call in
+ * pieces enqueues every piece's inputs before the first piece's outputs, so that copies and
+ * transfers of different pieces overlap. Once the hand-off is enqueued the piece will run, so a
+ * later failure only orphans it (the thread retires it, its block is not reused). */
+enum enqueued { NOTHING_ENQUEUED, INPUT_COPY_ENQUEUED, HANDED_OFF };
+
+static tally_result_t enqueue_inputs(struct tally_stream_queue *q, struct stream_op *op,
+                                     const struct tally_coll_desc *user, const struct staging_plan *plan,
+                                     void *stream, enum enqueued *got_to) {
+  *got_to = NOTHING_ENQUEUED;
+  if (plan->stage_send) {
+    TALLY_CHECK(q->dev->copy_async((void *)op->desc.sendbuf, user->sendbuf, plan->send_bytes, stream));
+    *got_to = INPUT_COPY_ENQUEUED;
+  }
+  TALLY_CHECK(q->dev->host_call_async(stream, op_ready, op));
+  *got_to = HANDED_OFF;
   return TALLY_SUCCESS;
 }
 
-/* Enqueues op (its block attached) on the stream; on failure undoes what can be undone. */
-static tally_result_t enqueue_op(struct tally_stream_queue *q, struct stream_op *op, const struct tally_coll_desc *user,
-                                 const struct staging_plan *plan, void *stream) {
-  int handed_off;
-  tally_result_t r = enqueue_on_stream(q, op, user, plan, stream, &handed_off);
-  if (r == TALLY_SUCCESS || op->persistent) return r; /* a failed capture is invalid anyway; op stays kept */
+static tally_result_t enqueue_outputs(struct tally_stream_queue *q, struct stream_op *op,
+                                      const struct tally_coll_desc *user, const struct staging_plan *plan,
+                                      void *stream) {
+  const struct tally_device_ops *dev = q->dev;
+  TALLY_CHECK(dev->wait_flag_async(stream, (volatile uint32_t *)op->flag, op->device_poison, op->device_poison_bytes));
+  if (plan->stage_recv) TALLY_CHECK(dev->copy_async(user->recvbuf, op->desc.recvbuf, plan->recv_bytes, stream));
+  return dev->host_call_async(stream, op_retire, op);
+}
+
+/* After a failed enqueue: an op never handed off is undone (its block kept off the pool if a copy
+ * into it is on the stream); one handed off is orphaned. */
+static void abandon_op(struct tally_stream_queue *q, struct stream_op *op, enum enqueued got_to) {
+  if (op->persistent) return; /* a failed capture is invalid anyway; the op stays kept */
   pthread_mutex_lock(&q->lock);
-  if (!handed_off) {
+  if (got_to == HANDED_OFF) {
+    op->orphan = 1; /* the thread retires it after running it */
+  } else {
     q->not_ready--;
     q->in_flight--;
-    tally_pinned_give_back(&q->pool, op->block);
+    if (got_to == INPUT_COPY_ENQUEUED) {
+      op->block->next = q->orphaned;
+      q->orphaned = op->block;
+    } else {
+      tally_pinned_give_back(&q->pool, op->block);
+    }
     free(op);
-  } else {
-    op->orphan = 1; /* the thread retires it after running it */
   }
   pthread_mutex_unlock(&q->lock);
+}
+
+/* Enqueues op (its block attached) on the stream. */
+static tally_result_t enqueue_op(struct tally_stream_queue *q, struct stream_op *op, const struct tally_coll_desc *user,
+                                 const struct staging_plan *plan, void *stream) {
+  enum enqueued got_to;
+  tally_result_t r = enqueue_inputs(q, op, user, plan, stream, &got_to);
+  if (r == TALLY_SUCCESS) r = enqueue_outputs(q, op, user, plan, stream);
+  if (r != TALLY_SUCCESS) abandon_op(q, op, got_to);
   return r;
 }
 
@@ -434,6 +459,45 @@ tally_result_t tally_stream_enqueue_agreement(struct tally_comm *comm, const str
   return enqueue_op(comm->stream_queue, op, &gather, &plan, stream);
 }
 
+/* One staged piece of a call in pieces. */
+struct staged_piece {
+  struct tally_coll_desc user;
+  struct staging_plan plan;
+  struct stream_op *op;
+};
+
+/* A call in pieces (call_split.h): every piece's inputs, then every piece's outputs. */
+static tally_result_t enqueue_pieces(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
+                                     const struct tally_coll_desc *d, void *stream, size_t piece_elems) {
+  struct tally_stream_queue *q = comm->stream_queue;
+  size_t n = (d->count + piece_elems - 1) / piece_elems, handed_off = 0;
+  struct staged_piece *pieces = calloc(n, sizeof *pieces);
+  if (!pieces) return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory for %zu pieces", fn, n);
+  tally_result_t r = TALLY_SUCCESS;
+  while (handed_off < n) {
+    struct staged_piece *p = &pieces[handed_off];
+    size_t first = handed_off * piece_elems;
+    p->user = tally_call_piece(d, first, d->count - first < piece_elems ? d->count - first : piece_elems);
+    plan_staging(dev, &p->user, comm->rank, comm->nranks, &p->plan);
+    r = new_op(q, fn, &p->user, &p->plan, stream, &p->op);
+    if (r != TALLY_SUCCESS) break;
+    enum enqueued got_to;
+    r = enqueue_inputs(q, p->op, &p->user, &p->plan, stream, &got_to);
+    if (r != TALLY_SUCCESS) {
+      abandon_op(q, p->op, got_to); /* not handed off: handing off is the inputs' last step */
+      break;
+    }
+    handed_off++;
+  }
+  for (size_t k = 0; k < handed_off; k++) { /* the pieces handed off run, and must be waited for */
+    tally_result_t out = enqueue_outputs(q, pieces[k].op, &pieces[k].user, &pieces[k].plan, stream);
+    if (out != TALLY_SUCCESS) abandon_op(q, pieces[k].op, HANDED_OFF);
+    if (r == TALLY_SUCCESS) r = out;
+  }
+  free(pieces);
+  return r;
+}
+
 tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
                                     const struct tally_coll_desc *d, void *stream) {
   TALLY_CHECK(queue_for(comm, dev, fn));
@@ -442,6 +506,8 @@ tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_
     TALLY_CHECK(tally_ipc_enqueue(comm, dev, d, stream, &taken));
     if (taken) return enqueue_check(comm, dev, fn, d, stream);
   }
+  size_t piece_elems = tally_call_piece_elems(comm, d);
+  if (piece_elems) return enqueue_pieces(comm, dev, fn, d, stream, piece_elems);
   return tally_stream_enqueue_staged(comm, dev, fn, d, stream);
 }
 

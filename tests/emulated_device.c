@@ -366,6 +366,12 @@ static tally_result_t emu_finish_avg_async(void *buf, size_t count, tally_dataty
   return TALLY_SUCCESS;
 }
 
+/* Every emulated rank drives "GPU" 0000:01:00.0 (hwloc knows no such device, so no NUMA node). */
+static tally_result_t emu_pci_bus_id(char *buf, size_t len) {
+  snprintf(buf, len, "0000:01:00.0");
+  return TALLY_SUCCESS;
+}
+
 /* --- the vtable ------------------------------------------------------------------------------------ */
 
 static struct emu_stream *default_stream;
@@ -432,6 +438,7 @@ static const struct tally_device_ops emu_ops = {
     .ipc_close = emu_ipc_close,
     .reduce_async = emu_reduce_async,
     .finish_avg_async = emu_finish_avg_async,
+    .pci_bus_id = emu_pci_bus_id,
 };
 
 const struct tally_device_ops *emu_device(void) { return &emu_ops; }

@@ -422,3 +422,40 @@ int stream_window_refused_on_one_rank(tally_comm_t comm, int rank, int n, void *
   emu_stream_destroy(s);
   return bad;
 }
+
+/* On a GPU communicator (the emulated device installed before init) with TALLY_STAGING_CHUNK_MB=1:
+ * large allreduce, broadcast and reduce calls run in 1 MiB pieces, stream-ordered or not, and
+ * give the right result. */
+int stream_calls_in_pieces(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  if (!comm->every_rank_has_gpu) return harness_fail(rank, "the communicator does not know every rank has a GPU");
+  struct emu_stream *s = emu_stream_create();
+  enum { COUNT = 1000000 }; /* 4 MB of floats: 4 pieces */
+  int bad = 0;
+  for (int k = 0; k < 5; k++)
+    for (int where = 0; where < PLACEMENTS && !bad; where++)
+      bad += check_call(comm, rank, n, &(struct device_call){device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, COUNT, 1},
+                        where, s);
+  /* Four collectives for one call, and the sum itself (host and device could share a wrong split). */
+  float *input = malloc(COUNT * sizeof *input), *got = malloc(COUNT * sizeof *got);
+  float *dev = emu_malloc(COUNT * sizeof *input);
+  device_call_fill(input, COUNT, TALLY_FLOAT32, rank);
+  struct copy_job write_input = {dev, input, COUNT * sizeof *input}, read_result = {got, dev, COUNT * sizeof *got};
+  uint32_t seq_before = comm->seq;
+  emu_launch(s, run_copy_job, &write_input);
+  tally_result_t r = tally_allreduce(dev, dev, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  emu_stream_synchronize(s);
+  if (r != TALLY_SUCCESS) bad += harness_fail(rank, "%s", tally_comm_last_error(comm));
+  if (comm->seq - seq_before != 4) bad += harness_fail(rank, "%u collectives for one call, want 4", comm->seq - seq_before);
+  for (size_t i = 0; i < COUNT && !bad; i++) {
+    float want = 0;
+    for (int q = 0; q < n; q++) want += (float)((int)((q + 1) * (i % 5 + 1)) % 23);
+    if (got[i] != want) bad += harness_fail(rank, "element %zu is %g, want %g", i, got[i], want);
+  }
+  free(input);
+  free(got);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}

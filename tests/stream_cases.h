@@ -29,4 +29,7 @@ int stream_destroy_with_a_stuck_stream(int rank, int n, const tally_unique_id_t 
 /* With TALLY_CUDAIPC_MB: rank 1 cannot allocate its window, and every rank stages instead. */
 int stream_window_refused_on_one_rank(tally_comm_t comm, int rank, int n, void *arg);
 
+/* With the emulated device installed before init and TALLY_STAGING_CHUNK_MB=1: calls in pieces. */
+int stream_calls_in_pieces(tally_comm_t comm, int rank, int n, void *arg);
+
 #endif

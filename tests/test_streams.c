@@ -85,3 +85,12 @@ Test(streams, window_refused_on_one_rank_means_staging_on_all) {
   unsetenv("TALLY_CUDAIPC_MB");
   cr_assert_eq(rc, 0);
 }
+
+/* Installed before the ranks fork, the emulated device names a GPU in every rank's topology. */
+Test(streams, large_calls_run_in_pieces_on_gpu_communicators) {
+  tally_device_override(emu_device());
+  setenv("TALLY_STAGING_CHUNK_MB", "1", 1);
+  int rc = harness_run(3, 120, stream_calls_in_pieces, NULL);
+  unsetenv("TALLY_STAGING_CHUNK_MB");
+  cr_assert_eq(rc, 0);
+}
