@@ -61,6 +61,8 @@ struct bench {
 /* run_rank's status when the job ran to the end but some results were wrong. Forked ranks
  * report it to the parent, which then lets the others finish; otherwise it becomes 1. */
 #define STATUS_WRONG 3
+/* A rank's status when what was asked cannot run here (--gpu without a GPU); the job's too. */
+#define STATUS_SKIPPED 77
 
 /* Reports a failed Tally call on this rank and exits with status 1. */
 void bench_fail(const struct bench *b, tally_result_t r) __attribute__((noreturn));

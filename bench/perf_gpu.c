@@ -23,7 +23,7 @@ int gpu_open(struct bench *b) {
     if (b->rank == 0)
       fprintf(stderr, "tally-perf: --gpu: no CUDA device: skipped (%s)\n",
               err != cudaSuccess ? cudaGetErrorString(err) : "zero devices");
-    return 77;
+    return STATUS_SKIPPED;
   }
   check(b, cudaSetDevice(b->rank % devices), "cudaSetDevice");
   cudaStream_t stream;

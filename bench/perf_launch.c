@@ -163,7 +163,10 @@ int run_forked(const struct options *o) {
         continue;
       }
       bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-      if (failed && result == 0) {
+      bool skipped = WIFEXITED(status) && WEXITSTATUS(status) == STATUS_SKIPPED; /* it said why */
+      if (failed && result == 0 && skipped) {
+        result = STATUS_SKIPPED;
+      } else if (failed && result == 0) {
         result = WIFEXITED(status) && WEXITSTATUS(status) == 2 ? 2 : 1;
         if (WIFEXITED(status))
           fprintf(stderr, "tally-perf: rank %d (pid %ld) exited with status %d%s\n", r, (long)pid,
