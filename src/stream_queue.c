@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../transports/cudaipc/ipc_collectives.h"
 #include "call_split.h"
 #include "clock.h"
 #include "collectives.h"
@@ -15,7 +16,6 @@
 #include "error.h"
 #include "log.h"
 #include "pinned_pool.h"
-#include "../transports/cudaipc/ipc_collectives.h"
 
 enum { STAGING_ALIGN = 256 }; /* the flag's line, then each staged region, on this boundary */
 
@@ -37,15 +37,15 @@ struct stream_op {
   const char *fn;
   struct tally_coll_desc desc; /* its device buffers replaced by their staging */
   struct tally_pinned_block *block;
-  _Atomic uint32_t *flag;     /* at the block's start: 1 lets the stream go on, 2 too after a failure */
-  void *result_staging;       /* filled with 0xff when the collective fails */
+  _Atomic uint32_t *flag; /* at the block's start: 1 lets the stream go on, 2 too after a failure */
+  void *result_staging;   /* filled with 0xff when the collective fails */
   size_t result_bytes;
-  void *device_poison;        /* where the wait kernel writes 0xff on failure (a check op's result) */
+  void *device_poison; /* where the wait kernel writes 0xff on failure (a check op's result) */
   size_t device_poison_bytes;
   enum op_kind kind;
-  int persistent;             /* captured into a graph: runs at every replay, freed at destroy */
-  int orphan;                 /* its stream work was enqueued only in part: the thread retires it */
-  int host_call, done;        /* a blocking host-memory call waiting for its turn */
+  int persistent;                      /* captured into a graph: runs at every replay, freed at destroy */
+  int orphan;                          /* its stream work was enqueued only in part: the thread retires it */
+  int host_call, done;                 /* a blocking host-memory call waiting for its turn */
   struct call_fingerprint fingerprint; /* OP_AGREE: this rank's */
   tally_result_t result;
   struct stream_op *next;      /* in the ready list */
@@ -65,7 +65,7 @@ struct tally_stream_queue {
   int in_flight; /* calls handed off or enqueued and not yet retired */
   tally_result_t failed;
   struct tally_pinned_pool pool;
-  struct stream_op *kept; /* persistent (captured) calls */
+  struct stream_op *kept;              /* persistent (captured) calls */
   struct tally_pinned_block *orphaned; /* blocks of orphans: their streams may still read them */
   struct tally_stream_queue *next_abandoned;
 };
@@ -165,18 +165,18 @@ static tally_result_t agree(struct tally_comm *comm, struct stream_op *op) {
     describe(&all[r], theirs, sizeof theirs);
     describe(&op->fingerprint, mine, sizeof mine);
     tally_error_blame(r);
-    return tally_coll_fail(comm, TALLY_ERROR(TALLY_ERR_MISMATCH,
-                                             "%s: collective mismatch: rank %d called %s but this rank called %s", op->fn,
-                                             r, theirs, mine));
+    return tally_coll_fail(
+        comm, TALLY_ERROR(TALLY_ERR_MISMATCH, "%s: collective mismatch: rank %d called %s but this rank called %s",
+                          op->fn, r, theirs, mine));
   }
   return TALLY_SUCCESS;
 }
 
 static tally_result_t run_op(struct tally_comm *comm, struct stream_op *op) {
   switch (op->kind) {
-  case OP_CHECK: return TALLY_SUCCESS; /* the thread reads the queue's failure instead */
-  case OP_AGREE: return agree(comm, op);
-  default: return tally_coll_execute(op->fn, &op->desc, comm);
+    case OP_CHECK: return TALLY_SUCCESS; /* the thread reads the queue's failure instead */
+    case OP_AGREE: return agree(comm, op);
+    default: return tally_coll_execute(op->fn, &op->desc, comm);
   }
 }
 
@@ -327,8 +327,8 @@ static void attach_block(struct stream_op *op, const struct staging_plan *plan) 
 enum enqueued { NOTHING_ENQUEUED, INPUT_COPY_ENQUEUED, HANDED_OFF };
 
 static tally_result_t enqueue_inputs(struct tally_stream_queue *q, struct stream_op *op,
-                                     const struct tally_coll_desc *user, const struct staging_plan *plan,
-                                     void *stream, enum enqueued *got_to) {
+                                     const struct tally_coll_desc *user, const struct staging_plan *plan, void *stream,
+                                     enum enqueued *got_to) {
   *got_to = NOTHING_ENQUEUED;
   if (plan->stage_send) {
     TALLY_CHECK(q->dev->copy_async((void *)op->desc.sendbuf, user->sendbuf, plan->send_bytes, stream));
@@ -445,15 +445,15 @@ tally_result_t tally_stream_enqueue_agreement(struct tally_comm *comm, const str
                                               const char *fn, const struct tally_coll_desc *d, void *stream) {
   TALLY_CHECK(queue_for(comm, dev, fn));
   /* An allgather of one fingerprint per rank, into the op's block; the send side is the op itself. */
-  struct tally_coll_desc gather = {TALLY_COLL_ALLGATHER, NULL, NULL, sizeof(struct call_fingerprint), TALLY_UINT8,
-                                   TALLY_SUM, 0, 0};
-  struct staging_plan plan = {.block_bytes = STAGING_ALIGN + align_up(sizeof(struct call_fingerprint) *
-                                                                      (size_t)comm->nranks)};
+  struct tally_coll_desc gather = {TALLY_COLL_ALLGATHER, NULL,      NULL, sizeof(struct call_fingerprint),
+                                   TALLY_UINT8,          TALLY_SUM, 0,    0};
+  struct staging_plan plan = {.block_bytes =
+                                  STAGING_ALIGN + align_up(sizeof(struct call_fingerprint) * (size_t)comm->nranks)};
   struct stream_op *op;
   TALLY_CHECK(new_op(comm->stream_queue, fn, &gather, &plan, stream, &op));
   op->kind = OP_AGREE;
-  op->fingerprint = (struct call_fingerprint){d->count, (int32_t)d->coll, (int32_t)d->datatype, (int32_t)d->op,
-                                              (int32_t)d->root};
+  op->fingerprint =
+      (struct call_fingerprint){d->count, (int32_t)d->coll, (int32_t)d->datatype, (int32_t)d->op, (int32_t)d->root};
   op->desc.sendbuf = &op->fingerprint;
   op->desc.recvbuf = (char *)op->block->mem + STAGING_ALIGN;
   return enqueue_op(comm->stream_queue, op, &gather, &plan, stream);

@@ -21,8 +21,7 @@
 struct tally_comm;
 
 /* Whether d touches device or managed memory on this rank (then it must be stream-ordered). */
-int tally_stream_needs_queue(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank,
-                             int nranks);
+int tally_stream_needs_queue(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank, int nranks);
 
 /* Enqueues validated d on stream (never NULL: the caller maps NULL to the default stream):
  * through the CUDA IPC window when transports/cudaipc takes it, else staged as above. */

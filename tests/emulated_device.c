@@ -115,21 +115,21 @@ static void pause_briefly(unsigned *seed) {
 
 static void run_item(const struct item *it) {
   switch (it->kind) {
-  case ITEM_COPY: memcpy(it->dst, it->src, it->bytes); break;
-  case ITEM_CALL: it->fn(it->arg); break;
-  case ITEM_WAIT_FLAG:
-    for (long waited_us = 0;; waited_us += 20) {
-      uint32_t v = atomic_load((_Atomic uint32_t *)it->flag);
-      if (v == 2 && it->poison) memset(it->poison, 0xff, it->poison_bytes);
-      if (v == 1 || v == 2) break;
-      if (waited_us > 120 * 1000000L) {
-        fprintf(stderr, "emulated device: a stream waited 120 s on a flag that never came\n");
-        abort();
+    case ITEM_COPY: memcpy(it->dst, it->src, it->bytes); break;
+    case ITEM_CALL: it->fn(it->arg); break;
+    case ITEM_WAIT_FLAG:
+      for (long waited_us = 0;; waited_us += 20) {
+        uint32_t v = atomic_load((_Atomic uint32_t *)it->flag);
+        if (v == 2 && it->poison) memset(it->poison, 0xff, it->poison_bytes);
+        if (v == 1 || v == 2) break;
+        if (waited_us > 120 * 1000000L) {
+          fprintf(stderr, "emulated device: a stream waited 120 s on a flag that never came\n");
+          abort();
+        }
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
       }
-      struct timespec ts = {0, 20000};
-      nanosleep(&ts, NULL);
-    }
-    break;
+      break;
   }
 }
 

@@ -1,5 +1,7 @@
 /* The stream-ordered test bodies (stream_cases.h) on the emulated device (emulated_device.h). */
 #define _GNU_SOURCE
+#include "stream_cases.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -7,10 +9,9 @@
 #include <time.h>
 
 #include "comm.h"
+#include "device_cases.h"
 #include "emulated_device.h"
 #include "harness.h"
-#include "device_cases.h"
-#include "stream_cases.h"
 
 /* --- kernels: stream-ordered host work ----------------------------------------------------------- */
 
@@ -33,10 +34,10 @@ static const char *placement_name[] = {"device->device", "device in place", "hos
 
 static void *alloc_kind(enum tally_mem_kind kind, size_t bytes) {
   switch (kind) {
-  case TALLY_MEM_DEVICE: return emu_malloc(bytes);
-  case TALLY_MEM_MANAGED: return emu_malloc_managed(bytes);
-  case TALLY_MEM_PINNED: return emu_malloc_pinned(bytes);
-  default: return malloc(bytes);
+    case TALLY_MEM_DEVICE: return emu_malloc(bytes);
+    case TALLY_MEM_MANAGED: return emu_malloc_managed(bytes);
+    case TALLY_MEM_PINNED: return emu_malloc_pinned(bytes);
+    default: return malloc(bytes);
   }
 }
 
@@ -127,7 +128,8 @@ int stream_every_collective(tally_comm_t comm, int rank, int n, void *arg) {
          * (mixed_kinds_through_the_window_are_refused). */
         int rooted = k >= 3, mixed = where == HOST_TO_DEVICE || where == DEVICE_TO_PINNED;
         if (ipc && rooted && mixed) continue;
-        bad += check_call(comm, rank, n, &(struct device_call){device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1},
+        bad += check_call(comm, rank, n,
+                          &(struct device_call){device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1},
                           where, s);
       }
   if (ipc && n > 1 && !comm->ipc_window) bad += harness_fail(rank, "the CUDA IPC window was never opened");
@@ -211,7 +213,8 @@ int stream_host_memory_with_stream(tally_comm_t comm, int rank, int n, void *arg
   tally_result_t r = tally_allreduce(input, out, 8, TALLY_INT32, TALLY_SUM, comm, s);
   int bad = r != TALLY_SUCCESS ? harness_fail(rank, "%s", tally_comm_last_error(comm)) : 0;
   for (int i = 0; i < 8 && !bad; i++)
-    if (out[i] != n * (n + 1) / 2) bad = harness_fail(rank, "out[%d] = %d: the input was read before the stream wrote it", i, out[i]);
+    if (out[i] != n * (n + 1) / 2)
+      bad = harness_fail(rank, "out[%d] = %d: the input was read before the stream wrote it", i, out[i]);
   emu_stream_destroy(s);
   return bad;
 }
@@ -305,7 +308,7 @@ int stream_mixed_kinds_through_window(tally_comm_t comm, int rank, int n, void *
   emu_stream_synchronize(s);
   if (r != TALLY_SUCCESS || !comm->ipc_window) return harness_fail(rank, "no window: %s", tally_comm_last_error(comm));
   r = rank == 0 ? tally_broadcast(host, dev, 4, TALLY_FLOAT32, 0, comm, s)
-                               : tally_broadcast(NULL, dev, 4, TALLY_FLOAT32, 0, comm, s);
+                : tally_broadcast(NULL, dev, 4, TALLY_FLOAT32, 0, comm, s);
   struct copy_job read_result = {got, dev, sizeof got};
   emu_launch(s, run_copy_job, &read_result);
   emu_stream_synchronize(s);
@@ -447,7 +450,8 @@ int stream_calls_in_pieces(tally_comm_t comm, int rank, int n, void *arg) {
   emu_launch(s, run_copy_job, &read_result);
   emu_stream_synchronize(s);
   if (r != TALLY_SUCCESS) bad += harness_fail(rank, "%s", tally_comm_last_error(comm));
-  if (comm->seq - seq_before != 4) bad += harness_fail(rank, "%u collectives for one call, want 4", comm->seq - seq_before);
+  if (comm->seq - seq_before != 4)
+    bad += harness_fail(rank, "%u collectives for one call, want 4", comm->seq - seq_before);
   for (size_t i = 0; i < COUNT && !bad; i++) {
     float want = 0;
     for (int q = 0; q < n; q++) want += (float)((int)((q + 1) * (i % 5 + 1)) % 23);

@@ -19,10 +19,11 @@
 
 #define EXIT_SKIPPED 77
 
-#define CUDA_OK(rank, call)                                                                                     \
-  do {                                                                                                          \
-    cudaError_t e_ = (call);                                                                                    \
-    if (e_ != cudaSuccess) return harness_fail(rank, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+#define CUDA_OK(rank, call)                                                                          \
+  do {                                                                                               \
+    cudaError_t e_ = (call);                                                                         \
+    if (e_ != cudaSuccess)                                                                           \
+      return harness_fail(rank, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
   } while (0)
 
 /* Counts the devices in a child process, so that this one never initialises CUDA before forking. */
@@ -109,8 +110,8 @@ static int check_call(tally_comm_t comm, int rank, int n, const struct device_ca
   if (r != TALLY_SUCCESS)
     bad = harness_fail(rank, "%s %s: %s", c->coll, placement_name[where], tally_comm_last_error(comm));
   else if (device_call_uses_recv(c, rank) && memcmp(got, want, recv_bytes) != 0)
-    bad = harness_fail(rank, "%s %s %s %s count %zu: differs from the host-memory call", c->coll,
-                       placement_name[where], tally_datatype_name(c->dt), tally_op_name(c->op), c->count);
+    bad = harness_fail(rank, "%s %s %s %s count %zu: differs from the host-memory call", c->coll, placement_name[where],
+                       tally_datatype_name(c->dt), tally_op_name(c->op), c->count);
   if (whole) {
     cudaFree(whole);
   } else {
@@ -182,9 +183,9 @@ static int gpu_body(tally_comm_t comm, int rank, int n, void *arg) {
     for (int where = 0; where < PLACEMENTS; where++) {
       bad += check_call(comm, rank, n, &(struct device_call){device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, 1, 0},
                         where, &s);
-      bad += check_call(comm, rank, n,
-                        &(struct device_call){device_call_colls[k], TALLY_BFLOAT16, TALLY_MAX, 300000, n / 2}, where,
-                        &s);
+      bad +=
+          check_call(comm, rank, n,
+                     &(struct device_call){device_call_colls[k], TALLY_BFLOAT16, TALLY_MAX, 300000, n / 2}, where, &s);
     }
   bad += check_graph(comm, rank, n, &s);
   tally_result_t async;

@@ -186,8 +186,8 @@ static void expect_equal(const char *what, tally_datatype_t dt, tally_op_t op, s
   checks++;
   if (i == count) return;
   failures++;
-  printf("FAIL %s: datatype %s, op %s, count %zu, offset %d: first difference at index %zu: host bytes",
-         what, tally_datatype_name(dt), tally_op_name(op), count, offset, i);
+  printf("FAIL %s: datatype %s, op %s, count %zu, offset %d: first difference at index %zu: host bytes", what,
+         tally_datatype_name(dt), tally_op_name(op), count, offset, i);
   print_bytes((const unsigned char *)want + i * size, size);
   printf(", gpu bytes");
   print_bytes((const unsigned char *)got + i * size, size);

@@ -60,9 +60,13 @@ Test(streams, async_error_of_a_destroyed_comm_is_refused) {
 
 Test(streams, one_rank) { cr_assert_eq(harness_run(1, 60, stream_every_collective, NULL), 0); }
 
-Test(streams, host_call_waits_for_earlier_stream_call) { cr_assert_eq(harness_run(3, 60, stream_host_call_waits, NULL), 0); }
+Test(streams, host_call_waits_for_earlier_stream_call) {
+  cr_assert_eq(harness_run(3, 60, stream_host_call_waits, NULL), 0);
+}
 
-Test(streams, captured_allreduce_runs_at_every_replay) { cr_assert_eq(harness_run(3, 60, stream_graph_replay, NULL), 0); }
+Test(streams, captured_allreduce_runs_at_every_replay) {
+  cr_assert_eq(harness_run(3, 60, stream_graph_replay, NULL), 0);
+}
 
 Test(streams, host_call_behind_a_stuck_stream_times_out) {
   setenv("TALLY_TIMEOUT", "1", 1);

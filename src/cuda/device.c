@@ -2,21 +2,22 @@
  * copies with cudaMemcpyAsync, host hand-offs with cudaLaunchHostFunc, the wait and reduction
  * kernels, and cudaIpc handles for transports/cudaipc. Only
  * the calling (user's) thread calls CUDA here; Tally's own threads never do. */
+#include "../device.h"
+
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../device.h"
 #include "../error.h"
 #include "reduce_kernels.h"
 #include "wait_kernel.h"
 
-#define CUDA_TRY(what, call)                                                                               \
-  do {                                                                                                     \
-    cudaError_t cuda_err_ = (call);                                                                        \
-    if (cuda_err_ != cudaSuccess)                                                                          \
-      return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s failed: %s (%s)", what, cudaGetErrorString(cuda_err_),      \
-                         cudaGetErrorName(cuda_err_));                                                     \
+#define CUDA_TRY(what, call)                                                                          \
+  do {                                                                                                \
+    cudaError_t cuda_err_ = (call);                                                                   \
+    if (cuda_err_ != cudaSuccess)                                                                     \
+      return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s failed: %s (%s)", what, cudaGetErrorString(cuda_err_), \
+                         cudaGetErrorName(cuda_err_));                                                \
   } while (0)
 
 static enum tally_mem_kind cuda_mem_kind(const void *p) {
@@ -26,10 +27,10 @@ static enum tally_mem_kind cuda_mem_kind(const void *p) {
     return TALLY_MEM_HOST;
   }
   switch (attr.type) {
-  case cudaMemoryTypeDevice: return TALLY_MEM_DEVICE;
-  case cudaMemoryTypeManaged: return TALLY_MEM_MANAGED;
-  case cudaMemoryTypeHost: return TALLY_MEM_PINNED;
-  default: return TALLY_MEM_HOST;
+    case cudaMemoryTypeDevice: return TALLY_MEM_DEVICE;
+    case cudaMemoryTypeManaged: return TALLY_MEM_MANAGED;
+    case cudaMemoryTypeHost: return TALLY_MEM_PINNED;
+    default: return TALLY_MEM_HOST;
   }
 }
 
@@ -48,8 +49,7 @@ static tally_result_t cuda_host_call_async(void *stream, void (*fn)(void *), voi
 static tally_result_t cuda_wait_flag_async(void *stream, volatile uint32_t *flag, void *poison, size_t poison_bytes) {
   void *on_device = NULL;
   CUDA_TRY("cudaHostGetDevicePointer", cudaHostGetDevicePointer(&on_device, (void *)flag, 0));
-  CUDA_TRY("launching the wait kernel",
-           tally_cuda_wait_flag(on_device, poison, poison_bytes, (cudaStream_t)stream));
+  CUDA_TRY("launching the wait kernel", tally_cuda_wait_flag(on_device, poison, poison_bytes, (cudaStream_t)stream));
   return TALLY_SUCCESS;
 }
 

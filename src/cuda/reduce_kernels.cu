@@ -17,8 +17,6 @@
  *   input). The GPU makes the canonical NaN 0x7fffffff; the host's NaN is whatever its CPU propagates.
  *   Both are NaN.
  */
-#include "cuda/reduce_kernels.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -26,6 +24,8 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+
+#include "cuda/reduce_kernels.h"
 
 namespace {
 
@@ -231,8 +231,8 @@ cudaError_t launch(void *out, const void *a, const void *b, size_t count, Op op,
   const size_t threads_wanted = count / per_thread + (count % per_thread != 0);
   const size_t blocks_wanted = threads_wanted / kThreadsPerBlock + (threads_wanted % kThreadsPerBlock != 0);
   const unsigned blocks = blocks_wanted < kMaxBlocks ? static_cast<unsigned>(blocks_wanted) : kMaxBlocks;
-  elementwise_kernel<T, Op><<<blocks, kThreadsPerBlock, 0, stream>>>(
-      static_cast<T *>(out), static_cast<const T *>(a), static_cast<const T *>(b), count, vectorised, op);
+  elementwise_kernel<T, Op><<<blocks, kThreadsPerBlock, 0, stream>>>(static_cast<T *>(out), static_cast<const T *>(a),
+                                                                     static_cast<const T *>(b), count, vectorised, op);
   return cudaGetLastError();
 }
 
@@ -279,8 +279,7 @@ extern "C" cudaError_t tally_cuda_reduce(void *out, const void *a, const void *b
   });
 }
 
-extern "C" cudaError_t tally_cuda_finish_avg(void *buf, size_t count, tally_datatype_t dt, int n,
-                                             cudaStream_t stream) {
+extern "C" cudaError_t tally_cuda_finish_avg(void *buf, size_t count, tally_datatype_t dt, int n, cudaStream_t stream) {
   if (static_cast<unsigned>(dt) >= TALLY_NUM_DATATYPES) return cudaErrorInvalidValue;
   /* n is the number of ranks: dividing by 1 changes nothing, and n < 1 would divide by zero. */
   if (count == 0 || n <= 1) return cudaSuccess;

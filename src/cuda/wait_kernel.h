@@ -12,8 +12,7 @@ extern "C" {
 
 /* Enqueues a block whose first thread polls *flag (a device pointer to mapped pinned host memory)
  * until it reads 1 or 2; at 2 the block fills `poison_bytes` at `poison` (NULL: none) with 0xff. */
-cudaError_t tally_cuda_wait_flag(const volatile uint32_t *flag, void *poison, size_t poison_bytes,
-                                 cudaStream_t stream);
+cudaError_t tally_cuda_wait_flag(const volatile uint32_t *flag, void *poison, size_t poison_bytes, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

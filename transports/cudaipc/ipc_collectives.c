@@ -46,13 +46,11 @@ static tally_result_t copy(const struct ipc_call *c, void *dst, const void *src,
 static tally_result_t reduce_inputs(const struct ipc_call *c, void *out, size_t at, size_t elems) {
   if (elems == 0) return TALLY_SUCCESS;
   const struct tally_ipc_window *w = c->w;
-  TALLY_CHECK(c->dev->reduce_async(out, tally_ipc_input(w, 0) + at, tally_ipc_input(w, 1) + at, elems,
-                                   c->d->datatype, c->d->op, c->stream));
+  TALLY_CHECK(c->dev->reduce_async(out, tally_ipc_input(w, 0) + at, tally_ipc_input(w, 1) + at, elems, c->d->datatype,
+                                   c->d->op, c->stream));
   for (int r = 2; r < w->nranks; r++)
-    TALLY_CHECK(c->dev->reduce_async(out, out, tally_ipc_input(w, r) + at, elems, c->d->datatype, c->d->op,
-                                     c->stream));
-  if (c->d->op == TALLY_AVG)
-    TALLY_CHECK(c->dev->finish_avg_async(out, elems, c->d->datatype, w->nranks, c->stream));
+    TALLY_CHECK(c->dev->reduce_async(out, out, tally_ipc_input(w, r) + at, elems, c->d->datatype, c->d->op, c->stream));
+  if (c->d->op == TALLY_AVG) TALLY_CHECK(c->dev->finish_avg_async(out, elems, c->d->datatype, w->nranks, c->stream));
   return TALLY_SUCCESS;
 }
 
@@ -91,8 +89,8 @@ static tally_result_t allgather_chunk(const struct ipc_call *c, size_t first, si
   TALLY_CHECK(copy(c, tally_ipc_input(w, w->rank), (const char *)c->d->sendbuf + first * c->es, elems));
   TALLY_CHECK(barrier(c));
   for (int r = 0; r < w->nranks; r++)
-    TALLY_CHECK(copy(c, (char *)c->d->recvbuf + ((size_t)r * c->d->count + first) * c->es, tally_ipc_input(w, r),
-                     elems));
+    TALLY_CHECK(
+        copy(c, (char *)c->d->recvbuf + ((size_t)r * c->d->count + first) * c->es, tally_ipc_input(w, r), elems));
   return barrier(c);
 }
 
@@ -129,14 +127,14 @@ tally_result_t tally_ipc_enqueue(struct tally_comm *comm, const struct tally_dev
   tally_result_t (*chunk)(const struct ipc_call *, size_t, size_t) = allreduce_chunk;
   size_t per_chunk = c.w->half / c.es; /* elements of one rank's input per chunk */
   switch (d->coll) {
-  case TALLY_COLL_REDUCE_SCATTER:
-    chunk = reduce_scatter_chunk;
-    per_chunk /= (size_t)comm->nranks;
-    break;
-  case TALLY_COLL_ALLGATHER: chunk = allgather_chunk; break;
-  case TALLY_COLL_BROADCAST: chunk = broadcast_chunk; break;
-  case TALLY_COLL_REDUCE: chunk = reduce_chunk; break;
-  default: break;
+    case TALLY_COLL_REDUCE_SCATTER:
+      chunk = reduce_scatter_chunk;
+      per_chunk /= (size_t)comm->nranks;
+      break;
+    case TALLY_COLL_ALLGATHER: chunk = allgather_chunk; break;
+    case TALLY_COLL_BROADCAST: chunk = broadcast_chunk; break;
+    case TALLY_COLL_REDUCE: chunk = reduce_chunk; break;
+    default: break;
   }
   if (per_chunk == 0)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,

@@ -73,8 +73,8 @@ tally_result_t tally_ipc_window_open(struct tally_comm *comm, const struct tally
   int32_t ok = export_mine(w, handles + (size_t)comm->rank * hb) == 0, all_ok = 0;
   w->peer[comm->rank] = w->mine;
 
-  struct tally_coll_desc share = {TALLY_COLL_ALLGATHER, handles + (size_t)comm->rank * hb, handles, hb, TALLY_UINT8,
-                                  TALLY_SUM, 0, 0};
+  struct tally_coll_desc share = {
+      TALLY_COLL_ALLGATHER, handles + (size_t)comm->rank * hb, handles, hb, TALLY_UINT8, TALLY_SUM, 0, 0};
   tally_result_t r = run_host(comm, &share);
   if (r == TALLY_SUCCESS && ok) ok = import_peers(w, handles) == 0;
   struct tally_coll_desc agree = {TALLY_COLL_ALLREDUCE, &ok, &all_ok, 1, TALLY_INT32, TALLY_MIN, 0, 0};
@@ -82,8 +82,9 @@ tally_result_t tally_ipc_window_open(struct tally_comm *comm, const struct tally
   free(handles);
   if (r != TALLY_SUCCESS || !all_ok) {
     if (r == TALLY_SUCCESS)
-      TLOG_INFO(TALLY_SUBSYS_INIT, "CUDA IPC window: not every rank could open it (see the warnings); device "
-                                   "collectives stage through host memory instead");
+      TLOG_INFO(TALLY_SUBSYS_INIT,
+                "CUDA IPC window: not every rank could open it (see the warnings); device "
+                "collectives stage through host memory instead");
     tally_ipc_window_close(w);
     return r;
   }

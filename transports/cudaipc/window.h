@@ -12,10 +12,10 @@ struct tally_comm;
 
 struct tally_ipc_window {
   const struct tally_device_ops *dev;
-  size_t half;  /* bytes in each half */
+  size_t half; /* bytes in each half */
   int nranks, rank;
-  void *mine;   /* this rank's allocation */
-  void **peer;  /* [nranks]: each rank's allocation as mapped here (peer[rank] == mine) */
+  void *mine;  /* this rank's allocation */
+  void **peer; /* [nranks]: each rank's allocation as mapped here (peer[rank] == mine) */
 };
 
 /* The input and result halves of rank r's buffer. */
