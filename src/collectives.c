@@ -129,9 +129,11 @@ static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *
                                       "%s: stream is not NULL, but %s; pass NULL with host memory", fn,
                                       tally_device_absent_reason()));
   if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
-  if (dev && tally_stream_needs_queue(dev, d, comm->rank, comm->nranks)) {
+  struct tally_call_memory memory;
+  if (dev) tally_call_memory_find(dev, d, comm->rank, comm->nranks, &memory);
+  if (dev && tally_call_memory_on_device(&memory)) {
     /* On success the message stays the queue thread's: it may be writing it right now. */
-    r = tally_stream_enqueue(comm, dev, fn, d, stream ? stream : dev->default_stream());
+    r = tally_stream_enqueue(comm, dev, fn, d, &memory, stream ? stream : dev->default_stream());
     return r == TALLY_SUCCESS ? r : remember(comm, r);
   }
   if (stream) {

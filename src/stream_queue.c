@@ -77,18 +77,23 @@ static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* --- which buffers are staged, and where -------------------------------------------------------- */
 
-static int on_device(const struct tally_device_ops *dev, const void *p, size_t bytes) {
-  if (!p || bytes == 0) return 0;
+static int on_device(const struct tally_device_ops *dev, const void *p) {
   enum tally_mem_kind kind = dev->mem_kind(p);
   return kind == TALLY_MEM_DEVICE || kind == TALLY_MEM_MANAGED;
 }
 
-int tally_stream_needs_queue(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank,
-                             int nranks) {
+void tally_call_memory_find(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank, int nranks,
+                            struct tally_call_memory *m) {
   size_t send, recv;
   tally_coll_buffer_bytes(d, rank, nranks, &send, &recv);
-  return on_device(dev, d->sendbuf, send) || on_device(dev, d->recvbuf, recv);
+  m->send_used = d->sendbuf && send > 0;
+  m->recv_used = d->recvbuf && recv > 0;
+  m->send_on_device = m->send_used && on_device(dev, d->sendbuf);
+  m->recv_on_device = m->recv_used && on_device(dev, d->recvbuf);
 }
+
+/* Internal steps (barriers, checks, agreements) touch no user buffer. */
+static const struct tally_call_memory no_user_memory = {0, 0, 0, 0};
 
 struct staging_plan {
   size_t send_bytes, recv_bytes;
@@ -101,12 +106,12 @@ static size_t align_up(size_t n) { return (n + STAGING_ALIGN - 1) / STAGING_ALIG
 
 /* Buffers that overlap (in place) share one staged region with the same layout, so the host
  * algorithm sees the aliasing the caller meant. */
-static void plan_staging(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank, int nranks,
+static void plan_staging(const struct tally_coll_desc *d, const struct tally_call_memory *m, int rank, int nranks,
                          struct staging_plan *p) {
   memset(p, 0, sizeof *p);
   tally_coll_buffer_bytes(d, rank, nranks, &p->send_bytes, &p->recv_bytes);
-  p->stage_send = on_device(dev, d->sendbuf, p->send_bytes);
-  p->stage_recv = on_device(dev, d->recvbuf, p->recv_bytes);
+  p->stage_send = m->send_on_device;
+  p->stage_recv = m->recv_on_device;
   uintptr_t s = (uintptr_t)d->sendbuf, r = (uintptr_t)d->recvbuf;
   p->block_bytes = STAGING_ALIGN;
   if (p->stage_send && p->stage_recv && s < r + p->recv_bytes && r < s + p->send_bytes) {
@@ -415,23 +420,29 @@ static tally_result_t queue_for(struct tally_comm *comm, const struct tally_devi
   return refuse_if_failed(comm->stream_queue, fn);
 }
 
-tally_result_t tally_stream_enqueue_staged(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
-                                           const struct tally_coll_desc *d, void *stream) {
-  TALLY_CHECK(queue_for(comm, dev, fn));
+static tally_result_t enqueue_staged(struct tally_comm *comm, const char *fn, const struct tally_coll_desc *d,
+                                     const struct tally_call_memory *m, void *stream) {
   struct staging_plan plan;
-  plan_staging(dev, d, comm->rank, comm->nranks, &plan);
+  plan_staging(d, m, comm->rank, comm->nranks, &plan);
   struct stream_op *op;
   TALLY_CHECK(new_op(comm->stream_queue, fn, d, &plan, stream, &op));
   return enqueue_op(comm->stream_queue, op, d, &plan, stream);
 }
 
+tally_result_t tally_stream_enqueue_barrier(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
+                                            void *stream) {
+  TALLY_CHECK(queue_for(comm, dev, fn));
+  struct tally_coll_desc barrier = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0};
+  return enqueue_staged(comm, fn, &barrier, &no_user_memory, stream);
+}
+
 /* After a call made of several steps: a hand-off that runs nothing and, if any step failed, has
  * the wait kernel fill the call's result with 0xff. */
-static tally_result_t enqueue_check(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
-                                    const struct tally_coll_desc *d, void *stream) {
+static tally_result_t enqueue_check(struct tally_comm *comm, const char *fn, const struct tally_coll_desc *d,
+                                    void *stream) {
   struct tally_coll_desc nothing = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0};
   struct staging_plan plan;
-  plan_staging(dev, &nothing, comm->rank, comm->nranks, &plan);
+  plan_staging(&nothing, &no_user_memory, comm->rank, comm->nranks, &plan);
   struct stream_op *op;
   TALLY_CHECK(new_op(comm->stream_queue, fn, &nothing, &plan, stream, &op));
   size_t send_bytes;
@@ -467,8 +478,8 @@ struct staged_piece {
 };
 
 /* A call in pieces (call_split.h): every piece's inputs, then every piece's outputs. */
-static tally_result_t enqueue_pieces(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
-                                     const struct tally_coll_desc *d, void *stream, size_t piece_elems) {
+static tally_result_t enqueue_pieces(struct tally_comm *comm, const char *fn, const struct tally_coll_desc *d,
+                                     const struct tally_call_memory *m, void *stream, size_t piece_elems) {
   struct tally_stream_queue *q = comm->stream_queue;
   size_t n = (d->count + piece_elems - 1) / piece_elems, handed_off = 0;
   struct staged_piece *pieces = calloc(n, sizeof *pieces);
@@ -478,7 +489,7 @@ static tally_result_t enqueue_pieces(struct tally_comm *comm, const struct tally
     struct staged_piece *p = &pieces[handed_off];
     size_t first = handed_off * piece_elems;
     p->user = tally_call_piece(d, first, d->count - first < piece_elems ? d->count - first : piece_elems);
-    plan_staging(dev, &p->user, comm->rank, comm->nranks, &p->plan);
+    plan_staging(&p->user, m, comm->rank, comm->nranks, &p->plan);
     r = new_op(q, fn, &p->user, &p->plan, stream, &p->op);
     if (r != TALLY_SUCCESS) break;
     enum enqueued got_to;
@@ -499,16 +510,16 @@ static tally_result_t enqueue_pieces(struct tally_comm *comm, const struct tally
 }
 
 tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
-                                    const struct tally_coll_desc *d, void *stream) {
+                                    const struct tally_coll_desc *d, const struct tally_call_memory *m, void *stream) {
   TALLY_CHECK(queue_for(comm, dev, fn));
-  if (tally_ipc_wanted(comm, dev, d)) {
+  if (tally_ipc_wanted(comm, dev, d, m)) {
     int taken = 0;
     TALLY_CHECK(tally_ipc_enqueue(comm, dev, d, stream, &taken));
-    if (taken) return enqueue_check(comm, dev, fn, d, stream);
+    if (taken) return enqueue_check(comm, fn, d, stream);
   }
   size_t piece_elems = tally_call_piece_elems(comm, d);
-  if (piece_elems) return enqueue_pieces(comm, dev, fn, d, stream, piece_elems);
-  return tally_stream_enqueue_staged(comm, dev, fn, d, stream);
+  if (piece_elems) return enqueue_pieces(comm, fn, d, m, stream, piece_elems);
+  return enqueue_staged(comm, fn, d, m, stream);
 }
 
 static int all_handed_off(const struct tally_stream_queue *q) { return q->not_ready == 0; }

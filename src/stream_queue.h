@@ -20,16 +20,28 @@
 
 struct tally_comm;
 
-/* Whether d touches device or managed memory on this rank (then it must be stream-ordered). */
-int tally_stream_needs_queue(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank, int nranks);
+/* Where this rank's buffers of a call live, asked of the device runtime once per call: on the
+ * device means device or managed memory; a buffer this rank does not use (a non-root's in
+ * broadcast or reduce) is neither used nor on the device. A split call's pieces share it. */
+struct tally_call_memory {
+  int send_used, recv_used;
+  int send_on_device, recv_on_device;
+};
+void tally_call_memory_find(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank, int nranks,
+                            struct tally_call_memory *m);
+/* A call that touches device memory on this rank is stream-ordered. */
+static inline int tally_call_memory_on_device(const struct tally_call_memory *m) {
+  return m->send_on_device || m->recv_on_device;
+}
 
-/* Enqueues validated d on stream (never NULL: the caller maps NULL to the default stream):
- * through the CUDA IPC window when transports/cudaipc takes it, else staged as above. */
+/* Enqueues validated d, whose buffers are as `m` says, on stream (never NULL: the caller maps NULL
+ * to the default stream): through the CUDA IPC window when transports/cudaipc takes it, else
+ * staged as above. */
 tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
-                                    const struct tally_coll_desc *d, void *stream);
-/* The staged way only (the IPC collectives' stream-ordered barriers use it). */
-tally_result_t tally_stream_enqueue_staged(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
-                                           const struct tally_coll_desc *d, void *stream);
+                                    const struct tally_coll_desc *d, const struct tally_call_memory *m, void *stream);
+/* A stream-ordered barrier (the IPC collectives' steps). */
+tally_result_t tally_stream_enqueue_barrier(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
+                                            void *stream);
 
 /* A step every rank must take together before a call made of several steps: it fails (as a
  * collective mismatch) unless every rank is making the same call d. */

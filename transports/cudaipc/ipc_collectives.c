@@ -1,25 +1,16 @@
 /* The collectives through the CUDA IPC window (ipc_collectives.h). */
 #include "ipc_collectives.h"
 
-#include "../../src/collectives.h"
 #include "../../src/comm.h"
 #include "../../src/error.h"
 #include "../../src/stream_queue.h"
 #include "window.h"
 
-static int device_side(const struct tally_device_ops *dev, const void *p, size_t bytes) {
-  if (bytes == 0) return 1; /* a buffer this rank does not use */
-  enum tally_mem_kind kind = dev->mem_kind(p);
-  return kind == TALLY_MEM_DEVICE || kind == TALLY_MEM_MANAGED;
-}
-
-int tally_ipc_wanted(const struct tally_comm *comm, const struct tally_device_ops *dev,
-                     const struct tally_coll_desc *d) {
+int tally_ipc_wanted(const struct tally_comm *comm, const struct tally_device_ops *dev, const struct tally_coll_desc *d,
+                     const struct tally_call_memory *m) {
   if (comm->cfg.cudaipc_bytes == 0 || dev->ipc_handle_bytes == 0 || comm->ipc_refused) return 0;
   if (comm->nranks < 2 || comm->topo.nhosts != 1 || d->coll == TALLY_COLL_BARRIER) return 0;
-  size_t send, recv;
-  tally_coll_buffer_bytes(d, comm->rank, comm->nranks, &send, &recv);
-  return device_side(dev, d->sendbuf, send) && device_side(dev, d->recvbuf, recv);
+  return (!m->send_used || m->send_on_device) && (!m->recv_used || m->recv_on_device);
 }
 
 /* One call's state while its steps are enqueued. */
@@ -33,8 +24,7 @@ struct ipc_call {
 };
 
 static tally_result_t barrier(const struct ipc_call *c) {
-  struct tally_coll_desc b = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0};
-  return tally_stream_enqueue_staged(c->comm, c->dev, "a CUDA IPC step", &b, c->stream);
+  return tally_stream_enqueue_barrier(c->comm, c->dev, "a CUDA IPC step", c->stream);
 }
 
 static tally_result_t copy(const struct ipc_call *c, void *dst, const void *src, size_t elems) {

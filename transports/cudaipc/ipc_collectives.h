@@ -24,13 +24,14 @@
 
 #include "../../src/descriptor.h"
 #include "../../src/device.h"
+#include "../../src/stream_queue.h"
 
 struct tally_comm;
 
 /* Whether d should take this path: TALLY_CUDAIPC_MB > 0, the device can do IPC, 2+ ranks on one
  * host, every buffer this rank uses in device or managed memory, and the window did not fail. */
-int tally_ipc_wanted(const struct tally_comm *comm, const struct tally_device_ops *dev,
-                     const struct tally_coll_desc *d);
+int tally_ipc_wanted(const struct tally_comm *comm, const struct tally_device_ops *dev, const struct tally_coll_desc *d,
+                     const struct tally_call_memory *m);
 
 /* Enqueues d on stream through the window (opening it on first use). Returns TALLY_SUCCESS with
  * *taken 0 when the window could not be opened: the caller stages instead. */
