@@ -1,11 +1,12 @@
 /* The algorithm table: each algorithm turns a collective descriptor into steps on the
- * communicator's connections. The tuner picks one per call; TALLY_ALGO forces one. */
+ * communicator's connections. The tuner (tuning/tuner.h) picks one per call; TALLY_ALGO forces one.
+ * Algorithms use the core, the communicator and the transport vtable below them, never the tuner:
+ * what the tuner decided for a call travels in its descriptor (chunk_bytes, rhd_whole_vector). */
 #ifndef TALLY_ALGORITHM_H
 #define TALLY_ALGORITHM_H
 
-#include "../src/comm.h"
-#include "../src/cost_model.h"
-#include "../src/descriptor.h"
+#include "comm/comm.h"
+#include "core/descriptor.h"
 
 struct tally_algorithm {
   const char *name;
@@ -61,32 +62,5 @@ int tally_tree_suits(const struct tally_comm *comm, const struct tally_coll_desc
  * a root, every other rank) when `rooted`: at most 6 + 2 (nranks - 1), written to `partners`, maybe
  * with repeats. */
 int tally_tree_partners(int rank, int nranks, int rooted, int *partners);
-
-/* The tuner (src/tuner.c): which algorithm runs each call, and why. */
-struct tally_tuner_decision {
-  enum tally_algo_id algo;
-  const char *why;
-  size_t chunk_bytes; /* the chosen algorithm's pipelining chunk, where the model prices it; else 0 */
-  /* Each algorithm's predicted time, microseconds: TALLY_COST_NOT_MODELLED where the model has no
-   * formula for it or it cannot run this call here. */
-  double predicted_us[TALLY_NUM_ALGOS];
-};
-/* The decision for `desc` on `comm`, within what TALLY_ALGO allows; the same on every rank. */
-void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_desc *desc,
-                        struct tally_tuner_decision *out);
-/* The cost model's time for `algo` running `desc` on `comm` (whether or not it may run), with the
- * best chunk for pipelined algorithms (tree; ring broadcast and reduce), or TALLY_COST_NOT_MODELLED. */
-double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *desc, enum tally_algo_id algo);
-/* Whether halving-doubling allreduce of `bytes` on `comm` should double the whole vector rather than
- * run Rabenseifner's schedule: the cost model's verdict, the same on every rank. */
-int tally_tuner_rd_beats_rhd(const struct tally_comm *comm, size_t bytes);
-/* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE; sets
- * desc->chunk_bytes to its chunk. */
-const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc);
-/* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */
-tally_result_t tally_tuner_check(const struct tally_algo_spec *spec);
-/* Whether TALLY_ALGO lets some collective use `algo` (rhd or tree): their partners are connected at
- * init only then. */
-int tally_tuner_may_use(const struct tally_config *cfg, enum tally_algo_id algo);
 
 #endif

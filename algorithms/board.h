@@ -4,36 +4,23 @@
  * arrived (one futex wake), every rank checks the fingerprints and reduces the n inputs itself, in
  * rank order, so every rank gets the same bits. Two sets of slots alternate: a rank that starts
  * the next-but-one call has seen every rank arrive at the call in between, so nobody still reads
- * the slots it overwrites. */
+ * the slots it overwrites. The pages themselves, and the failures reported on them, are the
+ * communicator's (comm/board_page.h). */
 #ifndef TALLY_BOARD_H
 #define TALLY_BOARD_H
 
-#include "../src/comm.h"
 #include "algorithm.h"
-
-#define TALLY_BOARD_MAX_RANKS 64
+#include "comm/board_page.h"
 
 /* Sets up comm->board when every rank of the communicator is on this host and shared memory is
  * allowed; every rank ends with the same answer (one small allreduce on the ring decides). A
  * board that cannot be made is not an error: the collectives then stay on the ring. */
 tally_result_t tally_board_open(struct tally_comm *comm, uint64_t deadline);
-void tally_board_close(struct tally_comm *comm);
 
 /* Whether `desc` runs on the board: allreduce of at most 16 KiB per rank (a rank's slot), and
  * barrier. */
 int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
 extern const struct tally_algorithm tally_board_algorithm;
-
-/* Wakes whoever sleeps on the board (tally_comm_abort: the waiter then sees the abort). */
-void tally_board_wake(struct tally_comm *comm);
-
-/* Reports this rank's failed collective on the board, so that ranks waiting there return at once. */
-void tally_board_fail(struct tally_comm *comm, tally_result_t code, int culprit);
-
-/* For ranks waiting in a collective on the ring (`call` is its header): fails with what another
- * rank reported on the board, or with MISMATCH when a rank has arrived at a board collective
- * instead of this one. */
-tally_result_t tally_board_check(struct tally_comm *comm, const struct tally_msg_header *call);
 
 #endif

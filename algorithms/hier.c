@@ -1,5 +1,5 @@
 /* Hierarchical collectives, for jobs whose hosts run the same number L > 1 of ranks each (the
- * communicator then has a local ring per host and a cross-host ring per local rank, see links.c).
+ * communicator then has a local ring per host and a cross-host ring per local rank, see src/comm/links.c).
  *
  * allreduce (any rank placement):
  *   1. reduce-scatter within the host: local rank l ends with block l of the host's sum
@@ -21,8 +21,8 @@
  * with hosts in rank order already crosses each host boundary once. */
 #include <string.h>
 
-#include "../src/error.h"
 #include "algorithm.h"
+#include "core/error.h"
 
 static tally_result_t hier_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
   size_t es = tally_datatype_size(d->datatype), offset, length;

@@ -5,9 +5,9 @@
 
 #include <stdio.h>
 
-#include "../src/error.h"
-#include "../src/reduce.h"
-#include "../src/wire.h"
+#include "core/error.h"
+#include "core/reduce.h"
+#include "core/wire.h"
 
 enum { WINDOW = 64, STAGING_SLOTS = 4 };
 

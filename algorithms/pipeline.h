@@ -11,8 +11,8 @@
 
 #include <stddef.h>
 
-#include "../src/comm.h"
-#include "../src/descriptor.h"
+#include "comm/comm.h"
+#include "core/descriptor.h"
 
 struct pipeline_span {
   void *ptr;           /* send: data to send; receive: destination */

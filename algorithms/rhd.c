@@ -24,9 +24,9 @@
  * only, so every rank ends with the same bits. */
 #include <string.h>
 
-#include "../src/error.h"
-#include "../src/reduce.h"
 #include "algorithm.h"
+#include "core/error.h"
+#include "core/reduce.h"
 #include "pipeline.h"
 
 struct shape {
@@ -230,7 +230,7 @@ static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_
   int extra = comm->rank < 2 * c.s.extra;
   if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, d->sendbuf, 0, count, c.id >= 0, 1));
   if (!extra && d->sendbuf != d->recvbuf) c.whole.input = d->sendbuf; /* else recvbuf holds it */
-  if (c.id >= 0 && tally_tuner_rd_beats_rhd(comm, count * c.whole.esize)) {
+  if (c.id >= 0 && d->rhd_whole_vector) {
     TALLY_CHECK(doubling_whole_vector(comm, d, &c));
   } else if (c.id >= 0) {
     int lo, hi;

@@ -19,9 +19,9 @@
  */
 #include <string.h>
 
-#include "../src/error.h"
-#include "../src/reduce.h"
 #include "algorithm.h"
+#include "core/error.h"
+#include "core/reduce.h"
 #include "pipeline.h"
 
 /* The n blocks a ring schedule moves, in elements. Split layout (stride 0): `count` elements cut

@@ -29,14 +29,14 @@
  * chunks moving up a connection while earlier ones come back down it, and the two trees' first
  * chunks never wait for each other. Rooted calls need a connection between every rank and the two
  * tree roots; the communicator makes them at init when it has at most TALLY_TREE_ROOTED_MAX_RANKS
- * ranks (see links.c). */
+ * ranks (see src/comm/links.c). */
 #include <stdio.h>
 #include <string.h>
 
-#include "../src/error.h"
-#include "../src/reduce.h"
-#include "../src/wire.h"
 #include "algorithm.h"
+#include "core/error.h"
+#include "core/reduce.h"
+#include "core/wire.h"
 #include "dbtree.h"
 
 enum { WINDOW = 64, STAGING_SLOTS = 4, MAX_LINKS = 8, MAX_FLOWS = 4, LAG = 8 };

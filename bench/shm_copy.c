@@ -22,9 +22,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../transports/transport.h"
-#include "clock.h"
-#include "error.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "transports/transport.h"
 
 extern const struct tally_transport_ops tally_shm_transport;
 static const struct tally_transport_ops *const shm = &tally_shm_transport;

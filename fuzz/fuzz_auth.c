@@ -5,7 +5,7 @@
  * each). The three messages are first checked as received. Then a genuine exchange is built with
  * the first 16 bytes of hello and challenge as nonces and the proof's payload: it must be accepted,
  * and refused once the chosen bit of its challenge or proof is flipped, or under another key. */
-#include "auth_proto.h"
+#include "bootstrap/auth_proto.h"
 #include "fuzz_input.h"
 
 static const unsigned char job_key[TALLY_SECRET_BYTES] = FUZZ_AUTH_KEY;

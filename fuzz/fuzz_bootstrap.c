@@ -6,8 +6,8 @@
  * 256-byte failure text). What parses must survive the round trip through the encoders. */
 #include <stdlib.h>
 
-#include "bootstrap_wire.h"
-#include "error.h"
+#include "bootstrap/bootstrap_wire.h"
+#include "core/error.h"
 #include "fuzz_input.h"
 
 static void check_join(const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES]) {

@@ -4,10 +4,10 @@
  * Input: the 128 bytes of a unique id; its first 19 bytes are also unpacked as an address on their
  * own. Whatever decodes must survive the round trip: encoding it and decoding that gives it back,
  * and an address that unpacks packs back to the very same bytes. */
-#include "error.h"
+#include "bootstrap/net.h"
+#include "bootstrap/uid.h"
+#include "core/error.h"
 #include "fuzz_input.h"
-#include "net.h"
-#include "uid.h"
 
 static void check_address(const unsigned char packed[TALLY_PACKED_ADDR_BYTES]) {
   struct tally_sockaddr addr, again;

@@ -5,9 +5,9 @@
  * datatype, op, root, count, index, bytes) and an error frame's code and culprit. The genuine
  * messages are the expected header, the error frame and the notice, each XORed with the 40 bytes:
  * all-zero bytes leave them untouched, and then they must be accepted. */
-#include "error.h"
+#include "core/error.h"
+#include "core/wire.h"
 #include "fuzz_input.h"
-#include "wire.h"
 
 static void xor_into(unsigned char *msg, const unsigned char *mask) {
   for (int i = 0; i < TALLY_WIRE_HEADER_BYTES; i++) msg[i] ^= mask[i];

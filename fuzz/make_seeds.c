@@ -16,11 +16,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bootstrap_wire.h"
-#include "bytes.h"
+#include "bootstrap/bootstrap_wire.h"
+#include "bootstrap/uid.h"
+#include "core/bytes.h"
+#include "core/wire.h"
 #include "fuzz_input.h"
-#include "uid.h"
-#include "wire.h"
 
 static const char *corpus_dir;
 

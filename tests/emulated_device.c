@@ -11,8 +11,8 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "error.h"
-#include "reduce.h"
+#include "core/error.h"
+#include "core/reduce.h"
 
 /* --- memory -------------------------------------------------------------------------------------- */
 

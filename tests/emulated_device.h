@@ -1,4 +1,4 @@
-/* A CPU stand-in for a GPU, behind the library's device vtable (src/device.h), so that the
+/* A CPU stand-in for a GPU, behind the library's device vtable (src/device/device.h), so that the
  * stream-ordered path runs and is checked on machines without one. "Device" memory is host memory
  * the emulation tracks; a stream is a thread running its work in order, pausing a little before
  * each item so that a library reading or writing a buffer at the wrong time gets caught; capture
@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "device.h"
+#include "device/device.h"
 
 struct emu_stream;
 struct emu_graph;

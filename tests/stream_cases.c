@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "comm.h"
+#include "comm/comm.h"
 #include "device_cases.h"
 #include "emulated_device.h"
 #include "harness.h"
@@ -137,7 +137,7 @@ int stream_every_collective(tally_comm_t comm, int rank, int n, void *arg) {
   return bad;
 }
 
-/* The same through transports/cudaipc: device-to-device, in-place and managed calls take the window
+/* The same through src/device/ipc: device-to-device, in-place and managed calls take the window
  * (kernels reading the other ranks' buffers), the host and pinned ones are staged, on one comm. */
 
 /* --- order: a host-memory call waits for earlier stream calls ---------------------------------- */

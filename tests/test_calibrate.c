@@ -1,4 +1,4 @@
-/* Link calibration at init (src/calibrate.h): measured costs identical on every rank and cached per
+/* Link calibration at init (src/tuning/calibrate.h): measured costs identical on every rank and cached per
  * host, the cache read back by later jobs, TALLY_TUNING_FILE over everything, and the failures: a
  * missing or malformed TALLY_TUNING_FILE fails init on every rank, a broken or unwritable cache
  * does not. Each test gets a fresh XDG_CACHE_HOME. */
@@ -11,11 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "calibrate.h"
-#include "comm.h"
-#include "error.h"
+#include "comm/comm.h"
+#include "core/error.h"
 #include "harness.h"
-#include "tuning_file.h"
+#include "tuning/calibrate.h"
+#include "tuning/tuning_file.h"
 
 #define NCOSTS (3 * TALLY_NUM_LINK_CLASSES)
 

@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "error.h"
-#include "uid.h"
-#include "wire.h"
+#include "api/config_env.h"
+#include "bootstrap/uid.h"
+#include "core/error.h"
+#include "core/wire.h"
 
 static void clear_env(void) {
   const char *vars[] = {"TALLY_TIMEOUT", "TALLY_SOCKET_IFNAME", "TALLY_TRANSPORT", "TALLY_ALGO", "TALLY_DEBUG",
@@ -231,7 +231,7 @@ Test(uid, ipv4_address_with_junk_in_its_unused_bytes_refused) {
 }
 
 static struct tally_msg_header sample_header(void) {
-  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0};
   struct tally_msg_header h;
   tally_header_fill(&h, &d, 7);
   h.index = 3;

@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "algo_spec.h"
-#include "cost_model.h"
-#include "error.h"
-#include "tuning_file.h"
+#include "core/algo_spec.h"
+#include "core/error.h"
+#include "tuning/cost_model.h"
+#include "tuning/tuning_file.h"
 
 #define RING TALLY_ALGO_BIT(TALLY_ALGO_RING)
 #define TREE TALLY_ALGO_BIT(TALLY_ALGO_TREE)

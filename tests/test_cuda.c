@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cuda/reduce_kernels.h"
+#include "device/cuda/reduce_kernels.h"
 #include "device_cases.h"
 #include "harness.h"
 

@@ -1,4 +1,4 @@
-/* The GPU reductions (src/cuda/reduce_kernels.cu) against the host ones (src/reduce.c), bit for bit:
+/* The GPU reductions (src/device/cuda/reduce_kernels.cu) against the host ones (src/core/reduce.c), bit for bit:
  * every datatype x op, counts from 1 to just over 2^20, 16-byte-aligned buffers (vector path) and
  * buffers one element off (scalar path), out separate from or aliasing a or b, and AVG's division.
  * A NaN matches any NaN for the float types (the payload of a NaN made by arithmetic differs between
@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda/reduce_kernels.h"
-#include "reduce.h"
+#include "core/reduce.h"
+#include "device/cuda/reduce_kernels.h"
 #include "tally.h"
 
 #define EXIT_SKIPPED 77

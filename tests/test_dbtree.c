@@ -7,7 +7,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 
-#include "../algorithms/dbtree.h"
+#include "algorithms/dbtree.h"
 
 static struct tally_dbtree_node node_of(int p, int r, int tree) {
   struct tally_dbtree_node n;

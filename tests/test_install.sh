@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs Tally into a scratch prefix and builds a consumer against it twice: once through
 # pkg-config, once through CMake's find_package(Tally) and the Tally::tally target. Both must run.
+# Then the installed tools run from the prefix with an empty LD_LIBRARY_PATH (their RPATH is
+# relative to their own folder), after the build tree's library has been hidden.
 # usage: test_install.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 src=${1:?source dir}; build=${2:?build dir}
@@ -39,4 +41,22 @@ cmake -S "$work/cm" -B "$work/cm/build" -DCMAKE_PREFIX_PATH="$work/prefix" >/dev
 cmake --build "$work/cm/build" >/dev/null
 "$work/cm/build/by_cmake"
 test -x "$work/prefix/bin/tally-run" && test -x "$work/prefix/bin/tally-perf" && test -f "$work/prefix/include/tally.h"
-echo "install ok"
+
+# Relocatable: move the prefix, so that nothing can point at the old one, and run every tool from it
+# with no LD_LIBRARY_PATH. The loader's trace names the library each program found.
+mv "$work/prefix" "$work/moved"
+bin="$work/moved/bin"
+run_installed() { env -u LD_LIBRARY_PATH LD_LIBRARY_PATH= "$@"; }
+for tool in tally-perf tally-topo tally-run; do
+  if ldd "$bin/$tool" | grep -q 'not found'; then
+    echo "installed $tool misses a library:"; ldd "$bin/$tool"; exit 1
+  fi
+done
+ldd "$bin/tally-perf" | grep -q "libtally.so.0 => $work/moved/" ||
+  { echo "installed tally-perf does not load the installed libtally:"; ldd "$bin/tally-perf"; exit 1; }
+run_installed "$bin/tally-perf" allreduce -N 2 -b 8 -e 64K -n 3 -w 1 | grep -q "Avg bus bandwidth" ||
+  { echo "installed tally-perf allreduce -N 2 failed"; exit 1; }
+run_installed "$bin/tally-run" -n 2 "$bin/tally-perf" allreduce -b 8 -e 1K -n 2 -w 1 | grep -q "Avg bus bandwidth" ||
+  { echo "installed tally-run with tally-perf failed"; exit 1; }
+run_installed "$bin/tally-topo" | grep -q "^host: " || { echo "installed tally-topo failed"; exit 1; }
+echo "install ok: the installed tally-perf, tally-run and tally-topo run from a moved prefix with no LD_LIBRARY_PATH"

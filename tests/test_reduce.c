@@ -1,4 +1,4 @@
-/* Unit tests of the reductions (src/reduce.c) and the datatype/op names (src/datatype.c): every
+/* Unit tests of the reductions (src/core/reduce.c) and the datatype/op names (src/core/datatype.c): every
  * datatype x op against a plain reference, aliasing, fp16 and bf16 conversions against a reference
  * computed in double (exhaustively for fp16 -> float, sampled and at every boundary for float ->
  * fp16/bf16), rounding of 16-bit reductions, NaN and infinity, AVG's division, and the names. */
@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "reduce.h"
+#include "core/reduce.h"
 #include "typed.h"
 
 /* ---- references, written independently of the bit tricks in reduce.c ---- */

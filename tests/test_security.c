@@ -5,11 +5,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "clock.h"
+#include "bootstrap/auth.h"
+#include "bootstrap/net.h"
+#include "bootstrap/uid.h"
+#include "core/clock.h"
 #include "harness.h"
-#include "net.h"
-#include "uid.h"
 
 static int connect_to(const struct tally_sockaddr *addr) {
   int fd;

@@ -28,11 +28,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../transports/shm/shm.h"
-#include "clock.h"
-#include "error.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/log.h"
 #include "harness.h"
-#include "log.h"
+#include "transports/shm/shm.h"
 
 extern const struct tally_transport_ops tally_shm_transport;
 static const struct tally_transport_ops *const shm = &tally_shm_transport;

@@ -13,7 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "comm.h"
+#include "comm/comm.h"
 #include "harness.h"
 #include "netns.h"
 

@@ -1,9 +1,9 @@
-/* Stream-ordered collectives (src/stream_queue.c) on the emulated device (emulated_device.h): every
+/* Stream-ordered collectives (src/device/stream_queue.c) on the emulated device (emulated_device.h): every
  * collective with device, managed, pinned and host buffers in place and out of place, checked
  * byte for byte against the same call on host memory; the call returning before its stream runs;
  * inputs read and results written in stream order; host-memory calls keeping their place behind
  * stream calls; graph capture and replay; failures that release the stream, poison the result and
- * report the error; and all of it again through the CUDA IPC window (transports/cudaipc). The
+ * report the error; and all of it again through the CUDA IPC window (src/device/ipc). The
  * bodies are in stream_cases.c (the ThreadSanitizer runner runs them too); the same checks on a
  * real GPU are in test_cuda.c. */
 #define _GNU_SOURCE

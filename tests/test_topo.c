@@ -12,11 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bytes.h"
-#include "device.h"
-#include "error.h"
-#include "log.h"
-#include "topo.h"
+#include "core/bytes.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "device/device.h"
+#include "topology/topo.h"
 
 static void clear_env(void) {
   unsetenv("TALLY_HOSTID");

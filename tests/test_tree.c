@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../algorithms/algorithm.h"
 #include "coll_cases.h"
-#include "comm.h"
+#include "comm/comm.h"
 #include "harness.h"
+#include "tuning/tuner.h"
 
 static int tree_collectives(tally_comm_t comm, int rank, int n, void *arg) {
   (void)arg;
@@ -55,7 +55,7 @@ Test(tree, collectives_across_hosts) {
 static int chunks_as_the_model_says(tally_comm_t comm, int rank, int n, void *arg) {
   (void)n, (void)arg;
   static float x[1 << 18];
-  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, x, x, 1 << 18, TALLY_FLOAT32, TALLY_SUM, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, x, x, 1 << 18, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0};
   struct tally_tuner_decision dec;
   tally_tuner_decide(comm, &d, &dec);
   if (dec.algo != TALLY_ALGO_TREE || dec.chunk_bytes != 32 * 1024 ||

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../transports/verbs/select.h"
-#include "error.h"
+#include "core/error.h"
+#include "transports/verbs/select.h"
 
 /* --- TALLY_IB_HCA ----------------------------------------------------------------------------- */
 

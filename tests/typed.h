@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "reduce.h"
+#include "core/reduce.h"
 #include "tally.h"
 
 static inline double typed_get(const void *buf, size_t i, tally_datatype_t t) {

@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "topo.h"
+#include "core/log.h"
+#include "device/device.h"
+#include "topology/topo.h"
 
 static void usage(FILE *to) {
   fprintf(to,
@@ -65,7 +66,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   struct tally_topo t;
-  tally_topo_discover(&t);
+  char gpu_bus_id[TALLY_TOPO_BUS_ID_BYTES];
+  tally_topo_discover_with_gpu(&t, tally_device_gpu_bus_id(gpu_bus_id, sizeof gpu_bus_id));
   const char *override = getenv("TALLY_HOSTID");
   printf("host: %s, id %016llx (%s)\n", t.hostname, (unsigned long long)t.host_id,
          override && *override ? "from TALLY_HOSTID" : "from the boot id and hostname");

@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "../src/error.h"
+#include "core/error.h"
 
 void tally_conn_list_init(struct tally_conn_list *list) {
   pthread_mutex_init(&list->lock, NULL);

@@ -1,6 +1,7 @@
-/* The transport vtable: every way of moving bytes between two ranks (tcp/, shm/, verbs/ now;
- * cudaipc/ later) implements these operations, and nothing above this layer knows which one
- * carries a connection.
+/* The transport vtable: every way of moving bytes between two ranks (tcp/, shm/, verbs/)
+ * implements these operations, and nothing above this layer knows which one carries a connection.
+ * (The CUDA IPC window is not a transport: it is the device path's one-host shortcut,
+ * src/device/ipc/.)
  *
  * Contract:
  * - create() opens an endpoint that listens for peers; address() is what other ranks connect to
@@ -36,10 +37,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "net.h"
+#include "bootstrap/net.h"
+#include "bootstrap/uid.h"
+#include "core/wire.h"
 #include "tally.h"
-#include "uid.h"
-#include "wire.h"
 
 struct tally_endpoint;
 struct tally_conn;

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <sys/uio.h>
 
-#include "../../src/bytes.h"
-#include "../../src/error.h"
+#include "core/bytes.h"
+#include "core/error.h"
 #include "shm.h"
 
 enum { CMA_BYTES_PER_CALL = 4 << 20 }; /* bounds one call, so other connections move in between */

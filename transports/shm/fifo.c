@@ -12,7 +12,7 @@
  * sender's buffer; a waiting notice (tally_notice_encode) can stand between two messages. */
 #include <string.h>
 
-#include "../../src/error.h"
+#include "core/error.h"
 #include "shm.h"
 
 int shm_uses_cma(const struct tally_conn *c, size_t len) { return c->cma_min_bytes > 0 && len >= c->cma_min_bytes; }

@@ -21,9 +21,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "../../src/clock.h"
-#include "../../src/error.h"
-#include "../../src/log.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/log.h"
 #include "shm.h"
 
 enum { HANDSHAKE_POLL_MS = 1 };

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/error.h"
+#include "core/error.h"
 #include "shm.h"
 
 enum { SHM_DEFAULT_SLOTS = 8, SHM_DEFAULT_SLOT_BYTES = 256 * 1024 };

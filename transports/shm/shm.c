@@ -15,8 +15,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "../../src/clock.h"
-#include "../../src/error.h"
+#include "core/clock.h"
+#include "core/error.h"
 
 enum { ACCEPT_POLL_MS = 1 };
 

@@ -31,8 +31,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../conn_list.h"
-#include "../transport.h"
+#include "transports/conn_list.h"
+#include "transports/transport.h"
 
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2,
                "the shared-memory transport needs lock-free 32- and 64-bit atomics (they live in shared memory)");

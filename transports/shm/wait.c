@@ -22,8 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../src/clock.h"
-#include "../../src/error.h"
+#include "core/clock.h"
+#include "core/error.h"
 #include "shm.h"
 
 enum { SHM_SPIN_NS = 5000, MAX_WAITERS = FUTEX_WAITV_MAX };

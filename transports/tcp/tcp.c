@@ -21,12 +21,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "../../src/auth.h"
-#include "../../src/bytes.h"
-#include "../../src/error.h"
-#include "../../src/log.h"
-#include "../conn_list.h"
-#include "../transport.h"
+#include "bootstrap/auth.h"
+#include "core/bytes.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "transports/conn_list.h"
+#include "transports/transport.h"
 
 enum { MAX_CONNS_POLLED = 256, SEND_BATCH = 16 };
 

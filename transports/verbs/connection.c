@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/bytes.h"
-#include "../../src/error.h"
-#include "../../src/log.h"
+#include "core/bytes.h"
+#include "core/error.h"
+#include "core/log.h"
 #include "verbs.h"
 
 unsigned char *verbs_recv_slot(struct tally_conn *c, int slot) { return c->ctrl + (size_t)slot * VERBS_CTRL_BYTES; }

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../src/bytes.h"
-#include "../../src/error.h"
-#include "../../src/log.h"
+#include "core/bytes.h"
+#include "core/error.h"
+#include "core/log.h"
 #include "verbs.h"
 
 struct tally_mr_hold *verbs_recv_hold(struct tally_conn *c, uint32_t number) {

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/error.h"
-#include "../../src/topo.h"
+#include "core/error.h"
 #include "select.h"
+#include "topology/topo.h"
 
 enum { MAX_PORTS = 64, MAX_GIDS = 256 };
 

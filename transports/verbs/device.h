@@ -4,7 +4,7 @@
 
 #include <infiniband/verbs.h>
 
-#include "../../src/net.h"
+#include "bootstrap/net.h"
 #include "tally.h"
 
 struct verbs_device_choice {

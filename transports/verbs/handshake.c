@@ -6,10 +6,10 @@
 #include <poll.h>
 #include <string.h>
 
-#include "../../src/auth.h"
-#include "../../src/bytes.h"
-#include "../../src/clock.h"
-#include "../../src/error.h"
+#include "bootstrap/auth.h"
+#include "core/bytes.h"
+#include "core/clock.h"
+#include "core/error.h"
 #include "verbs.h"
 
 enum { VERDICT_ACCEPTED = 1 };

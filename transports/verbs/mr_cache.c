@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../src/error.h"
-#include "../../src/log.h"
+#include "core/error.h"
+#include "core/log.h"
 
 enum { PAGE = 4096 };
 /* A miss registers the 4 MiB-aligned window around the range, so that the chunks of one large

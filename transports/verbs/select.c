@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/error.h"
+#include "core/error.h"
 
 #define HCA_SYNTAX "expected [^][=]device[:port][,device[:port]...], for example mlx5_0:1,mlx5_1 or ^mlx5_2"
 

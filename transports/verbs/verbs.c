@@ -18,9 +18,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "../../src/clock.h"
-#include "../../src/error.h"
-#include "../../src/log.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/log.h"
 #include "device.h"
 
 enum { ADDR_TIMEOUT_MS = 2000, MAX_CONNECTING = 64, CLOSE_DRAIN_S = 5 };

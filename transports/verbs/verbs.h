@@ -24,10 +24,10 @@
 #include <rdma/rdma_cma.h>
 #include <stdint.h>
 
-#include "../../src/auth_proto.h"
-#include "../conn_list.h"
-#include "../transport.h"
+#include "bootstrap/auth_proto.h"
 #include "mr_cache.h"
+#include "transports/conn_list.h"
+#include "transports/transport.h"
 
 enum {
   VERBS_RECV_SLOTS = 64, /* control slots posted for the peer's messages */

@@ -1,0 +1,102 @@
+/* The collective entry points. A call reads straight down: claim the communicator, validate the
+ * arguments, describe the call (core/descriptor.h), then branch once: to the device path when a
+ * stream or a device runtime is present (device/device_call.h), else to the dispatch point, which
+ * runs the tuner's algorithm (dispatch/dispatch.h). */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "comm/comm.h"
+#include "core/error.h"
+#include "device/device_call.h"
+#include "device/stream_queue.h"
+#include "dispatch/dispatch.h"
+#include "registry.h"
+
+static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
+  if ((unsigned)d->datatype >= TALLY_NUM_DATATYPES)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: datatype %d is not a tally_datatype_t", fn, (int)d->datatype);
+  if ((unsigned)d->op >= TALLY_NUM_OPS)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: op %d is not a tally_op_t", fn, (int)d->op);
+  if (d->root < 0 || d->root >= comm->nranks)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: root %d is outside 0..%d", fn, d->root, comm->nranks - 1);
+  size_t es = tally_datatype_size(d->datatype);
+  if (d->count > SIZE_MAX / es / (size_t)comm->nranks)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: count %zu of %zu-byte elements overflows the address space", fn,
+                       d->count, es);
+  if (d->count == 0) return TALLY_SUCCESS;
+  int root_only_send = d->coll == TALLY_COLL_BROADCAST, root_only_recv = d->coll == TALLY_COLL_REDUCE;
+  if (!d->sendbuf && (!root_only_send || comm->rank == d->root))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: sendbuf is NULL but count is %zu", fn, d->count);
+  if (!d->recvbuf && (!root_only_recv || comm->rank == d->root))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: recvbuf is NULL but count is %zu", fn, d->count);
+  return TALLY_SUCCESS;
+}
+
+/* One call on a communicator this thread has claimed. */
+static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
+                                  tally_stream_t stream) {
+  tally_result_t r = validate(fn, d, comm);
+  if (r != TALLY_SUCCESS) return tally_coll_remember(comm, r);
+  if (tally_device_call_needed(stream)) return tally_device_call(comm, fn, d, stream);
+  if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
+  return tally_coll_execute(fn, d, comm);
+}
+
+static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
+  if (!tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
+  /* Claimed before anything else: the call reads and writes the communicator's state. */
+  if (atomic_exchange(&comm->busy, 1))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "%s: another thread is running a collective on this communicator; use one communicator per "
+                       "thread or serialise the calls",
+                       fn);
+  tally_result_t r = run_claimed(fn, d, comm, stream);
+  atomic_store(&comm->busy, 0);
+  return r;
+}
+
+tally_result_t tally_comm_get_async_error(tally_comm_t comm, tally_result_t *async_error) {
+  if (!comm || !tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_get_async_error: comm is NULL, destroyed or never created");
+  if (!async_error) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_get_async_error: async_error is NULL");
+  *async_error = tally_stream_async_error(comm);
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_allreduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
+                               tally_op_t op, tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, sendbuf, recvbuf, count, datatype, op, 0, 0, 0};
+  return run("tally_allreduce", &d, comm, stream);
+}
+
+tally_result_t tally_allgather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype,
+                               tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, datatype, TALLY_SUM, 0, 0, 0};
+  return run("tally_allgather", &d, comm, stream);
+}
+
+tally_result_t tally_reduce_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype,
+                                    tally_op_t op, tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, datatype, op, 0, 0, 0};
+  return run("tally_reduce_scatter", &d, comm, stream);
+}
+
+tally_result_t tally_broadcast(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, int root,
+                               tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, sendbuf, recvbuf, count, datatype, TALLY_SUM, root, 0, 0};
+  return run("tally_broadcast", &d, comm, stream);
+}
+
+tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, tally_op_t op,
+                            int root, tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_REDUCE, sendbuf, recvbuf, count, datatype, op, root, 0, 0};
+  return run("tally_reduce", &d, comm, stream);
+}
+
+tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream) {
+  struct tally_coll_desc d = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0};
+  return run("tally_barrier", &d, comm, stream);
+}

@@ -1,0 +1,148 @@
+/* A communicator's public life: tally_comm_create (configuration, this machine's topology with its
+ * GPU, the network endpoints, the bootstrap, the links the algorithms need, link calibration, the
+ * one-host board, the registry), tally_comm_destroy, tally_comm_abort and the questions
+ * tally_comm_rank, tally_comm_size and tally_comm_last_error answer. */
+#define _GNU_SOURCE
+#include "communicator.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "algorithms/board.h"
+#include "bootstrap/bootstrap.h"
+#include "comm/comm.h"
+#include "comm/links.h"
+#include "config_env.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "device/device.h"
+#include "device/device_call.h"
+#include "registry.h"
+#include "tuning/calibrate.h"
+#include "tuning/tuner.h"
+
+/* What the device path and the algorithms keep (stream queue, IPC window, board), then the rest. */
+static void comm_free(struct tally_comm *c) {
+  tally_device_comm_close(c);
+  tally_board_close(c);
+  tally_comm_free(c);
+}
+
+/* Every rank's topology record, as one array, gives the job's picture (hosts, local ranks). */
+static tally_result_t build_job_topology(struct tally_comm *c) {
+  struct tally_topo *records = malloc((size_t)c->nranks * sizeof *records);
+  if (!records) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the topology of %d ranks", c->nranks);
+  c->every_rank_has_gpu = 1;
+  for (int r = 0; r < c->nranks; r++) {
+    records[r] = c->peers[r].topo;
+    if (!records[r].gpu_bus_id[0]) c->every_rank_has_gpu = 0;
+  }
+  tally_result_t result = tally_job_topo_build(records, c->nranks, &c->topo);
+  if (result == TALLY_SUCCESS && c->rank == 0) tally_job_topo_log(&c->topo, records);
+  free(records);
+  return result;
+}
+
+tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, const struct tally_job_id *job,
+                                 const tally_config_t *overrides) {
+  struct tally_comm *c = calloc(1, sizeof *c);
+  if (!c) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory creating a communicator");
+  c->rank = rank;
+  c->nranks = nranks;
+  c->abort_fd = -1;
+  tally_result_t r = tally_config_load(&c->cfg);
+  if (r != TALLY_SUCCESS) goto fail;
+  if (overrides && overrides->timeout_s > 0) c->cfg.timeout_s = overrides->timeout_s;
+  tally_log_set_rank(rank);
+  c->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  c->peers = calloc((size_t)nranks, sizeof *c->peers);
+  if (c->abort_fd < 0 || !c->peers) {
+    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create a communicator of %d ranks: %s", nranks,
+                    c->peers ? strerror(errno) : "out of memory");
+    goto fail;
+  }
+  struct tally_peer_info me;
+  char gpu_bus_id[TALLY_TOPO_BUS_ID_BYTES];
+  tally_topo_discover_cached(&me.topo, tally_device_gpu_bus_id(gpu_bus_id, sizeof gpu_bus_id));
+  /* The RDMA device nearest the GPU when there is one, else the process's NUMA node's. */
+  c->numa_node = me.topo.gpu_numa_node >= 0 ? me.topo.gpu_numa_node : me.topo.numa_node;
+  r = tally_links_open_network(c, job->secret, &me);
+  if (r != TALLY_SUCCESS) goto fail;
+  uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
+  r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
+  if (r == TALLY_SUCCESS) r = build_job_topology(c);
+  if (r == TALLY_SUCCESS && nranks > 1) {
+    int partners[TALLY_MAX_ALGO_PARTNERS];
+    int npartners = tally_tuner_plan_partners(c, partners);
+    r = tally_links_connect(c, job->secret, partners, npartners, deadline);
+    c->hosts_in_rank_order = tally_hier_hosts_in_rank_order(c); /* the tuner asks on every call */
+  }
+  if (r == TALLY_SUCCESS) r = tally_calibrate(c);
+  if (r == TALLY_SUCCESS && nranks > 1) r = tally_board_open(c, deadline);
+  if (r == TALLY_SUCCESS) r = tally_registry_add(c);
+  if (r != TALLY_SUCCESS) goto fail;
+  char text[80], links[128];
+  TLOG_INFO(TALLY_SUBSYS_INIT, "rank %d of %d ready on %s, host %d of %d (%s), communicator %016llx", rank, nranks,
+            tally_net_format(&me.addr, text, sizeof text), c->topo.host_index[rank] + 1, c->topo.nhosts,
+            tally_links_describe(c, links, sizeof links), (unsigned long long)c->comm_id);
+  *out = c;
+  return TALLY_SUCCESS;
+fail:
+  comm_free(c);
+  return r;
+}
+
+tally_result_t tally_comm_destroy(tally_comm_t comm) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_destroy: comm is NULL");
+  if (!tally_registry_remove(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "tally_comm_destroy: this communicator was already destroyed or never created");
+  if (atomic_load(&comm->busy)) {
+    tally_registry_add(comm);
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "tally_comm_destroy: a collective is still running on this communicator in another thread; "
+                       "call tally_comm_abort first and destroy it once the collective has returned");
+  }
+  comm_free(comm);
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_abort(tally_comm_t comm) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_abort: comm is NULL");
+  if (!tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_comm_abort: this communicator was destroyed or never created");
+  atomic_store(&comm->aborted, 1);
+  uint64_t one = 1;
+  if (write(comm->abort_fd, &one, sizeof one) < 0)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "tally_comm_abort: eventfd write: %s", strerror(errno));
+  tally_links_wake(comm);
+  tally_board_wake(comm);
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_rank(tally_comm_t comm, int *rank) {
+  if (!rank) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_rank: rank is NULL");
+  if (!comm || !tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_comm_rank: comm is NULL, destroyed or never created");
+  *rank = comm->rank;
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_size(tally_comm_t comm, int *nranks) {
+  if (!nranks) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_size: nranks is NULL");
+  if (!comm || !tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_comm_size: comm is NULL, destroyed or never created");
+  *nranks = comm->nranks;
+  return TALLY_SUCCESS;
+}
+
+const char *tally_comm_last_error(tally_comm_t comm) {
+  if (comm && tally_registry_contains(comm)) return comm->last_error;
+  return tally_error_message();
+}

@@ -1,0 +1,182 @@
+/* Bootstrap root and join: the root's thread and the rank's side of the exchange, with their I/O.
+ * The messages themselves are encoded and checked in bootstrap_wire.c. */
+#define _GNU_SOURCE
+#include "bootstrap.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "bootstrap_wire.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/log.h"
+
+enum { FAIL_TEXT = TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES };
+
+struct root {
+  struct tally_job_id job;
+  int listen_fd;
+  double timeout_s;
+  int nranks; /* set by the first join, 0 before */
+  int want;   /* connections to accept: 1 until the first join says how many */
+  int joined;
+  int *fds; /* per rank, -1 until it joins */
+  unsigned char *entries; /* per rank: its checked entry, re-encoded (bootstrap_wire.h) */
+};
+
+static int root_admit(void *ctx, int fd, const unsigned char *payload, const char *from, char *why, size_t whylen) {
+  struct root *root = ctx;
+  uint32_t rank, nranks;
+  struct tally_peer_info info;
+  if (tally_bootstrap_parse_join(payload, &rank, &nranks, &info, why, whylen) != 0) return 0;
+  if (root->nranks == 0) {
+    root->fds = malloc(nranks * sizeof *root->fds);
+    root->entries = calloc(nranks, TALLY_BOOTSTRAP_ENTRY_BYTES);
+    if (!root->fds || !root->entries) {
+      snprintf(why, whylen, "the root is out of memory for %u ranks", nranks);
+      return 0;
+    }
+    for (uint32_t i = 0; i < nranks; i++) root->fds[i] = -1;
+    root->nranks = (int)nranks;
+    root->want = (int)nranks;
+  }
+  if ((int)nranks != root->nranks) {
+    snprintf(why, whylen,
+             "rank %u says the job has %u ranks but earlier ranks said %d: pass every rank the same nranks", rank,
+             nranks, root->nranks);
+    return 0;
+  }
+  if (root->fds[rank] >= 0) {
+    snprintf(why, whylen, "rank %u joined twice: pass every process a different rank", rank);
+    return 0;
+  }
+  root->fds[rank] = fd;
+  tally_bootstrap_encode_entry(&info, root->entries + (size_t)rank * TALLY_BOOTSTRAP_ENTRY_BYTES);
+  root->joined++;
+  TLOG_TRACE(TALLY_SUBSYS_BOOT, "root: rank %u of %u joined from %s", rank, nranks, from);
+  return 1;
+}
+
+/* Sends every joined rank either the table or the reason the job cannot start. */
+static void root_reply(struct root *root, const char *failure) {
+  size_t len = tally_bootstrap_reply_bytes(root->nranks, failure != NULL);
+  unsigned char *msg = calloc(1, len);
+  if (!msg) return;
+  uint64_t comm_id;
+  tally_random_bytes(&comm_id, sizeof comm_id);
+  tally_bootstrap_encode_reply(msg, root->nranks, comm_id, root->entries, failure);
+  uint64_t deadline = tally_deadline_after(root->timeout_s);
+  /* Rank 0 last: the root usually lives in rank 0's process, which may exit as soon as it has its
+   * answer (an init error, say), and must not take the others' answers down with it. */
+  for (int r = root->nranks - 1; r >= 0; r--) {
+    if (root->fds[r] < 0) continue;
+    if (tally_net_write_all(root->fds[r], msg, len, deadline, -1) != TALLY_SUCCESS)
+      TLOG_WARN(TALLY_SUBSYS_BOOT, "root: could not send the address table to rank %d: %s", r, tally_error_message());
+    close(root->fds[r]);
+  }
+  free(msg);
+}
+
+static void *root_main(void *arg) {
+  struct root *root = arg;
+  root->want = 1;
+  uint64_t deadline = tally_deadline_after(root->timeout_s);
+  tally_result_t r = tally_auth_accept(root->listen_fd, root->job.secret, TALLY_PURPOSE_BOOTSTRAP, &root->want,
+                                       deadline, -1, root_admit, root);
+  if (r == TALLY_SUCCESS) {
+    root_reply(root, NULL);
+  } else if (root->nranks > 0) {
+    char missing[FAIL_TEXT - 80] = "";
+    for (int i = 0; i < root->nranks && strlen(missing) < sizeof missing - 16; i++)
+      if (root->fds[i] < 0) snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %d", i);
+    char text[FAIL_TEXT];
+    snprintf(text, sizeof text, "only %d of %d ranks joined the bootstrap before TALLY_TIMEOUT; missing:%s",
+             root->joined, root->nranks, missing);
+    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", text);
+    root_reply(root, text);
+  } else {
+    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: no rank joined before TALLY_TIMEOUT");
+  }
+  close(root->listen_fd);
+  free(root->fds);
+  free(root->entries);
+  free(root);
+  return NULL;
+}
+
+tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s) {
+  struct root *root = calloc(1, sizeof *root);
+  if (!root) {
+    close(listen_fd);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory starting the bootstrap root");
+  }
+  root->job = *job;
+  root->listen_fd = listen_fd;
+  root->timeout_s = timeout_s;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t thread;
+  int err = pthread_create(&thread, &attr, root_main, root);
+  pthread_attr_destroy(&attr);
+  if (err != 0) {
+    close(listen_fd);
+    free(root);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start the bootstrap root thread: %s", strerror(err));
+  }
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, int nranks,
+                                    const struct tally_peer_info *me, uint64_t deadline, int abort_fd,
+                                    struct tally_peer_info *peers, uint64_t *comm_id) {
+  char root_text[80];
+  tally_net_format(&job->root, root_text, sizeof root_text);
+  unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES];
+  tally_bootstrap_encode_join(rank, nranks, me, payload);
+  int fd;
+  tally_result_t r = tally_net_connect(&job->root, deadline, abort_fd, &fd);
+  if (r != TALLY_SUCCESS)
+    return TALLY_ERROR(r, "rank %d cannot reach the bootstrap root at %s: %s", rank, root_text, tally_error_message());
+  r = tally_auth_connect(fd, job->secret, TALLY_PURPOSE_BOOTSTRAP, payload, deadline, abort_fd);
+  unsigned char header[TALLY_BOOTSTRAP_REPLY_HEADER_BYTES];
+  if (r == TALLY_SUCCESS) r = tally_net_read_all(fd, header, sizeof header, deadline, abort_fd);
+  if (r != TALLY_SUCCESS) {
+    close(fd);
+    return TALLY_ERROR(r, "rank %d could not join the job at the bootstrap root %s: %s%s", rank, root_text,
+                       tally_error_message(),
+                       r == TALLY_ERR_REMOTE ? " (the root refused this rank: see its log for why, e.g. a duplicate "
+                                               "rank or a different nranks)"
+                                             : "");
+  }
+  enum tally_bootstrap_status status;
+  uint64_t reply_comm_id;
+  if (tally_bootstrap_parse_reply_header(header, nranks, &status, &reply_comm_id) != 0) {
+    close(fd);
+    return TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root at %s sent a malformed reply", root_text);
+  }
+  if (status == TALLY_BOOTSTRAP_FAILED) {
+    char text[FAIL_TEXT];
+    r = tally_net_read_all(fd, text, sizeof text, deadline, abort_fd);
+    close(fd);
+    return TALLY_ERROR(TALLY_ERR_TIMEOUT, "the bootstrap root at %s gave up: %s", root_text,
+                       r == TALLY_SUCCESS ? tally_bootstrap_parse_failure(text) : "(its reason was lost)");
+  }
+  *comm_id = reply_comm_id;
+  size_t table_bytes = (size_t)nranks * TALLY_BOOTSTRAP_ENTRY_BYTES;
+  unsigned char *table = malloc(table_bytes);
+  if (!table) {
+    close(fd);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory reading the address table of %d ranks", nranks);
+  }
+  r = tally_net_read_all(fd, table, table_bytes, deadline, abort_fd);
+  close(fd);
+  if (r == TALLY_SUCCESS) r = tally_bootstrap_parse_table(table, nranks, peers);
+  free(table);
+  if (r != TALLY_SUCCESS) return TALLY_ERROR(r, "rank %d: reading the address table: %s", rank, tally_error_message());
+  return TALLY_SUCCESS;
+}

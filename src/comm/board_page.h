@@ -1,0 +1,83 @@
+/* The host board's shared pages: where all ranks of a communicator that lives on one host meet
+ * (algorithms/board.h runs small collectives on it). This layer owns the pages and what the
+ * communicator's waiting and failure paths need of them: a failure reported on the board wakes
+ * and fails the ranks waiting there, and ranks waiting on the ring check the board for failures
+ * and strays. Layout, created by rank 0 and unlinked once every rank has mapped it:
+ *
+ *   page header   magic, communicator id, ranks, slot size, each rank's pid, `failed`
+ *   arrived[2]    arrival counters, one per set of slots, each on its own cache line (futex words)
+ *   slots[2][n]   per rank: the call it has arrived at, the call's fingerprint, its input
+ *
+ * Call c (counted per communicator on every rank alike) uses set c % 2 and is complete once
+ * arrived[c % 2] has reached n * (c / 2 + 1). */
+#ifndef TALLY_BOARD_PAGE_H
+#define TALLY_BOARD_PAGE_H
+
+#include <stdalign.h>
+#include <stdint.h>
+
+#include "comm.h"
+#include "core/wire.h"
+
+#define TALLY_BOARD_MAX_RANKS 64
+#define TALLY_BOARD_SLOT_BYTES 16384
+
+struct board_slot {
+  alignas(64) _Atomic uint32_t call; /* 1 + the call this rank has arrived at (its data is in) */
+  unsigned char fingerprint[TALLY_WIRE_HEADER_BYTES];
+  alignas(64) unsigned char data[TALLY_BOARD_SLOT_BYTES];
+};
+
+struct board_page {
+  uint64_t comm_id;
+  uint32_t nranks, slot_bytes;
+  int32_t pid[TALLY_BOARD_MAX_RANKS];
+  _Atomic uint64_t failed; /* 0, or the first failure reported: code, 1 + reporter, 1 + culprit */
+  _Atomic uint64_t magic;  /* BOARD_MAGIC once the fields above are written */
+  struct {
+    alignas(64) _Atomic uint32_t count;
+  } arrived[2];              /* each on its own cache line */
+  struct board_slot slots[]; /* [2][nranks] */
+};
+
+struct tally_board {
+  struct board_page *page;
+  size_t bytes;
+  char name[64];
+  int linked; /* rank 0: the name still exists */
+  int pidfd[TALLY_BOARD_MAX_RANKS];
+  uint32_t calls;
+};
+
+static inline struct board_slot *tally_board_slot(struct board_page *page, int set, int rank) {
+  return &page->slots[(size_t)set * page->nranks + (size_t)rank];
+}
+
+/* Wakes every rank sleeping on `word`; sleeps on it while it still reads `seen`, at most `ms`. */
+void tally_board_futex_wake_all(_Atomic uint32_t *word);
+void tally_board_futex_wait(_Atomic uint32_t *word, uint32_t seen, int ms);
+
+/* Creates (rank 0) or maps (the others, waiting for rank 0 until `deadline`) this communicator's
+ * pages. *out is the board, also on failure when it was allocated (free it with tally_board_free). */
+tally_result_t tally_board_map(struct tally_comm *comm, uint64_t deadline, struct tally_board **out);
+void tally_board_free(struct tally_board *board);
+/* Once every rank has mapped its board: drops the name (rank 0), watches the peers' pids, and makes
+ * it comm->board. */
+void tally_board_install(struct tally_comm *comm, struct tally_board *board);
+void tally_board_close(struct tally_comm *comm);
+
+/* Wakes whoever sleeps on the board (tally_comm_abort: the waiter then sees the abort). */
+void tally_board_wake(struct tally_comm *comm);
+
+/* Reports this rank's failed collective on the board, so that ranks waiting there return at once. */
+void tally_board_fail(struct tally_comm *comm, tally_result_t code, int culprit);
+
+/* A failure another rank reported on the board, as this rank's error; TALLY_SUCCESS when none. */
+tally_result_t tally_board_reported_failure(struct tally_comm *comm);
+
+/* For ranks waiting in a collective on the ring (`call` is its header): fails with what another
+ * rank reported on the board, or with MISMATCH when a rank has arrived at a board collective
+ * instead of this one. */
+tally_result_t tally_board_check(struct tally_comm *comm, const struct tally_msg_header *call);
+
+#endif

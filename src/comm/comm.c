@@ -1,0 +1,131 @@
+/* The communicator's working state: waiting for progress without stealing a core, telling the peers
+ * about a failure and naming the rank at fault, the buffers collectives borrow, and freeing what
+ * the communicator owns. Creating one is the API's (src/api/communicator.c). */
+#define _GNU_SOURCE
+#include "comm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "board_page.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "links.h"
+
+tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
+  if (bytes <= *have) return TALLY_SUCCESS;
+  void *grown = NULL;
+  if (posix_memalign(&grown, 64, bytes) != 0)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory: cannot allocate a %zu-byte internal buffer", bytes);
+  free(*buf);
+  *buf = grown;
+  *have = bytes;
+  return TALLY_SUCCESS;
+}
+
+void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
+                        struct tally_waiter *w) {
+  memset(w, 0, sizeof *w);
+  w->ring = ring;
+  w->call = call;
+  w->timeout_ns = (uint64_t)(comm->cfg.timeout_s * 1e9);
+  w->grace_ns = w->timeout_ns / 10 < 5000000000ull ? w->timeout_ns / 10 : 5000000000ull;
+}
+
+/* Tells the ranks this one sends to that it is waiting, once per stall: the ring's next rank until
+ * the notice goes out, every other one on a single try (in pairwise and tree algorithms, the rank
+ * waiting on this one need not be the ring's next). */
+static void notify_waiting(struct tally_comm *comm, struct tally_waiter *w) {
+  unsigned char notice[TALLY_WIRE_HEADER_BYTES];
+  tally_notice_encode(notice, comm->seq, comm->rank);
+  if (!w->told_others)
+    for (int r = 0; r < comm->nranks; r++)
+      if (comm->to[r].ops && r != w->ring->next_rank) comm->to[r].ops->notify(comm->to[r].conn, notice);
+  w->told_others = 1;
+  w->notified = w->ring->to_next.ops->notify(w->ring->to_next.conn, notice);
+}
+
+tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved) {
+  if (atomic_load(&comm->aborted))
+    return TALLY_ERROR(TALLY_ERR_ABORTED, "the communicator was aborted (tally_comm_abort)");
+  int timeout_ms = 0;
+  if (*moved) {
+    w->idle_since = 0;
+    w->notified = 0;
+    w->told_others = 0;
+  } else {
+    uint64_t now = tally_now_ns();
+    if (w->idle_since == 0) w->idle_since = now;
+    uint64_t idle = now - w->idle_since, limit = w->timeout_ns + (w->upstream_waiting ? w->grace_ns : 0);
+    if (idle >= limit) {
+      w->timed_out = 1;
+      return TALLY_ERROR(TALLY_ERR_TIMEOUT, "nothing moved for %.1f s (TALLY_TIMEOUT)", (double)idle / 1e9);
+    }
+    if (!w->notified && idle + w->grace_ns >= w->timeout_ns) notify_waiting(comm, w);
+    if (idle >= (uint64_t)comm->cfg.spin_us * 1000) {
+      TALLY_CHECK(tally_board_check(comm, w->call));
+      timeout_ms = tally_ms_until(
+          w->idle_since + (w->notified || idle + w->grace_ns >= w->timeout_ns ? limit : w->timeout_ns - w->grace_ns),
+          100);
+    } else {
+      sched_yield(); /* let a peer sharing this core run while we poll */
+    }
+  }
+  int transport_moved = 0;
+  TALLY_CHECK(tally_links_progress(comm, timeout_ms, &transport_moved));
+  if (transport_moved) {
+    *moved = 1;
+    w->idle_since = 0;
+  }
+  return TALLY_SUCCESS;
+}
+
+void tally_comm_fail(struct tally_comm *comm, tally_result_t result) {
+  if (comm->nranks < 2) return;
+  int culprit = tally_comm_blamed(comm);
+  if (result == TALLY_ERR_ABORTED || result == TALLY_ERR_SYSTEM || result == TALLY_ERR_INTERNAL) culprit = comm->rank;
+  tally_result_t code = result == TALLY_ERR_MISMATCH || result == TALLY_ERR_TIMEOUT ? result : TALLY_ERR_REMOTE;
+  tally_board_fail(comm, code, culprit);
+  unsigned char frame[TALLY_WIRE_HEADER_BYTES];
+  tally_error_frame_encode(frame, comm->seq, comm->rank, culprit, code);
+  /* Frames also go against the data: a sender reads them when its sends break. */
+  for (int i = 0; i < comm->nlinks; i++) comm->links[i].ops->fail(comm->links[i].conn, frame);
+}
+
+int tally_comm_blamed(const struct tally_comm *comm) {
+  int culprit = tally_error_blamed();
+  return culprit >= 0 && culprit < comm->nranks ? culprit : -1;
+}
+
+const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *buf, size_t len) {
+  if (rank < 0 || rank >= comm->nranks || !comm->peers) {
+    snprintf(buf, len, "rank %d (unknown host)", rank);
+    return buf;
+  }
+  char addr[80];
+  tally_net_format(&comm->peers[rank].addr, addr, sizeof addr);
+  char *port = strrchr(addr, ':'); /* the host is what matters; the port is the transport's */
+  if (port) *port = '\0';
+  snprintf(buf, len, "rank %d (%s, %s)", rank, comm->peers[rank].topo.hostname, addr);
+  return buf;
+}
+
+void tally_comm_free(struct tally_comm *c) {
+  tally_links_close(c);
+  if (c->abort_fd >= 0) close(c->abort_fd);
+  free(c->peers);
+  free(c->links);
+  free(c->to);
+  free(c->from);
+  tally_job_topo_free(&c->topo);
+  free(c->scratch);
+  free(c->staging);
+  free(c);
+}

@@ -1,0 +1,128 @@
+/* The communicator: who this rank is, its connections, its configuration and its error state.
+ * Internal: algorithms reach peers only through the transport vtable and the ring neighbours
+ * recorded here. */
+#ifndef TALLY_COMM_H
+#define TALLY_COMM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "bootstrap/bootstrap_wire.h"
+#include "core/config.h"
+#include "tally.h"
+#include "topology/link_cost.h"
+#include "topology/topo.h"
+#include "transports/transport.h"
+
+/* A connection and the transport that carries it. */
+struct tally_link {
+  const struct tally_transport_ops *ops;
+  struct tally_conn *conn;
+};
+
+/* A ring of ranks: this rank's place in it and its links to the next and the previous member.
+ * Rings may share connections (a pair of ranks has at most one connection per direction). */
+struct tally_ring {
+  int index, size;          /* this rank's position in the ring, and the number of members */
+  int next_rank, prev_rank; /* the neighbours' communicator ranks */
+  struct tally_link to_next, from_prev;
+};
+
+/* The endpoints a communicator may use: the network one (TCP) always, the RDMA one (verbs) when
+ * this rank has a usable device (both addresses are what the bootstrap publishes), the local one
+ * (shared memory) when a neighbour shares this host. */
+enum { TALLY_SLOT_NET, TALLY_SLOT_LOCAL, TALLY_SLOT_RDMA, TALLY_NUM_SLOTS };
+struct tally_transport_slot {
+  const struct tally_transport_ops *ops;
+  struct tally_endpoint *ep; /* NULL: not used by this communicator */
+};
+
+struct tally_comm {
+  int rank, nranks;
+  struct tally_config cfg;
+  uint64_t comm_id;
+  uint32_t seq; /* collectives started on this communicator */
+
+  struct tally_transport_slot slots[TALLY_NUM_SLOTS];
+  struct tally_ring world;  /* every rank in rank order */
+  struct tally_ring world_reverse; /* every rank in reverse rank order (rank r sends to r-1): the second
+                                      ring channel; size 0 unless TALLY_RING_CHANNELS=2 and 3+ ranks */
+  struct tally_ring local;  /* the ranks of this host; size 0 unless the hierarchical rings exist */
+  struct tally_ring cross;  /* the ranks with this local rank, one per host; size 0 likewise */
+  int hosts_in_rank_order;  /* with those rings, host h runs ranks hL .. hL+L-1 (set once at init) */
+  struct tally_link *links; /* every distinct connection, each once (see tally_comm_fail) */
+  int nlinks;
+  struct tally_link *to, *from; /* [nranks]: the connection to / from each rank (ops NULL: none) */
+  int rhd_ready;                /* the recursive halving-doubling partners are connected */
+  int tree_ready;               /* the double binary trees' parents and children are connected */
+  int tree_rooted_ready;        /* and every rank to both trees' roots (tree broadcast and reduce) */
+  struct tally_board *board; /* small collectives in one round, when every rank is on this host */
+  /* The cost model's parameters for each link class, identical on every rank (the tuner's choices
+   * must agree): measured at init, read from the cache or TALLY_TUNING_FILE (calibrate.h). */
+  struct tally_cost_params link_cost[TALLY_NUM_LINK_CLASSES];
+
+  int abort_fd; /* eventfd: readable once tally_comm_abort was called */
+  atomic_int aborted;
+  atomic_int busy;      /* a collective is running: a second thread is refused */
+  tally_result_t error; /* first error; the communicator refuses collectives after it */
+  char last_error[1024];
+  char failure[1024]; /* the message of the failure that put the communicator in error state */
+
+  struct tally_peer_info *peers; /* every rank's address and topology, from the bootstrap */
+  int numa_node;                 /* this rank's, for choosing the nearest RDMA device */
+  struct tally_job_topo topo;    /* hosts and local ranks, computed from peers */
+
+  void *scratch; /* grows to the largest partial-result buffer a collective needed */
+  size_t scratch_bytes;
+  void *staging; /* chunk-sized receive slots for reductions */
+  size_t staging_bytes;
+  struct tally_stream_queue *stream_queue; /* NULL until the first call with device buffers */
+  int every_rank_has_gpu;                  /* every rank's topology names a GPU (device/call_split.h) */
+  struct tally_ipc_window *ipc_window;     /* src/device/ipc: NULL until its first call */
+  int ipc_refused;                         /* the window could not be opened on every rank */
+};
+
+/* Frees what this layer owns: the links and endpoints, the peer and topology tables, the buffers,
+ * and the communicator itself. The device path's state and the board are closed before (api/). */
+void tally_comm_free(struct tally_comm *comm);
+
+/* After collective `result` failed: tells every connected rank who is to blame (if known) so the
+ * failure travels around the rings, and drops the requests the failed collective left queued. */
+void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
+
+/* Waiting without stealing a core: call once per loop of an algorithm's step machine with
+ * `moved` saying whether the loop made progress. Polls the transport (yielding the core between
+ * polls), and once nothing has moved for cfg.spin_us, blocks in the transport until something
+ * arrives. Fails on abort, when nothing has moved for TALLY_TIMEOUT, or when the transport fails.
+ * Shortly before the timeout it sends the next rank a waiting notice, so that when a stalled rank
+ * holds up a whole ring, only the rank right after it blames it and the others wait for that
+ * verdict (see tally_waiter.upstream_waiting). */
+struct tally_waiter {
+  const struct tally_ring *ring;       /* the ring being waited in: its next rank gets the notice */
+  const struct tally_msg_header *call; /* the collective's fingerprint, for the board check */
+  uint64_t timeout_ns;
+  uint64_t grace_ns;    /* a notice goes out this long before the timeout (see wire.h) */
+  uint64_t idle_since;  /* 0: not idle */
+  int notified;         /* the next rank was told that this rank is waiting */
+  int told_others;      /* the other ranks this one sends to were told as well */
+  int timed_out;        /* set when progress failed because this rank waited too long (not because a
+                           peer reported a timeout of its own) */
+  int upstream_waiting; /* set by the caller: the rank it waits for said it is waiting too, so the
+                           timeout is extended by grace_ns for that rank's verdict to arrive */
+};
+void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
+                        struct tally_waiter *w);
+tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved);
+
+/* The rank this thread's last failure blames (tally_error_blamed), or -1 when none or when the
+ * number is not a rank of this communicator (a peer's report is not trusted blindly). */
+int tally_comm_blamed(const struct tally_comm *comm);
+
+/* "rank 5 (10.0.0.7)": a rank and the host it runs on, for error messages. */
+const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *buf, size_t len);
+
+/* Returns a buffer of at least `bytes` owned by the communicator (scratch or staging). */
+tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes);
+
+#endif

@@ -1,0 +1,305 @@
+/* Per-neighbour transport choice, the endpoints behind it, and progress across them (links.h). */
+#define _GNU_SOURCE
+#include "links.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/log.h"
+
+static const char *const slot_transport[TALLY_NUM_SLOTS] = {"tcp", "shm", "verbs"};
+
+static tally_result_t open_slot(struct tally_comm *c, int slot, const unsigned char *secret) {
+  struct tally_transport_slot *s = &c->slots[slot];
+  if (s->ep) return TALLY_SUCCESS;
+  s->ops = tally_transport_find(slot_transport[slot]);
+  struct tally_transport_params params = {.ifname = c->cfg.ifname,
+                                          .secret = secret,
+                                          .rank = c->rank,
+                                          .abort_fd = c->abort_fd,
+                                          .keepalive_s = c->cfg.keepalive_s,
+                                          .ib_hca = c->cfg.ib_hca,
+                                          .ib_gid_index = c->cfg.ib_gid_index,
+                                          .numa_node = c->numa_node,
+                                          .ib_reg_cache_bytes = c->cfg.ib_reg_cache_bytes};
+  return s->ops->create(&params, &s->ep);
+}
+
+tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned char *secret,
+                                        struct tally_peer_info *me) {
+  TALLY_CHECK(open_slot(c, TALLY_SLOT_NET, secret));
+  c->slots[TALLY_SLOT_NET].ops->address(c->slots[TALLY_SLOT_NET].ep, &me->addr);
+  me->has_rdma = 0;
+  int forced = !strcmp(c->cfg.transport, "verbs");
+  if (!forced && strcmp(c->cfg.transport, "auto")) return TALLY_SUCCESS;
+  if (!tally_transport_find("verbs")) {
+    if (forced)
+      return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
+                         "TALLY_TRANSPORT=verbs, but this build of Tally has no RDMA transport (it was built without "
+                         "libibverbs-dev and librdmacm-dev); use auto or tcp");
+    return TALLY_SUCCESS;
+  }
+  tally_result_t r = open_slot(c, TALLY_SLOT_RDMA, secret);
+  if (r != TALLY_SUCCESS) {
+    c->slots[TALLY_SLOT_RDMA] = (struct tally_transport_slot){0};
+    if (forced)
+      return TALLY_ERROR(r, "TALLY_TRANSPORT=verbs, but rank %d cannot use RDMA: %s; use TALLY_TRANSPORT=auto to fall "
+                            "back to TCP", c->rank, tally_error_message());
+    TLOG_INFO(TALLY_SUBSYS_INIT, "no RDMA for this rank, so TCP between hosts: %s", tally_error_message());
+    return TALLY_SUCCESS;
+  }
+  c->slots[TALLY_SLOT_RDMA].ops->address(c->slots[TALLY_SLOT_RDMA].ep, &me->rdma_addr);
+  me->has_rdma = 1;
+  return TALLY_SUCCESS;
+}
+
+/* Which endpoint carries the connection with `peer`, by TALLY_TRANSPORT: auto (shared memory within
+ * a host when this build has it; across hosts verbs when both ranks have RDMA, TCP otherwise), tcp,
+ * shm, or verbs (for every peer, on this host too). */
+static tally_result_t choose_slot(const struct tally_comm *c, int peer, int *slot) {
+  const char *mode = c->cfg.transport;
+  int same_host = tally_job_topo_same_host(&c->topo, c->rank, peer);
+  int have_shm = tally_transport_find("shm") != NULL;
+  int both_rdma = c->peers[c->rank].has_rdma && c->peers[peer].has_rdma;
+  *slot = TALLY_SLOT_NET;
+  if (!strcmp(mode, "tcp")) return TALLY_SUCCESS;
+  if (!strcmp(mode, "verbs")) {
+    if (!both_rdma)
+      return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
+                         "TALLY_TRANSPORT=verbs, but rank %d (%s) has no usable RDMA device (see its log); use "
+                         "TALLY_TRANSPORT=auto to fall back to TCP",
+                         peer, c->peers[peer].topo.hostname);
+    *slot = TALLY_SLOT_RDMA;
+    return TALLY_SUCCESS;
+  }
+  if (!same_host && both_rdma) *slot = TALLY_SLOT_RDMA;
+  if (!strcmp(mode, "shm")) {
+    if (!same_host)
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_TRANSPORT=shm, but rank %d runs on another host (%s) than rank %d (%s): shared memory "
+                         "only reaches ranks of one host; use TALLY_TRANSPORT=auto",
+                         peer, c->peers[peer].topo.hostname, c->rank, c->peers[c->rank].topo.hostname);
+    if (!have_shm)
+      return TALLY_ERROR(
+          TALLY_ERR_UNSUPPORTED,
+          "TALLY_TRANSPORT=shm, but this build of Tally has no shared-memory transport; use auto or tcp");
+  }
+  if (same_host && have_shm) *slot = TALLY_SLOT_LOCAL;
+  return TALLY_SUCCESS;
+}
+
+/* Accepts the connections from `peers` on one endpoint while the main thread connects. */
+struct accept_job {
+  const struct tally_comm *comm;
+  const struct tally_transport_slot *slot;
+  int npeers;
+  const int *peers;
+  struct tally_conn **conns;
+  uint64_t deadline;
+  tally_result_t result;
+  char message[1024];
+};
+
+static void *accept_peers(void *arg) {
+  struct accept_job *job = arg;
+  job->result =
+      job->slot->ops->accept(job->slot->ep, job->comm->comm_id, job->npeers, job->peers, job->deadline, job->conns);
+  snprintf(job->message, sizeof job->message, "%s", tally_error_message());
+  return NULL;
+}
+
+/* The distinct ranks this rank sends to (out) or receives from (in): ring neighbours and the
+ * partners of the recursive halving-doubling exchanges. */
+enum { MAX_PEERS = 3 + 2 * 32 };
+struct peer_set {
+  int n;
+  int rank[MAX_PEERS];
+  int slot[MAX_PEERS];
+  struct tally_conn *conn[MAX_PEERS];
+};
+
+static int peer_set_add(struct peer_set *set, int rank) {
+  for (int i = 0; i < set->n; i++)
+    if (set->rank[i] == rank) return i;
+  set->rank[set->n] = rank;
+  return set->n++;
+}
+
+
+/* The ring of `members` (communicator ranks, in ring order) that contains this rank. */
+static void place_in_ring(const struct tally_comm *c, struct tally_ring *ring, const int *members, int n) {
+  int index = 0;
+  for (int i = 0; i < n; i++)
+    if (members[i] == c->rank) index = i;
+  ring->size = n;
+  ring->index = index;
+  ring->next_rank = members[(index + 1) % n];
+  ring->prev_rank = members[(index + n - 1) % n];
+}
+
+/* The hierarchical rings (ranks of this host; one rank per host with this local rank) exist when
+ * several hosts run the same number of ranks, more than one each. */
+static tally_result_t plan_rings(struct tally_comm *c) {
+  int *members = calloc((size_t)c->nranks, sizeof *members);
+  if (!members) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory planning rings for %d ranks", c->nranks);
+  for (int r = 0; r < c->nranks; r++) members[r] = r;
+  place_in_ring(c, &c->world, members, c->nranks);
+  if (c->cfg.ring_channels > 1 && c->nranks > 2) { /* with 2 ranks both rings would share one connection */
+    for (int r = 0; r < c->nranks; r++) members[r] = (c->nranks - r) % c->nranks;
+    place_in_ring(c, &c->world_reverse, members, c->nranks);
+  }
+  const struct tally_job_topo *t = &c->topo;
+  int per_host = t->local_size[c->rank], even = t->nhosts > 1 && per_host > 1;
+  for (int r = 0; r < c->nranks; r++) even &= t->local_size[r] == per_host;
+  if (even) {
+    int nlocal = 0, ncross = 0;
+    for (int r = 0; r < c->nranks; r++) /* rank order keeps local ranks and hosts in order */
+      if (t->host_index[r] == t->host_index[c->rank]) members[nlocal++] = r;
+    place_in_ring(c, &c->local, members, nlocal);
+    for (int r = 0; r < c->nranks; r++)
+      if (t->local_rank[r] == t->local_rank[c->rank]) members[ncross++] = r;
+    place_in_ring(c, &c->cross, members, ncross);
+  } else if (t->nhosts > 1) {
+    TLOG_INFO(TALLY_SUBSYS_INIT,
+              "hosts run different numbers of ranks (or one each): no hierarchical rings, every "
+              "collective runs on the flat ring");
+  }
+  free(members);
+  return TALLY_SUCCESS;
+}
+
+/* Accepts from the in-peers that use `slot`, in a thread; returns 0 when there are none. */
+static int start_accepting(struct tally_comm *c, const struct peer_set *in, int slot, struct accept_job *job, int *peers,
+                           struct tally_conn **conns, uint64_t deadline, pthread_t *thread) {
+  int n = 0;
+  for (int i = 0; i < in->n; i++)
+    if (in->slot[i] == slot) peers[n++] = in->rank[i];
+  if (n == 0) return 0;
+  *job = (struct accept_job){
+      .comm = c, .slot = &c->slots[slot], .npeers = n, .peers = peers, .conns = conns, .deadline = deadline};
+  int err = pthread_create(thread, NULL, accept_peers, job);
+  if (err != 0) {
+    job->result = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start a thread to accept connections: %s", strerror(err));
+    snprintf(job->message, sizeof job->message, "%s", tally_error_message());
+    return 0;
+  }
+  return 1;
+}
+
+tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *secret, const int *partners,
+                                   int npartners, uint64_t deadline) {
+  TALLY_CHECK(plan_rings(c));
+  struct tally_ring *rings[4] = {&c->world, &c->world_reverse, &c->local, &c->cross};
+  static struct peer_set zero;
+  struct peer_set out = zero, in = zero;
+  for (int i = 0; i < 4; i++) {
+    if (rings[i]->size == 0) continue;
+    peer_set_add(&out, rings[i]->next_rank);
+    peer_set_add(&in, rings[i]->prev_rank);
+  }
+  for (int i = 0; i < npartners; i++) { /* exchanges go both ways */
+    peer_set_add(&out, partners[i]);
+    peer_set_add(&in, partners[i]);
+  }
+  for (int i = 0; i < out.n; i++) {
+    TALLY_CHECK(choose_slot(c, out.rank[i], &out.slot[i]));
+    TALLY_CHECK(open_slot(c, out.slot[i], secret));
+  }
+  for (int i = 0; i < in.n; i++) {
+    TALLY_CHECK(choose_slot(c, in.rank[i], &in.slot[i]));
+    TALLY_CHECK(open_slot(c, in.slot[i], secret));
+  }
+  struct accept_job jobs[TALLY_NUM_SLOTS];
+  pthread_t threads[TALLY_NUM_SLOTS];
+  int accepting[TALLY_NUM_SLOTS], peers[TALLY_NUM_SLOTS][MAX_PEERS];
+  struct tally_conn *accepted[TALLY_NUM_SLOTS][MAX_PEERS];
+  for (int s = 0; s < TALLY_NUM_SLOTS; s++) {
+    memset(&jobs[s], 0, sizeof jobs[s]);
+    accepting[s] = start_accepting(c, &in, s, &jobs[s], peers[s], accepted[s], deadline, &threads[s]);
+  }
+  tally_result_t r = TALLY_SUCCESS;
+  for (int i = 0; i < out.n && r == TALLY_SUCCESS; i++) {
+    const struct tally_transport_slot *slot = &c->slots[out.slot[i]];
+    const struct tally_peer_info *peer = &c->peers[out.rank[i]];
+    r = slot->ops->connect(slot->ep, c->comm_id, out.rank[i], out.slot[i] == TALLY_SLOT_RDMA ? &peer->rdma_addr : &peer->addr,
+                           deadline, &out.conn[i]);
+  }
+  if (r != TALLY_SUCCESS) {
+    uint64_t one = 1; /* wake the accepting threads at once */
+    if (write(c->abort_fd, &one, sizeof one) < 0) TLOG_WARN(TALLY_SUBSYS_INIT, "eventfd write: %s", strerror(errno));
+    tally_links_wake(c);
+  }
+  for (int s = 0; s < TALLY_NUM_SLOTS; s++) {
+    if (accepting[s]) pthread_join(threads[s], NULL);
+    if (r == TALLY_SUCCESS && jobs[s].result != TALLY_SUCCESS) r = TALLY_ERROR(jobs[s].result, "%s", jobs[s].message);
+  }
+  if (r != TALLY_SUCCESS) return r;
+
+  for (int i = 0; i < in.n; i++) { /* each in-peer's connection, from its endpoint's accept list */
+    int s = in.slot[i];
+    for (int j = 0; j < jobs[s].npeers; j++)
+      if (peers[s][j] == in.rank[i]) in.conn[i] = accepted[s][j];
+  }
+  c->links = calloc((size_t)(out.n + in.n), sizeof *c->links);
+  c->to = calloc((size_t)c->nranks, sizeof *c->to);
+  c->from = calloc((size_t)c->nranks, sizeof *c->from);
+  if (!c->links || !c->to || !c->from) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links");
+  for (int i = 0; i < out.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[out.slot[i]].ops, out.conn[i]};
+  for (int i = 0; i < in.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[in.slot[i]].ops, in.conn[i]};
+  for (int i = 0; i < out.n; i++) c->to[out.rank[i]] = c->links[i];
+  for (int i = 0; i < in.n; i++) c->from[in.rank[i]] = c->links[out.n + i];
+  for (int i = 0; i < 4; i++) {
+    struct tally_ring *ring = rings[i];
+    if (ring->size == 0) continue;
+    ring->to_next = c->to[ring->next_rank];
+    ring->from_prev = c->from[ring->prev_rank];
+  }
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_links_progress(struct tally_comm *c, int timeout_ms, int *moved) {
+  int busy[TALLY_NUM_SLOTS], nbusy = 0;
+  for (int s = 0; s < TALLY_NUM_SLOTS; s++)
+    if (c->slots[s].ep && c->slots[s].ops->pending(c->slots[s].ep)) busy[nbusy++] = s;
+  if (nbusy <= 1) {
+    const struct tally_transport_slot *slot = &c->slots[nbusy ? busy[0] : TALLY_SLOT_NET];
+    return slot->ops->progress(slot->ep, timeout_ms, moved);
+  }
+  /* Several transports have work and none can wait on the others' events: take turns. */
+  *moved = 0;
+  for (int i = 0; i < nbusy; i++) {
+    const struct tally_transport_slot *slot = &c->slots[busy[i]];
+    int slot_moved = 0;
+    TALLY_CHECK(slot->ops->progress(slot->ep, *moved || timeout_ms == 0 ? 0 : 1, &slot_moved));
+    *moved |= slot_moved;
+  }
+  return TALLY_SUCCESS;
+}
+
+void tally_links_wake(struct tally_comm *c) {
+  for (int s = 0; s < TALLY_NUM_SLOTS; s++)
+    if (c->slots[s].ep) c->slots[s].ops->wake(c->slots[s].ep);
+}
+
+void tally_links_close(struct tally_comm *c) {
+  for (int s = 0; s < TALLY_NUM_SLOTS; s++)
+    if (c->slots[s].ep) c->slots[s].ops->destroy(c->slots[s].ep); /* closes its connections */
+}
+
+const char *tally_links_describe(const struct tally_comm *c, char *buf, size_t len) {
+  if (c->nranks < 2) {
+    snprintf(buf, len, "no peers");
+    return buf;
+  }
+  int n = snprintf(buf, len, "%s to rank %d, %s from rank %d", c->world.to_next.ops->name, c->world.next_rank,
+                   c->world.from_prev.ops->name, c->world.prev_rank);
+  if (c->local.size > 0 && n > 0 && (size_t)n < len)
+    snprintf(buf + n, len - (size_t)n, "; hierarchical rings of %d local and %d cross-host ranks", c->local.size,
+             c->cross.size);
+  return buf;
+}

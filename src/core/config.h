@@ -1,0 +1,35 @@
+/* The settings every layer reads (struct tally_config), one copy per communicator. They come from
+ * the TALLY_* environment variables, read and validated by src/api/config_env.c. */
+#ifndef TALLY_CONFIG_H
+#define TALLY_CONFIG_H
+
+#include "algo_spec.h"
+#include "tally.h"
+
+#define TALLY_DEFAULT_TIMEOUT_S 300.0
+#define TALLY_DEFAULT_KEEPALIVE_S 5
+#define TALLY_DEFAULT_STAGING_CHUNK_MB 4
+
+struct tally_config {
+  double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
+  char ifname[128];     /* TALLY_SOCKET_IFNAME: interface filter, NCCL syntax; "" = default */
+  char transport[16];   /* TALLY_TRANSPORT: "auto" (shm within a host, verbs or else tcp across), "tcp", "shm" or
+                           "verbs" */
+  struct tally_algo_spec algo; /* TALLY_ALGO: the algorithms each collective may use (algo_spec.h) */
+  int spin_us;          /* TALLY_SPIN_US: how long a waiting rank polls before it blocks */
+  size_t chunk_bytes;   /* TALLY_CHUNK_BYTES: pipelining chunk of the ring algorithms */
+  int ring_channels;    /* TALLY_RING_CHANNELS: rings a large flat allreduce runs on at once (1 or 2) */
+  int keepalive_s;      /* TALLY_KEEPALIVE: a peer host silent this long is declared dead */
+  char ib_hca[128];     /* TALLY_IB_HCA: RDMA devices and ports, NCCL_IB_HCA syntax; "" = any */
+  int ib_gid_index;     /* TALLY_IB_GID_INDEX: RoCE GID index; -1 = chosen from the GID table */
+  size_t ib_reg_cache_bytes; /* TALLY_IB_REG_CACHE_MB: registered user memory kept for reuse */
+  char tuning_file[4096];    /* TALLY_TUNING_FILE: link costs to use instead of measuring them; "" = none */
+  int tuning_cache;          /* TALLY_TUNING_CACHE: 1 (default) keeps measured link costs per host, 0 never */
+  size_t staging_chunk_bytes; /* TALLY_STAGING_CHUNK_MB: on communicators whose every rank drives a GPU, the
+                                size of the collectives large allreduce/broadcast/reduce calls are split into
+                                (device/call_split.h); 0: never split */
+  size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
+                                (src/device/ipc); 0 (default) stages them through host memory */
+};
+
+#endif

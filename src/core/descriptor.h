@@ -1,0 +1,35 @@
+/* The collective descriptor: what the user asked for, after validation. Everything below the API
+ * layer (tuner, algorithms, wire fingerprints) sees a collective only through this. */
+#ifndef TALLY_DESCRIPTOR_H
+#define TALLY_DESCRIPTOR_H
+
+#include <stddef.h>
+
+#include "tally.h"
+
+enum tally_coll {
+  TALLY_COLL_ALLREDUCE,
+  TALLY_COLL_ALLGATHER,
+  TALLY_COLL_REDUCE_SCATTER,
+  TALLY_COLL_BROADCAST,
+  TALLY_COLL_REDUCE,
+  TALLY_COLL_BARRIER,
+  TALLY_NUM_COLLS
+};
+
+struct tally_coll_desc {
+  enum tally_coll coll;
+  const void *sendbuf;
+  void *recvbuf;
+  size_t count; /* allreduce/broadcast/reduce: elements; allgather: sendcount; reduce_scatter: recvcount */
+  tally_datatype_t datatype;
+  tally_op_t op; /* TALLY_SUM where the collective has no op */
+  int root;      /* 0 where the collective has no root */
+  size_t chunk_bytes; /* the pipelining chunk the tuner chose for this call; 0: TALLY_CHUNK_BYTES */
+  int rhd_whole_vector; /* halving-doubling allreduce: the tuner chose recursive doubling of the whole
+                           vector over Rabenseifner's schedule (the same choice on every rank) */
+};
+
+const char *tally_coll_name(enum tally_coll coll); /* "allreduce", ...; "unknown" when out of range */
+
+#endif

@@ -1,0 +1,26 @@
+/* Where the API entry hands a call over to the device path, once, at the start: a call with a
+ * stream, or any call once this process has a device runtime (its buffers may be device memory,
+ * and on a communicator with a stream queue even a host-memory call must keep its place behind the
+ * stream-ordered ones). The device path then runs the host collectives it needs through the
+ * dispatch point (dispatch/dispatch.h). */
+#ifndef TALLY_DEVICE_CALL_H
+#define TALLY_DEVICE_CALL_H
+
+#include "core/descriptor.h"
+
+/* Whether tally_device_call must route this call: a stream was given or a device runtime exists. */
+int tally_device_call_needed(tally_stream_t stream);
+
+/* Runs validated d on a communicator this thread has claimed: device memory is enqueued on its
+ * stream (stream_queue.h; NULL: the runtime's default stream); host memory waits for the stream's
+ * earlier work, then runs blocking, through the stream queue when the communicator has one, in
+ * pieces on communicators whose every rank drives a GPU (call_split.h). A stream without a device
+ * runtime is TALLY_ERR_UNSUPPORTED. */
+tally_result_t tally_device_call(tally_comm_t comm, const char *fn, const struct tally_coll_desc *d,
+                                 tally_stream_t stream);
+
+/* At destroy, before the communicator's links close: waits for and stops the stream queue, and
+ * closes the CUDA IPC window. */
+void tally_device_comm_close(tally_comm_t comm);
+
+#endif

@@ -1,0 +1,87 @@
+/* The one dispatch point of a host-memory collective (dispatch.h): the tuner's algorithm runs the
+ * call, and a failure puts the communicator in error state with the rank at fault named. */
+#include "dispatch.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "algorithms/algorithm.h"
+#include "comm/comm.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "tuning/tuner.h"
+
+tally_result_t tally_coll_remember(tally_comm_t comm, tally_result_t r) {
+  snprintf(comm->last_error, sizeof comm->last_error, "%s", tally_error_message());
+  return r;
+}
+
+/* Ends the remembered message with the rank at fault and its host, when another rank is. */
+static void name_culprit(tally_comm_t comm) {
+  int culprit = tally_comm_blamed(comm);
+  if (culprit < 0 || culprit == comm->rank) return;
+  char who[128];
+  size_t used = strlen(comm->last_error);
+  /* In a mismatch the rank named is one of two that disagree, not necessarily the odd one out. */
+  snprintf(comm->last_error + used, sizeof comm->last_error - used, " [%s: %s]",
+           comm->error == TALLY_ERR_MISMATCH ? "mismatched rank" : "rank at fault",
+           tally_comm_rank_text(comm, culprit, who, sizeof who));
+}
+
+void tally_coll_buffer_bytes(const struct tally_coll_desc *d, int rank, int nranks, size_t *send, size_t *recv) {
+  size_t bytes = d->count * tally_datatype_size(d->datatype);
+  *send = *recv = bytes;
+  switch (d->coll) {
+    case TALLY_COLL_ALLGATHER: *recv = bytes * (size_t)nranks; break;
+    case TALLY_COLL_REDUCE_SCATTER: *send = bytes * (size_t)nranks; break;
+    case TALLY_COLL_BROADCAST:
+      if (rank != d->root) *send = 0;
+      break;
+    case TALLY_COLL_REDUCE:
+      if (rank != d->root) *recv = 0;
+      break;
+    case TALLY_COLL_BARRIER: *send = *recv = 0; break;
+    default: break;
+  }
+}
+
+/* One rank: the result is this rank's own data (every collective's buffers hold `count` elements). */
+static void run_alone(const struct tally_coll_desc *d) {
+  if (d->coll != TALLY_COLL_BARRIER && d->sendbuf != d->recvbuf)
+    memmove(d->recvbuf, d->sendbuf, d->count * tally_datatype_size(d->datatype));
+}
+
+tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
+  tally_result_t r = TALLY_SUCCESS;
+  if (comm->error != TALLY_SUCCESS)
+    return tally_coll_remember(comm,
+                               TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                                           "%s: the communicator is in error state since an earlier failure (%s: %s); "
+                                           "destroy it and create a new one",
+                                           fn, tally_result_string(comm->error), comm->failure));
+  if (atomic_load(&comm->aborted))
+    return tally_coll_remember(
+        comm,
+        TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was aborted (tally_comm_abort); destroy it", fn));
+  if (comm->nranks == 1) {
+    run_alone(d);
+  } else {
+    tally_error_clear();
+    struct tally_coll_desc call = *d; /* the tuner adds its chunk */
+    const struct tally_algorithm *algo = tally_tuner_select(comm, &call);
+    TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
+    r = algo->run(comm, &call);
+  }
+  if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
+  comm->seq++;
+  return r;
+}
+
+tally_result_t tally_coll_fail(tally_comm_t comm, tally_result_t r) {
+  comm->error = r;
+  tally_coll_remember(comm, r);
+  name_culprit(comm);
+  snprintf(comm->failure, sizeof comm->failure, "%s", comm->last_error);
+  tally_comm_fail(comm, r);
+  return r;
+}

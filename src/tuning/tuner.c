@@ -1,0 +1,243 @@
+/* Algorithm selection. For each call the tuner lists the algorithms that TALLY_ALGO allows, that
+ * are implemented for the collective and that can run on this communicator (their connections
+ * exist, the rank count suits them), asks the cost model (cost_model.h) for each one's time with
+ * the communicator's measured link parameters (comm->link_cost, calibrate.h), and runs the fastest.
+ *   - board: small allreduces and barriers on a single host run on the shared-memory board first
+ *            whenever it suits them (one round; the model does not cover it);
+ *   - flat algorithms (ring, tree) are costed on the slowest link they cross: the network's
+ *     parameters when the job spans several hosts, else the local ones;
+ *   - rhd round by round where hosts of equal power-of-two size run consecutive ranks: the near
+ *     rounds on the local link, the far ones on the network shared by the host's ranks;
+ *   - hier is costed as its phases: within hosts on the local parameters, across them on the
+ *     network's, each cross-host ring carrying 1/L of the data over the host's one link.
+ * Every input is the same on every rank, so every rank picks the same algorithm. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tuner.h"
+
+#include "algorithms/board.h"
+#include "core/error.h"
+#include "core/log.h"
+
+static const struct tally_algorithm *const algorithms[TALLY_NUM_ALGOS] = {
+    [TALLY_ALGO_RING] = &tally_ring_algorithm, [TALLY_ALGO_TREE] = &tally_tree_algorithm,
+    [TALLY_ALGO_RHD] = &tally_rhd_algorithm,   [TALLY_ALGO_HIER] = &tally_hier_algorithm,
+    [TALLY_ALGO_BOARD] = &tally_board_algorithm};
+
+/* The algorithms implemented for each collective (the ring runs them all). */
+static unsigned implemented(enum tally_coll coll) {
+  unsigned ring = TALLY_ALGO_BIT(TALLY_ALGO_RING), hier = TALLY_ALGO_BIT(TALLY_ALGO_HIER);
+  unsigned tree = TALLY_ALGO_BIT(TALLY_ALGO_TREE), rhd = TALLY_ALGO_BIT(TALLY_ALGO_RHD);
+  switch (coll) {
+    case TALLY_COLL_ALLREDUCE: return ring | tree | rhd | hier | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
+    case TALLY_COLL_ALLGATHER:
+    case TALLY_COLL_REDUCE_SCATTER: return ring | hier | rhd;
+    case TALLY_COLL_BROADCAST:
+    case TALLY_COLL_REDUCE: return ring | tree;
+    case TALLY_COLL_BARRIER: return ring | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
+    default: return ring;
+  }
+}
+
+int tally_tuner_may_use(const struct tally_config *cfg, enum tally_algo_id algo) {
+  for (int c = 0; c < TALLY_NUM_COLLS; c++)
+    if (implemented((enum tally_coll)c) & cfg->algo.allowed[c] & TALLY_ALGO_BIT(algo)) return 1;
+  return 0;
+}
+
+int tally_tuner_plan_partners(struct tally_comm *comm, int *partners) {
+  int npartners = 0;
+  comm->rhd_ready = tally_tuner_may_use(&comm->cfg, TALLY_ALGO_RHD);
+  if (comm->rhd_ready) npartners = tally_rhd_partners(comm->rank, comm->nranks, partners);
+  comm->tree_ready = tally_tuner_may_use(&comm->cfg, TALLY_ALGO_TREE);
+  comm->tree_rooted_ready = comm->tree_ready && comm->nranks <= TALLY_TREE_ROOTED_MAX_RANKS;
+  if (comm->tree_ready)
+    npartners += tally_tree_partners(comm->rank, comm->nranks, comm->tree_rooted_ready, partners + npartners);
+  return npartners;
+}
+
+/* Whether `algo` can run `d` on this communicator. */
+static int can_run(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
+  switch (algo) {
+    case TALLY_ALGO_RING: return 1;
+    case TALLY_ALGO_TREE: return tally_tree_suits(comm, d);
+    case TALLY_ALGO_RHD: return comm->rhd_ready && tally_rhd_suits(comm, d);
+    case TALLY_ALGO_BOARD: return tally_board_suits(comm, d);
+    case TALLY_ALGO_HIER:
+      if (comm->local.size == 0) return 0;
+      return d->coll == TALLY_COLL_ALLREDUCE ||
+             ((d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER) && comm->hosts_in_rank_order);
+    default: return 0;
+  }
+}
+
+/* S in the cost model's sense: the vector, or the whole of allgather's output / reduce-scatter's input. */
+static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll_desc *d) {
+  size_t bytes = d->count * tally_datatype_size(d->datatype);
+  int blocked = d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER;
+  return blocked ? bytes * (size_t)comm->nranks : bytes;
+}
+
+/* The hierarchical schedule's phases (hier.c): within the host on L ranks, across the m hosts on
+ * L rings that share the host's link. */
+static double predict_hier(const struct tally_comm *comm, enum tally_coll coll, size_t S) {
+  const struct tally_cost_params *local = &comm->link_cost[TALLY_LINK_SHM], *net = &comm->link_cost[TALLY_LINK_NET];
+  int L = comm->local.size, m = comm->cross.size;
+  struct tally_cost_params shared = *net; /* one of L rings on the host's link */
+  shared.beta_us_per_byte *= L;
+  size_t piece = S / (size_t)L;
+  switch (coll) {
+    case TALLY_COLL_ALLREDUCE:
+      return tally_cost_ring_reduce_scatter(local, L, S) + tally_cost_ring_allreduce(&shared, m, piece) +
+             tally_cost_ring_allgather(local, L, S);
+    case TALLY_COLL_ALLGATHER:
+      return tally_cost_ring_allgather(local, L, S / (size_t)m) + tally_cost_ring_allgather(&shared, m, piece) +
+             tally_cost_ring_allgather(local, L, S - S / (size_t)m);
+    case TALLY_COLL_REDUCE_SCATTER:
+      return tally_cost_ring_reduce_scatter(local, L, S - S / (size_t)m) +
+             tally_cost_ring_reduce_scatter(&shared, m, piece) + tally_cost_ring_reduce_scatter(local, L, S / (size_t)m);
+    default: return TALLY_COST_NOT_MODELLED;
+  }
+}
+
+/* The parameters flat algorithms are costed with: the network's when the job spans several hosts
+ * (every step waits for its slowest hop), else the local ones. */
+static const struct tally_cost_params *flat_link(const struct tally_comm *comm) {
+  return &comm->link_cost[comm->topo.nhosts > 1 ? TALLY_LINK_NET : TALLY_LINK_SHM];
+}
+
+static int power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
+
+/* What halving-doubling's rounds cross (cost_model.h): hosts of L consecutive ranks when the job
+ * spans hosts that each run L ranks in rank order, L and p powers of two (then its rounds between
+ * near ranks stay on a host, and the far ones share each host's link L ways); else the flat link. */
+static struct tally_cost_layout rhd_layout(const struct tally_comm *comm) {
+  int L = comm->local.size;
+  if (L > 1 && power_of_two(L) && power_of_two(comm->nranks) && comm->hosts_in_rank_order)
+    return (struct tally_cost_layout){&comm->link_cost[TALLY_LINK_SHM], &comm->link_cost[TALLY_LINK_NET], L};
+  return (struct tally_cost_layout){flat_link(comm), flat_link(comm), 1};
+}
+
+int tally_tuner_rd_beats_rhd(const struct tally_comm *comm, size_t bytes) {
+  struct tally_cost_layout h = rhd_layout(comm);
+  return tally_cost_rd_beats_rhd_on(&h, comm->nranks, bytes);
+}
+
+/* Whether the model prices `algo`'s pipelining chunk for `coll`: the tree, and the ring's chains. */
+static int pipelined(enum tally_algo_id algo, enum tally_coll coll) {
+  return algo == TALLY_ALGO_TREE ||
+         (algo == TALLY_ALGO_RING && (coll == TALLY_COLL_BROADCAST || coll == TALLY_COLL_REDUCE));
+}
+
+/* The smallest chunk the tuner picks: below it a chunk's message costs more than it overlaps. */
+#define MIN_CHUNK_BYTES (16 * 1024)
+
+/* The model's time for `algo`, and in *chunk the chunk it assumed: for pipelined algorithms the
+ * fastest of the powers of two from MIN_CHUNK_BYTES up to TALLY_CHUNK_BYTES (deep pipelines want
+ * small chunks when messages are cheap, few messages when they are not), else TALLY_CHUNK_BYTES. */
+static double predict(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo,
+                      size_t *chunk) {
+  size_t S = model_bytes(comm, d), largest = comm->cfg.chunk_bytes;
+  int p = comm->nranks;
+  const struct tally_cost_params *m = flat_link(comm);
+  *chunk = largest;
+  if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, d->coll, S) : TALLY_COST_NOT_MODELLED;
+  if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
+    /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */
+    return tally_cost_ring_allgather(m, p, S * (size_t)p) + (p - 1) * (double)S * m->gamma_us_per_byte;
+  if (algo == TALLY_ALGO_RHD && d->coll == TALLY_COLL_ALLREDUCE) { /* the variant rhd.c will run */
+    struct tally_cost_layout h = rhd_layout(comm);
+    return tally_cost_rhd_allreduce_as_run_on(&h, p, S);
+  }
+  double best = tally_cost_predict(algo, d->coll, p, S, m, largest);
+  if (!pipelined(algo, d->coll)) return best;
+  for (size_t c = MIN_CHUNK_BYTES; c < largest; c *= 2) {
+    double t = tally_cost_predict(algo, d->coll, p, S, m, c);
+    if (t < best) best = t, *chunk = c;
+  }
+  return best;
+}
+
+double tally_tuner_predict(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
+  size_t chunk;
+  return predict(comm, d, algo, &chunk);
+}
+
+void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_desc *desc,
+                        struct tally_tuner_decision *out) {
+  unsigned candidates = 0;
+  size_t chunk[TALLY_NUM_ALGOS] = {0};
+  for (int a = 0; a < TALLY_NUM_ALGOS; a++) {
+    out->predicted_us[a] = TALLY_COST_NOT_MODELLED;
+    enum tally_algo_id id = (enum tally_algo_id)a;
+    if (!(implemented(desc->coll) & TALLY_ALGO_BIT(a)) || !tally_algo_spec_allows(&comm->cfg.algo, desc->coll, id) ||
+        !can_run(comm, desc, id))
+      continue;
+    candidates |= TALLY_ALGO_BIT(a);
+    out->predicted_us[a] = predict(comm, desc, id, &chunk[a]);
+  }
+  out->algo = TALLY_ALGO_RING;
+  out->why = "the only one that can run it here";
+  out->chunk_bytes = 0;
+  if (candidates & TALLY_ALGO_BIT(TALLY_ALGO_BOARD)) {
+    out->algo = TALLY_ALGO_BOARD;
+    out->why = "small, every rank on this host";
+    return;
+  }
+  double best = -1;
+  for (int a = 0; a < TALLY_NUM_ALGOS; a++) {
+    double t = out->predicted_us[a];
+    if (!(candidates & TALLY_ALGO_BIT(a)) || t < 0 || (best >= 0 && t >= best)) continue;
+    best = t;
+    out->algo = (enum tally_algo_id)a;
+    out->why = "fastest predicted";
+  }
+  if (!(candidates & TALLY_ALGO_BIT(out->algo))) { /* TALLY_ALGO left only unmodelled or no ring */
+    for (int a = 0; a < TALLY_NUM_ALGOS; a++)
+      if (candidates & TALLY_ALGO_BIT(a)) {
+        out->algo = (enum tally_algo_id)a;
+        break;
+      }
+  }
+  if ((candidates & (candidates - 1)) == 0 && comm->cfg.algo.allowed[desc->coll] != TALLY_ALGO_ALL)
+    out->why = "TALLY_ALGO";
+  out->chunk_bytes = pipelined(out->algo, desc->coll) ? chunk[out->algo] : 0;
+}
+
+const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc) {
+  struct tally_tuner_decision dec;
+  tally_tuner_decide(comm, desc, &dec);
+  desc->chunk_bytes = dec.chunk_bytes;
+  desc->rhd_whole_vector = dec.algo == TALLY_ALGO_RHD && desc->coll == TALLY_COLL_ALLREDUCE &&
+                           tally_tuner_rd_beats_rhd(comm, desc->count * tally_datatype_size(desc->datatype));
+  if (tally_log_enabled(TALLY_LOG_INFO, TALLY_SUBSYS_TUNE)) {
+    char predicted[160] = "";
+    for (int a = 0; a < TALLY_NUM_ALGOS; a++)
+      if (dec.predicted_us[a] >= 0)
+        snprintf(predicted + strlen(predicted), sizeof predicted - strlen(predicted), "%s%s %.1f us",
+                 predicted[0] ? ", " : "", tally_algo_name((enum tally_algo_id)a), dec.predicted_us[a]);
+    char chunk[48] = "";
+    if (dec.chunk_bytes) snprintf(chunk, sizeof chunk, ", chunks of %zu KiB", dec.chunk_bytes / 1024);
+    TLOG_INFO(TALLY_SUBSYS_TUNE, "%s #%u, %zu bytes per rank on %d ranks: %s (%s%s; predicted: %s)",
+              tally_coll_name(desc->coll), comm->seq, desc->count * tally_datatype_size(desc->datatype),
+              comm->nranks, algorithms[dec.algo]->name, dec.why, chunk, predicted[0] ? predicted : "none");
+  }
+  return algorithms[dec.algo];
+}
+
+tally_result_t tally_tuner_check(const struct tally_algo_spec *spec) {
+  for (int c = 0; c < TALLY_NUM_COLLS; c++) {
+    if (spec->allowed[c] & implemented((enum tally_coll)c)) continue;
+    char have[64] = "";
+    for (int a = 0; a < TALLY_NUM_ALGOS; a++)
+      if (implemented((enum tally_coll)c) & TALLY_ALGO_BIT(a))
+        snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", have[0] ? ", " : "",
+                 tally_algo_name((enum tally_algo_id)a));
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "TALLY_ALGO leaves %s only algorithms this version of Tally does not implement for it; "
+                       "implemented for %s: %s",
+                       tally_coll_name((enum tally_coll)c), tally_coll_name((enum tally_coll)c), have);
+  }
+  return TALLY_SUCCESS;
+}
