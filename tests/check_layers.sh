@@ -37,14 +37,14 @@ transport_of() {
 
 check_tree() {
   local root=$1 violations=0 file line inc target dir base
+  report() { echo "$1"; violations=$((violations + 1)); }
   cd "$root" || return 2
   while IFS= read -r file; do
     local from_layer from_rank
     from_layer=$(layer_of "$file")
     from_rank=$(rank_of "$from_layer")
     if [ -z "$from_rank" ]; then
-      echo "$file: folder '$from_layer' is not a layer: add it to LAYERS in tests/check_layers.sh and to ARCHITECTURE.md"
-      violations=$((violations + 1))
+      report "$file: folder '$from_layer' is not a layer: add it to LAYERS in tests/check_layers.sh and to ARCHITECTURE.md"
       continue
     fi
     dir=$(dirname "$file")
@@ -54,26 +54,22 @@ check_tree() {
         if [ -f "$base/$inc" ]; then target=$(realpath -m --relative-to=. "$base/$inc"); break; fi
       done
       if [ -z "$target" ]; then
-        echo "$file:$line: #include \"$inc\" resolves to no file of the tree"
-        violations=$((violations + 1))
+        report "$file:$line: #include \"$inc\" resolves to no file of the tree"
         continue
       fi
       local to_layer to_rank
       to_layer=$(layer_of "$target")
       to_rank=$(rank_of "$to_layer")
       if [ -z "$to_rank" ]; then
-        echo "$file:$line: includes $target, which is outside the library's layers"
-        violations=$((violations + 1))
+        report "$file:$line: includes $target, which is outside the library's layers"
       elif [ "$to_rank" -gt "$from_rank" ]; then
-        echo "$file:$line: $from_layer includes $target of $to_layer, a higher layer ($from_layer may use: ${LAYERS[*]:0:$((from_rank + 1))})"
-        violations=$((violations + 1))
+        report "$file:$line: $from_layer includes $target of $to_layer, a higher layer ($from_layer may use: ${LAYERS[*]:0:$((from_rank + 1))})"
       elif [ "$from_layer" = transports ] && [ "$to_layer" = transports ]; then
         local from_t to_t
         from_t=$(transport_of "$file")
         to_t=$(transport_of "$target")
         if [ -n "$to_t" ] && [ "$to_t" != "$from_t" ]; then
-          echo "$file:$line: transport '${from_t:-shared}' includes $target of transport '$to_t': transports meet only through transports/transport.h"
-          violations=$((violations + 1))
+          report "$file:$line: transport '${from_t:-shared}' includes $target of transport '$to_t': transports meet only through transports/transport.h"
         fi
       fi
     done < <(grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$file" | sed -E 's/^([0-9]+):[^"]*"([^"]+)".*/\1:\2/')
