@@ -119,6 +119,36 @@ TALLY_API tally_result_t tally_broadcast(const void *sendbuf, void *recvbuf, siz
 TALLY_API tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                             tally_op_t op, int root, tally_comm_t comm, tally_stream_t stream);
 TALLY_API tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream);
+/* Point-to-point, as NCCL's ncclSend/ncclRecv: messages between two ranks match in call order,
+ * and a recv's count and datatype must equal the matching send's (else TALLY_ERR_MISMATCH, never a
+ * truncated or overrun buffer). Host memory (stream NULL): outside a group a send returns once its
+ * buffer may be reused and a recv once the data is there. A pair of ranks no algorithm connected
+ * at init is connected on first use. */
+TALLY_API tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t datatype, int peer,
+                                    tally_comm_t comm, tally_stream_t stream);
+TALLY_API tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype, int peer,
+                                    tally_comm_t comm, tally_stream_t stream);
+/* Groups, as NCCL's (per thread, nestable): the calls between start and the outermost end are
+ * queued and run together by that end, which returns (host memory) once all are complete; sends
+ * and recvs in any order, collectives, on one or several communicators. Argument errors return
+ * at the call; failures while running are returned by tally_group_end, naming the call. */
+TALLY_API tally_result_t tally_group_start(void);
+TALLY_API tally_result_t tally_group_end(void);
+/* Block j (`count` elements) of this rank's sendbuf lands in block `rank` of rank j's recvbuf;
+ * sendbuf == recvbuf works. */
+TALLY_API tally_result_t tally_alltoall(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
+                                        tally_comm_t comm, tally_stream_t stream);
+/* As alltoall with per-rank counts and displacements, in elements (zero counts allowed); rank i's
+ * sendcounts[j] must equal rank j's recvcounts[i] (else TALLY_ERR_MISMATCH on both). */
+TALLY_API tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, const size_t *sdispls,
+                                         void *recvbuf, const size_t *recvcounts, const size_t *rdispls,
+                                         tally_datatype_t datatype, tally_comm_t comm, tally_stream_t stream);
+/* As MPI_Gather and MPI_Scatter: the root's recvbuf (gather) or sendbuf (scatter) holds one block
+ * of `sendcount` / `recvcount` elements per rank, in rank order; the others' are ignored. */
+TALLY_API tally_result_t tally_gather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype,
+                                      int root, tally_comm_t comm, tally_stream_t stream);
+TALLY_API tally_result_t tally_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype,
+                                       int root, tally_comm_t comm, tally_stream_t stream);
 /* *async_error: the failure that put comm in error state (a stream-ordered call's, reported once
  * its stream got there), or TALLY_SUCCESS. Poll it after synchronizing a stream, as with NCCL's
  * ncclCommGetAsyncError. */

@@ -76,7 +76,45 @@ struct comm_thread {
   tally_unique_id_t id;
   int rank, nranks, index;
   int failed;
+  int (*work)(tally_comm_t comm, struct comm_thread *t); /* returns non-zero on failure (printed) */
 };
+
+/* Allreduces of a value that names the thread and the round. */
+static int allreduce_rounds(tally_comm_t comm, struct comm_thread *t) {
+  static __thread float buf[COUNT];
+  for (int round = 0; round < ROUNDS; round++) {
+    for (int i = 0; i < COUNT; i++) buf[i] = (float)(t->rank + t->index + round);
+    if (tally_allreduce(buf, buf, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS)
+      return harness_fail(t->rank, "thread %d: allreduce: %s", t->index, tally_comm_last_error(comm));
+    float want = (float)(t->nranks * (t->nranks - 1) / 2 + t->nranks * (t->index + round));
+    for (int i = 0; i < COUNT; i++)
+      if (buf[i] != want) return harness_fail(t->rank, "thread %d: %g, expected %g", t->index, buf[i], want);
+  }
+  return 0;
+}
+
+/* Groups (thread-local state) in which every rank sends to every rank, itself included, before it
+ * receives from any. */
+static int group_rounds(tally_comm_t comm, struct comm_thread *t) {
+  int n = t->nranks;
+  static __thread int out[16], in[16];
+  for (int round = 0; round < ROUNDS; round++) {
+    tally_result_t r = tally_group_start();
+    for (int peer = 0; peer < n && r == TALLY_SUCCESS; peer++) {
+      out[peer] = t->rank * 1000 + peer * 10 + t->index + round;
+      r = tally_send(&out[peer], 1, TALLY_INT32, peer, comm, NULL);
+    }
+    for (int peer = 0; peer < n && r == TALLY_SUCCESS; peer++)
+      r = tally_recv(&in[peer], 1, TALLY_INT32, peer, comm, NULL);
+    tally_result_t end = tally_group_end();
+    if (r != TALLY_SUCCESS || end != TALLY_SUCCESS)
+      return harness_fail(t->rank, "thread %d: group: %s", t->index, tally_comm_last_error(comm));
+    for (int peer = 0; peer < n; peer++)
+      if (in[peer] != peer * 1000 + t->rank * 10 + t->index + round)
+        return harness_fail(t->rank, "thread %d: got %d from rank %d", t->index, in[peer], peer);
+  }
+  return 0;
+}
 
 static void *run_comm_thread(void *p) {
   struct comm_thread *t = p;
@@ -85,24 +123,14 @@ static void *run_comm_thread(void *p) {
     t->failed = harness_fail(t->rank, "thread %d: init: %s", t->index, tally_comm_last_error(NULL));
     return NULL;
   }
-  static __thread float buf[COUNT];
-  for (int round = 0; round < ROUNDS && !t->failed; round++) {
-    for (int i = 0; i < COUNT; i++) buf[i] = (float)(t->rank + t->index + round);
-    if (tally_allreduce(buf, buf, COUNT, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS) {
-      t->failed = harness_fail(t->rank, "thread %d: allreduce: %s", t->index, tally_comm_last_error(comm));
-      break;
-    }
-    float want = (float)(t->nranks * (t->nranks - 1) / 2 + t->nranks * (t->index + round));
-    for (int i = 0; i < COUNT && !t->failed; i++)
-      if (buf[i] != want) t->failed = harness_fail(t->rank, "thread %d: %g, expected %g", t->index, buf[i], want);
-  }
+  t->failed = t->work(comm, t);
   if (tally_comm_destroy(comm) != TALLY_SUCCESS)
     t->failed = harness_fail(t->rank, "destroy: %s", tally_comm_last_error(NULL));
   return NULL;
 }
 
-int threaded_comms_in_threads(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)arg;
+/* Makes THREADS communicators over the ranks of `comm`, each created and used by its own thread. */
+static int comms_in_threads(tally_comm_t comm, int rank, int n, int (*work)(tally_comm_t, struct comm_thread *)) {
   struct comm_thread threads[THREADS];
   memset(threads, 0, sizeof threads);
   for (int i = 0; i < THREADS; i++) {
@@ -114,6 +142,7 @@ int threaded_comms_in_threads(tally_comm_t comm, int rank, int n, void *arg) {
     threads[i].rank = rank;
     threads[i].nranks = n;
     threads[i].index = i;
+    threads[i].work = work;
   }
   pthread_t tid[THREADS];
   for (int i = 0; i < THREADS; i++) pthread_create(&tid[i], NULL, run_comm_thread, &threads[i]);
@@ -123,4 +152,15 @@ int threaded_comms_in_threads(tally_comm_t comm, int rank, int n, void *arg) {
     bad += threads[i].failed;
   }
   return bad;
+}
+
+int threaded_comms_in_threads(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  return comms_in_threads(comm, rank, n, allreduce_rounds);
+}
+
+int threaded_groups_in_threads(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  if (n > 16) return harness_fail(rank, "threaded_groups_in_threads runs on at most 16 ranks");
+  return comms_in_threads(comm, rank, n, group_rounds);
 }

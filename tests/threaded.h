@@ -16,4 +16,8 @@ int threaded_one_comm_two_threads(tally_comm_t comm, int rank, int n, void *arg)
 /* Several communicators, each created and used by its own thread at the same time, all correct. */
 int threaded_comms_in_threads(tally_comm_t comm, int rank, int n, void *arg);
 
+/* The same with groups of sends and recvs (each thread's own group state), every rank sending to every
+ * rank, itself included, before it receives. */
+int threaded_groups_in_threads(tally_comm_t comm, int rank, int n, void *arg);
+
 #endif

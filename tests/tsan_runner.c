@@ -21,6 +21,7 @@ int main(void) {
       {"abort from a watchdog thread", threaded_abort_from_watchdog, 2, NULL},
       {"one communicator, two threads", threaded_one_comm_two_threads, 2, NULL},
       {"communicators in threads", threaded_comms_in_threads, 2, NULL},
+      {"groups of sends and recvs in threads", threaded_groups_in_threads, 3, NULL},
       /* the stream queue's thread, the emulated streams' threads and the callers' */
       {"stream-ordered calls", stream_every_collective, 3, NULL},
       {"stream-ordered calls through the CUDA IPC window", stream_every_collective, 3, "1"},

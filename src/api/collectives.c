@@ -1,7 +1,8 @@
 /* The collective entry points. A call reads straight down: claim the communicator, validate the
- * arguments, describe the call (core/descriptor.h), then branch once: to the device path when a
- * stream or a device runtime is present (device/device_call.h), else to the dispatch point, which
- * runs the tuner's algorithm (dispatch/dispatch.h). */
+ * arguments, describe the call (core/descriptor.h), then (group.h: at once, or at the end of the
+ * thread's group) branch once: to the device path when a stream or a device runtime is present
+ * (device/device_call.h), else to the dispatch point, which runs the tuner's algorithm
+ * (dispatch/dispatch.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "device/device_call.h"
 #include "device/stream_queue.h"
 #include "dispatch/dispatch.h"
+#include "group.h"
 #include "registry.h"
 
 static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
@@ -33,34 +35,30 @@ static tally_result_t validate(const char *fn, const struct tally_coll_desc *d, 
   return TALLY_SUCCESS;
 }
 
-/* One call on a communicator this thread has claimed. */
-static tally_result_t run_claimed(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm,
-                                  tally_stream_t stream) {
-  tally_result_t r = validate(fn, d, comm);
-  if (r != TALLY_SUCCESS) return tally_coll_remember(comm, r);
-  if (tally_device_call_needed(stream)) return tally_device_call(comm, fn, d, stream);
+/* One checked call on a communicator this thread has claimed: the one branch into the device path. */
+tally_result_t tally_collective_run_claimed(const struct tally_call *call) {
+  const char *fn = call->fn;
+  const struct tally_coll_desc *d = &call->desc;
+  if (tally_device_call_needed(call->stream)) return tally_device_call(call->comm, fn, d, call->stream);
   if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
-  return tally_coll_execute(fn, d, comm);
+  return tally_coll_execute(fn, d, call->comm);
 }
 
+/* Checks the call, then runs it (group.h: now, or at the end of this thread's group). */
 static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {
   if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
   if (!tally_registry_contains(comm))
     return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
-  /* Claimed before anything else: the call reads and writes the communicator's state. */
-  if (atomic_exchange(&comm->busy, 1))
-    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
-                       "%s: another thread is running a collective on this communicator; use one communicator per "
-                       "thread or serialise the calls",
-                       fn);
-  tally_result_t r = run_claimed(fn, d, comm, stream);
-  atomic_store(&comm->busy, 0);
-  return r;
+  tally_result_t r = validate(fn, d, comm);
+  if (r != TALLY_SUCCESS) return tally_coll_remember(comm, r);
+  struct tally_call call = {.kind = TALLY_CALL_COLLECTIVE, .fn = fn, .comm = comm, .stream = stream, .desc = *d};
+  return tally_call_submit(&call);
 }
 
 tally_result_t tally_comm_get_async_error(tally_comm_t comm, tally_result_t *async_error) {
   if (!comm || !tally_registry_contains(comm))
-    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_get_async_error: comm is NULL, destroyed or never created");
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "tally_comm_get_async_error: comm is NULL, destroyed or never created");
   if (!async_error) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_get_async_error: async_error is NULL");
   *async_error = tally_stream_async_error(comm);
   return TALLY_SUCCESS;

@@ -62,9 +62,12 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   tally_log_set_rank(rank);
   c->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   c->peers = calloc((size_t)nranks, sizeof *c->peers);
-  if (c->abort_fd < 0 || !c->peers) {
+  c->p2p_sent = calloc((size_t)nranks, sizeof *c->p2p_sent);
+  c->p2p_received = calloc((size_t)nranks, sizeof *c->p2p_received);
+  memcpy(c->secret, job->secret, sizeof c->secret);
+  if (c->abort_fd < 0 || !c->peers || !c->p2p_sent || !c->p2p_received) {
     r = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create a communicator of %d ranks: %s", nranks,
-                    c->peers ? strerror(errno) : "out of memory");
+                    c->abort_fd < 0 ? strerror(errno) : "out of memory");
     goto fail;
   }
   struct tally_peer_info me;
@@ -72,7 +75,7 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   tally_topo_discover_cached(&me.topo, tally_device_gpu_bus_id(gpu_bus_id, sizeof gpu_bus_id));
   /* The RDMA device nearest the GPU when there is one, else the process's NUMA node's. */
   c->numa_node = me.topo.gpu_numa_node >= 0 ? me.topo.gpu_numa_node : me.topo.numa_node;
-  r = tally_links_open_network(c, job->secret, &me);
+  r = tally_links_open_network(c, &me);
   if (r != TALLY_SUCCESS) goto fail;
   uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
   r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
@@ -80,7 +83,7 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   if (r == TALLY_SUCCESS && nranks > 1) {
     int partners[TALLY_MAX_ALGO_PARTNERS];
     int npartners = tally_tuner_plan_partners(c, partners);
-    r = tally_links_connect(c, job->secret, partners, npartners, deadline);
+    r = tally_links_connect(c, partners, npartners, deadline);
     c->hosts_in_rank_order = tally_hier_hosts_in_rank_order(c); /* the tuner asks on every call */
   }
   if (r == TALLY_SUCCESS) r = tally_calibrate(c);

@@ -165,6 +165,7 @@ tally_result_t tally_board_reported_failure(struct tally_comm *c) {
 tally_result_t tally_board_check(struct tally_comm *c, const struct tally_msg_header *call) {
   if (!c->board) return TALLY_SUCCESS;
   TALLY_CHECK(tally_board_reported_failure(c));
+  if (!call) return TALLY_SUCCESS;
   uint32_t next = c->board->calls;
   for (int peer = 0; peer < c->nranks; peer++) {
     const struct board_slot *s = tally_board_slot(c->board->page, (int)(next & 1), peer);

@@ -77,7 +77,8 @@ tally_result_t tally_board_reported_failure(struct tally_comm *comm);
 
 /* For ranks waiting in a collective on the ring (`call` is its header): fails with what another
  * rank reported on the board, or with MISMATCH when a rank has arrived at a board collective
- * instead of this one. */
+ * instead of this one. With `call` NULL (point-to-point waits, which other ranks may have left
+ * for their next collective) only the reported failures count. */
 tally_result_t tally_board_check(struct tally_comm *comm, const struct tally_msg_header *call);
 
 #endif

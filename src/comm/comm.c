@@ -124,6 +124,8 @@ void tally_comm_free(struct tally_comm *c) {
   free(c->links);
   free(c->to);
   free(c->from);
+  free(c->p2p_sent);
+  free(c->p2p_received);
   tally_job_topo_free(&c->topo);
   free(c->scratch);
   free(c->staging);

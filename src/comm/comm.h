@@ -45,19 +45,22 @@ struct tally_comm {
   uint32_t seq; /* collectives started on this communicator */
 
   struct tally_transport_slot slots[TALLY_NUM_SLOTS];
-  struct tally_ring world;  /* every rank in rank order */
-  struct tally_ring world_reverse; /* every rank in reverse rank order (rank r sends to r-1): the second
-                                      ring channel; size 0 unless TALLY_RING_CHANNELS=2 and 3+ ranks */
-  struct tally_ring local;  /* the ranks of this host; size 0 unless the hierarchical rings exist */
-  struct tally_ring cross;  /* the ranks with this local rank, one per host; size 0 likewise */
-  int hosts_in_rank_order;  /* with those rings, host h runs ranks hL .. hL+L-1 (set once at init) */
-  struct tally_link *links; /* every distinct connection, each once (see tally_comm_fail) */
+  struct tally_ring world;                  /* every rank in rank order */
+  struct tally_ring world_reverse;          /* every rank in reverse rank order (rank r sends to r-1): the second
+                                               ring channel; size 0 unless TALLY_RING_CHANNELS=2 and 3+ ranks */
+  struct tally_ring local;                  /* the ranks of this host; size 0 unless the hierarchical rings exist */
+  struct tally_ring cross;                  /* the ranks with this local rank, one per host; size 0 likewise */
+  int hosts_in_rank_order;                  /* with those rings, host h runs ranks hL .. hL+L-1 (set once at init) */
+  unsigned char secret[TALLY_SECRET_BYTES]; /* the job's: connections made after init prove it too */
+  struct tally_link *links;                 /* every distinct connection, each once (see tally_comm_fail) */
   int nlinks;
-  struct tally_link *to, *from; /* [nranks]: the connection to / from each rank (ops NULL: none) */
-  int rhd_ready;                /* the recursive halving-doubling partners are connected */
-  int tree_ready;               /* the double binary trees' parents and children are connected */
-  int tree_rooted_ready;        /* and every rank to both trees' roots (tree broadcast and reduce) */
-  struct tally_board *board; /* small collectives in one round, when every rank is on this host */
+  struct tally_link *to, *from;      /* [nranks]: the connection to / from each rank (ops NULL: none) */
+  uint32_t *p2p_sent, *p2p_received; /* [nranks]: point-to-point messages sent to / received from each rank
+                                        (their headers carry this number; algorithms/p2p.h) */
+  int rhd_ready;                     /* the recursive halving-doubling partners are connected */
+  int tree_ready;                    /* the double binary trees' parents and children are connected */
+  int tree_rooted_ready;             /* and every rank to both trees' roots (tree broadcast and reduce) */
+  struct tally_board *board;         /* small collectives in one round, when every rank is on this host */
   /* The cost model's parameters for each link class, identical on every rank (the tuner's choices
    * must agree): measured at init, read from the cache or TALLY_TUNING_FILE (calibrate.h). */
   struct tally_cost_params link_cost[TALLY_NUM_LINK_CLASSES];
@@ -100,7 +103,8 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
  * verdict (see tally_waiter.upstream_waiting). */
 struct tally_waiter {
   const struct tally_ring *ring;       /* the ring being waited in: its next rank gets the notice */
-  const struct tally_msg_header *call; /* the collective's fingerprint, for the board check */
+  const struct tally_msg_header *call; /* the collective's fingerprint, for the board check; NULL when
+                                          waiting for point-to-point messages (board_page.h) */
   uint64_t timeout_ns;
   uint64_t grace_ns;    /* a notice goes out this long before the timeout (see wire.h) */
   uint64_t idle_since;  /* 0: not idle */

@@ -14,12 +14,12 @@
 
 static const char *const slot_transport[TALLY_NUM_SLOTS] = {"tcp", "shm", "verbs"};
 
-static tally_result_t open_slot(struct tally_comm *c, int slot, const unsigned char *secret) {
+static tally_result_t open_slot(struct tally_comm *c, int slot) {
   struct tally_transport_slot *s = &c->slots[slot];
   if (s->ep) return TALLY_SUCCESS;
   s->ops = tally_transport_find(slot_transport[slot]);
   struct tally_transport_params params = {.ifname = c->cfg.ifname,
-                                          .secret = secret,
+                                          .secret = c->secret,
                                           .rank = c->rank,
                                           .abort_fd = c->abort_fd,
                                           .keepalive_s = c->cfg.keepalive_s,
@@ -30,9 +30,8 @@ static tally_result_t open_slot(struct tally_comm *c, int slot, const unsigned c
   return s->ops->create(&params, &s->ep);
 }
 
-tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned char *secret,
-                                        struct tally_peer_info *me) {
-  TALLY_CHECK(open_slot(c, TALLY_SLOT_NET, secret));
+tally_result_t tally_links_open_network(struct tally_comm *c, struct tally_peer_info *me) {
+  TALLY_CHECK(open_slot(c, TALLY_SLOT_NET));
   c->slots[TALLY_SLOT_NET].ops->address(c->slots[TALLY_SLOT_NET].ep, &me->addr);
   me->has_rdma = 0;
   int forced = !strcmp(c->cfg.transport, "verbs");
@@ -44,12 +43,14 @@ tally_result_t tally_links_open_network(struct tally_comm *c, const unsigned cha
                          "libibverbs-dev and librdmacm-dev); use auto or tcp");
     return TALLY_SUCCESS;
   }
-  tally_result_t r = open_slot(c, TALLY_SLOT_RDMA, secret);
+  tally_result_t r = open_slot(c, TALLY_SLOT_RDMA);
   if (r != TALLY_SUCCESS) {
     c->slots[TALLY_SLOT_RDMA] = (struct tally_transport_slot){0};
     if (forced)
-      return TALLY_ERROR(r, "TALLY_TRANSPORT=verbs, but rank %d cannot use RDMA: %s; use TALLY_TRANSPORT=auto to fall "
-                            "back to TCP", c->rank, tally_error_message());
+      return TALLY_ERROR(r,
+                         "TALLY_TRANSPORT=verbs, but rank %d cannot use RDMA: %s; use TALLY_TRANSPORT=auto to fall "
+                         "back to TCP",
+                         c->rank, tally_error_message());
     TLOG_INFO(TALLY_SUBSYS_INIT, "no RDMA for this rank, so TCP between hosts: %s", tally_error_message());
     return TALLY_SUCCESS;
   }
@@ -113,23 +114,42 @@ static void *accept_peers(void *arg) {
   return NULL;
 }
 
-/* The distinct ranks this rank sends to (out) or receives from (in): ring neighbours and the
- * partners of the recursive halving-doubling exchanges. */
-enum { MAX_PEERS = 3 + 2 * 32 };
+/* The distinct ranks this rank sends to (out) or receives from (in), each with the endpoint slot
+ * and, once made, the connection that reaches it. */
 struct peer_set {
-  int n;
-  int rank[MAX_PEERS];
-  int slot[MAX_PEERS];
-  struct tally_conn *conn[MAX_PEERS];
+  int n, cap;
+  int *rank;
+  int *slot;
+  struct tally_conn **conn;
 };
 
-static int peer_set_add(struct peer_set *set, int rank) {
-  for (int i = 0; i < set->n; i++)
-    if (set->rank[i] == rank) return i;
-  set->rank[set->n] = rank;
-  return set->n++;
+static void peer_set_free(struct peer_set *set) {
+  free(set->rank);
+  free(set->slot);
+  free(set->conn);
+  *set = (struct peer_set){0};
 }
 
+/* Adds `rank` unless it is there already. */
+static tally_result_t peer_set_add(struct peer_set *set, int rank) {
+  for (int i = 0; i < set->n; i++)
+    if (set->rank[i] == rank) return TALLY_SUCCESS;
+  if (set->n == set->cap) {
+    int cap = set->cap ? 2 * set->cap : 16;
+    int *ranks = realloc(set->rank, (size_t)cap * sizeof *ranks);
+    if (ranks) set->rank = ranks;
+    int *slots = realloc(set->slot, (size_t)cap * sizeof *slots);
+    if (slots) set->slot = slots;
+    struct tally_conn **conns = realloc(set->conn, (size_t)cap * sizeof *conns);
+    if (conns) set->conn = conns;
+    if (!ranks || !slots || !conns) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for a list of %d peers", cap);
+    set->cap = cap;
+  }
+  set->rank[set->n] = rank;
+  set->conn[set->n] = NULL;
+  set->n++;
+  return TALLY_SUCCESS;
+}
 
 /* The ring of `members` (communicator ranks, in ring order) that contains this rank. */
 static void place_in_ring(const struct tally_comm *c, struct tally_ring *ring, const int *members, int n) {
@@ -173,9 +193,10 @@ static tally_result_t plan_rings(struct tally_comm *c) {
   return TALLY_SUCCESS;
 }
 
-/* Accepts from the in-peers that use `slot`, in a thread; returns 0 when there are none. */
-static int start_accepting(struct tally_comm *c, const struct peer_set *in, int slot, struct accept_job *job, int *peers,
-                           struct tally_conn **conns, uint64_t deadline, pthread_t *thread) {
+/* Accepts from the in-peers that use `slot`, in a thread; returns 0 when there are none. `peers`
+ * and `conns` have room for every in-peer. */
+static int start_accepting(struct tally_comm *c, const struct peer_set *in, int slot, struct accept_job *job,
+                           int *peers, struct tally_conn **conns, uint64_t deadline, pthread_t *thread) {
   int n = 0;
   for (int i = 0; i < in->n; i++)
     if (in->slot[i] == slot) peers[n++] = in->rank[i];
@@ -191,43 +212,57 @@ static int start_accepting(struct tally_comm *c, const struct peer_set *in, int 
   return 1;
 }
 
-tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *secret, const int *partners,
-                                   int npartners, uint64_t deadline) {
-  TALLY_CHECK(plan_rings(c));
-  struct tally_ring *rings[4] = {&c->world, &c->world_reverse, &c->local, &c->cross};
-  static struct peer_set zero;
-  struct peer_set out = zero, in = zero;
-  for (int i = 0; i < 4; i++) {
-    if (rings[i]->size == 0) continue;
-    peer_set_add(&out, rings[i]->next_rank);
-    peer_set_add(&in, rings[i]->prev_rank);
+/* The endpoint for a connection to or from `peer` made after init: the RDMA endpoint listens only
+ * while the communicator is built (transports/verbs/verbs.c), so such pairs go over TCP, unless
+ * TALLY_TRANSPORT=verbs insists. */
+static tally_result_t choose_slot_after_init(const struct tally_comm *c, int peer, int *slot) {
+  TALLY_CHECK(choose_slot(c, peer, slot));
+  if (*slot != TALLY_SLOT_RDMA) return TALLY_SUCCESS;
+  if (!strcmp(c->cfg.transport, "verbs"))
+    return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
+                       "TALLY_TRANSPORT=verbs, but ranks %d and %d were not connected when the communicator was made, "
+                       "and RDMA connections are only taken then; use TALLY_TRANSPORT=auto (such pairs then use TCP)",
+                       c->rank, peer);
+  *slot = TALLY_SLOT_NET;
+  return TALLY_SUCCESS;
+}
+
+/* Connects to every out-peer and accepts every in-peer, each on the transport chosen for it
+ * (`after_init`: choose_slot_after_init): one thread per endpoint accepts while this one connects,
+ * so that two ranks connecting to each other at once cannot wait on each other. Fills out->conn
+ * and in->conn. */
+static tally_result_t connect_sets(struct tally_comm *c, struct peer_set *out, struct peer_set *in, int after_init,
+                                   uint64_t deadline) {
+  tally_result_t (*choose)(const struct tally_comm *, int, int *) = after_init ? choose_slot_after_init : choose_slot;
+  for (int i = 0; i < out->n; i++) {
+    TALLY_CHECK(choose(c, out->rank[i], &out->slot[i]));
+    TALLY_CHECK(open_slot(c, out->slot[i]));
   }
-  for (int i = 0; i < npartners; i++) { /* exchanges go both ways */
-    peer_set_add(&out, partners[i]);
-    peer_set_add(&in, partners[i]);
+  for (int i = 0; i < in->n; i++) {
+    TALLY_CHECK(choose(c, in->rank[i], &in->slot[i]));
+    TALLY_CHECK(open_slot(c, in->slot[i]));
   }
-  for (int i = 0; i < out.n; i++) {
-    TALLY_CHECK(choose_slot(c, out.rank[i], &out.slot[i]));
-    TALLY_CHECK(open_slot(c, out.slot[i], secret));
-  }
-  for (int i = 0; i < in.n; i++) {
-    TALLY_CHECK(choose_slot(c, in.rank[i], &in.slot[i]));
-    TALLY_CHECK(open_slot(c, in.slot[i], secret));
+  size_t room = in->n > 0 ? (size_t)in->n : 1;
+  int *peers = malloc(TALLY_NUM_SLOTS * room * sizeof *peers);
+  struct tally_conn **accepted = malloc(TALLY_NUM_SLOTS * room * sizeof *accepted);
+  if (!peers || !accepted) {
+    free(peers);
+    free(accepted);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory accepting %d connections", in->n);
   }
   struct accept_job jobs[TALLY_NUM_SLOTS];
   pthread_t threads[TALLY_NUM_SLOTS];
-  int accepting[TALLY_NUM_SLOTS], peers[TALLY_NUM_SLOTS][MAX_PEERS];
-  struct tally_conn *accepted[TALLY_NUM_SLOTS][MAX_PEERS];
+  int accepting[TALLY_NUM_SLOTS];
   for (int s = 0; s < TALLY_NUM_SLOTS; s++) {
     memset(&jobs[s], 0, sizeof jobs[s]);
-    accepting[s] = start_accepting(c, &in, s, &jobs[s], peers[s], accepted[s], deadline, &threads[s]);
+    accepting[s] = start_accepting(c, in, s, &jobs[s], peers + s * room, accepted + s * room, deadline, &threads[s]);
   }
   tally_result_t r = TALLY_SUCCESS;
-  for (int i = 0; i < out.n && r == TALLY_SUCCESS; i++) {
-    const struct tally_transport_slot *slot = &c->slots[out.slot[i]];
-    const struct tally_peer_info *peer = &c->peers[out.rank[i]];
-    r = slot->ops->connect(slot->ep, c->comm_id, out.rank[i], out.slot[i] == TALLY_SLOT_RDMA ? &peer->rdma_addr : &peer->addr,
-                           deadline, &out.conn[i]);
+  for (int i = 0; i < out->n && r == TALLY_SUCCESS; i++) {
+    const struct tally_transport_slot *slot = &c->slots[out->slot[i]];
+    const struct tally_peer_info *peer = &c->peers[out->rank[i]];
+    r = slot->ops->connect(slot->ep, c->comm_id, out->rank[i],
+                           out->slot[i] == TALLY_SLOT_RDMA ? &peer->rdma_addr : &peer->addr, deadline, &out->conn[i]);
   }
   if (r != TALLY_SUCCESS) {
     uint64_t one = 1; /* wake the accepting threads at once */
@@ -238,21 +273,60 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
     if (accepting[s]) pthread_join(threads[s], NULL);
     if (r == TALLY_SUCCESS && jobs[s].result != TALLY_SUCCESS) r = TALLY_ERROR(jobs[s].result, "%s", jobs[s].message);
   }
-  if (r != TALLY_SUCCESS) return r;
-
-  for (int i = 0; i < in.n; i++) { /* each in-peer's connection, from its endpoint's accept list */
-    int s = in.slot[i];
+  for (int i = 0; r == TALLY_SUCCESS && i < in->n; i++) { /* each in-peer's connection, from its endpoint's list */
+    int s = in->slot[i];
     for (int j = 0; j < jobs[s].npeers; j++)
-      if (peers[s][j] == in.rank[i]) in.conn[i] = accepted[s][j];
+      if (peers[s * room + (size_t)j] == in->rank[i]) in->conn[i] = accepted[s * room + (size_t)j];
   }
-  c->links = calloc((size_t)(out.n + in.n), sizeof *c->links);
-  c->to = calloc((size_t)c->nranks, sizeof *c->to);
-  c->from = calloc((size_t)c->nranks, sizeof *c->from);
-  if (!c->links || !c->to || !c->from) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links");
-  for (int i = 0; i < out.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[out.slot[i]].ops, out.conn[i]};
-  for (int i = 0; i < in.n; i++) c->links[c->nlinks++] = (struct tally_link){c->slots[in.slot[i]].ops, in.conn[i]};
-  for (int i = 0; i < out.n; i++) c->to[out.rank[i]] = c->links[i];
-  for (int i = 0; i < in.n; i++) c->from[in.rank[i]] = c->links[out.n + i];
+  free(peers);
+  free(accepted);
+  return r;
+}
+
+/* c->to and c->from, made on first need. */
+static tally_result_t make_link_tables(struct tally_comm *c) {
+  if (!c->to) c->to = calloc((size_t)c->nranks, sizeof *c->to);
+  if (!c->from) c->from = calloc((size_t)c->nranks, sizeof *c->from);
+  if (!c->to || !c->from) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links of %d ranks", c->nranks);
+  return TALLY_SUCCESS;
+}
+
+/* Records the connections of `out` and `in` in c->links, c->to and c->from. */
+static tally_result_t record_links(struct tally_comm *c, const struct peer_set *out, const struct peer_set *in) {
+  TALLY_CHECK(make_link_tables(c));
+  struct tally_link *links = realloc(c->links, (size_t)(c->nlinks + out->n + in->n) * sizeof *links);
+  if (!links) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links");
+  c->links = links;
+  for (int i = 0; i < out->n; i++) {
+    c->to[out->rank[i]] = (struct tally_link){c->slots[out->slot[i]].ops, out->conn[i]};
+    c->links[c->nlinks++] = c->to[out->rank[i]];
+  }
+  for (int i = 0; i < in->n; i++) {
+    c->from[in->rank[i]] = (struct tally_link){c->slots[in->slot[i]].ops, in->conn[i]};
+    c->links[c->nlinks++] = c->from[in->rank[i]];
+  }
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_links_connect(struct tally_comm *c, const int *partners, int npartners, uint64_t deadline) {
+  TALLY_CHECK(plan_rings(c));
+  struct tally_ring *rings[4] = {&c->world, &c->world_reverse, &c->local, &c->cross};
+  struct peer_set out = {0}, in = {0};
+  tally_result_t r = TALLY_SUCCESS;
+  for (int i = 0; i < 4 && r == TALLY_SUCCESS; i++) {
+    if (rings[i]->size == 0) continue;
+    r = peer_set_add(&out, rings[i]->next_rank);
+    if (r == TALLY_SUCCESS) r = peer_set_add(&in, rings[i]->prev_rank);
+  }
+  for (int i = 0; i < npartners && r == TALLY_SUCCESS; i++) { /* exchanges go both ways */
+    r = peer_set_add(&out, partners[i]);
+    if (r == TALLY_SUCCESS) r = peer_set_add(&in, partners[i]);
+  }
+  if (r == TALLY_SUCCESS) r = connect_sets(c, &out, &in, 0, deadline);
+  if (r == TALLY_SUCCESS) r = record_links(c, &out, &in);
+  peer_set_free(&out);
+  peer_set_free(&in);
+  TALLY_CHECK(r);
   for (int i = 0; i < 4; i++) {
     struct tally_ring *ring = rings[i];
     if (ring->size == 0) continue;
@@ -260,6 +334,26 @@ tally_result_t tally_links_connect(struct tally_comm *c, const unsigned char *se
     ring->from_prev = c->from[ring->prev_rank];
   }
   return TALLY_SUCCESS;
+}
+
+tally_result_t tally_links_connect_peers(struct tally_comm *c, const int *to, int nto, const int *from, int nfrom,
+                                         uint64_t deadline) {
+  TALLY_CHECK(make_link_tables(c));
+  struct peer_set out = {0}, in = {0};
+  tally_result_t r = TALLY_SUCCESS;
+  for (int i = 0; i < nto && r == TALLY_SUCCESS; i++)
+    if (!c->to[to[i]].ops) r = peer_set_add(&out, to[i]);
+  for (int i = 0; i < nfrom && r == TALLY_SUCCESS; i++)
+    if (!c->from[from[i]].ops) r = peer_set_add(&in, from[i]);
+  if (r == TALLY_SUCCESS && out.n + in.n > 0) {
+    TLOG_INFO(TALLY_SUBSYS_INIT, "rank %d connects on first use: %d new connection(s) out, %d in", c->rank, out.n,
+              in.n);
+    r = connect_sets(c, &out, &in, 1, deadline);
+    if (r == TALLY_SUCCESS) r = record_links(c, &out, &in);
+  }
+  peer_set_free(&out);
+  peer_set_free(&in);
+  return r;
 }
 
 tally_result_t tally_links_progress(struct tally_comm *c, int timeout_ms, int *moved) {

@@ -17,19 +17,34 @@ enum tally_coll {
   TALLY_NUM_COLLS
 };
 
+/* Calls that run as batches of point-to-point messages (algorithms/p2p.h) rather than through the
+ * tuner: their messages' headers carry these codes where a collective's carry enum tally_coll.
+ * Sends number their messages per pair of ranks; the others are collectives and carry the
+ * communicator's sequence number. */
+enum tally_msg_kind {
+  TALLY_MSG_SEND = 32,
+  TALLY_MSG_ALLTOALL,
+  TALLY_MSG_ALLTOALLV,
+  TALLY_MSG_GATHER,
+  TALLY_MSG_SCATTER,
+  TALLY_MSG_KIND_END
+};
+
 struct tally_coll_desc {
   enum tally_coll coll;
   const void *sendbuf;
   void *recvbuf;
   size_t count; /* allreduce/broadcast/reduce: elements; allgather: sendcount; reduce_scatter: recvcount */
   tally_datatype_t datatype;
-  tally_op_t op; /* TALLY_SUM where the collective has no op */
-  int root;      /* 0 where the collective has no root */
-  size_t chunk_bytes; /* the pipelining chunk the tuner chose for this call; 0: TALLY_CHUNK_BYTES */
+  tally_op_t op;        /* TALLY_SUM where the collective has no op */
+  int root;             /* 0 where the collective has no root */
+  size_t chunk_bytes;   /* the pipelining chunk the tuner chose for this call; 0: TALLY_CHUNK_BYTES */
   int rhd_whole_vector; /* halving-doubling allreduce: the tuner chose recursive doubling of the whole
                            vector over Rabenseifner's schedule (the same choice on every rank) */
 };
 
-const char *tally_coll_name(enum tally_coll coll); /* "allreduce", ...; "unknown" when out of range */
+/* "allreduce", ... for enum tally_coll, "send", "alltoall", ... for enum tally_msg_kind; "unknown"
+ * for anything else. */
+const char *tally_coll_name(int coll);
 
 #endif

@@ -18,9 +18,12 @@ enum {
   NOTICE_MAGIC = 0x544c5957, /* "TLYW" */
 };
 
-const char *tally_coll_name(enum tally_coll coll) {
+const char *tally_coll_name(int coll) {
   static const char *names[] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "barrier"};
-  return (unsigned)coll < TALLY_NUM_COLLS ? names[coll] : "unknown";
+  static const char *msg_names[] = {"send", "alltoall", "alltoallv", "gather", "scatter"};
+  if (coll >= 0 && coll < TALLY_NUM_COLLS) return names[coll];
+  if (coll >= TALLY_MSG_SEND && coll < TALLY_MSG_KIND_END) return msg_names[coll - TALLY_MSG_SEND];
+  return "unknown";
 }
 
 void tally_header_fill(struct tally_msg_header *h, const struct tally_coll_desc *d, uint32_t seq) {
@@ -97,11 +100,15 @@ int tally_notice_decode(const unsigned char got[TALLY_WIRE_HEADER_BYTES], int pe
 static void describe(const struct tally_msg_header *h, char *buf, size_t len) {
   const char *type = tally_datatype_name((tally_datatype_t)h->datatype);
   const char *op = tally_op_name((tally_op_t)h->op);
-  int n = snprintf(buf, len, "%s(count=%llu, %s", tally_coll_name((enum tally_coll)h->coll),
-                   (unsigned long long)h->count, type ? type : "bad datatype");
+  int n = h->coll == TALLY_MSG_ALLTOALLV
+              ? snprintf(buf, len, "alltoallv(sending %llu and expecting %llu elements to and from the other, %s",
+                         (unsigned long long)h->count, (unsigned long long)h->index, type ? type : "bad datatype")
+              : snprintf(buf, len, "%s(count=%llu, %s", tally_coll_name(h->coll), (unsigned long long)h->count,
+                         type ? type : "bad datatype");
   if (h->coll == TALLY_COLL_ALLREDUCE || h->coll == TALLY_COLL_REDUCE_SCATTER || h->coll == TALLY_COLL_REDUCE)
     n += snprintf(buf + n, len - (size_t)n, ", %s", op ? op : "bad op");
-  if (h->coll == TALLY_COLL_BROADCAST || h->coll == TALLY_COLL_REDUCE)
+  if (h->coll == TALLY_COLL_BROADCAST || h->coll == TALLY_COLL_REDUCE || h->coll == TALLY_MSG_GATHER ||
+      h->coll == TALLY_MSG_SCATTER)
     n += snprintf(buf + n, len - (size_t)n, ", root=%d", h->root);
   snprintf(buf + n, len - (size_t)n, ")");
 }
@@ -121,13 +128,32 @@ tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTE
                                .index = tally_get_u64(got + 24),
                                .bytes = tally_get_u64(got + 32)};
   char theirs[128], mine[128];
+  if (h.coll == TALLY_MSG_SEND && expected->coll == TALLY_MSG_SEND &&
+      (h.count != expected->count || h.datatype != expected->datatype)) {
+    const char *their_type = tally_datatype_name((tally_datatype_t)h.datatype);
+    return TALLY_ERROR(TALLY_ERR_MISMATCH,
+                       "rank %d's send #%u to this rank carries %llu %s elements, but the matching tally_recv on this "
+                       "rank takes %llu %s: a send and its recv must have the same count and datatype",
+                       peer, h.seq, (unsigned long long)h.count, their_type ? their_type : "(bad datatype)",
+                       (unsigned long long)expected->count, tally_datatype_name((tally_datatype_t)expected->datatype));
+  }
+  if ((h.coll == TALLY_MSG_SEND) != (expected->coll == TALLY_MSG_SEND)) {
+    describe(&h, theirs, sizeof theirs);
+    describe(expected, mine, sizeof mine);
+    return TALLY_ERROR(TALLY_ERR_MISMATCH,
+                       "rank %d sent a message of %s where this rank expected one of %s: point-to-point messages and "
+                       "collectives between two ranks must come in the same order on both",
+                       peer, theirs, mine);
+  }
   if (h.seq != expected->seq)
     return TALLY_ERROR(TALLY_ERR_MISMATCH,
                        "rank %d is at collective #%u but this rank is at #%u: the ranks called a different number of "
                        "collectives on this communicator",
                        peer, h.seq, expected->seq);
+  /* alltoallv: count is what the sender sends, index what it expects back; both must match */
+  int counts_differ = h.count != expected->count || (h.coll == TALLY_MSG_ALLTOALLV && h.index != expected->index);
   if (h.coll != expected->coll || h.datatype != expected->datatype || h.op != expected->op ||
-      h.root != expected->root || h.count != expected->count) {
+      h.root != expected->root || counts_differ) {
     describe(&h, theirs, sizeof theirs);
     describe(expected, mine, sizeof mine);
     return TALLY_ERROR(TALLY_ERR_MISMATCH,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "algorithms/algorithm.h"
+#include "algorithms/p2p.h"
 #include "comm/comm.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -51,8 +52,8 @@ static void run_alone(const struct tally_coll_desc *d) {
     memmove(d->recvbuf, d->sendbuf, d->count * tally_datatype_size(d->datatype));
 }
 
-tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
-  tally_result_t r = TALLY_SUCCESS;
+/* A communicator in error state or aborted runs nothing more. */
+static tally_result_t refuse_broken(const char *fn, tally_comm_t comm) {
   if (comm->error != TALLY_SUCCESS)
     return tally_coll_remember(comm,
                                TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
@@ -63,6 +64,12 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     return tally_coll_remember(
         comm,
         TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was aborted (tally_comm_abort); destroy it", fn));
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
+  TALLY_CHECK(refuse_broken(fn, comm));
+  tally_result_t r = TALLY_SUCCESS;
   if (comm->nranks == 1) {
     run_alone(d);
   } else {
@@ -74,6 +81,16 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
   }
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
   comm->seq++;
+  return r;
+}
+
+tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally_p2p_msg *msgs, int n,
+                                 int *failed_call) {
+  *failed_call = n > 0 ? msgs[0].call : -1;
+  TALLY_CHECK(refuse_broken(fn, comm));
+  tally_error_clear();
+  tally_result_t r = tally_p2p_run(comm, msgs, n, failed_call);
+  if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
   return r;
 }
 

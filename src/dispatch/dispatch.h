@@ -11,6 +11,13 @@
  * calls). Advances the sequence number. */
 tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm);
 
+/* Runs a batch of point-to-point messages (algorithms/p2p.h) on host memory, as tally_coll_execute
+ * runs a collective: refused on a communicator in error state, and a failure puts it in error
+ * state. *failed_call: the `call` of the message a failure concerns. */
+struct tally_p2p_msg;
+tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally_p2p_msg *msgs, int n,
+                                 int *failed_call);
+
 /* Puts comm in error state after a failure `r` found outside an algorithm (the thread's message
  * says what): records the message, names the blamed rank, tells the peers. Returns r. */
 tally_result_t tally_coll_fail(tally_comm_t comm, tally_result_t r);

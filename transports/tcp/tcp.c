@@ -52,6 +52,10 @@ struct tally_endpoint {
   int keepalive_s;
   unsigned char secret[TALLY_SECRET_BYTES];
   struct tally_conn_list conns;
+  /* Connections a peer made before this rank was accepting them (connections on first use: a peer
+   * may connect while this rank accepts others, or none), kept for the accept that wants them. */
+  struct tally_conn **early;
+  int nearly;
 };
 
 static tally_result_t tcp_create(const struct tally_transport_params *p, struct tally_endpoint **out) {
@@ -140,8 +144,42 @@ struct accept_ctx {
   int npeers;
   const int *peers;
   struct tally_conn **conns;
-  tally_result_t error;
+  int want; /* connections tally_auth_accept still keeps: the wanted ones, plus each early one */
 };
+
+/* Keeps an authenticated connection from `rank`, which this accept does not want, for a later one. */
+static int keep_early(struct accept_ctx *a, int fd, int rank, const char *from, char *why, size_t whylen) {
+  struct tally_endpoint *ep = a->ep;
+  for (int i = 0; i < ep->nearly; i++)
+    if (ep->early[i]->peer == rank) {
+      snprintf(why, whylen, "rank %d is already connected to this rank", rank);
+      return 0;
+    }
+  struct tally_conn **early = realloc(ep->early, (size_t)(ep->nearly + 1) * sizeof *early);
+  if (!early) {
+    snprintf(why, whylen, "out of memory");
+    return 0;
+  }
+  ep->early = early;
+  if (add_conn(ep, fd, rank, from, &ep->early[ep->nearly]) != TALLY_SUCCESS) {
+    snprintf(why, whylen, "%s", tally_error_message());
+    return 0;
+  }
+  ep->nearly++;
+  a->want++; /* it does not count towards the wanted ones */
+  return 1;
+}
+
+/* Takes the early connection from `rank`, or returns NULL. */
+static struct tally_conn *take_early(struct tally_endpoint *ep, int rank) {
+  for (int i = 0; i < ep->nearly; i++) {
+    struct tally_conn *c = ep->early[i];
+    if (c->peer != rank) continue;
+    ep->early[i] = ep->early[--ep->nearly];
+    return c;
+  }
+  return NULL;
+}
 
 static int admit_peer(void *arg, int fd, const unsigned char *payload, const char *from, char *why, size_t whylen) {
   struct accept_ctx *a = arg;
@@ -158,16 +196,23 @@ static int admit_peer(void *arg, int fd, const unsigned char *payload, const cha
     }
     return 1;
   }
-  snprintf(why, whylen, "rank %d is not a peer this rank expects a connection from", rank);
-  return 0;
+  if (rank < 0 || rank == a->ep->rank) {
+    snprintf(why, whylen, "rank %d is not a peer this rank can take a connection from", rank);
+    return 0;
+  }
+  return keep_early(a, fd, rank, from, why, whylen);
 }
 
 static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, int npeers, const int *peers,
                                  uint64_t deadline, struct tally_conn **conns) {
-  struct accept_ctx a = {ep, comm_id, npeers, peers, conns, TALLY_SUCCESS};
-  for (int i = 0; i < npeers; i++) conns[i] = NULL;
-  tally_result_t r =
-      tally_auth_accept(ep->listen_fd, ep->secret, TALLY_PURPOSE_DATA, &npeers, deadline, ep->abort_fd, admit_peer, &a);
+  struct accept_ctx a = {ep, comm_id, npeers, peers, conns, 0};
+  for (int i = 0; i < npeers; i++) {
+    conns[i] = take_early(ep, peers[i]);
+    if (!conns[i]) a.want++;
+  }
+  tally_result_t r = a.want == 0 ? TALLY_SUCCESS
+                                 : tally_auth_accept(ep->listen_fd, ep->secret, TALLY_PURPOSE_DATA, &a.want, deadline,
+                                                     ep->abort_fd, admit_peer, &a);
   if (r != TALLY_SUCCESS) {
     char missing[256] = "";
     for (int i = 0; i < npeers; i++)
@@ -408,7 +453,8 @@ static void tcp_close(struct tally_conn *c) {
 
 static void tcp_destroy(struct tally_endpoint *ep) {
   if (!ep) return;
-  while (ep->conns.n > 0) tcp_close(ep->conns.items[0]);
+  while (ep->conns.n > 0) tcp_close(ep->conns.items[0]); /* the early ones too */
+  free(ep->early);
   tally_conn_list_free(&ep->conns);
   close(ep->listen_fd);
   free(ep);

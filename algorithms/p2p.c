@@ -1,0 +1,167 @@
+/* The point-to-point batch (p2p.h): copies between this rank and itself, connections on first use,
+ * every message posted at once, then waiting until all are done. */
+#define _GNU_SOURCE
+#include "p2p.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/links.h"
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/wire.h"
+
+void tally_p2p_header(struct tally_comm *comm, int peer, int is_send, size_t count, tally_datatype_t datatype,
+                      struct tally_msg_header *hdr) {
+  memset(hdr, 0, sizeof *hdr);
+  hdr->seq = is_send ? comm->p2p_sent[peer]++ : comm->p2p_received[peer]++;
+  hdr->coll = TALLY_MSG_SEND;
+  hdr->datatype = (uint8_t)datatype;
+  hdr->op = TALLY_SUM;
+  hdr->count = count;
+}
+
+/* Which messages to this rank itself pair up: a tally_send's with tally_recv's, in order; a
+ * collective's (its own block) within that call. */
+static int self_pairs(const struct tally_p2p_msg *a, const struct tally_p2p_msg *b) {
+  if (a->hdr.coll == TALLY_MSG_SEND || b->hdr.coll == TALLY_MSG_SEND)
+    return a->hdr.coll == TALLY_MSG_SEND && b->hdr.coll == TALLY_MSG_SEND;
+  return a->call == b->call;
+}
+
+/* The k-th message of this rank to itself goes to its k-th recv from itself (self_pairs). */
+static tally_result_t copy_to_self(const struct tally_comm *comm, struct tally_p2p_msg *msgs, int n, int *failed_call) {
+  int nsend = 0, nrecv = 0;
+  for (int i = 0; i < n; i++)
+    if (msgs[i].peer == comm->rank) msgs[i].is_send ? nsend++ : nrecv++;
+  if (nsend != nrecv) {
+    for (int i = 0; i < n; i++)
+      if (msgs[i].peer == comm->rank) *failed_call = msgs[i].call;
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "rank %d sends %d message(s) to itself but receives %d from itself: a send to this rank "
+                       "itself needs its recv in the same group (tally_group_start/tally_group_end)",
+                       comm->rank, nsend, nrecv);
+  }
+  for (int i = 0; i < n; i++) {
+    struct tally_p2p_msg *send = &msgs[i];
+    if (send->peer != comm->rank || !send->is_send) continue;
+    struct tally_p2p_msg *recv = NULL;
+    for (int j = 0; j < n && !recv; j++)
+      if (msgs[j].peer == comm->rank && !msgs[j].is_send && !msgs[j].req.done && self_pairs(send, &msgs[j]))
+        recv = &msgs[j];
+    if (!recv) {
+      *failed_call = send->call;
+      return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                         "rank %d: %s #%u to itself has no matching recv from itself in the same group", comm->rank,
+                         tally_coll_name(send->hdr.coll), send->hdr.seq);
+    }
+    unsigned char wire[TALLY_WIRE_HEADER_BYTES];
+    struct tally_msg_header sent = send->hdr;
+    sent.bytes = send->bytes;
+    recv->hdr.bytes = recv->bytes;
+    tally_header_encode(&sent, wire);
+    tally_result_t r = tally_header_check(wire, &recv->hdr, comm->rank);
+    if (r != TALLY_SUCCESS) {
+      *failed_call = recv->call;
+      return r;
+    }
+    if (send->bytes) memmove(recv->buf, send->buf, send->bytes);
+    send->req.done = recv->req.done = 1;
+  }
+  return TALLY_SUCCESS;
+}
+
+/* Connects the pairs this batch needs that have no connection yet, in the direction it needs. */
+static tally_result_t connect_missing(struct tally_comm *comm, const struct tally_p2p_msg *msgs, int n) {
+  int *to = malloc((size_t)(n > 0 ? n : 1) * sizeof *to), *from = malloc((size_t)(n > 0 ? n : 1) * sizeof *from);
+  if (!to || !from) {
+    free(to);
+    free(from);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the peers of %d messages", n);
+  }
+  int nto = 0, nfrom = 0;
+  for (int i = 0; i < n; i++) {
+    int peer = msgs[i].peer;
+    if (peer == comm->rank) continue;
+    if (msgs[i].is_send && !comm->to[peer].ops) to[nto++] = peer;
+    if (!msgs[i].is_send && !comm->from[peer].ops) from[nfrom++] = peer;
+  }
+  tally_result_t r = nto + nfrom == 0 ? TALLY_SUCCESS
+                                      : tally_links_connect_peers(comm, to, nto, from, nfrom,
+                                                                  tally_deadline_after(comm->cfg.timeout_s));
+  free(to);
+  free(from);
+  return r;
+}
+
+static tally_result_t post(struct tally_comm *comm, struct tally_p2p_msg *m) {
+  struct tally_request *req = &m->req;
+  memset(req, 0, sizeof *req);
+  req->buf = m->buf;
+  req->len = m->bytes;
+  req->hdr = m->hdr;
+  const struct tally_link *link = m->is_send ? &comm->to[m->peer] : &comm->from[m->peer];
+  return m->is_send ? link->ops->isend(link->conn, req) : link->ops->irecv(link->conn, req);
+}
+
+/* The message this rank waits for: the first unfinished recv, else the first unfinished send. */
+static const struct tally_p2p_msg *holding_up(const struct tally_p2p_msg *msgs, int n) {
+  for (int i = 0; i < n; i++)
+    if (!msgs[i].is_send && !msgs[i].req.done) return &msgs[i];
+  for (int i = 0; i < n; i++)
+    if (!msgs[i].req.done) return &msgs[i];
+  return NULL;
+}
+
+static tally_result_t timed_out(const struct tally_comm *comm, const struct tally_p2p_msg *held) {
+  char who[128];
+  tally_comm_rank_text(comm, held->peer, who, sizeof who);
+  tally_error_blame(held->peer);
+  if (held->is_send)
+    return TALLY_ERROR(TALLY_ERR_TIMEOUT,
+                       "rank %d timed out after %.1f s (TALLY_TIMEOUT) sending %s #%u to %s, which took no data: it is "
+                       "stuck, dead, or has not made the matching call",
+                       comm->rank, comm->cfg.timeout_s, tally_coll_name(held->hdr.coll), held->hdr.seq, who);
+  return TALLY_ERROR(TALLY_ERR_TIMEOUT,
+                     "rank %d timed out after %.1f s (TALLY_TIMEOUT) waiting for %s #%u from %s: it is stuck, dead, "
+                     "or has not made the matching call",
+                     comm->rank, comm->cfg.timeout_s, tally_coll_name(held->hdr.coll), held->hdr.seq, who);
+}
+
+tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs, int n, int *failed_call) {
+  *failed_call = n > 0 ? msgs[0].call : -1;
+  for (int i = 0; i < n; i++) msgs[i].req.done = 0;
+  TALLY_CHECK(copy_to_self(comm, msgs, n, failed_call));
+  tally_result_t r = connect_missing(comm, msgs, n);
+  int pending = 0, first_send = -1;
+  for (int i = 0; i < n && r == TALLY_SUCCESS; i++) {
+    if (msgs[i].peer == comm->rank) continue;
+    if (msgs[i].is_send && first_send < 0) first_send = i;
+    r = post(comm, &msgs[i]);
+    pending++;
+  }
+  if (r != TALLY_SUCCESS) return r;
+  if (pending == 0) return TALLY_SUCCESS;
+  /* Waiting notices go to the first rank this one sends to (any rank it sends to, where it has none). */
+  int notified = first_send >= 0 ? msgs[first_send].peer : comm->world.next_rank;
+  struct tally_ring pair = {.size = 2, .next_rank = notified, .prev_rank = notified, .to_next = comm->to[notified]};
+  if (!pair.to_next.ops) pair.to_next = comm->world.to_next;
+  struct tally_waiter waiter; /* no collective to compare with the host board's (board_page.h) */
+  tally_waiter_start(comm, &pair, NULL, &waiter);
+  int done = 0;
+  for (;;) {
+    int now_done = 0;
+    for (int i = 0; i < n; i++) now_done += msgs[i].req.done != 0;
+    if (now_done == n) return TALLY_SUCCESS;
+    int moved = now_done != done;
+    done = now_done;
+    const struct tally_p2p_msg *held = holding_up(msgs, n);
+    *failed_call = held->call;
+    waiter.upstream_waiting = !held->is_send && held->req.peer_waiting;
+    r = tally_comm_progress(comm, &waiter, &moved);
+    if (waiter.timed_out) return timed_out(comm, held);
+    if (r != TALLY_SUCCESS)
+      return TALLY_ERROR(r, "rank %d, %s #%u %s rank %d: %s", comm->rank, tally_coll_name(held->hdr.coll),
+                         held->hdr.seq, held->is_send ? "to" : "from", held->peer, tally_error_message());
+  }
+}

@@ -1,0 +1,156 @@
+/* Running calls (group.h): one at a time, or a thread's group at its outermost tally_group_end.
+ * The communicators a list of calls uses are claimed for its whole run, in order of their id. */
+#include "group.h"
+
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "algorithms/p2p.h"
+#include "comm/comm.h"
+#include "core/error.h"
+#include "dispatch/dispatch.h"
+#include "registry.h"
+
+/* This thread's open group: how deeply nested, and the calls queued so far. */
+struct group {
+  int depth;
+  struct tally_call *calls;
+  int n, cap;
+};
+static _Thread_local struct group open_group;
+
+static void free_calls(struct tally_call *calls, int n) {
+  for (int i = 0; i < n; i++) free(calls[i].counts);
+}
+
+static int by_comm_id(const void *a, const void *b) {
+  const struct tally_comm *x = *(const tally_comm_t *)a, *y = *(const tally_comm_t *)b;
+  if (x->comm_id != y->comm_id) return x->comm_id < y->comm_id ? -1 : 1;
+  return (x > y) - (x < y);
+}
+
+/* Claims comm for this thread, with the messages the API has always given. */
+static tally_result_t claim(const char *fn, tally_comm_t comm) {
+  if (!tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
+  if (atomic_exchange(&comm->busy, 1))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "%s: another thread is running a collective on this communicator; use one communicator per "
+                       "thread or serialise the calls",
+                       fn);
+  return TALLY_SUCCESS;
+}
+
+/* After `call` failed with r: its communicator's message (which names the rank at fault), led by
+ * the call's name, and in a group by the group's end and the call's place in it. */
+static tally_result_t name_call(const char *group_fn, const struct tally_call *call, int index, tally_result_t r) {
+  const char *why = call->comm->last_error;
+  if (group_fn)
+    return tally_coll_remember(
+        call->comm, TALLY_ERROR(r, "%s: %s (call %d of the group) failed: %s", group_fn, call->fn, index + 1, why));
+  size_t named = strlen(call->fn);
+  if (!strncmp(why, call->fn, named) && why[named] == ':') return TALLY_ERROR(r, "%s", why);
+  return tally_coll_remember(call->comm, TALLY_ERROR(r, "%s: %s", call->fn, why));
+}
+
+/* Every point-to-point call of `comm` in the list, as one batch. */
+static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, struct tally_call *calls, int n) {
+  int any = 0;
+  for (int i = 0; i < n; i++) any |= calls[i].comm == comm && calls[i].kind != TALLY_CALL_COLLECTIVE;
+  if (!any) return TALLY_SUCCESS;
+  struct tally_p2p_msg *msgs = NULL;
+  int nmsgs = 0, cap = 0, nscratch = 0, failed = -1;
+  void **scratch = calloc((size_t)n, sizeof *scratch);
+  tally_result_t r = scratch ? TALLY_SUCCESS : TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for %d calls", n);
+  for (int i = 0; i < n && r == TALLY_SUCCESS; i++) {
+    if (calls[i].comm != comm || calls[i].kind == TALLY_CALL_COLLECTIVE) continue;
+    failed = i;
+    r = tally_call_messages(&calls[i], i, &msgs, &nmsgs, &cap, &scratch[nscratch]);
+    if (r != TALLY_SUCCESS) tally_coll_remember(comm, r);
+    if (scratch[nscratch]) nscratch++;
+  }
+  if (r == TALLY_SUCCESS && nmsgs > 0)
+    r = tally_p2p_execute(group_fn ? group_fn : calls[failed].fn, comm, msgs, nmsgs, &failed);
+  if (r != TALLY_SUCCESS && failed >= 0) r = name_call(group_fn, &calls[failed], failed, r);
+  for (int i = 0; i < nscratch; i++) free(scratch[i]);
+  free(scratch);
+  free(msgs);
+  return r;
+}
+
+/* Runs the calls as group.h says; returns the first failure. `group_fn` names the group's end in
+ * messages (NULL: a single call outside a group). */
+static tally_result_t run_calls(const char *group_fn, struct tally_call *calls, int n) {
+  tally_comm_t one_comm[1], *comms = n == 1 ? one_comm : malloc((size_t)n * sizeof *comms); /* a lone call: no malloc */
+  if (!comms) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory running %d calls", n);
+  int ncomms = 0;
+  for (int i = 0; i < n; i++) {
+    int known = 0;
+    for (int c = 0; c < ncomms; c++) known |= comms[c] == calls[i].comm;
+    if (!known) comms[ncomms++] = calls[i].comm;
+  }
+  tally_result_t r = TALLY_SUCCESS;
+  int claimed = 0;
+  for (; claimed < ncomms && r == TALLY_SUCCESS; claimed++)
+    r = claim(group_fn ? group_fn : calls[0].fn, comms[claimed]);
+  if (r != TALLY_SUCCESS) claimed--;
+  if (r == TALLY_SUCCESS) qsort(comms, (size_t)ncomms, sizeof *comms, by_comm_id); /* ids are valid once claimed */
+  for (int c = 0; c < ncomms && claimed == ncomms; c++) {
+    for (int i = 0; i < n; i++) {
+      if (calls[i].comm != comms[c] || calls[i].kind != TALLY_CALL_COLLECTIVE) continue;
+      tally_result_t one = tally_collective_run_claimed(&calls[i]);
+      if (one != TALLY_SUCCESS && group_fn) one = name_call(group_fn, &calls[i], i, one);
+      if (r == TALLY_SUCCESS) r = one;
+    }
+    tally_result_t batch = run_messages(group_fn, comms[c], calls, n);
+    if (r == TALLY_SUCCESS) r = batch;
+  }
+  for (int c = 0; c < claimed; c++) atomic_store(&comms[c]->busy, 0);
+  if (comms != one_comm) free(comms);
+  return r;
+}
+
+int tally_group_open(void) { return open_group.depth > 0; }
+
+tally_result_t tally_group_start(void) {
+  if (open_group.depth == INT_MAX)
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_group_start: groups are nested %d deep on this thread", INT_MAX);
+  open_group.depth++;
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_group_end(void) {
+  if (open_group.depth == 0)
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                       "tally_group_end: this thread has no open group (call tally_group_start first; each "
+                       "tally_group_start takes one tally_group_end)");
+  if (--open_group.depth > 0) return TALLY_SUCCESS;
+  struct group done = open_group;
+  open_group = (struct group){0};
+  tally_result_t r = done.n > 0 ? run_calls("tally_group_end", done.calls, done.n) : TALLY_SUCCESS;
+  free_calls(done.calls, done.n);
+  free(done.calls);
+  return r;
+}
+
+tally_result_t tally_call_submit(struct tally_call *call) {
+  if (open_group.depth == 0) {
+    tally_result_t r = run_calls(NULL, call, 1);
+    free_calls(call, 1);
+    return r;
+  }
+  if (open_group.n == open_group.cap) {
+    int cap = open_group.cap ? 2 * open_group.cap : 16;
+    struct tally_call *calls = realloc(open_group.calls, (size_t)cap * sizeof *calls);
+    if (!calls) {
+      free_calls(call, 1);
+      return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory queueing call %d of a group", call->fn, open_group.n + 1);
+    }
+    open_group.calls = calls;
+    open_group.cap = cap;
+  }
+  open_group.calls[open_group.n++] = *call;
+  return TALLY_SUCCESS;
+}

@@ -1,0 +1,54 @@
+/* Calls and groups: every communicating call of the API is described by a struct tally_call,
+ * checked when it is made, and then run at once or, inside tally_group_start/tally_group_end
+ * (per thread, nestable, as NCCL's), queued and run together by the outermost end.
+ *
+ * How a list of calls runs, the same on every rank so that no order of calls can deadlock:
+ * the communicators in order of their id; on each, first its collectives in call order (each
+ * as it runs outside a group), then one batch of every point-to-point message of its sends,
+ * recvs, alltoalls, alltoallvs, gathers and scatters, all posted at once (algorithms/p2p.h). */
+#ifndef TALLY_GROUP_H
+#define TALLY_GROUP_H
+
+#include "core/descriptor.h"
+
+enum tally_call_kind {
+  TALLY_CALL_COLLECTIVE, /* through the tuner: desc */
+  TALLY_CALL_SEND,
+  TALLY_CALL_RECV,
+  TALLY_CALL_ALLTOALL,
+  TALLY_CALL_ALLTOALLV,
+  TALLY_CALL_GATHER,
+  TALLY_CALL_SCATTER,
+};
+
+struct tally_call {
+  enum tally_call_kind kind;
+  const char *fn; /* "tally_send", ... for messages */
+  tally_comm_t comm;
+  tally_stream_t stream;
+  struct tally_coll_desc desc; /* collectives */
+  const void *sendbuf;
+  void *recvbuf;
+  size_t count; /* send, recv: elements; alltoall: per peer; gather: sendcount; scatter: recvcount */
+  tally_datatype_t datatype;
+  int peer;       /* send, recv: the other rank; gather, scatter: the root */
+  size_t *counts; /* alltoallv: sendcounts, sdispls, recvcounts, rdispls, nranks each (owned) */
+};
+
+/* Whether this thread is between tally_group_start and its outermost tally_group_end. */
+int tally_group_open(void);
+
+/* Runs a checked call: now, as a group of one, or at the outermost tally_group_end when this
+ * thread is in a group. Takes ownership of call->counts either way. */
+tally_result_t tally_call_submit(struct tally_call *call);
+
+/* Runs a collective call on a communicator this thread has claimed (collectives.c). */
+tally_result_t tally_collective_run_claimed(const struct tally_call *call);
+
+/* Appends the messages of a point-to-point call on its communicator to `msgs` (p2p.c): `*scratch`
+ * is set to memory to free once they have run (the send data of an in-place alltoall), or NULL. */
+struct tally_p2p_msg;
+tally_result_t tally_call_messages(const struct tally_call *call, int index, struct tally_p2p_msg **msgs, int *n,
+                                   int *cap, void **scratch);
+
+#endif

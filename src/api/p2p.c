@@ -1,0 +1,341 @@
+/* The point-to-point entry points (tally_send, tally_recv) and the collectives made of point-to-point
+ * messages (tally_alltoall, tally_alltoallv, tally_gather, tally_scatter): their argument checks,
+ * and the messages each call is made of (group.h runs them). Host memory only, for now. */
+#include "algorithms/p2p.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/comm.h"
+#include "core/error.h"
+#include "device/device.h"
+#include "dispatch/dispatch.h"
+#include "group.h"
+#include "registry.h"
+
+/* --- checks ------------------------------------------------------------------------------------ */
+
+static tally_result_t check_comm(const char *fn, tally_comm_t comm) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
+  if (!tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
+  return TALLY_SUCCESS;
+}
+
+static int on_device(const struct tally_device_ops *dev, const void *p) {
+  if (!dev || !p) return 0;
+  enum tally_mem_kind kind = dev->mem_kind(p);
+  return kind == TALLY_MEM_DEVICE || kind == TALLY_MEM_MANAGED;
+}
+
+/* `elements` of `datatype` at `buf` (of which `what` says what it is): a real datatype, a size that
+ * fits the address space, memory where they are, host memory. */
+static tally_result_t check_buffer(const char *fn, const char *what, const void *buf, size_t elements,
+                                   tally_datatype_t datatype, tally_stream_t stream) {
+  if ((unsigned)datatype >= TALLY_NUM_DATATYPES)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: datatype %d is not a tally_datatype_t", fn, (int)datatype);
+  if (elements > SIZE_MAX / tally_datatype_size(datatype))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: %zu elements of %s overflow the address space", fn, elements,
+                       tally_datatype_name(datatype));
+  if (elements > 0 && !buf)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: %s is NULL but holds %zu elements", fn, what, elements);
+  if (stream || on_device(tally_device(), buf))
+    return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
+                       "%s: point-to-point calls, alltoall, gather and scatter take host memory and a NULL stream "
+                       "for now; copy device buffers to host memory first",
+                       fn);
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t check_rank(const char *fn, const char *what, int rank, tally_comm_t comm) {
+  if (rank < 0 || rank >= comm->nranks)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: %s %d is outside 0..%d (the communicator's ranks)", fn, what,
+                       rank, comm->nranks - 1);
+  return TALLY_SUCCESS;
+}
+
+/* The elements `counts` and `displs` (nranks each) reach: max(displs[j] + counts[j]). */
+static tally_result_t extent(const char *fn, const char *which, const size_t *counts, const size_t *displs, int n,
+                             size_t *elements) {
+  *elements = 0;
+  for (int j = 0; j < n; j++) {
+    if (displs[j] > SIZE_MAX - counts[j])
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: block %d of %s (displacement %zu, count %zu) overflows", fn,
+                         j, which, displs[j], counts[j]);
+    if (counts[j] > 0 && displs[j] + counts[j] > *elements) *elements = displs[j] + counts[j];
+  }
+  return TALLY_SUCCESS;
+}
+
+/* Checked at the call; on failure the communicator's last error says why. */
+static tally_result_t submit_checked(struct tally_call *call, tally_result_t checked) {
+  if (checked != TALLY_SUCCESS) {
+    free(call->counts);
+    return tally_coll_remember(call->comm, checked);
+  }
+  return tally_call_submit(call);
+}
+
+/* --- entry points ------------------------------------------------------------------------------ */
+
+tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t datatype, int peer, tally_comm_t comm,
+                          tally_stream_t stream) {
+  TALLY_CHECK(check_comm("tally_send", comm));
+  struct tally_call call = {.kind = TALLY_CALL_SEND,
+                            .fn = "tally_send",
+                            .comm = comm,
+                            .stream = stream,
+                            .sendbuf = sendbuf,
+                            .count = count,
+                            .datatype = datatype,
+                            .peer = peer};
+  tally_result_t r = check_rank(call.fn, "peer", peer, comm);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, count, datatype, stream);
+  if (r == TALLY_SUCCESS && peer == comm->rank && !tally_group_open())
+    r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                    "%s: a send to this rank itself (peer %d) needs its recv in the same group: call "
+                    "tally_group_start first",
+                    call.fn, peer);
+  return submit_checked(&call, r);
+}
+
+tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype, int peer, tally_comm_t comm,
+                          tally_stream_t stream) {
+  TALLY_CHECK(check_comm("tally_recv", comm));
+  struct tally_call call = {.kind = TALLY_CALL_RECV,
+                            .fn = "tally_recv",
+                            .comm = comm,
+                            .stream = stream,
+                            .recvbuf = recvbuf,
+                            .count = count,
+                            .datatype = datatype,
+                            .peer = peer};
+  tally_result_t r = check_rank(call.fn, "peer", peer, comm);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, count, datatype, stream);
+  if (r == TALLY_SUCCESS && peer == comm->rank && !tally_group_open())
+    r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                    "%s: a recv from this rank itself (peer %d) needs its send in the same group: call "
+                    "tally_group_start first",
+                    call.fn, peer);
+  return submit_checked(&call, r);
+}
+
+tally_result_t tally_alltoall(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
+                              tally_comm_t comm, tally_stream_t stream) {
+  TALLY_CHECK(check_comm("tally_alltoall", comm));
+  struct tally_call call = {.kind = TALLY_CALL_ALLTOALL,
+                            .fn = "tally_alltoall",
+                            .comm = comm,
+                            .stream = stream,
+                            .sendbuf = sendbuf,
+                            .recvbuf = recvbuf,
+                            .count = count,
+                            .datatype = datatype};
+  size_t n = (size_t)comm->nranks;
+  tally_result_t r = count > SIZE_MAX / n
+                         ? TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: count %zu per rank times %zu ranks overflows",
+                                       call.fn, count, n)
+                         : check_buffer(call.fn, "sendbuf", sendbuf, count * n, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, count * n, datatype, stream);
+  return submit_checked(&call, r);
+}
+
+tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, const size_t *sdispls, void *recvbuf,
+                               const size_t *recvcounts, const size_t *rdispls, tally_datatype_t datatype,
+                               tally_comm_t comm, tally_stream_t stream) {
+  TALLY_CHECK(check_comm("tally_alltoallv", comm));
+  struct tally_call call = {.kind = TALLY_CALL_ALLTOALLV,
+                            .fn = "tally_alltoallv",
+                            .comm = comm,
+                            .stream = stream,
+                            .sendbuf = sendbuf,
+                            .recvbuf = recvbuf,
+                            .datatype = datatype};
+  int n = comm->nranks;
+  if (!sendcounts || !sdispls || !recvcounts || !rdispls)
+    return submit_checked(&call, TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                                             "%s: sendcounts, sdispls, recvcounts and rdispls must all be arrays of "
+                                             "%d elements (one per rank), not NULL",
+                                             call.fn, n));
+  call.counts = malloc(4 * (size_t)n * sizeof *call.counts); /* the caller may reuse its arrays inside a group */
+  if (!call.counts) return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory copying the counts", call.fn);
+  const size_t *arrays[4] = {sendcounts, sdispls, recvcounts, rdispls};
+  for (int a = 0; a < 4; a++) memcpy(call.counts + (size_t)a * (size_t)n, arrays[a], (size_t)n * sizeof(size_t));
+  size_t send_elements, recv_elements;
+  tally_result_t r = extent(call.fn, "sendcounts/sdispls", sendcounts, sdispls, n, &send_elements);
+  if (r == TALLY_SUCCESS) r = extent(call.fn, "recvcounts/rdispls", recvcounts, rdispls, n, &recv_elements);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, send_elements, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, recv_elements, datatype, stream);
+  return submit_checked(&call, r);
+}
+
+tally_result_t tally_gather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype, int root,
+                            tally_comm_t comm, tally_stream_t stream) {
+  TALLY_CHECK(check_comm("tally_gather", comm));
+  struct tally_call call = {.kind = TALLY_CALL_GATHER,
+                            .fn = "tally_gather",
+                            .comm = comm,
+                            .stream = stream,
+                            .sendbuf = sendbuf,
+                            .recvbuf = recvbuf,
+                            .count = sendcount,
+                            .datatype = datatype,
+                            .peer = root};
+  size_t n = (size_t)comm->nranks;
+  tally_result_t r = check_rank(call.fn, "root", root, comm);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, sendcount, datatype, stream);
+  if (r == TALLY_SUCCESS && sendcount > SIZE_MAX / n)
+    r = TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: sendcount %zu times %zu ranks overflows", call.fn, sendcount, n);
+  if (r == TALLY_SUCCESS && comm->rank == root)
+    r = check_buffer(call.fn, "recvbuf (at the root)", recvbuf, sendcount * n, datatype, stream);
+  return submit_checked(&call, r);
+}
+
+tally_result_t tally_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype, int root,
+                             tally_comm_t comm, tally_stream_t stream) {
+  TALLY_CHECK(check_comm("tally_scatter", comm));
+  struct tally_call call = {.kind = TALLY_CALL_SCATTER,
+                            .fn = "tally_scatter",
+                            .comm = comm,
+                            .stream = stream,
+                            .sendbuf = sendbuf,
+                            .recvbuf = recvbuf,
+                            .count = recvcount,
+                            .datatype = datatype,
+                            .peer = root};
+  size_t n = (size_t)comm->nranks;
+  tally_result_t r = check_rank(call.fn, "root", root, comm);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, recvcount, datatype, stream);
+  if (r == TALLY_SUCCESS && recvcount > SIZE_MAX / n)
+    r = TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: recvcount %zu times %zu ranks overflows", call.fn, recvcount, n);
+  if (r == TALLY_SUCCESS && comm->rank == root)
+    r = check_buffer(call.fn, "sendbuf (at the root)", sendbuf, recvcount * n, datatype, stream);
+  return submit_checked(&call, r);
+}
+
+/* --- the messages of a call -------------------------------------------------------------------- */
+
+struct batch {
+  struct tally_p2p_msg **msgs;
+  int *n, *cap;
+  int call;
+};
+
+static tally_result_t add(struct batch *b, int peer, int is_send, const void *buf, size_t bytes,
+                          const struct tally_msg_header *hdr) {
+  if (*b->n == *b->cap) {
+    int cap = *b->cap ? 2 * *b->cap : 64;
+    struct tally_p2p_msg *grown = realloc(*b->msgs, (size_t)cap * sizeof *grown);
+    if (!grown) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for %d point-to-point messages", cap);
+    *b->msgs = grown;
+    *b->cap = cap;
+  }
+  struct tally_p2p_msg *m = &(*b->msgs)[(*b->n)++];
+  *m = (struct tally_p2p_msg){.peer = peer, .is_send = is_send, .buf = (void *)buf, .bytes = bytes, .call = b->call};
+  m->hdr = *hdr;
+  return TALLY_SUCCESS;
+}
+
+/* The fingerprint of a collective made of messages: the communicator's next sequence number. */
+static struct tally_msg_header collective_header(tally_comm_t comm, int kind, const struct tally_call *call) {
+  struct tally_msg_header h = {.seq = comm->seq++,
+                               .coll = (uint8_t)kind,
+                               .datatype = (uint8_t)call->datatype,
+                               .op = TALLY_SUM,
+                               .root = 0,
+                               .count = call->count};
+  return h;
+}
+
+/* In place, sends would read blocks that receives overwrite: they read a copy instead. */
+static tally_result_t copy_if_in_place(const struct tally_call *call, size_t bytes, const void **send, void **scratch) {
+  *send = call->sendbuf;
+  if (call->sendbuf != call->recvbuf || bytes == 0) return TALLY_SUCCESS;
+  *scratch = malloc(bytes);
+  if (!*scratch)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s in place: out of memory for a %zu-byte copy", call->fn, bytes);
+  memcpy(*scratch, call->sendbuf, bytes);
+  *send = *scratch;
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t alltoall_messages(const struct tally_call *call, struct batch *b, void **scratch) {
+  tally_comm_t comm = call->comm;
+  int n = comm->nranks;
+  size_t block = call->count * tally_datatype_size(call->datatype);
+  const void *send;
+  TALLY_CHECK(copy_if_in_place(call, block * (size_t)n, &send, scratch));
+  struct tally_msg_header h = collective_header(comm, TALLY_MSG_ALLTOALL, call);
+  for (int k = 0; k < n; k++) { /* rank r starts with r + 1, so that not every rank sends to rank 0 first */
+    int peer = (comm->rank + k) % n;
+    TALLY_CHECK(add(b, peer, 0, (char *)call->recvbuf + (size_t)peer * block, block, &h));
+    TALLY_CHECK(add(b, peer, 1, (const char *)send + (size_t)peer * block, block, &h));
+  }
+  return TALLY_SUCCESS;
+}
+
+/* Each pair's messages carry what the sender sends (count) and what it expects back (index), so
+ * that a count that differs either way fails on both ranks. */
+static tally_result_t alltoallv_messages(const struct tally_call *call, struct batch *b, void **scratch) {
+  tally_comm_t comm = call->comm;
+  int n = comm->nranks;
+  size_t es = tally_datatype_size(call->datatype);
+  const size_t *sendcounts = call->counts, *sdispls = sendcounts + n, *recvcounts = sdispls + n,
+               *rdispls = recvcounts + n;
+  size_t send_elements = 0;
+  for (int j = 0; j < n; j++)
+    if (sendcounts[j] > 0 && sdispls[j] + sendcounts[j] > send_elements) send_elements = sdispls[j] + sendcounts[j];
+  const void *send;
+  TALLY_CHECK(copy_if_in_place(call, send_elements * es, &send, scratch));
+  struct tally_msg_header h = collective_header(comm, TALLY_MSG_ALLTOALLV, call);
+  for (int k = 0; k < n; k++) {
+    int peer = (comm->rank + k) % n;
+    struct tally_msg_header in = h, out = h;
+    in.count = recvcounts[peer], in.index = sendcounts[peer];
+    out.count = sendcounts[peer], out.index = recvcounts[peer];
+    TALLY_CHECK(add(b, peer, 0, (char *)call->recvbuf + rdispls[peer] * es, recvcounts[peer] * es, &in));
+    TALLY_CHECK(add(b, peer, 1, (const char *)send + sdispls[peer] * es, sendcounts[peer] * es, &out));
+  }
+  return TALLY_SUCCESS;
+}
+
+/* Gather: every rank sends its block to the root, which receives them in rank order. Scatter: the
+ * reverse. The root's own block is a message to itself, copied first (p2p.h), so in place works. */
+static tally_result_t rooted_messages(const struct tally_call *call, struct batch *b, int gather) {
+  tally_comm_t comm = call->comm;
+  int root = call->peer;
+  size_t block = call->count * tally_datatype_size(call->datatype);
+  struct tally_msg_header h = collective_header(comm, gather ? TALLY_MSG_GATHER : TALLY_MSG_SCATTER, call);
+  h.root = root;
+  if (gather) TALLY_CHECK(add(b, root, 1, call->sendbuf, block, &h));
+  if (!gather) TALLY_CHECK(add(b, root, 0, call->recvbuf, block, &h));
+  if (comm->rank != root) return TALLY_SUCCESS;
+  for (int k = 0; k < comm->nranks; k++) {
+    int peer = (root + k) % comm->nranks;
+    if (gather) TALLY_CHECK(add(b, peer, 0, (char *)call->recvbuf + (size_t)peer * block, block, &h));
+    if (!gather) TALLY_CHECK(add(b, peer, 1, (const char *)call->sendbuf + (size_t)peer * block, block, &h));
+  }
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_call_messages(const struct tally_call *call, int index, struct tally_p2p_msg **msgs, int *n,
+                                   int *cap, void **scratch) {
+  struct batch b = {msgs, n, cap, index};
+  *scratch = NULL;
+  size_t bytes = call->count * tally_datatype_size(call->datatype);
+  struct tally_msg_header h;
+  switch (call->kind) {
+    case TALLY_CALL_SEND:
+      tally_p2p_header(call->comm, call->peer, 1, call->count, call->datatype, &h);
+      return add(&b, call->peer, 1, call->sendbuf, bytes, &h);
+    case TALLY_CALL_RECV:
+      tally_p2p_header(call->comm, call->peer, 0, call->count, call->datatype, &h);
+      return add(&b, call->peer, 0, call->recvbuf, bytes, &h);
+    case TALLY_CALL_ALLTOALL: return alltoall_messages(call, &b, scratch);
+    case TALLY_CALL_ALLTOALLV: return alltoallv_messages(call, &b, scratch);
+    case TALLY_CALL_GATHER: return rooted_messages(call, &b, 1);
+    case TALLY_CALL_SCATTER: return rooted_messages(call, &b, 0);
+    default: return TALLY_ERROR(TALLY_ERR_INTERNAL, "%s is not a point-to-point call", call->fn);
+  }
+}

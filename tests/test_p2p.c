@@ -1,0 +1,524 @@
+/* Point-to-point calls, groups, alltoall, alltoallv, gather and scatter (api/p2p.c, api/group.c,
+ * algorithms/p2p.c): every call on 1 to 9 ranks over shared memory, TCP and fake hosts, every
+ * datatype's element size, odd counts, in place where allowed; groups of 100 messages per rank
+ * posted in a random order; mismatched counts, a dead peer, bad arguments. Payloads are byte
+ * patterns that name their sender, receiver and message, so a misdelivered byte is caught. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "threaded.h"
+
+/* Byte i of message `msg` from rank `src` to rank `dst`. */
+static unsigned char pattern(int src, int dst, int msg, size_t i) {
+  return (unsigned char)(src * 31 + dst * 17 + msg * 7 + (int)(i * 13 % 251));
+}
+
+static void fill(void *buf, size_t bytes, int src, int dst, int msg) {
+  for (size_t i = 0; i < bytes; i++) ((unsigned char *)buf)[i] = pattern(src, dst, msg, i);
+}
+
+/* 0, or 1 after saying where `buf` differs from the pattern. */
+static int check(int rank, const char *what, const void *buf, size_t bytes, int src, int dst, int msg) {
+  for (size_t i = 0; i < bytes; i++)
+    if (((const unsigned char *)buf)[i] != pattern(src, dst, msg, i))
+      return harness_fail(rank, "%s: byte %zu of message %d from rank %d to %d is %u, not %u", what, i, msg, src, dst,
+                          ((const unsigned char *)buf)[i], pattern(src, dst, msg, i));
+  return 0;
+}
+
+static const tally_datatype_t all_types[] = {TALLY_INT8,   TALLY_UINT8,   TALLY_INT32,    TALLY_UINT32,  TALLY_INT64,
+                                             TALLY_UINT64, TALLY_FLOAT16, TALLY_BFLOAT16, TALLY_FLOAT32, TALLY_FLOAT64};
+#define NTYPES (sizeof all_types / sizeof all_types[0])
+static const size_t counts[] = {0, 1, 7, 1021, 65537};
+#define NCOUNTS (sizeof counts / sizeof counts[0])
+
+/* --- send and recv ------------------------------------------------------------------------------ */
+
+/* Each rank sends to the next and receives from the previous, in a group (every rank sends first),
+ * for every datatype and count; then outside a group, even ranks sending first. */
+static int ring_exchange(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  int next = (rank + 1) % n, prev = (rank + n - 1) % n, bad = 0, msg = 0;
+  for (size_t t = 0; t < NTYPES && !bad; t++)
+    for (size_t c = 0; c < NCOUNTS && !bad; c++, msg++) {
+      size_t bytes = counts[c] * tally_datatype_size(all_types[t]);
+      unsigned char *out = malloc(bytes + 1), *in = malloc(bytes + 1);
+      fill(out, bytes, rank, next, msg);
+      memset(in, 0xee, bytes + 1);
+      tally_result_t r = tally_group_start();
+      if (r == TALLY_SUCCESS) r = tally_send(out, counts[c], all_types[t], next, comm, NULL);
+      if (r == TALLY_SUCCESS) r = tally_recv(in, counts[c], all_types[t], prev, comm, NULL);
+      tally_result_t end = tally_group_end();
+      if (r != TALLY_SUCCESS || end != TALLY_SUCCESS)
+        bad = harness_fail(rank, "group %d: %s", msg, tally_comm_last_error(comm));
+      bad = bad || check(rank, "group", in, bytes, prev, rank, msg);
+      if (!bad && in[bytes] != 0xee) bad = harness_fail(rank, "recv wrote past its %zu bytes", bytes);
+      free(out);
+      free(in);
+    }
+  for (int round = 0; round < 3 && !bad && n > 1; round++, msg++) { /* blocking, 4 MiB: more than a socket holds */
+    size_t bytes = (size_t)4 << 20;
+    unsigned char *out = malloc(bytes), *in = malloc(bytes);
+    fill(out, bytes, rank, next, msg);
+    tally_result_t r1, r2;
+    if (rank % 2 == 0 || n % 2 == 1) {
+      /* odd ring sizes: rank n-1 and rank 0 are both even-first; rank 0 receives first there */
+      if (rank == 0 && n % 2 == 1) {
+        r1 = tally_recv(in, bytes, TALLY_UINT8, prev, comm, NULL);
+        r2 = tally_send(out, bytes, TALLY_UINT8, next, comm, NULL);
+      } else {
+        r1 = tally_send(out, bytes, TALLY_UINT8, next, comm, NULL);
+        r2 = tally_recv(in, bytes, TALLY_UINT8, prev, comm, NULL);
+      }
+    } else {
+      r1 = tally_recv(in, bytes, TALLY_UINT8, prev, comm, NULL);
+      r2 = tally_send(out, bytes, TALLY_UINT8, next, comm, NULL);
+    }
+    if (r1 != TALLY_SUCCESS || r2 != TALLY_SUCCESS)
+      bad = harness_fail(rank, "blocking round %d: %s", round, tally_comm_last_error(comm));
+    bad = bad || check(rank, "blocking", in, bytes, prev, rank, msg);
+    free(out);
+    free(in);
+  }
+  float x = 1; /* the collectives still line up afterwards */
+  if (!bad && tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS)
+    bad = harness_fail(rank, "allreduce after point-to-point: %s", tally_comm_last_error(comm));
+  if (!bad && x != (float)n) bad = harness_fail(rank, "allreduce after point-to-point gave %g", x);
+  return bad;
+}
+
+#define RING_TEST(n)                                                                            \
+  Test(p2p, ring_exchange_##n##_ranks) {                                                        \
+    cr_assert_eq(harness_run(n, 240, ring_exchange, NULL), 0, "some rank failed (see stderr)"); \
+  }
+RING_TEST(2)
+RING_TEST(3)
+RING_TEST(5)
+Test(p2p, ring_exchange_4_ranks_tcp) {
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  cr_assert_eq(harness_run(4, 240, ring_exchange, NULL), 0);
+  unsetenv("TALLY_TRANSPORT");
+}
+Test(p2p, ring_exchange_6_ranks_on_3_hosts) { cr_assert_eq(harness_run_on_hosts(6, 2, 240, ring_exchange, NULL), 0); }
+
+/* 100 messages per rank to random ranks (itself included), posted in a random order in one group
+ * (seeded; the seed is printed), with the collectives still lined up around it: every pair's
+ * messages keep their order on both sides, everything else is shuffled. */
+struct storm {
+  unsigned seed;
+};
+
+struct planned {
+  int src, dst, msg;
+  size_t bytes;
+};
+
+static unsigned next_random(unsigned *s) {
+  *s = *s * 1103515245u + 12345u;
+  return *s >> 8;
+}
+
+static int storm(tally_comm_t comm, int rank, int n, void *arg) {
+  const struct storm *st = arg;
+  enum { PER_RANK = 100 };
+  int total = PER_RANK * n;
+  struct planned *plan = malloc((size_t)total * sizeof *plan);
+  unsigned s = st->seed;
+  for (int i = 0; i < total; i++) { /* the same plan on every rank */
+    plan[i].src = i / PER_RANK;
+    plan[i].dst = (int)(next_random(&s) % (unsigned)n);
+    plan[i].msg = i;
+    plan[i].bytes = next_random(&s) % 3 == 0 ? next_random(&s) % 200000 : next_random(&s) % 64;
+  }
+  /* this rank's operations: its sends and its recvs, in plan order */
+  int nops = 0, *ops = malloc(2 * (size_t)total * sizeof *ops); /* plan index * 2 + is_send */
+  for (int i = 0; i < total; i++) {
+    if (plan[i].src == rank) ops[nops++] = i * 2 + 1;
+    if (plan[i].dst == rank) ops[nops++] = i * 2;
+  }
+  /* shuffle positions, then put each (peer, direction)'s operations back into its positions in order */
+  int *order = malloc((size_t)nops * sizeof *order);
+  for (int i = 0; i < nops; i++) order[i] = i;
+  unsigned mine = st->seed ^ (unsigned)(rank * 7919);
+  for (int i = nops - 1; i > 0; i--) {
+    int j = (int)(next_random(&mine) % (unsigned)(i + 1)), t = order[i];
+    order[i] = order[j], order[j] = t;
+  }
+  int *posted = malloc((size_t)nops * sizeof *posted);
+  for (int slot = 0; slot < nops; slot++) posted[slot] = -1;
+  for (int k = 0; k < 2 * n; k++) { /* class k: peer k / 2, direction k % 2 */
+    int next_op = 0;
+    for (int slot = 0; slot < nops; slot++) {
+      int op = ops[order[slot]], i = op / 2, is_send = op % 2;
+      int peer = is_send ? plan[i].dst : plan[i].src;
+      if (peer * 2 + is_send != k) continue;
+      while (1) { /* the class's next operation in plan order */
+        int o = ops[next_op++], oi = o / 2, os = o % 2;
+        if ((os ? plan[oi].dst : plan[oi].src) * 2 + os == k) {
+          posted[slot] = o;
+          break;
+        }
+      }
+    }
+  }
+  unsigned char **bufs = calloc((size_t)nops, sizeof *bufs);
+  int bad = 0;
+  tally_result_t r = tally_group_start();
+  for (int slot = 0; slot < nops && r == TALLY_SUCCESS; slot++) {
+    int o = posted[slot], i = o / 2, is_send = o % 2;
+    bufs[slot] = malloc(plan[i].bytes + 1);
+    if (is_send) {
+      fill(bufs[slot], plan[i].bytes, plan[i].src, plan[i].dst, plan[i].msg);
+      r = tally_send(bufs[slot], plan[i].bytes, TALLY_UINT8, plan[i].dst, comm, NULL);
+    } else {
+      r = tally_recv(bufs[slot], plan[i].bytes, TALLY_UINT8, plan[i].src, comm, NULL);
+    }
+  }
+  tally_result_t end = tally_group_end();
+  if (r != TALLY_SUCCESS || end != TALLY_SUCCESS)
+    bad = harness_fail(rank, "seed %u: %s", st->seed, tally_comm_last_error(comm));
+  for (int slot = 0; slot < nops && !bad; slot++) {
+    int o = posted[slot], i = o / 2;
+    if (o % 2 == 0) bad = check(rank, "storm", bufs[slot], plan[i].bytes, plan[i].src, plan[i].dst, plan[i].msg);
+  }
+  for (int slot = 0; slot < nops; slot++) free(bufs[slot]);
+  free(bufs);
+  free(posted);
+  free(order);
+  free(ops);
+  free(plan);
+  if (!bad && tally_barrier(comm, NULL) != TALLY_SUCCESS)
+    bad = harness_fail(rank, "barrier after the storm: %s", tally_comm_last_error(comm));
+  return bad;
+}
+
+static void run_storm(int n, int per_host) {
+  struct storm st = {(unsigned)time(NULL)};
+  fprintf(stderr, "p2p storm on %d ranks: seed %u\n", n, st.seed);
+  int failed = per_host ? harness_run_on_hosts(n, per_host, 240, storm, &st) : harness_run(n, 240, storm, &st);
+  cr_assert_eq(failed, 0, "seed %u", st.seed);
+}
+Test(p2p, storm_4_ranks) { run_storm(4, 0); }
+Test(p2p, storm_9_ranks) { run_storm(9, 0); }
+Test(p2p, storm_6_ranks_on_3_hosts) { run_storm(6, 2); }
+Test(p2p, storm_5_ranks_tcp) {
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  run_storm(5, 0);
+  unsetenv("TALLY_TRANSPORT");
+}
+
+/* --- alltoall, alltoallv, gather, scatter -------------------------------------------------------- */
+
+/* Block j of rank i's input is message i*n+j from i to j. */
+static int alltoall_cases(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  int bad = 0;
+  for (size_t t = 0; t < NTYPES && !bad; t++)
+    for (size_t c = 0; c < NCOUNTS - 1 && !bad; c++)
+      for (int in_place = 0; in_place < 2 && !bad; in_place++) {
+        size_t block = counts[c] * tally_datatype_size(all_types[t]);
+        unsigned char *send = malloc(block * (size_t)n + 1), *recv = in_place ? send : malloc(block * (size_t)n + 1);
+        for (int j = 0; j < n; j++) fill(send + (size_t)j * block, block, rank, j, (int)c);
+        if (!in_place) memset(recv, 0xee, block * (size_t)n + 1);
+        tally_result_t r = tally_alltoall(send, recv, counts[c], all_types[t], comm, NULL);
+        if (r != TALLY_SUCCESS) bad = harness_fail(rank, "alltoall: %s", tally_comm_last_error(comm));
+        for (int j = 0; j < n && !bad; j++)
+          bad = check(rank, "alltoall", recv + (size_t)j * block, block, j, rank, (int)c);
+        if (!bad && !in_place && recv[block * (size_t)n] != 0xee) bad = harness_fail(rank, "alltoall overran");
+        if (!in_place) free(recv);
+        free(send);
+      }
+  /* alltoallv: rank i sends (i + 2 j) % 5 elements to rank j (zero counts included), packed in
+   * reverse rank order with gaps, so displacements matter */
+  for (size_t t = 0; t < NTYPES && !bad; t++) {
+    size_t es = tally_datatype_size(all_types[t]);
+    size_t *sc = calloc((size_t)n, sizeof *sc), *sd = calloc((size_t)n, sizeof *sd);
+    size_t *rc = calloc((size_t)n, sizeof *rc), *rd = calloc((size_t)n, sizeof *rd), stotal = 0, rtotal = 0;
+    for (int j = n - 1; j >= 0; j--) {
+      sc[j] = (size_t)((rank + 2 * j) % 5), sd[j] = stotal, stotal += sc[j] + 1;
+      rc[j] = (size_t)((j + 2 * rank) % 5), rd[j] = rtotal, rtotal += rc[j] + 2;
+    }
+    unsigned char *send = malloc(stotal * es), *recv = malloc(rtotal * es);
+    for (int j = 0; j < n; j++) fill(send + sd[j] * es, sc[j] * es, rank, j, 100);
+    if (tally_alltoallv(send, sc, sd, recv, rc, rd, all_types[t], comm, NULL) != TALLY_SUCCESS)
+      bad = harness_fail(rank, "alltoallv: %s", tally_comm_last_error(comm));
+    for (int j = 0; j < n && !bad; j++) bad = check(rank, "alltoallv", recv + rd[j] * es, rc[j] * es, j, rank, 100);
+    free(send), free(recv), free(sc), free(sd), free(rc), free(rd);
+  }
+  return bad;
+}
+
+static int rooted_cases(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  int bad = 0;
+  for (int root = 0; root < n && !bad; root++)
+    for (size_t c = 0; c < NCOUNTS && !bad; c++)
+      for (int in_place = 0; in_place < 2 && !bad; in_place++) {
+        tally_datatype_t t = all_types[(root + c) % NTYPES];
+        size_t block = counts[c] * tally_datatype_size(t);
+        unsigned char *all = malloc(block * (size_t)n + 1), *mine = malloc(block + 1);
+        /* gather: in place at the root, its block already sits at its place in recvbuf */
+        fill(mine, block, rank, root, (int)c);
+        if (rank == root && in_place) fill(all + (size_t)root * block, block, rank, root, (int)c);
+        const void *send = rank == root && in_place ? all + (size_t)root * block : mine;
+        if (tally_gather(send, rank == root ? all : NULL, counts[c], t, root, comm, NULL) != TALLY_SUCCESS)
+          bad = harness_fail(rank, "gather to %d: %s", root, tally_comm_last_error(comm));
+        for (int j = 0; j < n && rank == root && !bad; j++)
+          bad = check(rank, "gather", all + (size_t)j * block, block, j, root, (int)c);
+        /* scatter: block j of the root's input goes to rank j */
+        if (rank == root)
+          for (int j = 0; j < n; j++) fill(all + (size_t)j * block, block, root, j, (int)c + 50);
+        void *into = rank == root && in_place ? all + (size_t)root * block : mine;
+        if (!bad && tally_scatter(rank == root ? all : NULL, into, counts[c], t, root, comm, NULL) != TALLY_SUCCESS)
+          bad = harness_fail(rank, "scatter from %d: %s", root, tally_comm_last_error(comm));
+        if (!bad) bad = check(rank, "scatter", into, block, root, rank, (int)c + 50);
+        free(all);
+        free(mine);
+      }
+  return bad;
+}
+
+#define ALLTOALL_TEST(n)                                                                          \
+  Test(p2p, alltoall_##n##_ranks) { cr_assert_eq(harness_run(n, 240, alltoall_cases, NULL), 0); } \
+  Test(p2p, gather_scatter_##n##_ranks) { cr_assert_eq(harness_run(n, 240, rooted_cases, NULL), 0); }
+ALLTOALL_TEST(1)
+ALLTOALL_TEST(2)
+ALLTOALL_TEST(3)
+ALLTOALL_TEST(5)
+ALLTOALL_TEST(9)
+Test(p2p, alltoall_4_ranks_tcp) {
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  cr_assert_eq(harness_run(4, 240, alltoall_cases, NULL), 0);
+  cr_assert_eq(harness_run(4, 240, rooted_cases, NULL), 0);
+  unsetenv("TALLY_TRANSPORT");
+}
+Test(p2p, alltoall_6_ranks_on_3_hosts) {
+  cr_assert_eq(harness_run_on_hosts(6, 2, 240, alltoall_cases, NULL), 0);
+  cr_assert_eq(harness_run_on_hosts(6, 2, 240, rooted_cases, NULL), 0);
+}
+
+/* A group mixing collectives, sends to itself and to the others, and an alltoall, listed in a
+ * different order on every rank. */
+static int mixed_group(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  float sum = (float)rank, self_out = 42.0f + (float)rank, self_in = 0;
+  int *to_all = malloc((size_t)n * sizeof *to_all), *from_all = malloc((size_t)n * sizeof *from_all);
+  for (int j = 0; j < n; j++) to_all[j] = rank * 100 + j;
+  int bad = 0;
+  tally_result_t r = tally_group_start();
+  if (rank % 2) {
+    if (r == TALLY_SUCCESS) r = tally_alltoall(to_all, from_all, 1, TALLY_INT32, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_recv(&self_in, 1, TALLY_FLOAT32, rank, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_allreduce(&sum, &sum, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_send(&self_out, 1, TALLY_FLOAT32, rank, comm, NULL);
+  } else {
+    if (r == TALLY_SUCCESS) r = tally_allreduce(&sum, &sum, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_send(&self_out, 1, TALLY_FLOAT32, rank, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_group_start(); /* nested: the outermost end runs it all */
+    if (r == TALLY_SUCCESS) r = tally_alltoall(to_all, from_all, 1, TALLY_INT32, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_group_end();
+    if (r == TALLY_SUCCESS) r = tally_recv(&self_in, 1, TALLY_FLOAT32, rank, comm, NULL);
+  }
+  tally_result_t end = tally_group_end();
+  if (r != TALLY_SUCCESS || end != TALLY_SUCCESS) bad = harness_fail(rank, "group: %s", tally_comm_last_error(comm));
+  if (!bad && sum != (float)(n * (n - 1) / 2)) bad = harness_fail(rank, "allreduce in the group gave %g", sum);
+  if (!bad && self_in != self_out) bad = harness_fail(rank, "send to itself delivered %g", self_in);
+  for (int j = 0; j < n && !bad; j++)
+    if (from_all[j] != j * 100 + rank) bad = harness_fail(rank, "alltoall block %d is %d", j, from_all[j]);
+  free(to_all);
+  free(from_all);
+  return bad;
+}
+Test(p2p, mixed_group_4_ranks) { cr_assert_eq(harness_run(4, 120, mixed_group, NULL), 0); }
+Test(p2p, mixed_group_3_ranks_tcp) {
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  cr_assert_eq(harness_run(3, 120, mixed_group, NULL), 0);
+  unsetenv("TALLY_TRANSPORT");
+}
+
+/* Communicators made and used by their own threads, each running groups at the same time. */
+Test(p2p, groups_in_threads) { cr_assert_eq(harness_run(3, 120, threaded_groups_in_threads, NULL), 0); }
+
+/* One group spanning two communicators of the same ranks, sends on one and recvs on the other in
+ * opposite orders on even and odd ranks. */
+static int group_over_two_comms(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_unique_id_t id;
+  if (rank == 0 && tally_get_unique_id(&id) != TALLY_SUCCESS) return harness_fail(rank, "unique id");
+  if (tally_broadcast(&id, &id, sizeof id, TALLY_UINT8, 0, comm, NULL) != TALLY_SUCCESS)
+    return harness_fail(rank, "broadcast: %s", tally_comm_last_error(comm));
+  tally_comm_t other;
+  if (tally_comm_init_rank(&other, n, id, rank) != TALLY_SUCCESS)
+    return harness_fail(rank, "second communicator: %s", tally_comm_last_error(NULL));
+  int next = (rank + 1) % n, prev = (rank + n - 1) % n, a = rank, b = -rank, got_a = -1, got_b = -1, bad = 0;
+  tally_result_t r = tally_group_start();
+  if (rank % 2) {
+    if (r == TALLY_SUCCESS) r = tally_recv(&got_b, 1, TALLY_INT32, prev, other, NULL);
+    if (r == TALLY_SUCCESS) r = tally_send(&a, 1, TALLY_INT32, next, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_recv(&got_a, 1, TALLY_INT32, prev, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_send(&b, 1, TALLY_INT32, next, other, NULL);
+  } else {
+    if (r == TALLY_SUCCESS) r = tally_send(&b, 1, TALLY_INT32, next, other, NULL);
+    if (r == TALLY_SUCCESS) r = tally_recv(&got_a, 1, TALLY_INT32, prev, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_send(&a, 1, TALLY_INT32, next, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_recv(&got_b, 1, TALLY_INT32, prev, other, NULL);
+  }
+  tally_result_t end = tally_group_end();
+  if (r != TALLY_SUCCESS || end != TALLY_SUCCESS) bad = harness_fail(rank, "group: %s", tally_comm_last_error(comm));
+  if (!bad && (got_a != prev || got_b != -prev))
+    bad = harness_fail(rank, "got %d and %d from rank %d", got_a, got_b, prev);
+  if (tally_comm_destroy(other) != TALLY_SUCCESS) bad = harness_fail(rank, "destroy: %s", tally_comm_last_error(NULL));
+  return bad;
+}
+Test(p2p, group_over_two_communicators) { cr_assert_eq(harness_run(4, 120, group_over_two_comms, NULL), 0); }
+
+/* --- errors ------------------------------------------------------------------------------------- */
+
+/* A recv that takes 12 elements where the send carries 10: MISMATCH naming both calls on the
+ * receiver, and the sender's communicator learns it at its next call (its send had already
+ * completed: a send does not wait for its recv). Nothing past the 12 elements is written. */
+static int mismatched_send_recv(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  int32_t buf[13];
+  memset(buf, 0x5a, sizeof buf);
+  int bad = 0;
+  if (rank == 0) {
+    tally_result_t r = tally_send(buf, 10, TALLY_INT32, 1, comm, NULL);
+    if (r != TALLY_SUCCESS) bad = harness_fail(rank, "send: %s", tally_comm_last_error(comm));
+    r = tally_barrier(comm, NULL);
+    if (r == TALLY_SUCCESS) bad = harness_fail(rank, "barrier after the mismatched send succeeded");
+    bad += harness_expect(rank, comm, r, TALLY_ERR_MISMATCH, "rank 1");
+  } else {
+    bad += harness_expect(rank, comm, tally_recv(buf, 12, TALLY_INT32, 0, comm, NULL), TALLY_ERR_MISMATCH,
+                          "carries 10 int32 elements, but the matching tally_recv on this rank takes 12 int32");
+    if (buf[12] != 0x5a5a5a5a) bad = harness_fail(rank, "the failed recv wrote past its buffer");
+    sleep(1); /* stays until rank 0 has heard its report */
+  }
+  return bad;
+}
+Test(p2p, mismatched_count) { cr_assert_eq(harness_run(2, 60, mismatched_send_recv, NULL), 0); }
+Test(p2p, mismatched_count_tcp) {
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  cr_assert_eq(harness_run(2, 60, mismatched_send_recv, NULL), 0);
+  unsetenv("TALLY_TRANSPORT");
+}
+
+/* alltoallv where rank 1 expects 3 elements from rank 0, which sends it 2: both get MISMATCH. */
+static int mismatched_alltoallv(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  size_t sc[3] = {1, 1, 1}, sd[3] = {0, 4, 8}, rc[3] = {1, 1, 1}, rd[3] = {0, 4, 8};
+  if (rank == 0) sc[1] = 2;
+  if (rank == 1) rc[0] = 3;
+  float send[12] = {0}, recv[12];
+  (void)n;
+  int bad = 0;
+  tally_result_t r = tally_alltoallv(send, sc, sd, recv, rc, rd, TALLY_FLOAT32, comm, NULL);
+  /* each finds the mismatch in what the other sent, unless the other's report arrives first */
+  if (rank < 2) bad += harness_expect(rank, comm, r, TALLY_ERR_MISMATCH, rank == 0 ? "rank 1" : "rank 0");
+  return bad; /* rank 2's own exchanges matched: it may finish before it hears of the others' failure */
+}
+Test(p2p, mismatched_alltoallv) { cr_assert_eq(harness_run(3, 60, mismatched_alltoallv, NULL), 0); }
+
+/* A rank dies before an alltoall: every survivor returns an error naming it. */
+static int peer_dies_before_alltoall(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  if (rank == 2) raise(SIGKILL);
+  int32_t send[4] = {0}, recv[4];
+  (void)n;
+  tally_result_t r = tally_alltoall(send, recv, 1, TALLY_INT32, comm, NULL);
+  if (r == TALLY_SUCCESS) return harness_fail(rank, "alltoall without rank 2 succeeded");
+  return strstr(tally_comm_last_error(comm), "rank 2")
+             ? 0
+             : harness_fail(rank, "the error does not name rank 2: %s", tally_comm_last_error(comm));
+}
+Test(p2p, dead_peer_alltoall) {
+  setenv("TALLY_TIMEOUT", "10", 1);
+  cr_assert_eq(harness_run_killing(4, 60, peer_dies_before_alltoall, NULL, 2), 0);
+  unsetenv("TALLY_TIMEOUT");
+}
+
+/* A rank dies while the others wait for it in a group: a survivor that receives from it, and one
+ * that only sends to it, both return from tally_group_end with an error naming rank 1. */
+static int peer_dies_in_group(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg, (void)n;
+  if (rank == 1) {
+    usleep(200000);
+    raise(SIGKILL);
+  }
+  static unsigned char big[8 << 20];
+  tally_result_t r = tally_group_start();
+  if (rank == 0 && r == TALLY_SUCCESS) r = tally_recv(big, sizeof big, TALLY_UINT8, 1, comm, NULL);
+  if (rank == 2 && r == TALLY_SUCCESS) r = tally_send(big, sizeof big, TALLY_UINT8, 1, comm, NULL);
+  tally_result_t end = tally_group_end();
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "queueing: %s", tally_comm_last_error(comm));
+  if (end == TALLY_SUCCESS) return harness_fail(rank, "the group with dead rank 1 succeeded");
+  return strstr(tally_comm_last_error(comm), "rank 1") && strstr(tally_comm_last_error(comm), "tally_group_end")
+             ? 0
+             : harness_fail(rank, "the error does not name rank 1 and the group: %s", tally_comm_last_error(comm));
+}
+Test(p2p, dead_peer_group) {
+  setenv("TALLY_TIMEOUT", "10", 1);
+  cr_assert_eq(harness_run_killing(3, 60, peer_dies_in_group, NULL, 1), 0);
+  unsetenv("TALLY_TIMEOUT");
+}
+
+/* A recv whose sender never sends times out, naming the sender, within TALLY_TIMEOUT. */
+static int sender_never_sends(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  if (rank == 1) {
+    sleep(3);
+    return 0;
+  }
+  int x;
+  return harness_expect(rank, comm, tally_recv(&x, 1, TALLY_INT32, 1, comm, NULL), TALLY_ERR_TIMEOUT, "rank 1");
+}
+Test(p2p, recv_times_out) {
+  setenv("TALLY_TIMEOUT", "1", 1);
+  cr_assert_eq(harness_run(2, 60, sender_never_sends, NULL), 0);
+  unsetenv("TALLY_TIMEOUT");
+}
+
+static int bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  int bad = 0, x = 0;
+  size_t c[2] = {1, 1};
+  bad += harness_expect(rank, comm, tally_send(&x, 1, TALLY_INT32, n, comm, NULL), TALLY_ERR_INVALID_ARGUMENT,
+                        "peer 2 is outside 0..1");
+  bad +=
+      harness_expect(rank, comm, tally_recv(&x, 1, TALLY_INT32, -1, comm, NULL), TALLY_ERR_INVALID_ARGUMENT, "peer -1");
+  bad += harness_expect(rank, comm, tally_send(NULL, 3, TALLY_INT32, 0, comm, NULL), TALLY_ERR_INVALID_ARGUMENT,
+                        "sendbuf is NULL");
+  bad += harness_expect(rank, comm, tally_recv(&x, 1, (tally_datatype_t)99, 0, comm, NULL), TALLY_ERR_INVALID_ARGUMENT,
+                        "datatype 99");
+  bad += harness_expect(rank, comm, tally_alltoallv(&x, NULL, c, &x, c, c, TALLY_INT32, comm, NULL),
+                        TALLY_ERR_INVALID_ARGUMENT, "must all be arrays");
+  bad += harness_expect(rank, comm, tally_gather(&x, &x, 1, TALLY_INT32, 5, comm, NULL), TALLY_ERR_INVALID_ARGUMENT,
+                        "root 5");
+  bad += harness_expect(rank, NULL, tally_send(&x, 1, TALLY_INT32, 0, NULL, NULL), TALLY_ERR_INVALID_ARGUMENT,
+                        "comm is NULL");
+  bad += harness_expect(rank, NULL, tally_group_end(), TALLY_ERR_INVALID_USAGE, "no open group");
+  bad += harness_expect(rank, comm, tally_send(&x, 1, TALLY_INT32, rank, comm, NULL), TALLY_ERR_INVALID_USAGE,
+                        "needs its recv in the same group");
+  bad += harness_expect(rank, comm, tally_send(&x, 1, TALLY_INT32, 0, comm, &x), TALLY_ERR_UNSUPPORTED,
+                        "host memory and a NULL stream");
+  /* an argument error inside a group returns at the call, and the group still runs the rest */
+  tally_result_t r = tally_group_start();
+  int y = rank;
+  if (r == TALLY_SUCCESS)
+    bad +=
+        harness_expect(rank, comm, tally_recv(&x, 1, TALLY_INT32, 7, comm, NULL), TALLY_ERR_INVALID_ARGUMENT, "peer 7");
+  if (r == TALLY_SUCCESS) r = tally_send(&y, 1, TALLY_INT32, 1 - rank, comm, NULL);
+  if (r == TALLY_SUCCESS) r = tally_recv(&x, 1, TALLY_INT32, 1 - rank, comm, NULL);
+  if (tally_group_end() != TALLY_SUCCESS || r != TALLY_SUCCESS || x != 1 - rank)
+    bad += harness_fail(rank, "the group after an argument error: %s", tally_comm_last_error(comm));
+  return bad;
+}
+Test(p2p, bad_arguments) { cr_assert_eq(harness_run(2, 60, bad_arguments, NULL), 0); }
