@@ -11,8 +11,20 @@
 
 #include "tally.h"
 
-typedef enum { COLL_ALLREDUCE, COLL_ALLGATHER, COLL_REDUCESCATTER, COLL_BROADCAST, COLL_REDUCE } coll_t;
-enum { NUM_COLLS = COLL_REDUCE + 1 };
+/* The first five run through the library's tuner; the rest are made of point-to-point messages
+ * (coll_p2p), which --sweep, --gpu and --soak do not take. */
+typedef enum {
+  COLL_ALLREDUCE,
+  COLL_ALLGATHER,
+  COLL_REDUCESCATTER,
+  COLL_BROADCAST,
+  COLL_REDUCE,
+  COLL_SENDRECV,
+  COLL_ALLTOALL,
+  COLL_GATHER,
+  COLL_SCATTER
+} coll_t;
+enum { NUM_TUNED_COLLS = COLL_REDUCE + 1 }; /* the soak draws these */
 
 struct options {
   coll_t coll;
@@ -78,6 +90,7 @@ void parse_args(int argc, char **argv, struct options *o);
 const char *coll_name(coll_t c);
 bool coll_reduces(coll_t c);
 bool coll_rooted(coll_t c);
+bool coll_p2p(coll_t c);
 
 /* tally-perf.c: running the collective over the size range. start_bench and finish_bench are
  * the range's common start (header, rank list, buffers, -J file) and end; both are collective. */
@@ -88,7 +101,7 @@ double now_seconds(void);
 double time_place(const struct bench *b, int inplace, int warmup);
 bool next_size(const struct options *o, size_t *size);
 void *alloc_buffer(const struct bench *b, size_t bytes);
-void set_buffer_size(struct bench *b, size_t bytes);
+bool set_buffer_size(struct bench *b, size_t bytes);
 FILE *open_json(const struct bench *b, bool *failed);
 bool close_json(FILE *json, const struct options *o);
 int start_bench(struct bench *b, tally_comm_t comm, const struct options *o, FILE **json);
@@ -99,7 +112,7 @@ int run_rank(tally_comm_t comm, const struct options *o);
  * check_place does both around one call of the collective. */
 bool check_data_exact(coll_t coll, tally_datatype_t type, tally_op_t op, int nranks);
 void fill_check_inputs(const struct bench *b, char *send, char *recv);
-uint64_t count_wrong_results(const struct bench *b, const char *recv, bool exact);
+uint64_t count_wrong_results(const struct bench *b, const char *recv, bool inplace, bool exact);
 uint64_t count_changed_inputs(const struct bench *b, const char *send);
 uint64_t check_place(const struct bench *b, int inplace);
 
@@ -122,7 +135,7 @@ struct soak_summary {
   int nranks;
   double seconds, elapsed; /* asked for and taken */
   unsigned long long seed;
-  uint64_t operations, per_coll[NUM_COLLS], in_place, bytes;
+  uint64_t operations, per_coll[NUM_TUNED_COLLS], in_place, bytes;
   uint64_t wrong_elements; /* wrong result elements and changed input elements, all ranks */
   uint64_t errors;         /* failed calls */
   bool ranks_combined;     /* false: a failure left only rank 0's own counts */
@@ -174,6 +187,7 @@ void write_sweep_json(FILE *f, const struct bench *b, const struct sweep *s);
 void print_header(const struct bench *b);
 void print_ranks(const struct bench *b);
 void print_table_header(void);
+void print_skipped(const struct bench *b, size_t bytes);
 void print_row(const struct bench *b, const struct row *row);
 void print_summary(const struct options *o, uint64_t wrong, double avg_busbw);
 void print_wrong(const struct options *o, uint64_t wrong);

@@ -19,12 +19,23 @@ static const struct {
   const char *name;
   coll_t coll;
 } coll_names[] = {
-    {"allreduce", COLL_ALLREDUCE},         {"all_reduce", COLL_ALLREDUCE},
-    {"allgather", COLL_ALLGATHER},         {"all_gather", COLL_ALLGATHER},
-    {"reducescatter", COLL_REDUCESCATTER}, {"reduce_scatter", COLL_REDUCESCATTER},
-    {"broadcast", COLL_BROADCAST},         {"bcast", COLL_BROADCAST},
+    {"allreduce", COLL_ALLREDUCE},
+    {"all_reduce", COLL_ALLREDUCE},
+    {"allgather", COLL_ALLGATHER},
+    {"all_gather", COLL_ALLGATHER},
+    {"reducescatter", COLL_REDUCESCATTER},
+    {"reduce_scatter", COLL_REDUCESCATTER},
+    {"broadcast", COLL_BROADCAST},
+    {"bcast", COLL_BROADCAST},
     {"reduce", COLL_REDUCE},
+    {"sendrecv", COLL_SENDRECV},
+    {"alltoall", COLL_ALLTOALL},
+    {"gather", COLL_GATHER},
+    {"scatter", COLL_SCATTER},
 };
+
+/* The collectives' names, as the messages list them. */
+#define COLL_LIST "allreduce allgather reducescatter broadcast reduce sendrecv alltoall gather scatter"
 
 const char *coll_name(coll_t c) {
   switch (c) {
@@ -33,12 +44,19 @@ const char *coll_name(coll_t c) {
   case COLL_REDUCESCATTER: return "reducescatter";
   case COLL_BROADCAST: return "broadcast";
   case COLL_REDUCE: return "reduce";
+  case COLL_SENDRECV: return "sendrecv";
+  case COLL_ALLTOALL: return "alltoall";
+  case COLL_GATHER: return "gather";
+  case COLL_SCATTER: return "scatter";
   }
   return "?";
 }
 
 bool coll_reduces(coll_t c) { return c == COLL_ALLREDUCE || c == COLL_REDUCESCATTER || c == COLL_REDUCE; }
-bool coll_rooted(coll_t c) { return c == COLL_BROADCAST || c == COLL_REDUCE; }
+bool coll_rooted(coll_t c) { return c == COLL_BROADCAST || c == COLL_REDUCE || c == COLL_GATHER || c == COLL_SCATTER; }
+/* Made of the library's point-to-point messages (tally_send/recv, tally_alltoall, tally_gather,
+ * tally_scatter): host memory only, and no tuner, so no algorithms to sweep. */
+bool coll_p2p(coll_t c) { return c == COLL_SENDRECV || c == COLL_ALLTOALL || c == COLL_GATHER || c == COLL_SCATTER; }
 
 /* nccl-tests' spellings besides the library's own names. */
 static const struct {
@@ -76,7 +94,9 @@ static void usage(FILE *f) {
           "       tally-perf COLLECTIVE --sweep [--repeat R] [options]\n"
           "       tally-perf --soak SECONDS [--seed S] [-N N] [-T SECONDS] [-J FILE]\n"
           "\n"
-          "COLLECTIVE: allreduce, allgather, reducescatter, broadcast or reduce.\n"
+          "COLLECTIVE: allreduce, allgather, reducescatter, broadcast, reduce, sendrecv, alltoall,\n"
+          "gather or scatter. sendrecv: ranks 0 and 1 ping-pong (the others wait); its time is one\n"
+          "way, half the round trip.\n"
           "\n"
           "  -b, --minbytes SIZE     smallest buffer size (default 8)\n"
           "  -e, --maxbytes SIZE     largest buffer size (default 64M)\n"
@@ -88,7 +108,7 @@ static void usage(FILE *f) {
           "  -d, --datatype TYPE     int8 uint8 int32 uint32 int64 uint64 half bfloat16\n"
           "                          float double (default float)\n"
           "  -o, --op OP             sum prod min max avg (default sum)\n"
-          "  -r, --root R            root rank of broadcast and reduce (default 0)\n"
+          "  -r, --root R            root rank of broadcast, reduce, gather and scatter (default 0)\n"
           "  -N, --nranks N          fork N local ranks instead of using a launcher\n"
           "  -a, --algo ALGO         the algorithms to use, as TALLY_ALGO (for example rhd, ring,\n"
           "                          or allreduce:rhd;ring); sets TALLY_ALGO for the ranks\n"
@@ -101,10 +121,12 @@ static void usage(FILE *f) {
           "                          '-') and once as the tuner chooses; print per size each one's\n"
           "                          time, the fastest, the tuner's choice and its time over the\n"
           "                          fastest's, then the cost model's predicted over measured times\n"
-          "                          (out-of-place only; replaces the environment's TALLY_ALGO)\n"
+          "                          (out-of-place only; replaces the environment's TALLY_ALGO; not\n"
+          "                          for sendrecv, alltoall, gather, scatter, which have no algorithms)\n"
           "      --gpu               buffers in GPU memory (GPU rank %% GPUs), calls on a CUDA stream and\n"
           "                          timed to its completion; prints the GPU's device-to-device\n"
-          "                          cudaMemcpy bandwidth first (the size range only)\n"
+          "                          cudaMemcpy bandwidth first (the size range only; not for\n"
+          "                          sendrecv, alltoall, gather, scatter, which take host memory only)\n"
           "      --repeat R          with --sweep: each time is the median of R timed loops of -n\n"
           "                          iterations (default 3)\n"
           "      --soak SECONDS      instead of the size range, run random collectives, sizes (1\n"
@@ -117,7 +139,10 @@ static void usage(FILE *f) {
           "  -h, --help              show this message\n"
           "\n"
           "SIZE takes a K, M or G suffix (powers of 1024). Sizes are whole-buffer bytes as in\n"
-          "nccl-tests: the receive buffer of allgather and the send buffer of reducescatter.\n"
+          "nccl-tests: the receive buffer of allgather and alltoall, the send buffer of\n"
+          "reducescatter, the root's receive buffer of gather and send buffer of scatter. Those\n"
+          "hold one block per rank, so a size is rounded down to whole blocks; a size with no\n"
+          "whole element (per block) is skipped.\n"
           "Without -N the ranks come from the launcher's environment (tally-run, mpirun, srun,\n"
           "torchrun); with no launcher environment a single rank runs.\n"
           "Exit status: 0 success, 1 wrong results or a Tally error, 2 bad arguments.\n");
@@ -298,7 +323,7 @@ void parse_args(int argc, char **argv, struct options *o) {
         found = true;
       }
     }
-    if (!found) bad_arg("unknown collective '%s' (allreduce allgather reducescatter broadcast reduce)", argv[i]);
+    if (!found) bad_arg("unknown collective '%s' (" COLL_LIST ")", argv[i]);
     have_coll = true;
   }
   if (o->gpu && (o->sweep || o->soak_seconds > 0))
@@ -317,12 +342,20 @@ void parse_args(int argc, char **argv, struct options *o) {
   }
   if (have_seed) bad_arg("--seed only applies to --soak");
   if (have_repeat && !o->sweep) bad_arg("--repeat only applies to --sweep");
+  if (o->sweep && coll_p2p(o->coll))
+    bad_arg("--sweep compares the library's algorithms; %s has none (it is point-to-point messages): drop --sweep",
+            coll_name(o->coll));
+  if (o->gpu && coll_p2p(o->coll))
+    bad_arg("--gpu: %s takes host memory only (the library's point-to-point calls take no stream yet): drop --gpu",
+            coll_name(o->coll));
   if (o->sweep) take_algo_env(o, have_algo);
-  if (!have_coll) bad_arg("missing COLLECTIVE (allreduce allgather reducescatter broadcast reduce), or --soak SECONDS");
+  if (!have_coll) bad_arg("missing COLLECTIVE (" COLL_LIST "), or --soak SECONDS");
   if (o->minbytes > o->maxbytes)
     bad_arg("-b %zu is larger than -e %zu", o->minbytes, o->maxbytes);
   if (o->stepbytes == 0 && o->minbytes == 0) bad_arg("-b 0 needs -i STEPBYTES (a size times a factor stays 0)");
   if (o->fork_ranks > 0 && coll_rooted(o->coll) && o->root >= o->fork_ranks)
     bad_arg("-r %d is not a rank of a %d-rank job", o->root, o->fork_ranks);
+  if (o->fork_ranks == 1 && o->coll == COLL_SENDRECV)
+    bad_arg("sendrecv ping-pongs between ranks 0 and 1: give -N 2 or more");
   if (tally_datatype_size(o->type) == 0) bad_arg("this build of Tally does not know the chosen datatype");
 }

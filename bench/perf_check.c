@@ -118,7 +118,18 @@ struct check_ctx {
   tally_op_t op;
   int nranks;
   int root;
+  int source; /* sendrecv: the rank whose input this rank receives */
 };
+
+/* The context of this rank's check; `inplace` says which call's result it is. sendrecv's rank 1
+ * receives rank 0's input; rank 0 receives rank 1's, or in place its own back (rank 1 sends what
+ * it received). */
+static struct check_ctx check_context(const struct bench *b, bool inplace) {
+  const struct options *o = b->o;
+  struct check_ctx c = {o->coll, o->op, b->nranks, o->root, 0};
+  if (o->coll == COLL_SENDRECV && b->rank == 0 && !inplace) c.source = 1;
+  return c;
+}
 
 /* Rank r's sum input, 0..3: digit r % 3 (base 4) of the key. */
 static int64_t key_digit(size_t key, size_t r) { return (int64_t)((key >> (2 * (r % 3))) & 3); }
@@ -178,8 +189,12 @@ static int64_t wanted_value(const struct check_ctx *c, const struct bench *b, bo
   case COLL_ALLREDUCE:
   case COLL_REDUCE: return reduced_value(c, j);
   case COLL_REDUCESCATTER: return reduced_value(c, (size_t)b->rank * b->count + j);
-  case COLL_ALLGATHER: return input_value(c, (int)(j / b->count), j % b->count);
+  case COLL_ALLGATHER:
+  case COLL_GATHER: return input_value(c, (int)(j / b->count), j % b->count);
   case COLL_BROADCAST: return input_value(c, c->root, j);
+  case COLL_SENDRECV: return input_value(c, c->source, j);
+  case COLL_ALLTOALL: return input_value(c, (int)(j / b->count), (size_t)b->rank * b->count + j % b->count);
+  case COLL_SCATTER: return input_value(c, c->root, (size_t)b->rank * b->count + j);
   }
   return 0;
 }
@@ -223,7 +238,7 @@ static void *check_alloc(const struct bench *b, size_t bytes) {
  * copies of it. */
 void fill_check_inputs(const struct bench *b, char *send, char *recv) {
   const struct options *o = b->o;
-  struct check_ctx c = {o->coll, o->op, b->nranks, o->root};
+  struct check_ctx c = check_context(b, false);
   size_t period = check_period(b->nranks), first = b->send_elems < period ? b->send_elems : period;
   memset(recv, 0xA5, b->recv_elems * b->tsize);
   for (size_t i = 0; i < first; i++) store(o->type, send, i, input_value(&c, b->rank, i));
@@ -234,22 +249,22 @@ void fill_check_inputs(const struct bench *b, char *send, char *recv) {
   }
 }
 
-/* Counts the elements of `buf` that differ from wanted_value. The buffer is `segments` runs of
- * `segment_elems` elements (allgather's result: one per rank), and within a run the wanted
- * values repeat every check_period elements: each run is compared one period at a time with
- * memcmp, and only a period that differs element by element, as the datatype's values (float AVG
- * within a relative tolerance when `tolerant`; a NaN never matches). */
-static uint64_t count_mismatches(const struct bench *b, const char *buf, size_t segments, size_t segment_elems,
-                                 bool inputs, bool tolerant) {
+/* Counts the elements of `buf` that differ from wanted_value in context `c`. The buffer is
+ * `segments` runs of `segment_elems` elements (allgather's, gather's and alltoall's result: one
+ * per rank), and within a run the wanted values repeat every check_period elements: each run is
+ * compared one period at a time with memcmp, and only a period that differs element by element,
+ * as the datatype's values (float AVG within a relative tolerance when `tolerant`; a NaN never
+ * matches). */
+static uint64_t count_mismatches(const struct bench *b, const struct check_ctx *c, const char *buf, size_t segments,
+                                 size_t segment_elems, bool inputs, bool tolerant) {
   const struct options *o = b->o;
-  struct check_ctx c = {o->coll, o->op, b->nranks, o->root};
   size_t period = check_period(b->nranks), stride = segment_elems < period ? segment_elems : period;
   double tol = o->type == TALLY_FLOAT64 ? 1e-12 : o->type == TALLY_FLOAT32 ? 1e-6 : 1e-2;
   char *want = check_alloc(b, stride * b->tsize);
   uint64_t wrong = 0;
   for (size_t seg = 0; seg < segments; seg++) {
     size_t first = seg * segment_elems;
-    for (size_t k = 0; k < stride; k++) store(o->type, want, k, wanted_value(&c, b, inputs, first + k));
+    for (size_t k = 0; k < stride; k++) store(o->type, want, k, wanted_value(c, b, inputs, first + k));
     for (size_t done = 0; done < segment_elems; done += stride) {
       size_t len = segment_elems - done < stride ? segment_elems - done : stride;
       const char *got = buf + (first + done) * b->tsize;
@@ -265,20 +280,35 @@ static uint64_t count_mismatches(const struct bench *b, const char *buf, size_t 
   return wrong;
 }
 
-/* Counts this rank's wrong elements of the result in `recv`. Float AVG gets a relative tolerance
- * unless `exact` (for callers that made sure check_data_exact holds); everything else must match. */
-uint64_t count_wrong_results(const struct bench *b, const char *recv, bool exact) {
+/* Whether this rank gets a result: only the root of reduce and gather, only ranks 0 and 1 of
+ * sendrecv. */
+static bool gets_result(const struct bench *b) {
+  switch (b->o->coll) {
+  case COLL_REDUCE:
+  case COLL_GATHER: return b->rank == b->o->root;
+  case COLL_SENDRECV: return b->rank < 2;
+  default: return true;
+  }
+}
+
+/* Counts this rank's wrong elements of the result in `recv` of the out-of-place or in-place
+ * (`inplace`) call. Float AVG gets a relative tolerance unless `exact` (for callers that made sure
+ * check_data_exact holds); everything else must match. */
+uint64_t count_wrong_results(const struct bench *b, const char *recv, bool inplace, bool exact) {
   const struct options *o = b->o;
-  if (o->coll == COLL_REDUCE && b->rank != o->root) return 0; /* only the root gets a result */
+  if (!gets_result(b)) return 0;
+  struct check_ctx c = check_context(b, inplace);
   bool tolerant = !exact && o->op == TALLY_AVG && is_float_type(o->type) && coll_reduces(o->coll);
-  if (o->coll == COLL_ALLGATHER) return count_mismatches(b, recv, (size_t)b->nranks, b->count, false, tolerant);
-  return count_mismatches(b, recv, 1, b->recv_elems, false, tolerant);
+  bool blocks = o->coll == COLL_ALLGATHER || o->coll == COLL_GATHER || o->coll == COLL_ALLTOALL;
+  if (blocks) return count_mismatches(b, &c, recv, (size_t)b->nranks, b->count, false, tolerant);
+  return count_mismatches(b, &c, recv, 1, b->recv_elems, false, tolerant);
 }
 
 /* Counts the elements of an out-of-place call's `send` buffer that differ from the inputs
  * fill_check_inputs wrote: the library must only read it. */
 uint64_t count_changed_inputs(const struct bench *b, const char *send) {
-  return count_mismatches(b, send, 1, b->send_elems, true, false);
+  struct check_ctx c = check_context(b, false);
+  return count_mismatches(b, &c, send, 1, b->send_elems, true, false);
 }
 
 /* Fills the inputs, runs the collective once and counts this rank's wrong result elements. */
@@ -288,7 +318,7 @@ uint64_t check_place(const struct bench *b, int inplace) {
   if (!b->o->gpu) {
     fill_check_inputs(b, send, recv);
     TRY(b, run_once(b, send, recv));
-    return count_wrong_results(b, recv, false);
+    return count_wrong_results(b, recv, inplace, false);
   }
   /* --gpu: the check data is made and read in host copies laid out like the GPU buffers. */
   char *host_send, *host_recv;
@@ -300,5 +330,5 @@ uint64_t check_place(const struct bench *b, int inplace) {
   TRY(b, run_once(b, send, recv));
   gpu_sync(b);
   gpu_copy(b, host_recv, recv, recv_bytes);
-  return count_wrong_results(b, host_recv, false);
+  return count_wrong_results(b, host_recv, inplace, false);
 }

@@ -34,7 +34,10 @@ void print_header(const struct bench *b) {
   printf("# Tally version %d.%d.%d, datatype %s, op %s", version / 10000, version / 100 % 100, version % 100,
          tally_datatype_name(o->type), coll_reduces(o->coll) ? tally_op_name(o->op) : "none");
   if (coll_rooted(o->coll)) printf(", root %d", o->root);
-  printf("\n#\n");
+  printf("\n");
+  if (o->coll == COLL_SENDRECV)
+    printf("# sendrecv: ranks 0 and 1 ping-pong, the others wait; the time is one way (half the round trip)\n");
+  printf("#\n");
 }
 
 void print_ranks(const struct bench *b) {
@@ -69,6 +72,12 @@ void print_table_header(void) {
   printf("#%61s%s%22s%s\n", "", "out-of-place", "", "in-place");
   printf("#%11s  %12s  %8s  %6s  %6s%s%s\n", "size", "count", "type", "redop", "root", place[0], place[0]);
   printf("#%11s  %12s  %8s  %6s  %6s%s%s\n", "(B)", "(elements)", "", "", "", place[1], place[1]);
+}
+
+/* The line for a size set_buffer_size refused: no whole element (in each rank's block). */
+void print_skipped(const struct bench *b, size_t bytes) {
+  printf("# %zu B skipped: less than one %s element%s\n", bytes, tally_datatype_name(b->o->type),
+         bytes >= b->tsize ? " per rank" : "");
 }
 
 void print_row(const struct bench *b, const struct row *row) {
@@ -155,7 +164,7 @@ void print_soak_summary(const struct soak_summary *s) {
     printf("# (a call failed, so the ranks could not combine their counts: these are rank 0's)\n");
   printf("#   %-18s %llu (%.0f per second)\n", "operations", (unsigned long long)s->operations,
          s->elapsed > 0 ? (double)s->operations / s->elapsed : 0.0);
-  for (int c = 0; c < NUM_COLLS; c++)
+  for (int c = 0; c < NUM_TUNED_COLLS; c++)
     printf("#     %-16s %llu\n", coll_name((coll_t)c), (unsigned long long)s->per_coll[c]);
   printf("#     %-16s %llu\n", "in place", (unsigned long long)s->in_place);
   printf("#   %-18s %llu (%.2f GiB: the sum of the operations' buffer sizes)\n", "bytes moved",
@@ -184,7 +193,7 @@ void write_soak_json(FILE *f, const struct soak_summary *s) {
           s->seed);
   fprintf(f, "  \"seconds\": %g,\n  \"elapsed_s\": %.3f,\n  \"operations\": %llu,\n  \"per_collective\": {", s->seconds,
           s->elapsed, (unsigned long long)s->operations);
-  for (int c = 0; c < NUM_COLLS; c++)
+  for (int c = 0; c < NUM_TUNED_COLLS; c++)
     fprintf(f, "%s\"%s\": %llu", c ? ", " : "", coll_name((coll_t)c), (unsigned long long)s->per_coll[c]);
   fprintf(f, "},\n  \"in_place\": %llu,\n  \"bytes\": %llu,\n  \"wrong\": %llu,\n  \"errors\": %llu,\n",
           (unsigned long long)s->in_place, (unsigned long long)s->bytes, (unsigned long long)s->wrong_elements,

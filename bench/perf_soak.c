@@ -24,7 +24,7 @@ enum {
 };
 /* The warm-up runs each collective at SOAK_MAX_BYTES with each root, in place and out of place;
  * the first RSS sample comes a few operations after it. */
-enum { WARMUP_OPS = NUM_COLLS * WARMUP_ROOTS * 2, RSS_START_AFTER = WARMUP_OPS + 10 };
+enum { WARMUP_OPS = NUM_TUNED_COLLS * WARMUP_ROOTS * 2, RSS_START_AFTER = WARMUP_OPS + 10 };
 #define PROGRESS_EVERY_S 60.0 /* rank 0 prints a progress line this often */
 
 /* One drawn operation. */
@@ -68,7 +68,7 @@ static size_t random_log_uniform(uint64_t *state, size_t lo, size_t hi) {
 static struct soak_op draw_op(uint64_t *state, uint64_t index, int nranks) {
   struct soak_op p;
   bool warmup = index < WARMUP_OPS;
-  p.coll = warmup ? (coll_t)(index / (2 * WARMUP_ROOTS)) : (coll_t)random_below(state, NUM_COLLS);
+  p.coll = warmup ? (coll_t)(index / (2 * WARMUP_ROOTS)) : (coll_t)random_below(state, NUM_TUNED_COLLS);
   p.inplace = warmup ? index % 2 == 1 : random_below(state, 2) == 1;
   do {
     p.type = (tally_datatype_t)random_below(state, TALLY_NUM_DATATYPES);
@@ -194,7 +194,7 @@ int run_soak(tally_comm_t comm, const struct options *o) {
       report_op(&b, index, p.inplace, "%s: %s", tally_result_string(failure), tally_comm_last_error(comm));
       break;
     }
-    uint64_t wrong = count_wrong_results(&b, recv, true);
+    uint64_t wrong = count_wrong_results(&b, recv, p.inplace, true);
     uint64_t changed = p.inplace ? 0 : count_changed_inputs(&b, send);
     s.operations++;
     s.per_coll[p.coll]++;

@@ -179,7 +179,10 @@ int run_sweep(tally_comm_t comm, const struct options *o) {
 
   size_t size = o->minbytes;
   do {
-    set_buffer_size(&b, size);
+    if (!set_buffer_size(&b, size)) {
+      if (b.rank == 0) print_skipped(&b, size);
+      continue;
+    }
     struct sweep_row *row = add_row(&b, &s);
     row->bytes = b.bytes;
     row->count = b.count;

@@ -1,7 +1,8 @@
 /* tally-perf: the collective benchmark. Speaks the nccl-tests command line and table format
- * (-b/-e/-f/-n/-w/-c/-d/-o/-r), times out-of-place and in-place runs of one collective over a
- * range of sizes, checks every result element, and can write the results as JSON; with --soak
- * it runs random collectives for a while instead and checks them all. It runs under a launcher
+ * (-b/-e/-f/-n/-w/-c/-d/-o/-r), times out-of-place and in-place runs of one collective (or of
+ * sendrecv, a ping-pong between ranks 0 and 1) over a range of sizes, checks every result
+ * element, and can write the results as JSON; with --soak it runs random collectives for a
+ * while instead and checks them all. It runs under a launcher
  * (tally-run, mpirun, srun, torchrun), or forks its own local ranks with -N.
  * With --sweep it runs the range once per algorithm and once as the tuner chooses, and compares.
  * Uses only the public API in tally.h. This file owns main and one rank's timing loop; the
@@ -35,10 +36,12 @@ void place_in(const struct bench *b, int inplace, char *sbuf, char *rbuf, char *
   }
   switch (b->o->coll) {
   case COLL_ALLGATHER:
+  case COLL_GATHER:
     *recv = rbuf;
     *send = rbuf + (size_t)b->rank * b->count * b->tsize;
     break;
   case COLL_REDUCESCATTER:
+  case COLL_SCATTER:
     *send = rbuf;
     *recv = rbuf + (size_t)b->rank * b->count * b->tsize;
     break;
@@ -52,6 +55,21 @@ void place_buffers(const struct bench *b, int inplace, char **send, char **recv)
   place_in(b, inplace, b->sbuf, b->rbuf, send, recv);
 }
 
+/* One round trip, as mpi_coll.c's: rank 0 sends and then receives, rank 1 receives and then sends
+ * its own send buffer (in place: what it received); the other ranks have nothing to do. */
+static tally_result_t ping_pong(const struct bench *b, const void *send, void *recv) {
+  const struct options *o = b->o;
+  tally_result_t r = TALLY_SUCCESS;
+  if (b->rank == 0) {
+    r = tally_send(send, b->count, o->type, 1, b->comm, b->stream);
+    if (r == TALLY_SUCCESS) r = tally_recv(recv, b->count, o->type, 1, b->comm, b->stream);
+  } else if (b->rank == 1) {
+    r = tally_recv(recv, b->count, o->type, 0, b->comm, b->stream);
+    if (r == TALLY_SUCCESS) r = tally_send(send, b->count, o->type, 0, b->comm, b->stream);
+  }
+  return r;
+}
+
 /* One call of the chosen collective at the current size. */
 tally_result_t run_once(const struct bench *b, const void *send, void *recv) {
   const struct options *o = b->o;
@@ -61,6 +79,10 @@ tally_result_t run_once(const struct bench *b, const void *send, void *recv) {
   case COLL_REDUCESCATTER: return tally_reduce_scatter(send, recv, b->count, o->type, o->op, b->comm, b->stream);
   case COLL_BROADCAST: return tally_broadcast(send, recv, b->count, o->type, o->root, b->comm, b->stream);
   case COLL_REDUCE: return tally_reduce(send, recv, b->count, o->type, o->op, o->root, b->comm, b->stream);
+  case COLL_SENDRECV: return ping_pong(b, send, recv);
+  case COLL_ALLTOALL: return tally_alltoall(send, recv, b->count, o->type, b->comm, b->stream);
+  case COLL_GATHER: return tally_gather(send, recv, b->count, o->type, o->root, b->comm, b->stream);
+  case COLL_SCATTER: return tally_scatter(send, recv, b->count, o->type, o->root, b->comm, b->stream);
   }
   return TALLY_ERR_INTERNAL;
 }
@@ -97,14 +119,22 @@ bool next_size(const struct options *o, size_t *size) {
   return true;
 }
 
+/* busbw over algbw, as nccl-tests has it. */
 static double bus_factor(coll_t c, int n) {
   switch (c) {
   case COLL_ALLREDUCE: return 2.0 * (n - 1) / n;
   case COLL_ALLGATHER:
-  case COLL_REDUCESCATTER: return (double)(n - 1) / n;
+  case COLL_REDUCESCATTER:
+  case COLL_ALLTOALL:
+  case COLL_GATHER:
+  case COLL_SCATTER: return (double)(n - 1) / n;
   default: return 1.0;
   }
 }
+
+/* The time a row reports for a timed call of `call_us`: sendrecv's call is a round trip, and the
+ * row reports one way, as mpi_coll.c does. */
+static double reported_time(coll_t c, double call_us) { return c == COLL_SENDRECV ? call_us / 2 : call_us; }
 
 /* A page-aligned buffer of at least `bytes`, every page touched; exits with status 1 if memory is short. */
 void *alloc_buffer(const struct bench *b, size_t bytes) {
@@ -123,28 +153,38 @@ void *alloc_buffer(const struct bench *b, size_t bytes) {
 }
 
 /* Sets the call's count and the send and receive element counts for a whole-buffer size of
- * `bytes` as nccl-tests defines it: the receive buffer of allgather, the send buffer of
- * reduce-scatter, the one buffer of the others. */
-void set_buffer_size(struct bench *b, size_t bytes) {
+ * `bytes` as nccl-tests defines it: the receive buffer of allgather and alltoall, the send buffer
+ * of reduce-scatter, the root's receive buffer of gather and send buffer of scatter (each of these
+ * one block per rank, rounded down to whole blocks), the one buffer of the others. False where a
+ * size above 0 holds no whole element (per block): mpi_coll.c skips such a size. */
+bool set_buffer_size(struct bench *b, size_t bytes) {
   size_t elems = bytes / b->tsize, n = (size_t)b->nranks;
   switch (b->o->coll) {
   case COLL_ALLGATHER:
+  case COLL_GATHER:
     b->count = elems / n;
     b->send_elems = b->count;
     b->recv_elems = b->count * n;
     b->bytes = b->recv_elems * b->tsize;
     break;
   case COLL_REDUCESCATTER:
+  case COLL_SCATTER:
     b->count = elems / n;
     b->send_elems = b->count * n;
     b->recv_elems = b->count;
     b->bytes = b->send_elems * b->tsize;
+    break;
+  case COLL_ALLTOALL:
+    b->count = elems / n;
+    b->send_elems = b->recv_elems = b->count * n;
+    b->bytes = b->recv_elems * b->tsize;
     break;
   default:
     b->count = b->send_elems = b->recv_elems = elems;
     b->bytes = elems * b->tsize;
     break;
   }
+  return b->count > 0 || bytes == 0;
 }
 
 /* Rank 0 opens the -J file before any work; every rank learns whether that worked (collective).
@@ -182,8 +222,14 @@ int start_bench(struct bench *b, tally_comm_t comm, const struct options *o, FIL
   TRY(b, tally_comm_rank(comm, &b->rank));
   TRY(b, tally_comm_size(comm, &b->nranks));
   b->tsize = tally_datatype_size(o->type);
-  if (coll_rooted(o->coll) && o->root >= b->nranks) {
-    if (b->rank == 0) fprintf(stderr, "tally-perf: -r %d is not a rank of this %d-rank job\n", o->root, b->nranks);
+  char refused[128] = "";
+  if (coll_rooted(o->coll) && o->root >= b->nranks)
+    snprintf(refused, sizeof refused, "-r %d is not a rank of this %d-rank job", o->root, b->nranks);
+  else if (o->coll == COLL_SENDRECV && b->nranks < 2)
+    snprintf(refused, sizeof refused, "sendrecv ping-pongs between ranks 0 and 1: this job has 1 rank");
+  if (refused[0] != '\0') {
+    if (b->rank == 0) fprintf(stderr, "tally-perf: %s\n", refused);
+    tally_barrier(comm, NULL); /* nobody exits (and has a launcher stop rank 0) before rank 0 has said why */
     tally_comm_destroy(comm);
     return 2;
   }
@@ -251,7 +297,10 @@ int run_rank(tally_comm_t comm, const struct options *o) {
 
   size_t size = o->minbytes;
   do {
-    set_buffer_size(&b, size);
+    if (!set_buffer_size(&b, size)) {
+      if (b.rank == 0) print_skipped(&b, size);
+      continue;
+    }
     struct row row;
     memset(&row, 0, sizeof row);
     row.bytes = b.bytes;
@@ -259,7 +308,7 @@ int run_rank(tally_comm_t comm, const struct options *o) {
     TRY(&b, tally_barrier(comm, NULL));
     for (int p = 0; p < 2; p++) {
       struct place_result *r = &row.place[p];
-      r->time_us = time_place(&b, p, o->warmup);
+      r->time_us = reported_time(o->coll, time_place(&b, p, o->warmup));
       double sec = r->time_us * 1e-6;
       r->algbw = sec > 0 ? (double)b.bytes / 1e9 / sec : 0;
       r->busbw = r->algbw * factor;

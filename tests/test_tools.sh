@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the command-line tools: tally-run (launch, failure propagation) and tally-perf (every
-# collective with checking on, under tally-run and with -N, JSON output, bad arguments, a short
-# --soak of random collectives, -a, --sweep of every algorithm).
+# collective and sendrecv with checking on, under tally-run and with -N, JSON output, bad
+# arguments, a short --soak of random collectives, -a, --sweep of every algorithm).
 # usage: test_tools.sh BUILD_DIR
 set -uo pipefail
 bin=${1:?build directory}
@@ -14,6 +14,36 @@ for coll in allreduce allgather reducescatter broadcast reduce; do
   check "tally-perf -N 3 $coll" 0 "$bin/tally-perf" "$coll" -N 3 -b 1K -e 1M -d half -o max -r 2 -n 2 -w 1
   expect_text "$coll no wrong values" "Out of bounds values : 0 OK"
 done
+# The calls made of point-to-point messages. Rows at 256 KiB: alltoall's receive buffer, gather's
+# and scatter's root buffer hold 3 blocks of 21845 floats (8 B, less than a float per rank, is
+# skipped); sendrecv is one buffer. #wrong 0 out of place and in place; busbw from -J.
+for coll in alltoall gather scatter sendrecv; do
+  n=3 bytes=262140 count=21845 root=-1 factor=0.6667 args=(-r 0)
+  case $coll in
+  gather | scatter) root=1 args=(-r 1) ;;
+  sendrecv) n=2 bytes=262144 count=65536 factor=1.0000 ;;
+  esac
+  json=$(mktemp)
+  check "tally-perf -N $n $coll" 0 "$bin/tally-perf" "$coll" -N $n -b 8 -e 256K -f 8 -n 2 -w 1 -c 1 "${args[@]}" -J "$json"
+  expect_text "$coll table" "^ +$bytes +$count +float +none +$root( +[0-9.]+){3} +0( +[0-9.]+){3} +0$"
+  expect_text "$coll no wrong values" "Out of bounds values : 0 OK"
+  if [ $coll = sendrecv ]; then
+    expect_text "sendrecv times one way" "ranks 0 and 1 ping-pong.*one way"
+  else
+    expect_text "$coll skips 8 B" "^# 8 B skipped: less than one float element per rank$"
+  fi
+  got=$(grep -o '"algbw": [0-9.]*, "busbw": [0-9.]*' "$json" | tail -1 | awk '{printf "%.4f", $4 / $2}')
+  [ "$got" = $factor ] || { echo "FAIL $coll busbw/algbw: $got, expected $factor"; fail=1; }
+  rm -f "$json"
+done
+check "tally-perf sendrecv -N 1" 2 "$bin/tally-perf" sendrecv -N 1
+expect_text "sendrecv rank message" "sendrecv ping-pongs between ranks 0 and 1: give -N 2 or more"
+check "tally-perf scatter -r 7 -N 3" 2 "$bin/tally-perf" scatter -N 3 -r 7
+expect_text "scatter root message" "r 7 is not a rank of a 3-rank job"
+check "tally-perf alltoall --sweep" 2 "$bin/tally-perf" alltoall --sweep -N 2
+expect_text "alltoall sweep message" "sweep compares the library's algorithms; alltoall has none"
+check "tally-perf gather --gpu" 2 "$bin/tally-perf" gather --gpu -N 2
+expect_text "gather gpu message" "gpu: gather takes host memory only"
 json=$(mktemp)
 check "tally-perf -J" 0 "$bin/tally-perf" allreduce -N 2 -b 8 -e 64 -n 2 -w 1 -J "$json"
 grep -q '"busbw"' "$json" || { echo "FAIL -J: no busbw in $json"; fail=1; }

@@ -55,27 +55,32 @@ static tally_result_t name_call(const char *group_fn, const struct tally_call *c
   return tally_coll_remember(call->comm, TALLY_ERROR(r, "%s: %s", call->fn, why));
 }
 
-/* Every point-to-point call of `comm` in the list, as one batch. */
+/* Every point-to-point call of `comm` in the list, as one batch. In-place copies live in the
+ * communicator's scratch buffer, which the collectives (run before) no longer need. */
 static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, struct tally_call *calls, int n) {
   int any = 0;
-  for (int i = 0; i < n; i++) any |= calls[i].comm == comm && calls[i].kind != TALLY_CALL_COLLECTIVE;
+  size_t copies = 0;
+  for (int i = 0; i < n; i++) {
+    if (calls[i].comm != comm || calls[i].kind == TALLY_CALL_COLLECTIVE) continue;
+    any = 1;
+    copies += (tally_call_copy_bytes(&calls[i]) + 63) / 64 * 64;
+  }
   if (!any) return TALLY_SUCCESS;
   struct tally_p2p_msg *msgs = NULL;
-  int nmsgs = 0, cap = 0, nscratch = 0, failed = -1;
-  void **scratch = calloc((size_t)n, sizeof *scratch);
-  tally_result_t r = scratch ? TALLY_SUCCESS : TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for %d calls", n);
+  int nmsgs = 0, cap = 0, failed = -1;
+  size_t used = 0;
+  tally_result_t r = tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, copies);
   for (int i = 0; i < n && r == TALLY_SUCCESS; i++) {
     if (calls[i].comm != comm || calls[i].kind == TALLY_CALL_COLLECTIVE) continue;
     failed = i;
-    r = tally_call_messages(&calls[i], i, &msgs, &nmsgs, &cap, &scratch[nscratch]);
-    if (r != TALLY_SUCCESS) tally_coll_remember(comm, r);
-    if (scratch[nscratch]) nscratch++;
+    size_t copy = tally_call_copy_bytes(&calls[i]);
+    r = tally_call_messages(&calls[i], i, &msgs, &nmsgs, &cap, copy ? (char *)comm->scratch + used : NULL);
+    used += (copy + 63) / 64 * 64;
   }
+  if (r != TALLY_SUCCESS) tally_coll_remember(comm, r);
   if (r == TALLY_SUCCESS && nmsgs > 0)
     r = tally_p2p_execute(group_fn ? group_fn : calls[failed].fn, comm, msgs, nmsgs, &failed);
   if (r != TALLY_SUCCESS && failed >= 0) r = name_call(group_fn, &calls[failed], failed, r);
-  for (int i = 0; i < nscratch; i++) free(scratch[i]);
-  free(scratch);
   free(msgs);
   return r;
 }

@@ -45,10 +45,14 @@ tally_result_t tally_call_submit(struct tally_call *call);
 /* Runs a collective call on a communicator this thread has claimed (collectives.c). */
 tally_result_t tally_collective_run_claimed(const struct tally_call *call);
 
-/* Appends the messages of a point-to-point call on its communicator to `msgs` (p2p.c): `*scratch`
- * is set to memory to free once they have run (the send data of an in-place alltoall), or NULL. */
+/* The bytes of scratch memory a point-to-point call needs while it runs (p2p.c): a copy of the send
+ * data of an alltoall or alltoallv in place, whose receives overwrite what its sends read. */
+size_t tally_call_copy_bytes(const struct tally_call *call);
+
+/* Appends the messages of a point-to-point call on its communicator to `msgs` (p2p.c), with `copy`
+ * pointing to tally_call_copy_bytes of scratch memory (NULL where that is 0). */
 struct tally_p2p_msg;
 tally_result_t tally_call_messages(const struct tally_call *call, int index, struct tally_p2p_msg **msgs, int *n,
-                                   int *cap, void **scratch);
+                                   int *cap, void *copy);
 
 #endif

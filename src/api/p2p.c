@@ -248,24 +248,32 @@ static struct tally_msg_header collective_header(tally_comm_t comm, int kind, co
   return h;
 }
 
-/* In place, sends would read blocks that receives overwrite: they read a copy instead. */
-static tally_result_t copy_if_in_place(const struct tally_call *call, size_t bytes, const void **send, void **scratch) {
-  *send = call->sendbuf;
-  if (call->sendbuf != call->recvbuf || bytes == 0) return TALLY_SUCCESS;
-  *scratch = malloc(bytes);
-  if (!*scratch)
-    return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s in place: out of memory for a %zu-byte copy", call->fn, bytes);
-  memcpy(*scratch, call->sendbuf, bytes);
-  *send = *scratch;
-  return TALLY_SUCCESS;
+/* The bytes of sendbuf an alltoall or alltoallv reads. */
+static size_t send_bytes(const struct tally_call *call) {
+  int n = call->comm->nranks;
+  size_t es = tally_datatype_size(call->datatype), elements = call->count * (size_t)n;
+  if (call->kind == TALLY_CALL_ALLTOALLV) /* checked at the call: cannot fail here */
+    extent(call->fn, "sendcounts/sdispls", call->counts, call->counts + n, n, &elements);
+  return elements * es;
 }
 
-static tally_result_t alltoall_messages(const struct tally_call *call, struct batch *b, void **scratch) {
+size_t tally_call_copy_bytes(const struct tally_call *call) {
+  int all_to_all = call->kind == TALLY_CALL_ALLTOALL || call->kind == TALLY_CALL_ALLTOALLV;
+  return all_to_all && call->sendbuf == call->recvbuf ? send_bytes(call) : 0;
+}
+
+/* In place, sends would read blocks that receives overwrite: they read a copy instead. */
+static const void *send_data(const struct tally_call *call, void *copy) {
+  if (!copy) return call->sendbuf;
+  memcpy(copy, call->sendbuf, tally_call_copy_bytes(call));
+  return copy;
+}
+
+static tally_result_t alltoall_messages(const struct tally_call *call, struct batch *b, void *copy) {
   tally_comm_t comm = call->comm;
   int n = comm->nranks;
   size_t block = call->count * tally_datatype_size(call->datatype);
-  const void *send;
-  TALLY_CHECK(copy_if_in_place(call, block * (size_t)n, &send, scratch));
+  const void *send = send_data(call, copy);
   struct tally_msg_header h = collective_header(comm, TALLY_MSG_ALLTOALL, call);
   for (int k = 0; k < n; k++) { /* rank r starts with r + 1, so that not every rank sends to rank 0 first */
     int peer = (comm->rank + k) % n;
@@ -277,17 +285,13 @@ static tally_result_t alltoall_messages(const struct tally_call *call, struct ba
 
 /* Each pair's messages carry what the sender sends (count) and what it expects back (index), so
  * that a count that differs either way fails on both ranks. */
-static tally_result_t alltoallv_messages(const struct tally_call *call, struct batch *b, void **scratch) {
+static tally_result_t alltoallv_messages(const struct tally_call *call, struct batch *b, void *copy) {
   tally_comm_t comm = call->comm;
   int n = comm->nranks;
   size_t es = tally_datatype_size(call->datatype);
   const size_t *sendcounts = call->counts, *sdispls = sendcounts + n, *recvcounts = sdispls + n,
                *rdispls = recvcounts + n;
-  size_t send_elements = 0;
-  for (int j = 0; j < n; j++)
-    if (sendcounts[j] > 0 && sdispls[j] + sendcounts[j] > send_elements) send_elements = sdispls[j] + sendcounts[j];
-  const void *send;
-  TALLY_CHECK(copy_if_in_place(call, send_elements * es, &send, scratch));
+  const void *send = send_data(call, copy);
   struct tally_msg_header h = collective_header(comm, TALLY_MSG_ALLTOALLV, call);
   for (int k = 0; k < n; k++) {
     int peer = (comm->rank + k) % n;
@@ -320,9 +324,8 @@ static tally_result_t rooted_messages(const struct tally_call *call, struct batc
 }
 
 tally_result_t tally_call_messages(const struct tally_call *call, int index, struct tally_p2p_msg **msgs, int *n,
-                                   int *cap, void **scratch) {
+                                   int *cap, void *copy) {
   struct batch b = {msgs, n, cap, index};
-  *scratch = NULL;
   size_t bytes = call->count * tally_datatype_size(call->datatype);
   struct tally_msg_header h;
   switch (call->kind) {
@@ -332,8 +335,8 @@ tally_result_t tally_call_messages(const struct tally_call *call, int index, str
     case TALLY_CALL_RECV:
       tally_p2p_header(call->comm, call->peer, 0, call->count, call->datatype, &h);
       return add(&b, call->peer, 0, call->recvbuf, bytes, &h);
-    case TALLY_CALL_ALLTOALL: return alltoall_messages(call, &b, scratch);
-    case TALLY_CALL_ALLTOALLV: return alltoallv_messages(call, &b, scratch);
+    case TALLY_CALL_ALLTOALL: return alltoall_messages(call, &b, copy);
+    case TALLY_CALL_ALLTOALLV: return alltoallv_messages(call, &b, copy);
     case TALLY_CALL_GATHER: return rooted_messages(call, &b, 1);
     case TALLY_CALL_SCATTER: return rooted_messages(call, &b, 0);
     default: return TALLY_ERROR(TALLY_ERR_INTERNAL, "%s is not a point-to-point call", call->fn);
