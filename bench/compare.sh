@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
-# Side-by-side allreduce comparison in one run: tally-perf against an anchor from ../shared/anchors,
-# each run REPEAT times, medians per size and the ratios; plus one-stream loopback TCP throughput
-# from iperf3 as the physical reference.
-# usage: [ANCHOR=gloo|mpi] [TRANSPORT=tcp|auto|shm] bench/compare.sh NRANKS [MINBYTES MAXBYTES REPEAT]
-#   ANCHOR=gloo (default): Gloo's ring over TCP loopback; compare with TRANSPORT=tcp (default).
-#   ANCHOR=mpi: Open MPI, which uses shared memory on one host; compare with TRANSPORT=auto.
+# Side-by-side comparison of one collective in one run: tally-perf against an anchor from
+# ../shared/anchors, each run REPEAT times, medians per size and the ratios; plus one-stream
+# loopback TCP throughput from iperf3 as the physical reference.
+# usage: [ANCHOR=gloo|mpi] [TRANSPORT=tcp|auto|shm] [COLL=allreduce] bench/compare.sh NRANKS [MINBYTES MAXBYTES REPEAT]
+#   ANCHOR=gloo (default): Gloo's ring allreduce over TCP loopback; compare with TRANSPORT=tcp (default).
+#   ANCHOR=mpi: Open MPI, which uses shared memory on one host; compare with TRANSPORT=auto. COLL is
+#   any collective of tally-perf that the MPI anchor has: allreduce, allgather, reducescatter,
+#   broadcast, reduce, alltoall, sendrecv.
 # Run from the repository root after a build.
 set -euo pipefail
 n=${1:-2}; minb=${2:-8}; maxb=${3:-67108864}; repeat=${4:-5}
 root=$(cd "$(dirname "$0")/.." && pwd)
 anchor=${ANCHOR:-gloo}
 transport=${TRANSPORT:-tcp}
+coll=${COLL:-allreduce}
+case "$anchor:$coll" in
+  gloo:allreduce | mpi:allreduce | mpi:allgather | mpi:reducescatter | mpi:reduce | mpi:alltoall | mpi:sendrecv)
+    anchor_coll=$coll ;;
+  mpi:broadcast) anchor_coll=bcast ;;
+  *) echo "compare.sh: the $anchor anchor has no $coll" >&2; exit 2 ;;
+esac
 anchors=${ANCHORS:-$root/../shared/anchors}
 perf=${TALLY_PERF:-$root/build/tally-perf}
 raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
 for i in $(seq "$repeat"); do
   # columns kept: size, time(us), busbw (out-of-place)
-  TALLY_TRANSPORT=$transport "$perf" allreduce -N "$n" -b "$minb" -e "$maxb" -n 20 -w 3 |
+  TALLY_TRANSPORT=$transport "$perf" "$coll" -N "$n" -b "$minb" -e "$maxb" -n 20 -w 3 |
     awk '/^ +[0-9]/ {print $1, $6, $8}' >>"$raw/tally"
-  "$anchors/run.sh" "$anchor" "$n" "$minb" "$maxb" 20 2>/dev/null | awk '/^ +[0-9]/ {print $1, $5, $7}' >>"$raw/anchor"
+  "$anchors/run.sh" "$anchor" "$n" "$minb" "$maxb" 20 "$anchor_coll" 2>/dev/null |
+    awk '/^ +[0-9]/ {print $1, $5, $7}' >>"$raw/anchor"
 done
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-printf "# allreduce float sum, %d ranks, medians of %d runs: tally (TALLY_TRANSPORT=%s) vs %s\n" "$n" "$repeat" \
+printf "# %s float, %d ranks, medians of %d runs: tally (TALLY_TRANSPORT=%s) vs %s\n" "$coll" "$n" "$repeat" \
   "$transport" "$anchor"
 printf "%12s %12s %12s %8s %10s %10s %8s\n" bytes tally_us "${anchor}_us" ratio tally_bus "${anchor}_bus" ratio
 for size in $(awk '{print $1}' "$raw/tally" | sort -n -u); do

@@ -46,9 +46,7 @@ tally_result_t tally_collective_run_claimed(const struct tally_call *call) {
 
 /* Checks the call, then runs it (group.h: now, or at the end of this thread's group). */
 static tally_result_t run(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm, tally_stream_t stream) {
-  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
-  if (!tally_registry_contains(comm))
-    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
+  TALLY_CHECK(tally_call_check_comm(fn, comm));
   tally_result_t r = validate(fn, d, comm);
   if (r != TALLY_SUCCESS) return tally_coll_remember(comm, r);
   struct tally_call call = {.kind = TALLY_CALL_COLLECTIVE, .fn = fn, .comm = comm, .stream = stream, .desc = *d};

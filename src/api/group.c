@@ -31,6 +31,13 @@ static int by_comm_id(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+tally_result_t tally_call_check_comm(const char *fn, tally_comm_t comm) {
+  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
+  if (!tally_registry_contains(comm))
+    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
+  return TALLY_SUCCESS;
+}
+
 /* Claims comm for this thread, with the messages the API has always given. */
 static tally_result_t claim(const char *fn, tally_comm_t comm) {
   if (!tally_registry_contains(comm))

@@ -35,6 +35,9 @@ struct tally_call {
   size_t *counts; /* alltoallv: sendcounts, sdispls, recvcounts, rdispls, nranks each (owned) */
 };
 
+/* The first check of every call: comm is a live communicator. */
+tally_result_t tally_call_check_comm(const char *fn, tally_comm_t comm);
+
 /* Whether this thread is between tally_group_start and its outermost tally_group_end. */
 int tally_group_open(void);
 
@@ -45,11 +48,11 @@ tally_result_t tally_call_submit(struct tally_call *call);
 /* Runs a collective call on a communicator this thread has claimed (collectives.c). */
 tally_result_t tally_collective_run_claimed(const struct tally_call *call);
 
-/* The bytes of scratch memory a point-to-point call needs while it runs (p2p.c): a copy of the send
+/* The bytes of scratch memory a point-to-point call needs while it runs (point_to_point.c): a copy of the send
  * data of an alltoall or alltoallv in place, whose receives overwrite what its sends read. */
 size_t tally_call_copy_bytes(const struct tally_call *call);
 
-/* Appends the messages of a point-to-point call on its communicator to `msgs` (p2p.c), with `copy`
+/* Appends the messages of a point-to-point call on its communicator to `msgs` (point_to_point.c), with `copy`
  * pointing to tally_call_copy_bytes of scratch memory (NULL where that is 0). */
 struct tally_p2p_msg;
 tally_result_t tally_call_messages(const struct tally_call *call, int index, struct tally_p2p_msg **msgs, int *n,

@@ -1,27 +1,18 @@
 /* The point-to-point entry points (tally_send, tally_recv) and the collectives made of point-to-point
  * messages (tally_alltoall, tally_alltoallv, tally_gather, tally_scatter): their argument checks,
  * and the messages each call is made of (group.h runs them). Host memory only, for now. */
-#include "algorithms/p2p.h"
-
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "algorithms/p2p.h"
 #include "comm/comm.h"
 #include "core/error.h"
 #include "device/device.h"
 #include "dispatch/dispatch.h"
 #include "group.h"
-#include "registry.h"
 
 /* --- checks ------------------------------------------------------------------------------------ */
-
-static tally_result_t check_comm(const char *fn, tally_comm_t comm) {
-  if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
-  if (!tally_registry_contains(comm))
-    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
-  return TALLY_SUCCESS;
-}
 
 static int on_device(const struct tally_device_ops *dev, const void *p) {
   if (!dev || !p) return 0;
@@ -81,7 +72,7 @@ static tally_result_t submit_checked(struct tally_call *call, tally_result_t che
 
 tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t datatype, int peer, tally_comm_t comm,
                           tally_stream_t stream) {
-  TALLY_CHECK(check_comm("tally_send", comm));
+  TALLY_CHECK(tally_call_check_comm("tally_send", comm));
   struct tally_call call = {.kind = TALLY_CALL_SEND,
                             .fn = "tally_send",
                             .comm = comm,
@@ -102,7 +93,7 @@ tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t da
 
 tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype, int peer, tally_comm_t comm,
                           tally_stream_t stream) {
-  TALLY_CHECK(check_comm("tally_recv", comm));
+  TALLY_CHECK(tally_call_check_comm("tally_recv", comm));
   struct tally_call call = {.kind = TALLY_CALL_RECV,
                             .fn = "tally_recv",
                             .comm = comm,
@@ -123,7 +114,7 @@ tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype
 
 tally_result_t tally_alltoall(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                               tally_comm_t comm, tally_stream_t stream) {
-  TALLY_CHECK(check_comm("tally_alltoall", comm));
+  TALLY_CHECK(tally_call_check_comm("tally_alltoall", comm));
   struct tally_call call = {.kind = TALLY_CALL_ALLTOALL,
                             .fn = "tally_alltoall",
                             .comm = comm,
@@ -144,7 +135,7 @@ tally_result_t tally_alltoall(const void *sendbuf, void *recvbuf, size_t count, 
 tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, const size_t *sdispls, void *recvbuf,
                                const size_t *recvcounts, const size_t *rdispls, tally_datatype_t datatype,
                                tally_comm_t comm, tally_stream_t stream) {
-  TALLY_CHECK(check_comm("tally_alltoallv", comm));
+  TALLY_CHECK(tally_call_check_comm("tally_alltoallv", comm));
   struct tally_call call = {.kind = TALLY_CALL_ALLTOALLV,
                             .fn = "tally_alltoallv",
                             .comm = comm,
@@ -172,7 +163,7 @@ tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, co
 
 tally_result_t tally_gather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype, int root,
                             tally_comm_t comm, tally_stream_t stream) {
-  TALLY_CHECK(check_comm("tally_gather", comm));
+  TALLY_CHECK(tally_call_check_comm("tally_gather", comm));
   struct tally_call call = {.kind = TALLY_CALL_GATHER,
                             .fn = "tally_gather",
                             .comm = comm,
@@ -194,7 +185,7 @@ tally_result_t tally_gather(const void *sendbuf, void *recvbuf, size_t sendcount
 
 tally_result_t tally_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype, int root,
                              tally_comm_t comm, tally_stream_t stream) {
-  TALLY_CHECK(check_comm("tally_scatter", comm));
+  TALLY_CHECK(tally_call_check_comm("tally_scatter", comm));
   struct tally_call call = {.kind = TALLY_CALL_SCATTER,
                             .fn = "tally_scatter",
                             .comm = comm,
