@@ -20,6 +20,9 @@ struct group {
   int n, cap;
 };
 static _Thread_local struct group open_group;
+/* Threads with an open group: while there are none, a call runs at once without looking up this
+ * thread's group (a thread-local lookup in a shared library costs a function call). */
+static atomic_int groups_open;
 
 static void free_calls(struct tally_call *calls, int n) {
   for (int i = 0; i < n; i++) free(calls[i].counts);
@@ -92,10 +95,19 @@ static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, stru
   return r;
 }
 
-/* Runs the calls as group.h says; returns the first failure. `group_fn` names the group's end in
- * messages (NULL: a single call outside a group). */
+/* A call outside a group: the same steps for one call, without the list's bookkeeping. */
+static tally_result_t run_one(struct tally_call *call) {
+  TALLY_CHECK(claim(call->fn, call->comm));
+  tally_result_t r = call->kind == TALLY_CALL_COLLECTIVE ? tally_collective_run_claimed(call)
+                                                         : run_messages(NULL, call->comm, call, 1);
+  atomic_store(&call->comm->busy, 0);
+  return r;
+}
+
+/* Runs a group's calls as group.h says; returns the first failure. `group_fn` names the group's
+ * end in messages. */
 static tally_result_t run_calls(const char *group_fn, struct tally_call *calls, int n) {
-  tally_comm_t one_comm[1], *comms = n == 1 ? one_comm : malloc((size_t)n * sizeof *comms); /* a lone call: no malloc */
+  tally_comm_t *comms = malloc((size_t)n * sizeof *comms);
   if (!comms) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory running %d calls", n);
   int ncomms = 0;
   for (int i = 0; i < n; i++) {
@@ -105,31 +117,32 @@ static tally_result_t run_calls(const char *group_fn, struct tally_call *calls, 
   }
   tally_result_t r = TALLY_SUCCESS;
   int claimed = 0;
-  for (; claimed < ncomms && r == TALLY_SUCCESS; claimed++)
-    r = claim(group_fn ? group_fn : calls[0].fn, comms[claimed]);
+  for (; claimed < ncomms && r == TALLY_SUCCESS; claimed++) r = claim(group_fn, comms[claimed]);
   if (r != TALLY_SUCCESS) claimed--;
   if (r == TALLY_SUCCESS) qsort(comms, (size_t)ncomms, sizeof *comms, by_comm_id); /* ids are valid once claimed */
   for (int c = 0; c < ncomms && claimed == ncomms; c++) {
     for (int i = 0; i < n; i++) {
       if (calls[i].comm != comms[c] || calls[i].kind != TALLY_CALL_COLLECTIVE) continue;
       tally_result_t one = tally_collective_run_claimed(&calls[i]);
-      if (one != TALLY_SUCCESS && group_fn) one = name_call(group_fn, &calls[i], i, one);
+      if (one != TALLY_SUCCESS) one = name_call(group_fn, &calls[i], i, one);
       if (r == TALLY_SUCCESS) r = one;
     }
     tally_result_t batch = run_messages(group_fn, comms[c], calls, n);
     if (r == TALLY_SUCCESS) r = batch;
   }
   for (int c = 0; c < claimed; c++) atomic_store(&comms[c]->busy, 0);
-  if (comms != one_comm) free(comms);
+  free(comms);
   return r;
 }
 
-int tally_group_open(void) { return open_group.depth > 0; }
+int tally_group_open(void) {
+  return atomic_load_explicit(&groups_open, memory_order_relaxed) > 0 && open_group.depth > 0;
+}
 
 tally_result_t tally_group_start(void) {
   if (open_group.depth == INT_MAX)
     return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_group_start: groups are nested %d deep on this thread", INT_MAX);
-  open_group.depth++;
+  if (open_group.depth++ == 0) atomic_fetch_add(&groups_open, 1);
   return TALLY_SUCCESS;
 }
 
@@ -139,6 +152,7 @@ tally_result_t tally_group_end(void) {
                        "tally_group_end: this thread has no open group (call tally_group_start first; each "
                        "tally_group_start takes one tally_group_end)");
   if (--open_group.depth > 0) return TALLY_SUCCESS;
+  atomic_fetch_sub(&groups_open, 1);
   struct group done = open_group;
   open_group = (struct group){0};
   tally_result_t r = done.n > 0 ? run_calls("tally_group_end", done.calls, done.n) : TALLY_SUCCESS;
@@ -148,8 +162,8 @@ tally_result_t tally_group_end(void) {
 }
 
 tally_result_t tally_call_submit(struct tally_call *call) {
-  if (open_group.depth == 0) {
-    tally_result_t r = run_calls(NULL, call, 1);
+  if (atomic_load_explicit(&groups_open, memory_order_relaxed) == 0 || open_group.depth == 0) {
+    tally_result_t r = run_one(call);
     free_calls(call, 1);
     return r;
   }
