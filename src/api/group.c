@@ -41,10 +41,8 @@ tally_result_t tally_call_check_comm(const char *fn, tally_comm_t comm) {
   return TALLY_SUCCESS;
 }
 
-/* Claims comm for this thread, with the messages the API has always given. */
+/* Claims comm, a live communicator, for this thread, with the message the API has always given. */
 static tally_result_t claim(const char *fn, tally_comm_t comm) {
-  if (!tally_registry_contains(comm))
-    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "%s: the communicator was destroyed or never created", fn);
   if (atomic_exchange(&comm->busy, 1))
     return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                        "%s: another thread is running a collective on this communicator; use one communicator per "
@@ -95,7 +93,8 @@ static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, stru
   return r;
 }
 
-/* A call outside a group: the same steps for one call, without the list's bookkeeping. */
+/* A call outside a group (its communicator checked a moment ago): the same steps for one call,
+ * without the list's bookkeeping. */
 static tally_result_t run_one(struct tally_call *call) {
   TALLY_CHECK(claim(call->fn, call->comm));
   tally_result_t r = call->kind == TALLY_CALL_COLLECTIVE ? tally_collective_run_claimed(call)
@@ -117,7 +116,10 @@ static tally_result_t run_calls(const char *group_fn, struct tally_call *calls, 
   }
   tally_result_t r = TALLY_SUCCESS;
   int claimed = 0;
-  for (; claimed < ncomms && r == TALLY_SUCCESS; claimed++) r = claim(group_fn, comms[claimed]);
+  for (; claimed < ncomms && r == TALLY_SUCCESS; claimed++) {
+    r = tally_call_check_comm(group_fn, comms[claimed]); /* destroyed since the call? */
+    if (r == TALLY_SUCCESS) r = claim(group_fn, comms[claimed]);
+  }
   if (r != TALLY_SUCCESS) claimed--;
   if (r == TALLY_SUCCESS) qsort(comms, (size_t)ncomms, sizeof *comms, by_comm_id); /* ids are valid once claimed */
   for (int c = 0; c < ncomms && claimed == ncomms; c++) {
