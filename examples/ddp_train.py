@@ -10,13 +10,14 @@ the steps per second after the first --warmup steps; --save PREFIX writes each r
 parameters to PREFIX.rank<R>.pt for comparison.
 """
 import argparse
-import os
 import time
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+
+import distributed_env
 
 
 def parse_args():
@@ -30,17 +31,6 @@ def parse_args():
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--save", help="write each rank's final parameters to SAVE.rank<R>.pt")
     return p.parse_args()
-
-
-def adopt_tally_run_env():
-    """Under tally-run (TALLY_RANK, TALLY_SIZE, TALLY_ROOT) rather than torchrun: give c10d's
-    env:// the same rank and size, and TALLY_ROOT's free port for its store (the tally backend
-    takes its own bootstrap address from tally_get_unique_id, so the port is not otherwise used)."""
-    if "RANK" in os.environ or "TALLY_RANK" not in os.environ:
-        return
-    host, port = os.environ["TALLY_ROOT"].rsplit(":", 1)
-    os.environ.update(RANK=os.environ["TALLY_RANK"], WORLD_SIZE=os.environ["TALLY_SIZE"], MASTER_ADDR=host,
-                      MASTER_PORT=port)
 
 
 def make_model(args):
@@ -59,11 +49,7 @@ def batch(args, rank, step):
 
 def main():
     args = parse_args()
-    adopt_tally_run_env()
-    if args.backend == "tally":
-        import tally_torch  # noqa: F401  (registers the backend)
-    dist.init_process_group(args.backend, init_method="env://")
-    rank = dist.get_rank()
+    rank, _ = distributed_env.init(args.backend)
     model = DDP(make_model(args))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()

@@ -120,10 +120,11 @@ TALLY_API tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t
                             tally_op_t op, int root, tally_comm_t comm, tally_stream_t stream);
 TALLY_API tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream);
 /* Point-to-point, as NCCL's ncclSend/ncclRecv: messages between two ranks match in call order,
- * and a recv's count and datatype must equal the matching send's (else TALLY_ERR_MISMATCH, never a
- * truncated or overrun buffer). Host memory (stream NULL): outside a group a send returns once its
- * buffer may be reused and a recv once the data is there. A pair of ranks no algorithm connected
- * at init is connected on first use. */
+ * and a recv's count and datatype must equal the matching send's: else the recv returns
+ * TALLY_ERR_MISMATCH naming both calls (never a truncated or overrun buffer), and the sender, whose
+ * send may already have returned, gets it from its next call on the communicator. Host memory
+ * (stream NULL): outside a group a send returns once its buffer may be reused and a recv once the
+ * data is there. A pair of ranks no algorithm connected at init is connected on first use. */
 TALLY_API tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t datatype, int peer,
                                     tally_comm_t comm, tally_stream_t stream);
 TALLY_API tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype, int peer,

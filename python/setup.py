@@ -34,7 +34,7 @@ def tally_paths():
 
 
 include_dirs, library_dirs = tally_paths()
-sources = ["module.cpp", "process_group.cpp", "worker.cpp", "tensor_args.cpp"]
+sources = ["module.cpp", "process_group.cpp", "point_to_point.cpp", "worker.cpp", "tensor_args.cpp"]
 
 setup(
     name="tally_torch",

@@ -1,6 +1,9 @@
-/* ProcessGroupTally's collectives (see process_group.h). Every collective is in place on
- * contiguous CPU tensors; list-of-tensors forms go through one flat staging buffer. */
+/* ProcessGroupTally's construction, its queueing of collectives, and the collectives Tally runs as
+ * such (see process_group.h). Every collective is in place on contiguous CPU tensors;
+ * list-of-tensors forms go through one flat staging buffer. */
 #include "process_group.h"
+
+#include <Python.h> /* the GIL, in the destructor */
 
 #include <stdexcept>
 
@@ -21,31 +24,33 @@ ProcessGroupTally::ProcessGroupTally(int rank, int size, const tally_unique_id_t
   init();
 }
 
+/* The worker may drop the last reference to a tensor (or Work) that Python has let go of, which
+ * takes the GIL to free its Python object: a caller holding the GIL (destroy_process_group) lets
+ * go of it while the worker finishes, or both would wait forever. */
+ProcessGroupTally::~ProcessGroupTally() {
+  if (Py_IsInitialized() && PyGILState_Check()) {
+    PyThreadState *state = PyEval_SaveThread();
+    worker_.reset();
+    PyEval_RestoreThread(state);
+  } else {
+    worker_.reset();
+  }
+}
+
 c10::intrusive_ptr<c10d::Work> ProcessGroupTally::submit(c10d::OpType type, const char *collective,
                                                          std::vector<at::Tensor> outputs, Worker::Job job) {
+  std::lock_guard<std::mutex> lock(coalescing_mutex_);
+  TORCH_CHECK(!coalescing_, "Tally backend: ", collective,
+              " cannot run between startCoalescing and endCoalescing (inside batch_isend_irecv); only send and recv "
+              "can");
   auto work = c10::make_intrusive<TallyWork>(rank_, type, std::move(outputs));
-  worker_->enqueue(work, collective, std::move(job));
+  worker_->enqueue(Worker::Op{work, collective, std::move(job)});
   return work;
 }
 
 static void check_root(int64_t root, int64_t root_tensor, int size) {
-  TORCH_CHECK(root >= 0 && root < size, "Tally backend: root rank ", root, " is out of range [0, ", size, ")");
+  check_rank(root, size, "root rank");
   TORCH_CHECK(root_tensor == 0, "Tally backend: rootTensor must be 0 (one tensor per rank), got ", root_tensor);
-}
-
-static at::Tensor flatten_into_one(const std::vector<at::Tensor> &tensors) {
-  std::vector<at::Tensor> flat;
-  for (const auto &t : tensors) flat.push_back(t.view(-1));
-  return at::cat(flat);
-}
-
-/* Copies consecutive slices of `flat` back into `tensors` (the inverse of flatten_into_one). */
-static void unflatten_from_one(const at::Tensor &flat, std::vector<at::Tensor> &tensors) {
-  int64_t offset = 0;
-  for (auto &t : tensors) {
-    t.view(-1).copy_(flat.narrow(0, offset, t.numel()));
-    offset += t.numel();
-  }
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupTally::allreduce(std::vector<at::Tensor> &tensors,

@@ -1,9 +1,14 @@
-/* ProcessGroupTally: the c10d backend named "tally". Each collective checks its tensors in the
+/* ProcessGroupTally: the c10d backend named "tally". Each operation checks its tensors in the
  * caller's thread (bad arguments raise at once), then queues a job on the worker thread, which
- * owns the Tally communicator, and returns a TallyWork that completes when the job has run. */
+ * owns the Tally communicator, and returns a TallyWork that completes when the job has run.
+ * Between startCoalescing and endCoalescing (batch_isend_irecv) sends and recvs are held back and
+ * queued at the end as one Tally group. The collectives are in process_group.cpp; send, recv,
+ * coalescing and the collectives Tally builds from messages (alltoall, gather, scatter) in
+ * point_to_point.cpp. */
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "torch_compat.h"
@@ -15,6 +20,8 @@ class ProcessGroupTally : public BackendBase {
  public:
   /* Joins the communicator (blocks until every rank has); timeout_s is every wait's limit. */
   ProcessGroupTally(int rank, int size, const tally_unique_id_t &id, double timeout_s);
+  /* Waits for the queued operations, then destroys the communicator. */
+  ~ProcessGroupTally() override;
 
   const std::string getBackendName() const override { return "tally"; }
 
@@ -40,13 +47,39 @@ class ProcessGroupTally : public BackendBase {
       const c10d::ReduceScatterOptions &opts = c10d::ReduceScatterOptions()) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions &opts = c10d::BarrierOptions()) override;
 
+  /* point_to_point.cpp */
+  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor> &tensors, int dstRank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor> &tensors, int srcRank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor> &tensors, int tag) override;
+  /* PyTorch 1.13's signatures (2.1 and later: endCoalescing() returns the Work; see torch_compat.h). */
+  void startCoalescing() override;
+  void endCoalescing(std::vector<c10::intrusive_ptr<c10d::Work>> &reqs) override;
+  c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor &outputBuffer, at::Tensor &inputBuffer,
+                                               std::vector<int64_t> &outputSplitSizes,
+                                               std::vector<int64_t> &inputSplitSizes,
+                                               const c10d::AllToAllOptions &opts = c10d::AllToAllOptions()) override;
+  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor> &outputTensors, std::vector<at::Tensor> &inputTensors,
+                                          const c10d::AllToAllOptions &opts = c10d::AllToAllOptions()) override;
+  c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>> &outputTensors,
+                                        std::vector<at::Tensor> &inputTensors,
+                                        const c10d::GatherOptions &opts = c10d::GatherOptions()) override;
+  c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor> &outputTensors,
+                                         std::vector<std::vector<at::Tensor>> &inputTensors,
+                                         const c10d::ScatterOptions &opts = c10d::ScatterOptions()) override;
+
  private:
+  /* Queues job (a collective) on the worker; refused between startCoalescing and endCoalescing. */
   c10::intrusive_ptr<c10d::Work> submit(c10d::OpType type, const char *collective, std::vector<at::Tensor> outputs,
                                         Worker::Job job);
-  c10::intrusive_ptr<c10d::Work> allreduce_flat(c10d::OpType type, const char *collective, at::Tensor tensor,
-                                                tally_op_t op, std::vector<at::Tensor> outputs);
+  /* Queues job (a send or recv with `peer`) on the worker, or, while coalescing, holds it for
+   * endCoalescing; a peer that is this rank itself is refused outside coalescing. */
+  c10::intrusive_ptr<c10d::Work> submit_p2p(c10d::OpType type, const char *call, at::Tensor tensor, int peer,
+                                            Worker::Job job);
 
   std::unique_ptr<Worker> worker_;
+  std::mutex coalescing_mutex_; /* guards the two below (callers may be several threads) */
+  bool coalescing_ = false;     /* between startCoalescing and endCoalescing */
+  std::vector<Worker::Op> coalesced_;
 };
 
 }  // namespace tally_torch

@@ -1,4 +1,4 @@
-/* Tensor, dtype and reduce-op checks and mappings (see tensor_args.h). */
+/* Argument checks and mappings, and list staging (see tensor_args.h). */
 #include "tensor_args.h"
 
 #include <c10/util/Exception.h>
@@ -58,6 +58,62 @@ void check_same(const std::vector<at::Tensor> &tensors, const at::Tensor &like, 
                 " and ", like.scalar_type());
     TORCH_CHECK(!same_numel || t.numel() == like.numel(), "Tally backend: ", what, " has a tensor of ", t.numel(),
                 " elements where ", like.numel(), " are expected");
+  }
+}
+
+void check_rank(int64_t rank, int size, const char *what) {
+  TORCH_CHECK(rank >= 0 && rank < size, "Tally backend: ", what, " ", rank, " is out of range [0, ", size, ")");
+}
+
+std::vector<size_t> split_counts(const at::Tensor &t, const std::vector<int64_t> &splits, int size, const char *what) {
+  TORCH_CHECK(t.dim() >= 1, "Tally backend: ", what, " must have at least one dimension to split along dim 0");
+  int64_t rows = t.size(0), row_elements = 1;
+  for (int64_t d = 1; d < t.dim(); d++) row_elements *= t.size(d);
+  if (splits.empty()) {
+    TORCH_CHECK(rows % size == 0, "Tally backend: ", what, "'s dim 0 (", rows, ") does not divide into ", size,
+                " equal parts; pass split sizes");
+    return std::vector<size_t>(size, static_cast<size_t>(rows / size * row_elements));
+  }
+  TORCH_CHECK(splits.size() == static_cast<size_t>(size), "Tally backend: ", what, " split sizes has ", splits.size(),
+              " entries; it needs one per rank (", size, ")");
+  std::vector<size_t> counts;
+  int64_t total = 0;
+  for (int64_t s : splits) {
+    TORCH_CHECK(s >= 0, "Tally backend: ", what, " split sizes has a negative entry (", s, ")");
+    total += s;
+    counts.push_back(static_cast<size_t>(s * row_elements));
+  }
+  TORCH_CHECK(total == rows, "Tally backend: ", what, " split sizes add up to ", total, " rows but dim 0 has ", rows);
+  return counts;
+}
+
+std::vector<size_t> numels(const std::vector<at::Tensor> &tensors) {
+  std::vector<size_t> counts;
+  for (const auto &t : tensors) counts.push_back(static_cast<size_t>(t.numel()));
+  return counts;
+}
+
+std::vector<size_t> displacements(const std::vector<size_t> &counts) {
+  std::vector<size_t> displs;
+  size_t offset = 0;
+  for (size_t c : counts) {
+    displs.push_back(offset);
+    offset += c;
+  }
+  return displs;
+}
+
+at::Tensor flatten_into_one(const std::vector<at::Tensor> &tensors) {
+  std::vector<at::Tensor> flat;
+  for (const auto &t : tensors) flat.push_back(t.view(-1));
+  return at::cat(flat);
+}
+
+void unflatten_from_one(const at::Tensor &flat, std::vector<at::Tensor> &tensors) {
+  int64_t offset = 0;
+  for (auto &t : tensors) {
+    t.view(-1).copy_(flat.narrow(0, offset, t.numel()));
+    offset += t.numel();
   }
 }
 

@@ -4,7 +4,8 @@
  * c10d::ProcessGroup and complete c10d::Work objects. PyTorch 2.x moved the collective
  * interface to c10d::Backend (same virtual method signatures) and creators return a Backend
  * registered per device: porting means the #else branch below plus the creator in
- * tally_torch/__init__.py (register_backend's `devices` argument). Untested on 2.x.
+ * tally_torch/__init__.py (register_backend's `devices` argument), and, from 2.1, endCoalescing's
+ * signature (it takes no list and returns the Work; process_group.h). Untested on 2.x.
  */
 #pragma once
 

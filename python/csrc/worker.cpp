@@ -35,10 +35,20 @@ Worker::~Worker() {
   tally_comm_destroy(comm_);
 }
 
-void Worker::enqueue(c10::intrusive_ptr<TallyWork> work, const char *collective, Job job) {
+void Worker::enqueue(Op op) {
+  Item item;
+  item.ops.push_back(std::move(op));
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(Item{std::move(work), collective, std::move(job)});
+    queue_.push_back(std::move(item));
+  }
+  cv_.notify_one();
+}
+
+void Worker::enqueue_group(std::vector<Op> ops, const char *group) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.push_back(Item{std::move(ops), group});
   }
   cv_.notify_one();
 }
@@ -53,21 +63,40 @@ void Worker::run() {
       item = std::move(queue_.front());
       queue_.pop_front();
     }
-    item.work->complete(execute(item));
+    std::exception_ptr error = execute(item);
+    for (auto &op : item.ops) op.work->complete(error);
   }
 }
 
-/* Runs one job; a Tally failure becomes a std::runtime_error (RuntimeError in Python) carrying
- * tally_comm_last_error's sentence. */
+/* A Tally failure of `what` as a std::runtime_error (RuntimeError in Python) carrying `sentence`,
+ * tally_comm_last_error's. */
+static std::exception_ptr tally_error(const char *what, tally_result_t r, const char *sentence) {
+  return std::make_exception_ptr(
+      std::runtime_error(std::string("Tally ") + what + " failed (" + tally_result_string(r) + "): " + sentence));
+}
+
+/* Runs an item's jobs: one alone, or a group's between tally_group_start and tally_group_end, which
+ * runs them; the first failure is the item's. A group is always ended, even after a failure at a
+ * call, so that this thread never keeps a Tally group open. */
 std::exception_ptr Worker::execute(Item &item) {
-  try {
-    tally_result_t r = item.job(comm_);
-    if (r == TALLY_SUCCESS) return nullptr;
-    throw std::runtime_error(std::string("Tally ") + item.collective + " failed (" + tally_result_string(r) +
-                             "): " + tally_comm_last_error(comm_));
-  } catch (...) {
-    return std::current_exception();
+  if (item.group) {
+    tally_result_t r = tally_group_start();
+    if (r != TALLY_SUCCESS) return tally_error(item.group, r, tally_comm_last_error(nullptr)); /* the thread's */
   }
+  std::exception_ptr first;
+  for (auto &op : item.ops) {
+    try {
+      tally_result_t r = op.job(comm_);
+      if (r != TALLY_SUCCESS && !first) first = tally_error(op.collective, r, tally_comm_last_error(comm_));
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (item.group) {
+    tally_result_t r = tally_group_end();
+    if (r != TALLY_SUCCESS && !first) first = tally_error(item.group, r, tally_comm_last_error(comm_));
+  }
+  return first;
 }
 
 }  // namespace tally_torch

@@ -1,9 +1,12 @@
 /* The per-process-group worker thread and the Work objects it completes.
  *
- * The worker owns the Tally communicator: every collective runs on it, one at a time, in the
- * order the process group queued them (all ranks queue the same order, as Tally requires).
- * Each queued job is paired with a TallyWork that the worker completes, successfully or with
- * the Tally error as an exception, and whose future (DDP's path) carries the output tensors.
+ * The worker owns the Tally communicator: every collective and point-to-point call runs on it,
+ * one queued item at a time, in the order the process group queued them (all ranks queue the
+ * same order, as Tally requires). An item is one operation, or a group of operations (the sends
+ * and recvs of batch_isend_irecv) run between tally_group_start and tally_group_end, so that
+ * their order across ranks cannot deadlock. Each operation is paired with a TallyWork that the
+ * worker completes, successfully or with the Tally error as an exception, and whose future
+ * (DDP's path) carries the output tensors.
  */
 #pragma once
 
@@ -15,6 +18,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "torch_compat.h"
 
@@ -35,18 +39,28 @@ class TallyWork : public c10d::Work {
 
 class Worker {
  public:
-  /* A collective on the communicator; returns Tally's result. May throw (tensor copies). */
+  /* A Tally call on the communicator; returns Tally's result. May throw (tensor copies). */
   using Job = std::function<tally_result_t(tally_comm_t)>;
-
-  explicit Worker(tally_comm_t comm); /* takes ownership of comm */
-  ~Worker();                          /* runs what is queued, then destroys the communicator */
-  void enqueue(c10::intrusive_ptr<TallyWork> work, const char *collective, Job job);
-
- private:
-  struct Item {
+  /* One operation: its Work, the Tally call's name for error messages, and the call. */
+  struct Op {
     c10::intrusive_ptr<TallyWork> work;
     const char *collective = nullptr;
     Job job;
+  };
+
+  explicit Worker(tally_comm_t comm); /* takes ownership of comm */
+  ~Worker();                          /* runs what is queued, then destroys the communicator */
+  /* Runs op alone, after everything queued before it. */
+  void enqueue(Op op);
+  /* Runs the ops between tally_group_start and tally_group_end (so only calls whose results
+   * are complete when tally_group_end returns, without work after the call: send, recv); every
+   * op's Work completes with the group's outcome. `group` names the group in error messages. */
+  void enqueue_group(std::vector<Op> ops, const char *group);
+
+ private:
+  struct Item {
+    std::vector<Op> ops;
+    const char *group = nullptr; /* null: one op, run alone */
   };
   void run();
   std::exception_ptr execute(Item &item);

@@ -2,6 +2,8 @@
 import datetime
 import time
 
+import pytest
+
 import error_cases as cases
 from harness import run
 
@@ -16,6 +18,13 @@ def test_mismatched_sizes_raise_on_every_rank():
     start = time.monotonic()
     run(cases.case_mismatched_sizes, 3, timeout=SHORT_TIMEOUT)
     # Tally detects the mismatch from the first message, long before the group's timeout.
+    assert time.monotonic() - start < SHORT_TIMEOUT.total_seconds()
+
+
+@pytest.mark.parametrize("case", ["mismatched_p2p", "mismatched_batch"])
+def test_mismatched_send_recv_raises(case):
+    start = time.monotonic()
+    run(getattr(cases, "case_" + case), 2, timeout=SHORT_TIMEOUT)
     assert time.monotonic() - start < SHORT_TIMEOUT.total_seconds()
 
 
