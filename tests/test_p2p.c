@@ -1,5 +1,5 @@
-/* Point-to-point calls, groups, alltoall, alltoallv, gather and scatter (api/p2p.c, api/group.c,
- * algorithms/p2p.c): every call on 1 to 9 ranks over shared memory, TCP and fake hosts, every
+/* Point-to-point calls, groups, alltoall, alltoallv, gather and scatter (api/point_to_point.c,
+ * api/group.c, algorithms/p2p.c): every call on 1 to 9 ranks over shared memory, TCP and fake hosts, every
  * datatype's element size, odd counts, in place where allowed; groups of 100 messages per rank
  * posted in a random order; mismatched counts, a dead peer, bad arguments. Payloads are byte
  * patterns that name their sender, receiver and message, so a misdelivered byte is caught. */

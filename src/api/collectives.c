@@ -1,8 +1,8 @@
-/* The collective entry points. A call reads straight down: claim the communicator, validate the
+/* The collective entry points. A call reads straight down: check the communicator and the
  * arguments, describe the call (core/descriptor.h), then (group.h: at once, or at the end of the
- * thread's group) branch once: to the device path when a stream or a device runtime is present
- * (device/device_call.h), else to the dispatch point, which runs the tuner's algorithm
- * (dispatch/dispatch.h). */
+ * thread's group) claim the communicator and branch once: to the device path when a stream or a
+ * device runtime is present (device/device_call.h), else to the dispatch point, which runs the
+ * tuner's algorithm (dispatch/dispatch.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
