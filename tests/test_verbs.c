@@ -1,8 +1,10 @@
 /* The RDMA verbs transport. With an RDMA device (the Soft-RoCE VM: tests/rdma-vm/run.sh): every
  * collective, datatype and op on 2, 3 and 4 ranks forced onto verbs; 64 MiB buffers with
  * registration cache hits and misses; a buffer freed and mapped again at the same address; a peer
- * killed mid-transfer; two emulated hosts, verbs between them and shared memory inside. Without
- * one (this machine): forcing verbs fails with a clear message and auto quietly uses TCP. */
+ * killed mid-transfer; two emulated hosts, verbs between them and shared memory inside; send/recv
+ * between ring neighbours over verbs, alltoall, gather and scatter on two hosts (pairs not connected
+ * at init go over TCP), and forced verbs refusing such a pair with a message. Without one (this
+ * machine): forcing verbs fails with a clear message and auto quietly uses TCP. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <infiniband/verbs.h>
@@ -15,6 +17,7 @@
 
 #include "coll_cases.h"
 #include "harness.h"
+#include "p2p_cases.h"
 
 static int rdma_devices(void) {
   int n = 0;
@@ -247,4 +250,44 @@ Test(verbs, two_hosts_hierarchical) {
   cr_expect(log_has(3, "hosts", "verbs to rank 0", line, sizeof line), "rank 3 does not use verbs to rank 0");
   cr_expect(log_has(0, "hosts", "shm to rank 1", line, sizeof line), "rank 0 does not use shm to rank 1");
   cr_expect(log_has(2, "hosts", "hierarchical rings", line, sizeof line), "rank 2 has no hierarchical rings");
+}
+
+/* --- point to point ------------------------------------------------------------------------------ */
+
+/* Sends and recvs between ring neighbours, whose connections verbs made at init. */
+Test(verbs, send_recv_between_neighbours) {
+  NEED_DEVICE();
+  setenv("TALLY_TRANSPORT", "verbs", 1);
+  cr_assert_eq(harness_run(3, 900, p2p_ring_exchange, NULL), 0, "some rank failed (see stderr)");
+}
+
+/* Two emulated hosts: ring and partner links from init (verbs across, shared memory inside), the
+ * pairs that alltoall, gather and scatter add connected on first use (TCP across). */
+static int p2p_on_two_hosts(tally_comm_t comm, int rank, int n, void *arg) {
+  return p2p_alltoall_cases(comm, rank, n, arg) || p2p_rooted_cases(comm, rank, n, arg);
+}
+
+Test(verbs, alltoall_gather_scatter_on_two_hosts) {
+  NEED_DEVICE();
+  setenv("TALLY_TRANSPORT", "auto", 1);
+  cr_assert_eq(harness_run_on_hosts(4, 2, 900, p2p_on_two_hosts, NULL), 0, "some rank failed (see stderr)");
+}
+
+/* Forced verbs and only the ring connected at init: an alltoall needs rank r to send to rank r-1,
+ * which RDMA cannot connect after init; every rank is refused with a message saying what to do. */
+static int forced_verbs_new_pair(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  int32_t send[3] = {0}, recv[3];
+  return harness_expect(rank, comm, tally_alltoall(send, recv, 1, TALLY_INT32, comm, NULL), TALLY_ERR_UNSUPPORTED,
+                        "use TALLY_TRANSPORT=auto");
+}
+
+Test(verbs, forced_verbs_refuses_pairs_after_init) {
+  NEED_DEVICE();
+  setenv("TALLY_TRANSPORT", "verbs", 1);
+  setenv("TALLY_ALGO", "ring", 1);
+  setenv("TALLY_TIMEOUT", "30", 1);
+  cr_assert_eq(harness_run(3, 300, forced_verbs_new_pair, NULL), 0, "some rank failed (see stderr)");
+  unsetenv("TALLY_ALGO");
+  unsetenv("TALLY_TIMEOUT");
 }
