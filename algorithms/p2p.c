@@ -29,19 +29,9 @@ static int self_pairs(const struct tally_p2p_msg *a, const struct tally_p2p_msg 
   return a->call == b->call;
 }
 
-/* The k-th message of this rank to itself goes to its k-th recv from itself (self_pairs). */
+/* The k-th message of this rank to itself goes to its k-th recv from itself (self_pairs); a send
+ * or a recv without its match is refused. */
 static tally_result_t copy_to_self(const struct tally_comm *comm, struct tally_p2p_msg *msgs, int n, int *failed_call) {
-  int nsend = 0, nrecv = 0;
-  for (int i = 0; i < n; i++)
-    if (msgs[i].peer == comm->rank) msgs[i].is_send ? nsend++ : nrecv++;
-  if (nsend != nrecv) {
-    for (int i = 0; i < n; i++)
-      if (msgs[i].peer == comm->rank) *failed_call = msgs[i].call;
-    return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
-                       "rank %d sends %d message(s) to itself but receives %d from itself: a send to this rank "
-                       "itself needs its recv in the same group (tally_group_start/tally_group_end)",
-                       comm->rank, nsend, nrecv);
-  }
   for (int i = 0; i < n; i++) {
     struct tally_p2p_msg *send = &msgs[i];
     if (send->peer != comm->rank || !send->is_send) continue;
@@ -68,27 +58,41 @@ static tally_result_t copy_to_self(const struct tally_comm *comm, struct tally_p
     if (send->bytes) memmove(recv->buf, send->buf, send->bytes);
     send->req.done = recv->req.done = 1;
   }
+  for (int i = 0; i < n; i++)
+    if (msgs[i].peer == comm->rank && !msgs[i].req.done) {
+      *failed_call = msgs[i].call;
+      return TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                         "rank %d: %s #%u from itself has no matching send to itself in the same group", comm->rank,
+                         tally_coll_name(msgs[i].hdr.coll), msgs[i].hdr.seq);
+    }
   return TALLY_SUCCESS;
 }
 
-/* Connects the pairs this batch needs that have no connection yet, in the direction it needs. */
+static int connected(const struct tally_comm *comm, const struct tally_p2p_msg *m) {
+  return m->peer == comm->rank || (m->is_send ? comm->to[m->peer].ops : comm->from[m->peer].ops) != NULL;
+}
+
+/* Connects the pairs this batch needs that have no connection yet, in the direction it needs
+ * (the common case, every pair connected, allocates nothing). */
 static tally_result_t connect_missing(struct tally_comm *comm, const struct tally_p2p_msg *msgs, int n) {
-  int *to = malloc((size_t)(n > 0 ? n : 1) * sizeof *to), *from = malloc((size_t)(n > 0 ? n : 1) * sizeof *from);
+  int missing = 0;
+  for (int i = 0; i < n && !missing; i++) missing = !connected(comm, &msgs[i]);
+  if (!missing) return TALLY_SUCCESS;
+  int *to = malloc((size_t)n * sizeof *to), *from = malloc((size_t)n * sizeof *from);
   if (!to || !from) {
     free(to);
     free(from);
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the peers of %d messages", n);
   }
   int nto = 0, nfrom = 0;
-  for (int i = 0; i < n; i++) {
-    int peer = msgs[i].peer;
-    if (peer == comm->rank) continue;
-    if (msgs[i].is_send && !comm->to[peer].ops) to[nto++] = peer;
-    if (!msgs[i].is_send && !comm->from[peer].ops) from[nfrom++] = peer;
+  for (int i = 0; i < n; i++) { /* tally_links_connect_peers skips the pairs already connected */
+    if (msgs[i].peer == comm->rank) continue;
+    if (msgs[i].is_send)
+      to[nto++] = msgs[i].peer;
+    else
+      from[nfrom++] = msgs[i].peer;
   }
-  tally_result_t r = nto + nfrom == 0 ? TALLY_SUCCESS
-                                      : tally_links_connect_peers(comm, to, nto, from, nfrom,
-                                                                  tally_deadline_after(comm->cfg.timeout_s));
+  tally_result_t r = tally_links_connect_peers(comm, to, nto, from, nfrom, tally_deadline_after(comm->cfg.timeout_s));
   free(to);
   free(from);
   return r;

@@ -63,6 +63,9 @@ static tally_result_t name_call(const char *group_fn, const struct tally_call *c
   return tally_coll_remember(call->comm, TALLY_ERROR(r, "%s: %s", call->fn, why));
 }
 
+/* A call's in-place copy in the scratch buffer, rounded up to a cache line. */
+static size_t copy_room(const struct tally_call *call) { return (tally_call_copy_bytes(call) + 63) / 64 * 64; }
+
 /* Every point-to-point call of `comm` in the list, as one batch. In-place copies live in the
  * communicator's scratch buffer, which the collectives (run before) no longer need. */
 static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, struct tally_call *calls, int n) {
@@ -71,7 +74,7 @@ static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, stru
   for (int i = 0; i < n; i++) {
     if (calls[i].comm != comm || calls[i].kind == TALLY_CALL_COLLECTIVE) continue;
     any = 1;
-    copies += (tally_call_copy_bytes(&calls[i]) + 63) / 64 * 64;
+    copies += copy_room(&calls[i]);
   }
   if (!any) return TALLY_SUCCESS;
   struct tally_p2p_msg *msgs = NULL;
@@ -81,9 +84,9 @@ static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, stru
   for (int i = 0; i < n && r == TALLY_SUCCESS; i++) {
     if (calls[i].comm != comm || calls[i].kind == TALLY_CALL_COLLECTIVE) continue;
     failed = i;
-    size_t copy = tally_call_copy_bytes(&calls[i]);
-    r = tally_call_messages(&calls[i], i, &msgs, &nmsgs, &cap, copy ? (char *)comm->scratch + used : NULL);
-    used += (copy + 63) / 64 * 64;
+    size_t room = copy_room(&calls[i]);
+    r = tally_call_messages(&calls[i], i, &msgs, &nmsgs, &cap, room ? (char *)comm->scratch + used : NULL);
+    used += room;
   }
   if (r != TALLY_SUCCESS) tally_coll_remember(comm, r);
   if (r == TALLY_SUCCESS && nmsgs > 0)

@@ -14,12 +14,6 @@
 
 /* --- checks ------------------------------------------------------------------------------------ */
 
-static int on_device(const struct tally_device_ops *dev, const void *p) {
-  if (!dev || !p) return 0;
-  enum tally_mem_kind kind = dev->mem_kind(p);
-  return kind == TALLY_MEM_DEVICE || kind == TALLY_MEM_MANAGED;
-}
-
 /* `elements` of `datatype` at `buf` (of which `what` says what it is): a real datatype, a size that
  * fits the address space, memory where they are, host memory. */
 static tally_result_t check_buffer(const char *fn, const char *what, const void *buf, size_t elements,
@@ -31,7 +25,7 @@ static tally_result_t check_buffer(const char *fn, const char *what, const void 
                        tally_datatype_name(datatype));
   if (elements > 0 && !buf)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: %s is NULL but holds %zu elements", fn, what, elements);
-  if (stream || on_device(tally_device(), buf))
+  if (stream || tally_device_memory(tally_device(), buf))
     return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
                        "%s: point-to-point calls, alltoall, gather and scatter take host memory and a NULL stream "
                        "for now; copy device buffers to host memory first",

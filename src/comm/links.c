@@ -227,21 +227,24 @@ static tally_result_t choose_slot_after_init(const struct tally_comm *c, int pee
   return TALLY_SUCCESS;
 }
 
+/* Chooses each peer's endpoint (`after_init`: choose_slot_after_init) and opens it. */
+static tally_result_t open_slots(struct tally_comm *c, struct peer_set *set, int after_init) {
+  for (int i = 0; i < set->n; i++) {
+    TALLY_CHECK(after_init ? choose_slot_after_init(c, set->rank[i], &set->slot[i])
+                           : choose_slot(c, set->rank[i], &set->slot[i]));
+    TALLY_CHECK(open_slot(c, set->slot[i]));
+  }
+  return TALLY_SUCCESS;
+}
+
 /* Connects to every out-peer and accepts every in-peer, each on the transport chosen for it
  * (`after_init`: choose_slot_after_init): one thread per endpoint accepts while this one connects,
  * so that two ranks connecting to each other at once cannot wait on each other. Fills out->conn
  * and in->conn. */
 static tally_result_t connect_sets(struct tally_comm *c, struct peer_set *out, struct peer_set *in, int after_init,
                                    uint64_t deadline) {
-  tally_result_t (*choose)(const struct tally_comm *, int, int *) = after_init ? choose_slot_after_init : choose_slot;
-  for (int i = 0; i < out->n; i++) {
-    TALLY_CHECK(choose(c, out->rank[i], &out->slot[i]));
-    TALLY_CHECK(open_slot(c, out->slot[i]));
-  }
-  for (int i = 0; i < in->n; i++) {
-    TALLY_CHECK(choose(c, in->rank[i], &in->slot[i]));
-    TALLY_CHECK(open_slot(c, in->slot[i]));
-  }
+  TALLY_CHECK(open_slots(c, out, after_init));
+  TALLY_CHECK(open_slots(c, in, after_init));
   size_t room = in->n > 0 ? (size_t)in->n : 1;
   int *peers = malloc(TALLY_NUM_SLOTS * room * sizeof *peers);
   struct tally_conn **accepted = malloc(TALLY_NUM_SLOTS * room * sizeof *accepted);

@@ -38,6 +38,12 @@ void tally_device_override(const struct tally_device_ops *ops) {
   if (!ops) device_absent_reason = "the device runtime was switched off (tally_device_override)";
 }
 
+int tally_device_memory(const struct tally_device_ops *dev, const void *p) {
+  if (!dev || !p) return 0;
+  enum tally_mem_kind kind = dev->mem_kind(p);
+  return kind == TALLY_MEM_DEVICE || kind == TALLY_MEM_MANAGED;
+}
+
 const char *tally_device_gpu_bus_id(char *buf, size_t len) {
   const struct tally_device_ops *dev = tally_device();
   buf[0] = '\0';

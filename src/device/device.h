@@ -57,6 +57,10 @@ const struct tally_device_ops *tally_device(void);
 /* Why tally_device() is NULL, for error messages ("this build of Tally has no CUDA support"). */
 const char *tally_device_absent_reason(void);
 
+/* Whether `p` is memory only the device may touch directly (device or managed: Tally copies both);
+ * 0 where there is no runtime (`dev` NULL) or no pointer. */
+int tally_device_memory(const struct tally_device_ops *dev, const void *p);
+
 /* The PCI bus id of the GPU this thread drives, for the topology; "" when there is none or the
  * runtime cannot say. Returns buf. */
 const char *tally_device_gpu_bus_id(char *buf, size_t len);

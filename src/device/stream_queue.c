@@ -77,19 +77,14 @@ static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* --- which buffers are staged, and where -------------------------------------------------------- */
 
-static int on_device(const struct tally_device_ops *dev, const void *p) {
-  enum tally_mem_kind kind = dev->mem_kind(p);
-  return kind == TALLY_MEM_DEVICE || kind == TALLY_MEM_MANAGED;
-}
-
 void tally_call_memory_find(const struct tally_device_ops *dev, const struct tally_coll_desc *d, int rank, int nranks,
                             struct tally_call_memory *m) {
   size_t send, recv;
   tally_coll_buffer_bytes(d, rank, nranks, &send, &recv);
   m->send_used = d->sendbuf && send > 0;
   m->recv_used = d->recvbuf && recv > 0;
-  m->send_on_device = m->send_used && on_device(dev, d->sendbuf);
-  m->recv_on_device = m->recv_used && on_device(dev, d->recvbuf);
+  m->send_on_device = m->send_used && tally_device_memory(dev, d->sendbuf);
+  m->recv_on_device = m->recv_used && tally_device_memory(dev, d->recvbuf);
 }
 
 /* Internal steps (barriers, checks, agreements) touch no user buffer. */
@@ -456,8 +451,8 @@ tally_result_t tally_stream_enqueue_agreement(struct tally_comm *comm, const str
                                               const char *fn, const struct tally_coll_desc *d, void *stream) {
   TALLY_CHECK(queue_for(comm, dev, fn));
   /* An allgather of one fingerprint per rank, into the op's block; the send side is the op itself. */
-  struct tally_coll_desc gather = {TALLY_COLL_ALLGATHER, NULL,      NULL, sizeof(struct call_fingerprint),
-                                   TALLY_UINT8,          TALLY_SUM, 0,    0, 0};
+  struct tally_coll_desc gather = {
+      TALLY_COLL_ALLGATHER, NULL, NULL, sizeof(struct call_fingerprint), TALLY_UINT8, TALLY_SUM, 0, 0, 0};
   struct staging_plan plan = {.block_bytes =
                                   STAGING_ALIGN + align_up(sizeof(struct call_fingerprint) * (size_t)comm->nranks)};
   struct stream_op *op;
