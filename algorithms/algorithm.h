@@ -63,4 +63,11 @@ int tally_tree_suits(const struct tally_comm *comm, const struct tally_coll_desc
  * with repeats. */
 int tally_tree_partners(int rank, int nranks, int rooted, int *partners);
 
+/* Alltoall (alltoall.c): every block straight to its rank, or Bruck's log2 p packed exchanges. */
+extern const struct tally_algorithm tally_pairwise_algorithm;
+extern const struct tally_algorithm tally_bruck_algorithm;
+/* Gather and scatter (gather_scatter.c): every block straight to or from the root, or a binomial tree. */
+extern const struct tally_algorithm tally_direct_algorithm;
+extern const struct tally_algorithm tally_binomial_algorithm;
+
 #endif

@@ -18,11 +18,24 @@
  * What leaves each host over its network link drops from 2(p-1)/p x S (allreduce on a flat ring
  * of p ranks, hosts in rank order) to 2(m-1)/m x S for m hosts, in L streams; for allgather and
  * reduce-scatter from (p-1) to (m-1) x L blocks. Broadcast and reduce use the flat chain, which
- * with hosts in rank order already crosses each host boundary once. */
+ * with hosts in rank order already crosses each host boundary once.
+ *
+ * alltoall (hosts in rank order; rank (h, l) is rank hL+l):
+ *   1. within the host, rank (h, l) sends local rank l' the m blocks it has for ranks (*, l'), one
+ *      message per local pair; local rank l' then holds, for every host h', the L blocks that host
+ *      h's ranks send to rank (h', l')
+ *   2. across the hosts, between ranks of the same local index: rank (h, l') sends those L blocks to
+ *      rank (h', l') in one message, which lands as is in recvbuf's blocks h'L .. h'L+L-1
+ * Each host pair carries L messages of L blocks (one per local index, every rank's link busy)
+ * where the flat pairwise exchange sends L x L messages of one block; every block crosses the
+ * network once, and the host's own memory copies it twice more. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "algorithm.h"
 #include "core/error.h"
+#include "core/wire.h"
+#include "p2p.h"
 
 static tally_result_t hier_allreduce(struct tally_comm *comm, const struct tally_coll_desc *d) {
   size_t es = tally_datatype_size(d->datatype), offset, length;
@@ -84,6 +97,46 @@ static tally_result_t hier_reduce_scatter(struct tally_comm *comm, const struct 
   return TALLY_SUCCESS;
 }
 
+/* Posts, at once, a message of `bytes` to and from each of the `n` ranks first + k * stride: from
+ * send + k * bytes and into recv + k * bytes (the message to this rank itself is a copy). */
+static tally_result_t exchange_with_all(struct tally_comm *comm, const struct tally_msg_header *h, int first, int stride,
+                                        int n, const char *send, char *recv, size_t bytes) {
+  struct tally_p2p_msg *msgs = malloc(2 * (size_t)n * sizeof *msgs);
+  if (!msgs) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the %d messages of an alltoall", 2 * n);
+  for (int k = 0; k < n; k++) {
+    int peer = first + k * stride;
+    msgs[2 * k] = (struct tally_p2p_msg){
+        .peer = peer, .is_send = 0, .buf = recv + (size_t)k * bytes, .bytes = bytes, .hdr = *h};
+    msgs[2 * k + 1] = (struct tally_p2p_msg){
+        .peer = peer, .is_send = 1, .buf = (void *)(send + (size_t)k * bytes), .bytes = bytes, .hdr = *h};
+  }
+  int failed_call;
+  tally_result_t r = tally_p2p_run(comm, msgs, 2 * n, &failed_call);
+  free(msgs);
+  return r;
+}
+
+/* Scratch: [out: L messages of m blocks][in: the same][by host: m messages of L blocks]. */
+static tally_result_t hier_alltoall(struct tally_comm *comm, const struct tally_coll_desc *d) {
+  int L = comm->local.size, m = comm->nranks / L, l = comm->rank % L, host = comm->rank / L;
+  size_t block = d->count * tally_datatype_size(d->datatype), all = block * (size_t)comm->nranks;
+  TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, 3 * all));
+  char *out = comm->scratch, *in = out + all, *by_host = in + all;
+  const char *send = d->sendbuf;
+  for (int to = 0; to < L; to++) /* out[to][h'] = the block for rank (h', to) */
+    for (int h = 0; h < m; h++)
+      memcpy(out + ((size_t)to * m + h) * block, send + ((size_t)h * L + to) * block, block);
+  struct tally_msg_header hdr;
+  tally_header_fill(&hdr, d, comm->seq);
+  hdr.index = 1;
+  TALLY_CHECK(exchange_with_all(comm, &hdr, host * L, 1, L, out, in, (size_t)m * block));
+  for (int from = 0; from < L; from++) /* by_host[h'][from] = in[from][h'] */
+    for (int h = 0; h < m; h++)
+      memcpy(by_host + ((size_t)h * L + from) * block, in + ((size_t)from * m + h) * block, block);
+  hdr.index = 2;
+  return exchange_with_all(comm, &hdr, l, L, m, by_host, d->recvbuf, (size_t)L * block);
+}
+
 static tally_result_t hier_run(struct tally_comm *comm, const struct tally_coll_desc *d) {
   if (comm->local.size == 0)
     return TALLY_ERROR(TALLY_ERR_INTERNAL, "hier: %s on a communicator without hierarchical rings",
@@ -92,6 +145,7 @@ static tally_result_t hier_run(struct tally_comm *comm, const struct tally_coll_
     case TALLY_COLL_ALLREDUCE: return hier_allreduce(comm, d);
     case TALLY_COLL_ALLGATHER: return hier_allgather(comm, d);
     case TALLY_COLL_REDUCE_SCATTER: return hier_reduce_scatter(comm, d);
+    case TALLY_COLL_ALLTOALL: return hier_alltoall(comm, d);
     default: break;
   }
   return TALLY_ERROR(TALLY_ERR_INTERNAL, "hier: no hierarchical %s", tally_coll_name(d->coll));

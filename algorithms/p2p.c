@@ -1,5 +1,6 @@
 /* The point-to-point batch (p2p.h): copies between this rank and itself, connections on first use,
- * every message posted at once, then waiting until all are done. */
+ * every message posted at once, then waiting until all are done; the one-step exchange and the
+ * block rotation the collectives made of messages use. */
 #define _GNU_SOURCE
 #include "p2p.h"
 
@@ -150,8 +151,11 @@ tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs
   int notified = first_send >= 0 ? msgs[first_send].peer : comm->world.next_rank;
   struct tally_ring pair = {.size = 2, .next_rank = notified, .prev_rank = notified, .to_next = comm->to[notified]};
   if (!pair.to_next.ops) pair.to_next = comm->world.to_next;
-  struct tally_waiter waiter; /* no collective to compare with the host board's (board_page.h) */
-  tally_waiter_start(comm, &pair, NULL, &waiter);
+  /* the collective a batch belongs to (an alltoall's steps, say) is compared with the host board's,
+   * so that a rank waiting on the board for a different call is a mismatch, not a hang */
+  const struct tally_msg_header *call = msgs[0].hdr.coll < TALLY_NUM_COLLS ? &msgs[0].hdr : NULL;
+  struct tally_waiter waiter;
+  tally_waiter_start(comm, &pair, call, &waiter);
   int done = 0;
   for (;;) {
     int now_done = 0;
@@ -168,4 +172,20 @@ tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs
       return TALLY_ERROR(r, "rank %d, %s #%u %s rank %d: %s", comm->rank, tally_coll_name(held->hdr.coll),
                          held->hdr.seq, held->is_send ? "to" : "from", held->peer, tally_error_message());
   }
+}
+
+tally_result_t tally_p2p_exchange(struct tally_comm *comm, const struct tally_msg_header *hdr, int to,
+                                  const void *send, size_t send_bytes, int from, void *recv, size_t recv_bytes) {
+  struct tally_p2p_msg msgs[2];
+  int n = 0, failed_call;
+  if (to >= 0) msgs[n++] = (struct tally_p2p_msg){.peer = to, .is_send = 1, .buf = (void *)send, .bytes = send_bytes};
+  if (from >= 0) msgs[n++] = (struct tally_p2p_msg){.peer = from, .is_send = 0, .buf = recv, .bytes = recv_bytes};
+  for (int i = 0; i < n; i++) msgs[i].hdr = *hdr;
+  return tally_p2p_run(comm, msgs, n, &failed_call);
+}
+
+void tally_blocks_rotate(void *dst, const void *src, int n, int first, size_t block) {
+  size_t tail = (size_t)(n - first) * block, head = (size_t)first * block;
+  memcpy(dst, (const char *)src + head, tail);
+  memcpy((char *)dst + tail, src, head);
 }

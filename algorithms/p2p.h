@@ -30,4 +30,13 @@ void tally_p2p_header(struct tally_comm *comm, int peer, int is_send, size_t cou
  * rank was held up by (the first unfinished one), and the message says which peer and why. */
 tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs, int n, int *failed_call);
 
+/* One step of a collective made of messages (alltoall.c, gather_scatter.c): sends `send_bytes` from
+ * `send` to rank `to` and receives `recv_bytes` into `recv` from rank `from` (-1: no such message)
+ * at once, both with header `hdr` (the call's fingerprint, its index the step), and waits for both. */
+tally_result_t tally_p2p_exchange(struct tally_comm *comm, const struct tally_msg_header *hdr, int to,
+                                  const void *send, size_t send_bytes, int from, void *recv, size_t recv_bytes);
+
+/* dst[i] = src[(first + i) mod n] for the n blocks of `block` bytes (dst and src do not overlap). */
+void tally_blocks_rotate(void *dst, const void *src, int n, int first, size_t block);
+
 #endif

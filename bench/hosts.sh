@@ -9,12 +9,12 @@
 # (ranks, namespaces, links, bridge) is removed on exit, failure or interrupt. Needs root.
 #
 #   bench/hosts.sh [--rate RATE] BUILD H R check [ALGO...]
-#       every result of allreduce, allgather, reduce-scatter, broadcast and reduce checked, with
-#       TALLY_ALGO set to each ALGO in turn; default: ring, hier (on its own, the tuner's free
-#       choice) and the hierarchical algorithm forced where it exists (HIER_ONLY below)
+#       every result of allreduce, allgather, reduce-scatter, broadcast, reduce and alltoall
+#       checked, with TALLY_ALGO set to each ALGO in turn; default: ring, hier (on its own, the
+#       tuner's free choice) and the hierarchical algorithm forced where it exists (HIER_ONLY below)
 #   bench/hosts.sh [--rate RATE] BUILD H R bench [COLL]
-#       COLL's busbw (default allreduce), flat ring (TALLY_ALGO=ring) against hierarchical
-#       (TALLY_ALGO=COLL:hier), 1 MiB to 64 MiB, medians of 3 runs
+#       COLL's busbw (default allreduce), flat (TALLY_ALGO=ring; for alltoall alltoall:pairwise)
+#       against hierarchical (TALLY_ALGO=COLL:hier), 1 MiB to 64 MiB, medians of 3 runs
 #   bench/hosts.sh [--rate RATE] BUILD H R run -- TALLY-PERF-ARGS...
 #       BUILD/tally-perf TALLY-PERF-ARGS on all H*R ranks; prints rank 0's output, fails if any
 #       rank fails (and prints the failing ranks' output)
@@ -169,7 +169,7 @@ run_job() {
 
 # TALLY_ALGO=hier on its own lets the tuner choose among all algorithms; this forces the
 # hierarchical one for the collectives that have it (broadcast and reduce keep the tuner's choice).
-HIER_ONLY='allreduce:hier;allgather:hier;reducescatter:hier'
+HIER_ONLY='allreduce:hier;allgather:hier;reducescatter:hier;alltoall:hier'
 
 case $mode in
 run)
@@ -184,7 +184,7 @@ check)
   [ $# -gt 0 ] || set -- ring hier "$HIER_ONLY"
   fail=0
   for algo in "$@"; do
-    for coll in allreduce allgather reducescatter broadcast reduce; do
+    for coll in allreduce allgather reducescatter broadcast reduce alltoall; do
       if TALLY_ALGO=$algo run_job "$coll" -b 8 -e 4M -f 8 -n 2 -w 1 -c 1 >"$tmp/out" 2>"$tmp/errs"; then
         echo "ok   $coll ($algo) across $desc"
       else
@@ -199,20 +199,22 @@ check)
 bench)
   # The out-of-place busbw column of each size, median of 3 runs, ring and hierarchical.
   coll=${1:-allreduce}
+  flat=ring flat_spec=ring
+  [ "$coll" != alltoall ] || flat=pairwise flat_spec=alltoall:pairwise
   echo "# $coll float sum, $desc; busbw GB/s, median of 3"
-  printf '%12s %10s %10s %8s\n' bytes ring hier hier/ring
-  for algo in ring hier; do
-    spec=ring
-    [ $algo = ring ] || spec="$coll:hier"
+  printf '%12s %10s %10s %8s\n' bytes $flat hier hier/$flat
+  for algo in flat hier; do
+    spec=$flat_spec
+    [ $algo = flat ] || spec="$coll:hier"
     for i in 1 2 3; do
       TALLY_ALGO=$spec run_job "$coll" -b 1M -e 64M -f 4 -n 5 -w 2 -c 0 |
         awk -v a=$algo -v i=$i '$1 ~ /^[0-9]+$/ {print a, i, $1, $8}' >>"$tmp/bench"
     done
   done
   for bytes in $(awk '{print $3}' "$tmp/bench" | sort -n -u); do
-    ring=$(awk -v b="$bytes" '$1 == "ring" && $3 == b {print $4}' "$tmp/bench" | sort -g | sed -n 2p)
+    flat_bw=$(awk -v b="$bytes" '$1 == "flat" && $3 == b {print $4}' "$tmp/bench" | sort -g | sed -n 2p)
     hier=$(awk -v b="$bytes" '$1 == "hier" && $3 == b {print $4}' "$tmp/bench" | sort -g | sed -n 2p)
-    printf '%12s %10s %10s %8.2f\n' "$bytes" "$ring" "$hier" "$(echo "$hier / $ring" | bc -l)"
+    printf '%12s %10s %10s %8.2f\n' "$bytes" "$flat_bw" "$hier" "$(echo "$hier / $flat_bw" | bc -l)"
   done
   [ "$stats" = 0 ] || link_stats
   ;;

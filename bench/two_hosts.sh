@@ -3,8 +3,8 @@
 # are made). Kept for its callers (the test suite's test_two_hosts, the README's figures).
 #
 #   bench/two_hosts.sh BUILD check        every result of allreduce, allgather, reduce-scatter,
-#                                         broadcast and reduce checked: flat ring, the tuner's
-#                                         choice and hierarchical (links unshaped)
+#                                         broadcast, reduce and alltoall checked: flat ring, the
+#                                         tuner's choice and hierarchical (links unshaped)
 #   bench/two_hosts.sh BUILD bench [RATE [COLL]]  COLL's busbw (default allreduce), flat ring
 #                                         against hierarchical, over links shaped to RATE
 #                                         (default 1gbit), medians of 3 runs

@@ -131,12 +131,18 @@ TALLY_API tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_
                                     tally_comm_t comm, tally_stream_t stream);
 /* Groups, as NCCL's (per thread, nestable): the calls between start and the outermost end are
  * queued and run together by that end, which returns (host memory) once all are complete; sends
- * and recvs in any order, collectives, on one or several communicators. Argument errors return
- * at the call; failures while running are returned by tally_group_end, naming the call. */
+ * and recvs in any order, collectives, on one or several communicators. On each communicator the
+ * end runs the collectives other than alltoall, gather and scatter in call order, then those in
+ * call order, then every send, recv and alltoallv at once: ranks must agree on the order within
+ * each of the first two kinds, not on how the kinds interleave. Argument errors return at the
+ * call; failures while running are returned by tally_group_end, naming the call. */
 TALLY_API tally_result_t tally_group_start(void);
 TALLY_API tally_result_t tally_group_end(void);
 /* Block j (`count` elements) of this rank's sendbuf lands in block `rank` of rank j's recvbuf;
- * sendbuf == recvbuf works. */
+ * sendbuf == recvbuf works. Alltoall, gather and scatter are collectives: device buffers and
+ * streams work as for allreduce, and on a communicator they must be called in the same order on
+ * every rank (in a group: after the group's other collectives, see tally_group_start). Sends, recvs
+ * and alltoallv take host memory and a NULL stream (TALLY_ERR_UNSUPPORTED otherwise). */
 TALLY_API tally_result_t tally_alltoall(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                                         tally_comm_t comm, tally_stream_t stream);
 /* As alltoall with per-rank counts and displacements, in elements (zero counts allowed); rank i's
@@ -157,9 +163,11 @@ TALLY_API tally_result_t tally_comm_get_async_error(tally_comm_t comm, tally_res
 
 /* Why the tuner runs what it runs, for tools (tally-perf --sweep) and for users; communicates nothing.
  * `collective` is named as in the log: "allreduce", "allgather", "reduce_scatter", "broadcast",
- * "reduce" or "barrier"; `count` and `datatype` are the collective's own arguments.
+ * "reduce", "barrier", "alltoall", "gather" or "scatter"; `count` and `datatype` are the
+ * collective's own arguments (alltoall: per peer; gather, scatter: per rank).
  * tally_comm_tuner_choice: the algorithm the tuner would run for that call ("ring", "tree", "rhd",
- * "hier" or "board", a static string) and the cost model's predicted time for it in microseconds
+ * "hier", "board"; for alltoall "pairwise", "bruck" or "hier"; for gather and scatter "direct" or
+ * "binomial"; a static string) and the cost model's predicted time for it in microseconds
  * (-1 where the model does not cover it). Either output may be NULL.
  * tally_comm_predict: the cost model's predicted time of `algorithm` (a name as above) for that
  * call, whether or not the tuner or TALLY_ALGO would let it run; -1 where the model does not

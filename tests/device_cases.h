@@ -9,14 +9,19 @@
 #include "tally.h"
 
 struct device_call {
-  const char *coll; /* "allreduce", "allgather", "reduce_scatter", "broadcast" or "reduce" */
+  const char *coll; /* one of device_call_colls */
   tally_datatype_t dt;
   tally_op_t op;
   size_t count;
   int root;
 };
 
-extern const char *const device_call_colls[5];
+/* "allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "alltoall", "gather", "scatter" */
+#define DEVICE_CALL_NCOLLS 8
+extern const char *const device_call_colls[DEVICE_CALL_NCOLLS];
+/* Whether c has a root / an op (the others ignore theirs). */
+int device_call_rooted(const struct device_call *c);
+int device_call_has_op(const struct device_call *c);
 
 /* Bytes of this rank's send and receive buffers (the full sizes, used or not). */
 void device_call_bytes(const struct device_call *c, int nranks, size_t *send, size_t *recv);

@@ -121,16 +121,15 @@ int stream_every_collective(tally_comm_t comm, int rank, int n, void *arg) {
       bad += check_call(comm, rank, n, &(struct device_call){"allreduce", dt, op, 37, 0}, DEVICE_TO_DEVICE, s);
   /* 40000 floats: larger than a staging block's minimum; 300000: two chunks of a 1 MiB window */
   const size_t counts[] = {1, 40000, 300000};
-  for (int k = 0; k < 5; k++)
+  for (int k = 0; k < DEVICE_CALL_NCOLLS; k++)
     for (int where = 0; where < PLACEMENTS; where++)
       for (int ci = 0; ci < (ipc ? 3 : 2); ci++) {
+        struct device_call c = {device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1};
         /* Through the window, a root's host buffer where the others have device ones is refused
          * (mixed_kinds_through_the_window_are_refused). */
-        int rooted = k >= 3, mixed = where == HOST_TO_DEVICE || where == DEVICE_TO_PINNED;
-        if (ipc && rooted && mixed) continue;
-        bad += check_call(comm, rank, n,
-                          &(struct device_call){device_call_colls[k], TALLY_FLOAT32, TALLY_SUM, counts[ci], n - 1},
-                          where, s);
+        int mixed = where == HOST_TO_DEVICE || where == DEVICE_TO_PINNED;
+        if (ipc && device_call_rooted(&c) && mixed) continue;
+        bad += check_call(comm, rank, n, &c, where, s);
       }
   if (ipc && n > 1 && !comm->ipc_window) bad += harness_fail(rank, "the CUDA IPC window was never opened");
   emu_stream_destroy(s);

@@ -16,6 +16,10 @@
 #define RHD TALLY_ALGO_BIT(TALLY_ALGO_RHD)
 #define HIER TALLY_ALGO_BIT(TALLY_ALGO_HIER)
 #define BOARD TALLY_ALGO_BIT(TALLY_ALGO_BOARD)
+#define PAIRWISE TALLY_ALGO_BIT(TALLY_ALGO_PAIRWISE)
+#define BRUCK TALLY_ALGO_BIT(TALLY_ALGO_BRUCK)
+#define DIRECT TALLY_ALGO_BIT(TALLY_ALGO_DIRECT)
+#define BINOMIAL TALLY_ALGO_BIT(TALLY_ALGO_BINOMIAL)
 #define MiB (1024 * 1024)
 
 /* Every word of the NULL-terminated list appears in the last error message. */
@@ -49,7 +53,7 @@ Test(algo_spec, everything_allowed_by_default_auto_and_the_old_hier) {
   expect_everywhere("AUTO", TALLY_ALGO_ALL);
   expect_everywhere("hier", TALLY_ALGO_ALL);
   expect_everywhere(" Hier ", TALLY_ALGO_ALL);
-  cr_assert_eq(TALLY_ALGO_ALL, RING | TREE | RHD | HIER | BOARD);
+  cr_assert_eq(TALLY_ALGO_ALL, RING | TREE | RHD | HIER | BOARD | PAIRWISE | BRUCK | DIRECT | BINOMIAL);
 }
 
 Test(algo_spec, one_list_applies_to_every_collective) {
@@ -57,7 +61,7 @@ Test(algo_spec, one_list_applies_to_every_collective) {
   expect_everywhere("Ring,Tree", RING | TREE);
   expect_everywhere("rhd, board", RHD | BOARD);
   expect_everywhere("^board", TALLY_ALGO_ALL & ~BOARD);
-  expect_everywhere("^ tree , rhd", RING | HIER | BOARD);
+  expect_everywhere("^ tree , rhd", TALLY_ALGO_ALL & ~(TREE | RHD));
   expect_everywhere("ring,auto", TALLY_ALGO_ALL);
 }
 
@@ -84,6 +88,19 @@ Test(algo_spec, per_collective_parts) {
   cr_assert(!tally_algo_spec_allows(&spec, TALLY_COLL_REDUCE_SCATTER, TALLY_ALGO_RING));
   cr_assert(!tally_algo_spec_allows(&spec, TALLY_NUM_COLLS, TALLY_ALGO_RING));
   cr_assert(!tally_algo_spec_allows(&spec, TALLY_COLL_REDUCE, TALLY_NUM_ALGOS));
+  cr_assert_eq(spec.named, (1u << TALLY_COLL_REDUCE_SCATTER) | (1u << TALLY_COLL_REDUCE) | (1u << TALLY_COLL_ALLGATHER));
+}
+
+Test(algo_spec, alltoall_gather_and_scatter_by_name) {
+  struct tally_algo_spec spec = parse_algo("alltoall:bruck;gather:binomial;scatter:^binomial;ring");
+  cr_assert_eq(spec.allowed[TALLY_COLL_ALLTOALL], BRUCK);
+  cr_assert_eq(spec.allowed[TALLY_COLL_GATHER], BINOMIAL);
+  cr_assert_eq(spec.allowed[TALLY_COLL_SCATTER], TALLY_ALGO_ALL & ~BINOMIAL);
+  cr_assert_eq(spec.allowed[TALLY_COLL_ALLREDUCE], RING);
+  cr_assert_eq(spec.named, (1u << TALLY_COLL_ALLTOALL) | (1u << TALLY_COLL_GATHER) | (1u << TALLY_COLL_SCATTER));
+  spec = parse_algo("ring"); /* not named: the tuner leaves them on auto (test_p2p runs that) */
+  cr_assert_eq(spec.allowed[TALLY_COLL_ALLTOALL], RING);
+  cr_assert_eq(spec.named, 0);
 }
 
 Test(algo_spec, names) {
@@ -92,6 +109,10 @@ Test(algo_spec, names) {
   cr_assert_str_eq(tally_algo_name(TALLY_ALGO_RHD), "rhd");
   cr_assert_str_eq(tally_algo_name(TALLY_ALGO_HIER), "hier");
   cr_assert_str_eq(tally_algo_name(TALLY_ALGO_BOARD), "board");
+  cr_assert_str_eq(tally_algo_name(TALLY_ALGO_PAIRWISE), "pairwise");
+  cr_assert_str_eq(tally_algo_name(TALLY_ALGO_BRUCK), "bruck");
+  cr_assert_str_eq(tally_algo_name(TALLY_ALGO_DIRECT), "direct");
+  cr_assert_str_eq(tally_algo_name(TALLY_ALGO_BINOMIAL), "binomial");
   cr_assert_str_eq(tally_algo_name(TALLY_NUM_ALGOS), "unknown");
 }
 
@@ -107,7 +128,7 @@ static void expect_algo_refused(const char *text, const char *const *words) {
 }
 
 Test(algo_spec, unknown_algorithm_lists_the_valid_ones) {
-  const char *const *valid = WORDS("ring, tree, rhd, hier, board", "auto");
+  const char *const *valid = WORDS("ring, tree, rhd, hier, board, pairwise, bruck, direct, binomial", "auto");
   expect_algo_refused("ringg", valid);
   expect_message_words("ringg", WORDS("unknown algorithm 'ringg'"));
   expect_algo_refused("allreduce:ring,nccl", valid);
@@ -117,7 +138,7 @@ Test(algo_spec, unknown_algorithm_lists_the_valid_ones) {
 }
 
 Test(algo_spec, unknown_collective_lists_the_valid_ones) {
-  const char *const *valid = WORDS("allreduce, allgather, reducescatter, broadcast, reduce");
+  const char *const *valid = WORDS("allreduce, allgather, reducescatter, broadcast, reduce, alltoall, gather, scatter");
   expect_algo_refused("allreduc:ring", valid);
   expect_message_words("allreduc", WORDS("unknown collective 'allreduc'"));
   expect_algo_refused("reduce_scatter:ring", WORDS("unknown collective 'reduce_scatter'"));
@@ -145,9 +166,10 @@ Test(algo_spec, a_collective_named_twice) {
 }
 
 Test(algo_spec, a_part_that_allows_nothing) {
-  expect_algo_refused("^ring,tree,rhd,hier,board", WORDS("no algorithm", "the collectives it applies to"));
+  expect_algo_refused("^ring,tree,rhd,hier,board,pairwise,bruck,direct,binomial",
+                      WORDS("no algorithm", "the collectives it applies to"));
   expect_algo_refused("allreduce:^auto", WORDS("no algorithm", "allreduce", "'allreduce:^auto'"));
-  expect_algo_refused("ring;reduce:^ring,tree,rhd,hier,board", WORDS("no algorithm", "reduce"));
+  expect_algo_refused("ring;reduce:^ring,tree,rhd,hier,board,pairwise,bruck,direct,binomial", WORDS("no algorithm", "reduce"));
 }
 
 /* ---- the cost model ------------------------------------------------------------------------- */
@@ -259,6 +281,36 @@ Test(cost_model, double_binary_tree) {
               "tree broadcast, uneven chunks");
 }
 
+Test(cost_model, alltoall_gather_and_scatter) {
+  /* p = 8, S = 8e6: blocks of 1e6 bytes, 100 us each on example_link. Pairwise: 7 messages posted
+   * together, alpha once, 6 posting costs of alpha / 4, 7 blocks through the link. */
+  expect_time(tally_cost_pairwise_alltoall(&example_link, 8, 8000000), 10.0 + 6 * 2.5 + 700.0, "pairwise alltoall");
+  /* Bruck: k = 1, 2, 4 each send the 4 blocks whose index has bit k (of 1..7), plus two rotations
+   * of S (800 us each). */
+  expect_time(tally_cost_bruck_alltoall(&example_link, 8, 8000000), 3 * 410.0 + 1600.0, "Bruck alltoall");
+  /* p = 5, S = 5e6: k = 1 sends blocks 1, 3; k = 2 blocks 2, 3; k = 4 block 4. */
+  expect_time(tally_cost_bruck_alltoall(&example_link, 5, 5000000), 210.0 + 210.0 + 110.0 + 1000.0,
+              "Bruck alltoall, p = 5");
+  /* Gather: the root's 7 messages at once, or the binomial tree's 1, 2 and 4 blocks plus the root's copy. */
+  expect_time(tally_cost_direct_gather(&example_link, 8, 8000000), 10.0 + 6 * 2.5 + 700.0, "direct gather");
+  expect_time(tally_cost_binomial_gather(&example_link, 8, 8000000), 110.0 + 210.0 + 410.0 + 800.0, "binomial gather");
+  /* p = 6: levels 1, 2, 4 carry min(k, 6 - k) = 1, 2, 2 blocks. */
+  expect_time(tally_cost_binomial_gather(&example_link, 6, 6000000), 110.0 + 210.0 + 210.0 + 600.0,
+              "binomial gather, p = 6");
+  /* Tiny blocks on 64 ranks go to the log2 p forms: pairwise 10 + 62 x 2.5 = 165 us against Bruck's
+   * 6 steps of about 10 us; 8 ranks keep the direct forms (25 us against 30), as do large blocks. */
+  cr_assert_eq(tally_cost_choose(TALLY_COLL_ALLTOALL, TALLY_ALGO_ALL, 64, 64 * 8, &example_link, 0, NULL),
+               TALLY_ALGO_BRUCK);
+  cr_assert_eq(tally_cost_choose(TALLY_COLL_ALLTOALL, TALLY_ALGO_ALL, 8, 64, &example_link, 0, NULL),
+               TALLY_ALGO_PAIRWISE);
+  cr_assert_eq(tally_cost_choose(TALLY_COLL_ALLTOALL, TALLY_ALGO_ALL, 64, 64 * 1000000, &example_link, 0, NULL),
+               TALLY_ALGO_PAIRWISE);
+  cr_assert_eq(tally_cost_choose(TALLY_COLL_GATHER, TALLY_ALGO_ALL, 64, 64 * 8, &example_link, 0, NULL),
+               TALLY_ALGO_BINOMIAL);
+  cr_assert_eq(tally_cost_choose(TALLY_COLL_SCATTER, TALLY_ALGO_ALL, 64, 64 * 1000000, &example_link, 0, NULL),
+               TALLY_ALGO_DIRECT);
+}
+
 Test(cost_model, predict_covers_each_modelled_pair_and_only_those) {
   expect_time(tally_cost_predict(TALLY_ALGO_RING, TALLY_COLL_BROADCAST, 8, 8000000, &example_link, 1000000), 14 * 110.0,
               "predict ring broadcast");
@@ -272,7 +324,9 @@ Test(cost_model, predict_covers_each_modelled_pair_and_only_those) {
   } unmodelled[] = {{TALLY_ALGO_TREE, TALLY_COLL_ALLGATHER}, {TALLY_ALGO_TREE, TALLY_COLL_REDUCE_SCATTER},
                     {TALLY_ALGO_RHD, TALLY_COLL_BROADCAST},  {TALLY_ALGO_RHD, TALLY_COLL_REDUCE},
                     {TALLY_ALGO_HIER, TALLY_COLL_ALLREDUCE}, {TALLY_ALGO_BOARD, TALLY_COLL_ALLREDUCE},
-                    {TALLY_ALGO_RING, TALLY_COLL_BARRIER}};
+                    {TALLY_ALGO_RING, TALLY_COLL_BARRIER},   {TALLY_ALGO_RING, TALLY_COLL_ALLTOALL},
+                    {TALLY_ALGO_BRUCK, TALLY_COLL_GATHER},   {TALLY_ALGO_DIRECT, TALLY_COLL_ALLTOALL},
+                    {TALLY_ALGO_PAIRWISE, TALLY_COLL_ALLREDUCE}};
   for (size_t i = 0; i < sizeof unmodelled / sizeof unmodelled[0]; i++) {
     cr_assert_eq(tally_cost_predict(unmodelled[i].algo, unmodelled[i].coll, 8, 1000, &example_link, 1000000),
                  TALLY_COST_NOT_MODELLED, "case %zu", i);

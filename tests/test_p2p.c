@@ -162,6 +162,55 @@ Test(p2p, alltoall_6_ranks_on_3_hosts) {
   cr_assert_eq(harness_run_on_hosts(6, 2, 240, p2p_rooted_cases, NULL), 0);
 }
 
+/* Each algorithm forced with TALLY_ALGO runs every case (the tuner alone would pick one per size). */
+static void run_forced(const char *algo, int n, int per_host, harness_body_fn body) {
+  setenv("TALLY_ALGO", algo, 1);
+  int failed = per_host ? harness_run_on_hosts(n, per_host, 240, body, NULL) : harness_run(n, 240, body, NULL);
+  unsetenv("TALLY_ALGO");
+  cr_assert_eq(failed, 0, "TALLY_ALGO=%s on %d ranks (%d per host)", algo, n, per_host);
+}
+Test(p2p, alltoall_bruck) {
+  run_forced("alltoall:bruck", 5, 0, p2p_alltoall_cases);
+  run_forced("alltoall:bruck", 8, 0, p2p_alltoall_cases);
+}
+Test(p2p, alltoall_pairwise) { run_forced("alltoall:pairwise", 5, 0, p2p_alltoall_cases); }
+Test(p2p, alltoall_bruck_tcp) {
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  run_forced("alltoall:bruck", 3, 0, p2p_alltoall_cases);
+  unsetenv("TALLY_TRANSPORT");
+}
+Test(p2p, alltoall_hier_on_hosts) {
+  run_forced("alltoall:hier", 6, 2, p2p_alltoall_cases);
+  run_forced("alltoall:hier", 6, 3, p2p_alltoall_cases);
+  run_forced("alltoall:hier", 8, 2, p2p_alltoall_cases);
+}
+Test(p2p, gather_scatter_binomial) {
+  run_forced("gather:binomial;scatter:binomial", 6, 0, p2p_rooted_cases);
+  run_forced("gather:binomial;scatter:binomial", 7, 0, p2p_rooted_cases);
+}
+Test(p2p, gather_scatter_direct) { run_forced("gather:direct;scatter:direct", 5, 0, p2p_rooted_cases); }
+Test(p2p, alltoall_gather_scatter_under_algo_ring) { /* a list that names none of theirs leaves them on auto */
+  run_forced("ring", 3, 0, p2p_alltoall_cases);
+  run_forced("ring", 3, 0, p2p_rooted_cases);
+}
+
+/* The tuner's choice follows TALLY_ALGO, and hier, which needs several hosts, gives way to pairwise. */
+static int forced_choices(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  const char *want = arg, *got = NULL;
+  if (tally_comm_tuner_choice(comm, "alltoall", 1000, TALLY_FLOAT32, &got, NULL) != TALLY_SUCCESS)
+    return harness_fail(rank, "tuner choice: %s", tally_comm_last_error(comm));
+  return strcmp(got, want) ? harness_fail(rank, "alltoall goes to %s, expected %s", got, want) : 0;
+}
+Test(p2p, tuner_choice_for_alltoall) {
+  setenv("TALLY_ALGO", "alltoall:bruck", 1);
+  cr_assert_eq(harness_run(3, 60, forced_choices, "bruck"), 0);
+  setenv("TALLY_ALGO", "alltoall:hier", 1);
+  cr_assert_eq(harness_run(3, 60, forced_choices, "pairwise"), 0);
+  cr_assert_eq(harness_run_on_hosts(4, 2, 60, forced_choices, "hier"), 0);
+  unsetenv("TALLY_ALGO");
+}
+
 /* A group mixing collectives, sends to itself and to the others, and an alltoall, listed in a
  * different order on every rank. */
 static int mixed_group(tally_comm_t comm, int rank, int n, void *arg) {

@@ -45,6 +45,7 @@ static tally_result_t build_job_topology(struct tally_comm *c) {
   }
   tally_result_t result = tally_job_topo_build(records, c->nranks, &c->topo);
   if (result == TALLY_SUCCESS && c->rank == 0) tally_job_topo_log(&c->topo, records);
+  if (result == TALLY_SUCCESS) c->cores_shared = c->topo.local_size[c->rank] > records[c->rank].pus;
   free(records);
   return result;
 }

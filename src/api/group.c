@@ -106,6 +106,12 @@ static tally_result_t run_one(struct tally_call *call) {
   return r;
 }
 
+/* Collectives run in two phases (group.h): 0 the others, 1 alltoall, gather and scatter. */
+static int collective_phase(const struct tally_call *call) {
+  enum tally_coll coll = call->desc.coll;
+  return coll == TALLY_COLL_ALLTOALL || coll == TALLY_COLL_GATHER || coll == TALLY_COLL_SCATTER;
+}
+
 /* Runs a group's calls as group.h says; returns the first failure. `group_fn` names the group's
  * end in messages. */
 static tally_result_t run_calls(const char *group_fn, struct tally_call *calls, int n) {
@@ -126,12 +132,14 @@ static tally_result_t run_calls(const char *group_fn, struct tally_call *calls, 
   if (r != TALLY_SUCCESS) claimed--;
   if (r == TALLY_SUCCESS) qsort(comms, (size_t)ncomms, sizeof *comms, by_comm_id); /* ids are valid once claimed */
   for (int c = 0; c < ncomms && claimed == ncomms; c++) {
-    for (int i = 0; i < n; i++) {
-      if (calls[i].comm != comms[c] || calls[i].kind != TALLY_CALL_COLLECTIVE) continue;
-      tally_result_t one = tally_collective_run_claimed(&calls[i]);
-      if (one != TALLY_SUCCESS) one = name_call(group_fn, &calls[i], i, one);
-      if (r == TALLY_SUCCESS) r = one;
-    }
+    for (int phase = 0; phase < 2; phase++)
+      for (int i = 0; i < n; i++) {
+        if (calls[i].comm != comms[c] || calls[i].kind != TALLY_CALL_COLLECTIVE || collective_phase(&calls[i]) != phase)
+          continue;
+        tally_result_t one = tally_collective_run_claimed(&calls[i]);
+        if (one != TALLY_SUCCESS) one = name_call(group_fn, &calls[i], i, one);
+        if (r == TALLY_SUCCESS) r = one;
+      }
     tally_result_t batch = run_messages(group_fn, comms[c], calls, n);
     if (r == TALLY_SUCCESS) r = batch;
   }

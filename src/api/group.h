@@ -3,9 +3,11 @@
  * (per thread, nestable, as NCCL's), queued and run together by the outermost end.
  *
  * How a list of calls runs, the same on every rank so that no order of calls can deadlock:
- * the communicators in order of their id; on each, first its collectives in call order (each
- * as it runs outside a group), then one batch of every point-to-point message of its sends,
- * recvs, alltoalls, alltoallvs, gathers and scatters, all posted at once (algorithms/p2p.h). */
+ * the communicators in order of their id; on each, first its collectives other than alltoall,
+ * gather and scatter in call order (each as it runs outside a group), then its alltoalls, gathers
+ * and scatters in call order, then one batch of every point-to-point message of its sends, recvs
+ * and alltoallvs, all posted at once (algorithms/p2p.h). So the ranks must agree on the order of
+ * their collectives of each of the first two kinds, but not on how the kinds interleave. */
 #ifndef TALLY_GROUP_H
 #define TALLY_GROUP_H
 
@@ -15,10 +17,7 @@ enum tally_call_kind {
   TALLY_CALL_COLLECTIVE, /* through the tuner: desc */
   TALLY_CALL_SEND,
   TALLY_CALL_RECV,
-  TALLY_CALL_ALLTOALL,
   TALLY_CALL_ALLTOALLV,
-  TALLY_CALL_GATHER,
-  TALLY_CALL_SCATTER,
 };
 
 struct tally_call {
@@ -29,9 +28,9 @@ struct tally_call {
   struct tally_coll_desc desc; /* collectives */
   const void *sendbuf;
   void *recvbuf;
-  size_t count; /* send, recv: elements; alltoall: per peer; gather: sendcount; scatter: recvcount */
+  size_t count; /* send, recv: elements */
   tally_datatype_t datatype;
-  int peer;       /* send, recv: the other rank; gather, scatter: the root */
+  int peer;       /* send, recv: the other rank */
   size_t *counts; /* alltoallv: sendcounts, sdispls, recvcounts, rdispls, nranks each (owned) */
 };
 
@@ -49,7 +48,7 @@ tally_result_t tally_call_submit(struct tally_call *call);
 tally_result_t tally_collective_run_claimed(const struct tally_call *call);
 
 /* The bytes of scratch memory a point-to-point call needs while it runs (point_to_point.c): a copy of the send
- * data of an alltoall or alltoallv in place, whose receives overwrite what its sends read. */
+ * data of an alltoallv in place, whose receives overwrite what its sends read. */
 size_t tally_call_copy_bytes(const struct tally_call *call);
 
 /* Appends the messages of a point-to-point call on its communicator to `msgs` (point_to_point.c), with `copy`

@@ -1,6 +1,8 @@
 /* The point-to-point entry points (tally_send, tally_recv) and the collectives made of point-to-point
- * messages (tally_alltoall, tally_alltoallv, tally_gather, tally_scatter): their argument checks,
- * and the messages each call is made of (group.h runs them). Host memory only, for now. */
+ * messages (tally_alltoall, tally_alltoallv, tally_gather, tally_scatter): their argument checks, and
+ * the messages sends, recvs and alltoallvs are made of (group.h runs them). Alltoall, gather and
+ * scatter run as collectives, through the tuner (algorithms/alltoall.c, gather_scatter.c), with
+ * device memory and streams as the other collectives; the others take host memory only, for now. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +17,9 @@
 /* --- checks ------------------------------------------------------------------------------------ */
 
 /* `elements` of `datatype` at `buf` (of which `what` says what it is): a real datatype, a size that
- * fits the address space, memory where they are, host memory. */
+ * fits the address space, memory where they are. */
 static tally_result_t check_buffer(const char *fn, const char *what, const void *buf, size_t elements,
-                                   tally_datatype_t datatype, tally_stream_t stream) {
+                                   tally_datatype_t datatype) {
   if ((unsigned)datatype >= TALLY_NUM_DATATYPES)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: datatype %d is not a tally_datatype_t", fn, (int)datatype);
   if (elements > SIZE_MAX / tally_datatype_size(datatype))
@@ -25,10 +27,18 @@ static tally_result_t check_buffer(const char *fn, const char *what, const void 
                        tally_datatype_name(datatype));
   if (elements > 0 && !buf)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: %s is NULL but holds %zu elements", fn, what, elements);
+  return TALLY_SUCCESS;
+}
+
+/* Sends, recvs and alltoallvs take host memory only (alltoall, gather and scatter, being
+ * collectives, take device memory and streams as the other collectives do). */
+static tally_result_t check_host_buffer(const char *fn, const char *what, const void *buf, size_t elements,
+                                        tally_datatype_t datatype, tally_stream_t stream) {
+  TALLY_CHECK(check_buffer(fn, what, buf, elements, datatype));
   if (stream || tally_device_memory(tally_device(), buf))
     return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
-                       "%s: point-to-point calls, alltoall, gather and scatter take host memory and a NULL stream "
-                       "for now; copy device buffers to host memory first",
+                       "%s: sends, recvs and alltoallv take host memory and a NULL stream for now; copy device "
+                       "buffers to host memory first",
                        fn);
   return TALLY_SUCCESS;
 }
@@ -51,6 +61,14 @@ static tally_result_t extent(const char *fn, const char *which, const size_t *co
     if (counts[j] > 0 && displs[j] + counts[j] > *elements) *elements = displs[j] + counts[j];
   }
   return TALLY_SUCCESS;
+}
+
+/* Alltoall, gather and scatter: collectives, described as the tuner sees them. */
+static struct tally_call collective_call(const char *fn, tally_comm_t comm, tally_stream_t stream, enum tally_coll coll,
+                                         const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
+                                         int root) {
+  struct tally_coll_desc d = {coll, sendbuf, recvbuf, count, datatype, TALLY_SUM, root, 0, 0};
+  return (struct tally_call){.kind = TALLY_CALL_COLLECTIVE, .fn = fn, .comm = comm, .stream = stream, .desc = d};
 }
 
 /* Checked at the call; on failure the communicator's last error says why. */
@@ -76,7 +94,7 @@ tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t da
                             .datatype = datatype,
                             .peer = peer};
   tally_result_t r = check_rank(call.fn, "peer", peer, comm);
-  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, count, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_host_buffer(call.fn, "sendbuf", sendbuf, count, datatype, stream);
   if (r == TALLY_SUCCESS && peer == comm->rank && !tally_group_open())
     r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                     "%s: a send to this rank itself (peer %d) needs its recv in the same group: call "
@@ -97,7 +115,7 @@ tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype
                             .datatype = datatype,
                             .peer = peer};
   tally_result_t r = check_rank(call.fn, "peer", peer, comm);
-  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, count, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_host_buffer(call.fn, "recvbuf", recvbuf, count, datatype, stream);
   if (r == TALLY_SUCCESS && peer == comm->rank && !tally_group_open())
     r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                     "%s: a recv from this rank itself (peer %d) needs its send in the same group: call "
@@ -109,20 +127,14 @@ tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype
 tally_result_t tally_alltoall(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                               tally_comm_t comm, tally_stream_t stream) {
   TALLY_CHECK(tally_call_check_comm("tally_alltoall", comm));
-  struct tally_call call = {.kind = TALLY_CALL_ALLTOALL,
-                            .fn = "tally_alltoall",
-                            .comm = comm,
-                            .stream = stream,
-                            .sendbuf = sendbuf,
-                            .recvbuf = recvbuf,
-                            .count = count,
-                            .datatype = datatype};
+  struct tally_call call = collective_call("tally_alltoall", comm, stream, TALLY_COLL_ALLTOALL, sendbuf, recvbuf, count,
+                                           datatype, 0);
   size_t n = (size_t)comm->nranks;
   tally_result_t r = count > SIZE_MAX / n
                          ? TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: count %zu per rank times %zu ranks overflows",
                                        call.fn, count, n)
-                         : check_buffer(call.fn, "sendbuf", sendbuf, count * n, datatype, stream);
-  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, count * n, datatype, stream);
+                         : check_buffer(call.fn, "sendbuf", sendbuf, count * n, datatype);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, count * n, datatype);
   return submit_checked(&call, r);
 }
 
@@ -150,52 +162,38 @@ tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, co
   size_t send_elements, recv_elements;
   tally_result_t r = extent(call.fn, "sendcounts/sdispls", sendcounts, sdispls, n, &send_elements);
   if (r == TALLY_SUCCESS) r = extent(call.fn, "recvcounts/rdispls", recvcounts, rdispls, n, &recv_elements);
-  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, send_elements, datatype, stream);
-  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, recv_elements, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_host_buffer(call.fn, "sendbuf", sendbuf, send_elements, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_host_buffer(call.fn, "recvbuf", recvbuf, recv_elements, datatype, stream);
   return submit_checked(&call, r);
 }
 
 tally_result_t tally_gather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype, int root,
                             tally_comm_t comm, tally_stream_t stream) {
   TALLY_CHECK(tally_call_check_comm("tally_gather", comm));
-  struct tally_call call = {.kind = TALLY_CALL_GATHER,
-                            .fn = "tally_gather",
-                            .comm = comm,
-                            .stream = stream,
-                            .sendbuf = sendbuf,
-                            .recvbuf = recvbuf,
-                            .count = sendcount,
-                            .datatype = datatype,
-                            .peer = root};
+  struct tally_call call = collective_call("tally_gather", comm, stream, TALLY_COLL_GATHER, sendbuf, recvbuf, sendcount,
+                                           datatype, root);
   size_t n = (size_t)comm->nranks;
   tally_result_t r = check_rank(call.fn, "root", root, comm);
-  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, sendcount, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, sendcount, datatype);
   if (r == TALLY_SUCCESS && sendcount > SIZE_MAX / n)
     r = TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: sendcount %zu times %zu ranks overflows", call.fn, sendcount, n);
   if (r == TALLY_SUCCESS && comm->rank == root)
-    r = check_buffer(call.fn, "recvbuf (at the root)", recvbuf, sendcount * n, datatype, stream);
+    r = check_buffer(call.fn, "recvbuf (at the root)", recvbuf, sendcount * n, datatype);
   return submit_checked(&call, r);
 }
 
 tally_result_t tally_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype, int root,
                              tally_comm_t comm, tally_stream_t stream) {
   TALLY_CHECK(tally_call_check_comm("tally_scatter", comm));
-  struct tally_call call = {.kind = TALLY_CALL_SCATTER,
-                            .fn = "tally_scatter",
-                            .comm = comm,
-                            .stream = stream,
-                            .sendbuf = sendbuf,
-                            .recvbuf = recvbuf,
-                            .count = recvcount,
-                            .datatype = datatype,
-                            .peer = root};
+  struct tally_call call = collective_call("tally_scatter", comm, stream, TALLY_COLL_SCATTER, sendbuf, recvbuf,
+                                           recvcount, datatype, root);
   size_t n = (size_t)comm->nranks;
   tally_result_t r = check_rank(call.fn, "root", root, comm);
-  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, recvcount, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, recvcount, datatype);
   if (r == TALLY_SUCCESS && recvcount > SIZE_MAX / n)
     r = TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: recvcount %zu times %zu ranks overflows", call.fn, recvcount, n);
   if (r == TALLY_SUCCESS && comm->rank == root)
-    r = check_buffer(call.fn, "sendbuf (at the root)", sendbuf, recvcount * n, datatype, stream);
+    r = check_buffer(call.fn, "sendbuf (at the root)", sendbuf, recvcount * n, datatype);
   return submit_checked(&call, r);
 }
 
@@ -233,18 +231,12 @@ static struct tally_msg_header collective_header(tally_comm_t comm, int kind, co
   return h;
 }
 
-/* The bytes of sendbuf an alltoall or alltoallv reads. */
-static size_t send_bytes(const struct tally_call *call) {
-  int n = call->comm->nranks;
-  size_t es = tally_datatype_size(call->datatype), elements = call->count * (size_t)n;
-  if (call->kind == TALLY_CALL_ALLTOALLV) /* checked at the call: cannot fail here */
-    extent(call->fn, "sendcounts/sdispls", call->counts, call->counts + n, n, &elements);
-  return elements * es;
-}
-
 size_t tally_call_copy_bytes(const struct tally_call *call) {
-  int all_to_all = call->kind == TALLY_CALL_ALLTOALL || call->kind == TALLY_CALL_ALLTOALLV;
-  return all_to_all && call->sendbuf == call->recvbuf ? send_bytes(call) : 0;
+  if (call->kind != TALLY_CALL_ALLTOALLV || call->sendbuf != call->recvbuf) return 0;
+  int n = call->comm->nranks;
+  size_t elements;
+  extent(call->fn, "sendcounts/sdispls", call->counts, call->counts + n, n, &elements); /* checked at the call */
+  return elements * tally_datatype_size(call->datatype);
 }
 
 /* In place, sends would read blocks that receives overwrite: they read a copy instead. */
@@ -252,20 +244,6 @@ static const void *send_data(const struct tally_call *call, void *copy) {
   if (!copy) return call->sendbuf;
   memcpy(copy, call->sendbuf, tally_call_copy_bytes(call));
   return copy;
-}
-
-static tally_result_t alltoall_messages(const struct tally_call *call, struct batch *b, void *copy) {
-  tally_comm_t comm = call->comm;
-  int n = comm->nranks;
-  size_t block = call->count * tally_datatype_size(call->datatype);
-  const void *send = send_data(call, copy);
-  struct tally_msg_header h = collective_header(comm, TALLY_MSG_ALLTOALL, call);
-  for (int k = 0; k < n; k++) { /* rank r starts with r + 1, so that not every rank sends to rank 0 first */
-    int peer = (comm->rank + k) % n;
-    TALLY_CHECK(add(b, peer, 0, (char *)call->recvbuf + (size_t)peer * block, block, &h));
-    TALLY_CHECK(add(b, peer, 1, (const char *)send + (size_t)peer * block, block, &h));
-  }
-  return TALLY_SUCCESS;
 }
 
 /* Each pair's messages carry what the sender sends (count) and what it expects back (index), so
@@ -289,25 +267,6 @@ static tally_result_t alltoallv_messages(const struct tally_call *call, struct b
   return TALLY_SUCCESS;
 }
 
-/* Gather: every rank sends its block to the root, which receives them in rank order. Scatter: the
- * reverse. The root's own block is a message to itself, copied first (p2p.h), so in place works. */
-static tally_result_t rooted_messages(const struct tally_call *call, struct batch *b, int gather) {
-  tally_comm_t comm = call->comm;
-  int root = call->peer;
-  size_t block = call->count * tally_datatype_size(call->datatype);
-  struct tally_msg_header h = collective_header(comm, gather ? TALLY_MSG_GATHER : TALLY_MSG_SCATTER, call);
-  h.root = root;
-  if (gather) TALLY_CHECK(add(b, root, 1, call->sendbuf, block, &h));
-  if (!gather) TALLY_CHECK(add(b, root, 0, call->recvbuf, block, &h));
-  if (comm->rank != root) return TALLY_SUCCESS;
-  for (int k = 0; k < comm->nranks; k++) {
-    int peer = (root + k) % comm->nranks;
-    if (gather) TALLY_CHECK(add(b, peer, 0, (char *)call->recvbuf + (size_t)peer * block, block, &h));
-    if (!gather) TALLY_CHECK(add(b, peer, 1, (const char *)call->sendbuf + (size_t)peer * block, block, &h));
-  }
-  return TALLY_SUCCESS;
-}
-
 tally_result_t tally_call_messages(const struct tally_call *call, int index, struct tally_p2p_msg **msgs, int *n,
                                    int *cap, void *copy) {
   struct batch b = {msgs, n, cap, index};
@@ -320,10 +279,7 @@ tally_result_t tally_call_messages(const struct tally_call *call, int index, str
     case TALLY_CALL_RECV:
       tally_p2p_header(call->comm, call->peer, 0, call->count, call->datatype, &h);
       return add(&b, call->peer, 0, call->recvbuf, bytes, &h);
-    case TALLY_CALL_ALLTOALL: return alltoall_messages(call, &b, copy);
     case TALLY_CALL_ALLTOALLV: return alltoallv_messages(call, &b, copy);
-    case TALLY_CALL_GATHER: return rooted_messages(call, &b, 1);
-    case TALLY_CALL_SCATTER: return rooted_messages(call, &b, 0);
     default: return TALLY_ERROR(TALLY_ERR_INTERNAL, "%s is not a point-to-point call", call->fn);
   }
 }

@@ -21,7 +21,9 @@ static tally_result_t describe(const char *fn, tally_comm_t comm, const char *co
     }
   return TALLY_ERROR(
       TALLY_ERR_INVALID_ARGUMENT,
-      "%s: collective '%s' is not one of allreduce, allgather, reduce_scatter, broadcast, reduce, barrier", fn,
+      "%s: collective '%s' is not one of allreduce, allgather, reduce_scatter, broadcast, reduce, barrier, alltoall, "
+      "gather, scatter",
+      fn,
       collective ? collective : "(null)");
 }
 
@@ -47,6 +49,7 @@ tally_result_t tally_comm_predict(tally_comm_t comm, const char *collective, con
       return TALLY_SUCCESS;
     }
   return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                     "tally_comm_predict: algorithm '%s' is not one of ring, tree, rhd, hier, board",
+                     "tally_comm_predict: algorithm '%s' is not one of ring, tree, rhd, hier, board, pairwise, bruck, "
+                     "direct, binomial",
                      algorithm ? algorithm : "(null)");
 }

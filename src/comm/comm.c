@@ -30,6 +30,9 @@ tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
   return TALLY_SUCCESS;
 }
 
+/* How long a waiting rank that has a hardware thread of its own polls without yielding it. */
+#define HOT_POLL_NS 3000
+
 void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
                         struct tally_waiter *w) {
   memset(w, 0, sizeof *w);
@@ -74,6 +77,8 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
       timeout_ms = tally_ms_until(
           w->idle_since + (w->notified || idle + w->grace_ns >= w->timeout_ns ? limit : w->timeout_ns - w->grace_ns),
           100);
+    } else if (!comm->cores_shared && idle < HOT_POLL_NS) {
+      tally_cpu_relax(); /* a reply on its way lands within a microsecond or two: no system call */
     } else {
       sched_yield(); /* let a peer sharing this core run while we poll */
     }

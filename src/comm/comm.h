@@ -51,6 +51,9 @@ struct tally_comm {
   struct tally_ring local;                  /* the ranks of this host; size 0 unless the hierarchical rings exist */
   struct tally_ring cross;                  /* the ranks with this local rank, one per host; size 0 likewise */
   int hosts_in_rank_order;                  /* with those rings, host h runs ranks hL .. hL+L-1 (set once at init) */
+  int cores_shared; /* this host runs more ranks than this process has hardware threads: a waiting rank
+                       yields its core between polls from the start (else only after a few microseconds
+                       of polling without a system call) */
   unsigned char secret[TALLY_SECRET_BYTES]; /* the job's: connections made after init prove it too */
   struct tally_link *links;                 /* every distinct connection, each once (see tally_comm_fail) */
   int nlinks;
@@ -95,8 +98,9 @@ void tally_comm_free(struct tally_comm *comm);
 void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
 
 /* Waiting without stealing a core: call once per loop of an algorithm's step machine with
- * `moved` saying whether the loop made progress. Polls the transport (yielding the core between
- * polls), and once nothing has moved for cfg.spin_us, blocks in the transport until something
+ * `moved` saying whether the loop made progress. Polls the transport (for its first microseconds
+ * without a system call where this rank has a hardware thread to itself, then yielding the core
+ * between polls), and once nothing has moved for cfg.spin_us, blocks in the transport until something
  * arrives. Fails on abort, when nothing has moved for TALLY_TIMEOUT, or when the transport fails.
  * Shortly before the timeout it sends the next rank a waiting notice, so that when a stalled rank
  * holds up a whole ring, only the rank right after it blames it and the others wait for that

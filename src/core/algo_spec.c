@@ -15,14 +15,18 @@
   "expected parts separated by ';', each [collective:][^]algorithm[,algorithm...], for example " \
   "allreduce:rhd,ring;broadcast:tree"
 
-static const char *const algo_names[TALLY_NUM_ALGOS] = {"ring", "tree", "rhd", "hier", "board"};
+static const char *const algo_names[TALLY_NUM_ALGOS] = {"ring",     "tree",  "rhd",    "hier",    "board",
+                                                        "pairwise", "bruck", "direct", "binomial"};
 
 /* The collectives TALLY_ALGO can name, spelt as in NCCL_ALGO; barrier (NULL) is not among them. */
 static const char *const coll_names[TALLY_NUM_COLLS] = {[TALLY_COLL_ALLREDUCE] = "allreduce",
                                                         [TALLY_COLL_ALLGATHER] = "allgather",
                                                         [TALLY_COLL_REDUCE_SCATTER] = "reducescatter",
                                                         [TALLY_COLL_BROADCAST] = "broadcast",
-                                                        [TALLY_COLL_REDUCE] = "reduce"};
+                                                        [TALLY_COLL_REDUCE] = "reduce",
+                                                        [TALLY_COLL_ALLTOALL] = "alltoall",
+                                                        [TALLY_COLL_GATHER] = "gather",
+                                                        [TALLY_COLL_SCATTER] = "scatter"};
 
 
 /* The index of `name` among names[0..n) (NULL entries never match), or -1. */
@@ -54,7 +58,7 @@ static tally_result_t parse_algorithm(const char *text, struct span name, unsign
     *bits = TALLY_ALGO_BIT(a);
     return TALLY_SUCCESS;
   }
-  char valid[64];
+  char valid[128];
   return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
                      "TALLY_ALGO='%s': unknown algorithm '%.*s'; valid algorithms: %s (or auto for all of them; a "
                      "leading '^' excludes the ones listed)",
@@ -89,7 +93,7 @@ static tally_result_t find_collective(const char *text, struct span name, enum t
     *coll = (enum tally_coll)c;
     return TALLY_SUCCESS;
   }
-  char valid[96];
+  char valid[128];
   return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "TALLY_ALGO='%s': unknown collective '%.*s'; valid collectives: %s",
                      text, (int)name.len, name.p, join_names(coll_names, TALLY_NUM_COLLS, valid, sizeof valid));
 }
@@ -148,7 +152,11 @@ tally_result_t tally_algo_spec_parse(const char *text, struct tally_algo_spec *s
     }
   }
   unsigned rest = parts.rest ? parts.rest : TALLY_ALGO_ALL;
-  for (int c = 0; c < TALLY_NUM_COLLS; c++) spec->allowed[c] = parts.named[c] ? parts.named[c] : rest;
+  spec->named = 0;
+  for (int c = 0; c < TALLY_NUM_COLLS; c++) {
+    spec->allowed[c] = parts.named[c] ? parts.named[c] : rest;
+    if (parts.named[c]) spec->named |= 1u << c;
+  }
   return TALLY_SUCCESS;
 }
 

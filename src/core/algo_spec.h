@@ -8,6 +8,9 @@
  *                               per collective; a collective not named gets every algorithm
  *   allreduce:^tree;ring        a part without "collective:" applies to every collective not named
  *                               in another part (barrier, which cannot be named, included)
+ *   alltoall:bruck;gather:direct
+ *                               alltoall, gather and scatter have their own algorithms (pairwise,
+ *                               bruck, hier; direct, binomial)
  *
  * Names are case-insensitive ("Ring" as NCCL writes it works) and may have blanks around them.
  * `auto` inside a list stands for every algorithm (`broadcast:auto`). The values of the old
@@ -26,6 +29,10 @@ enum tally_algo_id {
   TALLY_ALGO_RHD,   /* recursive halving-doubling (Rabenseifner for allreduce) */
   TALLY_ALGO_HIER,  /* hierarchical: within each host, then across hosts */
   TALLY_ALGO_BOARD, /* the one-host shared-memory board (algorithms/board.h) */
+  TALLY_ALGO_PAIRWISE, /* alltoall: every block straight to its rank, p-1 exchanges in flight at once */
+  TALLY_ALGO_BRUCK,    /* alltoall: Bruck's log2 p exchanges of packed blocks */
+  TALLY_ALGO_DIRECT,   /* gather, scatter: every block straight to or from the root */
+  TALLY_ALGO_BINOMIAL, /* gather, scatter: a binomial tree, log2 p levels */
   TALLY_NUM_ALGOS
 };
 
@@ -33,9 +40,12 @@ enum tally_algo_id {
 #define TALLY_ALGO_ALL ((1u << TALLY_NUM_ALGOS) - 1)
 
 /* For each collective (enum tally_coll, barrier included), the TALLY_ALGO_BIT()s it may use;
- * never 0 after a successful parse. */
+ * never 0 after a successful parse. `named` has bit c set where a part named collective c (the
+ * tuner lets a part without a name that leaves alltoall, gather or scatter none of their own
+ * algorithms leave them on auto, so that TALLY_ALGO=ring keeps working). */
 struct tally_algo_spec {
   unsigned allowed[TALLY_NUM_COLLS];
+  unsigned named;
 };
 
 /* Parses `text` (NULL or "" allow everything). A malformed value is TALLY_ERR_INVALID_ARGUMENT with
@@ -45,7 +55,8 @@ tally_result_t tally_algo_spec_parse(const char *text, struct tally_algo_spec *s
 /* Whether `spec` lets `coll` use `algo`. */
 int tally_algo_spec_allows(const struct tally_algo_spec *spec, enum tally_coll coll, enum tally_algo_id algo);
 
-/* "ring", "tree", "rhd", "hier", "board"; "unknown" when out of range. */
+/* "ring", "tree", "rhd", "hier", "board", "pairwise", "bruck", "direct", "binomial"; "unknown" when out
+ * of range. */
 const char *tally_algo_name(enum tally_algo_id algo);
 
 #endif

@@ -1,4 +1,5 @@
-/* Monotonic time and deadlines: every wait in Tally is bounded by a deadline in nanoseconds. */
+/* Monotonic time and deadlines (every wait in Tally is bounded by a deadline in nanoseconds), and
+ * the CPU's hint for a polling loop. */
 #ifndef TALLY_CLOCK_H
 #define TALLY_CLOCK_H
 
@@ -21,6 +22,14 @@ static inline int tally_ms_until(uint64_t deadline, int cap_ms) {
   if (now >= deadline) return 0;
   uint64_t ms = (deadline - now + 999999) / 1000000;
   return ms > (uint64_t)cap_ms ? cap_ms : (int)ms;
+}
+
+/* One pause in a polling loop: tells the CPU this is a spin (cheaper for the sibling hardware
+ * thread, no memory-order violation on exit); costs no system call. */
+static inline void tally_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
 }
 
 #endif

@@ -14,19 +14,19 @@ enum tally_coll {
   TALLY_COLL_BROADCAST,
   TALLY_COLL_REDUCE,
   TALLY_COLL_BARRIER,
+  TALLY_COLL_ALLTOALL, /* count: elements per peer */
+  TALLY_COLL_GATHER,   /* count: each rank's block */
+  TALLY_COLL_SCATTER,  /* count: each rank's block */
   TALLY_NUM_COLLS
 };
 
 /* Calls that run as batches of point-to-point messages (algorithms/p2p.h) rather than through the
  * tuner: their messages' headers carry these codes where a collective's carry enum tally_coll.
- * Sends number their messages per pair of ranks; the others are collectives and carry the
+ * Sends number their messages per pair of ranks; alltoallv is a collective and carries the
  * communicator's sequence number. */
 enum tally_msg_kind {
   TALLY_MSG_SEND = 32,
-  TALLY_MSG_ALLTOALL,
   TALLY_MSG_ALLTOALLV,
-  TALLY_MSG_GATHER,
-  TALLY_MSG_SCATTER,
   TALLY_MSG_KIND_END
 };
 
@@ -34,7 +34,8 @@ struct tally_coll_desc {
   enum tally_coll coll;
   const void *sendbuf;
   void *recvbuf;
-  size_t count; /* allreduce/broadcast/reduce: elements; allgather: sendcount; reduce_scatter: recvcount */
+  size_t count; /* allreduce/broadcast/reduce: elements; allgather: sendcount; reduce_scatter: recvcount;
+                   alltoall, gather, scatter: elements per block (one block per rank) */
   tally_datatype_t datatype;
   tally_op_t op;        /* TALLY_SUM where the collective has no op */
   int root;             /* 0 where the collective has no root */

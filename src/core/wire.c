@@ -19,8 +19,9 @@ enum {
 };
 
 const char *tally_coll_name(int coll) {
-  static const char *names[] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "barrier"};
-  static const char *msg_names[] = {"send", "alltoall", "alltoallv", "gather", "scatter"};
+  static const char *names[] = {"allreduce", "allgather", "reduce_scatter", "broadcast", "reduce",
+                                "barrier",   "alltoall",  "gather",         "scatter"};
+  static const char *msg_names[] = {"send", "alltoallv"};
   if (coll >= 0 && coll < TALLY_NUM_COLLS) return names[coll];
   if (coll >= TALLY_MSG_SEND && coll < TALLY_MSG_KIND_END) return msg_names[coll - TALLY_MSG_SEND];
   return "unknown";
@@ -107,8 +108,8 @@ static void describe(const struct tally_msg_header *h, char *buf, size_t len) {
                          type ? type : "bad datatype");
   if (h->coll == TALLY_COLL_ALLREDUCE || h->coll == TALLY_COLL_REDUCE_SCATTER || h->coll == TALLY_COLL_REDUCE)
     n += snprintf(buf + n, len - (size_t)n, ", %s", op ? op : "bad op");
-  if (h->coll == TALLY_COLL_BROADCAST || h->coll == TALLY_COLL_REDUCE || h->coll == TALLY_MSG_GATHER ||
-      h->coll == TALLY_MSG_SCATTER)
+  if (h->coll == TALLY_COLL_BROADCAST || h->coll == TALLY_COLL_REDUCE || h->coll == TALLY_COLL_GATHER ||
+      h->coll == TALLY_COLL_SCATTER)
     n += snprintf(buf + n, len - (size_t)n, ", root=%d", h->root);
   snprintf(buf + n, len - (size_t)n, ")");
 }

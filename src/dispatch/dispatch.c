@@ -42,6 +42,9 @@ void tally_coll_buffer_bytes(const struct tally_coll_desc *d, int rank, int nran
       if (rank != d->root) *recv = 0;
       break;
     case TALLY_COLL_BARRIER: *send = *recv = 0; break;
+    case TALLY_COLL_ALLTOALL: *send = *recv = bytes * (size_t)nranks; break;
+    case TALLY_COLL_GATHER: *recv = rank == d->root ? bytes * (size_t)nranks : 0; break;
+    case TALLY_COLL_SCATTER: *send = rank == d->root ? bytes * (size_t)nranks : 0; break;
     default: break;
   }
 }

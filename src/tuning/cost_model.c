@@ -153,6 +153,36 @@ double tally_cost_tree_allreduce(const struct tally_cost_params *m, int p, size_
   return tally_cost_tree_reduce(m, p, bytes, chunk_bytes) + tally_cost_tree_broadcast(m, p, bytes, chunk_bytes);
 }
 
+/* `n` messages of `bytes` each posted together by one rank: the first pays alpha, each further one
+ * its posting cost; the bytes share the rank's link. */
+static double posted_together(const struct tally_cost_params *m, int n, double bytes) {
+  return m->alpha_us + (n - 1) * m->alpha_us * TALLY_COST_POSTING_SHARE + n * bytes * m->beta_us_per_byte;
+}
+
+double tally_cost_pairwise_alltoall(const struct tally_cost_params *m, int p, size_t bytes) {
+  return posted_together(m, p - 1, (double)bytes / p);
+}
+
+double tally_cost_bruck_alltoall(const struct tally_cost_params *m, int p, size_t bytes) {
+  double block = (double)bytes / p, t = 2 * (double)bytes * m->beta_us_per_byte; /* the two rotations */
+  for (int k = 1; k < p; k *= 2) {
+    int blocks = 0;
+    for (int i = k; i < p; i++) blocks += (i & k) != 0;
+    t += step(m, blocks * block, 0);
+  }
+  return t;
+}
+
+double tally_cost_direct_gather(const struct tally_cost_params *m, int p, size_t bytes) {
+  return posted_together(m, p - 1, (double)bytes / p);
+}
+
+double tally_cost_binomial_gather(const struct tally_cost_params *m, int p, size_t bytes) {
+  double block = (double)bytes / p, t = (double)bytes * m->beta_us_per_byte; /* the root's copy in tree order */
+  for (int k = 1; k < p; k *= 2) t += step(m, (k < p - k ? k : p - k) * block, 0);
+  return t;
+}
+
 static double predict_ring(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m, size_t c) {
   switch (coll) {
     case TALLY_COLL_ALLREDUCE: return tally_cost_ring_allreduce(m, p, bytes);
@@ -192,6 +222,16 @@ static double predict_nontrivial(enum tally_algo_id algo, enum tally_coll coll, 
     case TALLY_ALGO_RING: return predict_ring(coll, p, bytes, m, chunk_bytes);
     case TALLY_ALGO_RHD: return predict_rhd(coll, p, bytes, m);
     case TALLY_ALGO_TREE: return predict_tree(coll, p, bytes, m, chunk_bytes);
+    case TALLY_ALGO_PAIRWISE:
+      return coll == TALLY_COLL_ALLTOALL ? tally_cost_pairwise_alltoall(m, p, bytes) : TALLY_COST_NOT_MODELLED;
+    case TALLY_ALGO_BRUCK:
+      return coll == TALLY_COLL_ALLTOALL ? tally_cost_bruck_alltoall(m, p, bytes) : TALLY_COST_NOT_MODELLED;
+    case TALLY_ALGO_DIRECT:
+      return coll == TALLY_COLL_GATHER || coll == TALLY_COLL_SCATTER ? tally_cost_direct_gather(m, p, bytes)
+                                                                    : TALLY_COST_NOT_MODELLED;
+    case TALLY_ALGO_BINOMIAL:
+      return coll == TALLY_COLL_GATHER || coll == TALLY_COLL_SCATTER ? tally_cost_binomial_gather(m, p, bytes)
+                                                                    : TALLY_COST_NOT_MODELLED;
     default: return TALLY_COST_NOT_MODELLED;
   }
 }

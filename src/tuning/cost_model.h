@@ -46,6 +46,21 @@
  * to start when the reduce ends; sending chunk j down while chunk j+1 still goes up saves at most
  * d-1 steps of alpha and moves the same bytes, so the model ignores it.
  *
+ * Alltoall, gather and scatter: S is the whole sendbuf (alltoall; p blocks of S/p) or the root's
+ * buffer (gather, scatter). n messages that one rank posts together overlap: the first pays alpha,
+ * each further one only its posting cost, o = TALLY_COST_POSTING_SHARE x alpha (the software work
+ * of a message without the wait for the peer), and their bytes share the link. A local copy of the
+ * whole costs S beta:
+ *   pairwise alltoall   alpha + (p-2) o + (p-1) S/p beta             every block direct, at once
+ *   Bruck alltoall      sum over k = 1, 2, 4, ... < p of (alpha + n_k S/p beta) + 2 S beta
+ *                       (n_k blocks have bit k, about p/2; two rotations of the whole)
+ *   direct gather       alpha + (p-2) o + (p-1) S/p beta             the root's messages, at once
+ *   binomial gather     sum over k = 1, 2, 4, ... < p of (alpha + min(k, p-k) S/p beta) + S beta
+ *                       (the root's path: one message per level, then its copy into rank order)
+ * scatter as gather. Bruck and binomial pay alpha log2 p times in sequence where the direct forms
+ * pay it once and o p-2 times: they win on small blocks once p is large enough (with o = alpha/4,
+ * from p = 16 for Bruck), the direct forms on large blocks (every byte moves once).
+ *
  * Not modelled: hier and board (their cost depends on the hosts and their ranks, which the tuner
  * knows), barrier, rhd broadcast and reduce, tree allgather and reduce-scatter.
  */
@@ -87,6 +102,15 @@ double tally_cost_rhd_allreduce_as_run_on(const struct tally_cost_layout *h, int
 double tally_cost_tree_allreduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
 double tally_cost_tree_broadcast(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
 double tally_cost_tree_reduce(const struct tally_cost_params *m, int p, size_t bytes, size_t chunk_bytes);
+double tally_cost_pairwise_alltoall(const struct tally_cost_params *m, int p, size_t bytes);
+double tally_cost_bruck_alltoall(const struct tally_cost_params *m, int p, size_t bytes);
+double tally_cost_direct_gather(const struct tally_cost_params *m, int p, size_t bytes);
+double tally_cost_binomial_gather(const struct tally_cost_params *m, int p, size_t bytes);
+
+/* o / alpha: the posting cost of a message among several posted together, as a share of a lone
+ * message's alpha (not calibrated: an estimate; on the machine where it was chosen, 8 ranks on 2
+ * cores, the direct forms beat Bruck and binomial at every size, which any share below 1/3 keeps). */
+#define TALLY_COST_POSTING_SHARE 0.25
 
 /* What tally_cost_predict() returns for an algorithm the model does not cover for a collective. */
 #define TALLY_COST_NOT_MODELLED (-1.0)

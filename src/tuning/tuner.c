@@ -23,9 +23,12 @@
 static const struct tally_algorithm *const algorithms[TALLY_NUM_ALGOS] = {
     [TALLY_ALGO_RING] = &tally_ring_algorithm, [TALLY_ALGO_TREE] = &tally_tree_algorithm,
     [TALLY_ALGO_RHD] = &tally_rhd_algorithm,   [TALLY_ALGO_HIER] = &tally_hier_algorithm,
-    [TALLY_ALGO_BOARD] = &tally_board_algorithm};
+    [TALLY_ALGO_BOARD] = &tally_board_algorithm, [TALLY_ALGO_PAIRWISE] = &tally_pairwise_algorithm,
+    [TALLY_ALGO_BRUCK] = &tally_bruck_algorithm,   [TALLY_ALGO_DIRECT] = &tally_direct_algorithm,
+    [TALLY_ALGO_BINOMIAL] = &tally_binomial_algorithm};
 
-/* The algorithms implemented for each collective (the ring runs them all). */
+/* The algorithms implemented for each collective (the ring runs all but alltoall, gather and scatter,
+ * which have their own). */
 static unsigned implemented(enum tally_coll coll) {
   unsigned ring = TALLY_ALGO_BIT(TALLY_ALGO_RING), hier = TALLY_ALGO_BIT(TALLY_ALGO_HIER);
   unsigned tree = TALLY_ALGO_BIT(TALLY_ALGO_TREE), rhd = TALLY_ALGO_BIT(TALLY_ALGO_RHD);
@@ -36,13 +39,26 @@ static unsigned implemented(enum tally_coll coll) {
     case TALLY_COLL_BROADCAST:
     case TALLY_COLL_REDUCE: return ring | tree;
     case TALLY_COLL_BARRIER: return ring | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
+    case TALLY_COLL_ALLTOALL: return TALLY_ALGO_BIT(TALLY_ALGO_PAIRWISE) | TALLY_ALGO_BIT(TALLY_ALGO_BRUCK) | hier;
+    case TALLY_COLL_GATHER:
+    case TALLY_COLL_SCATTER: return TALLY_ALGO_BIT(TALLY_ALGO_DIRECT) | TALLY_ALGO_BIT(TALLY_ALGO_BINOMIAL);
     default: return ring;
   }
 }
 
+/* What TALLY_ALGO lets `coll` use of what is implemented for it. Alltoall, gather and scatter have
+ * algorithms of their own: a part that does not name them and leaves them none of theirs (such as
+ * TALLY_ALGO=ring) leaves them on auto. */
+static unsigned allowed(const struct tally_algo_spec *spec, enum tally_coll coll) {
+  if ((unsigned)coll >= TALLY_NUM_COLLS) return 0;
+  unsigned mine = implemented(coll), ok = spec->allowed[coll] & mine;
+  int own_algorithms = coll == TALLY_COLL_ALLTOALL || coll == TALLY_COLL_GATHER || coll == TALLY_COLL_SCATTER;
+  return !ok && own_algorithms && !(spec->named & (1u << coll)) ? mine : ok;
+}
+
 int tally_tuner_may_use(const struct tally_config *cfg, enum tally_algo_id algo) {
   for (int c = 0; c < TALLY_NUM_COLLS; c++)
-    if (implemented((enum tally_coll)c) & cfg->algo.allowed[c] & TALLY_ALGO_BIT(algo)) return 1;
+    if (allowed(&cfg->algo, (enum tally_coll)c) & TALLY_ALGO_BIT(algo)) return 1;
   return 0;
 }
 
@@ -66,16 +82,23 @@ static int can_run(const struct tally_comm *comm, const struct tally_coll_desc *
     case TALLY_ALGO_BOARD: return tally_board_suits(comm, d);
     case TALLY_ALGO_HIER:
       if (comm->local.size == 0) return 0;
+      if (d->coll == TALLY_COLL_ALLTOALL) return comm->hosts_in_rank_order && comm->topo.nhosts > 1;
       return d->coll == TALLY_COLL_ALLREDUCE ||
              ((d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER) && comm->hosts_in_rank_order);
+    case TALLY_ALGO_PAIRWISE:
+    case TALLY_ALGO_BRUCK:
+    case TALLY_ALGO_DIRECT:
+    case TALLY_ALGO_BINOMIAL: return 1; /* implemented() says for which collectives */
     default: return 0;
   }
 }
 
-/* S in the cost model's sense: the vector, or the whole of allgather's output / reduce-scatter's input. */
+/* S in the cost model's sense: the vector, or the whole of allgather's output / reduce-scatter's input,
+ * alltoall's sendbuf, gather's and scatter's buffer at the root. */
 static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll_desc *d) {
   size_t bytes = d->count * tally_datatype_size(d->datatype);
-  int blocked = d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_REDUCE_SCATTER;
+  int blocked = d->coll != TALLY_COLL_ALLREDUCE && d->coll != TALLY_COLL_BROADCAST && d->coll != TALLY_COLL_REDUCE &&
+                d->coll != TALLY_COLL_BARRIER;
   return blocked ? bytes * (size_t)comm->nranks : bytes;
 }
 
@@ -97,6 +120,9 @@ static double predict_hier(const struct tally_comm *comm, enum tally_coll coll, 
     case TALLY_COLL_REDUCE_SCATTER:
       return tally_cost_ring_reduce_scatter(local, L, S - S / (size_t)m) +
              tally_cost_ring_reduce_scatter(&shared, m, piece) + tally_cost_ring_reduce_scatter(local, L, S / (size_t)m);
+    case TALLY_COLL_ALLTOALL: /* L-1 local messages of m blocks, copied in and out; m-1 of L blocks on the network */
+      return tally_cost_pairwise_alltoall(local, L, S) + 2 * (double)S * local->beta_us_per_byte +
+             tally_cost_pairwise_alltoall(&shared, m, S);
     default: return TALLY_COST_NOT_MODELLED;
   }
 }
@@ -150,6 +176,11 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
     struct tally_cost_layout h = rhd_layout(comm);
     return tally_cost_rhd_allreduce_as_run_on(&h, p, S);
   }
+  if (d->coll == TALLY_COLL_ALLTOALL && comm->topo.nhosts > 1 && comm->local.size > 1) {
+    struct tally_cost_params shared = *m; /* every rank of a host sends off the host at once */
+    shared.beta_us_per_byte *= comm->local.size;
+    return tally_cost_predict(algo, d->coll, p, S, &shared, largest);
+  }
   double best = tally_cost_predict(algo, d->coll, p, S, m, largest);
   if (!pipelined(algo, d->coll)) return best;
   for (size_t c = MIN_CHUNK_BYTES; c < largest; c *= 2) {
@@ -171,13 +202,16 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
   for (int a = 0; a < TALLY_NUM_ALGOS; a++) {
     out->predicted_us[a] = TALLY_COST_NOT_MODELLED;
     enum tally_algo_id id = (enum tally_algo_id)a;
-    if (!(implemented(desc->coll) & TALLY_ALGO_BIT(a)) || !tally_algo_spec_allows(&comm->cfg.algo, desc->coll, id) ||
-        !can_run(comm, desc, id))
-      continue;
+    if (!(allowed(&comm->cfg.algo, desc->coll) & TALLY_ALGO_BIT(a)) || !can_run(comm, desc, id)) continue;
     candidates |= TALLY_ALGO_BIT(a);
     out->predicted_us[a] = predict(comm, desc, id, &chunk[a]);
   }
+  /* where nothing TALLY_ALGO allows can run: the first implemented one that can (the ring, or for
+   * alltoall, gather and scatter their direct form) */
   out->algo = TALLY_ALGO_RING;
+  for (int a = TALLY_NUM_ALGOS - 1; a >= 0; a--)
+    if ((implemented(desc->coll) & TALLY_ALGO_BIT(a)) && can_run(comm, desc, (enum tally_algo_id)a))
+      out->algo = (enum tally_algo_id)a;
   out->why = "the only one that can run it here";
   out->chunk_bytes = 0;
   if (candidates & TALLY_ALGO_BIT(TALLY_ALGO_BOARD)) {
@@ -228,7 +262,7 @@ const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, 
 
 tally_result_t tally_tuner_check(const struct tally_algo_spec *spec) {
   for (int c = 0; c < TALLY_NUM_COLLS; c++) {
-    if (spec->allowed[c] & implemented((enum tally_coll)c)) continue;
+    if (allowed(spec, (enum tally_coll)c)) continue;
     char have[64] = "";
     for (int a = 0; a < TALLY_NUM_ALGOS; a++)
       if (implemented((enum tally_coll)c) & TALLY_ALGO_BIT(a))

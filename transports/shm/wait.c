@@ -32,12 +32,6 @@ enum { SHM_SPIN_NS = 5000, MAX_WAITERS = FUTEX_WAITV_MAX };
 #define SYS_futex_waitv 449 /* Linux 5.16; older kernels answer ENOSYS and get the fallback */
 #endif
 
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 int shm_open_pidfd(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int shm_peer_gone(const struct tally_conn *c) {
@@ -170,7 +164,7 @@ tally_result_t shm_wait(struct tally_endpoint *ep, int timeout_ms, int *moved) {
   uint32_t woken = atomic_load(&ep->wake_seq);
   uint64_t now = tally_now_ns(), deadline = now + (uint64_t)timeout_ms * 1000000ull;
   for (uint64_t spin_end = now + SHM_SPIN_NS; tally_now_ns() < spin_end;) {
-    cpu_relax();
+    tally_cpu_relax();
     for (int i = 0; i < ep->conns.n; i++) TALLY_CHECK(shm_progress_conn(ep->conns.items[i], moved));
     if (*moved) return TALLY_SUCCESS;
   }

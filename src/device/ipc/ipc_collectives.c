@@ -9,7 +9,10 @@
 int tally_ipc_wanted(const struct tally_comm *comm, const struct tally_device_ops *dev, const struct tally_coll_desc *d,
                      const struct tally_call_memory *m) {
   if (comm->cfg.cudaipc_bytes == 0 || dev->ipc_handle_bytes == 0 || comm->ipc_refused) return 0;
-  if (comm->nranks < 2 || comm->topo.nhosts != 1 || d->coll == TALLY_COLL_BARRIER) return 0;
+  if (comm->nranks < 2 || comm->topo.nhosts != 1) return 0;
+  if (d->coll == TALLY_COLL_BARRIER || d->coll == TALLY_COLL_ALLTOALL || d->coll == TALLY_COLL_GATHER ||
+      d->coll == TALLY_COLL_SCATTER)
+    return 0; /* no kernels for them through the window: they are staged through host memory */
   return (!m->send_used || m->send_on_device) && (!m->recv_used || m->recv_on_device);
 }
 

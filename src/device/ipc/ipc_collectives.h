@@ -29,7 +29,8 @@
 struct tally_comm;
 
 /* Whether d should take this path: TALLY_CUDAIPC_MB > 0, the device can do IPC, 2+ ranks on one
- * host, every buffer this rank uses in device or managed memory, and the window did not fail. */
+ * host, a collective the window has kernels for (not barrier, alltoall, gather or scatter), every
+ * buffer this rank uses in device or managed memory, and the window did not fail. */
 int tally_ipc_wanted(const struct tally_comm *comm, const struct tally_device_ops *dev, const struct tally_coll_desc *d,
                      const struct tally_call_memory *m);
 
