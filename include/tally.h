@@ -107,6 +107,28 @@ TALLY_API tally_result_t tally_comm_abort(tally_comm_t comm);
 TALLY_API tally_result_t tally_comm_rank(tally_comm_t comm, int *rank);
 TALLY_API tally_result_t tally_comm_size(tally_comm_t comm, int *nranks);
 
+/* Communicators made from another, with no unique id (as MPI_Comm_split and NCCL's ncclCommSplit).
+ * tally_comm_split is collective over `comm`, which must not be in error state: the ranks passing
+ * one color form one new communicator, ranked by key, then by rank in `comm`;
+ * TALLY_SPLIT_NOCOLOR makes *newcomm NULL. The new communicator has its own connections and
+ * error state, and the configuration of `comm`: it may outlive `comm`, and the two may be used
+ * from different threads. tally_comm_dup is a split with one color and key = rank. */
+#define TALLY_SPLIT_NOCOLOR (-1)
+TALLY_API tally_result_t tally_comm_split(tally_comm_t comm, int color, int key, tally_comm_t *newcomm);
+TALLY_API tally_result_t tally_comm_dup(tally_comm_t comm, tally_comm_t *newcomm);
+/* Recovery after a rank died or was cut off, as NCCL's ncclCommShrink and MPI's
+ * MPIX_Comm_shrink. tally_comm_failed_ranks: the ranks of `comm` that this rank knows failed
+ * (blamed by a failed call: a lost connection, a stall, a peer's report), sorted; at most `max`
+ * written to `ranks`, their number in *nfailed. tally_comm_shrink, typically on a communicator in
+ * error state: every surviving rank calls it with the same `exclude` list (the failed ranks, and
+ * any rank to leave out) and gets a new communicator of the ranks not excluded, renumbered in
+ * order. Dead and excluded ranks are not contacted and need not call. Lists that differ return
+ * TALLY_ERR_MISMATCH (or, when they disagree on the lowest surviving rank, TALLY_ERR_TIMEOUT);
+ * a survivor that dies meanwhile makes the others fail, and they may shrink again. `comm` stays
+ * as it was: destroy it. */
+TALLY_API tally_result_t tally_comm_failed_ranks(tally_comm_t comm, int *ranks, int max, int *nfailed);
+TALLY_API tally_result_t tally_comm_shrink(tally_comm_t comm, const int *exclude, int nexclude, tally_comm_t *newcomm);
+
 TALLY_API tally_result_t tally_allreduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                                tally_op_t op, tally_comm_t comm, tally_stream_t stream);
 TALLY_API tally_result_t tally_allgather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype,

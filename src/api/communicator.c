@@ -1,6 +1,7 @@
 /* A communicator's public life: tally_comm_create (configuration, this machine's topology with its
- * GPU, the network endpoints, the bootstrap, the links the algorithms need, link calibration, the
- * one-host board, the registry), tally_comm_destroy, tally_comm_abort and the questions
+ * GPU, the network endpoints and the recovery listener, the bootstrap, the links the algorithms
+ * need, link calibration, the one-host board, the registry) in steps that comm_split.c shares,
+ * tally_comm_destroy, tally_comm_abort and the questions
  * tally_comm_rank, tally_comm_size and tally_comm_last_error answer. */
 #define _GNU_SOURCE
 #include "communicator.h"
@@ -50,56 +51,93 @@ static tally_result_t build_job_topology(struct tally_comm *c) {
   return result;
 }
 
-tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, const struct tally_job_id *job,
-                                 const tally_config_t *overrides) {
+tally_result_t tally_comm_new(struct tally_comm **out, int nranks, int rank, const struct tally_config *cfg,
+                              const unsigned char secret[TALLY_SECRET_BYTES]) {
+  *out = NULL;
   struct tally_comm *c = calloc(1, sizeof *c);
   if (!c) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory creating a communicator");
   c->rank = rank;
   c->nranks = nranks;
-  c->abort_fd = -1;
-  tally_result_t r = tally_config_load(&c->cfg);
-  if (r != TALLY_SUCCESS) goto fail;
-  if (overrides && overrides->timeout_s > 0) c->cfg.timeout_s = overrides->timeout_s;
-  tally_log_set_rank(rank);
+  c->cfg = *cfg;
+  c->recovery_fd = -1;
   c->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   c->peers = calloc((size_t)nranks, sizeof *c->peers);
+  c->failed = calloc((size_t)nranks, sizeof *c->failed);
   c->p2p_sent = calloc((size_t)nranks, sizeof *c->p2p_sent);
   c->p2p_received = calloc((size_t)nranks, sizeof *c->p2p_received);
-  memcpy(c->secret, job->secret, sizeof c->secret);
-  if (c->abort_fd < 0 || !c->peers || !c->p2p_sent || !c->p2p_received) {
-    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create a communicator of %d ranks: %s", nranks,
-                    c->abort_fd < 0 ? strerror(errno) : "out of memory");
-    goto fail;
+  memcpy(c->secret, secret, sizeof c->secret);
+  if (c->abort_fd < 0 || !c->peers || !c->failed || !c->p2p_sent || !c->p2p_received) {
+    tally_result_t r = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create a communicator of %d ranks: %s", nranks,
+                                   c->abort_fd < 0 ? strerror(errno) : "out of memory");
+    comm_free(c);
+    return r;
   }
-  struct tally_peer_info me;
+  *out = c;
+  return TALLY_SUCCESS;
+}
+
+void tally_comm_discard(struct tally_comm *c) {
+  if (c) comm_free(c);
+}
+
+tally_result_t tally_comm_open(struct tally_comm *c, struct tally_peer_info *me) {
+  memset(me, 0, sizeof *me);
   char gpu_bus_id[TALLY_TOPO_BUS_ID_BYTES];
-  tally_topo_discover_cached(&me.topo, tally_device_gpu_bus_id(gpu_bus_id, sizeof gpu_bus_id));
+  tally_topo_discover_cached(&me->topo, tally_device_gpu_bus_id(gpu_bus_id, sizeof gpu_bus_id));
   /* The RDMA device nearest the GPU when there is one, else the process's NUMA node's. */
-  c->numa_node = me.topo.gpu_numa_node >= 0 ? me.topo.gpu_numa_node : me.topo.numa_node;
-  r = tally_links_open_network(c, &me);
-  if (r != TALLY_SUCCESS) goto fail;
-  uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
-  r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
-  if (r == TALLY_SUCCESS) r = build_job_topology(c);
-  if (r == TALLY_SUCCESS && nranks > 1) {
+  c->numa_node = me->topo.gpu_numa_node >= 0 ? me->topo.gpu_numa_node : me->topo.numa_node;
+  TALLY_CHECK(tally_links_open_network(c, me));
+  /* The recovery listener: on the TCP endpoint's address, any port. Nothing is accepted on it
+   * until this rank serves as the root of a shrink (comm_split.c). */
+  struct tally_sockaddr recovery = me->addr;
+  tally_net_set_port(&recovery, 0);
+  TALLY_CHECK(tally_net_listen(&recovery, &c->recovery_fd));
+  me->recovery_port = tally_net_port(&recovery);
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_finish(struct tally_comm *c, const struct tally_comm *parent, uint64_t deadline) {
+  tally_result_t r = build_job_topology(c);
+  if (r == TALLY_SUCCESS && c->nranks > 1) {
     int partners[TALLY_MAX_ALGO_PARTNERS];
     int npartners = tally_tuner_plan_partners(c, partners);
     r = tally_links_connect(c, partners, npartners, deadline);
     c->hosts_in_rank_order = tally_hier_hosts_in_rank_order(c); /* the tuner asks on every call */
   }
-  if (r == TALLY_SUCCESS) r = tally_calibrate(c);
-  if (r == TALLY_SUCCESS && nranks > 1) r = tally_board_open(c, deadline);
+  if (r == TALLY_SUCCESS && parent) /* the same values on every rank of the parent, so on the child's */
+    memcpy(c->link_cost, parent->link_cost, sizeof c->link_cost);
+  else if (r == TALLY_SUCCESS)
+    r = tally_calibrate(c);
+  if (r == TALLY_SUCCESS && c->nranks > 1) r = tally_board_open(c, deadline);
   if (r == TALLY_SUCCESS) r = tally_registry_add(c);
-  if (r != TALLY_SUCCESS) goto fail;
+  if (r != TALLY_SUCCESS) return r;
   char text[80], links[128];
-  TLOG_INFO(TALLY_SUBSYS_INIT, "rank %d of %d ready on %s, host %d of %d (%s), communicator %016llx", rank, nranks,
-            tally_net_format(&me.addr, text, sizeof text), c->topo.host_index[rank] + 1, c->topo.nhosts,
-            tally_links_describe(c, links, sizeof links), (unsigned long long)c->comm_id);
+  TLOG_INFO(TALLY_SUBSYS_INIT, "rank %d of %d ready on %s, host %d of %d (%s), communicator %016llx", c->rank,
+            c->nranks, tally_net_format(&c->peers[c->rank].addr, text, sizeof text), c->topo.host_index[c->rank] + 1,
+            c->topo.nhosts, tally_links_describe(c, links, sizeof links), (unsigned long long)c->comm_id);
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, const struct tally_job_id *job,
+                                 const tally_config_t *overrides) {
+  struct tally_config cfg;
+  TALLY_CHECK(tally_config_load(&cfg));
+  if (overrides && overrides->timeout_s > 0) cfg.timeout_s = overrides->timeout_s;
+  tally_log_set_rank(rank);
+  struct tally_comm *c;
+  TALLY_CHECK(tally_comm_new(&c, nranks, rank, &cfg, job->secret));
+  struct tally_peer_info me;
+  tally_result_t r = tally_comm_open(c, &me);
+  uint64_t deadline = tally_deadline_after(c->cfg.timeout_s);
+  if (r == TALLY_SUCCESS)
+    r = tally_bootstrap_join(job, rank, nranks, &me, deadline, c->abort_fd, c->peers, &c->comm_id);
+  if (r == TALLY_SUCCESS) r = tally_comm_finish(c, NULL, deadline);
+  if (r != TALLY_SUCCESS) {
+    comm_free(c);
+    return r;
+  }
   *out = c;
   return TALLY_SUCCESS;
-fail:
-  comm_free(c);
-  return r;
 }
 
 tally_result_t tally_comm_destroy(tally_comm_t comm) {

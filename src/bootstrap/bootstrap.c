@@ -17,6 +17,10 @@
 
 enum { FAIL_TEXT = TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES };
 
+/* A failure text that starts so means the joins disagreed (a shrink's exclude lists): the ranks
+ * return TALLY_ERR_MISMATCH rather than TIMEOUT. */
+static const char mismatch_prefix[] = "the ranks disagree: ";
+
 struct root {
   struct tally_job_id job;
   int listen_fd;
@@ -26,13 +30,53 @@ struct root {
   int joined;
   int *fds; /* per rank, -1 until it joins */
   unsigned char *entries; /* per rank: its checked entry, re-encoded (bootstrap_wire.h) */
+  int expect;             /* a shrink's root: how many joins to answer after a mismatch; 0 otherwise */
+  int kept;               /* connections admitted (joined, or answered with the mismatch) */
+  char mismatch[FAIL_TEXT]; /* "" until a join carried another shrink digest */
 };
+
+/* Sends one rank the failure `text` in a reply for its `nranks`, and closes its connection. */
+static void refuse(int fd, uint32_t nranks, const char *text, double timeout_s) {
+  size_t len = tally_bootstrap_reply_bytes((int)nranks, 1);
+  unsigned char *msg = calloc(1, len);
+  if (msg) {
+    tally_bootstrap_encode_reply(msg, (int)nranks, 0, NULL, text);
+    if (tally_net_write_all(fd, msg, len, tally_deadline_after(timeout_s), -1) != TALLY_SUCCESS)
+      TLOG_WARN(TALLY_SUBSYS_BOOT, "root: could not tell a rank why it cannot join: %s", tally_error_message());
+  }
+  free(msg);
+  close(fd);
+}
+
+/* A shrink's join with another digest: from now on every join is answered with the mismatch, those
+ * kept so far at once, and the root stops once `expect` (or more, if the joins said so) are. */
+static int root_mismatch(struct root *root, int fd, uint32_t nranks, const char *from) {
+  if (!root->mismatch[0]) {
+    snprintf(root->mismatch, sizeof root->mismatch,
+             "%sthe survivors passed different exclude lists to tally_comm_shrink: a rank at %s (%u survivors in "
+             "its list) disagrees with the shrink's root (%d in its list); every survivor must pass the same list",
+             mismatch_prefix, from, nranks, root->expect);
+    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", root->mismatch + strlen(mismatch_prefix));
+    for (int r = 0; r < root->nranks; r++)
+      if (root->fds[r] >= 0) {
+        refuse(root->fds[r], (uint32_t)root->nranks, root->mismatch, root->timeout_s);
+        root->fds[r] = -1;
+      }
+  }
+  refuse(fd, nranks, root->mismatch, root->timeout_s);
+  root->kept++;
+  int want = root->expect > root->nranks ? root->expect : root->nranks;
+  if ((int)nranks > want) want = (int)nranks;
+  root->want = want > root->kept ? want : root->kept;
+  return 1;
+}
 
 static int root_admit(void *ctx, int fd, const unsigned char *payload, const char *from, char *why, size_t whylen) {
   struct root *root = ctx;
   uint32_t rank, nranks;
   struct tally_peer_info info;
   if (tally_bootstrap_parse_join(payload, &rank, &nranks, &info, why, whylen) != 0) return 0;
+  if (root->mismatch[0] || info.shrink_digest != root->job.shrink_digest) return root_mismatch(root, fd, nranks, from);
   if (root->nranks == 0) {
     root->fds = malloc(nranks * sizeof *root->fds);
     root->entries = calloc(nranks, TALLY_BOOTSTRAP_ENTRY_BYTES);
@@ -55,6 +99,7 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
     return 0;
   }
   root->fds[rank] = fd;
+  root->kept++;
   tally_bootstrap_encode_entry(&info, root->entries + (size_t)rank * TALLY_BOOTSTRAP_ENTRY_BYTES);
   root->joined++;
   TLOG_TRACE(TALLY_SUBSYS_BOOT, "root: rank %u of %u joined from %s", rank, nranks, from);
@@ -87,7 +132,9 @@ static void *root_main(void *arg) {
   uint64_t deadline = tally_deadline_after(root->timeout_s);
   tally_result_t r = tally_auth_accept(root->listen_fd, root->job.secret, TALLY_PURPOSE_BOOTSTRAP, &root->want,
                                        deadline, -1, root_admit, root);
-  if (r == TALLY_SUCCESS) {
+  if (root->mismatch[0]) {
+    /* every join was answered as it came */
+  } else if (r == TALLY_SUCCESS) {
     root_reply(root, NULL);
   } else if (root->nranks > 0) {
     char missing[FAIL_TEXT - 80] = "";
@@ -108,7 +155,8 @@ static void *root_main(void *arg) {
   return NULL;
 }
 
-tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s) {
+static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, double timeout_s, int expect,
+                                 pthread_t *joinable) {
   struct root *root = calloc(1, sizeof *root);
   if (!root) {
     close(listen_fd);
@@ -117,11 +165,12 @@ tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int li
   root->job = *job;
   root->listen_fd = listen_fd;
   root->timeout_s = timeout_s;
+  root->expect = expect;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (!joinable) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_t thread;
-  int err = pthread_create(&thread, &attr, root_main, root);
+  int err = pthread_create(joinable ? joinable : &thread, &attr, root_main, root);
   pthread_attr_destroy(&attr);
   if (err != 0) {
     close(listen_fd);
@@ -131,13 +180,24 @@ tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int li
   return TALLY_SUCCESS;
 }
 
+tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s) {
+  return root_start(job, listen_fd, timeout_s, 0, NULL);
+}
+
+tally_result_t tally_bootstrap_shrink_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s,
+                                                 int expect, pthread_t *thread) {
+  return root_start(job, listen_fd, timeout_s, expect, thread);
+}
+
 tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, int nranks,
                                     const struct tally_peer_info *me, uint64_t deadline, int abort_fd,
                                     struct tally_peer_info *peers, uint64_t *comm_id) {
   char root_text[80];
   tally_net_format(&job->root, root_text, sizeof root_text);
   unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES];
-  tally_bootstrap_encode_join(rank, nranks, me, payload);
+  struct tally_peer_info mine = *me; /* a shrink's joins carry its digest (bootstrap.h) */
+  mine.shrink_digest = job->shrink_digest;
+  tally_bootstrap_encode_join(rank, nranks, &mine, payload);
   int fd;
   tally_result_t r = tally_net_connect(&job->root, deadline, abort_fd, &fd);
   if (r != TALLY_SUCCESS)
@@ -163,6 +223,9 @@ tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, in
     char text[FAIL_TEXT];
     r = tally_net_read_all(fd, text, sizeof text, deadline, abort_fd);
     close(fd);
+    const char *why = r == TALLY_SUCCESS ? tally_bootstrap_parse_failure(text) : "";
+    if (!strncmp(why, mismatch_prefix, strlen(mismatch_prefix)))
+      return TALLY_ERROR(TALLY_ERR_MISMATCH, "%s", why + strlen(mismatch_prefix));
     return TALLY_ERROR(TALLY_ERR_TIMEOUT, "the bootstrap root at %s gave up: %s", root_text,
                        r == TALLY_SUCCESS ? tally_bootstrap_parse_failure(text) : "(its reason was lost)");
   }

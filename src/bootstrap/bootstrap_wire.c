@@ -1,7 +1,8 @@
 /* Encoding and decoding of bootstrap messages (see bootstrap_wire.h). Layouts, big-endian:
- *   join payload   0 rank  4 nranks  8 entry  174..191 zero
+ *   join payload   0 rank  4 nranks  8 entry  184..191 zero
  *   entry          0 packed network address (net.h, 19 bytes)  19 packed RDMA address (all zero: none)
- *                  38 topology record (topo.h, 128 bytes)
+ *                  38 topology record (topo.h, 128 bytes)  166 recovery port (0: none)
+ *                  168 shrink digest (0 outside a shrink)
  *   reply header   0 magic "TLYB"  4 status  8 nranks  12 comm id */
 #include "bootstrap_wire.h"
 
@@ -14,13 +15,20 @@
 enum { REPLY_MAGIC = 0x544c5942 /* "TLYB" */, JOIN_ENTRY = 8 };
 _Static_assert(JOIN_ENTRY + TALLY_BOOTSTRAP_ENTRY_BYTES <= TALLY_AUTH_PAYLOAD_BYTES, "the join must fit the proof");
 
-enum { ENTRY_RDMA = TALLY_PACKED_ADDR_BYTES, ENTRY_TOPO = 2 * TALLY_PACKED_ADDR_BYTES };
+enum {
+  ENTRY_RDMA = TALLY_PACKED_ADDR_BYTES,
+  ENTRY_TOPO = 2 * TALLY_PACKED_ADDR_BYTES,
+  ENTRY_RECOVERY = ENTRY_TOPO + TALLY_TOPO_WIRE_BYTES,
+  ENTRY_DIGEST = ENTRY_RECOVERY + 2
+};
 
 void tally_bootstrap_encode_entry(const struct tally_peer_info *info, unsigned char entry[TALLY_BOOTSTRAP_ENTRY_BYTES]) {
   tally_net_pack(&info->addr, entry);
   memset(entry + ENTRY_RDMA, 0, TALLY_PACKED_ADDR_BYTES);
   if (info->has_rdma) tally_net_pack(&info->rdma_addr, entry + ENTRY_RDMA);
   tally_topo_encode(&info->topo, entry + ENTRY_TOPO);
+  tally_put_u16(entry + ENTRY_RECOVERY, (uint16_t)info->recovery_port);
+  tally_put_u64(entry + ENTRY_DIGEST, info->shrink_digest);
 }
 
 int tally_bootstrap_parse_entry(const unsigned char entry[TALLY_BOOTSTRAP_ENTRY_BYTES], struct tally_peer_info *info) {
@@ -29,6 +37,8 @@ int tally_bootstrap_parse_entry(const unsigned char entry[TALLY_BOOTSTRAP_ENTRY_
   for (int i = 0; i < TALLY_PACKED_ADDR_BYTES; i++) rdma_bytes |= entry[ENTRY_RDMA + i];
   info->has_rdma = rdma_bytes != 0;
   if (info->has_rdma && tally_net_unpack(entry + ENTRY_RDMA, &info->rdma_addr) != 0) return -1;
+  info->recovery_port = tally_get_u16(entry + ENTRY_RECOVERY);
+  info->shrink_digest = tally_get_u64(entry + ENTRY_DIGEST);
   return tally_topo_decode(entry + ENTRY_TOPO, TALLY_TOPO_WIRE_BYTES, &info->topo);
 }
 

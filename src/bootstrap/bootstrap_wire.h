@@ -5,8 +5,9 @@
  *                  OK) or a fixed-size text saying why the job cannot start (status FAILED)
  *
  * A rank's entry is what the others need to know of it: its packed data addresses (net.h: TCP, and
- * RDMA when it has a verbs endpoint) and its
- * topology record (topo.h).
+ * RDMA when it has a verbs endpoint), its topology record (topo.h), the port of its recovery
+ * listener (where it serves as tally_comm_shrink's root, on the TCP address's host) and, in a
+ * shrink's join, the digest of the exclude list it was called with.
  *
  * Every decoder range-checks each field before the caller may use it, so that a fuzz target can
  * feed them arbitrary bytes. */
@@ -23,7 +24,7 @@
 #define TALLY_BOOTSTRAP_REPLY_HEADER_BYTES 20
 #define TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES 256
 #define TALLY_BOOTSTRAP_MAX_RANKS (1 << 24)
-#define TALLY_BOOTSTRAP_ENTRY_BYTES (2 * TALLY_PACKED_ADDR_BYTES + TALLY_TOPO_WIRE_BYTES)
+#define TALLY_BOOTSTRAP_ENTRY_BYTES (2 * TALLY_PACKED_ADDR_BYTES + TALLY_TOPO_WIRE_BYTES + 2 + 8)
 enum tally_bootstrap_status { TALLY_BOOTSTRAP_OK = 0, TALLY_BOOTSTRAP_FAILED = 1 };
 
 /* What a rank publishes about itself. */
@@ -32,6 +33,9 @@ struct tally_peer_info {
   int has_rdma;                    /* it has an RDMA (verbs) endpoint too, at rdma_addr */
   struct tally_sockaddr rdma_addr; /* where its verbs endpoint listens (connection manager) */
   struct tally_topo topo;     /* where it runs (decoded records hold at most one interface) */
+  int recovery_port;          /* its recovery listener, on addr's host (0: none); see api/comm_split.c */
+  uint64_t shrink_digest;     /* in a shrink's join: the digest of the communicator and the exclude list the
+                                 rank passed, which the root compares; 0 everywhere else */
 };
 
 void tally_bootstrap_encode_entry(const struct tally_peer_info *info, unsigned char entry[TALLY_BOOTSTRAP_ENTRY_BYTES]);

@@ -144,7 +144,7 @@ tally_result_t tally_net_resolve(const char *host, int port, struct tally_sockad
   return TALLY_SUCCESS;
 }
 
-static void set_port(struct tally_sockaddr *addr, int port) {
+void tally_net_set_port(struct tally_sockaddr *addr, int port) {
   struct sockaddr *sa = (struct sockaddr *)&addr->ss;
   if (sa->sa_family == AF_INET)
     ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
@@ -158,7 +158,7 @@ tally_result_t tally_net_listen(struct tally_sockaddr *addr, int *out_fd) {
   if (fd < 0) return TALLY_ERROR(TALLY_ERR_SYSTEM, "socket: %s", strerror(errno));
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (tally_net_port(addr) == 0) set_port(addr, 0);
+  if (tally_net_port(addr) == 0) tally_net_set_port(addr, 0);
   if (bind(fd, (struct sockaddr *)&addr->ss, addr->len) != 0 || listen(fd, 1024) != 0) {
     int err = errno;
     close(fd);

@@ -30,6 +30,7 @@ void tally_net_set_nodelay(int fd);
 /* "1.2.3.4:5678" or "[::1]:5678". */
 const char *tally_net_format(const struct tally_sockaddr *addr, char *buf, size_t len);
 int tally_net_port(const struct tally_sockaddr *addr);
+void tally_net_set_port(struct tally_sockaddr *addr, int port);
 
 /* Fixed wire form of an IPv4 or IPv6 address: family (4 or 6), port (2 bytes), address (16). */
 #define TALLY_PACKED_ADDR_BYTES 19

@@ -3,6 +3,8 @@
 #ifndef TALLY_UID_H
 #define TALLY_UID_H
 
+#include <stdint.h>
+
 #include "net.h"
 #include "tally.h"
 
@@ -12,6 +14,9 @@ struct tally_job_id {
   struct tally_sockaddr root;
   unsigned char secret[TALLY_SECRET_BYTES];
   int authenticated; /* 0: the job runs with an all-zero secret (TALLY_SECRET was absent) */
+  /* Not in the unique id: a shrink's root (bootstrap.h) takes only joins carrying this digest of the
+   * communicator and the exclude list (tally_peer_info.shrink_digest); 0 for every other bootstrap. */
+  uint64_t shrink_digest;
 };
 
 void tally_uid_encode(const struct tally_job_id *job, tally_unique_id_t *id);

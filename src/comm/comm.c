@@ -97,11 +97,25 @@ void tally_comm_fail(struct tally_comm *comm, tally_result_t result) {
   int culprit = tally_comm_blamed(comm);
   if (result == TALLY_ERR_ABORTED || result == TALLY_ERR_SYSTEM || result == TALLY_ERR_INTERNAL) culprit = comm->rank;
   tally_result_t code = result == TALLY_ERR_MISMATCH || result == TALLY_ERR_TIMEOUT ? result : TALLY_ERR_REMOTE;
+  /* A mismatch names one of two ranks that disagree, both alive; anything else names a rank that
+   * died, closed its connections, stalled or reported its own failure. */
+  if (comm->failed && culprit >= 0 && culprit != comm->rank && result != TALLY_ERR_MISMATCH)
+    atomic_store(&comm->failed[culprit], 1);
   tally_board_fail(comm, code, culprit);
   unsigned char frame[TALLY_WIRE_HEADER_BYTES];
   tally_error_frame_encode(frame, comm->seq, comm->rank, culprit, code);
   /* Frames also go against the data: a sender reads them when its sends break. */
   for (int i = 0; i < comm->nlinks; i++) comm->links[i].ops->fail(comm->links[i].conn, frame);
+}
+
+int tally_comm_failed_list(const struct tally_comm *comm, int *ranks, int max) {
+  int n = 0;
+  for (int r = 0; comm->failed && r < comm->nranks; r++)
+    if (atomic_load(&comm->failed[r])) {
+      if (n < max) ranks[n] = r;
+      n++;
+    }
+  return n;
 }
 
 int tally_comm_blamed(const struct tally_comm *comm) {
@@ -125,6 +139,8 @@ const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *
 void tally_comm_free(struct tally_comm *c) {
   tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);
+  if (c->recovery_fd >= 0) close(c->recovery_fd);
+  free((void *)c->failed);
   free(c->peers);
   free(c->links);
   free(c->to);

@@ -76,6 +76,10 @@ struct tally_comm {
   char failure[1024]; /* the message of the failure that put the communicator in error state */
 
   struct tally_peer_info *peers; /* every rank's address and topology, from the bootstrap */
+  int recovery_fd;               /* listening socket where this rank can serve as a shrink's root (its
+                                    port is peers[rank].recovery_port; api/comm_split.c); -1: none */
+  _Atomic unsigned char *failed; /* [nranks]: 1 for each rank a failure report, a dead connection or a
+                                    stalled ring blamed (tally_comm_failed_ranks) */
   int numa_node;                 /* this rank's, for choosing the nearest RDMA device */
   struct tally_job_topo topo;    /* hosts and local ranks, computed from peers */
 
@@ -94,7 +98,8 @@ struct tally_comm {
 void tally_comm_free(struct tally_comm *comm);
 
 /* After collective `result` failed: tells every connected rank who is to blame (if known) so the
- * failure travels around the rings, and drops the requests the failed collective left queued. */
+ * failure travels around the rings, and drops the requests the failed collective left queued.
+ * A rank blamed for a lost connection or a stall (not for a mismatch) is marked failed. */
 void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
 
 /* Waiting without stealing a core: call once per loop of an algorithm's step machine with
@@ -122,6 +127,9 @@ struct tally_waiter {
 void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
                         struct tally_waiter *w);
 tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter *w, int *moved);
+
+/* Writes the ranks marked failed, in order, at most `max` of them; returns how many there are. */
+int tally_comm_failed_list(const struct tally_comm *comm, int *ranks, int max);
 
 /* The rank this thread's last failure blames (tally_error_blamed), or -1 when none or when the
  * number is not a rank of this communicator (a peer's report is not trusted blindly). */
