@@ -9,7 +9,6 @@
  *             blocks, where a message's fixed cost dominates.
  * The hierarchical form is in hier.c. Every message carries the call's fingerprint, its index the
  * step, so a rank that called a different alltoall (or chose differently) gets TALLY_ERR_MISMATCH. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "algorithm.h"
@@ -26,21 +25,9 @@ static tally_result_t pairwise_run(struct tally_comm *comm, const struct tally_c
     memcpy(comm->scratch, d->sendbuf, block * (size_t)n);
     send = comm->scratch;
   }
-  struct tally_p2p_msg *msgs = malloc(2 * (size_t)n * sizeof *msgs);
-  if (!msgs) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the %d messages of an alltoall", 2 * n);
   struct tally_msg_header h;
   tally_header_fill(&h, d, comm->seq);
-  for (int k = 0; k < n; k++) {
-    int to = (comm->rank + k) % n, from = (comm->rank - k + n) % n;
-    msgs[2 * k] = (struct tally_p2p_msg){.peer = from, .is_send = 0, .buf = (char *)d->recvbuf + (size_t)from * block,
-                                         .bytes = block, .hdr = h};
-    msgs[2 * k + 1] =
-        (struct tally_p2p_msg){.peer = to, .is_send = 1, .buf = (void *)(send + (size_t)to * block), .bytes = block, .hdr = h};
-  }
-  int failed_call;
-  tally_result_t r = tally_p2p_run(comm, msgs, 2 * n, &failed_call);
-  free(msgs);
-  return r;
+  return tally_p2p_exchange_all(comm, &h, 0, 1, n, send, d->recvbuf, block);
 }
 
 const struct tally_algorithm tally_pairwise_algorithm = {.name = "pairwise", .run = pairwise_run};
@@ -59,8 +46,8 @@ static tally_result_t bruck_run(struct tally_comm *comm, const struct tally_coll
     for (int i = k; i < n; i++)
       if (i & k) memcpy(out + packed++ * block, rotated + (size_t)i * block, block);
     h.index = (uint64_t)k;
-    TALLY_CHECK(tally_p2p_exchange(comm, &h, (rank + k) % n, out, packed * block, (rank - k + n) % n, in,
-                                   packed * block));
+    TALLY_CHECK(
+        tally_p2p_exchange(comm, &h, (rank + k) % n, out, packed * block, (rank - k + n) % n, in, packed * block));
     packed = 0;
     for (int i = k; i < n; i++)
       if (i & k) memcpy(rotated + (size_t)i * block, in + packed++ * block, block);

@@ -29,7 +29,8 @@ static tally_result_t direct_run(struct tally_comm *comm, const struct tally_col
     return tally_p2p_run(comm, &m, 1, &failed_call);
   }
   struct tally_p2p_msg *msgs = malloc(((size_t)n + 1) * sizeof *msgs);
-  if (!msgs) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the %d messages of a %s", n + 1, tally_coll_name(d->coll));
+  if (!msgs)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the %d messages of a %s", n + 1, tally_coll_name(d->coll));
   /* the root's own block first, both ways, then the others from the root's neighbour on */
   msgs[0] = (struct tally_p2p_msg){.peer = root, .is_send = gather, .bytes = block, .hdr = h};
   msgs[0].buf = gather ? (void *)d->sendbuf : d->recvbuf;
@@ -48,8 +49,8 @@ const struct tally_algorithm tally_direct_algorithm = {.name = "direct", .run = 
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-static tally_result_t binomial_gather(struct tally_comm *comm, const struct tally_coll_desc *d, struct tally_msg_header *h,
-                                      size_t block, char *tree) {
+static tally_result_t binomial_gather(struct tally_comm *comm, const struct tally_coll_desc *d,
+                                      struct tally_msg_header *h, size_t block, char *tree) {
   int n = comm->nranks, v = (comm->rank - d->root + n) % n;
   memcpy(tree, d->sendbuf, block);
   for (int k = 1; k < n; k *= 2) {
@@ -71,8 +72,8 @@ static tally_result_t binomial_scatter(struct tally_comm *comm, const struct tal
   while (k < n && !(v & k)) k *= 2;
   if (v != 0) {
     h->index = (uint64_t)k;
-    TALLY_CHECK(tally_p2p_exchange(comm, h, -1, NULL, 0, (comm->rank - k + n) % n, tree,
-                                   (size_t)min_int(k, n - v) * block));
+    TALLY_CHECK(
+        tally_p2p_exchange(comm, h, -1, NULL, 0, (comm->rank - k + n) % n, tree, (size_t)min_int(k, n - v) * block));
   }
   for (k /= 2; k >= 1; k /= 2) {
     if (v + k >= n) continue;

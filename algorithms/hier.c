@@ -29,7 +29,6 @@
  * Each host pair carries L messages of L blocks (one per local index, every rank's link busy)
  * where the flat pairwise exchange sends L x L messages of one block; every block crosses the
  * network once, and the host's own memory copies it twice more. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "algorithm.h"
@@ -97,25 +96,6 @@ static tally_result_t hier_reduce_scatter(struct tally_comm *comm, const struct 
   return TALLY_SUCCESS;
 }
 
-/* Posts, at once, a message of `bytes` to and from each of the `n` ranks first + k * stride: from
- * send + k * bytes and into recv + k * bytes (the message to this rank itself is a copy). */
-static tally_result_t exchange_with_all(struct tally_comm *comm, const struct tally_msg_header *h, int first, int stride,
-                                        int n, const char *send, char *recv, size_t bytes) {
-  struct tally_p2p_msg *msgs = malloc(2 * (size_t)n * sizeof *msgs);
-  if (!msgs) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the %d messages of an alltoall", 2 * n);
-  for (int k = 0; k < n; k++) {
-    int peer = first + k * stride;
-    msgs[2 * k] = (struct tally_p2p_msg){
-        .peer = peer, .is_send = 0, .buf = recv + (size_t)k * bytes, .bytes = bytes, .hdr = *h};
-    msgs[2 * k + 1] = (struct tally_p2p_msg){
-        .peer = peer, .is_send = 1, .buf = (void *)(send + (size_t)k * bytes), .bytes = bytes, .hdr = *h};
-  }
-  int failed_call;
-  tally_result_t r = tally_p2p_run(comm, msgs, 2 * n, &failed_call);
-  free(msgs);
-  return r;
-}
-
 /* Scratch: [out: L messages of m blocks][in: the same][by host: m messages of L blocks]. */
 static tally_result_t hier_alltoall(struct tally_comm *comm, const struct tally_coll_desc *d) {
   int L = comm->local.size, m = comm->nranks / L, l = comm->rank % L, host = comm->rank / L;
@@ -124,17 +104,16 @@ static tally_result_t hier_alltoall(struct tally_comm *comm, const struct tally_
   char *out = comm->scratch, *in = out + all, *by_host = in + all;
   const char *send = d->sendbuf;
   for (int to = 0; to < L; to++) /* out[to][h'] = the block for rank (h', to) */
-    for (int h = 0; h < m; h++)
-      memcpy(out + ((size_t)to * m + h) * block, send + ((size_t)h * L + to) * block, block);
+    for (int h = 0; h < m; h++) memcpy(out + ((size_t)to * m + h) * block, send + ((size_t)h * L + to) * block, block);
   struct tally_msg_header hdr;
   tally_header_fill(&hdr, d, comm->seq);
   hdr.index = 1;
-  TALLY_CHECK(exchange_with_all(comm, &hdr, host * L, 1, L, out, in, (size_t)m * block));
+  TALLY_CHECK(tally_p2p_exchange_all(comm, &hdr, host * L, 1, L, out, in, (size_t)m * block));
   for (int from = 0; from < L; from++) /* by_host[h'][from] = in[from][h'] */
     for (int h = 0; h < m; h++)
       memcpy(by_host + ((size_t)h * L + from) * block, in + ((size_t)from * m + h) * block, block);
   hdr.index = 2;
-  return exchange_with_all(comm, &hdr, l, L, m, by_host, d->recvbuf, (size_t)L * block);
+  return tally_p2p_exchange_all(comm, &hdr, l, L, m, by_host, d->recvbuf, (size_t)L * block);
 }
 
 static tally_result_t hier_run(struct tally_comm *comm, const struct tally_coll_desc *d) {

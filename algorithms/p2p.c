@@ -174,14 +174,38 @@ tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs
   }
 }
 
-tally_result_t tally_p2p_exchange(struct tally_comm *comm, const struct tally_msg_header *hdr, int to,
-                                  const void *send, size_t send_bytes, int from, void *recv, size_t recv_bytes) {
+tally_result_t tally_p2p_exchange(struct tally_comm *comm, const struct tally_msg_header *hdr, int to, const void *send,
+                                  size_t send_bytes, int from, void *recv, size_t recv_bytes) {
   struct tally_p2p_msg msgs[2];
   int n = 0, failed_call;
   if (to >= 0) msgs[n++] = (struct tally_p2p_msg){.peer = to, .is_send = 1, .buf = (void *)send, .bytes = send_bytes};
   if (from >= 0) msgs[n++] = (struct tally_p2p_msg){.peer = from, .is_send = 0, .buf = recv, .bytes = recv_bytes};
   for (int i = 0; i < n; i++) msgs[i].hdr = *hdr;
   return tally_p2p_run(comm, msgs, n, &failed_call);
+}
+
+tally_result_t tally_p2p_exchange_all(struct tally_comm *comm, const struct tally_msg_header *hdr, int first,
+                                      int stride, int n, const void *send, void *recv, size_t bytes) {
+  struct tally_p2p_msg *msgs = malloc(2 * (size_t)n * sizeof *msgs);
+  if (!msgs) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the %d messages of an exchange", 2 * n);
+  int me = (comm->rank - first) / stride;
+  for (int k = 0; k < n; k++) {
+    int to = (me + k) % n, from = (me - k + n) % n;
+    msgs[2 * k] = (struct tally_p2p_msg){.peer = first + from * stride,
+                                         .is_send = 0,
+                                         .buf = (char *)recv + (size_t)from * bytes,
+                                         .bytes = bytes,
+                                         .hdr = *hdr};
+    msgs[2 * k + 1] = (struct tally_p2p_msg){.peer = first + to * stride,
+                                             .is_send = 1,
+                                             .buf = (void *)((const char *)send + (size_t)to * bytes),
+                                             .bytes = bytes,
+                                             .hdr = *hdr};
+  }
+  int failed_call;
+  tally_result_t r = tally_p2p_run(comm, msgs, 2 * n, &failed_call);
+  free(msgs);
+  return r;
 }
 
 void tally_blocks_rotate(void *dst, const void *src, int n, int first, size_t block) {

@@ -36,6 +36,13 @@ tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs
 tally_result_t tally_p2p_exchange(struct tally_comm *comm, const struct tally_msg_header *hdr, int to,
                                   const void *send, size_t send_bytes, int from, void *recv, size_t recv_bytes);
 
+/* An exchange of `bytes` with each of the `n` ranks first + j * stride (this rank among them): the
+ * block from send + j * bytes to rank j of the set, the one from it into recv + j * bytes; all posted
+ * at once in the pairwise order (to the rank k places after this one while receiving from the one k
+ * places before, k = 0 .. n-1), so that not every rank starts with the same peer. */
+tally_result_t tally_p2p_exchange_all(struct tally_comm *comm, const struct tally_msg_header *hdr, int first, int stride,
+                                      int n, const void *send, void *recv, size_t bytes);
+
 /* dst[i] = src[(first + i) mod n] for the n blocks of `block` bytes (dst and src do not overlap). */
 void tally_blocks_rotate(void *dst, const void *src, int n, int first, size_t block);
 

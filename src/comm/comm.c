@@ -30,8 +30,9 @@ tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
   return TALLY_SUCCESS;
 }
 
-/* How long a waiting rank that has a hardware thread of its own polls without yielding it. */
-#define HOT_POLL_NS 3000
+/* How many times a waiting rank that has a hardware thread of its own polls without yielding it or
+ * reading the clock (a few microseconds: a reply on its way lands within one or two). */
+#define HOT_POLLS 64
 
 void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
                         struct tally_waiter *w) {
@@ -61,8 +62,12 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   int timeout_ms = 0;
   if (*moved) {
     w->idle_since = 0;
+    w->hot_polls = 0;
     w->notified = 0;
     w->told_others = 0;
+  } else if (!comm->cores_shared && w->hot_polls < HOT_POLLS) {
+    w->hot_polls++; /* no system call, no clock: idle time counts from the end of these polls */
+    tally_cpu_relax();
   } else {
     uint64_t now = tally_now_ns();
     if (w->idle_since == 0) w->idle_since = now;
@@ -77,8 +82,6 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
       timeout_ms = tally_ms_until(
           w->idle_since + (w->notified || idle + w->grace_ns >= w->timeout_ns ? limit : w->timeout_ns - w->grace_ns),
           100);
-    } else if (!comm->cores_shared && idle < HOT_POLL_NS) {
-      tally_cpu_relax(); /* a reply on its way lands within a microsecond or two: no system call */
     } else {
       sched_yield(); /* let a peer sharing this core run while we poll */
     }
@@ -88,6 +91,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   if (transport_moved) {
     *moved = 1;
     w->idle_since = 0;
+    w->hot_polls = 0;
   }
   return TALLY_SUCCESS;
 }

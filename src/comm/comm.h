@@ -117,6 +117,7 @@ struct tally_waiter {
   uint64_t timeout_ns;
   uint64_t grace_ns;    /* a notice goes out this long before the timeout (see wire.h) */
   uint64_t idle_since;  /* 0: not idle */
+  int hot_polls;        /* polls since the last progress without a system call (comm->cores_shared: none) */
   int notified;         /* the next rank was told that this rank is waiting */
   int told_others;      /* the other ranks this one sends to were told as well */
   int timed_out;        /* set when progress failed because this rank waited too long (not because a
