@@ -333,6 +333,34 @@ static int mismatched_alltoallv(tally_comm_t comm, int rank, int n, void *arg) {
 }
 Test(p2p, mismatched_alltoallv) { cr_assert_eq(harness_run(3, 60, mismatched_alltoallv, NULL), 0); }
 
+/* An alltoall where rank 0 passes another count than the others, under each algorithm (and the
+ * tuner's, where the counts may lead ranks to different algorithms): every rank fails at once with
+ * MISMATCH (or the report of one), and nothing is written past the blocks of its own count. */
+static int mismatched_block_collectives(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  size_t count = rank == 0 ? 3 : 2, mine = count * (size_t)n;
+  unsigned char send[3 * 4 * sizeof(float)] = {0}, recv[4 * 4 * sizeof(float)];
+  memset(recv, 0x5a, sizeof recv);
+  int bad = 0;
+  tally_result_t r = tally_alltoall(send, recv, count, TALLY_FLOAT32, comm, NULL);
+  if (r != TALLY_ERR_MISMATCH && r != TALLY_ERR_REMOTE)
+    bad = harness_fail(rank, "alltoall with rank 0's other count gave %s: %s", tally_result_string(r),
+                       tally_comm_last_error(comm));
+  for (size_t i = mine * sizeof(float); i < sizeof recv && !bad; i++)
+    if (recv[i] != 0x5a) bad = harness_fail(rank, "the failed alltoall wrote byte %zu, past its blocks", i);
+  return bad;
+}
+Test(p2p, mismatched_alltoall) {
+  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck", "alltoall:auto"};
+  setenv("TALLY_TIMEOUT", "20", 1);
+  for (int a = 0; a < 3; a++) {
+    setenv("TALLY_ALGO", algos[a], 1);
+    cr_assert_eq(harness_run(4, 60, mismatched_block_collectives, NULL), 0, "%s", algos[a]);
+  }
+  unsetenv("TALLY_ALGO");
+  unsetenv("TALLY_TIMEOUT");
+}
+
 /* A rank dies before an alltoall: every survivor returns an error naming it. */
 static int peer_dies_before_alltoall(tally_comm_t comm, int rank, int n, void *arg) {
   (void)arg;
