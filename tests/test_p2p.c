@@ -375,7 +375,33 @@ static int peer_dies_before_alltoall(tally_comm_t comm, int rank, int n, void *a
 }
 Test(p2p, dead_peer_alltoall) {
   setenv("TALLY_TIMEOUT", "10", 1);
-  cr_assert_eq(harness_run_killing(4, 60, peer_dies_before_alltoall, NULL, 2), 0);
+  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck"};
+  for (int a = 0; a < 2; a++) {
+    setenv("TALLY_ALGO", algos[a], 1);
+    cr_assert_eq(harness_run_killing(4, 60, peer_dies_before_alltoall, NULL, 2), 0, "%s", algos[a]);
+  }
+  unsetenv("TALLY_ALGO");
+  unsetenv("TALLY_TIMEOUT");
+}
+
+/* The same for a gather through the binomial tree, where rank 2's subtree and the root wait on it. */
+static int peer_dies_before_gather(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  if (rank == 2) raise(SIGKILL);
+  int32_t mine = rank, all[8];
+  (void)n;
+  tally_result_t r = tally_gather(&mine, all, 1, TALLY_INT32, 0, comm, NULL);
+  if (rank == 1 || rank == 3) return 0; /* leaves that sent before the death may finish */
+  if (r == TALLY_SUCCESS) return harness_fail(rank, "gather without rank 2 succeeded");
+  return strstr(tally_comm_last_error(comm), "rank 2")
+             ? 0
+             : harness_fail(rank, "the error does not name rank 2: %s", tally_comm_last_error(comm));
+}
+Test(p2p, dead_peer_binomial_gather) {
+  setenv("TALLY_TIMEOUT", "10", 1);
+  setenv("TALLY_ALGO", "gather:binomial", 1);
+  cr_assert_eq(harness_run_killing(4, 60, peer_dies_before_gather, NULL, 2), 0);
+  unsetenv("TALLY_ALGO");
   unsetenv("TALLY_TIMEOUT");
 }
 
