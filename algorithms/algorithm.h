@@ -6,10 +6,12 @@
 #define TALLY_ALGORITHM_H
 
 #include "comm/comm.h"
+#include "core/algo_spec.h"
 #include "core/descriptor.h"
 
 struct tally_algorithm {
   const char *name;
+  enum tally_algo_id id;
   /* Runs the collective; nranks >= 2 and count > 0 (the API layer handles the trivial cases). */
   tally_result_t (*run)(struct tally_comm *comm, const struct tally_coll_desc *desc);
 };

@@ -30,7 +30,8 @@ static tally_result_t pairwise_run(struct tally_comm *comm, const struct tally_c
   return tally_p2p_exchange_all(comm, &h, 0, 1, n, send, d->recvbuf, block);
 }
 
-const struct tally_algorithm tally_pairwise_algorithm = {.name = "pairwise", .run = pairwise_run};
+const struct tally_algorithm tally_pairwise_algorithm = {
+    .name = "pairwise", .id = TALLY_ALGO_PAIRWISE, .run = pairwise_run};
 
 /* Bruck's schedule on scratch memory laid out as [rotated: n blocks][packed out][packed in]. */
 static tally_result_t bruck_run(struct tally_comm *comm, const struct tally_coll_desc *d) {
@@ -58,4 +59,4 @@ static tally_result_t bruck_run(struct tally_comm *comm, const struct tally_coll
   return TALLY_SUCCESS;
 }
 
-const struct tally_algorithm tally_bruck_algorithm = {.name = "bruck", .run = bruck_run};
+const struct tally_algorithm tally_bruck_algorithm = {.name = "bruck", .id = TALLY_ALGO_BRUCK, .run = bruck_run};

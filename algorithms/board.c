@@ -148,4 +148,4 @@ static tally_result_t board_run(struct tally_comm *c, const struct tally_coll_de
   return TALLY_SUCCESS;
 }
 
-const struct tally_algorithm tally_board_algorithm = {.name = "board", .run = board_run};
+const struct tally_algorithm tally_board_algorithm = {.name = "board", .id = TALLY_ALGO_BOARD, .run = board_run};

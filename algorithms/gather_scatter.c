@@ -45,7 +45,7 @@ static tally_result_t direct_run(struct tally_comm *comm, const struct tally_col
   return r;
 }
 
-const struct tally_algorithm tally_direct_algorithm = {.name = "direct", .run = direct_run};
+const struct tally_algorithm tally_direct_algorithm = {.name = "direct", .id = TALLY_ALGO_DIRECT, .run = direct_run};
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
@@ -101,4 +101,5 @@ static tally_result_t binomial_run(struct tally_comm *comm, const struct tally_c
   return TALLY_SUCCESS;
 }
 
-const struct tally_algorithm tally_binomial_algorithm = {.name = "binomial", .run = binomial_run};
+const struct tally_algorithm tally_binomial_algorithm = {
+    .name = "binomial", .id = TALLY_ALGO_BINOMIAL, .run = binomial_run};

@@ -130,4 +130,4 @@ static tally_result_t hier_run(struct tally_comm *comm, const struct tally_coll_
   return TALLY_ERROR(TALLY_ERR_INTERNAL, "hier: no hierarchical %s", tally_coll_name(d->coll));
 }
 
-const struct tally_algorithm tally_hier_algorithm = {.name = "hier", .run = hier_run};
+const struct tally_algorithm tally_hier_algorithm = {.name = "hier", .id = TALLY_ALGO_HIER, .run = hier_run};

@@ -106,7 +106,7 @@ static tally_result_t post(struct tally_comm *comm, struct tally_p2p_msg *m) {
   req->len = m->bytes;
   req->hdr = m->hdr;
   const struct tally_link *link = m->is_send ? &comm->to[m->peer] : &comm->from[m->peer];
-  return m->is_send ? link->ops->isend(link->conn, req) : link->ops->irecv(link->conn, req);
+  return m->is_send ? tally_link_isend(comm, link, req) : tally_link_irecv(comm, link, req);
 }
 
 /* The message this rank waits for: the first unfinished recv, else the first unfinished send. */
@@ -165,6 +165,7 @@ tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs
     done = now_done;
     const struct tally_p2p_msg *held = holding_up(msgs, n);
     *failed_call = held->call;
+    waiter.waiting_for = held->peer;
     waiter.upstream_waiting = !held->is_send && held->req.peer_waiting;
     r = tally_comm_progress(comm, &waiter, &moved);
     if (waiter.timed_out) return timed_out(comm, held);

@@ -38,7 +38,7 @@ static tally_result_t post_recvs(struct pipeline_state *st, int *moved) {
     req->len = span->bytes;
     req->hdr = st->proto;
     req->hdr.index = m;
-    TALLY_CHECK(st->ring->from_prev.ops->irecv(st->ring->from_prev.conn, req));
+    TALLY_CHECK(tally_link_irecv(st->comm, &st->ring->from_prev, req));
     st->recv_posted++;
     *moved = 1;
   }
@@ -82,7 +82,7 @@ static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
     req->len = span.bytes;
     req->hdr = st->proto;
     req->hdr.index = m;
-    TALLY_CHECK(st->ring->to_next.ops->isend(st->ring->to_next.conn, req));
+    TALLY_CHECK(tally_link_isend(st->comm, &st->ring->to_next, req));
     st->send_posted++;
     *moved = 1;
   }

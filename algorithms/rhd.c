@@ -291,4 +291,4 @@ static tally_result_t rhd_run(struct tally_comm *comm, const struct tally_coll_d
   return rhd_allreduce(comm, d);
 }
 
-const struct tally_algorithm tally_rhd_algorithm = {.name = "rhd", .run = rhd_run};
+const struct tally_algorithm tally_rhd_algorithm = {.name = "rhd", .id = TALLY_ALGO_RHD, .run = rhd_run};

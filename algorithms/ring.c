@@ -366,4 +366,4 @@ static tally_result_t ring_run(struct tally_comm *comm, const struct tally_coll_
   return TALLY_ERROR(TALLY_ERR_INTERNAL, "ring: unknown collective %d", (int)d->coll);
 }
 
-const struct tally_algorithm tally_ring_algorithm = {.name = "ring", .run = ring_run};
+const struct tally_algorithm tally_ring_algorithm = {.name = "ring", .id = TALLY_ALGO_RING, .run = ring_run};

@@ -146,9 +146,9 @@ static struct message next_message(const struct tree_run *run, const struct lane
 }
 
 /* Records that `m`, the lane's next message, was posted with `req`. */
-static tally_result_t post(struct lane *lane, struct message m,
-                           tally_result_t (*op)(struct tally_conn *, struct tally_request *)) {
-  TALLY_CHECK(op(lane->link.conn, &lane->req[lane->posted % WINDOW]));
+static tally_result_t post(struct tree_run *run, struct lane *lane, struct message m, int sending) {
+  struct tally_request *req = &lane->req[lane->posted % WINDOW];
+  TALLY_CHECK(sending ? tally_link_isend(run->comm, &lane->link, req) : tally_link_irecv(run->comm, &lane->link, req));
   lane->sent[lane->posted % WINDOW] = m;
   lane->posted++;
   lane->slot = m.chunk + lag(&lane->flows[m.flow]);
@@ -229,7 +229,7 @@ static tally_result_t post_sends(struct tree_run *run, int *moved) {
       chunk_of(run, f->tree, m.chunk, &off, &len);
       int from_own = f->stage == STAGE_UP && run->node[f->tree].shape.nchildren == 0;
       fill_request(run, lane, at(run, from_own ? run->own : run->acc, off), len * run->esize);
-      TALLY_CHECK(post(lane, m, lane->link.ops->isend));
+      TALLY_CHECK(post(run, lane, m, 1));
       *moved = 1;
     }
   }
@@ -248,7 +248,7 @@ static tally_result_t post_recvs(struct tree_run *run, int *moved) {
       chunk_of(run, f->tree, m.chunk, &off, &len);
       void *dst = f->stage == STAGE_UP ? staging_slot(run, f->tree, f->child, m.chunk) : at(run, run->acc, off);
       fill_request(run, lane, dst, len * run->esize);
-      TALLY_CHECK(post(lane, m, lane->link.ops->irecv));
+      TALLY_CHECK(post(run, lane, m, 0));
       *moved = 1;
     }
   }
@@ -407,7 +407,7 @@ static tally_result_t tree_run(struct tally_comm *comm, const struct tally_coll_
   return TALLY_SUCCESS;
 }
 
-const struct tally_algorithm tally_tree_algorithm = {.name = "tree", .run = tree_run};
+const struct tally_algorithm tally_tree_algorithm = {.name = "tree", .id = TALLY_ALGO_TREE, .run = tree_run};
 
 int tally_tree_partners(int rank, int nranks, int rooted, int *partners) {
   int n = 0;

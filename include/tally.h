@@ -21,6 +21,7 @@
 #define TALLY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -182,6 +183,38 @@ TALLY_API tally_result_t tally_scatter(const void *sendbuf, void *recvbuf, size_
  * its stream got there), or TALLY_SUCCESS. Poll it after synchronizing a stream, as with NCCL's
  * ncclCommGetAsyncError. */
 TALLY_API tally_result_t tally_comm_get_async_error(tally_comm_t comm, tally_result_t *async_error);
+
+/* What a communicator has done since it was made, counted always (a few atomic additions per call
+ * and per message). One row per collective and algorithm that ran. */
+typedef struct {
+  const char *collective; /* as tally_comm_tuner_choice names them, or "point-to-point" (sends, recvs, alltoallv) */
+  const char *algorithm;  /* "ring", "tree", ...; "none" on one rank and for point-to-point */
+  uint64_t calls;
+  uint64_t bytes; /* this rank's input: its send buffer's bytes as the calls sized them */
+  uint64_t ns;    /* time inside the calls, from the dispatch to the end (a group's messages: the batch's) */
+} tally_stats_row_t;
+
+#define TALLY_STATS_MAX_ROWS 128
+#define TALLY_STATS_MAX_TRANSPORTS 4
+typedef struct {
+  size_t size; /* set by the caller to sizeof(tally_stats_t): a library with more fields fills only these */
+  int nranks;
+  int ntransports; /* the transports this communicator has endpoints on */
+  struct {
+    const char *name; /* "tcp", "shm", "verbs" */
+    uint64_t bytes_sent, bytes_received, messages_sent; /* payload posted, headers not included */
+  } transports[TALLY_STATS_MAX_TRANSPORTS];
+  int nrows;
+  tally_stats_row_t rows[TALLY_STATS_MAX_ROWS];
+} tally_stats_t;
+
+/* This rank's counters of comm (any thread, at any time; the numbers are consistent once the calls
+ * have returned). sent_to, received_from and waited_ns are NULL or have room for the
+ * communicator's size: the payload bytes posted to and from each rank (the traffic matrix's row
+ * and column of this rank), and the time this rank waited, with nothing moving for more than a few
+ * microseconds, on each rank. TALLY_STATS=1 prints them when the communicator is destroyed. */
+TALLY_API tally_result_t tally_comm_stats(tally_comm_t comm, tally_stats_t *stats, uint64_t *sent_to,
+                                          uint64_t *received_from, uint64_t *waited_ns);
 
 /* Why the tuner runs what it runs, for tools (tally-perf --sweep) and for users; communicates nothing.
  * `collective` is named as in the log: "allreduce", "allgather", "reduce_scatter", "broadcast",

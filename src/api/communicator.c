@@ -25,6 +25,7 @@
 #include "device/device.h"
 #include "device/device_call.h"
 #include "registry.h"
+#include "stats.h"
 #include "tuning/calibrate.h"
 #include "tuning/tuner.h"
 
@@ -151,6 +152,7 @@ tally_result_t tally_comm_destroy(tally_comm_t comm) {
                        "tally_comm_destroy: a collective is still running on this communicator in another thread; "
                        "call tally_comm_abort first and destroy it once the collective has returned");
   }
+  if (comm->cfg.stats) tally_stats_print(comm);
   comm_free(comm);
   return TALLY_SUCCESS;
 }

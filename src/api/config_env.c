@@ -127,6 +127,14 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          v);
     cfg->chunk_bytes = (size_t)n;
   }
+  if ((v = env("TALLY_STATS"))) {
+    if (strcmp(v, "0") && strcmp(v, "1"))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_STATS='%s' is not 0 (the default: say nothing) or 1 (each rank prints its communicator's "
+                         "counters to stderr when it destroys it)",
+                         v);
+    cfg->stats = v[0] == '1';
+  }
   cfg->ring_channels = 1;
   if ((v = env("TALLY_RING_CHANNELS"))) {
     if (parse_long(v, 1, 2, &n))

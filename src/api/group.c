@@ -69,14 +69,14 @@ static size_t copy_room(const struct tally_call *call) { return (tally_call_copy
 /* Every point-to-point call of `comm` in the list, as one batch. In-place copies live in the
  * communicator's scratch buffer, which the collectives (run before) no longer need. */
 static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, struct tally_call *calls, int n) {
-  int any = 0;
+  int ncalls = 0;
   size_t copies = 0;
   for (int i = 0; i < n; i++) {
     if (calls[i].comm != comm || calls[i].kind == TALLY_CALL_COLLECTIVE) continue;
-    any = 1;
+    ncalls++;
     copies += copy_room(&calls[i]);
   }
-  if (!any) return TALLY_SUCCESS;
+  if (!ncalls) return TALLY_SUCCESS;
   struct tally_p2p_msg *msgs = NULL;
   int nmsgs = 0, cap = 0, failed = -1;
   size_t used = 0;
@@ -90,7 +90,7 @@ static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, stru
   }
   if (r != TALLY_SUCCESS) tally_coll_remember(comm, r);
   if (r == TALLY_SUCCESS && nmsgs > 0)
-    r = tally_p2p_execute(group_fn ? group_fn : calls[failed].fn, comm, msgs, nmsgs, &failed);
+    r = tally_p2p_execute(group_fn ? group_fn : calls[failed].fn, comm, msgs, nmsgs, ncalls, &failed);
   if (r != TALLY_SUCCESS && failed >= 0) r = name_call(group_fn, &calls[failed], failed, r);
   free(msgs);
   return r;

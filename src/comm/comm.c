@@ -39,6 +39,7 @@ void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, 
   memset(w, 0, sizeof *w);
   w->ring = ring;
   w->call = call;
+  w->waiting_for = ring->prev_rank;
   w->timeout_ns = (uint64_t)(comm->cfg.timeout_s * 1e9);
   w->grace_ns = w->timeout_ns / 10 < 5000000000ull ? w->timeout_ns / 10 : 5000000000ull;
 }
@@ -90,6 +91,9 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   TALLY_CHECK(tally_links_progress(comm, timeout_ms, &transport_moved));
   if (transport_moved) {
     *moved = 1;
+    if (w->idle_since && comm->counters.waited_ns && w->waiting_for >= 0 && w->waiting_for < comm->nranks)
+      atomic_fetch_add_explicit(&comm->counters.waited_ns[w->waiting_for], tally_now_ns() - w->idle_since,
+                                memory_order_relaxed);
     w->idle_since = 0;
     w->hot_polls = 0;
   }
@@ -149,6 +153,9 @@ void tally_comm_free(struct tally_comm *c) {
   free(c->links);
   free(c->to);
   free(c->from);
+  free((void *)c->counters.sent);
+  free((void *)c->counters.received);
+  free((void *)c->counters.waited_ns);
   free(c->p2p_sent);
   free(c->p2p_received);
   tally_job_topo_free(&c->topo);

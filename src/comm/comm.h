@@ -15,10 +15,12 @@
 #include "topology/topo.h"
 #include "transports/transport.h"
 
-/* A connection and the transport that carries it. */
+/* A connection, the transport that carries it, and where it goes. */
 struct tally_link {
   const struct tally_transport_ops *ops;
   struct tally_conn *conn;
+  int peer; /* the rank at the other end */
+  int slot; /* the endpoint slot of its transport (enum below) */
 };
 
 /* A ring of ranks: this rank's place in it and its links to the next and the previous member.
@@ -36,6 +38,21 @@ enum { TALLY_SLOT_NET, TALLY_SLOT_LOCAL, TALLY_SLOT_RDMA, TALLY_NUM_SLOTS };
 struct tally_transport_slot {
   const struct tally_transport_ops *ops;
   struct tally_endpoint *ep; /* NULL: not used by this communicator */
+};
+
+/* What a communicator has done, counted always (api/stats.c reports it). Updated with relaxed
+ * atomic additions by whichever thread runs a call (the caller's, or the stream queue's), read at
+ * any time. Calls are counted per collective and algorithm; the point-to-point row counts sends,
+ * recvs and alltoallvs, the time of the batches they ran in. */
+#define TALLY_COUNTED_ALGOS (TALLY_NUM_ALGOS + 1) /* the last: point-to-point batches (no algorithm) */
+#define TALLY_COUNTED_KINDS (TALLY_NUM_COLLS + 1) /* the last: point-to-point */
+struct tally_counters {
+  _Atomic uint64_t calls[TALLY_COUNTED_KINDS][TALLY_COUNTED_ALGOS];
+  _Atomic uint64_t ns[TALLY_COUNTED_KINDS][TALLY_COUNTED_ALGOS];    /* time inside the calls */
+  _Atomic uint64_t bytes[TALLY_COUNTED_KINDS][TALLY_COUNTED_ALGOS]; /* this rank's input bytes */
+  _Atomic uint64_t slot_sent[TALLY_NUM_SLOTS], slot_received[TALLY_NUM_SLOTS], slot_messages[TALLY_NUM_SLOTS];
+  _Atomic uint64_t *sent, *received; /* [nranks]: payload bytes posted to / from each rank */
+  _Atomic uint64_t *waited_ns;       /* [nranks]: time waiting with nothing moving, on each rank */
 };
 
 struct tally_comm {
@@ -83,6 +100,8 @@ struct tally_comm {
   int numa_node;                 /* this rank's, for choosing the nearest RDMA device */
   struct tally_job_topo topo;    /* hosts and local ranks, computed from peers */
 
+  struct tally_counters counters;
+
   void *scratch; /* grows to the largest partial-result buffer a collective needed */
   size_t scratch_bytes;
   void *staging; /* chunk-sized receive slots for reductions */
@@ -92,6 +111,21 @@ struct tally_comm {
   struct tally_ipc_window *ipc_window;     /* src/device/ipc: NULL until its first call */
   int ipc_refused;                         /* the window could not be opened on every rank */
 };
+
+/* Posts a send / a receive on `link`, counting its bytes against the peer and the transport. */
+static inline tally_result_t tally_link_isend(struct tally_comm *comm, const struct tally_link *link,
+                                              struct tally_request *req) {
+  atomic_fetch_add_explicit(&comm->counters.sent[link->peer], req->len, memory_order_relaxed);
+  atomic_fetch_add_explicit(&comm->counters.slot_sent[link->slot], req->len, memory_order_relaxed);
+  atomic_fetch_add_explicit(&comm->counters.slot_messages[link->slot], 1, memory_order_relaxed);
+  return link->ops->isend(link->conn, req);
+}
+static inline tally_result_t tally_link_irecv(struct tally_comm *comm, const struct tally_link *link,
+                                              struct tally_request *req) {
+  atomic_fetch_add_explicit(&comm->counters.received[link->peer], req->len, memory_order_relaxed);
+  atomic_fetch_add_explicit(&comm->counters.slot_received[link->slot], req->len, memory_order_relaxed);
+  return link->ops->irecv(link->conn, req);
+}
 
 /* Frees what this layer owns: the links and endpoints, the peer and topology tables, the buffers,
  * and the communicator itself. The device path's state and the board are closed before (api/). */
@@ -124,6 +158,8 @@ struct tally_waiter {
                            peer reported a timeout of its own) */
   int upstream_waiting; /* set by the caller: the rank it waits for said it is waiting too, so the
                            timeout is extended by grace_ns for that rank's verdict to arrive */
+  int waiting_for;      /* the rank idle time is counted against: the ring's previous rank unless the
+                           caller knows better (comm->counters.waited_ns) */
 };
 void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
                         struct tally_waiter *w);

@@ -288,9 +288,14 @@ static tally_result_t connect_sets(struct tally_comm *c, struct peer_set *out, s
 
 /* c->to and c->from, made on first need. */
 static tally_result_t make_link_tables(struct tally_comm *c) {
+  struct tally_counters *k = &c->counters; /* the per-peer counters live as long as the links */
   if (!c->to) c->to = calloc((size_t)c->nranks, sizeof *c->to);
   if (!c->from) c->from = calloc((size_t)c->nranks, sizeof *c->from);
-  if (!c->to || !c->from) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links of %d ranks", c->nranks);
+  if (!k->sent) k->sent = calloc((size_t)c->nranks, sizeof *k->sent);
+  if (!k->received) k->received = calloc((size_t)c->nranks, sizeof *k->received);
+  if (!k->waited_ns) k->waited_ns = calloc((size_t)c->nranks, sizeof *k->waited_ns);
+  if (!c->to || !c->from || !k->sent || !k->received || !k->waited_ns)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links of %d ranks", c->nranks);
   return TALLY_SUCCESS;
 }
 
@@ -301,11 +306,11 @@ static tally_result_t record_links(struct tally_comm *c, const struct peer_set *
   if (!links) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory for the links");
   c->links = links;
   for (int i = 0; i < out->n; i++) {
-    c->to[out->rank[i]] = (struct tally_link){c->slots[out->slot[i]].ops, out->conn[i]};
+    c->to[out->rank[i]] = (struct tally_link){c->slots[out->slot[i]].ops, out->conn[i], out->rank[i], out->slot[i]};
     c->links[c->nlinks++] = c->to[out->rank[i]];
   }
   for (int i = 0; i < in->n; i++) {
-    c->from[in->rank[i]] = (struct tally_link){c->slots[in->slot[i]].ops, in->conn[i]};
+    c->from[in->rank[i]] = (struct tally_link){c->slots[in->slot[i]].ops, in->conn[i], in->rank[i], in->slot[i]};
     c->links[c->nlinks++] = c->from[in->rank[i]];
   }
   return TALLY_SUCCESS;

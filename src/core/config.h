@@ -28,6 +28,7 @@ struct tally_config {
   size_t staging_chunk_bytes; /* TALLY_STAGING_CHUNK_MB: on communicators whose every rank drives a GPU, the
                                 size of the collectives large allreduce/broadcast/reduce calls are split into
                                 (device/call_split.h); 0: never split */
+  int stats;                 /* TALLY_STATS: 1 prints each rank's counters when it destroys a communicator */
   size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
                                 (src/device/ipc); 0 (default) stages them through host memory */
 };

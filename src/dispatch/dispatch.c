@@ -1,5 +1,6 @@
 /* The one dispatch point of a host-memory collective (dispatch.h): the tuner's algorithm runs the
  * call, and a failure puts the communicator in error state with the rank at fault named. */
+#define _GNU_SOURCE
 #include "dispatch.h"
 
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include "algorithms/algorithm.h"
 #include "algorithms/p2p.h"
 #include "comm/comm.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "tuning/tuner.h"
@@ -70,29 +72,46 @@ static tally_result_t refuse_broken(const char *fn, tally_comm_t comm) {
   return TALLY_SUCCESS;
 }
 
+/* Counts one call of `kind` (a collective, or TALLY_NUM_COLLS for point-to-point) run by `algo`
+ * (TALLY_NUM_ALGOS: none) since `start`. */
+static void count_call(tally_comm_t comm, int kind, int algo, uint64_t calls, uint64_t bytes, uint64_t start) {
+  struct tally_counters *k = &comm->counters;
+  atomic_fetch_add_explicit(&k->calls[kind][algo], calls, memory_order_relaxed);
+  atomic_fetch_add_explicit(&k->bytes[kind][algo], bytes, memory_order_relaxed);
+  atomic_fetch_add_explicit(&k->ns[kind][algo], tally_now_ns() - start, memory_order_relaxed);
+}
+
 tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
   TALLY_CHECK(refuse_broken(fn, comm));
   tally_result_t r = TALLY_SUCCESS;
+  uint64_t start = tally_now_ns();
+  size_t send_bytes, recv_bytes;
+  tally_coll_buffer_bytes(d, comm->rank, comm->nranks, &send_bytes, &recv_bytes);
   if (comm->nranks == 1) {
     run_alone(d);
+    count_call(comm, d->coll, TALLY_NUM_ALGOS, 1, send_bytes, start);
   } else {
     tally_error_clear();
     struct tally_coll_desc call = *d; /* the tuner adds its chunk */
     const struct tally_algorithm *algo = tally_tuner_select(comm, &call);
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
     r = algo->run(comm, &call);
+    count_call(comm, d->coll, algo->id, 1, send_bytes, start);
   }
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
   comm->seq++;
   return r;
 }
 
-tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally_p2p_msg *msgs, int n,
+tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally_p2p_msg *msgs, int n, int ncalls,
                                  int *failed_call) {
   *failed_call = n > 0 ? msgs[0].call : -1;
   TALLY_CHECK(refuse_broken(fn, comm));
   tally_error_clear();
+  uint64_t start = tally_now_ns(), bytes = 0;
+  for (int i = 0; i < n; i++) bytes += msgs[i].is_send ? msgs[i].bytes : 0;
   tally_result_t r = tally_p2p_run(comm, msgs, n, failed_call);
+  count_call(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, (uint64_t)ncalls, bytes, start);
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
   return r;
 }

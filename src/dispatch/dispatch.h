@@ -7,15 +7,16 @@
 #include "core/descriptor.h"
 
 /* Runs d on host memory: refuses a communicator in error state or aborted, runs the tuner's
- * algorithm, and on failure records the error on the communicator (which then refuses further
- * calls). Advances the sequence number. */
+ * algorithm (counting the call, its bytes and time in comm->counters), and on failure records the
+ * error on the communicator (which then refuses further calls). Advances the sequence number. */
 tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm);
 
 /* Runs a batch of point-to-point messages (algorithms/p2p.h) on host memory, as tally_coll_execute
  * runs a collective: refused on a communicator in error state, and a failure puts it in error
- * state. *failed_call: the `call` of the message a failure concerns. */
+ * state; counted as `ncalls` point-to-point calls. *failed_call: the `call` of the message a
+ * failure concerns. */
 struct tally_p2p_msg;
-tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally_p2p_msg *msgs, int n,
+tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally_p2p_msg *msgs, int n, int ncalls,
                                  int *failed_call);
 
 /* Puts comm in error state after a failure `r` found outside an algorithm (the thread's message
