@@ -11,8 +11,8 @@
 
 #include "tally.h"
 
-/* The first five run through the library's tuner; the rest are made of point-to-point messages
- * (coll_p2p), which --sweep, --gpu and --soak do not take. */
+/* All but sendrecv run through the library's tuner; sendrecv (coll_p2p) is point-to-point messages,
+ * which --sweep and --gpu do not take. The soak draws the first five. */
 typedef enum {
   COLL_ALLREDUCE,
   COLL_ALLGATHER,
@@ -127,7 +127,8 @@ void gpu_sync(const struct bench *b);
 void gpu_copy(const struct bench *b, void *dst, const void *src, size_t bytes);
 double gpu_copy_bandwidth(const struct bench *b, size_t bytes, int iters);
 
-/* perf_soak.c: --soak, random collectives checked exactly for a while; returns the exit status. */
+/* perf_soak.c: --soak, random collectives checked exactly for a while, on the soak's communicator
+ * and on communicators split from it; returns the exit status. */
 int run_soak(tally_comm_t comm, const struct options *o);
 
 /* The soak's totals, as rank 0 reports them. */
@@ -135,13 +136,18 @@ struct soak_summary {
   int nranks;
   double seconds, elapsed; /* asked for and taken */
   unsigned long long seed;
-  uint64_t operations, per_coll[NUM_TUNED_COLLS], in_place, bytes;
+  uint64_t operations, per_coll[NUM_TUNED_COLLS], in_place, bytes; /* the children's included */
+  uint64_t splits;           /* tally_comm_split calls of the soak's communicator (each child destroyed) */
+  uint64_t split_operations; /* operations on the children */
   uint64_t wrong_elements; /* wrong result elements and changed input elements, all ranks */
   uint64_t errors;         /* failed calls */
   bool ranks_combined;     /* false: a failure left only rank 0's own counts */
   /* VmRSS, the largest over the ranks; -1: unknown. The start is taken after rss_start_after
    * operations. */
   long long rss_start_kb, rss_end_kb, rss_growth_kb;
+  /* malloc's bytes in use (mallinfo2), sampled with the RSS, the largest growth over the ranks: a
+   * leak grows it, memory malloc keeps after a free or a shared-memory ring paged in does not. */
+  long long heap_growth_kb;
   uint64_t rss_start_after;
 };
 
@@ -149,9 +155,18 @@ struct soak_summary {
  * by side; returns the exit status. */
 int run_sweep(tally_comm_t comm, const struct options *o);
 
-/* The algorithms the sweep forces; sweep_algo_names has their names as the tuner gives them (tally.h). */
-enum { SWEEP_RING, SWEEP_TREE, SWEEP_RHD, SWEEP_HIER, SWEEP_BOARD, SWEEP_ALGOS };
-extern const char *const sweep_algo_names[SWEEP_ALGOS];
+/* The algorithms the sweep forces, as the tuner names them (tally.h): ring tree rhd hier board for
+ * the reduction collectives, pairwise bruck hier for alltoall, direct binomial for gather and
+ * scatter. `bandwidth` is the one the summary takes for the large sizes (ring, pairwise, direct),
+ * `latency` (bits of the indexes) those it compares with it at the smallest size. */
+enum { SWEEP_ALGOS = 5 }; /* the most any collective has */
+struct sweep_algos {
+  int n;
+  const char *names[SWEEP_ALGOS];
+  int bandwidth;
+  unsigned latency;
+};
+const struct sweep_algos *sweep_algos_for(coll_t c);
 enum { SWEEP_MAX_REPEAT = 100 }; /* the most --repeat takes */
 #define SWEEP_NONE (-1.0) /* a time that was not measured, or a prediction the model does not make */
 
@@ -169,6 +184,7 @@ struct sweep_row {
 /* The whole sweep, as rank 0 reports it. */
 struct sweep {
   int nranks;
+  const struct sweep_algos *algos; /* the collective's */
   char *refused[SWEEP_ALGOS]; /* rank 0: why the library refused to force an algorithm; NULL: it did not */
   struct sweep_row *rows;
   size_t nrows;
@@ -194,7 +210,7 @@ void print_wrong(const struct options *o, uint64_t wrong);
 void format_time(char *buf, size_t len, double us);
 void write_json(FILE *f, const struct bench *b, const struct row *rows, size_t nrows, uint64_t wrong,
                 double avg_busbw);
-void print_soak_header(const struct bench *b, size_t max_bytes);
+void print_soak_header(const struct bench *b, size_t max_bytes, int soak_split_every, int soak_split_ops);
 void print_soak_summary(const struct soak_summary *s);
 void write_soak_json(FILE *f, const struct soak_summary *s);
 

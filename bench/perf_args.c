@@ -54,9 +54,10 @@ const char *coll_name(coll_t c) {
 
 bool coll_reduces(coll_t c) { return c == COLL_ALLREDUCE || c == COLL_REDUCESCATTER || c == COLL_REDUCE; }
 bool coll_rooted(coll_t c) { return c == COLL_BROADCAST || c == COLL_REDUCE || c == COLL_GATHER || c == COLL_SCATTER; }
-/* Made of the library's point-to-point messages (tally_send/recv, tally_alltoall, tally_gather,
- * tally_scatter): host memory only, and no tuner, so no algorithms to sweep. */
-bool coll_p2p(coll_t c) { return c == COLL_SENDRECV || c == COLL_ALLTOALL || c == COLL_GATHER || c == COLL_SCATTER; }
+/* Made of the library's point-to-point calls (tally_send/recv): no tuner, so no algorithms to
+ * sweep; tally-perf keeps it to host memory. Alltoall, gather and scatter are collectives with
+ * algorithms of their own. */
+bool coll_p2p(coll_t c) { return c == COLL_SENDRECV; }
 
 /* nccl-tests' spellings besides the library's own names. */
 static const struct {
@@ -116,23 +117,26 @@ static void usage(FILE *f) {
           "                          with --soak, default the soak's SECONDS + 600)\n"
           "  -J, --json FILE         also write the results to FILE as JSON\n"
           "      --sweep             compare the algorithms: run the range once with each algorithm\n"
-          "                          forced (ring tree rhd hier board, by TALLY_ALGO; one the library\n"
-          "                          refuses for COLLECTIVE is skipped, and a size it cannot run shows\n"
-          "                          '-') and once as the tuner chooses; print per size each one's\n"
-          "                          time, the fastest, the tuner's choice and its time over the\n"
-          "                          fastest's, then the cost model's predicted over measured times\n"
-          "                          (out-of-place only; replaces the environment's TALLY_ALGO; not\n"
-          "                          for sendrecv, alltoall, gather, scatter, which have no algorithms)\n"
+          "                          forced by TALLY_ALGO (ring tree rhd hier board; for alltoall\n"
+          "                          pairwise bruck hier; for gather and scatter direct binomial; one\n"
+          "                          the library refuses for COLLECTIVE is skipped, and a size it\n"
+          "                          cannot run shows '-') and once as the tuner chooses; print per\n"
+          "                          size each one's time, the fastest, the tuner's choice and its\n"
+          "                          time over the fastest's, then the cost model's predicted over\n"
+          "                          measured times (out-of-place only; replaces the environment's\n"
+          "                          TALLY_ALGO; not for sendrecv, which has no algorithms)\n"
           "      --gpu               buffers in GPU memory (GPU rank %% GPUs), calls on a CUDA stream and\n"
           "                          timed to its completion; prints the GPU's device-to-device\n"
           "                          cudaMemcpy bandwidth first (the size range only; not for\n"
-          "                          sendrecv, alltoall, gather, scatter, which take host memory only)\n"
+          "                          sendrecv, which tally-perf runs on host memory)\n"
           "      --repeat R          with --sweep: each time is the median of R timed loops of -n\n"
           "                          iterations (default 3)\n"
           "      --soak SECONDS      instead of the size range, run random collectives, sizes (1\n"
           "                          element to 4 MiB), datatypes, ops, roots, in place and out of\n"
           "                          place for SECONDS, check every result exactly, and report the\n"
-          "                          counts, wrong results, errors and memory (RSS); forks 8 ranks\n"
+          "                          counts, wrong results, errors and memory (RSS); every 32\n"
+          "                          operations split the communicator at random, run 4 checked\n"
+          "                          collectives on the child and destroy it; forks 8 ranks\n"
           "                          unless -N or a launcher says otherwise\n"
           "      --seed S            the soak's random sequence (default 1); the same seed on the\n"
           "                          same number of ranks repeats the same operations\n"
@@ -346,8 +350,7 @@ void parse_args(int argc, char **argv, struct options *o) {
     bad_arg("--sweep compares the library's algorithms; %s has none (it is point-to-point messages): drop --sweep",
             coll_name(o->coll));
   if (o->gpu && coll_p2p(o->coll))
-    bad_arg("--gpu: %s takes host memory only (the library's point-to-point calls take no stream yet): drop --gpu",
-            coll_name(o->coll));
+    bad_arg("--gpu: tally-perf runs %s on host memory only: drop --gpu", coll_name(o->coll));
   if (o->sweep) take_algo_env(o, have_algo);
   if (!have_coll) bad_arg("missing COLLECTIVE (" COLL_LIST "), or --soak SECONDS");
   if (o->minbytes > o->maxbytes)

@@ -142,12 +142,15 @@ void print_summary(const struct options *o, uint64_t wrong, double avg_busbw) {
   fflush(stdout);
 }
 
-void print_soak_header(const struct bench *b, size_t max_bytes) {
+void print_soak_header(const struct bench *b, size_t max_bytes, int soak_split_every, int soak_split_ops) {
   int version = 0;
   tally_get_version(&version);
   printf("# Tally tally-perf soak: %d rank%s, %g s, seed %llu: random collectives, datatypes, ops and roots,\n",
          b->nranks, b->nranks == 1 ? "" : "s", b->o->soak_seconds, b->o->seed);
-  printf("# 1 element to %zu KiB, in place and out of place, every result checked exactly\n", max_bytes >> 10);
+  printf("# 1 element to %zu KiB, in place and out of place, every result checked exactly; a random\n",
+         max_bytes >> 10);
+  printf("# split of the communicator every %d operations, %d of them on each child\n", soak_split_every,
+         soak_split_ops);
   printf("# Tally version %d.%d.%d\n#\n", version / 10000, version / 100 % 100, version % 100);
 }
 
@@ -167,6 +170,8 @@ void print_soak_summary(const struct soak_summary *s) {
   for (int c = 0; c < NUM_TUNED_COLLS; c++)
     printf("#     %-16s %llu\n", coll_name((coll_t)c), (unsigned long long)s->per_coll[c]);
   printf("#     %-16s %llu\n", "in place", (unsigned long long)s->in_place);
+  printf("#   %-18s %llu (split off and destroyed; %llu of rank 0's operations ran on them)\n", "splits",
+         (unsigned long long)s->splits, (unsigned long long)s->split_operations);
   printf("#   %-18s %llu (%.2f GiB: the sum of the operations' buffer sizes)\n", "bytes moved",
          (unsigned long long)s->bytes, (double)s->bytes / (1024.0 * 1024 * 1024));
   printf("#   %-18s %llu%s\n", "wrong results", (unsigned long long)s->wrong_elements,
@@ -177,6 +182,8 @@ void print_soak_summary(const struct soak_summary *s) {
   print_rss("RSS at start", s->rss_start_kb, s->ranks_combined ? note : "rank 0");
   print_rss("RSS at end", s->rss_end_kb, s->ranks_combined ? "max over ranks" : "rank 0");
   print_rss("RSS growth", s->rss_growth_kb, s->ranks_combined ? "max over ranks" : "rank 0");
+  printf("#   %-18s %lld kB (malloc's bytes in use, between the RSS samples; %s)\n", "heap growth", s->heap_growth_kb,
+         s->ranks_combined ? "max over ranks" : "rank 0");
   printf("# Soak %s\n#\n", s->wrong_elements == 0 && s->errors == 0 ? "OK" : "FAILED");
   fflush(stdout);
 }
@@ -198,11 +205,14 @@ void write_soak_json(FILE *f, const struct soak_summary *s) {
   fprintf(f, "},\n  \"in_place\": %llu,\n  \"bytes\": %llu,\n  \"wrong\": %llu,\n  \"errors\": %llu,\n",
           (unsigned long long)s->in_place, (unsigned long long)s->bytes, (unsigned long long)s->wrong_elements,
           (unsigned long long)s->errors);
+  fprintf(f, "  \"splits\": %llu,\n  \"split_operations\": %llu,\n", (unsigned long long)s->splits,
+          (unsigned long long)s->split_operations);
   fprintf(f, "  \"ranks_combined\": %s,\n  \"rss_kb\": {", s->ranks_combined ? "true" : "false");
   json_kb(f, "start", s->rss_start_kb);
   fprintf(f, ", ");
   json_kb(f, "end", s->rss_end_kb);
   fprintf(f, ", ");
   json_kb(f, "growth", s->rss_growth_kb);
+  fprintf(f, ", \"heap_growth\": %lld", s->heap_growth_kb);
   fprintf(f, ", \"start_after_operations\": %llu}\n}\n", (unsigned long long)s->rss_start_after);
 }

@@ -4,8 +4,16 @@
  * (and that out-of-place calls left their inputs alone), and samples the resident memory (VmRSS)
  * after the first operations and at the end. Every rank draws the same sequence from --seed;
  * rank 0's clock decides when to stop, and the decision rides on an allreduce every few
- * operations, so all ranks stop after the same operation. */
+ * operations, so all ranks stop after the same operation.
+ *
+ * Every SPLIT_EVERY operations after the warm-up all ranks split the soak's communicator with
+ * tally_comm_split: colors (some ranks TALLY_SPLIT_NOCOLOR) and keys (in order, reversed, or
+ * random with ties) drawn from a second sequence of the seed, the same on every rank; each child
+ * checks its rank and size against what the colors and keys say, runs SPLIT_OPS random
+ * collectives checked like the others, and is destroyed. The collectives on the soak's own
+ * communicator are the same sequence with or without the splits. */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,7 +29,13 @@ enum {
   WARMUP_ROOTS = 3,         /* roots 0, 1, 2: every rank is root, first link and inner link of a chain */
   WRONG_OPS_DESCRIBED = 10, /* wrong operations each rank describes on stderr */
   DESCRIPTION_LEN = 160,
+  SPLIT_EVERY = 32, /* operations on the soak's communicator between two splits */
+  SPLIT_OPS = 4,    /* checked collectives on each child */
+  SPLIT_MAX_COLORS = 4,
 };
+/* The splits' own random sequence: the seed mixed with this, so that adding them left the soak's
+ * sequence of collectives as it was. */
+#define SPLIT_SEED_MIX 0x5EEDC0105F17ull
 /* The warm-up runs each collective at SOAK_MAX_BYTES with each root, in place and out of place;
  * the first RSS sample comes a few operations after it. */
 enum { WARMUP_OPS = NUM_TUNED_COLLS * WARMUP_ROOTS * 2, RSS_START_AFTER = WARMUP_OPS + 10 };
@@ -121,6 +135,12 @@ static void report_op(const struct bench *b, uint64_t index, bool inplace, const
 }
 
 /* This process's resident set size in kB (VmRSS in /proc/self/status); -1 where there is none. */
+/* malloc's bytes in use in kB: what a leak grows. */
+static long long heap_kb(void) {
+  struct mallinfo2 m = mallinfo2();
+  return (long long)((m.uordblks + m.hblkhd) / 1024);
+}
+
 static long long read_rss_kb(void) {
   FILE *f = fopen("/proc/self/status", "r");
   if (f == NULL) return -1;
@@ -130,6 +150,118 @@ static long long read_rss_kb(void) {
     if (strncmp(line, "VmRSS:", 6) == 0 && sscanf(line + 6, "%lld", &kb) == 1) break;
   fclose(f);
   return kb;
+}
+
+/* What a split drew: each rank's color (TALLY_SPLIT_NOCOLOR or 0..) and key. */
+struct split_plan {
+  int *color, *key;
+};
+
+/* This rank's expected place in its child: the rank and size the colors and keys give. */
+static void expected_place(const struct split_plan *plan, int nranks, int rank, int *child_rank, int *child_size) {
+  *child_rank = 0;
+  *child_size = 0;
+  for (int r = 0; r < nranks; r++) {
+    if (plan->color[r] != plan->color[rank]) continue;
+    (*child_size)++;
+    if (plan->key[r] < plan->key[rank] || (plan->key[r] == plan->key[rank] && r < rank)) (*child_rank)++;
+  }
+}
+
+/* Draws the next split's colors and keys for all ranks, and the random state of each child's
+ * operations (the same on the ranks of one color). */
+static uint64_t draw_split(uint64_t *state, int nranks, struct split_plan *plan) {
+  int ncolors = 1 + (int)random_below(state, (uint64_t)(nranks < SPLIT_MAX_COLORS ? nranks : SPLIT_MAX_COLORS));
+  int key_order = (int)random_below(state, 3); /* 0: rank order, 1: reversed, 2: random keys with ties */
+  for (int r = 0; r < nranks; r++) {
+    plan->color[r] = random_below(state, 8) == 0 ? TALLY_SPLIT_NOCOLOR : (int)random_below(state, (uint64_t)ncolors);
+    plan->key[r] = key_order == 0 ? r : key_order == 1 ? nranks - r : (int)random_below(state, (uint64_t)nranks);
+  }
+  return next_random(state);
+}
+
+/* One split of the soak's communicator: collective over b->comm. Adds the child's operations to
+ * `s` (and its wrong elements, a wrong rank or size counting as one); returns a failed call's
+ * result, with a message on stderr. */
+static tally_result_t soak_split(const struct bench *b, struct options *current, uint64_t *split_state,
+                                 struct split_plan *plan, uint64_t index, struct soak_summary *s, uint64_t *wrong_ops) {
+  uint64_t ops_state = draw_split(split_state, b->nranks, plan);
+  int color = plan->color[b->rank];
+  tally_comm_t child = NULL;
+  tally_result_t r = tally_comm_split(b->comm, color, plan->key[b->rank], &child);
+  if (r != TALLY_SUCCESS) {
+    fprintf(stderr, "tally-perf: rank %d: soak split #%llu before operation #%llu (color %d, key %d): %s: %s\n",
+            b->rank, (unsigned long long)s->splits, (unsigned long long)index, color, plan->key[b->rank],
+            tally_result_string(r), tally_comm_last_error(b->comm));
+    return r;
+  }
+  s->splits++;
+  if (color == TALLY_SPLIT_NOCOLOR) {
+    if (child != NULL) {
+      fprintf(stderr, "tally-perf: rank %d: soak split #%llu: TALLY_SPLIT_NOCOLOR gave a communicator\n", b->rank,
+              (unsigned long long)s->splits - 1);
+      s->wrong_elements++;
+      tally_comm_destroy(child);
+    }
+    return TALLY_SUCCESS;
+  }
+  struct bench cb = *b;
+  cb.comm = child;
+  int want_rank, want_size;
+  expected_place(plan, b->nranks, b->rank, &want_rank, &want_size);
+  if ((r = tally_comm_rank(child, &cb.rank)) != TALLY_SUCCESS ||
+      (r = tally_comm_size(child, &cb.nranks)) != TALLY_SUCCESS) {
+    fprintf(stderr, "tally-perf: rank %d: soak split #%llu: %s\n", b->rank, (unsigned long long)s->splits - 1,
+            tally_result_string(r));
+    tally_comm_destroy(child);
+    return r;
+  }
+  if (cb.rank != want_rank || cb.nranks != want_size) {
+    fprintf(stderr,
+            "tally-perf: rank %d: soak split #%llu (color %d, key %d): rank %d of %d in the child, expected %d of %d; "
+            "--seed %llu on %d ranks repeats it\n",
+            b->rank, (unsigned long long)s->splits - 1, color, plan->key[b->rank], cb.rank, cb.nranks, want_rank,
+            want_size, b->o->seed, b->nranks);
+    s->wrong_elements++;
+    tally_comm_destroy(child);
+    return TALLY_ERR_INTERNAL;
+  }
+  ops_state += (uint64_t)color * 0x9E3779B97F4A7C15u; /* the ranks of one color draw the same operations */
+  for (int k = 0; k < SPLIT_OPS; k++) {
+    struct soak_op p = draw_op(&ops_state, UINT64_MAX, cb.nranks); /* past the warm-up: random */
+    set_operation(&cb, current, &p);
+    char *send, *recv;
+    place_buffers(&cb, p.inplace, &send, &recv);
+    fill_check_inputs(&cb, send, recv);
+    r = run_once(&cb, send, recv);
+    if (r != TALLY_SUCCESS) {
+      report_op(&cb, index, p.inplace, "on the child of split #%llu (rank %d of %d): %s: %s",
+                (unsigned long long)s->splits - 1, cb.rank, cb.nranks, tally_result_string(r),
+                tally_comm_last_error(child));
+      tally_comm_destroy(child);
+      return r;
+    }
+    uint64_t wrong = count_wrong_results(&cb, recv, p.inplace, true);
+    uint64_t changed = p.inplace ? 0 : count_changed_inputs(&cb, send);
+    s->split_operations++;
+    s->operations++;
+    s->per_coll[p.coll]++;
+    s->in_place += p.inplace;
+    s->bytes += cb.bytes;
+    if (wrong + changed != 0) {
+      if ((*wrong_ops)++ < WRONG_OPS_DESCRIBED)
+        report_op(&cb, index, p.inplace,
+                  "on the child of split #%llu: %llu wrong result elements, %llu changed input elements",
+                  (unsigned long long)s->splits - 1, (unsigned long long)wrong, (unsigned long long)changed);
+      s->wrong_elements += wrong + changed;
+    }
+  }
+  if ((r = tally_barrier(child, NULL)) != TALLY_SUCCESS || (r = tally_comm_destroy(child)) != TALLY_SUCCESS) {
+    fprintf(stderr, "tally-perf: rank %d: soak split #%llu: closing the child: %s: %s\n", b->rank,
+            (unsigned long long)s->splits - 1, tally_result_string(r), tally_comm_last_error(child));
+    return r;
+  }
+  return TALLY_SUCCESS;
 }
 
 int run_soak(tally_comm_t comm, const struct options *o) {
@@ -151,7 +283,7 @@ int run_soak(tally_comm_t comm, const struct options *o) {
   /* Every operation fits: allgather and reduce-scatter use count * nranks <= the drawn elements. */
   b.sbuf = alloc_buffer(&b, SOAK_MAX_BYTES);
   b.rbuf = alloc_buffer(&b, SOAK_MAX_BYTES);
-  if (b.rank == 0) print_soak_header(&b, SOAK_MAX_BYTES);
+  if (b.rank == 0) print_soak_header(&b, SOAK_MAX_BYTES, SPLIT_EVERY, SPLIT_OPS);
   print_ranks(&b);
 
   struct soak_summary s;
@@ -160,8 +292,13 @@ int run_soak(tally_comm_t comm, const struct options *o) {
   s.seconds = o->soak_seconds;
   s.seed = o->seed;
   s.ranks_combined = true;
-  long long rss_start = -1;
-  uint64_t random_state = o->seed, index = 0, wrong_ops = 0;
+  long long rss_start = -1, heap_start = -1;
+  uint64_t random_state = o->seed, index = 0, wrong_ops = 0, split_state = o->seed ^ SPLIT_SEED_MIX;
+  struct split_plan plan = {calloc((size_t)b.nranks, sizeof(int)), calloc((size_t)b.nranks, sizeof(int))};
+  if (plan.color == NULL || plan.key == NULL) {
+    fprintf(stderr, "tally-perf: rank %d: out of memory\n", b.rank);
+    exit(1);
+  }
   tally_result_t failure = TALLY_SUCCESS;
   TRY(&b, tally_barrier(comm, NULL));
   double start = now_seconds(), next_progress = start + PROGRESS_EVERY_S;
@@ -182,6 +319,11 @@ int run_soak(tally_comm_t comm, const struct options *o) {
                (unsigned long long)s.operations, (unsigned long long)all[1], read_rss_kb());
         next_progress += PROGRESS_EVERY_S;
       }
+    }
+
+    if (index >= WARMUP_OPS && (index - WARMUP_OPS) % SPLIT_EVERY == 0) {
+      failure = soak_split(&b, &current, &split_state, &plan, index, &s, &wrong_ops);
+      if (failure != TALLY_SUCCESS) break;
     }
 
     struct soak_op p = draw_op(&random_state, index, b.nranks);
@@ -206,12 +348,20 @@ int run_soak(tally_comm_t comm, const struct options *o) {
                   (unsigned long long)wrong, (unsigned long long)changed);
       s.wrong_elements += wrong + changed;
     }
-    if (s.operations == RSS_START_AFTER) rss_start = read_rss_kb();
+    if (rss_start < 0 && s.operations >= RSS_START_AFTER) {
+      rss_start = read_rss_kb();
+      heap_start = heap_kb();
+      s.rss_start_after = s.operations;
+    }
   }
   s.elapsed = now_seconds() - start;
+  free(plan.color);
+  free(plan.key);
 
-  long long rss_end = read_rss_kb();
-  s.rss_start_after = s.operations < RSS_START_AFTER ? s.operations : RSS_START_AFTER;
+  long long rss_end = read_rss_kb(), heap_end = heap_kb();
+  if (heap_start < 0) heap_start = heap_end;
+  s.heap_growth_kb = heap_end - heap_start;
+  if (rss_start < 0) s.rss_start_after = s.operations;
   if (rss_start < 0) rss_start = rss_end; /* a soak too short for the first sample */
   s.rss_start_kb = rss_start;
   s.rss_end_kb = rss_end;
@@ -225,11 +375,12 @@ int run_soak(tally_comm_t comm, const struct options *o) {
     uint64_t wrong_total = 0;
     TRY(&b, tally_allreduce(&s.wrong_elements, &wrong_total, 1, TALLY_UINT64, TALLY_SUM, comm, NULL));
     s.wrong_elements = wrong_total;
-    int64_t rss_mine[3] = {s.rss_start_kb, s.rss_end_kb, s.rss_growth_kb}, rss_max[3];
-    TRY(&b, tally_allreduce(rss_mine, rss_max, 3, TALLY_INT64, TALLY_MAX, comm, NULL));
+    int64_t rss_mine[4] = {s.rss_start_kb, s.rss_end_kb, s.rss_growth_kb, s.heap_growth_kb}, rss_max[4];
+    TRY(&b, tally_allreduce(rss_mine, rss_max, 4, TALLY_INT64, TALLY_MAX, comm, NULL));
     s.rss_start_kb = rss_max[0];
     s.rss_end_kb = rss_max[1];
     s.rss_growth_kb = rss_max[2];
+    s.heap_growth_kb = rss_max[3];
   }
 
   if (b.rank == 0) {

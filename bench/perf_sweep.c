@@ -12,9 +12,13 @@
  * by repetition, one algorithm after the other: a noisy spell on this shared machine slows them
  * all alike instead of whichever ran during it.
  *
- * The library runs the ring instead of a forced algorithm that cannot run a size (too few ranks,
- * a count it does not take); tally_comm_tuner_choice on the forced communicator says so, and then
- * that size is not measured for it, rather than reporting the ring's time under its name. */
+ * Which algorithms: sweep_algos_for (the reduction collectives' five, alltoall's three, gather's
+ * and scatter's two).
+ *
+ * The library runs another (the ring, pairwise, direct) instead of a forced algorithm that cannot
+ * run a size (too few ranks, one host, a count it does not take); tally_comm_tuner_choice on the
+ * forced communicator says so, and then that size is not measured for it, rather than reporting
+ * the other's time under its name. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdbool.h>
@@ -25,8 +29,22 @@
 
 #include "perf.h"
 
-const char *const sweep_algo_names[SWEEP_ALGOS] = {
-    [SWEEP_RING] = "ring", [SWEEP_TREE] = "tree", [SWEEP_RHD] = "rhd", [SWEEP_HIER] = "hier", [SWEEP_BOARD] = "board"};
+/* The bandwidth algorithm is the first of each; the latency ones tree and rhd, bruck, binomial. */
+static const struct sweep_algos tuned_algos = {
+    .n = 5, .names = {"ring", "tree", "rhd", "hier", "board"}, .bandwidth = 0, .latency = (1u << 1) | (1u << 2)};
+static const struct sweep_algos alltoall_algos = {
+    .n = 3, .names = {"pairwise", "bruck", "hier"}, .bandwidth = 0, .latency = 1u << 1};
+static const struct sweep_algos rooted_algos = {
+    .n = 2, .names = {"direct", "binomial"}, .bandwidth = 0, .latency = 1u << 1};
+
+const struct sweep_algos *sweep_algos_for(coll_t c) {
+  switch (c) {
+    case COLL_ALLTOALL: return &alltoall_algos;
+    case COLL_GATHER:
+    case COLL_SCATTER: return &rooted_algos;
+    default: return &tuned_algos;
+  }
+}
 
 /* The index of the tuner's communicator after the forced ones. */
 enum { TUNER = SWEEP_ALGOS, SWEEP_COMMS };
@@ -51,9 +69,9 @@ struct forced_id {
  * tuner's). NULL where the library refuses to force it (it does not implement it for the
  * collective: tally_get_unique_id reads TALLY_ALGO as every rank's init would); rank 0 then keeps
  * the library's reason in *refused. Exits with status 1 on any other failure. */
-static tally_comm_t open_forced(const struct bench *b, int a, char **refused) {
+static tally_comm_t open_forced(const struct bench *b, const char *algo, char **refused) {
   char spec[64];
-  snprintf(spec, sizeof spec, "%s:%s", coll_name(b->o->coll), sweep_algo_names[a]);
+  snprintf(spec, sizeof spec, "%s:%s", coll_name(b->o->coll), algo);
   set_algo_env(spec);
   struct forced_id msg;
   memset(&msg, 0, sizeof msg);
@@ -92,12 +110,12 @@ static const char *tuner_choice(const struct bench *on, double *predicted_us) {
 }
 
 /* The tuner's choice and the model's predictions at the current size (on the tuner's communicator). */
-static void record_model(const struct bench *tuner, struct sweep_row *row) {
+static void record_model(const struct bench *tuner, const struct sweep_algos *algos, struct sweep_row *row) {
   double predicted;
   row->choice = tuner_choice(tuner, &predicted);
   row->choice_predicted_us = predicted < 0 ? SWEEP_NONE : predicted;
-  for (int a = 0; a < SWEEP_ALGOS; a++) {
-    TRY(tuner, tally_comm_predict(tuner->comm, query_name(tuner->o->coll), sweep_algo_names[a], tuner->count,
+  for (int a = 0; a < algos->n; a++) {
+    TRY(tuner, tally_comm_predict(tuner->comm, query_name(tuner->o->coll), algos->names[a], tuner->count,
                                   tuner->o->type, &predicted));
     row->predicted_us[a] = predicted < 0 ? SWEEP_NONE : predicted;
   }
@@ -117,16 +135,18 @@ static double median(double *t, int n) {
 /* One size (set_buffer_size done on b): which communicators run it as asked, their times
  * (warm-up once, then --repeat timed loops taken in turn, the median of each), and with -c the
  * check of each. `comms` are the forced ones (NULL: refused) and the tuner's. */
-static void measure_size(const struct bench *b, tally_comm_t comms[SWEEP_COMMS], struct sweep_row *row) {
+static void measure_size(const struct bench *b, const struct sweep_algos *algos, tally_comm_t comms[SWEEP_COMMS],
+                         struct sweep_row *row) {
   const struct options *o = b->o;
   struct bench on[SWEEP_COMMS];
   bool active[SWEEP_COMMS];
   for (int k = 0; k < SWEEP_COMMS; k++) {
     on[k] = *b;
     on[k].comm = comms[k];
-    active[k] = comms[k] != NULL && (k == TUNER || strcmp(tuner_choice(&on[k], NULL), sweep_algo_names[k]) == 0);
+    active[k] = comms[k] != NULL && (k == TUNER || strcmp(tuner_choice(&on[k], NULL), algos->names[k]) == 0);
   }
-  record_model(&on[TUNER], row);
+  for (int a = 0; a < SWEEP_ALGOS; a++) row->predicted_us[a] = SWEEP_NONE;
+  record_model(&on[TUNER], algos, row);
 
   double times[SWEEP_COMMS][SWEEP_MAX_REPEAT];
   for (int r = 0; r < o->repeat; r++)
@@ -172,8 +192,9 @@ int run_sweep(tally_comm_t comm, const struct options *o) {
   struct sweep s;
   memset(&s, 0, sizeof s);
   s.nranks = b.nranks;
-  tally_comm_t comms[SWEEP_COMMS];
-  for (int a = 0; a < SWEEP_ALGOS; a++) comms[a] = open_forced(&b, a, &s.refused[a]);
+  s.algos = sweep_algos_for(o->coll);
+  tally_comm_t comms[SWEEP_COMMS] = {NULL}; /* NULL past the collective's algorithms */
+  for (int a = 0; a < s.algos->n; a++) comms[a] = open_forced(&b, s.algos->names[a], &s.refused[a]);
   comms[TUNER] = comm;
   if (b.rank == 0) print_sweep_header(&b, &s);
 
@@ -186,7 +207,7 @@ int run_sweep(tally_comm_t comm, const struct options *o) {
     struct sweep_row *row = add_row(&b, &s);
     row->bytes = b.bytes;
     row->count = b.count;
-    measure_size(&b, comms, row);
+    measure_size(&b, s.algos, comms, row);
     s.wrong += row->wrong;
     if (b.rank == 0) print_sweep_row(&s, row);
   } while (next_size(o, &size));

@@ -12,7 +12,7 @@
 
 #include "perf.h"
 
-#define ALL_ALGOS ((1u << SWEEP_ALGOS) - 1)
+#define ALL_ALGOS ((1u << SWEEP_ALGOS) - 1) /* the rows leave the others unmeasured */
 #define BIT(a) (1u << (a))
 
 /* a / b where both were measured (or predicted); SWEEP_NONE otherwise. */
@@ -52,9 +52,30 @@ static struct comparison compare(const struct sweep_row *row, int top, const cha
 struct findings {
   const struct sweep_row *worst; /* the size where the tuner's choice over the best is largest; NULL: none */
   double worst_ratio;
-  struct comparison smallest; /* the better of tree and rhd over the ring, at the smallest size */
-  struct comparison largest;  /* the ring over the best of the others, at the largest size */
+  struct comparison smallest; /* the better latency algorithm over the bandwidth one, at the smallest size */
+  struct comparison largest;  /* the bandwidth algorithm over the best of the others, at the largest size */
 };
+
+/* "the better of tree and rhd", "bruck": the latency algorithms, as the summary names them. */
+static const char *latency_label(const struct sweep_algos *al, char *buf, size_t len) {
+  int n = 0;
+  for (int a = 0; a < al->n; a++)
+    if (al->latency & BIT(a)) n++;
+  size_t used = 0;
+  buf[0] = '\0';
+  if (n > 1) used = (size_t)snprintf(buf, len, "the better of ");
+  for (int a = 0, k = 0; a < al->n && used < len; a++) {
+    if (!(al->latency & BIT(a))) continue;
+    used += (size_t)snprintf(buf + used, len - used, "%s%s", k == 0 ? "" : k == n - 1 ? " and " : ", ", al->names[a]);
+    k++;
+  }
+  return buf;
+}
+
+/* "the ring", "pairwise" */
+static const char *bandwidth_label(const struct sweep_algos *al) {
+  return strcmp(al->names[al->bandwidth], "ring") == 0 ? "the ring" : al->names[al->bandwidth];
+}
 
 static struct findings find(const struct sweep *s) {
   struct findings f = {.worst = NULL, .worst_ratio = SWEEP_NONE};
@@ -67,14 +88,28 @@ static struct findings find(const struct sweep *s) {
   }
   if (s->nrows == 0) return f;
   const struct sweep_row *first = &s->rows[0], *last = &s->rows[s->nrows - 1];
-  f.smallest = compare(first, best_of(first, BIT(SWEEP_TREE) | BIT(SWEEP_RHD)), "neither tree nor rhd ran", SWEEP_RING,
-                       "the ring did not run");
-  f.largest = compare(last, SWEEP_RING, "the ring did not run", best_of(last, ALL_ALGOS & ~BIT(SWEEP_RING)),
-                      "no other algorithm ran");
+  const struct sweep_algos *al = s->algos;
+  int bw = al->bandwidth;
+  static char bw_missing[64], latency_missing[96]; /* "the ring did not run", "neither tree nor rhd ran" */
+  snprintf(bw_missing, sizeof bw_missing, "%s did not run", bandwidth_label(al));
+  int nlat = 0;
+  for (int a = 0; a < al->n; a++)
+    if (al->latency & BIT(a)) nlat++;
+  int used = snprintf(latency_missing, sizeof latency_missing, "%s", nlat > 1 ? "neither " : "");
+  for (int a = 0, k = 0; a < al->n; a++)
+    if (al->latency & BIT(a))
+      used += snprintf(latency_missing + used, sizeof latency_missing - (size_t)used, "%s%s", k++ ? " nor " : "",
+                       al->names[a]);
+  snprintf(latency_missing + used, sizeof latency_missing - (size_t)used, nlat > 1 ? " ran" : " did not run");
+  f.smallest = compare(first, best_of(first, al->latency), latency_missing, bw, bw_missing);
+  f.largest = compare(last, bw, bw_missing, best_of(last, ALL_ALGOS & ~BIT(bw)), "no other algorithm ran");
   return f;
 }
 
-static const char *name_of(int a) { return a < 0 ? "-" : sweep_algo_names[a]; }
+/* The algorithms' names while rank 0 reports (the collective's, set by print_sweep_header). */
+static const struct sweep_algos *names_of = NULL;
+
+static const char *name_of(int a) { return a < 0 || names_of == NULL ? "-" : names_of->names[a]; }
 
 /* A time as the tables show it, without the padding: "-" where it was not measured or predicted. */
 static const char *show_us(char *buf, size_t len, double us) {
@@ -93,12 +128,12 @@ static const char *show_ratio(char *buf, size_t len, double r) {
 /* The algorithms the library refused to force, those with the same reason on one line. */
 static void print_refused(const struct sweep *s) {
   bool done[SWEEP_ALGOS] = {false};
-  for (int a = 0; a < SWEEP_ALGOS; a++) {
+  for (int a = 0; a < s->algos->n; a++) {
     if (s->refused[a] == NULL || done[a]) continue;
     printf("# Not run:");
-    for (int b = a; b < SWEEP_ALGOS; b++)
+    for (int b = a; b < s->algos->n; b++)
       if (s->refused[b] != NULL && strcmp(s->refused[b], s->refused[a]) == 0) {
-        printf("%s %s", b == a ? "" : ",", sweep_algo_names[b]);
+        printf("%s %s", b == a ? "" : ",", s->algos->names[b]);
         done[b] = true;
       }
     printf(": %s\n", s->refused[a]);
@@ -107,18 +142,20 @@ static void print_refused(const struct sweep *s) {
 
 void print_sweep_header(const struct bench *b, const struct sweep *s) {
   const struct options *o = b->o;
+  names_of = s->algos;
   printf("# Sweep: %s with each algorithm forced by TALLY_ALGO, then as the tuner chooses with nothing forced.\n",
          coll_name(o->coll));
   printf("# Out-of-place; each time (us) is the median of %d timed loop%s of %d iterations (the slowest rank's\n",
          o->repeat, o->repeat == 1 ? "" : "s", o->iters);
   printf(
       "# average), the algorithms taking turns. '-': the algorithm cannot run that size here (the library\n"
-      "# would run the ring instead). choice/best: the tuner's measured time over the fastest algorithm's.\n");
+      "# would run %s instead). choice/best: the tuner's measured time over the fastest algorithm's.\n",
+      bandwidth_label(s->algos));
   if (o->ignored_algo != NULL) printf("# TALLY_ALGO=%s from the environment is not used.\n", o->ignored_algo);
   print_refused(s);
   printf("#\n#%11s", "size (B)");
-  for (int a = 0; a < SWEEP_ALGOS; a++)
-    if (s->refused[a] == NULL) printf("  %8s", sweep_algo_names[a]);
+  for (int a = 0; a < s->algos->n; a++)
+    if (s->refused[a] == NULL) printf("  %8s", s->algos->names[a]);
   printf("  %7s  %7s  %9s  %9s  %11s\n", "best", "choice", "predicted", "measured", "choice/best");
   fflush(stdout);
 }
@@ -126,7 +163,7 @@ void print_sweep_header(const struct bench *b, const struct sweep *s) {
 void print_sweep_row(const struct sweep *s, const struct sweep_row *row) {
   char t[32];
   printf("%12zu", row->bytes);
-  for (int a = 0; a < SWEEP_ALGOS; a++)
+  for (int a = 0; a < s->algos->n; a++)
     if (s->refused[a] == NULL) printf("  %8s", show_us(t, sizeof t, row->measured_us[a]));
   printf("  %7s  %7s", name_of(best_of(row, ALL_ALGOS)), row->choice);
   printf("  %9s", show_us(t, sizeof t, row->choice_predicted_us));
@@ -142,9 +179,9 @@ static void print_model_table(const struct sweep *s) {
   printf("#%11s  %9s  %9s  %9s  %7s\n", "size (B)", "algorithm", "predicted", "measured", "error");
   for (size_t i = 0; i < s->nrows; i++) {
     const struct sweep_row *row = &s->rows[i];
-    for (int a = 0; a < SWEEP_ALGOS; a++) {
+    for (int a = 0; a < s->algos->n; a++) {
       if (row->measured_us[a] < 0) continue;
-      printf("%12zu  %9s  %9s  %9s  %7s\n", row->bytes, sweep_algo_names[a], show_us(p, sizeof p, row->predicted_us[a]),
+      printf("%12zu  %9s  %9s  %9s  %7s\n", row->bytes, s->algos->names[a], show_us(p, sizeof p, row->predicted_us[a]),
              show_us(m, sizeof m, row->measured_us[a]),
              show_ratio(e, sizeof e, ratio(row->predicted_us[a], row->measured_us[a])));
     }
@@ -175,8 +212,11 @@ void print_sweep_end(const struct options *o, const struct sweep *s) {
            show_us(b, sizeof b, time_of(f.worst, best)), f.worst_ratio);
   }
   if (s->nrows > 0) {
-    print_comparison("Smallest", "the better of tree and rhd over the ring", &f.smallest);
-    print_comparison("Largest", "the ring over the best other", &f.largest);
+    char lat[96], what[160];
+    snprintf(what, sizeof what, "%s over %s", latency_label(s->algos, lat, sizeof lat), bandwidth_label(s->algos));
+    print_comparison("Smallest", what, &f.smallest);
+    snprintf(what, sizeof what, "%s over the best other", bandwidth_label(s->algos));
+    print_comparison("Largest", what, &f.largest);
   }
   print_wrong(o, s->wrong);
   printf("#\n");
@@ -211,14 +251,14 @@ static void json_name(FILE *f, int a) {
   if (a < 0)
     fprintf(f, "null");
   else
-    json_string(f, sweep_algo_names[a]);
+    json_string(f, name_of(a));
 }
 
 /* {"ring": T, "tree": T, ...} of one row's measured or predicted times. */
 static void json_per_algo(FILE *f, const double *us) {
   fputc('{', f);
-  for (int a = 0; a < SWEEP_ALGOS; a++) {
-    fprintf(f, "%s\"%s\": ", a ? ", " : "", sweep_algo_names[a]);
+  for (int a = 0; a < names_of->n; a++) {
+    fprintf(f, "%s\"%s\": ", a ? ", " : "", names_of->names[a]);
     json_number(f, us[a]);
   }
   fputc('}', f);
@@ -266,10 +306,11 @@ void write_sweep_json(FILE *f, const struct bench *b, const struct sweep *s) {
           coll_reduces(o->coll) ? tally_op_name(o->op) : "none", coll_rooted(o->coll) ? o->root : -1);
   fprintf(f, "  \"iters\": %d,\n  \"warmup_iters\": %d,\n  \"repeat\": %d,\n  \"check\": %s,\n  \"refused\": {",
           o->iters, o->warmup, o->repeat, o->check ? "true" : "false");
+  names_of = s->algos;
   bool first = true;
-  for (int a = 0; a < SWEEP_ALGOS; a++) {
+  for (int a = 0; a < s->algos->n; a++) {
     if (s->refused[a] == NULL) continue;
-    fprintf(f, "%s\"%s\": ", first ? "" : ", ", sweep_algo_names[a]);
+    fprintf(f, "%s\"%s\": ", first ? "" : ", ", s->algos->names[a]);
     json_string(f, s->refused[a]);
     first = false;
   }
@@ -285,9 +326,16 @@ void write_sweep_json(FILE *f, const struct bench *b, const struct sweep *s) {
     fprintf(f, "{\"bytes\": %zu, \"choice_over_best\": %.3f},\n", fd.worst->bytes, fd.worst_ratio);
   else
     fprintf(f, "null,\n");
-  if (s->nrows > 0) {
-    json_comparison(f, "smallest_tree_rhd_over_ring", &fd.smallest);
-    json_comparison(f, "largest_ring_over_others", &fd.largest);
+  if (s->nrows > 0) { /* smallest_tree_rhd_over_ring, largest_ring_over_others; for alltoall bruck, pairwise */
+    char key[96];
+    int used = snprintf(key, sizeof key, "smallest");
+    for (int a = 0; a < s->algos->n; a++)
+      if (s->algos->latency & BIT(a))
+        used += snprintf(key + used, sizeof key - (size_t)used, "_%s", s->algos->names[a]);
+    snprintf(key + used, sizeof key - (size_t)used, "_over_%s", s->algos->names[s->algos->bandwidth]);
+    json_comparison(f, key, &fd.smallest);
+    snprintf(key, sizeof key, "largest_%s_over_others", s->algos->names[s->algos->bandwidth]);
+    json_comparison(f, key, &fd.largest);
   }
   fprintf(f, "  \"wrong\": ");
   if (o->check)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the command-line tools: tally-run (launch, failure propagation) and tally-perf (every
 # collective and sendrecv with checking on, under tally-run and with -N, JSON output, bad
-# arguments, a short --soak of random collectives, -a, --sweep of every algorithm).
+# arguments, a short --soak of random collectives and splits, -a, --sweep of every algorithm of the
+# reduction collectives, alltoall, gather and scatter, --gpu where there is a GPU).
 # usage: test_tools.sh BUILD_DIR
 set -uo pipefail
 bin=${1:?build directory}
@@ -40,10 +41,10 @@ check "tally-perf sendrecv -N 1" 2 "$bin/tally-perf" sendrecv -N 1
 expect_text "sendrecv rank message" "sendrecv ping-pongs between ranks 0 and 1: give -N 2 or more"
 check "tally-perf scatter -r 7 -N 3" 2 "$bin/tally-perf" scatter -N 3 -r 7
 expect_text "scatter root message" "r 7 is not a rank of a 3-rank job"
-check "tally-perf alltoall --sweep" 2 "$bin/tally-perf" alltoall --sweep -N 2
-expect_text "alltoall sweep message" "sweep compares the library's algorithms; alltoall has none"
-check "tally-perf gather --gpu" 2 "$bin/tally-perf" gather --gpu -N 2
-expect_text "gather gpu message" "gpu: gather takes host memory only"
+check "tally-perf sendrecv --sweep" 2 "$bin/tally-perf" sendrecv --sweep -N 2
+expect_text "sendrecv sweep message" "sweep compares the library's algorithms; sendrecv has none"
+check "tally-perf sendrecv --gpu" 2 "$bin/tally-perf" sendrecv --gpu -N 2
+expect_text "sendrecv gpu message" "gpu: tally-perf runs sendrecv on host memory only"
 json=$(mktemp)
 check "tally-perf -J" 0 "$bin/tally-perf" allreduce -N 2 -b 8 -e 64 -n 2 -w 1 -J "$json"
 grep -q '"busbw"' "$json" || { echo "FAIL -J: no busbw in $json"; fail=1; }
@@ -52,10 +53,11 @@ check "tally-perf --soak -N 4" 0 "$bin/tally-perf" --soak 3 -N 4
 expect_text "soak counts operations" "^# +operations +[1-9][0-9]* "
 expect_text "soak finds no wrong results" "^# +wrong results +0$"
 expect_text "soak prints its seed" "seed 1"
+expect_text "soak splits the communicator" "^# +splits +[1-9][0-9]* \\(split off and destroyed; [1-9][0-9]* of rank 0's operations"
 json=$(mktemp)
 check "tally-perf --soak under tally-run" 0 "$bin/tally-run" -n 3 "$bin/tally-perf" --soak 2 --seed 7 -J "$json"
 expect_text "soak ran 3 ranks" "soak: 3 ranks, 2 s, seed 7"
-grep -q '"mode": "soak"' "$json" && grep -q '"wrong": 0,' "$json" || { echo "FAIL soak -J: $(cat "$json")"; fail=1; }
+grep -q '"mode": "soak"' "$json" && grep -q '"wrong": 0,' "$json" && grep -q '"splits": [1-9]' "$json" || { echo "FAIL soak -J: $(cat "$json")"; fail=1; }
 rm -f "$json"
 check "tally-perf --soak needs seconds" 2 "$bin/tally-perf" --soak ten
 expect_text "soak message" "soak needs a positive number of seconds, not 'ten'"
@@ -65,20 +67,22 @@ expect_text "soak collective message" "drop 'allreduce'"
 check "tally-perf --gpu with --sweep" 2 "$bin/tally-perf" allreduce --gpu --sweep
 expect_text "gpu sweep message" "gpu measures the size range only"
 # --gpu: with a GPU, checked results; without one (or without CUDA in the build), a line saying so.
-out=$(timeout 120 "$bin/tally-perf" allreduce --gpu -N 2 -b 8 -e 64K 2>&1)
-status=$?
-if [ $status = 0 ]; then
-  expect_text "tally-perf --gpu results" "Out of bounds values : 0 OK"
-  expect_text "tally-perf --gpu copy limit" "device-to-device cudaMemcpy of 65536 bytes"
-else
-  # 77 (skipped) without a GPU, 2 (refused) in a build without CUDA
-  if { [ $status = 77 ] && grep -q "no CUDA device: skipped" <<<"$out"; } ||
-     { [ $status = 2 ] && grep -q "no CUDA support" <<<"$out"; }; then
-    echo "ok   tally-perf --gpu: no GPU here, and it says so"
+for coll in allreduce alltoall gather scatter; do
+  out=$(timeout 120 "$bin/tally-perf" $coll --gpu -N 2 -b 8 -e 64K -r 1 2>&1)
+  status=$?
+  if [ $status = 0 ]; then
+    expect_text "tally-perf $coll --gpu results" "Out of bounds values : 0 OK"
+    expect_text "tally-perf $coll --gpu copy limit" "device-to-device cudaMemcpy of 65536 bytes"
   else
-    echo "FAIL tally-perf --gpu without a GPU: exit $status, or it does not say why"; echo "$out" | tail -20; fail=1
+    # 77 (skipped) without a GPU, 2 (refused) in a build without CUDA
+    if { [ $status = 77 ] && grep -q "no CUDA device: skipped" <<<"$out"; } ||
+       { [ $status = 2 ] && grep -q "no CUDA support" <<<"$out"; }; then
+      echo "ok   tally-perf $coll --gpu: no GPU here, and it says so"
+    else
+      echo "FAIL tally-perf $coll --gpu without a GPU: exit $status, or it does not say why"; echo "$out" | tail -20; fail=1
+    fi
   fi
-fi
+done
 # Only rank 1 fails (the others would run for 30 s): tally-run must stop them and exit with its status.
 check "tally-run names the failing rank" 1 "$bin/tally-run" -n 3 sh -c '[ $TALLY_RANK = 1 ] && exit 1; exec sleep 30'
 expect_text "failing rank named" "rank 1 .*exited with status 1"
@@ -115,6 +119,28 @@ rm -f "$json"
 check "tally-perf --sweep under tally-run" 0 "$bin/tally-run" -n 4 "$bin/tally-perf" broadcast --sweep -b 64 -e 128 -n 2 -w 1 --repeat 1 -r 1
 expect_text "sweep skips what the library refuses" "^# Not run: rhd, hier, board: TALLY_ALGO leaves broadcast only algorithms"
 expect_text "sweep broadcast rows" "^ +128 +[0-9.]+ +[0-9.]+ +(ring|tree) +(ring|tree) "
+# Alltoall's algorithms are pairwise, bruck and hier (hier needs two hosts: '-' on one); gather's
+# and scatter's direct and binomial.
+json=$(mktemp)
+check "tally-perf alltoall --sweep -N 3" 0 "$bin/tally-perf" alltoall --sweep -N 3 -b 64 -e 64K -f 1024 -n 2 -w 1 --repeat 2 -J "$json"
+expect_text "alltoall sweep columns" "size \\(B\\) +pairwise +bruck +hier +best +choice +predicted +measured +choice/best"
+expect_text "alltoall sweep row at 64 KiB" "^ +65532 +[0-9.]+ +[0-9.]+ +- +(pairwise|bruck) +(pairwise|bruck) "
+expect_text "alltoall sweep model table" "^ +65532 +bruck +([0-9.]+|-) +[0-9.]+ +([0-9.]+|-)$"
+expect_text "alltoall sweep smallest summary" "^# Smallest size \\([0-9]+ B\\), bruck over pairwise: .* = [0-9.]+$"
+expect_text "alltoall sweep largest summary" "^# Largest size \\(65532 B\\), pairwise over the best other: .* = [0-9.]+$"
+expect_text "alltoall sweep checks results" "Out of bounds values : 0 OK"
+grep -q '"collective": "alltoall"' "$json" && grep -q '"hier": null' "$json" && grep -q '"smallest_bruck_over_pairwise"' "$json" ||
+  { echo "FAIL alltoall sweep -J: $(cat "$json")"; fail=1; }
+rm -f "$json"
+check "tally-perf alltoall --sweep, two hosts" 0 "$bin/tally-run" -n 4 sh -c 'TALLY_HOSTID=h$((TALLY_RANK / 2)) exec "$0" alltoall --sweep -b 64 -e 64 -n 2 -w 1 --repeat 1' "$bin/tally-perf"
+expect_text "alltoall sweep runs hier across hosts" "^ +64 +[0-9.]+ +[0-9.]+ +[0-9.]+ +(pairwise|bruck|hier) +(pairwise|bruck|hier) "
+for coll in gather scatter; do
+  check "tally-perf $coll --sweep -N 3" 0 "$bin/tally-perf" $coll --sweep -N 3 -r 2 -b 1K -e 1M -f 1024 -n 2 -w 1 --repeat 1
+  expect_text "$coll sweep columns" "size \\(B\\) +direct +binomial +best +choice"
+  expect_text "$coll sweep row" "^ +1048572 +[0-9.]+ +[0-9.]+ +(direct|binomial) +(direct|binomial) "
+  expect_text "$coll sweep summary" "^# Smallest size \\(1020 B\\), binomial over direct: .* = [0-9.]+$"
+  expect_text "$coll sweep checks results" "Out of bounds values : 0 OK"
+done
 TALLY_ALGO=ring check "tally-perf --sweep replaces TALLY_ALGO" 0 "$bin/tally-perf" reducescatter --sweep -N 2 -b 1K -e 1K -n 2 -w 1 --repeat 1
 expect_text "sweep says TALLY_ALGO is replaced" "TALLY_ALGO=ring from the environment is not used"
 check "tally-perf --repeat 0" 2 "$bin/tally-perf" allreduce --sweep --repeat 0

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -134,6 +135,23 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          "counters to stderr when it destroys it)",
                          v);
     cfg->stats = v[0] == '1';
+  }
+  cfg->flight_records = 64;
+  if ((v = env("TALLY_FLIGHT_RECORDS"))) {
+    if (parse_long(v, 0, 65536, &n))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_FLIGHT_RECORDS='%s' is not a whole number of calls from 0 (no flight recorder) to 65536",
+                         v);
+    cfg->flight_records = (int)n;
+  }
+  if ((v = env("TALLY_FLIGHT_DIR"))) {
+    struct stat st;
+    if (strlen(v) >= sizeof cfg->flight_dir || stat(v, &st) != 0 || !S_ISDIR(st.st_mode))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_FLIGHT_DIR='%s' is not an existing directory (shorter than %zu characters): create it "
+                         "first, or unset it to log the flight records only",
+                         v, sizeof cfg->flight_dir);
+    snprintf(cfg->flight_dir, sizeof cfg->flight_dir, "%s", v);
   }
   cfg->ring_channels = 1;
   if ((v = env("TALLY_RING_CHANNELS"))) {

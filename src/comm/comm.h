@@ -10,6 +10,7 @@
 
 #include "bootstrap/bootstrap_wire.h"
 #include "core/config.h"
+#include "flight.h"
 #include "tally.h"
 #include "topology/link_cost.h"
 #include "topology/topo.h"
@@ -101,6 +102,7 @@ struct tally_comm {
   struct tally_job_topo topo;    /* hosts and local ranks, computed from peers */
 
   struct tally_counters counters;
+  struct tally_flight flight; /* the last calls, for the log when the communicator fails (flight.h) */
 
   void *scratch; /* grows to the largest partial-result buffer a collective needed */
   size_t scratch_bytes;

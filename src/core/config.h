@@ -29,6 +29,8 @@ struct tally_config {
                                 size of the collectives large allreduce/broadcast/reduce calls are split into
                                 (device/call_split.h); 0: never split */
   int stats;                 /* TALLY_STATS: 1 prints each rank's counters when it destroys a communicator */
+  int flight_records;        /* TALLY_FLIGHT_RECORDS: calls the flight recorder keeps per communicator; 0: off */
+  char flight_dir[4096];     /* TALLY_FLIGHT_DIR: where failed communicators' records go as files; "": log only */
   size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
                                 (src/device/ipc); 0 (default) stages them through host memory */
 };

@@ -95,7 +95,9 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     struct tally_coll_desc call = *d; /* the tuner adds its chunk */
     const struct tally_algorithm *algo = tally_tuner_select(comm, &call);
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
+    tally_flight_begin(comm, d->coll, algo->id, d->datatype, d->count);
     r = algo->run(comm, &call);
+    tally_flight_end(comm, r != TALLY_SUCCESS);
     count_call(comm, d->coll, algo->id, 1, send_bytes, start);
   }
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
@@ -110,7 +112,9 @@ tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally
   tally_error_clear();
   uint64_t start = tally_now_ns(), bytes = 0;
   for (int i = 0; i < n; i++) bytes += msgs[i].is_send ? msgs[i].bytes : 0;
+  tally_flight_begin(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, n > 0 ? msgs[0].hdr.datatype : 0, (uint64_t)n);
   tally_result_t r = tally_p2p_run(comm, msgs, n, failed_call);
+  tally_flight_end(comm, r != TALLY_SUCCESS);
   count_call(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, (uint64_t)ncalls, bytes, start);
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
   return r;
@@ -122,5 +126,6 @@ tally_result_t tally_coll_fail(tally_comm_t comm, tally_result_t r) {
   name_culprit(comm);
   snprintf(comm->failure, sizeof comm->failure, "%s", comm->last_error);
   tally_comm_fail(comm, r);
+  tally_flight_dump(comm, comm->failure);
   return r;
 }

@@ -1,0 +1,84 @@
+/* The flight recorder (flight.h): a ring of records per communicator, written out on failure. */
+#define _GNU_SOURCE
+#include "flight.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "comm.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/wire.h"
+
+void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count) {
+  struct tally_flight *f = &comm->flight;
+  f->current = NULL;
+  if (!f->records) { /* the first call: TALLY_FLIGHT_RECORDS of them from now on */
+    f->capacity = comm->cfg.flight_records;
+    if (f->capacity <= 0 || !(f->records = calloc((size_t)f->capacity, sizeof *f->records))) return;
+  }
+  struct tally_flight_record *r = &f->records[f->calls++ % (uint64_t)f->capacity];
+  *r = (struct tally_flight_record){.seq = comm->seq,
+                                    .kind = kind,
+                                    .algo = algo,
+                                    .datatype = datatype,
+                                    .count = count,
+                                    .start_ns = tally_now_ns(),
+                                    .waiting_for = -1,
+                                    .state = TALLY_FLIGHT_RUNNING};
+  f->current = r;
+}
+
+void tally_flight_end(struct tally_comm *comm, int failed) {
+  struct tally_flight_record *r = comm->flight.current;
+  if (!r) return;
+  r->end_ns = tally_now_ns();
+  r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
+  comm->flight.current = NULL;
+}
+
+/* One record as a line: "#12 allreduce ring count 1024 float32: failed after 2.001 s, last waiting for rank 3". */
+static void format_record(const struct tally_flight_record *r, uint64_t now, char *buf, size_t len) {
+  static const char *const states[] = {"running for", "done in", "failed after"};
+  const char *kind = r->kind == TALLY_NUM_COLLS ? "point-to-point batch" : tally_coll_name(r->kind);
+  const char *algo = r->algo == TALLY_NUM_ALGOS ? "" : tally_algo_name((enum tally_algo_id)r->algo);
+  const char *type = tally_datatype_name((tally_datatype_t)r->datatype);
+  uint64_t ns = (r->state == TALLY_FLIGHT_RUNNING ? now : r->end_ns) - r->start_ns;
+  int n = snprintf(buf, len, "#%u %s%s%s %s %llu%s%s: %s %.6f s", r->seq, kind, algo[0] ? " " : "", algo,
+                   r->kind == TALLY_NUM_COLLS ? "messages" : "count", (unsigned long long)r->count,
+                   r->kind == TALLY_NUM_COLLS ? "" : " ", r->kind == TALLY_NUM_COLLS ? "" : (type ? type : "?"),
+                   states[r->state], (double)ns / 1e9);
+  if (r->waiting_for >= 0 && n > 0 && (size_t)n < len)
+    snprintf(buf + n, len - (size_t)n, ", last waiting for rank %d", r->waiting_for);
+}
+
+void tally_flight_dump(const struct tally_comm *comm, const char *why) {
+  const struct tally_flight *f = &comm->flight;
+  if (!f->records || f->calls == 0) return;
+  FILE *file = NULL;
+  if (comm->cfg.flight_dir[0]) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tally-flight-%016llx-%d.txt", comm->cfg.flight_dir,
+             (unsigned long long)comm->comm_id, comm->rank);
+    if (!(file = fopen(path, "w"))) TLOG_WARN(TALLY_SUBSYS_COLL, "flight recorder: cannot write %s", path);
+  }
+  uint64_t first = f->calls > (uint64_t)f->capacity ? f->calls - (uint64_t)f->capacity : 0, now = tally_now_ns();
+  TLOG_WARN(TALLY_SUBSYS_COLL, "flight recorder of rank %d of %d, communicator %016llx, its last %llu calls: %s",
+            comm->rank, comm->nranks, (unsigned long long)comm->comm_id, (unsigned long long)(f->calls - first), why);
+  if (file)
+    fprintf(file, "rank %d of %d, communicator %016llx: %s\n", comm->rank, comm->nranks,
+            (unsigned long long)comm->comm_id, why);
+  for (uint64_t i = first; i < f->calls; i++) {
+    char line[256];
+    format_record(&f->records[i % (uint64_t)f->capacity], now, line, sizeof line);
+    TLOG_WARN(TALLY_SUBSYS_COLL, "  %s", line);
+    if (file) fprintf(file, "%s\n", line);
+  }
+  if (file) fclose(file);
+}
+
+void tally_flight_free(struct tally_flight *flight) {
+  free(flight->records);
+  flight->records = NULL;
+  flight->current = NULL;
+}
