@@ -129,6 +129,25 @@ TALLY_API tally_result_t tally_comm_dup(tally_comm_t comm, tally_comm_t *newcomm
  * as it was: destroy it. */
 TALLY_API tally_result_t tally_comm_failed_ranks(tally_comm_t comm, int *ranks, int max, int *nfailed);
 TALLY_API tally_result_t tally_comm_shrink(tally_comm_t comm, const int *exclude, int nexclude, tally_comm_t *newcomm);
+/* Growing a communicator by processes that were not in it, as NCCL's ncclCommGrow: with
+ * tally_comm_shrink, a failed rank's replacement joins without restarting the others.
+ * tally_comm_grow_id, on exactly one rank of `comm` (any; it serves the grow's bootstrap root):
+ * an id for growing `comm` by `nnew` ranks, to pass to the newcomers out of band as
+ * tally_get_unique_id's id is. It carries a fresh secret for the grown communicator (not that of
+ * `comm`), and serves one grow: a later tally_comm_grow_id on `comm` makes it stale.
+ * tally_comm_grow is collective over every rank of `comm` (which must be healthy) while the
+ * newcomers call tally_comm_join: every rank passes the same nnew, and NULL or the id (the rank
+ * that made it may pass NULL too: the ranks learn it through `comm`). *newcomm gets the grown
+ * communicator of size + nnew ranks, in which the ranks of `comm` keep their numbers.
+ * tally_comm_join, on a newcomer: joins it as rank (size of `comm` + index), index in 0..nnew-1.
+ * Different nnew return TALLY_ERR_MISMATCH everywhere (the newcomers too); an id of another
+ * communicator, a stale one or none made return TALLY_ERR_INVALID_ARGUMENT or _INVALID_USAGE
+ * on every rank of `comm`; a newcomer that does not come makes every other rank return
+ * TALLY_ERR_TIMEOUT naming it; tally_comm_abort of `comm` ends the grow's waits. After a failed
+ * grow, make a new id. `comm` stays as it was. */
+TALLY_API tally_result_t tally_comm_grow_id(tally_comm_t comm, int nnew, tally_unique_id_t *id);
+TALLY_API tally_result_t tally_comm_grow(tally_comm_t comm, int nnew, const tally_unique_id_t *id, tally_comm_t *newcomm);
+TALLY_API tally_result_t tally_comm_join(const tally_unique_id_t *id, int index, tally_comm_t *newcomm);
 
 TALLY_API tally_result_t tally_allreduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                                tally_op_t op, tally_comm_t comm, tally_stream_t stream);

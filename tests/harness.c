@@ -69,15 +69,54 @@ double harness_now_s(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Forks the ranks and waits for them; `victim` (-1: none) is the rank expected to die by SIGKILL. */
-static int run_ranks(int nranks, double deadline_s, harness_raw_fn body, void *arg, int victim) {
-  int pipefd[2];
+/* In a rank of harness_run_growing: the pipe to the newcomers, and how many there are. */
+static int newcomer_pipe = -1, newcomers;
+
+int harness_send_id(const tally_unique_id_t *id) {
+  for (int i = 0; i < newcomers; i++)
+    if (newcomer_pipe < 0 || write(newcomer_pipe, id, sizeof *id) != sizeof *id) return -1;
+  return 0;
+}
+
+/* A newcomer process: waits for the id on the pipe, then runs its body. */
+static int run_newcomer(int index, int nnew, int fd, harness_raw_fn newcomer, void *arg) {
+  tally_unique_id_t id;
+  if (read(fd, &id, sizeof id) != sizeof id) return harness_fail(-1 - index, "newcomer %d got no id", index);
+  return newcomer(index, nnew, &id, arg);
+}
+
+/* Forks the ranks and waits for them; `victim` (-1: none) is the rank expected to die by SIGKILL.
+ * `nnew` newcomer processes (harness_run_growing) run `newcomer` once a rank sent them an id. */
+static int run_ranks_growing(int nranks, double deadline_s, harness_raw_fn body, void *arg, int victim, int nnew,
+                             harness_raw_fn newcomer, void *newcomer_arg) {
+  int pipefd[2], growfd[2];
   if (pipe(pipefd) != 0) return 1;
+  if (pipe(growfd) != 0) {
+    close(pipefd[0]);
+    close(pipefd[1]);
+    return 1;
+  }
   fflush(NULL);
-  pid_t *pids = calloc((size_t)nranks, sizeof *pids);
+  pid_t *pids = calloc((size_t)(nranks + nnew), sizeof *pids);
+  for (int i = 0; i < nnew; i++) {
+    pids[nranks + i] = fork();
+    if (pids[nranks + i] == 0) {
+      close(pipefd[0]);
+      close(pipefd[1]);
+      close(growfd[1]);
+      int rc = run_newcomer(i, nnew, growfd[0], newcomer, newcomer_arg);
+      if (__lsan_do_recoverable_leak_check && __lsan_do_recoverable_leak_check() && rc == 0)
+        rc = harness_fail(nranks + i, "LeakSanitizer found leaks (see above)");
+      fflush(NULL);
+      _exit(rc);
+    }
+  }
   for (int r = 0; r < nranks; r++) {
     pids[r] = fork();
     if (pids[r] == 0) {
+      close(growfd[0]);
+      newcomer_pipe = growfd[1];
+      newcomers = nnew;
       tally_unique_id_t id;
       if (r == 0) {
         close(pipefd[0]);
@@ -100,6 +139,9 @@ static int run_ranks(int nranks, double deadline_s, harness_raw_fn body, void *a
   }
   close(pipefd[0]);
   close(pipefd[1]);
+  close(growfd[0]);
+  close(growfd[1]);
+  nranks += nnew; /* from here on the newcomers are waited for like the ranks */
   int failed = 0, left = nranks;
   double deadline = harness_now_s() + deadline_s;
   while (left > 0) {
@@ -135,6 +177,16 @@ static int run_ranks(int nranks, double deadline_s, harness_raw_fn body, void *a
   }
   free(pids);
   return failed;
+}
+
+static int run_ranks(int nranks, double deadline_s, harness_raw_fn body, void *arg, int victim) {
+  return run_ranks_growing(nranks, deadline_s, body, arg, victim, 0, NULL, NULL);
+}
+
+int harness_run_growing(int nranks, int nnew, double deadline_s, harness_body_fn body, harness_raw_fn newcomer,
+                        void *arg, int victim) {
+  struct comm_body cb = {body, arg};
+  return run_ranks_growing(nranks, deadline_s, run_with_comm, &cb, victim, nnew, newcomer, arg);
 }
 
 int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *arg) {

@@ -23,6 +23,14 @@ int harness_run_killing(int nranks, double deadline_s, harness_body_fn body, voi
 typedef int (*harness_raw_fn)(int rank, int nranks, const tally_unique_id_t *id, void *arg);
 int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *arg);
 
+/* Like harness_run_killing (victim -1: none), with `nnew` more processes, newcomers, that wait until
+ * a rank hands them an id with harness_send_id and then run newcomer(index, nnew, &id, arg), index
+ * 0..nnew-1 (for tally_comm_join). A newcomer that never gets an id fails once the ranks exit. */
+int harness_run_growing(int nranks, int nnew, double deadline_s, harness_body_fn body, harness_raw_fn newcomer,
+                        void *arg, int victim);
+/* In a rank of harness_run_growing: sends `id` to every newcomer; 0, or -1 when it could not. */
+int harness_send_id(const tally_unique_id_t *id);
+
 /* CLOCK_MONOTONIC in seconds: one clock for every process of the machine. */
 double harness_now_s(void);
 

@@ -4,7 +4,10 @@
  * once; the parent destroyed before its child; bad arguments; tally_comm_failed_ranks; and
  * tally_comm_shrink after a SIGKILL of the first, a middle and the last of 8 ranks, with lists
  * from tally_comm_failed_ranks or given, with disagreeing lists, and leaving out a live rank that
- * calls nothing; 1,000 splits and destroys without a file descriptor more. */
+ * calls nothing; 1,000 splits and destroys without a file descriptor more; tally_comm_grow of 4 ranks
+ * by 4 and of 7 by 1 with every collective on the grown communicator, grow after a shrink back to 8
+ * ranks, grow's bad arguments (an id of another communicator, a stale one, nnew that differ), and a
+ * newcomer that never comes, an aborted grow. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -386,3 +389,231 @@ static int shrink_aborted(tally_comm_t comm, int rank, int n, void *arg) {
 }
 
 Test(shrink, aborted_communicator) { cr_assert_eq(harness_run(4, 120, shrink_aborted, NULL), 0); }
+
+/* --- grow ------------------------------------------------------------------------------------- */
+
+struct grow_plan {
+  int nnew;
+  int victim; /* -1, or the rank killed before a shrink; the grow then brings the size back */
+};
+
+/* Checks that `grown` has `n` ranks with this one `rank`, then runs every collective's cases on it. */
+static int check_grown(tally_comm_t grown, int rank, int n) {
+  int got_rank = -1, got_n = -1;
+  tally_comm_rank(grown, &got_rank);
+  tally_comm_size(grown, &got_n);
+  if (got_rank != rank || got_n != n)
+    return harness_fail(rank, "grown communicator: rank %d of %d, expected %d of %d", got_rank, got_n, rank, n);
+  int members[64];
+  for (int i = 0; i < n; i++) members[i] = i;
+  int bad = check_child(grown, rank, rank, n, members);
+  return bad ? bad : coll_all_cases(grown, rank, n, NULL);
+}
+
+/* A rank of the communicator being grown: rank 0 makes the id and hands it to the newcomers. */
+static int grow_existing(tally_comm_t comm, int rank, int n, void *arg) {
+  const struct grow_plan *plan = arg;
+  tally_comm_t base = comm, shrunk = NULL;
+  if (plan->victim >= 0) { /* a worker dies; the others drop it */
+    float x = 1;
+    tally_result_t r = TALLY_SUCCESS;
+    for (int i = 0; r == TALLY_SUCCESS; i++) {
+      if (rank == plan->victim && i == 2) raise(SIGKILL);
+      r = tally_allreduce(&x, &x, 1, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
+    }
+    int failed[8], nfailed = 0;
+    tally_comm_failed_ranks(comm, failed, 8, &nfailed);
+    if (tally_comm_shrink(comm, failed, nfailed, &shrunk) != TALLY_SUCCESS)
+      return harness_fail(rank, "shrink: %s", tally_comm_last_error(comm));
+    base = shrunk;
+    tally_comm_rank(base, &rank);
+    tally_comm_size(base, &n);
+  }
+  tally_unique_id_t id;
+  if (rank == 0) {
+    if (tally_comm_grow_id(base, plan->nnew, &id) != TALLY_SUCCESS)
+      return harness_fail(rank, "grow_id: %s", tally_comm_last_error(base));
+    if (harness_send_id(&id) != 0) return harness_fail(rank, "could not hand the id out");
+  }
+  tally_comm_t grown;
+  tally_result_t r = tally_comm_grow(base, plan->nnew, rank == 0 ? &id : NULL, &grown);
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "grow: %s", tally_comm_last_error(base));
+  int bad = check_grown(grown, rank, n + plan->nnew);
+  int members[64];
+  for (int i = 0; i < n; i++) members[i] = i;
+  bad += check_child(base, rank, rank, n, members); /* the old communicator still works */
+  if (tally_comm_destroy(grown) != TALLY_SUCCESS) bad += harness_fail(rank, "destroy of the grown communicator");
+  bad += check_child(base, rank, rank, n, members); /* and outlives the grown one */
+  if (shrunk) tally_comm_destroy(shrunk);
+  return bad;
+}
+
+static int grow_newcomer(int index, int nnew, const tally_unique_id_t *id, void *arg) {
+  (void)arg, (void)nnew;
+  tally_comm_t grown;
+  tally_result_t r = tally_comm_join(id, index, &grown);
+  if (r != TALLY_SUCCESS)
+    return harness_fail(100 + index, "join as newcomer %d: %s", index, tally_comm_last_error(NULL));
+  int rank = -1, n = -1;
+  tally_comm_rank(grown, &rank);
+  tally_comm_size(grown, &n);
+  int bad = check_grown(grown, rank, n);
+  tally_comm_destroy(grown);
+  return bad;
+}
+
+/* A newcomer on another (fake) host: the grown communicator spans two hosts. */
+static int grow_newcomer_elsewhere(int index, int nnew, const tally_unique_id_t *id, void *arg) {
+  setenv("TALLY_HOSTID", "harness-new-host", 1);
+  return grow_newcomer(index, nnew, id, arg);
+}
+
+static void grow_run(int nranks, int nnew, int victim) {
+  struct grow_plan plan = {nnew, victim};
+  cr_assert_eq(harness_run_growing(nranks, nnew, 600, grow_existing, grow_newcomer, &plan, victim), 0);
+}
+
+Test(grow, four_by_four_every_collective) { grow_run(4, 4, -1); }
+Test(grow, seven_by_one_every_collective) { grow_run(7, 1, -1); }
+Test(grow, four_by_four_tcp) {
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  grow_run(4, 4, -1);
+  unsetenv("TALLY_TRANSPORT");
+}
+Test(grow, two_by_two_newcomers_on_another_host) {
+  struct grow_plan plan = {2, -1};
+  cr_assert_eq(harness_run_growing(2, 2, 600, grow_existing, grow_newcomer_elsewhere, &plan, -1), 0);
+}
+Test(grow, after_shrink_back_to_eight) {
+  setenv("TALLY_TIMEOUT", "30", 1);
+  grow_run(8, 1, 3);
+  unsetenv("TALLY_TIMEOUT");
+}
+
+/* Refused with a message, on every rank alike, and the communicator stays usable. The one newcomer
+ * is told of the disagreeing nnew. */
+static int grow_bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_unique_id_t id, other, stale;
+  tally_comm_t grown = NULL, dup;
+  memset(&id, 0, sizeof id);
+  int bad = harness_expect(rank, comm, tally_comm_grow_id(comm, 0, &id), TALLY_ERR_INVALID_ARGUMENT, "nnew is 0");
+  bad += harness_expect(rank, NULL, tally_comm_grow_id(comm, 1, NULL), TALLY_ERR_INVALID_ARGUMENT, "id is NULL");
+  bad += harness_expect(rank, NULL, tally_comm_grow_id(NULL, 1, &id), TALLY_ERR_INVALID_ARGUMENT, "comm is NULL");
+  bad += harness_expect(rank, comm, tally_comm_grow(comm, -1, NULL, &grown), TALLY_ERR_INVALID_ARGUMENT, "nnew is -1");
+  bad +=
+      harness_expect(rank, NULL, tally_comm_grow(comm, 1, NULL, NULL), TALLY_ERR_INVALID_ARGUMENT, "newcomm is NULL");
+  bad += harness_expect(rank, NULL, tally_comm_grow(NULL, 1, NULL, &grown), TALLY_ERR_INVALID_ARGUMENT, "comm is NULL");
+  bad += harness_expect(rank, NULL, tally_comm_join(NULL, 0, &grown), TALLY_ERR_INVALID_ARGUMENT, "id is NULL");
+  bad += harness_expect(rank, NULL, tally_comm_join(&id, 0, &grown), TALLY_ERR_INVALID_ARGUMENT, "bad magic");
+  /* every rank makes an id: a newcomer's index is checked against it, and the grow finds 4 owners */
+  if (tally_comm_grow_id(comm, 1, &id) != TALLY_SUCCESS) return harness_fail(rank, "grow_id failed");
+  bad += harness_expect(rank, NULL, tally_comm_join(&id, 1, &grown), TALLY_ERR_INVALID_ARGUMENT, "index 1 is outside");
+  bad += harness_expect(rank, NULL, tally_comm_join(&id, -1, &grown), TALLY_ERR_INVALID_ARGUMENT, "index -1");
+  bad += harness_expect(rank, NULL, tally_comm_join(&id, 0, NULL), TALLY_ERR_INVALID_ARGUMENT, "newcomm is NULL");
+  bad += harness_expect(rank, comm, tally_comm_grow(comm, 1, NULL, &grown), TALLY_ERR_INVALID_USAGE,
+                        "both called tally_comm_grow_id");
+  /* that grow used every id up: now nobody holds one */
+  bad += harness_expect(rank, comm, tally_comm_grow(comm, 1, NULL, &grown), TALLY_ERR_INVALID_USAGE,
+                        "no rank of this communicator holds an id");
+  /* an id of another communicator */
+  if (tally_comm_dup(comm, &dup) != TALLY_SUCCESS) return harness_fail(rank, "dup: %s", tally_comm_last_error(comm));
+  if (rank == 0 && (tally_comm_grow_id(dup, 1, &other) != TALLY_SUCCESS || tally_comm_grow_id(comm, 1, &id)))
+    return harness_fail(rank, "grow_id failed");
+  bad += harness_expect(rank, comm, tally_comm_grow(comm, 1, rank == 0 ? &other : NULL, &grown),
+                        TALLY_ERR_INVALID_ARGUMENT, "another communicator");
+  tally_comm_destroy(dup);
+  /* a stale id: replaced by a later one on the same rank, passed by another rank */
+  if (rank == 0 && (tally_comm_grow_id(comm, 1, &stale) != TALLY_SUCCESS || tally_comm_grow_id(comm, 1, &id)))
+    return harness_fail(rank, "grow_id failed");
+  if (tally_broadcast(&stale, &stale, sizeof stale, TALLY_UINT8, 0, comm, NULL) != TALLY_SUCCESS)
+    return harness_fail(rank, "broadcast: %s", tally_comm_last_error(comm));
+  bad += harness_expect(rank, comm, tally_comm_grow(comm, 1, rank == n - 1 ? &stale : NULL, &grown),
+                        TALLY_ERR_INVALID_ARGUMENT, "stale id");
+  if (rank == 0) { /* a newcomer with either id hears at once that the grow is over */
+    double start = harness_now_s();
+    bad += harness_expect(rank, NULL, tally_comm_join(&stale, 0, &grown), TALLY_ERR_REMOTE, "stale");
+    bad += harness_expect(rank, NULL, tally_comm_join(&id, 0, &grown), TALLY_ERR_MISMATCH, "stale id");
+    if (harness_now_s() - start > 5) bad += harness_fail(rank, "stale ids took %.1f s", harness_now_s() - start);
+  }
+  /* nnew that differ: every rank and the newcomer get TALLY_ERR_MISMATCH */
+  if (rank == 0 && (tally_comm_grow_id(comm, 1, &id) != TALLY_SUCCESS || harness_send_id(&id) != 0))
+    return harness_fail(rank, "grow_id failed");
+  bad += harness_expect(rank, comm, tally_comm_grow(comm, rank == 2 ? 2 : 1, NULL, &grown), TALLY_ERR_MISMATCH,
+                        "passes nnew 2");
+  tally_group_start();
+  bad +=
+      harness_expect(rank, comm, tally_comm_grow(comm, 1, NULL, &grown), TALLY_ERR_INVALID_USAGE, "tally_group_start");
+  tally_group_end();
+  if (grown) bad += harness_fail(rank, "a refused call made a communicator");
+  int members[4] = {0, 1, 2, 3};
+  bad += check_child(comm, rank, rank, n, members);
+  if (rank == 0) sleep(2); /* the newcomer's answer comes from a thread of this process: let it go out */
+  return bad;
+}
+
+static int newcomer_told_mismatch(int index, int nnew, const tally_unique_id_t *id, void *arg) {
+  (void)nnew, (void)arg;
+  tally_comm_t grown = NULL;
+  return harness_expect(4 + index, NULL, tally_comm_join(id, index, &grown), TALLY_ERR_MISMATCH, "passes nnew 2");
+}
+
+Test(grow, bad_arguments) {
+  setenv("TALLY_TIMEOUT", "20", 1);
+  cr_assert_eq(harness_run_growing(4, 1, 120, grow_bad_arguments, newcomer_told_mismatch, NULL, -1), 0);
+  unsetenv("TALLY_TIMEOUT");
+}
+
+/* The id is never handed out: the grow fails with TALLY_ERR_TIMEOUT within TALLY_TIMEOUT, naming
+ * the newcomer's rank; the communicator stays usable. */
+static int newcomer_never_comes(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_unique_id_t id;
+  if (rank == 1 && tally_comm_grow_id(comm, 1, &id) != TALLY_SUCCESS)
+    return harness_fail(rank, "grow_id: %s", tally_comm_last_error(comm));
+  tally_comm_t grown = NULL;
+  double start = harness_now_s();
+  int bad = harness_expect(rank, comm, tally_comm_grow(comm, 1, NULL, &grown), TALLY_ERR_TIMEOUT, "missing: 4");
+  double took = harness_now_s() - start;
+  if (took > 3.5) bad += harness_fail(rank, "the grow took %.1f s with TALLY_TIMEOUT=3", took);
+  int members[4] = {0, 1, 2, 3};
+  return bad + check_child(comm, rank, rank, n, members);
+}
+
+Test(grow, newcomer_never_comes) {
+  setenv("TALLY_TIMEOUT", "3", 1);
+  cr_assert_eq(harness_run(4, 60, newcomer_never_comes, NULL), 0);
+  unsetenv("TALLY_TIMEOUT");
+}
+
+/* tally_comm_abort of the communicator being grown ends the grow's waits at once, here with the
+ * newcomer never coming and TALLY_TIMEOUT at 30 s. */
+static void *abort_soon(void *arg) {
+  usleep(500 * 1000);
+  tally_comm_abort(arg);
+  return NULL;
+}
+
+static int grow_aborted(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg, (void)n;
+  tally_unique_id_t id;
+  if (rank == 0 && tally_comm_grow_id(comm, 1, &id) != TALLY_SUCCESS)
+    return harness_fail(rank, "grow_id: %s", tally_comm_last_error(comm));
+  pthread_t thread;
+  pthread_create(&thread, NULL, abort_soon, comm);
+  tally_comm_t grown = NULL;
+  double start = harness_now_s();
+  /* its own abort, or the root's rank's abort reported first (TALLY_ERR_REMOTE) */
+  tally_result_t r = tally_comm_grow(comm, 1, NULL, &grown);
+  int bad = harness_expect(rank, comm, r, r == TALLY_ERR_REMOTE ? TALLY_ERR_REMOTE : TALLY_ERR_ABORTED, "abort");
+  double took = harness_now_s() - start;
+  pthread_join(thread, NULL);
+  if (took > 5) bad += harness_fail(rank, "the aborted grow took %.1f s", took);
+  return bad;
+}
+
+Test(grow, aborted) {
+  setenv("TALLY_TIMEOUT", "30", 1);
+  cr_assert_eq(harness_run(4, 60, grow_aborted, NULL), 0);
+  unsetenv("TALLY_TIMEOUT");
+}

@@ -61,6 +61,7 @@ tally_result_t tally_comm_new(struct tally_comm **out, int nranks, int rank, con
   c->nranks = nranks;
   c->cfg = *cfg;
   c->recovery_fd = -1;
+  c->grow_fd = -1;
   c->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   c->peers = calloc((size_t)nranks, sizeof *c->peers);
   c->failed = calloc((size_t)nranks, sizeof *c->failed);

@@ -20,6 +20,8 @@ enum { FAIL_TEXT = TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES };
 /* A failure text that starts so means the joins disagreed (a shrink's exclude lists): the ranks
  * return TALLY_ERR_MISMATCH rather than TIMEOUT. */
 static const char mismatch_prefix[] = "the ranks disagree: ";
+/* And so when the root's rank was aborted (a grow's): TALLY_ERR_REMOTE. */
+static const char aborted_prefix[] = "the rank serving it was aborted";
 
 struct root {
   struct tally_job_id job;
@@ -28,11 +30,13 @@ struct root {
   int nranks; /* set by the first join, 0 before */
   int want;   /* connections to accept: 1 until the first join says how many */
   int joined;
-  int *fds; /* per rank, -1 until it joins */
-  unsigned char *entries; /* per rank: its checked entry, re-encoded (bootstrap_wire.h) */
-  int expect;             /* a shrink's root: how many joins to answer after a mismatch; 0 otherwise */
-  int kept;               /* connections admitted (joined, or answered with the mismatch) */
+  int *fds;                 /* per rank, -1 until it joins */
+  unsigned char *entries;   /* per rank: its checked entry, re-encoded (bootstrap_wire.h) */
+  int expect;               /* a shrink's root: how many joins to answer after a mismatch; 0 otherwise */
+  int kept;                 /* connections admitted (joined, or answered with the mismatch) */
   char mismatch[FAIL_TEXT]; /* "" until a join carried another shrink digest */
+  int refusing;             /* a grow's root that admits nobody: every join is answered with `mismatch` */
+  int abort_fd;             /* a grow's root: readable once the communicator it serves from is aborted; else -1 */
 };
 
 /* Sends one rank the failure `text` in a reply for its `nranks`, and closes its connection. */
@@ -76,6 +80,11 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
   uint32_t rank, nranks;
   struct tally_peer_info info;
   if (tally_bootstrap_parse_join(payload, &rank, &nranks, &info, why, whylen) != 0) return 0;
+  if (root->refusing) {
+    refuse(fd, nranks, root->mismatch, root->timeout_s);
+    root->kept++;
+    return 1;
+  }
   if (root->mismatch[0] || info.shrink_digest != root->job.shrink_digest) return root_mismatch(root, fd, nranks, from);
   if (root->nranks == 0) {
     root->fds = malloc(nranks * sizeof *root->fds);
@@ -128,10 +137,10 @@ static void root_reply(struct root *root, const char *failure) {
 
 static void *root_main(void *arg) {
   struct root *root = arg;
-  root->want = 1;
+  root->want = root->refusing ? root->expect : 1;
   uint64_t deadline = tally_deadline_after(root->timeout_s);
   tally_result_t r = tally_auth_accept(root->listen_fd, root->job.secret, TALLY_PURPOSE_BOOTSTRAP, &root->want,
-                                       deadline, -1, root_admit, root);
+                                       deadline, root->abort_fd, root_admit, root);
   if (root->mismatch[0]) {
     /* every join was answered as it came */
   } else if (r == TALLY_SUCCESS) {
@@ -140,9 +149,13 @@ static void *root_main(void *arg) {
     char missing[FAIL_TEXT - 80] = "";
     for (int i = 0; i < root->nranks && strlen(missing) < sizeof missing - 16; i++)
       if (root->fds[i] < 0) snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %d", i);
-    char text[FAIL_TEXT];
-    snprintf(text, sizeof text, "only %d of %d ranks joined the bootstrap before TALLY_TIMEOUT; missing:%s",
-             root->joined, root->nranks, missing);
+    char text[2 * FAIL_TEXT]; /* the reply keeps FAIL_TEXT of it */
+    if (r == TALLY_ERR_ABORTED)
+      snprintf(text, sizeof text, "%s (tally_comm_abort) with %d of %d ranks joined; missing:%s", aborted_prefix,
+               root->joined, root->nranks, missing);
+    else
+      snprintf(text, sizeof text, "only %d of %d ranks joined the bootstrap before TALLY_TIMEOUT; missing:%s",
+               root->joined, root->nranks, missing);
     TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", text);
     root_reply(root, text);
   } else {
@@ -156,7 +169,7 @@ static void *root_main(void *arg) {
 }
 
 static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, double timeout_s, int expect,
-                                 pthread_t *joinable) {
+                                 const char *refusal, pthread_t *joinable, int abort_fd) {
   struct root *root = calloc(1, sizeof *root);
   if (!root) {
     close(listen_fd);
@@ -166,6 +179,11 @@ static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, 
   root->listen_fd = listen_fd;
   root->timeout_s = timeout_s;
   root->expect = expect;
+  root->abort_fd = abort_fd;
+  if (refusal) {
+    root->refusing = 1;
+    snprintf(root->mismatch, sizeof root->mismatch, "%s%s", mismatch_prefix, refusal);
+  }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   if (!joinable) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -181,12 +199,24 @@ static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, 
 }
 
 tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s) {
-  return root_start(job, listen_fd, timeout_s, 0, NULL);
+  return root_start(job, listen_fd, timeout_s, 0, NULL, NULL, -1);
 }
 
 tally_result_t tally_bootstrap_shrink_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s,
                                                  int expect, pthread_t *thread) {
-  return root_start(job, listen_fd, timeout_s, expect, thread);
+  return root_start(job, listen_fd, timeout_s, expect, NULL, thread, -1);
+}
+
+tally_result_t tally_bootstrap_grow_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s,
+                                               int abort_fd, pthread_t *thread) {
+  return root_start(job, listen_fd, timeout_s, 0, NULL, thread, abort_fd);
+}
+
+tally_result_t tally_bootstrap_refusing_root_start(int listen_fd, const unsigned char secret[TALLY_SECRET_BYTES],
+                                                   double timeout_s, int expect, const char *refusal) {
+  struct tally_job_id job = {.authenticated = 1};
+  memcpy(job.secret, secret, sizeof job.secret);
+  return root_start(&job, listen_fd, timeout_s, expect, refusal, NULL, -1);
 }
 
 tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, int nranks,
@@ -199,7 +229,8 @@ tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, in
   mine.shrink_digest = job->shrink_digest;
   tally_bootstrap_encode_join(rank, nranks, &mine, payload);
   int fd;
-  tally_result_t r = tally_net_connect(&job->root, deadline, abort_fd, &fd);
+  tally_result_t r = job->listening ? tally_net_connect_listening(&job->root, deadline, abort_fd, &fd)
+                                    : tally_net_connect(&job->root, deadline, abort_fd, &fd);
   if (r != TALLY_SUCCESS)
     return TALLY_ERROR(r, "rank %d cannot reach the bootstrap root at %s: %s", rank, root_text, tally_error_message());
   r = tally_auth_connect(fd, job->secret, TALLY_PURPOSE_BOOTSTRAP, payload, deadline, abort_fd);
@@ -226,6 +257,8 @@ tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, in
     const char *why = r == TALLY_SUCCESS ? tally_bootstrap_parse_failure(text) : "";
     if (!strncmp(why, mismatch_prefix, strlen(mismatch_prefix)))
       return TALLY_ERROR(TALLY_ERR_MISMATCH, "%s", why + strlen(mismatch_prefix));
+    if (!strncmp(why, aborted_prefix, strlen(aborted_prefix)))
+      return TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root at %s gave up: %s", root_text, why);
     return TALLY_ERROR(TALLY_ERR_TIMEOUT, "the bootstrap root at %s gave up: %s", root_text,
                        r == TALLY_SUCCESS ? tally_bootstrap_parse_failure(text) : "(its reason was lost)");
   }

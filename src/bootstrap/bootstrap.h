@@ -26,6 +26,19 @@ tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int li
 tally_result_t tally_bootstrap_shrink_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s,
                                                  int expect, pthread_t *thread);
 
+/* The root of a grown communicator (tally_comm_grow, api/comm_grow.c) on the listener
+ * tally_comm_grow_id opened: an ordinary root, but joinable as the shrink's, and it gives up when
+ * `abort_fd` (the abort eventfd of the communicator being grown, valid until the thread is joined) becomes
+ * readable, telling the ranks that joined. */
+tally_result_t tally_bootstrap_grow_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s,
+                                               int abort_fd, pthread_t *thread);
+
+/* A root that admits nobody, for a grow that failed among the existing ranks: it answers each join
+ * (authenticated with `secret`) with `refusal`, which tally_bootstrap_join returns as
+ * TALLY_ERR_MISMATCH, until `expect` have been answered or timeout_s passes. Detached. */
+tally_result_t tally_bootstrap_refusing_root_start(int listen_fd, const unsigned char secret[TALLY_SECRET_BYTES],
+                                                   double timeout_s, int expect, const char *refusal);
+
 /* Joins the job: sends this rank's address and topology to the root and receives everyone's.
  * `peers` has nranks entries; `comm_id` is shared by all ranks of this communicator. A root that
  * gave up returns TIMEOUT with its reason, or MISMATCH when the joins disagreed (shrink). */

@@ -190,7 +190,8 @@ static tally_result_t wait_fd(int fd, short events, uint64_t deadline, int abort
   }
 }
 
-tally_result_t tally_net_connect(const struct tally_sockaddr *addr, uint64_t deadline, int abort_fd, int *out_fd) {
+static tally_result_t net_connect(const struct tally_sockaddr *addr, uint64_t deadline, int abort_fd, int *out_fd,
+                                  int retry_refused) {
   char text[80], what[128];
   tally_net_format(addr, text, sizeof text);
   snprintf(what, sizeof what, "connecting to %s", text);
@@ -216,6 +217,8 @@ tally_result_t tally_net_connect(const struct tally_sockaddr *addr, uint64_t dea
       return TALLY_SUCCESS;
     }
     close(fd);
+    if (err == ECONNREFUSED && !retry_refused)
+      return TALLY_ERROR(TALLY_ERR_REMOTE, "nothing listens at %s any more (connection refused)", text);
     if (err != ECONNREFUSED && err != ETIMEDOUT && err != EHOSTUNREACH && err != ENETUNREACH && err != ECONNRESET)
       return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot connect to %s: %s", text, strerror(err));
     if (tally_ms_until(deadline, backoff_ms) < backoff_ms)
@@ -227,6 +230,15 @@ tally_result_t tally_net_connect(const struct tally_sockaddr *addr, uint64_t dea
     if (poll(&p, abort_fd >= 0 ? 1 : 0, backoff_ms) > 0)
       return TALLY_ERROR(TALLY_ERR_ABORTED, "aborted while %s (tally_comm_abort)", what);
   }
+}
+
+tally_result_t tally_net_connect(const struct tally_sockaddr *addr, uint64_t deadline, int abort_fd, int *out_fd) {
+  return net_connect(addr, deadline, abort_fd, out_fd, 1);
+}
+
+tally_result_t tally_net_connect_listening(const struct tally_sockaddr *addr, uint64_t deadline, int abort_fd,
+                                           int *out_fd) {
+  return net_connect(addr, deadline, abort_fd, out_fd, 0);
 }
 
 tally_result_t tally_net_write_all(int fd, const void *buf, size_t len, uint64_t deadline, int abort_fd) {

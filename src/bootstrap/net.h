@@ -24,6 +24,9 @@ tally_result_t tally_net_listen(struct tally_sockaddr *addr, int *fd);
 /* Connects, retrying refused connections until the deadline (the peer may not listen yet). An
  * abort_fd that becomes readable (-1 for none) cuts the wait short. */
 tally_result_t tally_net_connect(const struct tally_sockaddr *addr, uint64_t deadline, int abort_fd, int *fd);
+/* The same for a peer known to listen already (a grow's root, api/comm_grow.c): a refused connection
+ * means it is gone, and returns TALLY_ERR_REMOTE at once. */
+tally_result_t tally_net_connect_listening(const struct tally_sockaddr *addr, uint64_t deadline, int abort_fd, int *fd);
 tally_result_t tally_net_write_all(int fd, const void *buf, size_t len, uint64_t deadline, int abort_fd);
 tally_result_t tally_net_read_all(int fd, void *buf, size_t len, uint64_t deadline, int abort_fd);
 void tally_net_set_nodelay(int fd);

@@ -149,6 +149,7 @@ void tally_comm_free(struct tally_comm *c) {
   tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);
   if (c->recovery_fd >= 0) close(c->recovery_fd);
+  if (c->grow_fd >= 0) close(c->grow_fd);
   free((void *)c->failed);
   free(c->peers);
   free(c->links);

@@ -96,6 +96,9 @@ struct tally_comm {
   struct tally_peer_info *peers; /* every rank's address and topology, from the bootstrap */
   int recovery_fd;               /* listening socket where this rank can serve as a shrink's root (its
                                     port is peers[rank].recovery_port; api/comm_split.c); -1: none */
+  int grow_fd;                   /* the listening socket of the root tally_comm_grow_id prepared, until
+                                    tally_comm_grow starts it (api/comm_grow.c); -1: none pending */
+  tally_unique_id_t grow_id;     /* the id it handed out for that grow */
   _Atomic unsigned char *failed; /* [nranks]: 1 for each rank a failure report, a dead connection or a
                                     stalled ring blamed (tally_comm_failed_ranks) */
   int numa_node;                 /* this rank's, for choosing the nearest RDMA device */
