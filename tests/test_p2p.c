@@ -482,3 +482,44 @@ static int bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {
   return bad;
 }
 Test(p2p, bad_arguments) { cr_assert_eq(harness_run(2, 60, bad_arguments, NULL), 0); }
+
+/* A rank dies before a pair it never talked to is connected. The ring 0 -> 1 -> 2 -> 0 leaves rank 0
+ * without a connection to rank 2 and rank 1 without one from it: rank 0 sends to rank 2 (a message
+ * too large for the transport to buffer: a small one may complete into the buffer, as an eager send
+ * does, and the death then shows at the next call that needs rank 2), or rank 1 receives from it.
+ * Either fails naming rank 2, well within TALLY_TIMEOUT: shared memory finds rank 2 gone through
+ * the connection it has with it the other way, TCP by the refused connection. (Over TCP, a rank
+ * that waits for a dead rank to connect to it still waits for TALLY_TIMEOUT.) */
+static int peer_dies_before_first_use(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  if (rank == 2) raise(SIGKILL);
+  if (rank != (arg ? 1 : 0)) return 0;
+  usleep(200000);
+  static unsigned char big[32 << 20];
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  tally_result_t r = arg ? tally_recv(big, sizeof big, TALLY_UINT8, 2, comm, NULL)
+                        : tally_send(big, sizeof big, TALLY_UINT8, 2, comm, NULL);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  const char *what = arg ? "recv from" : "send to";
+  if (r == TALLY_SUCCESS) return harness_fail(rank, "a %s dead rank 2 succeeded", what);
+  if (s > 5) return harness_fail(rank, "the %s dead rank 2 took %.1f s to fail", what, s);
+  return strstr(tally_comm_last_error(comm), "rank 2")
+             ? 0
+             : harness_fail(rank, "the error does not name rank 2: %s", tally_comm_last_error(comm));
+}
+Test(p2p, dead_peer_before_first_use) {
+  setenv("TALLY_TIMEOUT", "20", 1);
+  setenv("TALLY_ALGO", "ring", 1); /* rank 1's ring neighbours only: rank 0 and 2 connect one way */
+  int failed = 0;
+  for (int tcp = 0; tcp < 2; tcp++) {
+    if (tcp) setenv("TALLY_TRANSPORT", "tcp", 1);
+    failed += harness_run_killing(3, 60, peer_dies_before_first_use, NULL, 2);
+    if (!tcp) failed += harness_run_killing(3, 60, peer_dies_before_first_use, "recv", 2);
+  }
+  unsetenv("TALLY_TRANSPORT");
+  unsetenv("TALLY_ALGO");
+  unsetenv("TALLY_TIMEOUT");
+  cr_assert_eq(failed, 0);
+}

@@ -134,6 +134,7 @@ tally_result_t shm_segment_wait_mapped(struct tally_conn *c, uint64_t deadline) 
                          "started, failed earlier, or does not run on this host (shared memory joins ranks of one "
                          "host only; check TALLY_HOSTID)",
                          c->peer, c->name);
+    TALLY_CHECK(shm_check_peer_alive(c->ep, c->peer, "waiting for it to open a new shared-memory segment"));
     TALLY_CHECK(shm_pause(c->ep, HANDSHAKE_POLL_MS));
   }
   pid_t receiver = seg->receiver_pid;

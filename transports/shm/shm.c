@@ -120,7 +120,9 @@ static tally_result_t accept_all(struct tally_endpoint *ep, uint64_t comm_id, in
                       "TALLY_HOSTID)",
                       missing);
     } else {
-      r = shm_pause(ep, ACCEPT_POLL_MS);
+      for (int i = 0; i < npeers && r == TALLY_SUCCESS; i++)
+        if (!opened[i]) r = shm_check_peer_alive(ep, peers[i], "waiting for its new shared-memory segment");
+      if (r == TALLY_SUCCESS) r = shm_pause(ep, ACCEPT_POLL_MS);
     }
   }
   free(opened);

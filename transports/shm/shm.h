@@ -171,6 +171,11 @@ int shm_open_pidfd(pid_t pid);
 /* 1 when the peer process is gone. */
 int shm_peer_gone(const struct tally_conn *c);
 tally_result_t shm_peer_failed(struct tally_conn *c);
+/* While a connection with `peer` is being made: TALLY_ERR_REMOTE, blaming it, when another
+ * connection of this endpoint with the same rank shows its process gone (a rank that died before
+ * a pair it never used was connected); else TALLY_SUCCESS. Only ranks this one already shares a
+ * connection with can be found dead this way; for the others the wait ends at its deadline. */
+tally_result_t shm_check_peer_alive(struct tally_endpoint *ep, int peer, const char *doing);
 void shm_wake_peer(struct tally_conn *c);
 /* Leaves `frame` (or a close, when NULL) in the peer's mailbox and wakes it; the first one stays. */
 void shm_post_mailbox(struct tally_conn *c, const unsigned char *frame);

@@ -16,7 +16,9 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -48,6 +50,25 @@ tally_result_t shm_peer_failed(struct tally_conn *c) {
                      "%s exited or was killed while this rank was %s it over shared memory; that rank has probably "
                      "failed or exited early (check its log)",
                      c->peer_text, c->side == SHM_SENDER ? "sending to" : "receiving from");
+}
+
+tally_result_t shm_check_peer_alive(struct tally_endpoint *ep, int peer, const char *doing) {
+  int gone = 0;
+  char text[96] = "";
+  pthread_mutex_lock(&ep->conns.lock);
+  for (int i = 0; i < ep->conns.n && !gone; i++) {
+    const struct tally_conn *other = ep->conns.items[i];
+    if (other->peer != peer || other->peer_pid <= 0 || !shm_peer_gone(other)) continue;
+    gone = 1;
+    snprintf(text, sizeof text, "%s", other->peer_text);
+  }
+  pthread_mutex_unlock(&ep->conns.lock);
+  if (!gone) return TALLY_SUCCESS;
+  tally_error_blame(peer);
+  return TALLY_ERROR(TALLY_ERR_REMOTE,
+                     "%s exited or was killed while this rank was %s; that rank has probably failed or exited early "
+                     "(check its log)",
+                     text, doing);
 }
 
 static void futex_wake(_Atomic uint32_t *word, int private_word) {

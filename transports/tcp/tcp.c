@@ -128,7 +128,10 @@ static tally_result_t tcp_connect(struct tally_endpoint *ep, uint64_t comm_id, i
   unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES];
   data_payload(payload, ep->rank, comm_id);
   int fd;
-  tally_result_t r = tally_net_connect(addr, deadline, ep->abort_fd, &fd);
+  /* every rank listens from the moment its endpoint exists, before its address is published: a
+   * refused connection means the rank is gone */
+  tally_result_t r = tally_net_connect_listening(addr, deadline, ep->abort_fd, &fd);
+  if (r == TALLY_ERR_REMOTE) tally_error_blame(peer);
   if (r == TALLY_SUCCESS) {
     r = tally_auth_connect(fd, ep->secret, TALLY_PURPOSE_DATA, payload, deadline, ep->abort_fd);
     if (r == TALLY_SUCCESS) r = add_conn(ep, fd, peer, text, conn);
