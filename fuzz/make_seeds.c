@@ -202,6 +202,17 @@ static void uid_seeds(void) {
   tally_uid_encode(&job, &id);
   uid_seed("ipv6-unauthenticated", &id, 0);
 
+  struct tally_grow_id grow = {.job = {.root = ipv4("10.1.2.4", 40000), .authenticated = 1},
+                               .parent_id = 0x0123456789abcdefull,
+                               .old_size = 7,
+                               .nnew = 1};
+  for (int i = 0; i < TALLY_SECRET_BYTES; i++) grow.job.secret[i] = (unsigned char)(0x30 + i);
+  tally_uid_encode_grow(&grow, &id);
+  uid_seed("grow-7-by-1", &id, 0);
+  bad = id;
+  bad.internal[127] = 1; /* past what a grow id uses */
+  uid_seed("grow-nonzero-padding", &bad, 0);
+
   memset(&id, 0, sizeof id); /* bare packed addresses, for tally_net_unpack alone */
   struct tally_sockaddr v4 = ipv4("127.0.0.1", 65535), v6 = ipv6("::1", 443);
   tally_net_pack(&v4, (unsigned char *)id.internal);
