@@ -93,8 +93,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   if (transport_moved) {
     *moved = 1;
     if (w->idle_since && comm->counters.waited_ns && w->waiting_for >= 0 && w->waiting_for < comm->nranks)
-      atomic_fetch_add_explicit(&comm->counters.waited_ns[w->waiting_for], tally_now_ns() - w->idle_since,
-                                memory_order_relaxed);
+      tally_count(&comm->counters.waited_ns[w->waiting_for], tally_now_ns() - w->idle_since);
     w->idle_since = 0;
     w->hot_polls = 0;
   }

@@ -41,9 +41,10 @@ struct tally_transport_slot {
   struct tally_endpoint *ep; /* NULL: not used by this communicator */
 };
 
-/* What a communicator has done, counted always (api/stats.c reports it). Updated with relaxed
- * atomic additions by whichever thread runs a call (the caller's, or the stream queue's), read at
- * any time. Calls are counted per collective and algorithm; the point-to-point row counts sends,
+/* What a communicator has done, counted always (api/stats.c reports it). Written only by the
+ * thread that runs the communicator's calls (the caller holding it busy, or its stream queue's
+ * thread, through which every call goes once it exists), so an addition is a relaxed load and
+ * store, no locked instruction; read at any time. Calls are counted per collective and algorithm; the point-to-point row counts sends,
  * recvs and alltoallvs, the time of the batches they ran in. */
 #define TALLY_COUNTED_ALGOS (TALLY_NUM_ALGOS + 1) /* the last: point-to-point batches (no algorithm) */
 #define TALLY_COUNTED_KINDS (TALLY_NUM_COLLS + 1) /* the last: point-to-point */
@@ -117,18 +118,23 @@ struct tally_comm {
   int ipc_refused;                         /* the window could not be opened on every rank */
 };
 
+/* Adds to a counter (struct tally_counters: one writer at a time). */
+static inline void tally_count(_Atomic uint64_t *counter, uint64_t add) {
+  atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + add, memory_order_relaxed);
+}
+
 /* Posts a send / a receive on `link`, counting its bytes against the peer and the transport. */
 static inline tally_result_t tally_link_isend(struct tally_comm *comm, const struct tally_link *link,
                                               struct tally_request *req) {
-  atomic_fetch_add_explicit(&comm->counters.sent[link->peer], req->len, memory_order_relaxed);
-  atomic_fetch_add_explicit(&comm->counters.slot_sent[link->slot], req->len, memory_order_relaxed);
-  atomic_fetch_add_explicit(&comm->counters.slot_messages[link->slot], 1, memory_order_relaxed);
+  tally_count(&comm->counters.sent[link->peer], req->len);
+  tally_count(&comm->counters.slot_sent[link->slot], req->len);
+  tally_count(&comm->counters.slot_messages[link->slot], 1);
   return link->ops->isend(link->conn, req);
 }
 static inline tally_result_t tally_link_irecv(struct tally_comm *comm, const struct tally_link *link,
                                               struct tally_request *req) {
-  atomic_fetch_add_explicit(&comm->counters.received[link->peer], req->len, memory_order_relaxed);
-  atomic_fetch_add_explicit(&comm->counters.slot_received[link->slot], req->len, memory_order_relaxed);
+  tally_count(&comm->counters.received[link->peer], req->len);
+  tally_count(&comm->counters.slot_received[link->slot], req->len);
   return link->ops->irecv(link->conn, req);
 }
 

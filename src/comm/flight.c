@@ -10,7 +10,7 @@
 #include "core/log.h"
 #include "core/wire.h"
 
-void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count) {
+void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count, uint64_t now) {
   struct tally_flight *f = &comm->flight;
   f->current = NULL;
   if (!f->records) { /* the first call: TALLY_FLIGHT_RECORDS of them from now on */
@@ -23,16 +23,16 @@ void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatyp
                                     .algo = algo,
                                     .datatype = datatype,
                                     .count = count,
-                                    .start_ns = tally_now_ns(),
+                                    .start_ns = now,
                                     .waiting_for = -1,
                                     .state = TALLY_FLIGHT_RUNNING};
   f->current = r;
 }
 
-void tally_flight_end(struct tally_comm *comm, int failed) {
+void tally_flight_end(struct tally_comm *comm, int failed, uint64_t now) {
   struct tally_flight_record *r = comm->flight.current;
   if (!r) return;
-  r->end_ns = tally_now_ns();
+  r->end_ns = now;
   r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
   comm->flight.current = NULL;
 }

@@ -30,10 +30,11 @@ struct tally_flight {
 
 struct tally_comm;
 
-/* Starts the record of a call (nothing when the recorder is off or out of memory). */
-void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count);
-/* Ends the running call's record: done, or failed. */
-void tally_flight_end(struct tally_comm *comm, int failed);
+/* Starts the record of a call that started at `now` (nothing when the recorder is off or out of
+ * memory). */
+void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count, uint64_t now);
+/* Ends the running call's record at `now`: done, or failed. */
+void tally_flight_end(struct tally_comm *comm, int failed, uint64_t now);
 /* Writes the records, oldest first, with `why` (the failure's message) to the log and, when
  * TALLY_FLIGHT_DIR is set, to DIR/tally-flight-<communicator id>-<rank>.txt. */
 void tally_flight_dump(const struct tally_comm *comm, const char *why);
