@@ -167,7 +167,10 @@ static tally_result_t abandon(tally_comm_t comm, tally_result_t r) {
   return TALLY_ERROR(r, "%s", why);
 }
 
-static tally_result_t grow(tally_comm_t comm, int nnew, const tally_unique_id_t *id, tally_comm_t *newcomm) {
+/* `refused`: this rank's own argument error (its message in `refusal`), which it still takes the
+ * allgather with, so that the others learn at once that the grow is off instead of waiting. */
+static tally_result_t grow(tally_comm_t comm, int nnew, const tally_unique_id_t *id, tally_result_t refused,
+                           const char *refusal, tally_comm_t *newcomm) {
   static const char fn[] = "tally_comm_grow";
   int n = comm->nranks;
   unsigned char mine[GROW_RECORD];
@@ -190,6 +193,7 @@ static tally_result_t grow(tally_comm_t comm, int nnew, const tally_unique_id_t 
   struct tally_grow_id grown;
   if (r == TALLY_SUCCESS) r = verdict(comm, all, &owner, &grown);
   free(all);
+  if (refused != TALLY_SUCCESS) r = TALLY_ERROR(refused, "%s", refusal);
   if (r != TALLY_SUCCESS) return abandon(comm, r);
 
   int size = n + nnew;
@@ -255,8 +259,10 @@ tally_result_t tally_comm_grow(tally_comm_t comm, int nnew, const tally_unique_i
                                       "%s: called between tally_group_start and tally_group_end; make communicators "
                                       "outside groups",
                                       fn));
-  TALLY_CHECK(remember(comm, check_nnew(fn, comm, nnew)));
-  tally_result_t r = grow(comm, nnew, id, newcomm);
+  char refusal[1024] = "";
+  tally_result_t refused = check_nnew(fn, comm, nnew);
+  if (refused != TALLY_SUCCESS) snprintf(refusal, sizeof refusal, "%s", tally_error_message());
+  tally_result_t r = grow(comm, nnew, id, refused, refusal, newcomm);
   return r == TALLY_SUCCESS ? r : remember(comm, r);
 }
 
