@@ -3,11 +3,13 @@
  * bytes where links post messages, waits in tally_comm_progress); this file only reads and names. */
 #include "stats.h"
 
+#define _GNU_SOURCE
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "comm/comm.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "dispatch/dispatch.h"
 #include "registry.h"
@@ -35,7 +37,7 @@ static void fill(const struct tally_comm *comm, tally_stats_t *out) {
       row->algorithm = a == TALLY_NUM_ALGOS ? "none" : tally_algo_name((enum tally_algo_id)a);
       row->calls = calls;
       row->bytes = atomic_load_explicit(&k->bytes[c][a], memory_order_relaxed);
-      row->ns = atomic_load_explicit(&k->ns[c][a], memory_order_relaxed);
+      row->ns = (uint64_t)((double)atomic_load_explicit(&k->ticks[c][a], memory_order_relaxed) * tally_tick_ns());
     }
 }
 

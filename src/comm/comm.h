@@ -50,7 +50,7 @@ struct tally_transport_slot {
 #define TALLY_COUNTED_KINDS (TALLY_NUM_COLLS + 1) /* the last: point-to-point */
 struct tally_counters {
   _Atomic uint64_t calls[TALLY_COUNTED_KINDS][TALLY_COUNTED_ALGOS];
-  _Atomic uint64_t ns[TALLY_COUNTED_KINDS][TALLY_COUNTED_ALGOS];    /* time inside the calls */
+  _Atomic uint64_t ticks[TALLY_COUNTED_KINDS][TALLY_COUNTED_ALGOS]; /* time inside the calls (clock.h) */
   _Atomic uint64_t bytes[TALLY_COUNTED_KINDS][TALLY_COUNTED_ALGOS]; /* this rank's input bytes */
   _Atomic uint64_t slot_sent[TALLY_NUM_SLOTS], slot_received[TALLY_NUM_SLOTS], slot_messages[TALLY_NUM_SLOTS];
   _Atomic uint64_t *sent, *received; /* [nranks]: payload bytes posted to / from each rank */

@@ -23,7 +23,7 @@ void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatyp
                                     .algo = algo,
                                     .datatype = datatype,
                                     .count = count,
-                                    .start_ns = now,
+                                    .start = now,
                                     .waiting_for = -1,
                                     .state = TALLY_FLIGHT_RUNNING};
   f->current = r;
@@ -32,7 +32,7 @@ void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatyp
 void tally_flight_end(struct tally_comm *comm, int failed, uint64_t now) {
   struct tally_flight_record *r = comm->flight.current;
   if (!r) return;
-  r->end_ns = now;
+  r->end = now;
   r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
   comm->flight.current = NULL;
 }
@@ -43,11 +43,11 @@ static void format_record(const struct tally_flight_record *r, uint64_t now, cha
   const char *kind = r->kind == TALLY_NUM_COLLS ? "point-to-point batch" : tally_coll_name(r->kind);
   const char *algo = r->algo == TALLY_NUM_ALGOS ? "" : tally_algo_name((enum tally_algo_id)r->algo);
   const char *type = tally_datatype_name((tally_datatype_t)r->datatype);
-  uint64_t ns = (r->state == TALLY_FLIGHT_RUNNING ? now : r->end_ns) - r->start_ns;
+  double ns = (double)((r->state == TALLY_FLIGHT_RUNNING ? now : r->end) - r->start) * tally_tick_ns();
   int n = snprintf(buf, len, "#%u %s%s%s %s %llu%s%s: %s %.6f s", r->seq, kind, algo[0] ? " " : "", algo,
                    r->kind == TALLY_NUM_COLLS ? "messages" : "count", (unsigned long long)r->count,
                    r->kind == TALLY_NUM_COLLS ? "" : " ", r->kind == TALLY_NUM_COLLS ? "" : (type ? type : "?"),
-                   states[r->state], (double)ns / 1e9);
+                   states[r->state], ns / 1e9);
   if (r->waiting_for >= 0 && n > 0 && (size_t)n < len)
     snprintf(buf + n, len - (size_t)n, ", last waiting for rank %d", r->waiting_for);
 }
@@ -62,7 +62,7 @@ void tally_flight_dump(const struct tally_comm *comm, const char *why) {
              (unsigned long long)comm->comm_id, comm->rank);
     if (!(file = fopen(path, "w"))) TLOG_WARN(TALLY_SUBSYS_COLL, "flight recorder: cannot write %s", path);
   }
-  uint64_t first = f->calls > (uint64_t)f->capacity ? f->calls - (uint64_t)f->capacity : 0, now = tally_now_ns();
+  uint64_t first = f->calls > (uint64_t)f->capacity ? f->calls - (uint64_t)f->capacity : 0, now = tally_ticks();
   TLOG_WARN(TALLY_SUBSYS_COLL, "flight recorder of rank %d of %d, communicator %016llx, its last %llu calls: %s",
             comm->rank, comm->nranks, (unsigned long long)comm->comm_id, (unsigned long long)(f->calls - first), why);
   if (file)

@@ -16,7 +16,7 @@ struct tally_flight_record {
   int algo;     /* enum tally_algo_id, or TALLY_NUM_ALGOS for none */
   int datatype;
   uint64_t count; /* the call's count; a batch's: its messages */
-  uint64_t start_ns, end_ns;
+  uint64_t start, end;     /* ticks (core/clock.h) */
   int waiting_for; /* the rank the call last waited on with nothing moving; -1: none */
   enum tally_flight_state state;
 };
@@ -30,10 +30,10 @@ struct tally_flight {
 
 struct tally_comm;
 
-/* Starts the record of a call that started at `now` (nothing when the recorder is off or out of
- * memory). */
+/* Starts the record of a call that started at tick `now` (nothing when the recorder is off or out
+ * of memory). */
 void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count, uint64_t now);
-/* Ends the running call's record at `now`: done, or failed. */
+/* Ends the running call's record at tick `now`: done, or failed. */
 void tally_flight_end(struct tally_comm *comm, int failed, uint64_t now);
 /* Writes the records, oldest first, with `why` (the failure's message) to the log and, when
  * TALLY_FLIGHT_DIR is set, to DIR/tally-flight-<communicator id>-<rank>.txt. */

@@ -73,24 +73,24 @@ static tally_result_t refuse_broken(const char *fn, tally_comm_t comm) {
 }
 
 /* Counts `calls` calls of `kind` (a collective, or TALLY_NUM_COLLS for point-to-point) that `algo`
- * (TALLY_NUM_ALGOS: none) ran from `start` to `end`. */
+ * (TALLY_NUM_ALGOS: none) ran from tick `start` to tick `end` (clock.h). */
 static void count_call(tally_comm_t comm, int kind, int algo, uint64_t calls, uint64_t bytes, uint64_t start,
                        uint64_t end) {
   struct tally_counters *k = &comm->counters;
   tally_count(&k->calls[kind][algo], calls);
   tally_count(&k->bytes[kind][algo], bytes);
-  tally_count(&k->ns[kind][algo], end - start);
+  tally_count(&k->ticks[kind][algo], end - start);
 }
 
 tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
   TALLY_CHECK(refuse_broken(fn, comm));
   tally_result_t r = TALLY_SUCCESS;
-  uint64_t start = tally_now_ns();
+  uint64_t start = tally_ticks();
   size_t send_bytes, recv_bytes;
   tally_coll_buffer_bytes(d, comm->rank, comm->nranks, &send_bytes, &recv_bytes);
   if (comm->nranks == 1) {
     run_alone(d);
-    count_call(comm, d->coll, TALLY_NUM_ALGOS, 1, send_bytes, start, tally_now_ns());
+    count_call(comm, d->coll, TALLY_NUM_ALGOS, 1, send_bytes, start, tally_ticks());
   } else {
     tally_error_clear();
     struct tally_coll_desc call = *d; /* the tuner adds its chunk */
@@ -98,7 +98,7 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
     tally_flight_begin(comm, d->coll, algo->id, d->datatype, d->count, start);
     r = algo->run(comm, &call);
-    uint64_t end = tally_now_ns();
+    uint64_t end = tally_ticks();
     tally_flight_end(comm, r != TALLY_SUCCESS, end);
     count_call(comm, d->coll, algo->id, 1, send_bytes, start, end);
   }
@@ -112,11 +112,11 @@ tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally
   *failed_call = n > 0 ? msgs[0].call : -1;
   TALLY_CHECK(refuse_broken(fn, comm));
   tally_error_clear();
-  uint64_t start = tally_now_ns(), bytes = 0;
+  uint64_t start = tally_ticks(), bytes = 0;
   for (int i = 0; i < n; i++) bytes += msgs[i].is_send ? msgs[i].bytes : 0;
   tally_flight_begin(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, n > 0 ? msgs[0].hdr.datatype : 0, (uint64_t)n, start);
   tally_result_t r = tally_p2p_run(comm, msgs, n, failed_call);
-  uint64_t end = tally_now_ns();
+  uint64_t end = tally_ticks();
   tally_flight_end(comm, r != TALLY_SUCCESS, end);
   count_call(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, (uint64_t)ncalls, bytes, start, end);
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
