@@ -203,7 +203,7 @@ TALLY_API tally_result_t tally_scatter(const void *sendbuf, void *recvbuf, size_
  * ncclCommGetAsyncError. */
 TALLY_API tally_result_t tally_comm_get_async_error(tally_comm_t comm, tally_result_t *async_error);
 
-/* What a communicator has done since it was made, counted always (a few atomic additions per call
+/* What a communicator has done since it was made, counted always (a few additions per call
  * and per message). One row per collective and algorithm that ran. */
 typedef struct {
   const char *collective; /* as tally_comm_tuner_choice names them, or "point-to-point" (sends, recvs, alltoallv) */
