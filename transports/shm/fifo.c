@@ -77,7 +77,7 @@ static tally_result_t put_request(struct tally_conn *c, struct tally_request *q,
   if (q->progressed < TALLY_WIRE_HEADER_BYTES) {
     TALLY_CHECK(put_some(c, q->wire + q->progressed, TALLY_WIRE_HEADER_BYTES - q->progressed, space, &written));
     q->progressed += written;
-    if (written) *moved = 1;
+    if (written) *moved = 1, c->send_mid = 1;
     if (q->progressed < TALLY_WIRE_HEADER_BYTES) return TALLY_SUCCESS;
   }
   size_t body_done = q->progressed - TALLY_WIRE_HEADER_BYTES;
@@ -123,6 +123,7 @@ tally_result_t shm_send_pass(struct tally_conn *c, int *moved) {
       q->done = 1;
     }
   }
+  c->send_mid = c->send_head && c->send_head->progressed > 0;
   publish_head(c);
   return TALLY_SUCCESS;
 }

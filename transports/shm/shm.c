@@ -220,10 +220,11 @@ static int shm_pending(struct tally_endpoint *ep) {
 static void shm_wake(struct tally_endpoint *ep) { shm_wake_endpoint(ep); }
 
 static void shm_fail(struct tally_conn *c, const unsigned char *frame) {
-  int mid_message = c->side == SHM_SENDER ? (c->send_head && c->send_head->progressed > 0) || c->ack_head ||
+  int mid_message = c->side == SHM_SENDER ? c->send_mid || c->ack_head ||
                                                 (c->notice_left > 0 && c->notice_left < sizeof c->notice)
                                           : c->rhdr_have > 0;
   c->send_head = c->send_tail = NULL;
+  c->send_mid = 0;
   c->ack_head = c->ack_tail = NULL; /* their buffers go back to the caller: the mailbox tells the reader */
   c->recv_head = c->recv_tail = NULL;
   c->notice_left = 0;

@@ -110,6 +110,7 @@ struct tally_conn {
   /* sending side */
   uint64_t head, published_head;
   struct tally_request *send_head, *send_tail; /* not all in the ring yet */
+  int send_mid; /* the first of them is partly in the ring (kept here: fail() may come after its request is gone) */
   struct tally_request *ack_head, *ack_tail;   /* single-copy sends the receiver has not read yet */
   uint64_t cma_sent, cma_acked;
   unsigned char notice[TALLY_WIRE_HEADER_BYTES]; /* a waiting notice being written (see notify) */

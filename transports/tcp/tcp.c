@@ -36,6 +36,7 @@ struct tally_conn {
   int peer;
   char peer_text[96];
   struct tally_request *send_head, *send_tail;
+  int send_mid; /* the first queued send is partly sent (kept here: fail() may come after its request is gone) */
   struct tally_request *recv_head, *recv_tail;
   unsigned char rhdr[TALLY_WIRE_HEADER_BYTES]; /* header of the message being received */
   size_t rhdr_have;
@@ -277,7 +278,7 @@ static int conn_send_notice(struct tally_conn *c) {
 }
 
 /* Sends what the socket takes of the queued requests; *moved is set when bytes went out. */
-static tally_result_t conn_send(struct tally_conn *c, int *moved) {
+static tally_result_t conn_send_some(struct tally_conn *c, int *moved) {
   int err = conn_send_notice(c);
   if (err) return conn_send_failed(c, err);
   if (c->notice_left > 0) return TALLY_SUCCESS;
@@ -317,6 +318,13 @@ static tally_result_t conn_send(struct tally_conn *c, int *moved) {
     }
   }
   return TALLY_SUCCESS;
+}
+
+/* Sends what the socket takes, and notes whether the stream stopped inside a message. */
+static tally_result_t conn_send(struct tally_conn *c, int *moved) {
+  tally_result_t r = conn_send_some(c, moved);
+  c->send_mid = c->send_head && c->send_head->progressed > 0;
+  return r;
 }
 
 /* The header just completed is a waiting notice: mark the request when the notice is about its
@@ -424,9 +432,9 @@ static int tcp_pending(struct tally_endpoint *ep) {
 static void tcp_wake(struct tally_endpoint *ep) { (void)ep; }
 
 static void tcp_fail(struct tally_conn *c, const unsigned char *frame) {
-  int between_messages =
-      (!c->send_head || c->send_head->progressed == 0) && (c->notice_left == 0 || c->notice_left == sizeof c->notice);
+  int between_messages = !c->send_mid && (c->notice_left == 0 || c->notice_left == sizeof c->notice);
   c->send_head = c->send_tail = NULL;
+  c->send_mid = 0;
   c->recv_head = c->recv_tail = NULL;
   c->rhdr_have = 0;
   c->rhdr_checked = 0;
