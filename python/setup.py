@@ -34,7 +34,26 @@ def tally_paths():
 
 
 include_dirs, library_dirs = tally_paths()
-sources = ["module.cpp", "process_group.cpp", "point_to_point.cpp", "worker.cpp", "tensor_args.cpp"]
+sources = ["module.cpp", "process_group.cpp", "point_to_point.cpp", "worker.cpp", "tensor_args.cpp", "derive.cpp"]
+
+
+def have_grow(include_dirs, library_dirs):
+    """Whether libtally has tally_comm_grow and tally_comm_join, in tally.h and in libtally.so:
+    the extension's grow_id, grow and join are built only then."""
+    def has(dirs, name, text):
+        for d in dirs:
+            try:
+                with open(os.path.join(d, name), "rb") as f:
+                    if text in f.read():
+                        return True
+            except OSError:
+                pass
+        return False
+    return (has(include_dirs, "tally.h", b"tally_comm_join(") and
+            has(library_dirs, "libtally.so", b"tally_comm_join\0"))
+
+
+macros = [("TALLY_TORCH_HAVE_GROW", "1")] if have_grow(include_dirs, library_dirs) else []
 
 setup(
     name="tally_torch",
@@ -48,6 +67,7 @@ setup(
             include_dirs=include_dirs,
             library_dirs=library_dirs,
             libraries=["tally"],
+            define_macros=macros,
             extra_compile_args=["-O2", "-Wall"],
             extra_link_args=["-Wl,-rpath," + d for d in library_dirs],
         )

@@ -1,5 +1,6 @@
 /* The Python module tally_torch._C: a fresh unique id (rank 0 publishes it in the c10d store)
- * and the process-group constructor; tally_torch/__init__.py registers the backend with them. */
+ * and the process-group constructor; tally_torch/__init__.py registers the backend with them.
+ * The functions that derive groups from a group (split, shrink, grow) are in derive.cpp. */
 #include <torch/csrc/utils/pybind.h>
 
 #include <cstring>
@@ -8,6 +9,10 @@
 
 namespace py = pybind11;
 using tally_torch::ProcessGroupTally;
+
+namespace tally_torch {
+void define_derive(py::module &m); /* derive.cpp: split, failed_ranks, shrink, grow, join */
+}
 
 static py::bytes unique_id() {
   tally_unique_id_t id;
@@ -40,4 +45,5 @@ PYBIND11_MODULE(_C, m) {
         py::call_guard<py::gil_scoped_release>(),
         "Joins the communicator (blocks until every rank has) and returns the process group");
   m.def("version", &version, "libtally's version code (MAJOR * 10000 + MINOR * 100 + PATCH)");
+  tally_torch::define_derive(m);
 }

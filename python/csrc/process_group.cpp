@@ -24,6 +24,27 @@ ProcessGroupTally::ProcessGroupTally(int rank, int size, const tally_unique_id_t
   init();
 }
 
+static int comm_rank(tally_comm_t comm) {
+  int rank = -1;
+  tally_comm_rank(comm, &rank);
+  return rank;
+}
+
+static int comm_size(tally_comm_t comm) {
+  int size = 0;
+  tally_comm_size(comm, &size);
+  return size;
+}
+
+ProcessGroupTally::ProcessGroupTally(tally_comm_t comm) : BackendBase(comm_rank(comm), comm_size(comm)) {
+  worker_ = std::make_unique<Worker>(comm);
+  init();
+}
+
+void ProcessGroupTally::call(const char *what, Worker::Job job) {
+  submit(c10d::OpType::UNKNOWN, what, {}, std::move(job))->wait();
+}
+
 /* The worker may drop the last reference to a tensor (or Work) that Python has let go of, which
  * takes the GIL to free its Python object: a caller holding the GIL (destroy_process_group) lets
  * go of it while the worker finishes, or both would wait forever. */

@@ -20,6 +20,8 @@ class ProcessGroupTally : public BackendBase {
  public:
   /* Joins the communicator (blocks until every rank has); timeout_s is every wait's limit. */
   ProcessGroupTally(int rank, int size, const tally_unique_id_t &id, double timeout_s);
+  /* Takes over a communicator already built (by a split, shrink, grow or join): rank and size are its. */
+  explicit ProcessGroupTally(tally_comm_t comm);
   /* Waits for the queued operations, then destroys the communicator. */
   ~ProcessGroupTally() override;
 
@@ -66,6 +68,11 @@ class ProcessGroupTally : public BackendBase {
   c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor> &outputTensors,
                                          std::vector<std::vector<at::Tensor>> &inputTensors,
                                          const c10d::ScatterOptions &opts = c10d::ScatterOptions()) override;
+
+  /* Runs job on the worker after everything queued before it, waits for it (release the GIL
+   * first), and rethrows its failure: how split, shrink, grow and failed_ranks (derive.cpp) use
+   * the communicator the worker owns. */
+  void call(const char *what, Worker::Job job);
 
  private:
   /* Queues job (a collective) on the worker; refused between startCoalescing and endCoalescing. */
