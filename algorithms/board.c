@@ -69,10 +69,14 @@ static int missing_ranks(struct tally_comm *c, int set, uint32_t call, char *buf
   return n;
 }
 
-static tally_result_t peer_died(struct tally_comm *c) {
+/* A rank that has not arrived at `call` and whose process is gone. One that arrived and then exited
+ * (it saw everyone arrive before this rank looked) has left its part: not a failure of this call. */
+static tally_result_t peer_died(struct tally_comm *c, int set, uint32_t call) {
   for (int r = 0; r < c->nranks; r++) {
     struct pollfd p = {.fd = c->board->pidfd[r], .events = POLLIN};
     if (p.fd < 0 || poll(&p, 1, 0) <= 0) continue;
+    if (atomic_load_explicit(&tally_board_slot(c->board->page, set, r)->call, memory_order_acquire) == call + 1)
+      continue;
     TALLY_CHECK(tally_board_reported_failure(c)); /* a rank that failed, said so and left is not the news */
     char who[128];
     tally_error_blame(r);
@@ -116,7 +120,7 @@ static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally
       sched_yield();
       continue;
     }
-    TALLY_CHECK(peer_died(c));
+    TALLY_CHECK(peer_died(c, set, call));
     if (waited >= timeout_ns) return timed_out(c, d, set, call);
     tally_board_futex_wait(&page->arrived[set].count, seen, WAIT_CAP_MS);
   }
