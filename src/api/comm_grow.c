@@ -235,14 +235,7 @@ static tally_result_t grow(tally_comm_t comm, int nnew, const tally_unique_id_t 
     pthread_join(root_thread, NULL);
     if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s", message);
   }
-  if (r == TALLY_SUCCESS) {
-    r = tally_comm_finish(child, NULL, deadline);
-    if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s: building the grown communicator: %s", fn, tally_error_message());
-  }
-  if (r != TALLY_SUCCESS) {
-    tally_comm_discard(child);
-    return r;
-  }
+  TALLY_CHECK(tally_comm_complete(child, NULL, deadline, r, fn)); /* newcomers may be on new hosts: calibrated */
   TLOG_INFO(TALLY_SUBSYS_INIT, "%s: rank %d of %d of communicator %016llx is rank %d of %d of %016llx", fn, comm->rank,
             n, (unsigned long long)comm->comm_id, child->rank, child->nranks, (unsigned long long)child->comm_id);
   *newcomm = child;
@@ -297,14 +290,7 @@ tally_result_t tally_comm_join(const tally_unique_id_t *id, int index, tally_com
                                               "it is gone)"
                                             : "");
   }
-  if (r == TALLY_SUCCESS) {
-    r = tally_comm_finish(c, NULL, deadline);
-    if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s: building the grown communicator: %s", fn, tally_error_message());
-  }
-  if (r != TALLY_SUCCESS) {
-    tally_comm_discard(c);
-    return r;
-  }
+  TALLY_CHECK(tally_comm_complete(c, NULL, deadline, r, fn));
   *newcomm = c;
   return TALLY_SUCCESS;
 }

@@ -156,16 +156,10 @@ static tally_result_t split(const char *fn, tally_comm_t parent, int color, int 
   uint64_t deadline = tally_deadline_after(parent->cfg.timeout_s);
   r = exchange_entries(fn, parent, local == TALLY_SUCCESS ? child : NULL, &me, members);
   if (local != TALLY_SUCCESS) r = TALLY_ERROR(local, "%s: %s", fn, local_message);
-  if (r == TALLY_SUCCESS && child) {
-    r = tally_comm_finish(child, parent, deadline);
-    if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s: building the new communicator: %s", fn, tally_error_message());
-  }
+  r = tally_comm_complete(child, parent, deadline, r, fn);
   free(all);
   free(members);
-  if (r != TALLY_SUCCESS) {
-    tally_comm_discard(child);
-    return remember(parent, r);
-  }
+  if (r != TALLY_SUCCESS) return remember(parent, r);
   if (child)
     TLOG_INFO(TALLY_SUBSYS_INIT, "%s: rank %d of communicator %016llx is rank %d of %d of %016llx (color %d)", fn,
               parent->rank, (unsigned long long)parent->comm_id, child->rank, child->nranks,
@@ -306,14 +300,7 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
     pthread_join(root_thread, NULL);
     if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s", message);
   }
-  if (r == TALLY_SUCCESS) {
-    r = tally_comm_finish(child, parent, deadline);
-    if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s: building the new communicator: %s", fn, tally_error_message());
-  }
-  if (r != TALLY_SUCCESS) {
-    tally_comm_discard(child);
-    return r;
-  }
+  TALLY_CHECK(tally_comm_complete(child, parent, deadline, r, fn));
   TLOG_INFO(TALLY_SUBSYS_INIT, "%s: rank %d of %d of communicator %016llx is rank %d of %d of %016llx", fn,
             parent->rank, parent->nranks, (unsigned long long)parent->comm_id, child->rank, child->nranks,
             (unsigned long long)child->comm_id);

@@ -78,6 +78,16 @@ tally_result_t tally_comm_new(struct tally_comm **out, int nranks, int rank, con
   return TALLY_SUCCESS;
 }
 
+tally_result_t tally_comm_complete(struct tally_comm *c, const struct tally_comm *parent, uint64_t deadline,
+                                   tally_result_t r, const char *fn) {
+  if (r == TALLY_SUCCESS && c) {
+    r = tally_comm_finish(c, parent, deadline);
+    if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s: building the new communicator: %s", fn, tally_error_message());
+  }
+  if (r != TALLY_SUCCESS) tally_comm_discard(c);
+  return r;
+}
+
 void tally_comm_discard(struct tally_comm *c) {
   if (c) comm_free(c);
 }

@@ -30,5 +30,10 @@ tally_result_t tally_comm_new(struct tally_comm **comm, int nranks, int rank, co
 tally_result_t tally_comm_open(struct tally_comm *comm, struct tally_peer_info *me);
 tally_result_t tally_comm_finish(struct tally_comm *comm, const struct tally_comm *parent, uint64_t deadline);
 void tally_comm_discard(struct tally_comm *comm);
+/* The last step of a communicator built from another (comm_split.c, comm_grow.c): when `r`, how the
+ * steps before went, is success, tally_comm_finish (link costs from `parent`, NULL: calibrated);
+ * on any failure `comm` (NULL: none) is discarded. Returns the result, messages led by `fn`. */
+tally_result_t tally_comm_complete(struct tally_comm *comm, const struct tally_comm *parent, uint64_t deadline,
+                                   tally_result_t r, const char *fn);
 
 #endif
