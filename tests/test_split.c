@@ -546,7 +546,8 @@ static int grow_bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {
   tally_result_t refused = tally_comm_grow(comm, rank == 1 ? 0 : 1, NULL, &grown);
   if (rank == 1) bad += harness_expect(rank, comm, refused, TALLY_ERR_INVALID_ARGUMENT, "nnew is 0");
   if (rank != 1 && refused == TALLY_SUCCESS) bad += harness_fail(rank, "a grow with rank 1's nnew 0 succeeded");
-  if (harness_now_s() - start > 5) bad += harness_fail(rank, "rank 1's refused nnew took %.1f s", harness_now_s() - start);
+  if (harness_now_s() - start > 5)
+    bad += harness_fail(rank, "rank 1's refused nnew took %.1f s", harness_now_s() - start);
   tally_group_start();
   bad +=
       harness_expect(rank, comm, tally_comm_grow(comm, 1, NULL, &grown), TALLY_ERR_INVALID_USAGE, "tally_group_start");

@@ -3,8 +3,8 @@
  * (tally_torch/__init__.py wraps them). Each runs on the worker thread that owns the parent's
  * communicator, after what was queued before it, and the new communicator becomes a new
  * ProcessGroupTally with its own worker. */
-#include <torch/csrc/utils/pybind.h>
 #include <pybind11/stl.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <cstring>
 #include <stdexcept>

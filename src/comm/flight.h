@@ -15,9 +15,9 @@ struct tally_flight_record {
   int kind;     /* enum tally_coll, or TALLY_NUM_COLLS for a batch of point-to-point messages */
   int algo;     /* enum tally_algo_id, or TALLY_NUM_ALGOS for none */
   int datatype;
-  uint64_t count; /* the call's count; a batch's: its messages */
-  uint64_t start, end;     /* ticks (core/clock.h) */
-  int waiting_for; /* the rank the call last waited on with nothing moving; -1: none */
+  uint64_t count;      /* the call's count; a batch's: its messages */
+  uint64_t start, end; /* ticks (core/clock.h) */
+  int waiting_for;     /* the rank the call last waited on with nothing moving; -1: none */
   enum tally_flight_state state;
 };
 
