@@ -63,6 +63,8 @@ struct tally_transport_params {
   int rank;
   int abort_fd;    /* readable once the communicator is aborted */
   int keepalive_s; /* a silent peer host is declared dead after this many seconds */
+  int cores_shared; /* this host runs more ranks than this process has hardware threads (comm.h): shm
+                       then reads large messages with one copy by default, where a copy costs a core */
   /* verbs */
   const char *ib_hca;        /* TALLY_IB_HCA filter, "" for any device */
   int ib_gid_index;          /* -1: chosen from the GID table */

@@ -23,6 +23,7 @@ static tally_result_t open_slot(struct tally_comm *c, int slot) {
                                           .rank = c->rank,
                                           .abort_fd = c->abort_fd,
                                           .keepalive_s = c->cfg.keepalive_s,
+                                          .cores_shared = c->cores_shared,
                                           .ib_hca = c->cfg.ib_hca,
                                           .ib_gid_index = c->cfg.ib_gid_index,
                                           .numa_node = c->numa_node,

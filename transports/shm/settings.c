@@ -4,8 +4,12 @@
  *   TALLY_SHM_SLOT_BYTES  bytes per slot (default 262144, from 4096 to 67108864): the sender publishes
  *                         and the receiver frees the ring a slot at a time, so copies overlap
  *   TALLY_SHM_CMA_BYTES   messages of at least this many bytes are read by the receiver straight from
- *                         the sender's buffer with process_vm_readv: one copy instead of two (default 0,
- *                         off; measure with build/shm-copy-bench whether it pays on a machine)
+ *                         the sender's buffer with process_vm_readv: one copy instead of two (0: off).
+ *                         Default: off where every rank of the host has a hardware thread of its own
+ *                         (there the ring's second copy, which stays in cache, beat process_vm_readv at
+ *                         every size: build/shm-copy-bench); 64 KiB where ranks share cores, since
+ *                         then every copy takes a core from another rank (8 ranks on 2 cores: alltoall
+ *                         of 1 MiB 0.37 -> 1.09 GB/s busbw, allreduce of 16 MiB 0.70 -> 0.77)
  *
  * A ring (slots x slot bytes) holds at most 1 GiB. The sending rank's values shape a connection; the
  * receiving rank follows them. Malformed values are refused with the valid range. */
@@ -17,9 +21,11 @@
 #include "shm.h"
 
 enum { SHM_DEFAULT_SLOTS = 8, SHM_DEFAULT_SLOT_BYTES = 256 * 1024 };
-/* Off: on the machines measured (bench/shm_copy.c) the ring beat process_vm_readv at every size, since
- * its second copy stays in cache while process_vm_readv pins pages one by one. */
+/* Off where ranks have cores of their own: on the machines measured (bench/shm_copy.c) the ring beat
+ * process_vm_readv at every size, since its second copy stays in cache while process_vm_readv pins
+ * pages one by one. Where ranks share cores, one copy less is a core's time saved. */
 #define SHM_DEFAULT_CMA_BYTES 0ull
+#define SHM_SHARED_CORES_CMA_BYTES (64ull << 10)
 #define SHM_MAX_RING_BYTES (1ull << 30)
 
 /* Reads the whole decimal number in `name` into *out when the variable is set; refuses values
@@ -37,8 +43,9 @@ static tally_result_t read_number(const char *name, uint64_t lo, uint64_t hi, co
   return TALLY_SUCCESS;
 }
 
-tally_result_t shm_settings_load(struct shm_settings *s) {
-  uint64_t slots = SHM_DEFAULT_SLOTS, slot_bytes = SHM_DEFAULT_SLOT_BYTES, cma = SHM_DEFAULT_CMA_BYTES;
+tally_result_t shm_settings_load(struct shm_settings *s, int cores_shared) {
+  uint64_t slots = SHM_DEFAULT_SLOTS, slot_bytes = SHM_DEFAULT_SLOT_BYTES;
+  uint64_t cma = cores_shared ? SHM_SHARED_CORES_CMA_BYTES : SHM_DEFAULT_CMA_BYTES;
   TALLY_CHECK(read_number("TALLY_SHM_SLOTS", 2, 4096, "slots in each shared-memory ring", &slots));
   TALLY_CHECK(read_number("TALLY_SHM_SLOT_BYTES", 4096, 64ull << 20, "bytes per shared-memory slot", &slot_bytes));
   TALLY_CHECK(read_number("TALLY_SHM_CMA_BYTES", 0, UINT64_MAX >> 1,

@@ -22,7 +22,7 @@ enum { ACCEPT_POLL_MS = 1 };
 
 static tally_result_t shm_create(const struct tally_transport_params *p, struct tally_endpoint **out) {
   struct shm_settings settings;
-  TALLY_CHECK(shm_settings_load(&settings));
+  TALLY_CHECK(shm_settings_load(&settings, p->cores_shared));
   struct tally_endpoint *ep = calloc(1, sizeof *ep);
   if (!ep) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory creating the shared-memory endpoint");
   ep->rank = p->rank;

@@ -136,8 +136,8 @@ struct tally_endpoint {
   _Atomic uint32_t wake_seq; /* bumped by wake(); a blocked progress() waits on it too */
 };
 
-/* settings.c */
-tally_result_t shm_settings_load(struct shm_settings *s);
+/* settings.c: the TALLY_SHM_* environment, with the defaults for a host whose ranks share cores or not */
+tally_result_t shm_settings_load(struct shm_settings *s, int cores_shared);
 /* 1 when a ring of `slots` x `slot_bytes` is within the limits the settings allow. */
 int shm_settings_valid(uint64_t slots, uint64_t slot_bytes);
 
