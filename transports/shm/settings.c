@@ -9,7 +9,7 @@
  *                         (there the ring's second copy, which stays in cache, beat process_vm_readv at
  *                         every size: build/shm-copy-bench); 64 KiB where ranks share cores, since
  *                         then every copy takes a core from another rank (8 ranks on 2 cores: alltoall
- *                         of 1 MiB 0.37 -> 1.09 GB/s busbw, allreduce of 16 MiB 0.70 -> 0.77)
+ *                         of 1 MiB 0.37 -> 1.09 GB/s busbw, allreduce of 16 MiB 0.69 -> 0.77)
  *
  * A ring (slots x slot bytes) holds at most 1 GiB. The sending rank's values shape a connection; the
  * receiving rank follows them. Malformed values are refused with the valid range. */
