@@ -58,8 +58,6 @@ enum {
 };
 enum { FLAG_OWNER = 1, FLAG_PASSED = 2 };
 
-static tally_result_t remember(tally_comm_t comm, tally_result_t r) { return tally_coll_remember(comm, r); }
-
 static tally_result_t check_nnew(const char *fn, tally_comm_t comm, int nnew) {
   if (nnew < 1 || nnew > TALLY_BOOTSTRAP_MAX_RANKS - comm->nranks)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: nnew is %d; it must be 1 to %d (the ranks that join)", fn, nnew,
@@ -71,7 +69,7 @@ tally_result_t tally_comm_grow_id(tally_comm_t comm, int nnew, tally_unique_id_t
   static const char fn[] = "tally_comm_grow_id";
   if (!id) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: id is NULL", fn);
   TALLY_CHECK(tally_call_check_comm(fn, comm));
-  TALLY_CHECK(remember(comm, check_nnew(fn, comm, nnew)));
+  TALLY_CHECK(tally_coll_remember(comm, check_nnew(fn, comm, nnew)));
   struct tally_grow_id grow = {.parent_id = comm->comm_id, .old_size = comm->nranks, .nnew = nnew};
   grow.job.authenticated = 1;
   tally_random_bytes(grow.job.secret, sizeof grow.job.secret);
@@ -80,7 +78,8 @@ tally_result_t tally_comm_grow_id(tally_comm_t comm, int nnew, tally_unique_id_t
   int fd;
   tally_result_t r = tally_net_listen(&grow.job.root, &fd);
   if (r != TALLY_SUCCESS)
-    return remember(comm, TALLY_ERROR(r, "%s: cannot listen for the newcomers: %s", fn, tally_error_message()));
+    return tally_coll_remember(comm,
+                               TALLY_ERROR(r, "%s: cannot listen for the newcomers: %s", fn, tally_error_message()));
   tally_uid_encode_grow(&grow, id);
   if (comm->grow_fd >= 0) close(comm->grow_fd); /* the earlier id is stale from now on */
   comm->grow_fd = fd;
@@ -244,19 +243,12 @@ static tally_result_t grow(tally_comm_t comm, int nnew, const tally_unique_id_t 
 
 tally_result_t tally_comm_grow(tally_comm_t comm, int nnew, const tally_unique_id_t *id, tally_comm_t *newcomm) {
   static const char fn[] = "tally_comm_grow";
-  if (!newcomm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: newcomm is NULL", fn);
-  *newcomm = NULL;
-  TALLY_CHECK(tally_call_check_comm(fn, comm));
-  if (tally_group_open())
-    return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
-                                      "%s: called between tally_group_start and tally_group_end; make communicators "
-                                      "outside groups",
-                                      fn));
+  TALLY_CHECK(tally_comm_check_derive(fn, comm, newcomm));
   char refusal[1024] = "";
   tally_result_t refused = check_nnew(fn, comm, nnew);
   if (refused != TALLY_SUCCESS) snprintf(refusal, sizeof refusal, "%s", tally_error_message());
   tally_result_t r = grow(comm, nnew, id, refused, refusal, newcomm);
-  return r == TALLY_SUCCESS ? r : remember(comm, r);
+  return r == TALLY_SUCCESS ? r : tally_coll_remember(comm, r);
 }
 
 tally_result_t tally_comm_join(const tally_unique_id_t *id, int index, tally_comm_t *newcomm) {

@@ -57,22 +57,6 @@
 
 enum { SPLIT_RECORD = 16 }; /* color, key, nonce */
 
-/* Records the message of a failed call on `comm` (tally_comm_last_error), as collectives do. */
-static tally_result_t remember(tally_comm_t comm, tally_result_t r) { return tally_coll_remember(comm, r); }
-
-/* The first checks of split, dup and shrink. */
-static tally_result_t check_call(const char *fn, tally_comm_t comm, tally_comm_t *newcomm) {
-  if (!newcomm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: newcomm is NULL", fn);
-  *newcomm = NULL;
-  TALLY_CHECK(tally_call_check_comm(fn, comm));
-  if (tally_group_open())
-    return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
-                                      "%s: called between tally_group_start and tally_group_end; make communicators "
-                                      "outside groups",
-                                      fn));
-  return TALLY_SUCCESS;
-}
-
 struct member {
   int rank; /* in the parent */
   int key;
@@ -123,14 +107,14 @@ static tally_result_t split(const char *fn, tally_comm_t parent, int color, int 
   if (!all || !members) {
     free(all);
     free(members);
-    return remember(parent, TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory for %d ranks", fn, n));
+    return tally_coll_remember(parent, TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory for %d ranks", fn, n));
   }
   tally_result_t r = tally_allgather(mine, all, SPLIT_RECORD, TALLY_UINT8, parent, NULL);
   if (r != TALLY_SUCCESS) {
     r = TALLY_ERROR(r, "%s: exchanging colors and keys over the parent: %s", fn, tally_error_message());
     free(all);
     free(members);
-    return remember(parent, r);
+    return tally_coll_remember(parent, r);
   }
   int nmembers = 0, index = -1;
   for (int p = 0; p < n; p++) {
@@ -159,7 +143,7 @@ static tally_result_t split(const char *fn, tally_comm_t parent, int color, int 
   r = tally_comm_complete(child, parent, deadline, r, fn);
   free(all);
   free(members);
-  if (r != TALLY_SUCCESS) return remember(parent, r);
+  if (r != TALLY_SUCCESS) return tally_coll_remember(parent, r);
   if (child)
     TLOG_INFO(TALLY_SUBSYS_INIT, "%s: rank %d of communicator %016llx is rank %d of %d of %016llx (color %d)", fn,
               parent->rank, (unsigned long long)parent->comm_id, child->rank, child->nranks,
@@ -169,17 +153,17 @@ static tally_result_t split(const char *fn, tally_comm_t parent, int color, int 
 }
 
 tally_result_t tally_comm_split(tally_comm_t comm, int color, int key, tally_comm_t *newcomm) {
-  TALLY_CHECK(check_call("tally_comm_split", comm, newcomm));
+  TALLY_CHECK(tally_comm_check_derive("tally_comm_split", comm, newcomm));
   if (color < TALLY_SPLIT_NOCOLOR)
-    return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                                      "tally_comm_split: color %d is negative; pass 0 or more, or "
-                                      "TALLY_SPLIT_NOCOLOR (-1) for no new communicator",
-                                      color));
+    return tally_coll_remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                                                 "tally_comm_split: color %d is negative; pass 0 or more, or "
+                                                 "TALLY_SPLIT_NOCOLOR (-1) for no new communicator",
+                                                 color));
   return split("tally_comm_split", comm, color, key, newcomm);
 }
 
 tally_result_t tally_comm_dup(tally_comm_t comm, tally_comm_t *newcomm) {
-  TALLY_CHECK(check_call("tally_comm_dup", comm, newcomm));
+  TALLY_CHECK(tally_comm_check_derive("tally_comm_dup", comm, newcomm));
   return split("tally_comm_dup", comm, 0, comm->rank, newcomm);
 }
 
@@ -189,9 +173,10 @@ tally_result_t tally_comm_failed_ranks(tally_comm_t comm, int *ranks, int max, i
   *nfailed = 0;
   TALLY_CHECK(tally_call_check_comm(fn, comm));
   if (max < 0 || (!ranks && max > 0))
-    return remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                                      "%s: ranks is %s with max %d; pass room for max ranks (max 0: count only)", fn,
-                                      ranks ? "given" : "NULL", max));
+    return tally_coll_remember(
+        comm, TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                          "%s: ranks is %s with max %d; pass room for max ranks (max 0: count only)", fn,
+                          ranks ? "given" : "NULL", max));
   *nfailed = tally_comm_failed_list(comm, ranks, max);
   return TALLY_SUCCESS;
 }
@@ -310,9 +295,9 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
 
 tally_result_t tally_comm_shrink(tally_comm_t comm, const int *exclude, int nexclude, tally_comm_t *newcomm) {
   static const char fn[] = "tally_comm_shrink";
-  TALLY_CHECK(check_call(fn, comm, newcomm));
+  TALLY_CHECK(tally_comm_check_derive(fn, comm, newcomm));
   unsigned char *gone = calloc((size_t)comm->nranks, 1);
-  if (!gone) return remember(comm, TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory", fn));
+  if (!gone) return tally_coll_remember(comm, TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory", fn));
   tally_result_t r = read_exclude(comm, exclude, nexclude, gone);
   if (r == TALLY_SUCCESS && atomic_exchange(&comm->busy, 1))
     r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
@@ -324,5 +309,5 @@ tally_result_t tally_comm_shrink(tally_comm_t comm, const int *exclude, int nexc
     atomic_store(&comm->busy, 0);
   }
   free(gone);
-  return r == TALLY_SUCCESS ? r : remember(comm, r);
+  return r == TALLY_SUCCESS ? r : tally_coll_remember(comm, r);
 }

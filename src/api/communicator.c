@@ -24,6 +24,8 @@
 #include "core/log.h"
 #include "device/device.h"
 #include "device/device_call.h"
+#include "dispatch/dispatch.h"
+#include "group.h"
 #include "registry.h"
 #include "stats.h"
 #include "tuning/calibrate.h"
@@ -75,6 +77,18 @@ tally_result_t tally_comm_new(struct tally_comm **out, int nranks, int rank, con
     return r;
   }
   *out = c;
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_comm_check_derive(const char *fn, tally_comm_t comm, tally_comm_t *newcomm) {
+  if (!newcomm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: newcomm is NULL", fn);
+  *newcomm = NULL;
+  TALLY_CHECK(tally_call_check_comm(fn, comm));
+  if (tally_group_open())
+    return tally_coll_remember(comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                                                 "%s: called between tally_group_start and tally_group_end; make "
+                                                 "communicators outside groups",
+                                                 fn));
   return TALLY_SUCCESS;
 }
 

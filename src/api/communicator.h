@@ -30,6 +30,9 @@ tally_result_t tally_comm_new(struct tally_comm **comm, int nranks, int rank, co
 tally_result_t tally_comm_open(struct tally_comm *comm, struct tally_peer_info *me);
 tally_result_t tally_comm_finish(struct tally_comm *comm, const struct tally_comm *parent, uint64_t deadline);
 void tally_comm_discard(struct tally_comm *comm);
+/* The first checks of split, dup, shrink and grow (named `fn` in messages): newcomm not NULL (and
+ * set to NULL), comm live, and no group open on this thread. */
+tally_result_t tally_comm_check_derive(const char *fn, tally_comm_t comm, tally_comm_t *newcomm);
 /* The last step of a communicator built from another (comm_split.c, comm_grow.c): when `r`, how the
  * steps before went, is success, tally_comm_finish (link costs from `parent`, NULL: calibrated);
  * on any failure `comm` (NULL: none) is discarded. Returns the result, messages led by `fn`. */
