@@ -82,53 +82,44 @@ static tally_result_t submit_checked(struct tally_call *call, tally_result_t che
 
 /* --- entry points ------------------------------------------------------------------------------ */
 
-tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t datatype, int peer, tally_comm_t comm,
-                          tally_stream_t stream) {
-  TALLY_CHECK(tally_call_check_comm("tally_send", comm));
-  struct tally_call call = {.kind = TALLY_CALL_SEND,
-                            .fn = "tally_send",
+/* A send (is_send) or a recv of `count` elements at buf with `peer`: checked, then submitted. */
+static tally_result_t one_message(int is_send, void *buf, size_t count, tally_datatype_t datatype, int peer,
+                                  tally_comm_t comm, tally_stream_t stream) {
+  const char *fn = is_send ? "tally_send" : "tally_recv";
+  TALLY_CHECK(tally_call_check_comm(fn, comm));
+  struct tally_call call = {.kind = is_send ? TALLY_CALL_SEND : TALLY_CALL_RECV,
+                            .fn = fn,
                             .comm = comm,
                             .stream = stream,
-                            .sendbuf = sendbuf,
+                            .sendbuf = is_send ? buf : NULL,
+                            .recvbuf = is_send ? NULL : buf,
                             .count = count,
                             .datatype = datatype,
                             .peer = peer};
-  tally_result_t r = check_rank(call.fn, "peer", peer, comm);
-  if (r == TALLY_SUCCESS) r = check_host_buffer(call.fn, "sendbuf", sendbuf, count, datatype, stream);
+  tally_result_t r = check_rank(fn, "peer", peer, comm);
+  if (r == TALLY_SUCCESS) r = check_host_buffer(fn, is_send ? "sendbuf" : "recvbuf", buf, count, datatype, stream);
   if (r == TALLY_SUCCESS && peer == comm->rank && !tally_group_open())
     r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
-                    "%s: a send to this rank itself (peer %d) needs its recv in the same group: call "
-                    "tally_group_start first",
-                    call.fn, peer);
+                    "%s: a %s this rank itself (peer %d) needs its %s in the same group: call tally_group_start first",
+                    fn, is_send ? "send to" : "recv from", peer, is_send ? "recv" : "send");
   return submit_checked(&call, r);
+}
+
+tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t datatype, int peer, tally_comm_t comm,
+                          tally_stream_t stream) {
+  return one_message(1, (void *)sendbuf, count, datatype, peer, comm, stream);
 }
 
 tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype, int peer, tally_comm_t comm,
                           tally_stream_t stream) {
-  TALLY_CHECK(tally_call_check_comm("tally_recv", comm));
-  struct tally_call call = {.kind = TALLY_CALL_RECV,
-                            .fn = "tally_recv",
-                            .comm = comm,
-                            .stream = stream,
-                            .recvbuf = recvbuf,
-                            .count = count,
-                            .datatype = datatype,
-                            .peer = peer};
-  tally_result_t r = check_rank(call.fn, "peer", peer, comm);
-  if (r == TALLY_SUCCESS) r = check_host_buffer(call.fn, "recvbuf", recvbuf, count, datatype, stream);
-  if (r == TALLY_SUCCESS && peer == comm->rank && !tally_group_open())
-    r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
-                    "%s: a recv from this rank itself (peer %d) needs its send in the same group: call "
-                    "tally_group_start first",
-                    call.fn, peer);
-  return submit_checked(&call, r);
+  return one_message(0, recvbuf, count, datatype, peer, comm, stream);
 }
 
 tally_result_t tally_alltoall(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                               tally_comm_t comm, tally_stream_t stream) {
   TALLY_CHECK(tally_call_check_comm("tally_alltoall", comm));
-  struct tally_call call = collective_call("tally_alltoall", comm, stream, TALLY_COLL_ALLTOALL, sendbuf, recvbuf, count,
-                                           datatype, 0);
+  struct tally_call call =
+      collective_call("tally_alltoall", comm, stream, TALLY_COLL_ALLTOALL, sendbuf, recvbuf, count, datatype, 0);
   size_t n = (size_t)comm->nranks;
   tally_result_t r = count > SIZE_MAX / n
                          ? TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: count %zu per rank times %zu ranks overflows",
