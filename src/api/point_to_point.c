@@ -161,8 +161,8 @@ tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, co
 tally_result_t tally_gather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype, int root,
                             tally_comm_t comm, tally_stream_t stream) {
   TALLY_CHECK(tally_call_check_comm("tally_gather", comm));
-  struct tally_call call = collective_call("tally_gather", comm, stream, TALLY_COLL_GATHER, sendbuf, recvbuf, sendcount,
-                                           datatype, root);
+  struct tally_call call =
+      collective_call("tally_gather", comm, stream, TALLY_COLL_GATHER, sendbuf, recvbuf, sendcount, datatype, root);
   size_t n = (size_t)comm->nranks;
   tally_result_t r = check_rank(call.fn, "root", root, comm);
   if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, sendcount, datatype);
@@ -176,8 +176,8 @@ tally_result_t tally_gather(const void *sendbuf, void *recvbuf, size_t sendcount
 tally_result_t tally_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype, int root,
                              tally_comm_t comm, tally_stream_t stream) {
   TALLY_CHECK(tally_call_check_comm("tally_scatter", comm));
-  struct tally_call call = collective_call("tally_scatter", comm, stream, TALLY_COLL_SCATTER, sendbuf, recvbuf,
-                                           recvcount, datatype, root);
+  struct tally_call call =
+      collective_call("tally_scatter", comm, stream, TALLY_COLL_SCATTER, sendbuf, recvbuf, recvcount, datatype, root);
   size_t n = (size_t)comm->nranks;
   tally_result_t r = check_rank(call.fn, "root", root, comm);
   if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, recvcount, datatype);
@@ -211,17 +211,6 @@ static tally_result_t add(struct batch *b, int peer, int is_send, const void *bu
   return TALLY_SUCCESS;
 }
 
-/* The fingerprint of a collective made of messages: the communicator's next sequence number. */
-static struct tally_msg_header collective_header(tally_comm_t comm, int kind, const struct tally_call *call) {
-  struct tally_msg_header h = {.seq = comm->seq++,
-                               .coll = (uint8_t)kind,
-                               .datatype = (uint8_t)call->datatype,
-                               .op = TALLY_SUM,
-                               .root = 0,
-                               .count = call->count};
-  return h;
-}
-
 size_t tally_call_copy_bytes(const struct tally_call *call) {
   if (call->kind != TALLY_CALL_ALLTOALLV || call->sendbuf != call->recvbuf) return 0;
   int n = call->comm->nranks;
@@ -246,7 +235,9 @@ static tally_result_t alltoallv_messages(const struct tally_call *call, struct b
   const size_t *sendcounts = call->counts, *sdispls = sendcounts + n, *recvcounts = sdispls + n,
                *rdispls = recvcounts + n;
   const void *send = send_data(call, copy);
-  struct tally_msg_header h = collective_header(comm, TALLY_MSG_ALLTOALLV, call);
+  /* the collective's fingerprint: the communicator's next sequence number */
+  struct tally_msg_header h = {
+      .seq = comm->seq++, .coll = TALLY_MSG_ALLTOALLV, .datatype = (uint8_t)call->datatype, .op = TALLY_SUM};
   for (int k = 0; k < n; k++) {
     int peer = (comm->rank + k) % n;
     struct tally_msg_header in = h, out = h;
