@@ -27,8 +27,11 @@
  * (tally_bootstrap_shrink_root_start) while joining like everyone else; connections are
  * authenticated with the parent's secret. Each join carries a digest of (parent id, size, the
  * exclude list): a root that sees another digest answers every survivor with TALLY_ERR_MISMATCH.
- * Dead ranks are never contacted, and excluded ranks that are alive are never waited for. Every
- * wait is bounded by the parent's TALLY_TIMEOUT.
+ * Excluded ranks are never contacted, and those that are alive are never waited for. While the
+ * root waits it probes the recovery listeners of the survivors that have not joined: one that
+ * refuses connections belongs to a dead process, and the root answers every survivor with
+ * TALLY_ERR_REMOTE naming it (bootstrap.h). Survivors that reach no root (it died) get
+ * TALLY_ERR_REMOTE naming it. Every wait is bounded by the parent's TALLY_TIMEOUT.
  *
  * Limits: survivors whose lists disagree on the lowest survivor pick different roots, and then
  * time out (TALLY_ERR_TIMEOUT, the message saying the lists may differ) instead of reporting the
@@ -214,21 +217,25 @@ static tally_result_t read_exclude(tally_comm_t comm, const int *exclude, int ne
   return TALLY_SUCCESS;
 }
 
-/* After a shrink's root gave up waiting: the survivors it names as missing ("missing: 3 5", in the
- * numbering of the survivors) are marked failed in the parent, so that tally_comm_failed_ranks
- * offers the list to shrink with next. */
-static void mark_missing(struct tally_comm *parent, const unsigned char *gone, const char *message) {
+/* After a shrink's root gave up waiting or found survivors dead: the survivors it names as missing
+ * ("missing: 3 5", in the numbering of the survivors) are marked failed in the parent, so that
+ * tally_comm_failed_ranks offers the list to shrink with next. Returns the first one's parent rank,
+ * or -1. */
+static int mark_missing(struct tally_comm *parent, const unsigned char *gone, const char *message) {
   const char *p = strstr(message, "missing:");
-  if (!p) return;
+  int first = -1;
+  if (!p) return first;
   p += strlen("missing:");
   for (;;) {
     char *end;
     long k = strtol(p, &end, 10);
-    if (end == p) return;
+    if (end == p) return first;
     p = end;
     for (int r = 0, index = 0; r < parent->nranks; r++) {
       if (gone[r]) continue;
-      if (index++ == k && r != parent->rank) atomic_store(&parent->failed[r], 1);
+      if (index++ != k || r == parent->rank) continue;
+      atomic_store(&parent->failed[r], 1);
+      if (first < 0) first = r;
     }
   }
 }
@@ -243,7 +250,8 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
     if (r == parent->rank) newrank = nsurvivors;
     nsurvivors++;
   }
-  struct tally_job_id job = {.root = parent->peers[root].addr, .authenticated = 1};
+  /* The recovery listeners are open from the start: a refused connection means a dead rank. */
+  struct tally_job_id job = {.root = parent->peers[root].addr, .authenticated = 1, .listening = 1};
   memcpy(job.secret, parent->secret, sizeof job.secret);
   tally_net_set_port(&job.root, parent->peers[root].recovery_port);
   job.shrink_digest = shrink_digest(parent, gone);
@@ -256,9 +264,20 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
   if (r == TALLY_SUCCESS && parent->rank == root) {
     /* The root gives up a little before the others do, so that they hear why (and which survivor
      * is missing) and its thread is gone before they try again. */
-    int fd = dup(parent->recovery_fd);
-    r = fd < 0 ? TALLY_ERROR(TALLY_ERR_SYSTEM, "dup of the recovery listener failed")
-               : tally_bootstrap_shrink_root_start(&job, fd, 0.9 * parent->cfg.timeout_s, nsurvivors, &root_thread);
+    struct tally_sockaddr *survivors = calloc((size_t)nsurvivors, sizeof *survivors);
+    for (int p = 0, k = 0; survivors && p < parent->nranks; p++) {
+      if (gone[p]) continue;
+      if (p != parent->rank) {
+        survivors[k] = parent->peers[p].addr;
+        tally_net_set_port(&survivors[k], parent->peers[p].recovery_port);
+      }
+      k++;
+    }
+    int fd = survivors ? dup(parent->recovery_fd) : -1;
+    r = fd < 0 ? TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory or dup of the recovery listener failed")
+               : tally_bootstrap_shrink_root_start(&job, fd, 0.9 * parent->cfg.timeout_s, nsurvivors, survivors,
+                                                   &root_thread);
+    free(survivors);
     serving = r == TALLY_SUCCESS;
   }
   uint64_t deadline = tally_deadline_after(parent->cfg.timeout_s);
@@ -266,16 +285,23 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
     r = tally_bootstrap_join(&job, newrank, nsurvivors, &me, deadline, child->abort_fd, child->peers, &child->comm_id);
     if (r != TALLY_SUCCESS) {
       char who[128];
-      if (r == TALLY_ERR_TIMEOUT) mark_missing(parent, gone, tally_error_message());
-      tally_comm_rank_text(parent, root, who, sizeof who);
-      r = TALLY_ERROR(r, "%s: agreeing with the other survivors through %s, the lowest rank not excluded: %s%s", fn,
-                      who, tally_error_message(),
-                      r == TALLY_ERR_TIMEOUT ? " (survivors numbered in order; tally_comm_failed_ranks now names "
-                                               "the missing ones; if every survivor called, their lists may differ)"
-                                             : "");
-      if (r == TALLY_ERR_REMOTE && root != parent->rank) {
-        tally_error_blame(root);
-        atomic_store(&parent->failed[root], 1);
+      int dead =
+          r == TALLY_ERR_TIMEOUT || r == TALLY_ERR_REMOTE ? mark_missing(parent, gone, tally_error_message()) : -1;
+      if (dead >= 0) {
+        tally_error_blame(dead);
+        r = TALLY_ERROR(r, "%s: %s (the first of them is %s)%s", fn, tally_error_message(),
+                        tally_comm_rank_text(parent, dead, who, sizeof who),
+                        r == TALLY_ERR_TIMEOUT ? "; tally_comm_failed_ranks now names the missing ones; if every "
+                                                 "survivor called, their lists may differ"
+                                               : "; tally_comm_failed_ranks now names them");
+      } else {
+        tally_comm_rank_text(parent, root, who, sizeof who);
+        r = TALLY_ERROR(r, "%s: agreeing with the other survivors through %s, the lowest rank not excluded: %s", fn,
+                        who, tally_error_message());
+        if (r == TALLY_ERR_REMOTE && root != parent->rank) {
+          tally_error_blame(root);
+          atomic_store(&parent->failed[root], 1);
+        }
       }
     }
   }

@@ -109,8 +109,8 @@ static int advance(struct pending *p, const unsigned char *key, uint16_t purpose
 
 tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
                                  const int *want, uint64_t deadline, int abort_fd, tally_auth_admit_fn admit,
-                                 void *ctx) {
-  enum { MAX_PENDING = 64 };
+                                 tally_auth_watch_fn watch, void *ctx) {
+  enum { MAX_PENDING = 64, WATCH_MS = 250 };
   struct pending pend[MAX_PENDING];
   int npend = 0, kept = 0;
   tally_result_t result = TALLY_SUCCESS;
@@ -119,7 +119,7 @@ tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SE
     pfd[0] = (struct pollfd){.fd = listen_fd, .events = npend < MAX_PENDING ? POLLIN : 0};
     pfd[1] = (struct pollfd){.fd = abort_fd, .events = POLLIN};
     for (int i = 0; i < npend; i++) pfd[i + 2] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
-    int ms = tally_ms_until(deadline, 500);
+    int ms = tally_ms_until(deadline, watch ? WATCH_MS : 500);
     if (ms == 0) {
       result = TALLY_ERROR(TALLY_ERR_TIMEOUT, "only %d of %d expected connections arrived before TALLY_TIMEOUT", kept,
                            *want);
@@ -169,6 +169,7 @@ tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SE
         tally_net_set_nodelay(fd);
       }
     }
+    if (watch) watch(ctx);
   }
   for (int i = 0; i < npend; i++) close(pend[i].fd);
   return result;

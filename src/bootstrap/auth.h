@@ -32,10 +32,16 @@ tally_result_t tally_auth_connect(int fd, const unsigned char key[TALLY_SECRET_B
 typedef int (*tally_auth_admit_fn)(void *ctx, int fd, const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES],
                                    const char *from, char *why, size_t whylen);
 
-/* Accepts on listen_fd until `admit` has kept *want connections (admit may change *want), the deadline passes or
- * abort_fd becomes readable. Connections that fail the handshake are closed and logged at WARN. */
+/* Called by tally_auth_accept at least every WATCH_MS (auth.c) while it waits, with admit's ctx: a
+ * chance to look at the world outside the listener (a shrink's root checks that the ranks it waits
+ * for are alive) and to change *want. */
+typedef void (*tally_auth_watch_fn)(void *ctx);
+
+/* Accepts on listen_fd until `admit` has kept *want connections (admit or watch may change *want), the deadline
+ * passes or abort_fd becomes readable. Connections that fail the handshake are closed and logged at WARN. `watch`
+ * may be NULL. */
 tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
                                  const int *want, uint64_t deadline, int abort_fd, tally_auth_admit_fn admit,
-                                 void *ctx);
+                                 tally_auth_watch_fn watch, void *ctx);
 
 #endif

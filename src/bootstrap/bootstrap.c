@@ -22,6 +22,9 @@ enum { FAIL_TEXT = TALLY_BOOTSTRAP_FAILURE_TEXT_BYTES };
 static const char mismatch_prefix[] = "the ranks disagree: ";
 /* And so when the root's rank was aborted (a grow's): TALLY_ERR_REMOTE. */
 static const char aborted_prefix[] = "the rank serving it was aborted";
+/* And so when a shrink's root found a survivor dead before it joined: TALLY_ERR_REMOTE, with the
+ * text after the prefix. */
+static const char died_prefix[] = "a survivor died: ";
 
 struct root {
   struct tally_job_id job;
@@ -30,13 +33,16 @@ struct root {
   int nranks; /* set by the first join, 0 before */
   int want;   /* connections to accept: 1 until the first join says how many */
   int joined;
-  int *fds;                 /* per rank, -1 until it joins */
-  unsigned char *entries;   /* per rank: its checked entry, re-encoded (bootstrap_wire.h) */
-  int expect;               /* a shrink's root: how many joins to answer after a mismatch; 0 otherwise */
-  int kept;                 /* connections admitted (joined, or answered with the mismatch) */
-  char mismatch[FAIL_TEXT]; /* "" until a join carried another shrink digest */
-  int refusing;             /* a grow's root that admits nobody: every join is answered with `mismatch` */
-  int abort_fd;             /* a grow's root: readable once the communicator it serves from is aborted; else -1 */
+  int *fds;                     /* per rank, -1 until it joins */
+  unsigned char *entries;       /* per rank: its checked entry, re-encoded (bootstrap_wire.h) */
+  int expect;                   /* a shrink's root: how many joins to answer after a mismatch; 0 otherwise */
+  int kept;                     /* connections admitted (joined, or answered with the refusal) */
+  char refusal[FAIL_TEXT];      /* "" until every join is answered with this failure instead of the table */
+  int refusing;                 /* every join is answered with `refusal` (a grow's root that admits nobody, or a
+                                   shrink's root that found a survivor dead) */
+  int abort_fd;                 /* a grow's root: readable once the communicator it serves from is aborted; else -1 */
+  struct tally_sockaddr *watch; /* a shrink's root: each survivor's recovery listener (len 0: not watched) */
+  uint64_t next_watch_ns;
 };
 
 /* Sends one rank the failure `text` in a reply for its `nranks`, and closes its connection. */
@@ -52,22 +58,27 @@ static void refuse(int fd, uint32_t nranks, const char *text, double timeout_s) 
   close(fd);
 }
 
+/* Answers every rank joined so far with root->refusal. */
+static void refuse_joined(struct root *root) {
+  for (int r = 0; r < root->nranks; r++)
+    if (root->fds[r] >= 0) {
+      refuse(root->fds[r], (uint32_t)root->nranks, root->refusal, root->timeout_s);
+      root->fds[r] = -1;
+    }
+}
+
 /* A shrink's join with another digest: from now on every join is answered with the mismatch, those
  * kept so far at once, and the root stops once `expect` (or more, if the joins said so) are. */
 static int root_mismatch(struct root *root, int fd, uint32_t nranks, const char *from) {
-  if (!root->mismatch[0]) {
-    snprintf(root->mismatch, sizeof root->mismatch,
+  if (!root->refusal[0]) {
+    snprintf(root->refusal, sizeof root->refusal,
              "%sthe survivors passed different exclude lists to tally_comm_shrink: a rank at %s (%u survivors in "
              "its list) disagrees with the shrink's root (%d in its list); every survivor must pass the same list",
              mismatch_prefix, from, nranks, root->expect);
-    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", root->mismatch + strlen(mismatch_prefix));
-    for (int r = 0; r < root->nranks; r++)
-      if (root->fds[r] >= 0) {
-        refuse(root->fds[r], (uint32_t)root->nranks, root->mismatch, root->timeout_s);
-        root->fds[r] = -1;
-      }
+    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", root->refusal + strlen(mismatch_prefix));
+    refuse_joined(root);
   }
-  refuse(fd, nranks, root->mismatch, root->timeout_s);
+  refuse(fd, nranks, root->refusal, root->timeout_s);
   root->kept++;
   int want = root->expect > root->nranks ? root->expect : root->nranks;
   if ((int)nranks > want) want = (int)nranks;
@@ -81,11 +92,11 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
   struct tally_peer_info info;
   if (tally_bootstrap_parse_join(payload, &rank, &nranks, &info, why, whylen) != 0) return 0;
   if (root->refusing) {
-    refuse(fd, nranks, root->mismatch, root->timeout_s);
+    refuse(fd, nranks, root->refusal, root->timeout_s);
     root->kept++;
     return 1;
   }
-  if (root->mismatch[0] || info.shrink_digest != root->job.shrink_digest) return root_mismatch(root, fd, nranks, from);
+  if (root->refusal[0] || info.shrink_digest != root->job.shrink_digest) return root_mismatch(root, fd, nranks, from);
   if (root->nranks == 0) {
     root->fds = malloc(nranks * sizeof *root->fds);
     root->entries = calloc(nranks, TALLY_BOOTSTRAP_ENTRY_BYTES);
@@ -115,6 +126,41 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
   return 1;
 }
 
+/* A shrink's root, while it waits (tally_auth_watch_fn): a survivor that has not joined and whose
+ * recovery listener refuses connections is dead (the kernel closed the socket with its process), so
+ * waiting for it would only end at TALLY_TIMEOUT. The root then answers every join, those made and
+ * those still to come from the living, with a failure naming the dead by their number among the
+ * survivors ("missing: 3"), which tally_bootstrap_join returns as TALLY_ERR_REMOTE. A survivor that
+ * is alive but slow answers the probe (its listener is open), and is waited for as before. */
+static void root_watch(void *ctx) {
+  enum { WATCH_EVERY_MS = 200, PROBE_MS = 100 };
+  struct root *root = ctx;
+  uint64_t now = tally_now_ns();
+  if (!root->watch || root->refusal[0] || now < root->next_watch_ns) return;
+  root->next_watch_ns = now + WATCH_EVERY_MS * 1000000ull;
+  char dead[FAIL_TEXT / 2] = "";
+  int ndead = 0;
+  for (int i = 0; i < root->expect && strlen(dead) < sizeof dead - 16; i++) {
+    if (root->watch[i].len == 0 || (root->nranks > i && root->fds[i] >= 0)) continue;
+    int fd;
+    tally_result_t r = tally_net_connect_listening(&root->watch[i], tally_deadline_after(PROBE_MS / 1000.0), -1, &fd);
+    if (r == TALLY_SUCCESS) close(fd);
+    if (r != TALLY_ERR_REMOTE) continue; /* alive, or unknown (a slow network): waited for */
+    snprintf(dead + strlen(dead), sizeof dead - strlen(dead), " %d", i);
+    ndead++;
+  }
+  if (ndead == 0) return;
+  snprintf(root->refusal, sizeof root->refusal,
+           "%s%s of the survivors (numbered in order among them) died during tally_comm_shrink: nothing listens on "
+           "its recovery port any more; shrink again without it; missing:%s",
+           died_prefix, ndead == 1 ? "one" : "some", dead);
+  TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", root->refusal + strlen(died_prefix));
+  refuse_joined(root);
+  root->refusing = 1;
+  int living = root->expect - ndead;
+  root->want = living > root->kept ? living : root->kept;
+}
+
 /* Sends every joined rank either the table or the reason the job cannot start. */
 static void root_reply(struct root *root, const char *failure) {
   size_t len = tally_bootstrap_reply_bytes(root->nranks, failure != NULL);
@@ -140,8 +186,8 @@ static void *root_main(void *arg) {
   root->want = root->refusing ? root->expect : 1;
   uint64_t deadline = tally_deadline_after(root->timeout_s);
   tally_result_t r = tally_auth_accept(root->listen_fd, root->job.secret, TALLY_PURPOSE_BOOTSTRAP, &root->want,
-                                       deadline, root->abort_fd, root_admit, root);
-  if (root->mismatch[0]) {
+                                       deadline, root->abort_fd, root_admit, root_watch, root);
+  if (root->refusal[0]) {
     /* every join was answered as it came */
   } else if (r == TALLY_SUCCESS) {
     root_reply(root, NULL);
@@ -164,14 +210,21 @@ static void *root_main(void *arg) {
   close(root->listen_fd);
   free(root->fds);
   free(root->entries);
+  free(root->watch);
   free(root);
   return NULL;
 }
 
 static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, double timeout_s, int expect,
-                                 const char *refusal, pthread_t *joinable, int abort_fd) {
+                                 const char *refusal, pthread_t *joinable, int abort_fd,
+                                 const struct tally_sockaddr *watch) {
   struct root *root = calloc(1, sizeof *root);
-  if (!root) {
+  if (root && watch) {
+    root->watch = malloc((size_t)expect * sizeof *watch);
+    if (root->watch) memcpy(root->watch, watch, (size_t)expect * sizeof *watch);
+  }
+  if (!root || (watch && !root->watch)) {
+    free(root);
     close(listen_fd);
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory starting the bootstrap root");
   }
@@ -182,7 +235,7 @@ static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, 
   root->abort_fd = abort_fd;
   if (refusal) {
     root->refusing = 1;
-    snprintf(root->mismatch, sizeof root->mismatch, "%s%s", mismatch_prefix, refusal);
+    snprintf(root->refusal, sizeof root->refusal, "%s%s", mismatch_prefix, refusal);
   }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -192,6 +245,7 @@ static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, 
   pthread_attr_destroy(&attr);
   if (err != 0) {
     close(listen_fd);
+    free(root->watch);
     free(root);
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start the bootstrap root thread: %s", strerror(err));
   }
@@ -199,24 +253,25 @@ static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, 
 }
 
 tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s) {
-  return root_start(job, listen_fd, timeout_s, 0, NULL, NULL, -1);
+  return root_start(job, listen_fd, timeout_s, 0, NULL, NULL, -1, NULL);
 }
 
 tally_result_t tally_bootstrap_shrink_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s,
-                                                 int expect, pthread_t *thread) {
-  return root_start(job, listen_fd, timeout_s, expect, NULL, thread, -1);
+                                                 int expect, const struct tally_sockaddr *survivors,
+                                                 pthread_t *thread) {
+  return root_start(job, listen_fd, timeout_s, expect, NULL, thread, -1, survivors);
 }
 
 tally_result_t tally_bootstrap_grow_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s,
                                                int abort_fd, pthread_t *thread) {
-  return root_start(job, listen_fd, timeout_s, 0, NULL, thread, abort_fd);
+  return root_start(job, listen_fd, timeout_s, 0, NULL, thread, abort_fd, NULL);
 }
 
 tally_result_t tally_bootstrap_refusing_root_start(int listen_fd, const unsigned char secret[TALLY_SECRET_BYTES],
                                                    double timeout_s, int expect, const char *refusal) {
   struct tally_job_id job = {.authenticated = 1};
   memcpy(job.secret, secret, sizeof job.secret);
-  return root_start(&job, listen_fd, timeout_s, expect, refusal, NULL, -1);
+  return root_start(&job, listen_fd, timeout_s, expect, refusal, NULL, -1, NULL);
 }
 
 tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, int nranks,
@@ -257,6 +312,8 @@ tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, in
     const char *why = r == TALLY_SUCCESS ? tally_bootstrap_parse_failure(text) : "";
     if (!strncmp(why, mismatch_prefix, strlen(mismatch_prefix)))
       return TALLY_ERROR(TALLY_ERR_MISMATCH, "%s", why + strlen(mismatch_prefix));
+    if (!strncmp(why, died_prefix, strlen(died_prefix)))
+      return TALLY_ERROR(TALLY_ERR_REMOTE, "%s", why + strlen(died_prefix));
     if (!strncmp(why, aborted_prefix, strlen(aborted_prefix)))
       return TALLY_ERROR(TALLY_ERR_REMOTE, "the bootstrap root at %s gave up: %s", root_text, why);
     return TALLY_ERROR(TALLY_ERR_TIMEOUT, "the bootstrap root at %s gave up: %s", root_text,

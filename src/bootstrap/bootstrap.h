@@ -21,10 +21,15 @@ tally_result_t tally_bootstrap_root_start(const struct tally_job_id *job, int li
  * listener: it takes only joins whose shrink_digest is job->shrink_digest. A join with another
  * digest (a survivor passed a different exclude list) makes it answer every rank that joined, and
  * every rank that joins later until `expect` have been answered or timeout_s passes, with a
- * failure that tally_bootstrap_join returns as TALLY_ERR_MISMATCH. The thread is joinable: the
- * caller joins `thread` before its process may exit, or the answers still due are lost. */
+ * failure that tally_bootstrap_join returns as TALLY_ERR_MISMATCH. `survivors` holds the `expect`
+ * survivors' recovery listeners (len 0: not watched, the root's own): one that refuses connections
+ * before its survivor joined means that survivor died, and every join is answered with a failure
+ * that tally_bootstrap_join returns as TALLY_ERR_REMOTE ("missing:" and the dead survivors'
+ * numbers). The thread is joinable: the caller joins `thread` before its process may exit, or the
+ * answers still due are lost. */
 tally_result_t tally_bootstrap_shrink_root_start(const struct tally_job_id *job, int listen_fd, double timeout_s,
-                                                 int expect, pthread_t *thread);
+                                                 int expect, const struct tally_sockaddr *survivors,
+                                                 pthread_t *thread);
 
 /* The root of a grown communicator (tally_comm_grow, api/comm_grow.c) on the listener
  * tally_comm_grow_id opened: an ordinary root, but joinable as the shrink's, and it gives up when
@@ -41,7 +46,8 @@ tally_result_t tally_bootstrap_refusing_root_start(int listen_fd, const unsigned
 
 /* Joins the job: sends this rank's address and topology to the root and receives everyone's.
  * `peers` has nranks entries; `comm_id` is shared by all ranks of this communicator. A root that
- * gave up returns TIMEOUT with its reason, or MISMATCH when the joins disagreed (shrink). */
+ * gave up returns TIMEOUT with its reason, MISMATCH when the joins disagreed (shrink), or REMOTE
+ * when a survivor died (shrink) or the root's rank was aborted (grow). */
 tally_result_t tally_bootstrap_join(const struct tally_job_id *job, int rank, int nranks,
                                     const struct tally_peer_info *me, uint64_t deadline, int abort_fd,
                                     struct tally_peer_info *peers, uint64_t *comm_id);

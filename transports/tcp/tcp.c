@@ -216,7 +216,7 @@ static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, in
   }
   tally_result_t r = a.want == 0 ? TALLY_SUCCESS
                                  : tally_auth_accept(ep->listen_fd, ep->secret, TALLY_PURPOSE_DATA, &a.want, deadline,
-                                                     ep->abort_fd, admit_peer, &a);
+                                                     ep->abort_fd, admit_peer, NULL, &a);
   if (r != TALLY_SUCCESS) {
     char missing[256] = "";
     for (int i = 0; i < npeers; i++)
