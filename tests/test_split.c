@@ -340,41 +340,61 @@ static int leave_one_out(tally_comm_t comm, int rank, int n, void *arg) {
 Test(shrink, live_excluded_rank_calls_nothing) { cr_assert_eq(harness_run(4, 120, leave_one_out, NULL), 0); }
 
 /* A second rank dies after the first failure, while the others shrink: their shrink fails naming
- * it (TALLY_ERR_REMOTE, as soon as the shrink's root finds its recovery listener gone, well before
- * TALLY_TIMEOUT), tally_comm_failed_ranks then names both, and the second shrink succeeds. */
+ * it with TALLY_ERR_REMOTE well before TALLY_TIMEOUT (a survivor's death is seen by the shrink's
+ * root, which finds its recovery listener gone; the root's own death by the others, whose
+ * connections to it are refused or reset), tally_comm_failed_ranks then names both, and the
+ * second shrink succeeds. */
+struct second_death_plan {
+  int second;         /* the rank that dies before shrinking */
+  const char *needle; /* what the survivors' message says */
+};
+
 static int second_death(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)arg;
-  enum { FIRST = 2, SECOND = 6 };
+  const struct second_death_plan *plan = arg;
+  enum { FIRST = 2 };
   float buf[1024] = {0};
   tally_result_t r = TALLY_SUCCESS;
   for (int i = 0; r == TALLY_SUCCESS; i++) {
     if (rank == FIRST && i == 2) raise(SIGKILL);
     r = tally_allreduce(buf, buf, 1024, TALLY_FLOAT32, TALLY_SUM, comm, NULL);
   }
-  if (rank == SECOND) _exit(0); /* gone without a word, before shrinking */
+  if (rank == plan->second) _exit(0); /* gone without a word, before shrinking */
   int failed[8], nfailed = 0;
   tally_comm_failed_ranks(comm, failed, 8, &nfailed);
   tally_comm_t shrunk = NULL;
   double start = harness_now_s();
   r = tally_comm_shrink(comm, failed, nfailed, &shrunk);
-  int bad = harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "died during tally_comm_shrink");
+  int bad = harness_expect(rank, comm, r, TALLY_ERR_REMOTE, plan->needle);
   if (harness_now_s() - start > 2.0) /* TALLY_TIMEOUT is 10 s here */
     bad += harness_fail(rank, "the shrink took %.1f s to see the death", harness_now_s() - start);
-  if (tally_comm_failed_ranks(comm, failed, 8, &nfailed) != TALLY_SUCCESS || nfailed != 2 || failed[0] != FIRST ||
-      failed[1] != SECOND)
+  int lower = plan->second < FIRST ? plan->second : FIRST, higher = plan->second ^ FIRST ^ lower;
+  if (tally_comm_failed_ranks(comm, failed, 8, &nfailed) != TALLY_SUCCESS || nfailed != 2 || failed[0] != lower ||
+      failed[1] != higher)
     return bad + harness_fail(rank, "after the failed shrink failed_ranks says %d ranks", nfailed);
   r = tally_comm_shrink(comm, failed, nfailed, &shrunk);
   if (r != TALLY_SUCCESS) return bad + harness_fail(rank, "second shrink: %s", tally_comm_last_error(comm));
-  int members[6] = {0, 1, 3, 4, 5, 7}, index = 0;
-  while (members[index] != rank) index++;
+  int members[8], nmembers = 0, index = -1;
+  for (int p = 0; p < n; p++) {
+    if (p == FIRST || p == plan->second) continue;
+    if (p == rank) index = nmembers;
+    members[nmembers++] = p;
+  }
   bad += check_child(shrunk, rank, index, n - 2, members);
   tally_comm_destroy(shrunk);
   return bad;
 }
 
-Test(shrink, rank_dies_during_shrink_then_shrink_again) {
+Test(shrink, survivor_dies_during_shrink_then_shrink_again) {
+  struct second_death_plan plan = {6, "died during tally_comm_shrink"};
   setenv("TALLY_TIMEOUT", "10", 1);
-  cr_assert_eq(harness_run_killing(8, 120, second_death, NULL, 2), 0);
+  cr_assert_eq(harness_run_killing(8, 120, second_death, &plan, 2), 0);
+  unsetenv("TALLY_TIMEOUT");
+}
+
+Test(shrink, root_dies_during_shrink_then_shrink_again) {
+  struct second_death_plan plan = {0, "through rank 0"};
+  setenv("TALLY_TIMEOUT", "10", 1);
+  cr_assert_eq(harness_run_killing(8, 120, second_death, &plan, 2), 0);
   unsetenv("TALLY_TIMEOUT");
 }
 

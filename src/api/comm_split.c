@@ -29,8 +29,8 @@
  * exclude list): a root that sees another digest answers every survivor with TALLY_ERR_MISMATCH.
  * Excluded ranks are never contacted, and those that are alive are never waited for. While the
  * root waits it probes the recovery listeners of the survivors that have not joined: one that
- * refuses connections belongs to a dead process, and the root answers every survivor with
- * TALLY_ERR_REMOTE naming it (bootstrap.h). Survivors that reach no root (it died) get
+ * refuses connections belongs to a dead process, and once the living have joined the root answers
+ * them with TALLY_ERR_REMOTE naming it (bootstrap.h). Survivors that reach no root (it died) get
  * TALLY_ERR_REMOTE naming it. Every wait is bounded by the parent's TALLY_TIMEOUT.
  *
  * Limits: survivors whose lists disagree on the lowest survivor pick different roots, and then

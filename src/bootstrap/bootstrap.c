@@ -36,12 +36,13 @@ struct root {
   int *fds;                     /* per rank, -1 until it joins */
   unsigned char *entries;       /* per rank: its checked entry, re-encoded (bootstrap_wire.h) */
   int expect;                   /* a shrink's root: how many joins to answer after a mismatch; 0 otherwise */
-  int kept;                     /* connections admitted (joined, or answered with the refusal) */
-  char refusal[FAIL_TEXT];      /* "" until every join is answered with this failure instead of the table */
-  int refusing;                 /* every join is answered with `refusal` (a grow's root that admits nobody, or a
-                                   shrink's root that found a survivor dead) */
+  int kept;                     /* connections admitted (joined, or answered with the mismatch) */
+  char mismatch[FAIL_TEXT];     /* "" until a join carried another shrink digest */
+  int refusing;                 /* a grow's root that admits nobody: every join is answered with `mismatch` */
   int abort_fd;                 /* a grow's root: readable once the communicator it serves from is aborted; else -1 */
   struct tally_sockaddr *watch; /* a shrink's root: each survivor's recovery listener (len 0: not watched) */
+  unsigned char *dead;          /* a shrink's root: per survivor, 1 once its listener refused before it joined */
+  int ndead;
   uint64_t next_watch_ns;
 };
 
@@ -58,27 +59,22 @@ static void refuse(int fd, uint32_t nranks, const char *text, double timeout_s) 
   close(fd);
 }
 
-/* Answers every rank joined so far with root->refusal. */
-static void refuse_joined(struct root *root) {
-  for (int r = 0; r < root->nranks; r++)
-    if (root->fds[r] >= 0) {
-      refuse(root->fds[r], (uint32_t)root->nranks, root->refusal, root->timeout_s);
-      root->fds[r] = -1;
-    }
-}
-
 /* A shrink's join with another digest: from now on every join is answered with the mismatch, those
  * kept so far at once, and the root stops once `expect` (or more, if the joins said so) are. */
 static int root_mismatch(struct root *root, int fd, uint32_t nranks, const char *from) {
-  if (!root->refusal[0]) {
-    snprintf(root->refusal, sizeof root->refusal,
+  if (!root->mismatch[0]) {
+    snprintf(root->mismatch, sizeof root->mismatch,
              "%sthe survivors passed different exclude lists to tally_comm_shrink: a rank at %s (%u survivors in "
              "its list) disagrees with the shrink's root (%d in its list); every survivor must pass the same list",
              mismatch_prefix, from, nranks, root->expect);
-    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", root->refusal + strlen(mismatch_prefix));
-    refuse_joined(root);
+    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", root->mismatch + strlen(mismatch_prefix));
+    for (int r = 0; r < root->nranks; r++)
+      if (root->fds[r] >= 0) {
+        refuse(root->fds[r], (uint32_t)root->nranks, root->mismatch, root->timeout_s);
+        root->fds[r] = -1;
+      }
   }
-  refuse(fd, nranks, root->refusal, root->timeout_s);
+  refuse(fd, nranks, root->mismatch, root->timeout_s);
   root->kept++;
   int want = root->expect > root->nranks ? root->expect : root->nranks;
   if ((int)nranks > want) want = (int)nranks;
@@ -92,11 +88,11 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
   struct tally_peer_info info;
   if (tally_bootstrap_parse_join(payload, &rank, &nranks, &info, why, whylen) != 0) return 0;
   if (root->refusing) {
-    refuse(fd, nranks, root->refusal, root->timeout_s);
+    refuse(fd, nranks, root->mismatch, root->timeout_s);
     root->kept++;
     return 1;
   }
-  if (root->refusal[0] || info.shrink_digest != root->job.shrink_digest) return root_mismatch(root, fd, nranks, from);
+  if (root->mismatch[0] || info.shrink_digest != root->job.shrink_digest) return root_mismatch(root, fd, nranks, from);
   if (root->nranks == 0) {
     root->fds = malloc(nranks * sizeof *root->fds);
     root->entries = calloc(nranks, TALLY_BOOTSTRAP_ENTRY_BYTES);
@@ -106,7 +102,7 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
     }
     for (uint32_t i = 0; i < nranks; i++) root->fds[i] = -1;
     root->nranks = (int)nranks;
-    root->want = (int)nranks;
+    root->want = (int)nranks - root->ndead;
   }
   if ((int)nranks != root->nranks) {
     snprintf(why, whylen,
@@ -124,41 +120,6 @@ static int root_admit(void *ctx, int fd, const unsigned char *payload, const cha
   root->joined++;
   TLOG_TRACE(TALLY_SUBSYS_BOOT, "root: rank %u of %u joined from %s", rank, nranks, from);
   return 1;
-}
-
-/* A shrink's root, while it waits (tally_auth_watch_fn): a survivor that has not joined and whose
- * recovery listener refuses connections is dead (the kernel closed the socket with its process), so
- * waiting for it would only end at TALLY_TIMEOUT. The root then answers every join, those made and
- * those still to come from the living, with a failure naming the dead by their number among the
- * survivors ("missing: 3"), which tally_bootstrap_join returns as TALLY_ERR_REMOTE. A survivor that
- * is alive but slow answers the probe (its listener is open), and is waited for as before. */
-static void root_watch(void *ctx) {
-  enum { WATCH_EVERY_MS = 200, PROBE_MS = 100 };
-  struct root *root = ctx;
-  uint64_t now = tally_now_ns();
-  if (!root->watch || root->refusal[0] || now < root->next_watch_ns) return;
-  root->next_watch_ns = now + WATCH_EVERY_MS * 1000000ull;
-  char dead[FAIL_TEXT / 2] = "";
-  int ndead = 0;
-  for (int i = 0; i < root->expect && strlen(dead) < sizeof dead - 16; i++) {
-    if (root->watch[i].len == 0 || (root->nranks > i && root->fds[i] >= 0)) continue;
-    int fd;
-    tally_result_t r = tally_net_connect_listening(&root->watch[i], tally_deadline_after(PROBE_MS / 1000.0), -1, &fd);
-    if (r == TALLY_SUCCESS) close(fd);
-    if (r != TALLY_ERR_REMOTE) continue; /* alive, or unknown (a slow network): waited for */
-    snprintf(dead + strlen(dead), sizeof dead - strlen(dead), " %d", i);
-    ndead++;
-  }
-  if (ndead == 0) return;
-  snprintf(root->refusal, sizeof root->refusal,
-           "%s%s of the survivors (numbered in order among them) died during tally_comm_shrink: nothing listens on "
-           "its recovery port any more; shrink again without it; missing:%s",
-           died_prefix, ndead == 1 ? "one" : "some", dead);
-  TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", root->refusal + strlen(died_prefix));
-  refuse_joined(root);
-  root->refusing = 1;
-  int living = root->expect - ndead;
-  root->want = living > root->kept ? living : root->kept;
 }
 
 /* Sends every joined rank either the table or the reason the job cannot start. */
@@ -181,14 +142,56 @@ static void root_reply(struct root *root, const char *failure) {
   free(msg);
 }
 
+/* A shrink's root, while it waits (tally_auth_watch_fn): a survivor that has not joined and whose
+ * recovery listener refuses connections is dead (the kernel closed the socket with its process), so
+ * waiting for it would only end at TALLY_TIMEOUT. The root then waits only for the living, and
+ * answers them all at once with a failure naming the dead (root_main). All at once, so that no
+ * survivor starts its next shrink while this root still accepts joins: those joins wait in the
+ * listener's queue for the next root. A survivor that is alive but slow answers the probe (its
+ * listener is open) and is waited for as before. */
+static void root_watch(void *ctx) {
+  enum { WATCH_EVERY_MS = 200, PROBE_MS = 100 };
+  struct root *root = ctx;
+  uint64_t now = tally_now_ns();
+  if (!root->watch || root->mismatch[0] || now < root->next_watch_ns) return;
+  root->next_watch_ns = now + WATCH_EVERY_MS * 1000000ull;
+  for (int i = 0; i < root->expect; i++) {
+    if (root->watch[i].len == 0 || root->dead[i] || (root->nranks > i && root->fds[i] >= 0)) continue;
+    int fd;
+    tally_result_t r = tally_net_connect_listening(&root->watch[i], tally_deadline_after(PROBE_MS / 1000.0), -1, &fd);
+    if (r == TALLY_SUCCESS) close(fd);
+    if (r != TALLY_ERR_REMOTE) continue; /* alive, or unknown (a slow network): waited for */
+    root->dead[i] = 1;
+    root->ndead++;
+    TLOG_WARN(TALLY_SUBSYS_BOOT, "root: survivor %d of the shrink died before joining: %s", i, tally_error_message());
+  }
+  if (root->nranks > 0) root->want = root->nranks - root->ndead;
+}
+
+/* The answer to the living survivors of a shrink some of whose survivors died. */
+static void reply_died(struct root *root) {
+  char text[FAIL_TEXT];
+  int len = snprintf(text, sizeof text,
+                     "%s%s of the survivors (numbered in order among them) died during tally_comm_shrink: nothing "
+                     "listens on %s recovery port any more; shrink again without %s; missing:",
+                     died_prefix, root->ndead == 1 ? "one" : "some", root->ndead == 1 ? "its" : "their",
+                     root->ndead == 1 ? "it" : "them");
+  for (int i = 0; i < root->expect && len < (int)sizeof text - 16; i++)
+    if (root->dead[i]) len += snprintf(text + len, sizeof text - (size_t)len, " %d", i);
+  TLOG_WARN(TALLY_SUBSYS_BOOT, "root: %s", text + strlen(died_prefix));
+  root_reply(root, text);
+}
+
 static void *root_main(void *arg) {
   struct root *root = arg;
   root->want = root->refusing ? root->expect : 1;
   uint64_t deadline = tally_deadline_after(root->timeout_s);
   tally_result_t r = tally_auth_accept(root->listen_fd, root->job.secret, TALLY_PURPOSE_BOOTSTRAP, &root->want,
                                        deadline, root->abort_fd, root_admit, root_watch, root);
-  if (root->refusal[0]) {
+  if (root->mismatch[0]) {
     /* every join was answered as it came */
+  } else if (r == TALLY_SUCCESS && root->ndead > 0) {
+    reply_died(root);
   } else if (r == TALLY_SUCCESS) {
     root_reply(root, NULL);
   } else if (root->nranks > 0) {
@@ -211,6 +214,7 @@ static void *root_main(void *arg) {
   free(root->fds);
   free(root->entries);
   free(root->watch);
+  free(root->dead);
   free(root);
   return NULL;
 }
@@ -221,9 +225,12 @@ static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, 
   struct root *root = calloc(1, sizeof *root);
   if (root && watch) {
     root->watch = malloc((size_t)expect * sizeof *watch);
+    root->dead = calloc((size_t)expect, 1);
     if (root->watch) memcpy(root->watch, watch, (size_t)expect * sizeof *watch);
   }
-  if (!root || (watch && !root->watch)) {
+  if (!root || (watch && (!root->watch || !root->dead))) {
+    if (root) free(root->watch);
+    if (root) free(root->dead);
     free(root);
     close(listen_fd);
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory starting the bootstrap root");
@@ -235,7 +242,7 @@ static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, 
   root->abort_fd = abort_fd;
   if (refusal) {
     root->refusing = 1;
-    snprintf(root->refusal, sizeof root->refusal, "%s%s", mismatch_prefix, refusal);
+    snprintf(root->mismatch, sizeof root->mismatch, "%s%s", mismatch_prefix, refusal);
   }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -246,6 +253,7 @@ static tally_result_t root_start(const struct tally_job_id *job, int listen_fd, 
   if (err != 0) {
     close(listen_fd);
     free(root->watch);
+    free(root->dead);
     free(root);
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start the bootstrap root thread: %s", strerror(err));
   }
