@@ -126,29 +126,43 @@ static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally
   }
 }
 
-static tally_result_t board_run(struct tally_comm *c, const struct tally_coll_desc *d) {
+/* Writes this rank's `bytes` of `data` (may be 0) and the call's fingerprint into its slot of the
+ * next call's set, counts itself in, waits for every rank and checks their fingerprints; *set is
+ * the set used. */
+static tally_result_t meet(struct tally_comm *c, const struct tally_coll_desc *d, const void *data, size_t bytes,
+                           int *set) {
   struct tally_board *b = c->board;
   uint32_t call = b->calls++;
-  int set = (int)(call & 1);
+  *set = (int)(call & 1);
   uint32_t expected = (uint32_t)c->nranks * (call / 2 + 1);
-  size_t bytes = d->count * tally_datatype_size(d->datatype);
-  struct board_slot *mine = tally_board_slot(b->page, set, c->rank);
+  struct board_slot *mine = tally_board_slot(b->page, *set, c->rank);
   struct tally_msg_header call_header;
   tally_header_fill(&call_header, d, c->seq);
-  call_header.bytes = bytes;
+  call_header.bytes = d->count * tally_datatype_size(d->datatype);
   tally_header_encode(&call_header, mine->fingerprint);
-  if (bytes) memcpy(mine->data, d->sendbuf, bytes);
+  if (bytes) memcpy(mine->data, data, bytes);
   atomic_store_explicit(&mine->call, call + 1, memory_order_release);
-  if (atomic_fetch_add_explicit(&b->page->arrived[set].count, 1, memory_order_acq_rel) + 1 == expected)
-    tally_board_futex_wake_all(&b->page->arrived[set].count);
-  tally_result_t r = wait_for_everyone(c, d, set, call, expected);
+  if (atomic_fetch_add_explicit(&b->page->arrived[*set].count, 1, memory_order_acq_rel) + 1 == expected)
+    tally_board_futex_wake_all(&b->page->arrived[*set].count);
+  tally_result_t r = wait_for_everyone(c, d, *set, call, expected);
   for (int peer = 0; r == TALLY_SUCCESS && peer < c->nranks; peer++)
-    if (peer != c->rank) r = tally_header_check(tally_board_slot(b->page, set, peer)->fingerprint, &call_header, peer);
-  if (r != TALLY_SUCCESS) return r; /* collectives.c reports it to the others: tally_board_fail */
+    if (peer != c->rank) r = tally_header_check(tally_board_slot(b->page, *set, peer)->fingerprint, &call_header, peer);
+  return r; /* a failure: collectives.c reports it to the others (tally_board_fail) */
+}
+
+tally_result_t tally_board_meet(struct tally_comm *c, const struct tally_coll_desc *d) {
+  int set;
+  return meet(c, d, NULL, 0, &set);
+}
+
+static tally_result_t board_run(struct tally_comm *c, const struct tally_coll_desc *d) {
+  size_t bytes = d->count * tally_datatype_size(d->datatype);
+  int set;
+  TALLY_CHECK(meet(c, d, d->sendbuf, d->coll == TALLY_COLL_BARRIER ? 0 : bytes, &set));
   if (d->coll == TALLY_COLL_BARRIER || bytes == 0) return TALLY_SUCCESS;
   /* a set's slots lie one after another */
-  tally_reduce_in_order(d->recvbuf, tally_board_slot(b->page, set, 0)->data, sizeof(struct board_slot), c->nranks,
-                        d->count, d->datatype, d->op);
+  tally_reduce_in_order(d->recvbuf, tally_board_slot(c->board->page, set, 0)->data, sizeof(struct board_slot),
+                        c->nranks, d->count, d->datatype, d->op);
   return TALLY_SUCCESS;
 }
 

@@ -21,6 +21,12 @@ tally_result_t tally_board_open(struct tally_comm *comm, uint64_t deadline);
  * barrier. */
 int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
+/* A barrier on the board for the call `desc` (the shared-buffer algorithm's phases, shared.h):
+ * counts this rank in with the call's fingerprint, waits for every rank (abort, failures reported
+ * on the board, dead ranks and TALLY_TIMEOUT end the wait, naming who did not arrive) and checks
+ * that every rank is in the same call. */
+tally_result_t tally_board_meet(struct tally_comm *comm, const struct tally_coll_desc *desc);
+
 extern const struct tally_algorithm tally_board_algorithm;
 
 #endif

@@ -105,6 +105,26 @@ Test(collectives, rhd_across_hosts) {
   unsetenv("TALLY_ALGO");
 }
 
+/* The shared-buffer algorithm (one host, through the board's areas) for allreduce, allgather,
+ * reduce-scatter and broadcast: every datatype and op, in place and not, several roots, and the
+ * multi-MiB case, which takes many rounds of an area each. */
+static int shared_four(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  return coll_all_cases(comm, rank, n, "allreduce") + coll_all_cases(comm, rank, n, "allgather") +
+         coll_all_cases(comm, rank, n, "reduce_scatter") + coll_all_cases(comm, rank, n, "broadcast");
+}
+
+#define SHARED_TEST(n)                                                                                   \
+  Test(collectives, shared_##n##_ranks) {                                                                \
+    setenv("TALLY_ALGO", "allreduce:shared;allgather:shared;reducescatter:shared;broadcast:shared;ring", 1); \
+    cr_assert_eq(harness_run(n, 240, shared_four, NULL), 0, "some rank failed (see stderr)");            \
+    unsetenv("TALLY_ALGO");                                                                              \
+  }
+SHARED_TEST(2)
+SHARED_TEST(3)
+SHARED_TEST(5)
+SHARED_TEST(8)
+
 /* Two ring channels (TALLY_RING_CHANNELS=2): allreduce on the forward and the reverse ring at once,
  * every datatype and op, over shared memory and TCP; 2 ranks keep one ring (both would share a
  * connection). */

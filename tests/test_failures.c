@@ -166,6 +166,24 @@ Test(failures, kill_first_of_eight) { kill_one_of_eight(0); }
 Test(failures, kill_middle_of_eight) { kill_one_of_eight(4); }
 Test(failures, kill_last_of_eight) { kill_one_of_eight(7); }
 
+/* The same failures on the shared-buffer algorithm, whose waits are the host board's meets: a
+ * count mismatch, a peer that exits, one that never calls, an abort, and a kill in mid-stream. */
+#define ON_SHARED(name, call)                         \
+  Test(failures, shared_##name) {                     \
+    setenv("TALLY_ALGO", "allreduce:shared", 1);      \
+    call;                                             \
+    unsetenv("TALLY_ALGO");                           \
+  }
+ON_SHARED(mismatched_counts, cr_assert_eq(harness_run(2, 60, mismatched_counts, NULL), 0))
+ON_SHARED(peer_exits, cr_assert_eq(harness_run(2, 60, peer_exits, NULL), 0))
+ON_SHARED(abort_from_another_thread, cr_assert_eq(harness_run(2, 60, threaded_abort_from_watchdog, NULL), 0))
+ON_SHARED(kill_middle_of_eight, kill_one_of_eight(4))
+ON_SHARED(timeout_names_the_wait, {
+  setenv("TALLY_TIMEOUT", "1", 1);
+  cr_assert_eq(harness_run(2, 60, peer_never_calls, NULL), 0);
+  unsetenv("TALLY_TIMEOUT");
+})
+
 Test(failures, one_comm_two_threads) { cr_assert_eq(harness_run(2, 60, threaded_one_comm_two_threads, NULL), 0); }
 
 /* tally_comm_init_rank_config: a per-communicator timeout wins over TALLY_TIMEOUT. */

@@ -21,8 +21,16 @@
 enum { OPEN_SECONDS = 5 };
 #define BOARD_MAGIC 0x54414c4c59424f44ull /* "TALLYBOD" */
 
+size_t tally_board_big_bytes(int nranks) {
+  enum { MOST = 256 * 1024, ALL_AREAS = 4 * 1024 * 1024, PAGE = 4096 };
+  size_t each = ALL_AREAS / ((size_t)nranks + 1) / PAGE * PAGE;
+  return each < MOST ? each : MOST;
+}
+
 static size_t page_bytes(int nranks) {
-  return sizeof(struct board_page) + 2 * (size_t)nranks * sizeof(struct board_slot);
+  /* the slots end on a 64-byte boundary (their alignment), the areas start there */
+  return sizeof(struct board_page) + 2 * (size_t)nranks * sizeof(struct board_slot) +
+         ((size_t)nranks + 1) * tally_board_big_bytes(nranks);
 }
 
 void tally_board_futex_wake_all(_Atomic uint32_t *word) {
@@ -48,6 +56,7 @@ static tally_result_t create_page(struct tally_comm *c, struct tally_board *b) {
   b->page->comm_id = c->comm_id;
   b->page->nranks = (uint32_t)c->nranks;
   b->page->slot_bytes = TALLY_BOARD_SLOT_BYTES;
+  b->page->big_bytes = (uint32_t)tally_board_big_bytes(c->nranks);
   b->page->pid[0] = (int32_t)getpid();
   atomic_store_explicit(&b->page->magic, BOARD_MAGIC, memory_order_release);
   return TALLY_SUCCESS;
@@ -84,7 +93,7 @@ static tally_result_t open_page(struct tally_comm *c, struct tally_board *b, uin
     usleep(100);
   }
   if (b->page->comm_id != c->comm_id || b->page->nranks != (uint32_t)c->nranks ||
-      b->page->slot_bytes != TALLY_BOARD_SLOT_BYTES)
+      b->page->slot_bytes != TALLY_BOARD_SLOT_BYTES || b->page->big_bytes != tally_board_big_bytes(c->nranks))
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s describes another communicator", b->name);
   b->page->pid[c->rank] = (int32_t)getpid();
   return TALLY_SUCCESS;

@@ -7,6 +7,8 @@
  *   page header   magic, communicator id, ranks, slot size, each rank's pid, `failed`
  *   arrived[2]    arrival counters, one per set of slots, each on its own cache line (futex words)
  *   slots[2][n]   per rank: the call it has arrived at, the call's fingerprint, its input
+ *   big[n + 1]    the shared-buffer algorithm's areas (algorithms/shared.h): one per rank, then
+ *                 one for results, each `big_bytes` (tally_board_big_bytes)
  *
  * Call c (counted per communicator on every rank alike) uses set c % 2 and is complete once
  * arrived[c % 2] has reached n * (c / 2 + 1). */
@@ -30,7 +32,7 @@ struct board_slot {
 
 struct board_page {
   uint64_t comm_id;
-  uint32_t nranks, slot_bytes;
+  uint32_t nranks, slot_bytes, big_bytes;
   int32_t pid[TALLY_BOARD_MAX_RANKS];
   _Atomic uint64_t failed; /* 0, or the first failure reported: code, 1 + reporter, 1 + culprit */
   _Atomic uint64_t magic;  /* BOARD_MAGIC once the fields above are written */
@@ -51,6 +53,16 @@ struct tally_board {
 
 static inline struct board_slot *tally_board_slot(struct board_page *page, int set, int rank) {
   return &page->slots[(size_t)set * page->nranks + (size_t)rank];
+}
+
+/* The size of each big area on a board of `nranks`: 256 KiB, less where n + 1 of them would pass
+ * 4 MiB (a multiple of 4 KiB). */
+size_t tally_board_big_bytes(int nranks);
+
+/* Big area `i`: 0 <= i < nranks, rank i's; nranks, the results'. */
+static inline unsigned char *tally_board_big(struct board_page *page, int i) {
+  unsigned char *first = (unsigned char *)&page->slots[2 * (size_t)page->nranks];
+  return first + (size_t)i * page->big_bytes;
 }
 
 /* Wakes every rank sleeping on `word`; sleeps on it while it still reads `seen`, at most `ms`. */

@@ -15,8 +15,8 @@
   "expected parts separated by ';', each [collective:][^]algorithm[,algorithm...], for example " \
   "allreduce:rhd,ring;broadcast:tree"
 
-static const char *const algo_names[TALLY_NUM_ALGOS] = {"ring",     "tree",  "rhd",    "hier",    "board",
-                                                        "pairwise", "bruck", "direct", "binomial"};
+static const char *const algo_names[TALLY_NUM_ALGOS] = {"ring",     "tree",  "rhd",    "hier",     "board",
+                                                        "pairwise", "bruck", "direct", "binomial", "shared"};
 
 /* The collectives TALLY_ALGO can name, spelt as in NCCL_ALGO; barrier (NULL) is not among them. */
 static const char *const coll_names[TALLY_NUM_COLLS] = {[TALLY_COLL_ALLREDUCE] = "allreduce",

@@ -33,6 +33,7 @@ enum tally_algo_id {
   TALLY_ALGO_BRUCK,    /* alltoall: Bruck's log2 p exchanges of packed blocks */
   TALLY_ALGO_DIRECT,   /* gather, scatter: every block straight to or from the root */
   TALLY_ALGO_BINOMIAL, /* gather, scatter: a binomial tree, log2 p levels */
+  TALLY_ALGO_SHARED,   /* one host: rounds through the host board's shared areas (algorithms/shared.h) */
   TALLY_NUM_ALGOS
 };
 

@@ -183,6 +183,21 @@ double tally_cost_binomial_gather(const struct tally_cost_params *m, int p, size
   return t;
 }
 
+double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll, int p, size_t bytes,
+                         size_t area_bytes) {
+  double S = (double)bytes, copy = TALLY_COST_SHARED_COPY_SHARE * m->beta_us_per_byte;
+  double reduce = (double)(p - 1) / p * S * m->gamma_us_per_byte;
+  size_t per_round = coll == TALLY_COLL_ALLGATHER ? bytes / (size_t)p : bytes;
+  double meets = 2.0 * (double)((per_round + area_bytes - 1) / area_bytes) * m->alpha_us;
+  switch (coll) {
+    case TALLY_COLL_ALLREDUCE: return meets + 2 * S * copy + reduce;
+    case TALLY_COLL_REDUCE_SCATTER: return meets + S * copy + reduce;
+    case TALLY_COLL_ALLGATHER: return meets + (S / p + S) * copy;
+    case TALLY_COLL_BROADCAST: return meets + 2 * S * copy;
+    default: return TALLY_COST_NOT_MODELLED;
+  }
+}
+
 static double predict_ring(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m, size_t c) {
   switch (coll) {
     case TALLY_COLL_ALLREDUCE: return tally_cost_ring_allreduce(m, p, bytes);
@@ -232,6 +247,8 @@ static double predict_nontrivial(enum tally_algo_id algo, enum tally_coll coll, 
     case TALLY_ALGO_BINOMIAL:
       return coll == TALLY_COLL_GATHER || coll == TALLY_COLL_SCATTER ? tally_cost_binomial_gather(m, p, bytes)
                                                                     : TALLY_COST_NOT_MODELLED;
+    case TALLY_ALGO_SHARED: /* chunk_bytes is the area's size */
+      return chunk_bytes ? tally_cost_shared(m, coll, p, bytes, chunk_bytes) : TALLY_COST_NOT_MODELLED;
     default: return TALLY_COST_NOT_MODELLED;
   }
 }

@@ -61,6 +61,16 @@
  * pay it once and o p-2 times: they win on small blocks once p is large enough (with o = alpha/4,
  * from p = 16 for Bruck), the direct forms on large blocks (every byte moves once).
  *
+ * Shared (one host, algorithms/shared.h): rounds of at most A bytes per rank (the board's area),
+ * each round two meets costing alpha each, and the copies between a rank's buffers and the shared
+ * areas. A message on the local link is copied twice (into the FIFO by its sender, out by its
+ * receiver), so one copy of a byte is priced beta / 2 (TALLY_COST_SHARED_COPY_SHARE x beta):
+ *   allreduce       2 R alpha + 2 S c + (p-1)/p S gamma        R = ceil(S / A); in, reduce, out
+ *   reduce-scatter  2 R alpha + S c + (p-1)/p S gamma          R = ceil(S / A)
+ *   allgather       2 R alpha + (S/p + S) c                    R = ceil(S/p / A)
+ *   broadcast       2 R alpha + 2 S c                          R = ceil(S / A); the root's, then the others'
+ * with c = TALLY_COST_SHARED_COPY_SHARE x beta.
+ *
  * Not modelled: hier and board (their cost depends on the hosts and their ranks, which the tuner
  * knows), barrier, rhd broadcast and reduce, tree allgather and reduce-scatter.
  */
@@ -106,6 +116,12 @@ double tally_cost_pairwise_alltoall(const struct tally_cost_params *m, int p, si
 double tally_cost_bruck_alltoall(const struct tally_cost_params *m, int p, size_t bytes);
 double tally_cost_direct_gather(const struct tally_cost_params *m, int p, size_t bytes);
 double tally_cost_binomial_gather(const struct tally_cost_params *m, int p, size_t bytes);
+/* The shared-buffer algorithm's formulas above; `area_bytes` is A. */
+double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll, int p, size_t bytes,
+                         size_t area_bytes);
+
+/* The share of a local message's beta that one copy of a byte costs (a message is two copies). */
+#define TALLY_COST_SHARED_COPY_SHARE 0.5
 
 /* o / alpha: the posting cost of a message among several posted together, as a share of a lone
  * message's alpha (not calibrated: an estimate; on the machine where it was chosen, 8 ranks on 2

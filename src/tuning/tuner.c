@@ -4,6 +4,8 @@
  * the communicator's measured link parameters (comm->link_cost, calibrate.h), and runs the fastest.
  *   - board: small allreduces and barriers on a single host run on the shared-memory board first
  *            whenever it suits them (one round; the model does not cover it);
+ *   - shared: on a single host with a board, priced with the area's size as its round
+ *            (cost_model.h) against the local link's ring, tree and halving-doubling;
  *   - flat algorithms (ring, tree) are costed on the slowest link they cross: the network's
  *     parameters when the job spans several hosts, else the local ones;
  *   - rhd round by round where hosts of equal power-of-two size run consecutive ranks: the near
@@ -17,6 +19,7 @@
 #include "tuner.h"
 
 #include "algorithms/board.h"
+#include "algorithms/shared.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -25,18 +28,19 @@ static const struct tally_algorithm *const algorithms[TALLY_NUM_ALGOS] = {
     [TALLY_ALGO_RHD] = &tally_rhd_algorithm,   [TALLY_ALGO_HIER] = &tally_hier_algorithm,
     [TALLY_ALGO_BOARD] = &tally_board_algorithm, [TALLY_ALGO_PAIRWISE] = &tally_pairwise_algorithm,
     [TALLY_ALGO_BRUCK] = &tally_bruck_algorithm,   [TALLY_ALGO_DIRECT] = &tally_direct_algorithm,
-    [TALLY_ALGO_BINOMIAL] = &tally_binomial_algorithm};
+    [TALLY_ALGO_BINOMIAL] = &tally_binomial_algorithm, [TALLY_ALGO_SHARED] = &tally_shared_algorithm};
 
 /* The algorithms implemented for each collective (the ring runs all but alltoall, gather and scatter,
  * which have their own). */
 static unsigned implemented(enum tally_coll coll) {
   unsigned ring = TALLY_ALGO_BIT(TALLY_ALGO_RING), hier = TALLY_ALGO_BIT(TALLY_ALGO_HIER);
   unsigned tree = TALLY_ALGO_BIT(TALLY_ALGO_TREE), rhd = TALLY_ALGO_BIT(TALLY_ALGO_RHD);
+  unsigned shared = TALLY_ALGO_BIT(TALLY_ALGO_SHARED);
   switch (coll) {
-    case TALLY_COLL_ALLREDUCE: return ring | tree | rhd | hier | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
+    case TALLY_COLL_ALLREDUCE: return ring | tree | rhd | hier | TALLY_ALGO_BIT(TALLY_ALGO_BOARD) | shared;
     case TALLY_COLL_ALLGATHER:
-    case TALLY_COLL_REDUCE_SCATTER: return ring | hier | rhd;
-    case TALLY_COLL_BROADCAST:
+    case TALLY_COLL_REDUCE_SCATTER: return ring | hier | rhd | shared;
+    case TALLY_COLL_BROADCAST: return ring | tree | shared;
     case TALLY_COLL_REDUCE: return ring | tree;
     case TALLY_COLL_BARRIER: return ring | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
     case TALLY_COLL_ALLTOALL: return TALLY_ALGO_BIT(TALLY_ALGO_PAIRWISE) | TALLY_ALGO_BIT(TALLY_ALGO_BRUCK) | hier;
@@ -80,6 +84,7 @@ static int can_run(const struct tally_comm *comm, const struct tally_coll_desc *
     case TALLY_ALGO_TREE: return tally_tree_suits(comm, d);
     case TALLY_ALGO_RHD: return comm->rhd_ready && tally_rhd_suits(comm, d);
     case TALLY_ALGO_BOARD: return tally_board_suits(comm, d);
+    case TALLY_ALGO_SHARED: return tally_shared_suits(comm, d);
     case TALLY_ALGO_HIER:
       if (comm->local.size == 0) return 0;
       if (d->coll == TALLY_COLL_ALLTOALL) return comm->hosts_in_rank_order && comm->topo.nhosts > 1;
@@ -169,6 +174,10 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
   const struct tally_cost_params *m = flat_link(comm);
   *chunk = largest;
   if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, d->coll, S) : TALLY_COST_NOT_MODELLED;
+  if (algo == TALLY_ALGO_SHARED) { /* can_run: there is a board */
+    *chunk = 0;
+    return tally_cost_predict(algo, d->coll, p, S, m, comm->board->page->big_bytes);
+  }
   if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
     /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */
     return tally_cost_ring_allgather(m, p, S * (size_t)p) + (p - 1) * (double)S * m->gamma_us_per_byte;

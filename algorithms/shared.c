@@ -1,0 +1,129 @@
+/* The shared-buffer algorithm (shared.h): allreduce, reduce-scatter, allgather and broadcast for
+ * ranks that all live on one host, through the big areas of the host board (comm/board_page.h),
+ * in rounds of at most one area per rank. Each round has two phases separated by a board meet
+ * (tally_board_meet, a barrier that also checks every rank runs the same call):
+ *
+ *   allreduce       1: copy this round's piece of the input into my area
+ *                   2: reduce my 1/p slice of it from every rank's area into the results' area
+ *                   3: copy the whole piece out of the results' area
+ *   reduce-scatter  1: copy this round's piece of each of the p blocks into my area
+ *                   2: reduce my block's pieces from every rank's area straight into recvbuf
+ *   allgather       1: copy this round's piece of my block into my area
+ *                   2: copy every rank's piece out to its block of recvbuf
+ *   broadcast       1: the root copies this round's piece into its area
+ *                   2: the others copy it out
+ *
+ * A meet follows phases 1 and 2 (allreduce: 1 and 2; its phase 3 only reads the results' area,
+ * which nobody writes before the next round's first meet). So nobody overwrites an area another
+ * rank still reads: one round's writes start only after every rank has left the previous round's
+ * reads. Each slice is reduced once, in rank order, by one rank, so every rank gets the same bits.
+ *
+ * Memory traffic per rank, S the vector (allreduce): S copied in, S read and S/p written to
+ * reduce, S copied out: 3S read and about 2S written, however many ranks; the ring moves
+ * 2(p-1)/p S through FIFOs, each byte copied in by one rank and out by another. */
+#include "shared.h"
+
+#include <string.h>
+
+#include "board.h"
+#include "core/error.h"
+#include "core/reduce.h"
+
+/* Elements [first, first + n) of a piece of `count` split in p near-equal slices: slice `i`. */
+static void slice_of(size_t count, int p, int i, size_t *first, size_t *n) {
+  *first = count * (size_t)i / (size_t)p;
+  *n = count * (size_t)(i + 1) / (size_t)p - *first;
+}
+
+static tally_result_t shared_allreduce(struct tally_comm *c, const struct tally_coll_desc *d) {
+  struct board_page *page = c->board->page;
+  size_t size = tally_datatype_size(d->datatype), per_round = page->big_bytes / size;
+  int p = c->nranks;
+  unsigned char *mine = tally_board_big(page, c->rank), *results = tally_board_big(page, p);
+  size_t stride = (size_t)page->big_bytes;
+  for (size_t done = 0; done < d->count; done += per_round) {
+    size_t n = d->count - done < per_round ? d->count - done : per_round, first, len;
+    memcpy(mine, (const unsigned char *)d->sendbuf + done * size, n * size);
+    TALLY_CHECK(tally_board_meet(c, d));
+    slice_of(n, p, c->rank, &first, &len);
+    if (len)
+      tally_reduce_in_order(results + first * size, tally_board_big(page, 0) + first * size, stride, p, len,
+                            d->datatype, d->op);
+    TALLY_CHECK(tally_board_meet(c, d));
+    memcpy((unsigned char *)d->recvbuf + done * size, results, n * size);
+  }
+  return TALLY_SUCCESS;
+}
+
+/* count is the block each rank ends with; sendbuf holds p blocks. */
+static tally_result_t shared_reduce_scatter(struct tally_comm *c, const struct tally_coll_desc *d) {
+  struct board_page *page = c->board->page;
+  int p = c->nranks;
+  size_t size = tally_datatype_size(d->datatype), block = d->count * size;
+  size_t per_round = page->big_bytes / (size * (size_t)p); /* elements of each block per round */
+  unsigned char *mine = tally_board_big(page, c->rank);
+  const unsigned char *in = d->sendbuf;
+  for (size_t done = 0; done < d->count; done += per_round) {
+    size_t n = d->count - done < per_round ? d->count - done : per_round;
+    for (int j = 0; j < p; j++) memcpy(mine + (size_t)j * n * size, in + (size_t)j * block + done * size, n * size);
+    TALLY_CHECK(tally_board_meet(c, d));
+    tally_reduce_in_order((unsigned char *)d->recvbuf + done * size,
+                          tally_board_big(page, 0) + (size_t)c->rank * n * size, page->big_bytes, p, n, d->datatype,
+                          d->op);
+    TALLY_CHECK(tally_board_meet(c, d));
+  }
+  return TALLY_SUCCESS;
+}
+
+/* count is the block each rank contributes; recvbuf holds p blocks. */
+static tally_result_t shared_allgather(struct tally_comm *c, const struct tally_coll_desc *d) {
+  struct board_page *page = c->board->page;
+  int p = c->nranks;
+  size_t size = tally_datatype_size(d->datatype), block = d->count * size, per_round = page->big_bytes / size;
+  unsigned char *out = d->recvbuf;
+  for (size_t done = 0; done < d->count; done += per_round) {
+    size_t n = d->count - done < per_round ? d->count - done : per_round;
+    memcpy(tally_board_big(page, c->rank), (const unsigned char *)d->sendbuf + done * size, n * size);
+    TALLY_CHECK(tally_board_meet(c, d));
+    for (int j = 0; j < p; j++) memcpy(out + (size_t)j * block + done * size, tally_board_big(page, j), n * size);
+    TALLY_CHECK(tally_board_meet(c, d));
+  }
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t shared_broadcast(struct tally_comm *c, const struct tally_coll_desc *d) {
+  struct board_page *page = c->board->page;
+  size_t size = tally_datatype_size(d->datatype), per_round = page->big_bytes / size;
+  unsigned char *area = tally_board_big(page, d->root);
+  if (c->rank == d->root && d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, d->count * size);
+  for (size_t done = 0; done < d->count; done += per_round) {
+    size_t n = d->count - done < per_round ? d->count - done : per_round;
+    if (c->rank == d->root) memcpy(area, (const unsigned char *)d->sendbuf + done * size, n * size);
+    TALLY_CHECK(tally_board_meet(c, d));
+    if (c->rank != d->root) memcpy((unsigned char *)d->recvbuf + done * size, area, n * size);
+    TALLY_CHECK(tally_board_meet(c, d));
+  }
+  return TALLY_SUCCESS;
+}
+
+static tally_result_t shared_run(struct tally_comm *c, const struct tally_coll_desc *d) {
+  switch (d->coll) {
+    case TALLY_COLL_ALLREDUCE: return shared_allreduce(c, d);
+    case TALLY_COLL_REDUCE_SCATTER: return shared_reduce_scatter(c, d);
+    case TALLY_COLL_ALLGATHER: return shared_allgather(c, d);
+    case TALLY_COLL_BROADCAST: return shared_broadcast(c, d);
+    default:
+      return TALLY_ERROR(TALLY_ERR_UNSUPPORTED, "the shared-buffer algorithm does not run %s",
+                         tally_coll_name(d->coll));
+  }
+}
+
+int tally_shared_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  if (!comm->board) return 0;
+  size_t size = tally_datatype_size(desc->datatype);
+  /* reduce-scatter puts a piece of every block in an area: each piece must hold an element */
+  size_t need = desc->coll == TALLY_COLL_REDUCE_SCATTER ? size * (size_t)comm->nranks : size;
+  return need <= comm->board->page->big_bytes;
+}
+
+const struct tally_algorithm tally_shared_algorithm = {.name = "shared", .id = TALLY_ALGO_SHARED, .run = shared_run};
