@@ -159,7 +159,7 @@ int run_sweep(tally_comm_t comm, const struct options *o);
  * the reduction collectives, pairwise bruck hier for alltoall, direct binomial for gather and
  * scatter. `bandwidth` is the one the summary takes for the large sizes (ring, pairwise, direct),
  * `latency` (bits of the indexes) those it compares with it at the smallest size. */
-enum { SWEEP_ALGOS = 5 }; /* the most any collective has */
+enum { SWEEP_ALGOS = 6 }; /* the most any collective has */
 struct sweep_algos {
   int n;
   const char *names[SWEEP_ALGOS];

@@ -12,7 +12,7 @@
  * by repetition, one algorithm after the other: a noisy spell on this shared machine slows them
  * all alike instead of whichever ran during it.
  *
- * Which algorithms: sweep_algos_for (the reduction collectives' five, alltoall's three, gather's
+ * Which algorithms: sweep_algos_for (the reduction collectives' six, alltoall's three, gather's
  * and scatter's two).
  *
  * The library runs another (the ring, pairwise, direct) instead of a forced algorithm that cannot
@@ -31,7 +31,7 @@
 
 /* The bandwidth algorithm is the first of each; the latency ones tree and rhd, bruck, binomial. */
 static const struct sweep_algos tuned_algos = {
-    .n = 5, .names = {"ring", "tree", "rhd", "hier", "board"}, .bandwidth = 0, .latency = (1u << 1) | (1u << 2)};
+    .n = 6, .names = {"ring", "tree", "rhd", "hier", "board", "shared"}, .bandwidth = 0, .latency = (1u << 1) | (1u << 2)};
 static const struct sweep_algos alltoall_algos = {
     .n = 3, .names = {"pairwise", "bruck", "hier"}, .bandwidth = 0, .latency = 1u << 1};
 static const struct sweep_algos rooted_algos = {
