@@ -20,6 +20,7 @@
 #define BRUCK TALLY_ALGO_BIT(TALLY_ALGO_BRUCK)
 #define DIRECT TALLY_ALGO_BIT(TALLY_ALGO_DIRECT)
 #define BINOMIAL TALLY_ALGO_BIT(TALLY_ALGO_BINOMIAL)
+#define SHARED TALLY_ALGO_BIT(TALLY_ALGO_SHARED)
 #define MiB (1024 * 1024)
 
 /* Every word of the NULL-terminated list appears in the last error message. */
@@ -53,7 +54,7 @@ Test(algo_spec, everything_allowed_by_default_auto_and_the_old_hier) {
   expect_everywhere("AUTO", TALLY_ALGO_ALL);
   expect_everywhere("hier", TALLY_ALGO_ALL);
   expect_everywhere(" Hier ", TALLY_ALGO_ALL);
-  cr_assert_eq(TALLY_ALGO_ALL, RING | TREE | RHD | HIER | BOARD | PAIRWISE | BRUCK | DIRECT | BINOMIAL);
+  cr_assert_eq(TALLY_ALGO_ALL, RING | TREE | RHD | HIER | BOARD | PAIRWISE | BRUCK | DIRECT | BINOMIAL | SHARED);
 }
 
 Test(algo_spec, one_list_applies_to_every_collective) {
@@ -113,6 +114,7 @@ Test(algo_spec, names) {
   cr_assert_str_eq(tally_algo_name(TALLY_ALGO_BRUCK), "bruck");
   cr_assert_str_eq(tally_algo_name(TALLY_ALGO_DIRECT), "direct");
   cr_assert_str_eq(tally_algo_name(TALLY_ALGO_BINOMIAL), "binomial");
+  cr_assert_str_eq(tally_algo_name(TALLY_ALGO_SHARED), "shared");
   cr_assert_str_eq(tally_algo_name(TALLY_NUM_ALGOS), "unknown");
 }
 
@@ -128,7 +130,7 @@ static void expect_algo_refused(const char *text, const char *const *words) {
 }
 
 Test(algo_spec, unknown_algorithm_lists_the_valid_ones) {
-  const char *const *valid = WORDS("ring, tree, rhd, hier, board, pairwise, bruck, direct, binomial", "auto");
+  const char *const *valid = WORDS("ring, tree, rhd, hier, board, pairwise, bruck, direct, binomial, shared", "auto");
   expect_algo_refused("ringg", valid);
   expect_message_words("ringg", WORDS("unknown algorithm 'ringg'"));
   expect_algo_refused("allreduce:ring,nccl", valid);
@@ -166,10 +168,10 @@ Test(algo_spec, a_collective_named_twice) {
 }
 
 Test(algo_spec, a_part_that_allows_nothing) {
-  expect_algo_refused("^ring,tree,rhd,hier,board,pairwise,bruck,direct,binomial",
+  expect_algo_refused("^ring,tree,rhd,hier,board,pairwise,bruck,direct,binomial,shared",
                       WORDS("no algorithm", "the collectives it applies to"));
   expect_algo_refused("allreduce:^auto", WORDS("no algorithm", "allreduce", "'allreduce:^auto'"));
-  expect_algo_refused("ring;reduce:^ring,tree,rhd,hier,board,pairwise,bruck,direct,binomial", WORDS("no algorithm", "reduce"));
+  expect_algo_refused("ring;reduce:^ring,tree,rhd,hier,board,pairwise,bruck,direct,binomial,shared", WORDS("no algorithm", "reduce"));
 }
 
 /* ---- the cost model ------------------------------------------------------------------------- */

@@ -105,9 +105,9 @@ expect_text "TALLY_ALGO message lists the algorithms" "TALLY_ALGO.*treee.*ring"
 # instead: board past its small sizes, hier on one host), the fastest and the tuner's choice.
 json=$(mktemp)
 check "tally-perf --sweep -N 3" 0 "$bin/tally-perf" allreduce --sweep -N 3 -b 8 -e 1M -f 131072 -n 2 -w 1 --repeat 2 -J "$json"
-expect_text "sweep columns" "size \\(B\\) +ring +tree +rhd +hier +board +best +choice +predicted +measured +choice/best"
-expect_text "sweep row at 8 B" "^ +8 +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +[0-9.]+ +[a-z]+ +(ring|tree|rhd|board) "
-expect_text "sweep row at 1 MiB, board cannot run it" "^ +1048576 +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[a-z]+ +(ring|tree|rhd) "
+expect_text "sweep columns" "size \\(B\\) +ring +tree +rhd +hier +board +shared +best +choice +predicted +measured +choice/best"
+expect_text "sweep row at 8 B" "^ +8 +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +[0-9.]+ +[0-9.]+ +[a-z]+ +(ring|tree|rhd|board|shared) "
+expect_text "sweep row at 1 MiB, board cannot run it" "^ +1048576 +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +[0-9.]+ +[a-z]+ +(ring|tree|rhd|shared) "
 expect_text "sweep model table" "^ +1048576 +ring +([0-9.]+|-) +[0-9.]+ +([0-9.]+|-)$"
 expect_text "sweep tuner summary" "^# Tuner's worst size \\([0-9]+ B\\), its choice over the best: .* = [0-9.]+$"
 expect_text "sweep smallest size summary" "^# Smallest size \\(8 B\\), the better of tree and rhd over the ring: .* = [0-9.]+$"
@@ -118,7 +118,7 @@ grep -q '"mode": "sweep"' "$json" && grep -q '"choice": "' "$json" && grep -q '"
 rm -f "$json"
 check "tally-perf --sweep under tally-run" 0 "$bin/tally-run" -n 4 "$bin/tally-perf" broadcast --sweep -b 64 -e 128 -n 2 -w 1 --repeat 1 -r 1
 expect_text "sweep skips what the library refuses" "^# Not run: rhd, hier, board: TALLY_ALGO leaves broadcast only algorithms"
-expect_text "sweep broadcast rows" "^ +128 +[0-9.]+ +[0-9.]+ +(ring|tree) +(ring|tree) "
+expect_text "sweep broadcast rows" "^ +128 +[0-9.]+ +[0-9.]+ +[0-9.]+ +(ring|tree|shared) +(ring|tree|shared) "
 # Alltoall's algorithms are pairwise, bruck and hier (hier needs two hosts: '-' on one); gather's
 # and scatter's direct and binomial.
 json=$(mktemp)

@@ -247,8 +247,6 @@ static double predict_nontrivial(enum tally_algo_id algo, enum tally_coll coll, 
     case TALLY_ALGO_BINOMIAL:
       return coll == TALLY_COLL_GATHER || coll == TALLY_COLL_SCATTER ? tally_cost_binomial_gather(m, p, bytes)
                                                                     : TALLY_COST_NOT_MODELLED;
-    case TALLY_ALGO_SHARED: /* chunk_bytes is the area's size */
-      return chunk_bytes ? tally_cost_shared(m, coll, p, bytes, chunk_bytes) : TALLY_COST_NOT_MODELLED;
     default: return TALLY_COST_NOT_MODELLED;
   }
 }

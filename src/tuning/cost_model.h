@@ -71,8 +71,9 @@
  *   broadcast       2 R alpha + 2 S c                          R = ceil(S / A); the root's, then the others'
  * with c = TALLY_COST_SHARED_COPY_SHARE x beta.
  *
- * Not modelled: hier and board (their cost depends on the hosts and their ranks, which the tuner
- * knows), barrier, rhd broadcast and reduce, tree allgather and reduce-scatter.
+ * Not modelled by tally_cost_predict: hier, board and shared (their cost depends on the hosts and
+ * their ranks, or the board's areas, which the tuner knows; it prices hier and shared itself),
+ * barrier, rhd broadcast and reduce, tree allgather and reduce-scatter.
  */
 #ifndef TALLY_COST_MODEL_H
 #define TALLY_COST_MODEL_H

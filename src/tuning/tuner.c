@@ -176,7 +176,7 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
   if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, d->coll, S) : TALLY_COST_NOT_MODELLED;
   if (algo == TALLY_ALGO_SHARED) { /* can_run: there is a board */
     *chunk = 0;
-    return tally_cost_predict(algo, d->coll, p, S, m, comm->board->page->big_bytes);
+    return p > 1 && S > 0 ? tally_cost_shared(m, d->coll, p, S, comm->board->page->big_bytes) : 0.0;
   }
   if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
     /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */
