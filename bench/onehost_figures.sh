@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The one-host figures of the README: Tally against Open MPI (../shared/anchors, shared memory) for
+# allreduce, allgather, reduce-scatter and broadcast on N = 2, 4 and 8 ranks, every power of two
+# from 4 KiB to 64 MiB, float32, busbw medians of REPEAT runs (default 3), the two taking turns;
+# the ratio tally/mpi per size, the largest drop of Tally's busbw from one size to the next, and
+# what the tuner ran. Then the physical references measured in the same run: one core's memcpy
+# bandwidth (perf bench mem memcpy) and one-stream loopback TCP (iperf3) against Tally over TCP on 2
+# ranks at 64 MiB.
+# usage: bench/onehost_figures.sh [BUILD [REPEAT [RANKS [COLLS]]]]   (from the repository root)
+#   RANKS default "2 4 8", COLLS default "allreduce allgather reducescatter broadcast"
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+repeat=${2:-3}
+ranks=${3:-2 4 8}
+colls=${4:-allreduce allgather reducescatter broadcast}
+perf=$build/tally-perf
+anchor=${ANCHORS:-$root/../shared/anchors}/run.sh
+[ -x "$perf" ] || { echo "onehost_figures.sh: $perf is missing; build first" >&2; exit 2; }
+minb=4096 maxb=67108864
+raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
+median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+iters=20
+
+for n in $ranks; do
+  for coll in $colls; do
+    anchor_coll=$coll; [ "$coll" = broadcast ] && anchor_coll=bcast
+    key="$coll-$n"
+    for _ in $(seq "$repeat"); do
+      # size, busbw (out of place)
+      TALLY_DEBUG=INFO TALLY_DEBUG_SUBSYS=TUNE "$perf" "$coll" -N "$n" -b $minb -e $maxb -n "$iters" -w 3 \
+        2>"$raw/log" | awk '$1 ~ /^[0-9]+$/ {print $1, $8}' >>"$raw/$key.tally"
+      grep -o "[0-9]* bytes per rank on $n ranks: [a-z]*" "$raw/log" | awk '{print $1, $NF}' >>"$raw/$key.algo" || true
+      "$anchor" mpi "$n" $minb $maxb "$iters" "$anchor_coll" 2>/dev/null |
+        awk '$1 ~ /^[0-9]+$/ {print $1, $7}' >>"$raw/$key.mpi"
+    done
+    printf "\n# %s float32, %d ranks, busbw GB/s, medians of %d runs\n" "$coll" "$n" "$repeat"
+    printf "%10s %9s %9s %7s %8s  %s\n" bytes tally mpi ratio drop algorithm
+    prev=""
+    for size in $(awk '{print $1}' "$raw/$key.tally" | sort -n -u); do
+      t=$(awk -v s="$size" '$1==s {print $2}' "$raw/$key.tally" | median)
+      m=$(awk -v s="$size" '$1==s {print $2}' "$raw/$key.mpi" | median)
+      # the bytes per rank the tuner logged: the vector for allreduce and broadcast, a block otherwise
+      per_rank=$size
+      case $coll in allgather | reducescatter) per_rank=$((size / n)) ;; esac
+      algo=$(awk -v s="$per_rank" '$1==s {print $2}' "$raw/$key.algo" | sort | uniq -c | sort -rn | awk 'NR==1 {print $2}')
+      awk -v s="$size" -v t="$t" -v m="$m" -v p="$prev" -v a="${algo:--}" 'BEGIN {
+        drop = (p != "" && p > 0) ? 1 - t / p : 0
+        printf "%10d %9.3f %9.3f %7.2f %7.0f%%  %s\n", s, t, m, (m > 0 ? t / m : 0), (drop > 0 ? 100 * drop : 0), a }'
+      prev=$t
+    done
+  done
+done
+
+echo
+if command -v perf >/dev/null; then # linux-perf: one core's memcpy of 64 MiB, glibc's default
+  bw=$(for _ in $(seq "$repeat"); do perf bench mem memcpy -s 64MB -l 5 -f default 2>/dev/null | awk '/GB\/sec/ {print $1}'; done | median)
+  echo "# one core's memcpy bandwidth at 64 MiB (perf bench mem memcpy, median of $repeat): $bw GB/s"
+fi
+if command -v iperf3 >/dev/null; then
+  for _ in $(seq "$repeat"); do
+    TALLY_TRANSPORT=tcp "$perf" allreduce -N 2 -b $maxb -e $maxb -n 10 -w 2 | awk '$1 ~ /^[0-9]+$/ {print $8}' >>"$raw/tcp"
+    iperf3 -s -1 -p 5299 >/dev/null 2>&1 &
+    sleep 0.5
+    iperf3 -c 127.0.0.1 -p 5299 -t 3 -f g 2>/dev/null | awk '/receiver/ {print $(NF-2) / 8}' >>"$raw/iperf"
+    wait || true
+  done
+  t=$(median <"$raw/tcp"); i=$(median <"$raw/iperf")
+  awk -v t="$t" -v i="$i" -v r="$repeat" 'BEGIN {
+    printf "# TCP, 2 ranks, 64 MiB allreduce busbw %.2f GB/s against one-stream loopback iperf3 %.2f GB/s: %.2f (medians of %d)\n",
+      t, i, (i > 0 ? t / i : 0), r }'
+fi
