@@ -33,14 +33,17 @@ HOSTS_TEST(6, 3) /* 2 hosts of 3 */
 HOSTS_TEST(5, 2) /* 2, 2 and 1: uneven */
 HOSTS_TEST(7, 3) /* 3, 3 and 1: uneven */
 
+/* `n` ranks run `body` (a harness body, given `arg`) with TALLY_ALGO set to `algo`. */
+#define FORCED_TEST(name, algo, n, body, arg)                                                  \
+  Test(collectives, name) {                                                                   \
+    setenv("TALLY_ALGO", algo, 1);                                                            \
+    cr_assert_eq(harness_run(n, 240, body, arg), 0, "some rank failed (see stderr)");         \
+    unsetenv("TALLY_ALGO");                                                                   \
+  }
+
 /* Recursive halving-doubling allreduce (TALLY_ALGO=allreduce:rhd) on powers of two and not: the fold and
  * unfold of the extra ranks, uneven blocks, every datatype and op. */
-#define RHD_TEST(n)                                                                                     \
-  Test(collectives, rhd_allreduce_##n##_ranks) {                                                        \
-    setenv("TALLY_ALGO", "allreduce:rhd", 1);                                                           \
-    cr_assert_eq(harness_run(n, 240, coll_all_cases, "allreduce"), 0, "some rank failed (see stderr)"); \
-    unsetenv("TALLY_ALGO");                                                                             \
-  }
+#define RHD_TEST(n) FORCED_TEST(rhd_allreduce_##n##_ranks, "allreduce:rhd", n, coll_all_cases, "allreduce")
 RHD_TEST(2)
 RHD_TEST(3)
 RHD_TEST(4)
@@ -78,12 +81,9 @@ static int rhd_gather_and_scatter(tally_comm_t comm, int rank, int n, void *arg)
   return coll_all_cases(comm, rank, n, "allgather") + coll_all_cases(comm, rank, n, "reduce_scatter");
 }
 
-#define RHD_AG_RS_TEST(n)                                                                                \
-  Test(collectives, rhd_allgather_reduce_scatter_##n##_ranks) {                                          \
-    setenv("TALLY_ALGO", "allgather:rhd;reducescatter:rhd;ring", 1);                                     \
-    cr_assert_eq(harness_run(n, 240, rhd_gather_and_scatter, NULL), 0, "some rank failed (see stderr)"); \
-    unsetenv("TALLY_ALGO");                                                                              \
-  }
+#define RHD_AG_RS_TEST(n)                                                                                  \
+  FORCED_TEST(rhd_allgather_reduce_scatter_##n##_ranks, "allgather:rhd;reducescatter:rhd;ring", n, rhd_gather_and_scatter, \
+              NULL)
 RHD_AG_RS_TEST(2)
 RHD_AG_RS_TEST(3)
 RHD_AG_RS_TEST(4)
@@ -114,12 +114,9 @@ static int shared_four(tally_comm_t comm, int rank, int n, void *arg) {
          coll_all_cases(comm, rank, n, "reduce_scatter") + coll_all_cases(comm, rank, n, "broadcast");
 }
 
-#define SHARED_TEST(n)                                                                                   \
-  Test(collectives, shared_##n##_ranks) {                                                                \
-    setenv("TALLY_ALGO", "allreduce:shared;allgather:shared;reducescatter:shared;broadcast:shared;ring", 1); \
-    cr_assert_eq(harness_run(n, 240, shared_four, NULL), 0, "some rank failed (see stderr)");            \
-    unsetenv("TALLY_ALGO");                                                                              \
-  }
+#define SHARED_TEST(n)                                                                                         \
+  FORCED_TEST(shared_##n##_ranks, "allreduce:shared;allgather:shared;reducescatter:shared;broadcast:shared;ring", n, \
+              shared_four, NULL)
 SHARED_TEST(2)
 SHARED_TEST(3)
 SHARED_TEST(5)
