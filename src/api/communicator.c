@@ -29,6 +29,7 @@
 #include "registry.h"
 #include "stats.h"
 #include "tuning/calibrate.h"
+#include "tuning/clock_offset.h"
 #include "tuning/tuner.h"
 
 /* What the device path and the algorithms keep (stream queue, IPC window, board), then the rest. */
@@ -122,6 +123,17 @@ tally_result_t tally_comm_open(struct tally_comm *c, struct tally_peer_info *me)
   return TALLY_SUCCESS;
 }
 
+/* TALLY_TRACE: the clocks aligned with rank 0's, then the writer started (after calibration, whose
+ * messages are not the user's). */
+static tally_result_t start_trace(struct tally_comm *c) {
+  int64_t offset_ns;
+  uint64_t error_ns;
+  tally_result_t r = tally_clock_offset_measure(c, &offset_ns, &error_ns);
+  if (r != TALLY_SUCCESS) return TALLY_ERROR(r, "TALLY_TRACE: aligning the clocks with rank 0: %s", tally_error_message());
+  tally_trace_open(c, offset_ns, error_ns);
+  return TALLY_SUCCESS;
+}
+
 tally_result_t tally_comm_finish(struct tally_comm *c, const struct tally_comm *parent, uint64_t deadline) {
   tally_result_t r = build_job_topology(c);
   if (r == TALLY_SUCCESS && c->nranks > 1) {
@@ -134,6 +146,7 @@ tally_result_t tally_comm_finish(struct tally_comm *c, const struct tally_comm *
     memcpy(c->link_cost, parent->link_cost, sizeof c->link_cost);
   else if (r == TALLY_SUCCESS)
     r = tally_calibrate(c);
+  if (r == TALLY_SUCCESS && c->cfg.trace_dir[0]) r = start_trace(c);
   if (r == TALLY_SUCCESS && c->nranks > 1) r = tally_board_open(c, deadline);
   if (r == TALLY_SUCCESS) r = tally_registry_add(c);
   if (r != TALLY_SUCCESS) return r;

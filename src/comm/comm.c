@@ -145,6 +145,7 @@ const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *
 }
 
 void tally_comm_free(struct tally_comm *c) {
+  tally_trace_close(c);
   tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);
   if (c->recovery_fd >= 0) close(c->recovery_fd);
