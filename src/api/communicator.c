@@ -123,8 +123,8 @@ tally_result_t tally_comm_open(struct tally_comm *c, struct tally_peer_info *me)
   return TALLY_SUCCESS;
 }
 
-/* TALLY_TRACE: the clocks aligned with rank 0's, then the writer started (after calibration, whose
- * messages are not the user's). */
+/* TALLY_TRACE: the clocks aligned with rank 0's, then the writer started (last: the messages of
+ * calibration and of the board's agreement are not the user's). */
 static tally_result_t start_trace(struct tally_comm *c) {
   int64_t offset_ns;
   uint64_t error_ns;
@@ -146,8 +146,8 @@ tally_result_t tally_comm_finish(struct tally_comm *c, const struct tally_comm *
     memcpy(c->link_cost, parent->link_cost, sizeof c->link_cost);
   else if (r == TALLY_SUCCESS)
     r = tally_calibrate(c);
-  if (r == TALLY_SUCCESS && c->cfg.trace_dir[0]) r = start_trace(c);
   if (r == TALLY_SUCCESS && c->nranks > 1) r = tally_board_open(c, deadline);
+  if (r == TALLY_SUCCESS && c->cfg.trace_dir[0]) r = start_trace(c);
   if (r == TALLY_SUCCESS) r = tally_registry_add(c);
   if (r != TALLY_SUCCESS) return r;
   char text[80], links[128];
