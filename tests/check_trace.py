@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Checks a directory of traces written by tests/test_trace.c (TALLY_TRACE) and tools/tally-trace on
-# them. usage: check_trace.py ring|rhd|tree|tool|threads DIR TALLY_TRACE_TOOL
+# them. usage: check_trace.py ring|rhd|tree|tool|threads DIR TALLY_TRACE_TOOL [TALLY_PERF]
 # Every mode validates each file: it parses as JSON, carries the required fields, and on each rank
 # the call spans are ordered and disjoint, every message span lies inside a call span and the spans
 # of one track are disjoint; clock offsets (one machine: one clock) are 0 within their error bound.
@@ -184,6 +184,9 @@ def png_size(path):
     return struct.unpack(">II", head[16:24])
 
 
+perf_tool = None  # tally-perf, for the tool mode's --plot checks
+
+
 def check_tool(tool, d):
     check_counters(tool, d)
     out = tempfile.mkdtemp(prefix="tally-trace-tool-")
@@ -205,6 +208,15 @@ def check_tool(tool, d):
                     "         1024          256  float    sum       5.00    0.205    0.205       0\n")
         run_tool(tool, "perfplot", perf, "--anchor", anchor, "-o", png)
         check(png_size(png) == (1200, 800) and os.path.getsize(png) > 5000, "perfplot: %s" % (png_size(png),))
+        if perf_tool:  # tally-perf --plot runs tally-trace perfplot on its JSON, beside the PNG
+            perf_png = os.path.join(out, "run.png")
+            p = subprocess.run([perf_tool, "allreduce", "-N", "2", "-b", "8", "-e", "64K", "-f", "8", "-n", "2",
+                                "-w", "1", "--plot", perf_png, "--plot-with", anchor], capture_output=True, text=True)
+            check(p.returncode == 0 and png_size(perf_png) == (1200, 800), "tally-perf --plot: status %d, %s: %s" % (
+                p.returncode, png_size(perf_png) if os.path.exists(perf_png) else "no PNG", p.stderr.strip()))
+            check(os.path.exists(os.path.join(out, "run.json")), "tally-perf --plot wrote no run.json")
+            p = subprocess.run([perf_tool, "allreduce", "--plot-with", anchor], capture_output=True, text=True)
+            check(p.returncode == 2 and "give --plot FILE.png too" in p.stderr, "--plot-with alone: %s" % p.stderr)
         # bad input: clear errors, status 1
         p = run_tool(tool, "summary", os.path.join(out, "missing"), expect=1)
         check("is not a directory" in p.stderr, "missing dir: %s" % p.stderr)
@@ -222,8 +234,12 @@ def check_tool(tool, d):
             f.write('[\n{"name":"x","ph":"X"},\n{broken\n{"name":"y","ph":"i"},\n')
         p = run_tool(tool, "summary", bad, expect=1)
         check("line 3 is not a trace event" in p.stderr, "malformed line: %s" % p.stderr)
-        p = run_tool(tool, "perfplot", anchor, "-o", png, expect=1)
-        check("not JSON" in p.stderr, "perfplot of a non-JSON file: %s" % p.stderr)
+        broken = os.path.join(out, "broken.json")
+        with open(broken, "w") as f:
+            f.write('{"tool": "tally-perf", "rows": [\n')
+        p = run_tool(tool, "perfplot", broken, "-o", png, expect=1)
+        check("broken.json: not JSON" in p.stderr, "perfplot of a broken JSON file: %s" % p.stderr)
+        run_tool(tool, "perfplot", perf, anchor, "-o", png)  # an anchor table given without --anchor
         p = run_tool(tool, "perfplot", perf, "--anchor", perf, "-o", png, expect=1)
         check("no rows of an nccl-tests style table" in p.stderr, "perfplot of a bad anchor: %s" % p.stderr)
         p = run_tool(tool, "plot", d, "-o", png, "--size", "huge", expect=1)
@@ -262,7 +278,9 @@ def check_threads(tool, d):
 
 
 def main():
+    global perf_tool
     mode, d, tool = sys.argv[1:4]
+    perf_tool = sys.argv[4] if len(sys.argv) > 4 else None
     files = trace_files(d)
     check(files, "no traces in %s" % d)
     for p in files:

@@ -74,17 +74,15 @@ static void traced_job(int n, int ranks_per_host, const char *algo, size_t count
   unsetenv("TALLY_TRACE");
   cr_assert_eq(failed, 0);
   char cmd[1024];
-  snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/check_trace.py %s %s %s/tools/tally-trace", TALLY_SOURCE_DIR, check, dir,
-           TALLY_SOURCE_DIR);
+  snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/check_trace.py %s %s %s/tools/tally-trace %s/tally-perf",
+           TALLY_SOURCE_DIR, check, dir, TALLY_SOURCE_DIR, TALLY_BINARY_DIR);
   int rc = system(cmd);
   cr_assert_eq(rc, 0, "%s failed (status %d); the traces are left in %s", cmd, rc, dir);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   cr_assert_eq(system(cmd), 0);
 }
 
-Test(trace, ring_on_two_hosts_validates_merges_and_matches_counters) {
-  traced_job(4, 2, "ring", 1 << 16, "ring");
-}
+Test(trace, ring_on_two_hosts_validates_merges_and_matches_counters) { traced_job(4, 2, "ring", 1 << 16, "ring"); }
 
 Test(trace, halving_doubling_traffic_matches_its_analytic_value) { traced_job(4, 4, "allreduce:rhd", 1 << 16, "rhd"); }
 
@@ -101,8 +99,8 @@ Test(trace, communicators_in_threads) {
   unsetenv("TALLY_TRACE");
   cr_assert_eq(failed, 0);
   char cmd[1024];
-  snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/check_trace.py threads %s %s/tools/tally-trace", TALLY_SOURCE_DIR, dir,
-           TALLY_SOURCE_DIR);
+  snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/tests/check_trace.py threads %s %s/tools/tally-trace",
+           TALLY_SOURCE_DIR, dir, TALLY_SOURCE_DIR);
   cr_assert_eq(system(cmd), 0, "%s failed; the traces are left in %s", cmd, dir);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   cr_assert_eq(system(cmd), 0);
