@@ -25,6 +25,7 @@
 #include "device/device.h"
 #include "device/device_call.h"
 #include "dispatch/dispatch.h"
+#include "flight_signal.h"
 #include "group.h"
 #include "registry.h"
 #include "stats.h"
@@ -71,6 +72,8 @@ tally_result_t tally_comm_new(struct tally_comm **out, int nranks, int rank, con
   c->p2p_sent = calloc((size_t)nranks, sizeof *c->p2p_sent);
   c->p2p_received = calloc((size_t)nranks, sizeof *c->p2p_received);
   memcpy(c->secret, secret, sizeof c->secret);
+  tally_flight_init(&c->flight, cfg->flight_signal);
+  if (cfg->flight_signal) tally_flight_signal_arm();
   if (c->abort_fd < 0 || !c->peers || !c->failed || !c->p2p_sent || !c->p2p_received) {
     tally_result_t r = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create a communicator of %d ranks: %s", nranks,
                                    c->abort_fd < 0 ? strerror(errno) : "out of memory");

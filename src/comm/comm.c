@@ -72,7 +72,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   } else {
     uint64_t now = tally_now_ns();
     if (w->idle_since == 0) w->idle_since = now;
-    if (comm->flight.current) comm->flight.current->waiting_for = w->waiting_for;
+    tally_flight_waiting_for(comm, w->waiting_for);
     uint64_t idle = now - w->idle_since, limit = w->timeout_ns + (w->upstream_waiting ? w->grace_ns : 0);
     if (idle >= limit) {
       w->timed_out = 1;
