@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The tracing figures of the README (issue 19), in one run: allreduce time on 2 ranks with
 # TALLY_TRACE unset against TALLY_TRACE set, at 8 B and 1 MiB, each the median of REPEAT runs
-# (default 5) taken in turns; and with --ddp, the DDP example on 4 ranks traced and drawn with
-# `tally-trace plot` (needs `make torch` first: PYTHONPATH=BUILD/python/lib).
+# (default 5) taken in turns; and with --ddp, the DDP example on 4 ranks (34 MB of parameters: two
+# gradient buckets a step) traced and drawn with `tally-trace plot` (needs `make torch` first:
+# PYTHONPATH=BUILD/python/lib).
 # usage: bench/trace_figures.sh [BUILD [REPEAT [--ddp PNG]]]   (from the repository root, after a build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,7 +37,7 @@ done
 if [ -n "$ddp_png" ]; then
   dir=$(mktemp -d)
   TALLY_TRACE=$dir PYTHONPATH="$build/python/lib" "$build/tally-run" -n 4 /usr/bin/python3 \
-    "$root/examples/ddp_train.py" --backend tally --steps 6 --warmup 1
+    "$root/examples/ddp_train.py" --backend tally --steps 5 --warmup 1 --width 2048 --layers 3 --batch 8
   "$build/tally-trace" plot "$dir" -o "$ddp_png" --size 1400x900
   "$build/tally-trace" summary "$dir"
   echo "# DDP timeline: $ddp_png (traces in $dir)"
