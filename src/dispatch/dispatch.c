@@ -89,7 +89,10 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
   size_t send_bytes, recv_bytes;
   tally_coll_buffer_bytes(d, comm->rank, comm->nranks, &send_bytes, &recv_bytes);
   if (comm->nranks == 1) {
+    uint64_t traced_from = comm->trace ? tally_now_ns() : 0;
     run_alone(d);
+    if (comm->trace)
+      tally_trace_call(comm, d->coll, TALLY_NUM_ALGOS, d, d->count, send_bytes, traced_from, tally_now_ns(), 0);
     count_call(comm, d->coll, TALLY_NUM_ALGOS, 1, send_bytes, start, tally_ticks());
   } else {
     tally_error_clear();
