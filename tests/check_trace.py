@@ -242,6 +242,13 @@ def check_tool(tool, d):
         run_tool(tool, "perfplot", perf, anchor, "-o", png)  # an anchor table given without --anchor
         p = run_tool(tool, "perfplot", perf, "--anchor", perf, "-o", png, expect=1)
         check("no rows of an nccl-tests style table" in p.stderr, "perfplot of a bad anchor: %s" % p.stderr)
+        p = run_tool(tool, "flight", empty, expect=1)
+        check("holds no tally-flight-*.txt" in p.stderr, "flight of an empty dir: %s" % p.stderr)
+        with open(os.path.join(empty, "tally-flight-0-0.txt"), "w") as f:
+            f.write("garbage\n")
+        p = run_tool(tool, "flight", empty, expect=1)
+        check("not a flight record file" in p.stderr, "flight of a malformed file: %s" % p.stderr)
+        os.remove(os.path.join(empty, "tally-flight-0-0.txt"))
         p = run_tool(tool, "plot", d, "-o", png, "--size", "huge", expect=1)
         check("WIDTHxHEIGHT" in p.stderr, "bad --size: %s" % p.stderr)
         # a rank that crashed: its file ends mid-line, without the closing bracket; it still loads

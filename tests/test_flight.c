@@ -79,7 +79,11 @@ Test(flight, records_of_a_timeout_point_at_the_stalled_rank) {
   cr_assert(strstr(rank0, "timed out"), "the failure's message is missing: %s", rank0);
   cr_assert(strlen(flight_file(dir, 1)) > 0, "rank 1 wrote no records");
   cr_assert_eq(strlen(flight_file(dir, 2)), 0, "rank 2 did not fail, yet wrote records");
+  /* merged, the records of all ranks point at rank 2 */
   char cmd[600];
+  snprintf(cmd, sizeof cmd, "%s/tools/tally-trace flight '%s' | grep -q -- '-> rank 2 wrote no records, and ranks 0, 1'",
+           TALLY_SOURCE_DIR, dir);
+  cr_assert_eq(system(cmd), 0, "tally-trace flight does not point at rank 2");
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   cr_assert_eq(system(cmd), 0);
 }
