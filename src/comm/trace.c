@@ -58,10 +58,45 @@ struct tally_trace {
 static int track_of(int peer, int is_send) { return 2 * peer + (is_send ? 0 : 1); }
 static int track_tid(int track) { return 1 + track; }
 
-/* "12.345" microseconds of rank 0's timebase for this process's monotonic `ns`. */
-static void put_us(FILE *f, const struct tally_trace *t, uint64_t ns) {
-  int64_t at = (int64_t)ns + t->offset_ns;
-  fprintf(f, "%s%lld.%03lld", at < 0 ? "-" : "", (long long)(llabs(at) / 1000), (long long)(llabs(at) % 1000));
+/* One event's line, built without stdio's formatting (the writer's cost per record is mostly this):
+ * the fields are integers and names, times integer nanoseconds written as microseconds. */
+struct line {
+  char text[640];
+  size_t len;
+};
+
+static void put(struct line *l, const char *s) {
+  size_t n = strlen(s);
+  if (n > sizeof l->text - l->len) n = sizeof l->text - l->len;
+  memcpy(l->text + l->len, s, n);
+  l->len += n;
+}
+
+static void put_u64(struct line *l, uint64_t v) {
+  char digits[24];
+  int n = 0;
+  do digits[n++] = (char)('0' + v % 10);
+  while ((v /= 10) && n < (int)sizeof digits);
+  while (n > 0 && l->len < sizeof l->text) l->text[l->len++] = digits[--n];
+}
+
+static void put_i64(struct line *l, int64_t v) {
+  if (v < 0) put(l, "-");
+  put_u64(l, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+}
+
+/* `ns` nanoseconds as microseconds: "12.345". */
+static void put_ns_as_us(struct line *l, int64_t ns) {
+  uint64_t a = ns < 0 ? 0 - (uint64_t)ns : (uint64_t)ns;
+  if (ns < 0) put(l, "-");
+  put_u64(l, a / 1000);
+  char frac[5] = {'.', (char)('0' + a % 1000 / 100), (char)('0' + a % 100 / 10), (char)('0' + a % 10), 0};
+  put(l, frac);
+}
+
+/* A time of this process's monotonic clock in rank 0's timebase, in microseconds. */
+static void put_time(struct line *l, const struct tally_trace *t, uint64_t ns) {
+  put_ns_as_us(l, (int64_t)ns + t->offset_ns);
 }
 
 /* `text` as a JSON string's contents (quotes, backslashes and control characters escaped). */
@@ -87,45 +122,84 @@ static void name_track(struct tally_trace *t, int track) {
           track_tid(track));
 }
 
+static void put_call(struct line *l, const struct tally_trace *t, const struct record *r) {
+  const char *kind = r->kind == TALLY_NUM_COLLS ? "point-to-point" : tally_coll_name(r->kind);
+  const char *algo = r->algo == TALLY_NUM_ALGOS ? "none" : tally_algo_name((enum tally_algo_id)r->algo);
+  const char *type = tally_datatype_name((tally_datatype_t)r->datatype);
+  put(l, "{\"name\":\"");
+  put(l, kind);
+  put(l, "\",\"cat\":\"call\",\"ph\":\"X\",\"pid\":");
+  put_i64(l, t->rank);
+  put(l, ",\"tid\":0,\"ts\":");
+  put_time(l, t, r->start_ns);
+  put(l, ",\"dur\":");
+  put_ns_as_us(l, (int64_t)(r->end_ns - r->start_ns));
+  put(l, ",\"args\":{\"seq\":");
+  put_u64(l, r->seq);
+  put(l, ",\"collective\":\"");
+  put(l, kind);
+  put(l, "\",\"algorithm\":\"");
+  put(l, algo);
+  put(l, "\",\"bytes\":");
+  put_u64(l, r->bytes);
+  put(l, ",\"count\":");
+  put_u64(l, r->count);
+  put(l, ",\"datatype\":\"");
+  put(l, r->kind == TALLY_NUM_COLLS ? "none" : (type ? type : "unknown"));
+  put(l, "\",\"chunk\":");
+  put_u64(l, r->chunk);
+  put(l, ",\"predicted_us\":");
+  if (r->predicted_us >= 0)
+    put_ns_as_us(l, (int64_t)(r->predicted_us * 1e3 + 0.5));
+  else
+    put(l, "null");
+  put(l, r->failed ? ",\"failed\":1}},\n" : ",\"failed\":0}},\n");
+}
+
+static void put_message(struct line *l, const struct tally_trace *t, const struct record *r, int track) {
+  int is_send = r->type == RECORD_SEND;
+  put(l, is_send ? "{\"name\":\"send\"" : "{\"name\":\"recv\"");
+  put(l, ",\"cat\":\"message\",\"ph\":\"X\",\"pid\":");
+  put_i64(l, t->rank);
+  put(l, ",\"tid\":");
+  put_i64(l, track_tid(track));
+  put(l, ",\"ts\":");
+  put_time(l, t, r->start_ns);
+  put(l, ",\"dur\":");
+  put_ns_as_us(l, (int64_t)(r->end_ns - r->start_ns));
+  put(l, ",\"args\":{\"seq\":");
+  put_u64(l, r->seq);
+  put(l, ",\"peer\":");
+  put_i64(l, r->peer);
+  put(l, is_send ? ",\"direction\":\"send\",\"bytes\":" : ",\"direction\":\"recv\",\"bytes\":");
+  put_u64(l, r->bytes);
+  put(l, ",\"transport\":\"");
+  put(l, t->slot_names[r->slot] ? t->slot_names[r->slot] : "unknown");
+  put(l, "\",\"posted_us\":");
+  put_time(l, t, r->posted_ns);
+  put(l, "}},\n");
+}
+
 static void write_record(struct tally_trace *t, const struct record *r) {
-  FILE *f = t->file;
+  struct line l;
+  l.len = 0;
   if (r->type == RECORD_CALL) {
-    const char *kind = r->kind == TALLY_NUM_COLLS ? "point-to-point" : tally_coll_name(r->kind);
-    const char *algo = r->algo == TALLY_NUM_ALGOS ? "none" : tally_algo_name((enum tally_algo_id)r->algo);
-    const char *type = tally_datatype_name((tally_datatype_t)r->datatype);
-    fprintf(f, "{\"name\":\"%s\",\"cat\":\"call\",\"ph\":\"X\",\"pid\":%d,\"tid\":0,\"ts\":", kind, t->rank);
-    put_us(f, t, r->start_ns);
-    fprintf(f, ",\"dur\":%.3f,\"args\":{\"seq\":%u,\"collective\":\"%s\",\"algorithm\":\"%s\",\"bytes\":%llu,",
-            (double)(r->end_ns - r->start_ns) / 1e3, r->seq, kind, algo, (unsigned long long)r->bytes);
-    fprintf(f, "\"count\":%llu,\"datatype\":\"%s\",\"chunk\":%llu,", (unsigned long long)r->count,
-            r->kind == TALLY_NUM_COLLS ? "none" : (type ? type : "unknown"), (unsigned long long)r->chunk);
-    if (r->predicted_us >= 0)
-      fprintf(f, "\"predicted_us\":%.3f,", r->predicted_us);
-    else
-      fprintf(f, "\"predicted_us\":null,");
-    fprintf(f, "\"failed\":%d}},\n", r->failed);
-    return;
+    put_call(&l, t, r);
+  } else {
+    int track = track_of(r->peer, r->type == RECORD_SEND);
+    name_track(t, track);
+    put_message(&l, t, r, track);
   }
-  int is_send = r->type == RECORD_SEND, track = track_of(r->peer, is_send);
-  name_track(t, track);
-  fprintf(f,
-          "{\"name\":\"%s\",\"cat\":\"message\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":", is_send ? "send" : "recv",
-          t->rank, track_tid(track));
-  put_us(f, t, r->start_ns);
-  fprintf(f,
-          ",\"dur\":%.3f,\"args\":{\"seq\":%u,\"peer\":%d,\"direction\":\"%s\",\"bytes\":%llu,\"transport\":\"%s\","
-          "\"posted_us\":",
-          (double)(r->end_ns - r->start_ns) / 1e3, r->seq, r->peer, is_send ? "send" : "recv",
-          (unsigned long long)r->bytes, t->slot_names[r->slot] ? t->slot_names[r->slot] : "unknown");
-  put_us(f, t, r->posted_ns);
-  fprintf(f, "}},\n");
+  fwrite(l.text, 1, l.len, t->file);
 }
 
 /* Writes out every published record and flushes the file (the writer's, or close's once it stopped). */
 static void drain(struct tally_trace *t) {
   uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
   uint64_t head = atomic_load_explicit(&t->head, memory_order_acquire);
+  flockfile(t->file);
   for (; tail < head; tail++) write_record(t, &t->ring[tail & (TRACE_RING_RECORDS - 1)]);
+  funlockfile(t->file);
   t->written += head - atomic_load_explicit(&t->tail, memory_order_relaxed);
   atomic_store_explicit(&t->tail, head, memory_order_release);
   fflush(t->file);
@@ -219,6 +293,7 @@ static FILE *open_file(const struct tally_comm *comm, char *path, size_t len) {
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
   if (!f && fd >= 0) close(fd);
+  if (f) setvbuf(f, NULL, _IOFBF, 1 << 18);
   return f;
 }
 
