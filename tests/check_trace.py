@@ -240,6 +240,12 @@ def check_tool(tool, d):
         p = run_tool(tool, "perfplot", broken, "-o", png, expect=1)
         check("broken.json: not JSON" in p.stderr, "perfplot of a broken JSON file: %s" % p.stderr)
         run_tool(tool, "perfplot", perf, anchor, "-o", png)  # an anchor table given without --anchor
+        with open(os.path.join(bad, "tally-0.json"), "w") as f:
+            f.write('[\n{"name":"tally_trace","ph":"M","pid":0,"tid":0,"args":{"rank":0,"nranks":1,'
+                    '"host_index":0,"comm_id":"0"}},\n{"name":"allreduce","cat":"call","ph":"X","pid":0,"tid":0,'
+                    '"ts":1,"dur":1,"args":{"seq":0}},\n]\n')
+        p = run_tool(tool, "summary", bad, expect=1)
+        check("a span without collective, algorithm" in p.stderr, "a call without its fields: %s" % p.stderr)
         p = run_tool(tool, "perfplot", perf, "--anchor", perf, "-o", png, expect=1)
         check("no rows of an nccl-tests style table" in p.stderr, "perfplot of a bad anchor: %s" % p.stderr)
         p = run_tool(tool, "flight", empty, expect=1)
