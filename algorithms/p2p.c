@@ -109,6 +109,14 @@ static tally_result_t post(struct tally_comm *comm, struct tally_p2p_msg *m) {
   return m->is_send ? tally_link_isend(comm, link, req) : tally_link_irecv(comm, link, req);
 }
 
+/* Traces the messages that completed (tally_link_done skips those already traced). */
+static void trace_done(struct tally_comm *comm, struct tally_p2p_msg *msgs, int n) {
+  for (int i = 0; i < n; i++)
+    if (msgs[i].req.done && msgs[i].peer != comm->rank)
+      tally_link_done(comm, msgs[i].is_send ? &comm->to[msgs[i].peer] : &comm->from[msgs[i].peer], &msgs[i].req,
+                      msgs[i].is_send);
+}
+
 /* The message this rank waits for: the first unfinished recv, else the first unfinished send. */
 static const struct tally_p2p_msg *holding_up(const struct tally_p2p_msg *msgs, int n) {
   for (int i = 0; i < n; i++)
@@ -160,8 +168,9 @@ tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs
   for (;;) {
     int now_done = 0;
     for (int i = 0; i < n; i++) now_done += msgs[i].req.done != 0;
-    if (now_done == n) return TALLY_SUCCESS;
     int moved = now_done != done;
+    if (moved && comm->trace) trace_done(comm, msgs, n);
+    if (now_done == n) return TALLY_SUCCESS;
     done = now_done;
     const struct tally_p2p_msg *held = holding_up(msgs, n);
     *failed_call = held->call;

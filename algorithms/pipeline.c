@@ -54,6 +54,7 @@ static void finish_recvs(struct pipeline_state *st, int *moved) {
     if (span->contrib)
       tally_reduce_apply(span->ptr, st->recv_req[st->recv_done % WINDOW].buf, span->contrib, n, d->datatype, d->op);
     if (span->finish_avg) tally_reduce_finish_avg(span->ptr, n, d->datatype, st->comm->nranks);
+    tally_link_done(st->comm, &st->ring->from_prev, &st->recv_req[st->recv_done % WINDOW], 0);
     st->recv_done++;
     *moved = 1;
   }
@@ -69,6 +70,7 @@ static int send_ready(const struct pipeline_state *st, size_t m) {
 static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
   const struct pipeline_plan *p = st->plan;
   while (st->send_done < st->send_posted && st->send_req[st->send_done % WINDOW].done) {
+    tally_link_done(st->comm, &st->ring->to_next, &st->send_req[st->send_done % WINDOW], 1);
     st->send_done++;
     *moved = 1; /* the loop may now be over: it must not block before it looks */
   }

@@ -220,7 +220,10 @@ static void fill_request(const struct tree_run *run, struct lane *lane, void *bu
 static tally_result_t post_sends(struct tree_run *run, int *moved) {
   for (int i = 0; i < run->nsends; i++) {
     struct lane *lane = &run->sends[i];
-    while (lane->done < lane->posted && lane->req[lane->done % WINDOW].done) lane->done++, *moved = 1;
+    while (lane->done < lane->posted && lane->req[lane->done % WINDOW].done) {
+      tally_link_done(run->comm, &lane->link, &lane->req[lane->done % WINDOW], 1);
+      lane->done++, *moved = 1;
+    }
     while (lane->posted < lane->total && lane->posted < lane->done + WINDOW) {
       struct message m = next_message(run, lane);
       const struct flow *f = &lane->flows[m.flow];
@@ -266,6 +269,7 @@ static void finish_recvs(struct tree_run *run, int *moved) {
         nd->arrived[f->child]++;
       else
         nd->received++;
+      tally_link_done(run->comm, &lane->link, &lane->req[lane->done % WINDOW], 0);
       lane->done++;
       *moved = 1;
     }

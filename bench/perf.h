@@ -26,6 +26,7 @@ typedef enum {
 } coll_t;
 enum { NUM_TUNED_COLLS = COLL_REDUCE + 1 }; /* the soak draws these */
 
+#define PERF_PLOT_MAX_WITH 16
 struct options {
   coll_t coll;
   size_t minbytes, maxbytes, stepbytes; /* stepbytes 0: multiply by factor */
@@ -44,7 +45,17 @@ struct options {
   int repeat;              /* --repeat: the sweep's timed loops per measurement (their median) */
   const char *ignored_algo; /* --sweep: the environment's TALLY_ALGO, which it replaces; NULL if unset */
   bool gpu;                 /* --gpu: buffers in GPU memory, calls on a CUDA stream */
+  const char *plot;         /* --plot: busbw against size drawn to this PNG (perf_plot.c); NULL: none */
+  const char *plot_with[PERF_PLOT_MAX_WITH]; /* --plot-with: earlier -J files or anchor tables drawn too */
+  int nplot_with;
+  char plot_json[4096];     /* --plot without -J: the JSON written beside the PNG (FILE.json) */
 };
+
+/* After the run, the process that holds the -J file (rank 0, or the parent of -N ranks) draws it with
+ * `tally-trace perfplot` (found beside this program, else on PATH); returns the exit status to use. */
+int perf_plot(const struct options *o, int status);
+/* --plot FILE.png without -J: the JSON goes to FILE.json. */
+void perf_plot_default_json(struct options *o);
 
 struct place_result {
   double time_us, algbw, busbw;
@@ -219,5 +230,7 @@ int run_forked(const struct options *o);
 tally_comm_t open_comm(const struct options *o);
 /* Whether a launcher (tally-run, mpirun, srun, torchrun) gave this process a rank variable. */
 bool launcher_env_present(void);
+/* This process's rank as the launcher's variables give it; -1 when none does. */
+int env_rank_guess(void);
 
 #endif

@@ -116,6 +116,10 @@ static void usage(FILE *f) {
           "  -T, --timeout SECONDS   with -N: kill the ranks after this long (default 600, 0: never;\n"
           "                          with --soak, default the soak's SECONDS + 600)\n"
           "  -J, --json FILE         also write the results to FILE as JSON\n"
+          "      --plot FILE.png     draw busbw against size (tally-trace perfplot, matplotlib) from the\n"
+          "                          -J file (FILE.json beside the PNG when there is no -J)\n"
+          "      --plot-with FILE    with --plot: also draw FILE, an earlier run's -J output or an\n"
+          "                          nccl-tests style table (e.g. /work/shared/anchors/run.sh's output)\n"
           "      --sweep             compare the algorithms: run the range once with each algorithm\n"
           "                          forced by TALLY_ALGO (ring tree rhd hier board; for alltoall\n"
           "                          pairwise bruck hier; for gather and scatter direct binomial; one\n"
@@ -256,7 +260,7 @@ void parse_args(int argc, char **argv, struct options *o) {
   o->repeat = SWEEP_DEFAULT_REPEAT;
   bool have_coll = false, have_timeout = false, have_seed = false, have_repeat = false, have_algo = false;
   int sweep_opt = 0; /* the last option seen that only the sweep uses */
-  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU };
+  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU, OPT_PLOT, OPT_PLOT_WITH };
 
   static const struct option longopts[] = {
       {"minbytes", required_argument, NULL, 'b'},   {"maxbytes", required_argument, NULL, 'e'},
@@ -269,6 +273,7 @@ void parse_args(int argc, char **argv, struct options *o) {
       {"soak", required_argument, NULL, OPT_SOAK},  {"seed", required_argument, NULL, OPT_SEED},
       {"algo", required_argument, NULL, 'a'},       {"sweep", no_argument, NULL, OPT_SWEEP},
       {"repeat", required_argument, NULL, OPT_REPEAT}, {"gpu", no_argument, NULL, OPT_GPU},
+      {"plot", required_argument, NULL, OPT_PLOT},  {"plot-with", required_argument, NULL, OPT_PLOT_WITH},
       {NULL, 0, NULL, 0},
   };
   opterr = 0;
@@ -298,6 +303,11 @@ void parse_args(int argc, char **argv, struct options *o) {
       break;
     case OPT_SWEEP: o->sweep = true; break;
     case OPT_GPU: o->gpu = true; break;
+    case OPT_PLOT: o->plot = optarg; break;
+    case OPT_PLOT_WITH:
+      if (o->nplot_with == PERF_PLOT_MAX_WITH) bad_arg("--plot-with: at most %d files", PERF_PLOT_MAX_WITH);
+      o->plot_with[o->nplot_with++] = optarg;
+      break;
     case OPT_REPEAT:
       o->repeat = (int)parse_int("--repeat", optarg, 1, SWEEP_MAX_REPEAT);
       have_repeat = true;
@@ -332,6 +342,9 @@ void parse_args(int argc, char **argv, struct options *o) {
   }
   if (o->gpu && (o->sweep || o->soak_seconds > 0))
     bad_arg("--gpu measures the size range only: drop --sweep or --soak");
+  if (o->nplot_with > 0 && !o->plot) bad_arg("--plot-with draws into --plot's picture: give --plot FILE.png too");
+  if (o->plot && o->soak_seconds > 0) bad_arg("--plot draws busbw against size; a --soak has no sizes: drop --plot");
+  if (o->plot) perf_plot_default_json(o);
   if (o->soak_seconds > 0) {
     if (o->sweep) bad_arg("--sweep and --soak are different runs: give one of them");
     if (sweep_opt != 0)

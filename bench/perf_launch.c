@@ -36,7 +36,7 @@ bool launcher_env_present(void) {
   return false;
 }
 
-static int env_rank_guess(void) {
+int env_rank_guess(void) {
   for (size_t i = 0; i < sizeof rank_vars / sizeof rank_vars[0]; i++) {
     const char *v = getenv(rank_vars[i]);
     if (v != NULL && v[0] != '\0') return atoi(v);

@@ -361,8 +361,8 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (o.soak_seconds > 0 && o.fork_ranks == 0 && !launcher_env_present()) o.fork_ranks = SOAK_DEFAULT_RANKS;
 
-  if (o.fork_ranks > 1) return run_forked(&o);
+  if (o.fork_ranks > 1) return perf_plot(&o, run_forked(&o));
 
   int status = run_rank(open_comm(&o), &o);
-  return status == STATUS_WRONG ? 1 : status;
+  return perf_plot(&o, status == STATUS_WRONG ? 1 : status);
 }

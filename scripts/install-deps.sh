@@ -2,7 +2,7 @@
 # Installs the Debian packages Tally needs to build, test and benchmark.
 # Idempotent: packages already present are not reinstalled; apt is only touched when one is missing.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libssl-dev libcriterion-dev libhwloc-dev libudev-dev libibverbs-dev librdmacm-dev iperf3 openmpi-bin iptables iproute2)
+packages=(build-essential cmake pkg-config libssl-dev libcriterion-dev libhwloc-dev libudev-dev libibverbs-dev librdmacm-dev iperf3 openmpi-bin iptables iproute2 python3-matplotlib)
 # `install-deps.sh fuzz` adds what `make fuzz` needs: clang, and libclang-rt-dev for libFuzzer and the
 # sanitizer runtimes (clang only recommends it, and recommends are not installed here).
 if [ "${1:-}" = fuzz ]; then packages+=(clang libclang-rt-dev); fi

@@ -12,7 +12,7 @@
 static void clear_env(void) {
   const char *vars[] = {"TALLY_TIMEOUT", "TALLY_SOCKET_IFNAME", "TALLY_TRANSPORT", "TALLY_ALGO", "TALLY_DEBUG",
                         "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_RING_CHANNELS", "TALLY_IB_HCA", "TALLY_IB_GID_INDEX",
-                        "TALLY_IB_REG_CACHE_MB", "TALLY_TUNING_FILE", "TALLY_TUNING_CACHE", "TALLY_CUDAIPC_MB", "TALLY_STAGING_CHUNK_MB", "TALLY_STATS", "TALLY_FLIGHT_RECORDS", "TALLY_FLIGHT_DIR", "TALLY_RANK",
+                        "TALLY_IB_REG_CACHE_MB", "TALLY_TUNING_FILE", "TALLY_TUNING_CACHE", "TALLY_CUDAIPC_MB", "TALLY_STAGING_CHUNK_MB", "TALLY_STATS", "TALLY_FLIGHT_RECORDS", "TALLY_FLIGHT_DIR", "TALLY_FLIGHT_SIGNAL", "TALLY_TRACE", "TALLY_RANK",
                         "TALLY_SIZE",
                         "TALLY_ROOT", "TALLY_SECRET", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
                         "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", "MASTER_ADDR",
@@ -69,6 +69,9 @@ Test(config, malformed_values_refused) {
   expect_refused("TALLY_FLIGHT_RECORDS", "70000");
   expect_refused("TALLY_FLIGHT_DIR", "/nonexistent/tally-flight");
   expect_refused("TALLY_FLIGHT_DIR", "/etc/hostname"); /* a file, not a directory */
+  expect_refused("TALLY_FLIGHT_SIGNAL", "yes");
+  expect_refused("TALLY_TRACE", "/nonexistent/tally-trace");
+  expect_refused("TALLY_TRACE", "/etc/hostname");
   expect_refused("TALLY_STATS", "yes");
   expect_refused("TALLY_STATS", "2");
   expect_refused("TALLY_CUDAIPC_MB", "lots");
@@ -237,7 +240,7 @@ Test(uid, ipv4_address_with_junk_in_its_unused_bytes_refused) {
 }
 
 static struct tally_msg_header sample_header(void) {
-  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0, 0};
   struct tally_msg_header h;
   tally_header_fill(&h, &d, 7);
   h.index = 3;

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "emulated_device.h"
 #include "harness.h"
@@ -17,18 +18,26 @@ int main(void) {
     harness_body_fn body;
     int nranks;
     const char *cudaipc_mb; /* TALLY_CUDAIPC_MB for the case; NULL: unset */
+    int traced;             /* TALLY_TRACE set: the trace writers' threads beside the callers' */
   } cases[] = {
-      {"abort from a watchdog thread", threaded_abort_from_watchdog, 2, NULL},
-      {"one communicator, two threads", threaded_one_comm_two_threads, 2, NULL},
-      {"communicators in threads", threaded_comms_in_threads, 2, NULL},
-      {"groups of sends and recvs in threads", threaded_groups_in_threads, 3, NULL},
+      {"abort from a watchdog thread", threaded_abort_from_watchdog, 2, NULL, 0},
+      {"one communicator, two threads", threaded_one_comm_two_threads, 2, NULL, 0},
+      {"communicators in threads", threaded_comms_in_threads, 2, NULL, 0},
+      {"groups of sends and recvs in threads", threaded_groups_in_threads, 3, NULL, 0},
       /* the stream queue's thread, the emulated streams' threads and the callers' */
-      {"stream-ordered calls", stream_every_collective, 3, NULL},
-      {"stream-ordered calls through the CUDA IPC window", stream_every_collective, 3, "1"},
-      {"a host call behind a stream call", stream_host_call_waits, 3, NULL},
-      {"graph replay", stream_graph_replay, 2, NULL},
-      {"a failed stream call", stream_mismatch, 2, NULL},
+      {"stream-ordered calls", stream_every_collective, 3, NULL, 0},
+      {"stream-ordered calls through the CUDA IPC window", stream_every_collective, 3, "1", 0},
+      {"a host call behind a stream call", stream_host_call_waits, 3, NULL, 0},
+      {"graph replay", stream_graph_replay, 2, NULL, 0},
+      {"a failed stream call", stream_mismatch, 2, NULL, 0},
+      {"communicators in threads, traced", threaded_comms_in_threads, 2, NULL, 1},
+      {"stream-ordered calls, traced", stream_every_collective, 3, NULL, 1},
   };
+  char trace_dir[] = "/tmp/tally-tsan-trace-XXXXXX";
+  if (!mkdtemp(trace_dir)) {
+    printf("FAIL cannot make a directory for the traces\n");
+    return 1;
+  }
   if (emu_ipc_arena_create((size_t)256 << 20) != 0) {
     printf("FAIL cannot map the emulated device's IPC arena\n");
     return 1;
@@ -39,10 +48,17 @@ int main(void) {
       setenv("TALLY_CUDAIPC_MB", cases[i].cudaipc_mb, 1);
     else
       unsetenv("TALLY_CUDAIPC_MB");
+    if (cases[i].traced)
+      setenv("TALLY_TRACE", trace_dir, 1);
+    else
+      unsetenv("TALLY_TRACE");
     int rc = harness_run(cases[i].nranks, 300, cases[i].body, cases[i].cudaipc_mb ? "ipc" : NULL);
     printf("%s %s\n", rc ? "FAIL" : "ok  ", cases[i].name);
     fflush(stdout);
     failed += rc != 0;
   }
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", trace_dir);
+  if (system(cmd) != 0) printf("note: could not remove %s\n", trace_dir);
   return failed != 0;
 }

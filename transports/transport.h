@@ -51,6 +51,7 @@ struct tally_request {
   struct tally_msg_header hdr; /* send: header to send; receive: header expected */
   volatile int done;           /* set by the transport when the request completed */
   int peer_waiting;            /* receive: the sender said it is itself waiting (see notify) */
+  uint64_t posted_ns;          /* the communicator's tracer: when it was posted; 0 when not traced (comm/trace.h) */
   /* transport-private */
   size_t progressed;
   unsigned char wire[TALLY_WIRE_HEADER_BYTES];

@@ -25,10 +25,12 @@
 #include "device/device.h"
 #include "device/device_call.h"
 #include "dispatch/dispatch.h"
+#include "flight_signal.h"
 #include "group.h"
 #include "registry.h"
 #include "stats.h"
 #include "tuning/calibrate.h"
+#include "tuning/clock_offset.h"
 #include "tuning/tuner.h"
 
 /* What the device path and the algorithms keep (stream queue, IPC window, board), then the rest. */
@@ -70,6 +72,8 @@ tally_result_t tally_comm_new(struct tally_comm **out, int nranks, int rank, con
   c->p2p_sent = calloc((size_t)nranks, sizeof *c->p2p_sent);
   c->p2p_received = calloc((size_t)nranks, sizeof *c->p2p_received);
   memcpy(c->secret, secret, sizeof c->secret);
+  tally_flight_init(&c->flight, cfg->flight_signal);
+  if (cfg->flight_signal) tally_flight_signal_arm();
   if (c->abort_fd < 0 || !c->peers || !c->failed || !c->p2p_sent || !c->p2p_received) {
     tally_result_t r = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create a communicator of %d ranks: %s", nranks,
                                    c->abort_fd < 0 ? strerror(errno) : "out of memory");
@@ -122,6 +126,17 @@ tally_result_t tally_comm_open(struct tally_comm *c, struct tally_peer_info *me)
   return TALLY_SUCCESS;
 }
 
+/* TALLY_TRACE: the clocks aligned with rank 0's, then the writer started (last: the messages of
+ * calibration and of the board's agreement are not the user's). */
+static tally_result_t start_trace(struct tally_comm *c) {
+  int64_t offset_ns;
+  uint64_t error_ns;
+  tally_result_t r = tally_clock_offset_measure(c, &offset_ns, &error_ns);
+  if (r != TALLY_SUCCESS) return TALLY_ERROR(r, "TALLY_TRACE: aligning the clocks with rank 0: %s", tally_error_message());
+  tally_trace_open(c, offset_ns, error_ns);
+  return TALLY_SUCCESS;
+}
+
 tally_result_t tally_comm_finish(struct tally_comm *c, const struct tally_comm *parent, uint64_t deadline) {
   tally_result_t r = build_job_topology(c);
   if (r == TALLY_SUCCESS && c->nranks > 1) {
@@ -135,6 +150,7 @@ tally_result_t tally_comm_finish(struct tally_comm *c, const struct tally_comm *
   else if (r == TALLY_SUCCESS)
     r = tally_calibrate(c);
   if (r == TALLY_SUCCESS && c->nranks > 1) r = tally_board_open(c, deadline);
+  if (r == TALLY_SUCCESS && c->cfg.trace_dir[0]) r = start_trace(c);
   if (r == TALLY_SUCCESS) r = tally_registry_add(c);
   if (r != TALLY_SUCCESS) return r;
   char text[80], links[128];

@@ -30,6 +30,21 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
   return 0;
 }
 
+/* The directory the variable `var` names, when set, into out: it must exist (`otherwise` says what
+ * unsetting it does). */
+static tally_result_t copy_directory(const char *var, const char *otherwise, char *out, size_t outlen) {
+  const char *v = env(var);
+  if (!v) return TALLY_SUCCESS;
+  struct stat st;
+  if (strlen(v) >= outlen || stat(v, &st) != 0 || !S_ISDIR(st.st_mode))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "%s='%s' is not an existing directory (shorter than %zu characters): create it first, or "
+                       "unset it to %s",
+                       var, v, outlen, otherwise);
+  snprintf(out, outlen, "%s", v);
+  return TALLY_SUCCESS;
+}
+
 static tally_result_t copy_choice(const char *var, const char *value, const char *const *valid, char *out,
                                   size_t outlen) {
   for (const char *const *v = valid; *v; v++)
@@ -144,15 +159,17 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          v);
     cfg->flight_records = (int)n;
   }
-  if ((v = env("TALLY_FLIGHT_DIR"))) {
-    struct stat st;
-    if (strlen(v) >= sizeof cfg->flight_dir || stat(v, &st) != 0 || !S_ISDIR(st.st_mode))
+  TALLY_CHECK(copy_directory("TALLY_FLIGHT_DIR", "log the flight records only", cfg->flight_dir,
+                             sizeof cfg->flight_dir));
+  if ((v = env("TALLY_FLIGHT_SIGNAL"))) {
+    if (strcmp(v, "0") && strcmp(v, "1"))
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                         "TALLY_FLIGHT_DIR='%s' is not an existing directory (shorter than %zu characters): create it "
-                         "first, or unset it to log the flight records only",
-                         v, sizeof cfg->flight_dir);
-    snprintf(cfg->flight_dir, sizeof cfg->flight_dir, "%s", v);
+                         "TALLY_FLIGHT_SIGNAL='%s' is not 0 (the default: take no signal) or 1 (SIGUSR1 writes every "
+                         "communicator's flight records)",
+                         v);
+    cfg->flight_signal = v[0] == '1';
   }
+  TALLY_CHECK(copy_directory("TALLY_TRACE", "trace nothing", cfg->trace_dir, sizeof cfg->trace_dir));
   cfg->ring_channels = 1;
   if ((v = env("TALLY_RING_CHANNELS"))) {
     if (parse_long(v, 1, 2, &n))

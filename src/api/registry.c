@@ -51,3 +51,9 @@ int tally_registry_contains(tally_comm_t comm) {
   pthread_mutex_unlock(&lock);
   return found;
 }
+
+void tally_registry_each(void (*fn)(tally_comm_t comm, void *arg), void *arg) {
+  pthread_mutex_lock(&lock);
+  for (size_t i = 0; i < nlive; i++) fn(live[i], arg);
+  pthread_mutex_unlock(&lock);
+}

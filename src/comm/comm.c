@@ -72,7 +72,7 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
   } else {
     uint64_t now = tally_now_ns();
     if (w->idle_since == 0) w->idle_since = now;
-    if (comm->flight.current) comm->flight.current->waiting_for = w->waiting_for;
+    tally_flight_waiting_for(comm, w->waiting_for);
     uint64_t idle = now - w->idle_since, limit = w->timeout_ns + (w->upstream_waiting ? w->grace_ns : 0);
     if (idle >= limit) {
       w->timed_out = 1;
@@ -145,6 +145,7 @@ const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *
 }
 
 void tally_comm_free(struct tally_comm *c) {
+  tally_trace_close(c);
   tally_links_close(c);
   if (c->abort_fd >= 0) close(c->abort_fd);
   if (c->recovery_fd >= 0) close(c->recovery_fd);

@@ -11,6 +11,7 @@
 #include "bootstrap/bootstrap_wire.h"
 #include "core/config.h"
 #include "flight.h"
+#include "trace.h"
 #include "tally.h"
 #include "topology/link_cost.h"
 #include "topology/topo.h"
@@ -107,6 +108,7 @@ struct tally_comm {
 
   struct tally_counters counters;
   struct tally_flight flight; /* the last calls, for the log when the communicator fails (flight.h) */
+  struct tally_trace *trace;  /* TALLY_TRACE's writer (trace.h); NULL: not traced */
 
   void *scratch; /* grows to the largest partial-result buffer a collective needed */
   size_t scratch_bytes;
@@ -123,19 +125,28 @@ static inline void tally_count(_Atomic uint64_t *counter, uint64_t add) {
   atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + add, memory_order_relaxed);
 }
 
-/* Posts a send / a receive on `link`, counting its bytes against the peer and the transport. */
+/* Posts a send / a receive on `link`, counting its bytes against the peer and the transport, and
+ * noting when it was posted when the communicator is traced. */
 static inline tally_result_t tally_link_isend(struct tally_comm *comm, const struct tally_link *link,
                                               struct tally_request *req) {
   tally_count(&comm->counters.sent[link->peer], req->len);
   tally_count(&comm->counters.slot_sent[link->slot], req->len);
   tally_count(&comm->counters.slot_messages[link->slot], 1);
+  if (comm->trace) tally_trace_posted(req);
   return link->ops->isend(link->conn, req);
 }
 static inline tally_result_t tally_link_irecv(struct tally_comm *comm, const struct tally_link *link,
                                               struct tally_request *req) {
   tally_count(&comm->counters.received[link->peer], req->len);
   tally_count(&comm->counters.slot_received[link->slot], req->len);
+  if (comm->trace) tally_trace_posted(req);
   return link->ops->irecv(link->conn, req);
+}
+/* The caller saw `req`, posted on `link`, complete: its span goes to the trace when there is one (a
+ * request already traced, or posted untraced, is skipped, so calling it twice is harmless). */
+static inline void tally_link_done(struct tally_comm *comm, const struct tally_link *link, struct tally_request *req,
+                                   int is_send) {
+  if (comm->trace && req->posted_ns) tally_trace_message(comm, link, req, is_send);
 }
 
 /* Frees what this layer owns: the links and endpoints, the peer and topology tables, the buffers,

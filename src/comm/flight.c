@@ -10,13 +10,31 @@
 #include "core/log.h"
 #include "core/wire.h"
 
+void tally_flight_init(struct tally_flight *flight, int locked) {
+  if (locked) pthread_mutex_init(&flight->lock, NULL);
+  flight->locked = locked;
+}
+
+static void lock(struct tally_flight *f) {
+  if (f->locked) pthread_mutex_lock(&f->lock);
+}
+static void unlock(struct tally_flight *f) {
+  if (f->locked) pthread_mutex_unlock(&f->lock);
+}
+
 void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count, uint64_t now) {
   struct tally_flight *f = &comm->flight;
-  f->current = NULL;
   if (!f->records) { /* the first call: TALLY_FLIGHT_RECORDS of them from now on */
+    f->current = NULL;
+    if (comm->cfg.flight_records <= 0) return;
+    struct tally_flight_record *records = calloc((size_t)comm->cfg.flight_records, sizeof *records);
+    if (!records) return;
+    lock(f);
     f->capacity = comm->cfg.flight_records;
-    if (f->capacity <= 0 || !(f->records = calloc((size_t)f->capacity, sizeof *f->records))) return;
+    f->records = records;
+    unlock(f);
   }
+  lock(f);
   struct tally_flight_record *r = &f->records[f->calls++ % (uint64_t)f->capacity];
   *r = (struct tally_flight_record){.seq = comm->seq,
                                     .kind = kind,
@@ -27,14 +45,26 @@ void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatyp
                                     .waiting_for = -1,
                                     .state = TALLY_FLIGHT_RUNNING};
   f->current = r;
+  unlock(f);
 }
 
 void tally_flight_end(struct tally_comm *comm, int failed, uint64_t now) {
-  struct tally_flight_record *r = comm->flight.current;
+  struct tally_flight *f = &comm->flight;
+  struct tally_flight_record *r = f->current;
   if (!r) return;
+  lock(f);
   r->end = now;
   r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
-  comm->flight.current = NULL;
+  f->current = NULL;
+  unlock(f);
+}
+
+void tally_flight_waiting_for(struct tally_comm *comm, int rank) {
+  struct tally_flight *f = &comm->flight;
+  if (!f->current) return;
+  lock(f);
+  f->current->waiting_for = rank;
+  unlock(f);
 }
 
 /* One record as a line: "#12 allreduce ring count 1024 float32: failed after 2.001 s, last waiting for rank 3". */
@@ -52,7 +82,7 @@ static void format_record(const struct tally_flight_record *r, uint64_t now, cha
     snprintf(buf + n, len - (size_t)n, ", last waiting for rank %d", r->waiting_for);
 }
 
-void tally_flight_dump(const struct tally_comm *comm, const char *why) {
+static void dump_records(const struct tally_comm *comm, const char *why) {
   const struct tally_flight *f = &comm->flight;
   if (!f->records || f->calls == 0) return;
   FILE *file = NULL;
@@ -77,8 +107,16 @@ void tally_flight_dump(const struct tally_comm *comm, const char *why) {
   if (file) fclose(file);
 }
 
+void tally_flight_dump(struct tally_comm *comm, const char *why) {
+  lock(&comm->flight);
+  dump_records(comm, why);
+  unlock(&comm->flight);
+}
+
 void tally_flight_free(struct tally_flight *flight) {
   free(flight->records);
   flight->records = NULL;
   flight->current = NULL;
+  if (flight->locked) pthread_mutex_destroy(&flight->lock);
+  flight->locked = 0;
 }

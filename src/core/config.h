@@ -31,6 +31,8 @@ struct tally_config {
   int stats;                 /* TALLY_STATS: 1 prints each rank's counters when it destroys a communicator */
   int flight_records;        /* TALLY_FLIGHT_RECORDS: calls the flight recorder keeps per communicator; 0: off */
   char flight_dir[4096];     /* TALLY_FLIGHT_DIR: where failed communicators' records go as files; "": log only */
+  int flight_signal;         /* TALLY_FLIGHT_SIGNAL: 1 dumps every communicator's flight records on SIGUSR1 */
+  char trace_dir[4096];      /* TALLY_TRACE: where each rank writes its trace-event JSON (comm/trace.h); "": off */
   size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
                                 (src/device/ipc); 0 (default) stages them through host memory */
 };

@@ -40,6 +40,7 @@ struct tally_coll_desc {
   tally_op_t op;        /* TALLY_SUM where the collective has no op */
   int root;             /* 0 where the collective has no root */
   size_t chunk_bytes;   /* the pipelining chunk the tuner chose for this call; 0: TALLY_CHUNK_BYTES */
+  double predicted_us;  /* the cost model's time for the algorithm the tuner chose; negative: not modelled */
   int rhd_whole_vector; /* halving-doubling allreduce: the tuner chose recursive doubling of the whole
                            vector over Rabenseifner's schedule (the same choice on every rank) */
 };

@@ -89,7 +89,10 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
   size_t send_bytes, recv_bytes;
   tally_coll_buffer_bytes(d, comm->rank, comm->nranks, &send_bytes, &recv_bytes);
   if (comm->nranks == 1) {
+    uint64_t traced_from = comm->trace ? tally_now_ns() : 0;
     run_alone(d);
+    if (comm->trace)
+      tally_trace_call(comm, d->coll, TALLY_NUM_ALGOS, d, d->count, send_bytes, traced_from, tally_now_ns(), 0);
     count_call(comm, d->coll, TALLY_NUM_ALGOS, 1, send_bytes, start, tally_ticks());
   } else {
     tally_error_clear();
@@ -97,8 +100,12 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     const struct tally_algorithm *algo = tally_tuner_select(comm, &call);
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
     tally_flight_begin(comm, d->coll, algo->id, d->datatype, d->count, start);
+    uint64_t traced_from = comm->trace ? tally_now_ns() : 0;
     r = algo->run(comm, &call);
     uint64_t end = tally_ticks();
+    if (comm->trace)
+      tally_trace_call(comm, d->coll, algo->id, &call, d->count, send_bytes, traced_from, tally_now_ns(),
+                       r != TALLY_SUCCESS);
     tally_flight_end(comm, r != TALLY_SUCCESS, end);
     count_call(comm, d->coll, algo->id, 1, send_bytes, start, end);
   }
@@ -115,8 +122,12 @@ tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally
   uint64_t start = tally_ticks(), bytes = 0;
   for (int i = 0; i < n; i++) bytes += msgs[i].is_send ? msgs[i].bytes : 0;
   tally_flight_begin(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, n > 0 ? msgs[0].hdr.datatype : 0, (uint64_t)n, start);
+  uint64_t traced_from = comm->trace ? tally_now_ns() : 0;
   tally_result_t r = tally_p2p_run(comm, msgs, n, failed_call);
   uint64_t end = tally_ticks();
+  if (comm->trace)
+    tally_trace_call(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, NULL, (uint64_t)n, bytes, traced_from, tally_now_ns(),
+                     r != TALLY_SUCCESS);
   tally_flight_end(comm, r != TALLY_SUCCESS, end);
   count_call(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, (uint64_t)ncalls, bytes, start, end);
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);

@@ -252,6 +252,7 @@ const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, 
   struct tally_tuner_decision dec;
   tally_tuner_decide(comm, desc, &dec);
   desc->chunk_bytes = dec.chunk_bytes;
+  desc->predicted_us = dec.predicted_us[dec.algo];
   desc->rhd_whole_vector = dec.algo == TALLY_ALGO_RHD && desc->coll == TALLY_COLL_ALLREDUCE &&
                            tally_tuner_rd_beats_rhd(comm, desc->count * tally_datatype_size(desc->datatype));
   if (tally_log_enabled(TALLY_LOG_INFO, TALLY_SUBSYS_TUNE)) {

@@ -25,7 +25,8 @@ double tally_tuner_predict(const struct tally_comm *comm, const struct tally_col
  * run Rabenseifner's schedule: the cost model's verdict, the same on every rank. */
 int tally_tuner_rd_beats_rhd(const struct tally_comm *comm, size_t bytes);
 /* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE; sets
- * desc->chunk_bytes to its chunk and desc->rhd_whole_vector to the halving-doubling variant. */
+ * desc->chunk_bytes to its chunk, desc->predicted_us to its predicted time (for traces) and
+ * desc->rhd_whole_vector to the halving-doubling variant. */
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc);
 /* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */
 tally_result_t tally_tuner_check(const struct tally_algo_spec *spec);

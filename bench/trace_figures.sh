@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The tracing figures of the README (issue 19), in one run: allreduce time on 2 ranks with
+# TALLY_TRACE unset against TALLY_TRACE set, at 8 B and 1 MiB, each the median of REPEAT runs
+# (default 5) taken in turns; and with --ddp, the DDP example on 4 ranks (34 MB of parameters: two
+# gradient buckets a step) traced and drawn with `tally-trace plot` (needs `make torch` first:
+# PYTHONPATH=BUILD/python/lib).
+# usage: bench/trace_figures.sh [BUILD [REPEAT [--ddp PNG]]]   (from the repository root, after a build)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+repeat=${2:-5}
+ddp_png=
+[ "${3:-}" = --ddp ] && ddp_png=${4:?--ddp needs the PNG to write}
+perf=$build/tally-perf
+[ -x "$perf" ] || { echo "trace_figures.sh: $perf is missing; build first" >&2; exit 2; }
+raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
+median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+# out-of-place time (us) of the one size measured
+time_of() { awk -v s="$1" '$1==s {print $6}'; }
+
+for _ in $(seq "$repeat"); do
+  for size in 8 1048576; do
+    iters=$([ $size = 8 ] && echo 20000 || echo 200)
+    "$perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 | time_of $size >>"$raw/off-$size"
+    rm -rf "$raw/trace" && mkdir "$raw/trace"
+    TALLY_TRACE=$raw/trace "$perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 | time_of $size \
+      >>"$raw/on-$size"
+  done
+done
+echo "# allreduce, 2 ranks, one host; medians of $repeat runs, microseconds (tally-perf out-of-place time)"
+printf "%10s %14s %14s %10s\n" size "TALLY_TRACE unset" "TALLY_TRACE=DIR" overhead
+for size in 8 1048576; do
+  off=$(median <"$raw/off-$size") on=$(median <"$raw/on-$size")
+  printf "%10s %14s %14s %9.1f%%\n" $size "$off" "$on" "$(awk -v a="$off" -v b="$on" 'BEGIN {print (b / a - 1) * 100}')"
+done
+
+if [ -n "$ddp_png" ]; then
+  dir=$(mktemp -d)
+  TALLY_TRACE=$dir PYTHONPATH="$build/python/lib" "$build/tally-run" -n 4 /usr/bin/python3 \
+    "$root/examples/ddp_train.py" --backend tally --steps 5 --warmup 1 --width 2048 --layers 3 --batch 8
+  "$build/tally-trace" plot "$dir" -o "$ddp_png" --size 1400x900
+  "$build/tally-trace" summary "$dir"
+  echo "# DDP timeline: $ddp_png (traces in $dir)"
+fi
