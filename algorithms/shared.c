@@ -10,11 +10,11 @@
  *                   2: reduce my block's pieces from every rank's area straight into recvbuf
  *   allgather       1: copy this round's piece of my block into my area
  *                   2: copy every rank's piece out to its block of recvbuf
- *   broadcast       1: the root copies this round's piece into its area
- *                   2: the others copy it out
+ *   broadcast       1: the root copies this round's piece into one of two areas
+ *                   2: the others copy it out, while the root copies the next piece into the other
  *
  * A meet follows phases 1 and 2 (allreduce: 1 and 2; its phase 3 only reads the results' area,
- * which nobody writes before the next round's first meet). So nobody overwrites an area another
+ * which nobody writes before the next round's first meet; broadcast: 1, and once at the end). So nobody overwrites an area another
  * rank still reads: one round's writes start only after every rank has left the previous round's
  * reads. Each slice is reduced once, in rank order, by one rank, so every rank gets the same bits.
  *
@@ -91,19 +91,24 @@ static tally_result_t shared_allgather(struct tally_comm *c, const struct tally_
   return TALLY_SUCCESS;
 }
 
+/* Two areas take turns, the root's and the results', so that the root copies round k+1 in while
+ * the others copy round k out: one meet a round, and one at the end before anybody may write an
+ * area again. The root writes round k's area once every rank has met after round k-1, so after
+ * every rank has read round k-2 from it. */
 static tally_result_t shared_broadcast(struct tally_comm *c, const struct tally_coll_desc *d) {
   struct board_page *page = c->board->page;
   size_t size = tally_datatype_size(d->datatype), per_round = page->big_bytes / size;
-  unsigned char *area = tally_board_big(page, d->root);
-  if (c->rank == d->root && d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, d->count * size);
-  for (size_t done = 0; done < d->count; done += per_round) {
+  unsigned char *areas[2] = {tally_board_big(page, d->root), tally_board_big(page, c->nranks)};
+  int root = c->rank == d->root;
+  if (root && d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, d->count * size);
+  for (size_t done = 0, round = 0; done < d->count; done += per_round, round++) {
     size_t n = d->count - done < per_round ? d->count - done : per_round;
-    if (c->rank == d->root) memcpy(area, (const unsigned char *)d->sendbuf + done * size, n * size);
+    unsigned char *area = areas[round & 1];
+    if (root) memcpy(area, (const unsigned char *)d->sendbuf + done * size, n * size);
     TALLY_CHECK(tally_board_meet(c, d));
-    if (c->rank != d->root) memcpy((unsigned char *)d->recvbuf + done * size, area, n * size);
-    TALLY_CHECK(tally_board_meet(c, d));
+    if (!root) memcpy((unsigned char *)d->recvbuf + done * size, area, n * size);
   }
-  return TALLY_SUCCESS;
+  return tally_board_meet(c, d);
 }
 
 static tally_result_t shared_run(struct tally_comm *c, const struct tally_coll_desc *d) {

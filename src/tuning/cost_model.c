@@ -193,7 +193,7 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
     case TALLY_COLL_ALLREDUCE: return meets + 2 * S * copy + reduce;
     case TALLY_COLL_REDUCE_SCATTER: return meets + S * copy + reduce;
     case TALLY_COLL_ALLGATHER: return meets + (S / p + S) * copy;
-    case TALLY_COLL_BROADCAST: return meets + 2 * S * copy;
+    case TALLY_COLL_BROADCAST: return meets / 2 + m->alpha_us + (S + (double)(bytes < area_bytes ? bytes : area_bytes)) * copy;
     default: return TALLY_COST_NOT_MODELLED;
   }
 }

@@ -69,7 +69,8 @@
  *   allreduce       2 R alpha + 2 S c + (p-1)/p S gamma        R = ceil(S / A); in, reduce, out
  *   reduce-scatter  2 R alpha + S c + (p-1)/p S gamma          R = ceil(S / A)
  *   allgather       2 R alpha + (S/p + S) c                    R = ceil(S/p / A)
- *   broadcast       2 R alpha + 2 S c                          R = ceil(S / A); the root's, then the others'
+ *   broadcast       (R + 1) alpha + S c + min(S, A) c          R = ceil(S / A); the root copies a round in
+ *                                                              while the others copy the last one out
  * with c = TALLY_COST_SHARED_COPY_SHARE x beta.
  *
  * Not modelled by tally_cost_predict: hier, board and shared (their cost depends on the hosts and
