@@ -2,7 +2,9 @@
 # Installs the Debian packages Tally needs to build, test and benchmark.
 # Idempotent: packages already present are not reinstalled; apt is only touched when one is missing.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libssl-dev libcriterion-dev libhwloc-dev libudev-dev libibverbs-dev librdmacm-dev iperf3 openmpi-bin iptables iproute2)
+packages=(build-essential cmake pkg-config libssl-dev libcriterion-dev libhwloc-dev libudev-dev libibverbs-dev librdmacm-dev iperf3 openmpi-bin iptables iproute2
+          libopenmpi-dev python3-mpi4py python3-numpy)
+# libopenmpi-dev builds libtally_mpi (src/mpi/); python3-mpi4py and python3-numpy run its mpi4py check.
 # `install-deps.sh fuzz` adds what `make fuzz` needs: clang, and libclang-rt-dev for libFuzzer and the
 # sanitizer runtimes (clang only recommends it, and recommends are not installed here).
 if [ "${1:-}" = fuzz ]; then packages+=(clang libclang-rt-dev); fi

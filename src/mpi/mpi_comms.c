@@ -1,0 +1,135 @@
+/* libtally_mpi's communicators: one Tally communicator per MPI communicator, made collectively on
+ * the first intercepted call (rank 0 makes the unique id, PMPI_Bcast carries it), kept as an MPI
+ * attribute whose delete callback destroys it (MPI_Comm_free, and MPI_Finalize for the world), and
+ * a list of those alive so that MPI_Finalize releases the ones a program never freed. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "mpi_shim.h"
+
+struct shim_entry {
+  tally_comm_t tally; /* NULL: every call on this communicator goes to MPI, because of why_not */
+  enum shim_reason why_not;
+  struct shim_entry *prev, *next; /* the entries alive */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int keyval_ready;
+static int keyval = MPI_KEYVAL_INVALID;
+static struct shim_entry *alive;
+
+static void link_entry(struct shim_entry *e) {
+  pthread_mutex_lock(&lock);
+  e->next = alive;
+  if (alive) alive->prev = e;
+  alive = e;
+  pthread_mutex_unlock(&lock);
+}
+
+static void unlink_entry(struct shim_entry *e) {
+  pthread_mutex_lock(&lock);
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    alive = e->next;
+  if (e->next) e->next->prev = e->prev;
+  pthread_mutex_unlock(&lock);
+}
+
+static int delete_entry(MPI_Comm comm, int key, void *value, void *extra) {
+  (void)comm, (void)key, (void)extra;
+  struct shim_entry *e = value;
+  unlink_entry(e);
+  if (e->tally) tally_comm_destroy(e->tally);
+  free(e);
+  return MPI_SUCCESS;
+}
+
+static int ensure_keyval(void) {
+  if (atomic_load_explicit(&keyval_ready, memory_order_acquire)) return 1;
+  pthread_mutex_lock(&lock);
+  if (!atomic_load(&keyval_ready) &&
+      PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, delete_entry, &keyval, NULL) == MPI_SUCCESS)
+    atomic_store_explicit(&keyval_ready, 1, memory_order_release);
+  pthread_mutex_unlock(&lock);
+  return atomic_load(&keyval_ready);
+}
+
+/* Collective over comm: every rank gets a Tally communicator, or none does. */
+static void make_tally_comm(MPI_Comm comm, struct shim_entry *e) {
+  int rank, size;
+  PMPI_Comm_rank(comm, &rank);
+  PMPI_Comm_size(comm, &size);
+  struct {
+    int ok;
+    tally_unique_id_t id;
+  } from_root = {0};
+  if (rank == 0) {
+    from_root.ok = tally_get_unique_id(&from_root.id) == TALLY_SUCCESS;
+    if (!from_root.ok) shim_log("WARN", __FILE__, __LINE__, "libtally_mpi: %s", tally_comm_last_error(NULL));
+  }
+  int ok = 0, all_ok = 0;
+  if (PMPI_Bcast(&from_root, sizeof from_root, MPI_BYTE, 0, comm) == MPI_SUCCESS && from_root.ok) {
+    tally_result_t r = tally_comm_init_rank(&e->tally, size, from_root.id, rank);
+    ok = r == TALLY_SUCCESS;
+    if (!ok) shim_log("WARN", __FILE__, __LINE__, "libtally_mpi: %s", tally_comm_last_error(NULL));
+  }
+  if (PMPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS) all_ok = 0;
+  if (all_ok) return;
+  shim_log("WARN", __FILE__, __LINE__,
+           "libtally_mpi: no Tally communicator for a communicator of %d ranks (a rank failed to make its own); "
+           "its collectives go to MPI",
+           size);
+  if (e->tally) tally_comm_destroy(e->tally);
+  e->tally = NULL;
+  e->why_not = SHIM_TALLY_UNAVAILABLE;
+}
+
+tally_comm_t shim_comm_get(MPI_Comm comm, enum shim_reason *reason) {
+  void *value = NULL;
+  int found = 0;
+  if (!ensure_keyval() || PMPI_Comm_get_attr(comm, keyval, &value, &found) != MPI_SUCCESS)
+    return *reason = SHIM_TALLY_UNAVAILABLE, NULL;
+  struct shim_entry *e = value;
+  if (!found) {
+    e = calloc(1, sizeof *e);
+    if (!e) return *reason = SHIM_TALLY_UNAVAILABLE, NULL;
+    int inter = 0;
+    PMPI_Comm_test_inter(comm, &inter);
+    if (inter)
+      e->why_not = SHIM_INTERCOMM; /* every rank sees the same: nothing collective was skipped */
+    else
+      make_tally_comm(comm, e);
+    link_entry(e);
+    PMPI_Comm_set_attr(comm, keyval, e);
+  }
+  if (!e->tally) *reason = e->why_not;
+  return e->tally;
+}
+
+int shim_comm_has_tally(MPI_Comm comm) {
+  void *value = NULL;
+  int found = 0;
+  return atomic_load(&keyval_ready) && PMPI_Comm_get_attr(comm, keyval, &value, &found) == MPI_SUCCESS && found &&
+         ((struct shim_entry *)value)->tally;
+}
+
+void shim_comms_release_all(void) {
+  if (!atomic_load(&keyval_ready)) return;
+  MPI_Comm predefined[] = {MPI_COMM_WORLD, MPI_COMM_SELF};
+  for (int i = 0; i < 2; i++) {
+    void *value;
+    int found = 0;
+    if (PMPI_Comm_get_attr(predefined[i], keyval, &value, &found) == MPI_SUCCESS && found)
+      PMPI_Comm_delete_attr(predefined[i], keyval);
+  }
+  /* Communicators the program never freed: their Tally half goes now; MPI may still call
+   * delete_entry for them later, which then frees only the entry. */
+  pthread_mutex_lock(&lock);
+  for (struct shim_entry *e = alive; e; e = e->next) {
+    if (e->tally) tally_comm_destroy(e->tally);
+    e->tally = NULL;
+  }
+  pthread_mutex_unlock(&lock);
+}
