@@ -6,7 +6,8 @@
  *   mpi_shim_check            the cases above
  *   mpi_shim_check mismatch   an allreduce whose count differs between ranks, on a communicator
  *                             with MPI_ERRORS_RETURN: each rank prints the error it got
- *   mpi_shim_check mismatch-fatal   the same with MPI_ERRORS_ARE_FATAL: the job must abort */
+ *   mpi_shim_check mismatch-fatal   the same with MPI_ERRORS_ARE_FATAL: the job must abort
+ * CHECK_OUT=PREFIX in the environment: each rank writes PREFIX.RANK instead of stdout. */
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -209,6 +210,17 @@ static int mismatch(int fatal) {
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  /* mpirun may cut the ranks' lines into one another: with CHECK_OUT=PREFIX each rank writes its
+   * own file, PREFIX.RANK. */
+  const char *out = getenv("CHECK_OUT");
+  if (out) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.%d", out, world_rank);
+    if (!freopen(path, "w", stdout)) {
+      perror(path);
+      MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+  }
   int failed = 0;
   if (argc > 1 && !strncmp(argv[1], "mismatch", 8)) {
     failed = mismatch(!strcmp(argv[1], "mismatch-fatal"));

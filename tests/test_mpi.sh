@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# libtally_mpi under Open MPI's mpirun: an ordinary MPI program (tests/mpi/mpi_shim_check.c) gives
+# the same results without the shim, with it preloaded and with it linked before -lmpi; the calls
+# it should take really ran on Tally (the decision log and TALLY_STATS=1); a count that differs
+# between ranks is an error (MPI_ERRORS_RETURN) or an abort (MPI_ERRORS_ARE_FATAL), never wrong
+# data; a malformed TALLY_MPI_COLLS is refused; the anchor benchmark ../shared/anchors/mpi_coll.c
+# checks its own results (#wrong) with the shim. Skips (77) without mpirun, mpicc or the shim.
+# usage: test_mpi.sh SOURCE_DIR BUILD_DIR
+set -uo pipefail
+src=${1:?source dir}; build=${2:?build dir}
+skip() { echo "SKIPPED: $*"; exit 77; }
+fail() { echo "FAILED: $*"; exit 1; }
+command -v mpirun >/dev/null || skip "no mpirun (install openmpi-bin: scripts/install-deps.sh)"
+command -v mpicc >/dev/null || skip "no mpicc (install libopenmpi-dev: scripts/install-deps.sh)"
+shim="$build/libtally_mpi.so"
+[ -f "$shim" ] || skip "$shim was not built (cmake found no MPI: see its warning)"
+mpirun --version 2>&1 | grep -q "Open MPI" || skip "mpirun is not Open MPI's: $(mpirun --version 2>&1 | head -1)"
+
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+mpicc -O1 -o "$work/plain" "$src/tests/mpi/mpi_shim_check.c" || fail "mpicc could not build tests/mpi/mpi_shim_check.c"
+mpicc -O1 -o "$work/linked" "$src/tests/mpi/mpi_shim_check.c" -L"$build" -ltally_mpi -Wl,-rpath,"$build" ||
+  fail "mpicc could not link the check with -ltally_mpi"
+readelf -d "$work/linked" | grep NEEDED | head -1 | grep -q libtally_mpi || fail "-ltally_mpi is not the first library"
+
+ranks=4
+# Every Tally variable the shim's runs need is passed to the ranks with -x.
+mpi() { timeout 120 mpirun --allow-run-as-root --oversubscribe -np "$ranks" "$@"; }
+preload=(-x LD_PRELOAD="$shim")
+
+# Each rank writes its results to its own file (CHECK_OUT), gathered sorted into one.
+results() { cat "$work/$1".[0-9]* | sort >"$work/$1.out"; }
+CHECK_OUT=$work/plain mpi -x CHECK_OUT "$work/plain" 2>"$work/plain.err" || { cat "$work/plain.err"; fail "the check failed without libtally_mpi"; }
+results plain
+[ "$(wc -l <"$work/plain.out")" -gt 300 ] || fail "the check printed too few results: $(wc -l <"$work/plain.out")"
+CHECK_OUT=$work/preload TALLY_DEBUG=INFO TALLY_STATS=1 mpi -x CHECK_OUT -x TALLY_DEBUG -x TALLY_STATS "${preload[@]}" \
+  "$work/plain" 2>"$work/preload.err" || { tail -20 "$work/preload.err"; fail "the check failed with LD_PRELOAD=libtally_mpi"; }
+results preload
+CHECK_OUT=$work/linked mpi -x CHECK_OUT "$work/linked" 2>"$work/linked.err" ||
+  { tail -20 "$work/linked.err"; fail "the check failed linked with -ltally_mpi"; }
+results linked
+for run in preload linked; do
+  diff "$work/plain.out" "$work/$run.out" >"$work/$run.diff" ||
+    { head -20 "$work/$run.diff"; fail "results differ between plain MPI and libtally_mpi ($run)"; }
+done
+echo "same $(wc -l <"$work/plain.out") results without the shim, preloaded and linked"
+
+# The calls went to Tally: the decision log names each collective, every rank's TALLY_STATS has it.
+for coll in MPI_Allreduce MPI_Reduce MPI_Bcast MPI_Allgather MPI_Reduce_scatter_block MPI_Alltoall MPI_Gather \
+  MPI_Scatter MPI_Barrier; do
+  n=$(grep -c "\[tally INFO\] .*libtally_mpi: $coll to Tally" "$work/preload.err")
+  [ "$n" -eq "$ranks" ] || fail "$coll: $n of $ranks ranks logged it going to Tally"
+done
+for why in "MPI_Allreduce to MPI: an op Tally does not have" "MPI_Bcast to MPI: a datatype Tally does not have" \
+  "MPI_Alltoall to MPI: send and receive datatypes or counts differ"; do
+  grep -q "$why" "$work/preload.err" || fail "no log line '$why' for a call that must fall through"
+done
+for coll in allreduce reduce broadcast allgather reduce_scatter alltoall gather scatter barrier; do
+  n=$(grep -c "^tally stats:   $coll " "$work/preload.err")
+  # world, two parity halves and the reversed split: 3 communicators per rank
+  [ "$n" -eq $((ranks * 3)) ] || fail "TALLY_STATS: $n rows for $coll, expected $((ranks * 3)) (4 ranks x 3 communicators)"
+done
+echo "every intercepted collective ran on Tally on each rank and communicator; the fall-through cases went to MPI"
+
+# TALLY_MPI_COLLS leaves the others to MPI.
+CHECK_OUT=$work/except TALLY_DEBUG=INFO TALLY_STATS=1 TALLY_MPI_COLLS='^allreduce,bcast' mpi -x CHECK_OUT -x TALLY_DEBUG \
+  -x TALLY_STATS -x TALLY_MPI_COLLS "${preload[@]}" "$work/plain" 2>"$work/except.err" ||
+  fail "the check failed with TALLY_MPI_COLLS=^allreduce,bcast"
+results except
+diff -q "$work/plain.out" "$work/except.out" >/dev/null || fail "results differ with TALLY_MPI_COLLS"
+grep -q "MPI_Allreduce to MPI: not selected by TALLY_MPI_COLLS" "$work/except.err" || fail "^allreduce: allreduce not left to MPI"
+grep -q "^tally stats:   allreduce " "$work/except.err" && fail "^allreduce: allreduce still ran on Tally"
+grep -q "^tally stats:   broadcast " "$work/except.err" && fail "^allreduce,bcast: bcast still ran on Tally"
+grep -q "^tally stats:   allgather " "$work/except.err" || fail "^allreduce,bcast: allgather no longer ran on Tally"
+TALLY_DEBUG=INFO TALLY_STATS=1 TALLY_MPI_COLLS='allgather,barrier,allreduce>=64K' mpi -x TALLY_DEBUG -x TALLY_STATS \
+  -x TALLY_MPI_COLLS "${preload[@]}" "$work/plain" >/dev/null 2>"$work/only.err" || fail "the check failed with a threshold"
+grep -q "MPI_Allreduce to MPI: below its TALLY_MPI_COLLS size threshold" "$work/only.err" || fail "allreduce>=64K: small allreduce not left to MPI"
+grep -q "MPI_Reduce to MPI: not selected" "$work/only.err" || fail "a list without reduce still sent reduce to Tally"
+echo "TALLY_MPI_COLLS: exclusions, lists and thresholds send the calls where they say"
+
+# Malformed TALLY_MPI_COLLS values are refused at MPI_Init with the reason.
+for bad in 'allreduce,allreduse' 'allreduce>=12Q' 'allreduce>4096' '^alltoall>=4K' 'bcast,'; do
+  TALLY_MPI_COLLS=$bad mpi -x TALLY_MPI_COLLS "${preload[@]}" "$work/plain" >/dev/null 2>"$work/bad.err" &&
+    fail "TALLY_MPI_COLLS='$bad' was accepted"
+  grep -q "libtally_mpi: TALLY_MPI_COLLS='$bad' is malformed" "$work/bad.err" ||
+    { head -3 "$work/bad.err"; fail "TALLY_MPI_COLLS='$bad': no clear message"; }
+done
+echo "malformed TALLY_MPI_COLLS values are refused with a message"
+
+# A mismatched count: every rank gets an error whose string is Tally's, and the job goes on.
+CHECK_OUT=$work/mismatch mpi -x CHECK_OUT "${preload[@]}" "$work/plain" mismatch 2>"$work/mismatch.err" ||
+  { tail "$work/mismatch.err"; fail "MPI_ERRORS_RETURN with a mismatched count: the job failed"; }
+results mismatch
+n=$(grep -c "mismatch rc=error .*MPI_Allreduce through Tally failed (collective mismatch)" "$work/mismatch.out")
+[ "$n" -eq "$ranks" ] || { cat "$work/mismatch.out"; fail "MPI_ERRORS_RETURN: $n of $ranks ranks got Tally's mismatch error"; }
+[ "$(grep -c "after-mismatch $ranks" "$work/mismatch.out")" -eq "$ranks" ] || fail "MPI_COMM_WORLD unusable after the mismatch"
+mpi "${preload[@]}" "$work/plain" mismatch-fatal >"$work/fatal.out" 2>"$work/fatal.err" &&
+  fail "MPI_ERRORS_ARE_FATAL with a mismatched count: the job did not abort"
+grep -q "libtally_mpi: MPI_Allreduce through Tally failed (collective mismatch)" "$work/fatal.err" ||
+  fail "MPI_ERRORS_ARE_FATAL: Tally's message was not printed"
+echo "a mismatched count: an error on every rank (MPI_ERRORS_RETURN), an abort with Tally's message (fatal)"
+
+# The anchor benchmark, unmodified: its own check of every result (#wrong) with and without the shim.
+anchor="$src/../shared/anchors/mpi_coll.c"
+if [ ! -f "$anchor" ]; then
+  echo "NOTE: $anchor not found: the anchor part is skipped"
+else
+  mpicc -O2 -o "$work/mpi_coll" "$anchor" || fail "could not build $anchor"
+  for coll in allreduce allgather reducescatter alltoall bcast reduce; do
+    for with in plain shim; do
+      args=(); [ $with = shim ] && args=("${preload[@]}")
+      mpi "${args[@]}" "$work/mpi_coll" "$coll" 8 262144 2 >"$work/anchor.out" 2>"$work/anchor.err" ||
+        { tail "$work/anchor.err"; fail "mpi_coll $coll ($with) failed"; }
+      rows=$(grep -c '^ ' "$work/anchor.out")
+      wrong=$(awk '/^ / && $NF != 0' "$work/anchor.out")
+      [ "$rows" -ge 10 ] && [ -z "$wrong" ] || { cat "$work/anchor.out"; fail "mpi_coll $coll ($with): wrong results"; }
+    done
+  done
+  echo "mpi_coll: allreduce, allgather, reducescatter, alltoall, bcast, reduce from 8 B to 256 KiB, #wrong 0 with and without the shim"
+fi
+echo "test_mpi: ok"
