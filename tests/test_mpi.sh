@@ -4,7 +4,8 @@
 # it should take really ran on Tally (the decision log and TALLY_STATS=1); a count that differs
 # between ranks is an error (MPI_ERRORS_RETURN) or an abort (MPI_ERRORS_ARE_FATAL), never wrong
 # data; a malformed TALLY_MPI_COLLS is refused; the anchor benchmark ../shared/anchors/mpi_coll.c
-# checks its own results (#wrong) with the shim. Skips (77) without mpirun, mpicc or the shim.
+# checks its own results (#wrong) with the shim; an mpi4py script (tests/mpi/mpi4py_check.py) gives
+# the same results with and without it. Skips (77) without mpirun, mpicc or the shim.
 # usage: test_mpi.sh SOURCE_DIR BUILD_DIR
 set -uo pipefail
 src=${1:?source dir}; build=${2:?build dir}
@@ -116,5 +117,21 @@ else
     done
   done
   echo "mpi_coll: allreduce, allgather, reducescatter, alltoall, bcast, reduce from 8 B to 256 KiB, #wrong 0 with and without the shim"
+fi
+# mpi4py (Debian's, with numpy buffers): several dtypes, MPI.IN_PLACE, Split, a user-defined MPI.Op.
+if ! /usr/bin/python3 -c 'import mpi4py.MPI, numpy' 2>/dev/null; then
+  echo "NOTE: /usr/bin/python3 has no mpi4py or numpy (install python3-mpi4py python3-numpy: scripts/install-deps.sh): the mpi4py part is skipped"
+else
+  py="$src/tests/mpi/mpi4py_check.py"
+  CHECK_OUT=$work/py-plain mpi -x CHECK_OUT /usr/bin/python3 "$py" 2>"$work/py.err" || { tail "$work/py.err"; fail "mpi4py check failed without the shim"; }
+  results py-plain
+  CHECK_OUT=$work/py-shim TALLY_DEBUG=INFO mpi -x CHECK_OUT -x TALLY_DEBUG "${preload[@]}" /usr/bin/python3 "$py" 2>"$work/py.err" ||
+    { tail "$work/py.err"; fail "mpi4py check failed with the shim"; }
+  results py-shim
+  [ "$(wc -l <"$work/py-plain.out")" -gt 200 ] || fail "the mpi4py check printed too few results"
+  diff "$work/py-plain.out" "$work/py-shim.out" >"$work/py.diff" || { head "$work/py.diff"; fail "mpi4py: results differ with the shim"; }
+  grep -q "libtally_mpi: MPI_Allreduce to Tally" "$work/py.err" || fail "mpi4py: Allreduce did not go to Tally"
+  grep -q "libtally_mpi: MPI_Allreduce to MPI: an op Tally does not have" "$work/py.err" || fail "mpi4py: the MPI.Op did not fall through"
+  echo "mpi4py: $(wc -l <"$work/py-plain.out") results the same with and without the shim; its user-defined MPI.Op fell through"
 fi
 echo "test_mpi: ok"
