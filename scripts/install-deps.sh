@@ -14,6 +14,9 @@ if [ "${1:-}" = fuzz ]; then packages+=(clang libclang-rt-dev); fi
 if [ "${1:-}" = torch ]; then
   packages+=(python3-torch libtorch-dev pybind11-dev python3-dev python3-setuptools ninja-build python3-pytest)
 fi
+# `install-deps.sh mpich` adds Debian's MPICH 4 for libtally_mpi's MPICH flavour (libtally_mpich.so) and its
+# test. Its alternatives have priority 40 against Open MPI's 50: mpirun, mpicc and mpi.h stay Open MPI's.
+if [ "${1:-}" = mpich ]; then packages+=(mpich libmpich-dev); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

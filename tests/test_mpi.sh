@@ -5,7 +5,8 @@
 # between ranks is an error (MPI_ERRORS_RETURN) or an abort (MPI_ERRORS_ARE_FATAL), never wrong
 # data; a malformed TALLY_MPI_COLLS is refused; the anchor benchmark ../shared/anchors/mpi_coll.c
 # checks its own results (#wrong) with the shim; an mpi4py script (tests/mpi/mpi4py_check.py) gives
-# the same results with and without it. Skips (77) without mpirun, mpicc or the shim.
+# the same results with and without it; under MPICH, where installed, libtally_mpich.so does the same
+# and each shim refuses the other MPI. Skips (77) without mpirun, mpicc or the shim.
 # usage: test_mpi.sh SOURCE_DIR BUILD_DIR
 set -uo pipefail
 src=${1:?source dir}; build=${2:?build dir}
@@ -133,5 +134,30 @@ else
   grep -q "libtally_mpi: MPI_Allreduce to Tally" "$work/py.err" || fail "mpi4py: Allreduce did not go to Tally"
   grep -q "libtally_mpi: MPI_Allreduce to MPI: an op Tally does not have" "$work/py.err" || fail "mpi4py: the MPI.Op did not fall through"
   echo "mpi4py: $(wc -l <"$work/py-plain.out") results the same with and without the shim; its user-defined MPI.Op fell through"
+fi
+# MPICH (`scripts/install-deps.sh mpich`): the same program under mpirun.mpich with libtally_mpich.so,
+# and each shim refusing, at MPI_Init, a program of the other MPI.
+mpich_shim="$build/libtally_mpich.so"
+if ! command -v mpirun.mpich >/dev/null || ! command -v mpicc.mpich >/dev/null || [ ! -f "$mpich_shim" ]; then
+  echo "NOTE: no MPICH (mpirun.mpich, mpicc.mpich, $mpich_shim): the MPICH part is skipped"
+else
+  mpich() { timeout 120 mpirun.mpich -np "$ranks" "$@"; }
+  mpicc.mpich -O1 -o "$work/mpich" "$src/tests/mpi/mpi_shim_check.c" || fail "mpicc.mpich could not build the check"
+  CHECK_OUT=$work/mpich-plain mpich -env CHECK_OUT "$work/mpich-plain" "$work/mpich" 2>"$work/mpich.err" ||
+    { tail "$work/mpich.err"; fail "the check failed under MPICH without the shim"; }
+  results mpich-plain
+  mpich -env CHECK_OUT "$work/mpich-shim" -env TALLY_STATS 1 -env LD_PRELOAD "$mpich_shim" "$work/mpich" \
+    2>"$work/mpich.err" || { tail "$work/mpich.err"; fail "the check failed under MPICH with libtally_mpich"; }
+  results mpich-shim
+  diff "$work/mpich-plain.out" "$work/mpich-shim.out" >"$work/mpich.diff" ||
+    { head "$work/mpich.diff"; fail "MPICH: results differ with libtally_mpich"; }
+  diff -q "$work/plain.out" "$work/mpich-plain.out" >/dev/null || fail "MPICH and Open MPI give different results"
+  n=$(grep -c "^tally stats:   allreduce " "$work/mpich.err")
+  [ "$n" -eq $((ranks * 3)) ] || fail "MPICH: $n Tally communicators ran allreduce, expected $((ranks * 3))"
+  mpich -env LD_PRELOAD "$shim" "$work/mpich" >/dev/null 2>"$work/cross.err" && fail "an MPICH program ran with the Open MPI shim"
+  grep -q 'runs the MPI library "MPICH.*built against Open MPI' "$work/cross.err" || { head -3 "$work/cross.err"; fail "no clear refusal of MPICH"; }
+  mpi -x LD_PRELOAD="$mpich_shim" "$work/plain" >/dev/null 2>"$work/cross.err" && fail "an Open MPI program ran with the MPICH shim"
+  grep -q 'runs the MPI library "Open MPI.*built against MPICH' "$work/cross.err" || { head -3 "$work/cross.err"; fail "no clear refusal of Open MPI"; }
+  echo "MPICH: the same results with libtally_mpich.so, on Tally; each shim refuses the other MPI at MPI_Init"
 fi
 echo "test_mpi: ok"

@@ -27,8 +27,9 @@ void shim_check_mpi_library(void) {
   if (strstr(version, SHIM_BUILT_FOR)) return;
   fprintf(stderr,
           "libtally_mpi: this program runs the MPI library \"%.*s\", but this libtally_mpi was built against %s, "
-          "whose handles and constants differ. Use the libtally_mpi built for this program's MPI (README: MPI "
-          "programs), or run it without libtally_mpi (no LD_PRELOAD, no -ltally_mpi).\n",
+          "whose handles and constants differ. Use the one built for this program's MPI (libtally_mpi.so for the "
+          "MPI found at build time, libtally_mpich.so for MPICH; README: MPI programs), or run the program "
+          "without it (no LD_PRELOAD, no -ltally_mpi).\n",
           (int)strcspn(version, "\n,"), version, SHIM_BUILT_FOR);
   exit(1);
 }
