@@ -22,6 +22,12 @@ static int comm_rank(MPI_Comm comm) {
   return rank;
 }
 
+/* A root MPI reports itself, with its own error class (MPI_ERR_ROOT), and the intercommunicators'
+ * MPI_ROOT and MPI_PROC_NULL: for PMPI_*. */
+static int root_outside(MPI_Comm comm, int root) {
+  return comm == MPI_COMM_NULL || root < 0 || root >= comm_size(comm);
+}
+
 /* The Tally communicator the call runs on, or NULL for PMPI_*. `reason` is SHIM_TO_TALLY when the
  * datatype and op map onto Tally's, else why not; `bytes` is the whole buffer (as the figures size
  * it). A negative count or MPI_COMM_NULL goes to MPI, which reports it. */
@@ -88,7 +94,7 @@ SHIM_API int MPI_Reduce(const void *sendbuf, void *recvbuf, int count, MPI_Datat
   tally_op_t top;
   size_t bytes;
   enum shim_reason reason = reducible(datatype, op, count, &type, &top, &bytes);
-  tally_comm_t tally = route(SHIM_REDUCE, comm, reason, bytes, count, datatype);
+  tally_comm_t tally = root_outside(comm, root) ? NULL : route(SHIM_REDUCE, comm, reason, bytes, count, datatype);
   if (!tally) return PMPI_Reduce(sendbuf, recvbuf, count, datatype, op, root, comm);
   int at_root = comm_rank(comm) == root;
   const void *src = sendbuf == MPI_IN_PLACE ? recvbuf : sendbuf;
@@ -119,7 +125,7 @@ SHIM_API int MPI_Reduce_scatter_block(const void *sendbuf, void *recvbuf, int re
 SHIM_API int MPI_Bcast(void *buffer, int count, MPI_Datatype datatype, int root, MPI_Comm comm) {
   size_t bytes;
   enum shim_reason reason = movable(datatype, count, MPI_DATATYPE_NULL, 0, &bytes);
-  tally_comm_t tally = route(SHIM_BCAST, comm, reason, bytes, count, datatype);
+  tally_comm_t tally = root_outside(comm, root) ? NULL : route(SHIM_BCAST, comm, reason, bytes, count, datatype);
   if (!tally) return PMPI_Bcast(buffer, count, datatype, root, comm);
   return shim_result(comm, SHIM_BCAST, tally_broadcast(buffer, buffer, bytes, TALLY_UINT8, root, tally, NULL), tally);
 }
@@ -157,8 +163,10 @@ SHIM_API int MPI_Gather(const void *sendbuf, int sendcount, MPI_Datatype sendtyp
   enum shim_reason reason = movable(in_place ? MPI_DATATYPE_NULL : sendtype, sendcount,
                                     at_root ? recvtype : MPI_DATATYPE_NULL, recvcount, &block);
   int nranks = comm == MPI_COMM_NULL ? 0 : comm_size(comm);
-  tally_comm_t tally = route(SHIM_GATHER, comm, reason, block * (size_t)nranks, in_place ? recvcount : sendcount,
-                             in_place ? recvtype : sendtype);
+  tally_comm_t tally = NULL;
+  if (!root_outside(comm, root))
+    tally = route(SHIM_GATHER, comm, reason, block * (size_t)nranks, in_place ? recvcount : sendcount,
+                  in_place ? recvtype : sendtype);
   if (!tally) return PMPI_Gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
   const void *src = in_place ? (const char *)recvbuf + (size_t)root * block : sendbuf;
   tally_result_t r = tally_gather(src, at_root ? recvbuf : NULL, block, TALLY_UINT8, root, tally, NULL);
@@ -172,8 +180,10 @@ SHIM_API int MPI_Scatter(const void *sendbuf, int sendcount, MPI_Datatype sendty
   enum shim_reason reason = movable(at_root ? sendtype : MPI_DATATYPE_NULL, sendcount,
                                     in_place ? MPI_DATATYPE_NULL : recvtype, recvcount, &block);
   int nranks = comm == MPI_COMM_NULL ? 0 : comm_size(comm);
-  tally_comm_t tally = route(SHIM_SCATTER, comm, reason, block * (size_t)nranks, at_root ? sendcount : recvcount,
-                             at_root ? sendtype : recvtype);
+  tally_comm_t tally = NULL;
+  if (!root_outside(comm, root))
+    tally = route(SHIM_SCATTER, comm, reason, block * (size_t)nranks, at_root ? sendcount : recvcount,
+                  at_root ? sendtype : recvtype);
   if (!tally) return PMPI_Scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
   void *dst = in_place ? (char *)sendbuf + (size_t)root * block : recvbuf;
   tally_result_t r = tally_scatter(at_root ? sendbuf : NULL, dst, block, TALLY_UINT8, root, tally, NULL);

@@ -171,6 +171,18 @@ static void fall_throughs(MPI_Comm comm, const char *name, int rank, int size) {
   MPI_Type_free(&pair_of_ints);
 }
 
+/* A root outside the communicator is MPI's own error, MPI_ERR_ROOT, with or without the shim. */
+static void bad_root(MPI_Comm comm, const char *name, int size) {
+  MPI_Comm dup;
+  MPI_Comm_dup(comm, &dup);
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  int v[4] = {0}, cls = -1;
+  int rc = MPI_Bcast(v, 4, MPI_INT, size, dup);
+  MPI_Error_class(rc, &cls);
+  printf("rank %d %s bcast-root-outside err_root=%d\n", world_rank, name, cls == MPI_ERR_ROOT);
+  MPI_Comm_free(&dup);
+}
+
 static void run_all(MPI_Comm comm, const char *name) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
@@ -182,6 +194,7 @@ static void run_all(MPI_Comm comm, const char *name) {
   reductions(comm, name, rank, size);
   movements(comm, name, rank, size);
   fall_throughs(comm, name, rank, size);
+  bad_root(comm, name, size);
 }
 
 /* Rank 0 passes 4 floats and the others 8: MPI_ERRORS_RETURN must give every rank an error. */
