@@ -7,9 +7,11 @@
 # checks its own results (#wrong) with the shim; an mpi4py script (tests/mpi/mpi4py_check.py) gives
 # the same results with and without it; under MPICH, where installed, libtally_mpich.so does the same
 # and each shim refuses the other MPI. Skips (77) without mpirun, mpicc or the shim.
-# usage: test_mpi.sh SOURCE_DIR BUILD_DIR
+# usage: test_mpi.sh SOURCE_DIR BUILD_DIR [CC]
+#   CC: in a sanitized build, the compiler whose ASan and UBSan runtimes are preloaded before the
+#   instrumented shim (the MPI programs themselves are not instrumented); leak checks are off (MPI's).
 set -uo pipefail
-src=${1:?source dir}; build=${2:?build dir}
+src=${1:?source dir}; build=${2:?build dir}; sanitizer_cc=${3:-}
 skip() { echo "SKIPPED: $*"; exit 77; }
 fail() { echo "FAILED: $*"; exit 1; }
 command -v mpirun >/dev/null || skip "no mpirun (install openmpi-bin: scripts/install-deps.sh)"
@@ -25,9 +27,14 @@ mpicc -O1 -o "$work/linked" "$src/tests/mpi/mpi_shim_check.c" -L"$build" -ltally
 readelf -d "$work/linked" | grep NEEDED | head -1 | grep -q libtally_mpi || fail "-ltally_mpi is not the first library"
 
 ranks=4
-# Every Tally variable the shim's runs need is passed to the ranks with -x.
-mpi() { timeout 120 mpirun --allow-run-as-root --oversubscribe -np "$ranks" "$@"; }
-preload=(-x LD_PRELOAD="$shim")
+runtimes=""
+if [ -n "$sanitizer_cc" ]; then
+  runtimes="$("$sanitizer_cc" -print-file-name=libasan.so):$("$sanitizer_cc" -print-file-name=libubsan.so):"
+  export ASAN_OPTIONS=detect_leaks=0
+fi
+# Every variable the ranks need is passed with -x (mpirun) or -env (mpirun.mpich).
+mpi() { timeout 120 mpirun --allow-run-as-root --oversubscribe -np "$ranks" ${runtimes:+-x ASAN_OPTIONS} "$@"; }
+preload=(-x LD_PRELOAD="$runtimes$shim")
 
 # Each rank writes its results to its own file (CHECK_OUT), gathered sorted into one.
 results() { cat "$work/$1".[0-9]* | sort >"$work/$1.out"; }
@@ -37,7 +44,7 @@ results plain
 CHECK_OUT=$work/preload TALLY_DEBUG=INFO TALLY_STATS=1 mpi -x CHECK_OUT -x TALLY_DEBUG -x TALLY_STATS "${preload[@]}" \
   "$work/plain" 2>"$work/preload.err" || { tail -20 "$work/preload.err"; fail "the check failed with LD_PRELOAD=libtally_mpi"; }
 results preload
-CHECK_OUT=$work/linked mpi -x CHECK_OUT "$work/linked" 2>"$work/linked.err" ||
+CHECK_OUT=$work/linked mpi -x CHECK_OUT ${runtimes:+-x LD_PRELOAD="$runtimes"} "$work/linked" 2>"$work/linked.err" ||
   { tail -20 "$work/linked.err"; fail "the check failed linked with -ltally_mpi"; }
 results linked
 for run in preload linked; do
@@ -141,12 +148,12 @@ mpich_shim="$build/libtally_mpich.so"
 if ! command -v mpirun.mpich >/dev/null || ! command -v mpicc.mpich >/dev/null || [ ! -f "$mpich_shim" ]; then
   echo "NOTE: no MPICH (mpirun.mpich, mpicc.mpich, $mpich_shim): the MPICH part is skipped"
 else
-  mpich() { timeout 120 mpirun.mpich -np "$ranks" "$@"; }
+  mpich() { timeout 120 mpirun.mpich -np "$ranks" ${runtimes:+-env ASAN_OPTIONS detect_leaks=0} "$@"; }
   mpicc.mpich -O1 -o "$work/mpich" "$src/tests/mpi/mpi_shim_check.c" || fail "mpicc.mpich could not build the check"
   CHECK_OUT=$work/mpich-plain mpich -env CHECK_OUT "$work/mpich-plain" "$work/mpich" 2>"$work/mpich.err" ||
     { tail "$work/mpich.err"; fail "the check failed under MPICH without the shim"; }
   results mpich-plain
-  mpich -env CHECK_OUT "$work/mpich-shim" -env TALLY_STATS 1 -env LD_PRELOAD "$mpich_shim" "$work/mpich" \
+  mpich -env CHECK_OUT "$work/mpich-shim" -env TALLY_STATS 1 -env LD_PRELOAD "$runtimes$mpich_shim" "$work/mpich" \
     2>"$work/mpich.err" || { tail "$work/mpich.err"; fail "the check failed under MPICH with libtally_mpich"; }
   results mpich-shim
   diff "$work/mpich-plain.out" "$work/mpich-shim.out" >"$work/mpich.diff" ||
@@ -154,9 +161,9 @@ else
   diff -q "$work/plain.out" "$work/mpich-plain.out" >/dev/null || fail "MPICH and Open MPI give different results"
   n=$(grep -c "^tally stats:   allreduce " "$work/mpich.err")
   [ "$n" -eq $((ranks * 3)) ] || fail "MPICH: $n Tally communicators ran allreduce, expected $((ranks * 3))"
-  mpich -env LD_PRELOAD "$shim" "$work/mpich" >/dev/null 2>"$work/cross.err" && fail "an MPICH program ran with the Open MPI shim"
+  mpich -env LD_PRELOAD "$runtimes$shim" "$work/mpich" >/dev/null 2>"$work/cross.err" && fail "an MPICH program ran with the Open MPI shim"
   grep -q 'runs the MPI library "MPICH.*built against Open MPI' "$work/cross.err" || { head -3 "$work/cross.err"; fail "no clear refusal of MPICH"; }
-  mpi -x LD_PRELOAD="$mpich_shim" "$work/plain" >/dev/null 2>"$work/cross.err" && fail "an Open MPI program ran with the MPICH shim"
+  mpi -x LD_PRELOAD="$runtimes$mpich_shim" "$work/plain" >/dev/null 2>"$work/cross.err" && fail "an Open MPI program ran with the MPICH shim"
   grep -q 'runs the MPI library "Open MPI.*built against MPICH' "$work/cross.err" || { head -3 "$work/cross.err"; fail "no clear refusal of Open MPI"; }
   echo "MPICH: the same results with libtally_mpich.so, on Tally; each shim refuses the other MPI at MPI_Init"
 fi
