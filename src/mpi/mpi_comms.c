@@ -71,7 +71,11 @@ static void make_tally_comm(MPI_Comm comm, struct shim_entry *e) {
   }
   int ok = 0, all_ok = 0;
   if (PMPI_Bcast(&from_root, sizeof from_root, MPI_BYTE, 0, comm) == MPI_SUCCESS && from_root.ok) {
-    tally_result_t r = tally_comm_init_rank(&e->tally, size, from_root.id, rank);
+    /* MPI waits in a collective as long as the peers take: unless TALLY_TIMEOUT says otherwise, so
+     * does the shim (Tally's longest limit), where Tally's default would fail a long imbalance. */
+    tally_config_t config = TALLY_CONFIG_INITIALIZER;
+    if (!getenv("TALLY_TIMEOUT")) config.timeout_s = 1e7;
+    tally_result_t r = tally_comm_init_rank_config(&e->tally, size, from_root.id, rank, &config);
     ok = r == TALLY_SUCCESS;
     if (!ok) shim_log("WARN", __FILE__, __LINE__, "libtally_mpi: %s", tally_comm_last_error(NULL));
   }
