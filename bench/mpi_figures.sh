@@ -2,7 +2,8 @@
 # libtally_mpi's figures for the README: Open MPI's own collectives against the same unmodified
 # program with libtally_mpi preloaded (../shared/anchors/run.sh mpi, MPIRUN_ARGS="-x LD_PRELOAD=..."),
 # each figure the median of REPEAT runs, the two taking turns; then the shim's own overhead at 8 B:
-# MPI_Allreduce through the shim against tally-perf's tally_allreduce on as many ranks.
+# MPI_Allreduce through the shim against tally-perf's tally_allreduce on as many ranks, and, on one
+# rank where nothing else varies, against tally_allreduce in the same process (bench/mpi_overhead.c).
 # Per size: both times (us), both busbw (GB/s), and shim/MPI (busbw ratio; from 64 KiB down the
 # ratio of times, MPI's over the shim's: above 1 the shim is faster either way); #wrong: the
 # results mpi_coll found wrong in all the shim's runs (must be 0).
@@ -59,3 +60,11 @@ for n in $nranks; do
   s=$(median <"$raw/over-shim-$n") p=$(median <"$raw/over-perf-$n")
   printf "%6s %14s %16s %10s\n" "$n" "$s" "$p" "$(awk -v s="$s" -v p="$p" 'BEGIN {printf "%.2f", s - p}')"
 done
+
+mpicc -O2 -I"$root/include" -o "$raw/mpi_overhead" "$root/bench/mpi_overhead.c" -L"$build" -ltally -Wl,-rpath,"$build"
+for _ in $(seq "$repeat"); do
+  mpirun --allow-run-as-root -np 1 -x LD_PRELOAD="$shim" "$raw/mpi_overhead" 1000000 >>"$raw/over1"
+done
+echo "# one rank, 8 B, 10^6 calls, medians of $repeat: MPI_Allreduce through the shim" \
+  "$(awk '{print $2}' "$raw/over1" | median) us, tally_allreduce $(awk '{print $3}' "$raw/over1" | median) us," \
+  "overhead $(awk '{print $4}' "$raw/over1" | median) us"
