@@ -60,7 +60,7 @@ for coll in MPI_Allreduce MPI_Reduce MPI_Bcast MPI_Allgather MPI_Reduce_scatter_
   [ "$n" -eq "$ranks" ] || fail "$coll: $n of $ranks ranks logged it going to Tally"
 done
 for why in "MPI_Allreduce to MPI: an op Tally does not have" "MPI_Bcast to MPI: a datatype Tally does not have" \
-  "MPI_Alltoall to MPI: send and receive datatypes or counts differ"; do
+  "MPI_Alltoall to MPI: send and receive datatypes or counts differ" "MPI_Allreduce to MPI: an intercommunicator"; do
   grep -q "$why" "$work/preload.err" || fail "no log line '$why' for a call that must fall through"
 done
 for coll in allreduce reduce broadcast allgather reduce_scatter alltoall gather scatter barrier; do

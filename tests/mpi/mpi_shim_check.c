@@ -197,6 +197,21 @@ static void run_all(MPI_Comm comm, const char *name) {
   bad_root(comm, name, size);
 }
 
+/* Between the even and the odd ranks: an intercommunicator, whose collectives stay with MPI. */
+static void intercomm(MPI_Comm parity) {
+  MPI_Comm inter;
+  MPI_Intercomm_create(parity, 0, MPI_COMM_WORLD, world_rank % 2 ? 0 : 1, 7, &inter);
+  int v[N], r[N], rank;
+  MPI_Comm_rank(parity, &rank);
+  for (int i = 0; i < N; i++) v[i] = world_rank * 100 + i;
+  check(MPI_Allreduce(v, r, N, MPI_INT, MPI_SUM, inter), "intercommunicator allreduce");
+  report("inter", "allreduce-int", r, sizeof r);
+  int root = world_rank % 2 ? (rank == 0 ? MPI_ROOT : MPI_PROC_NULL) : 0; /* the odd group's rank 0 sends */
+  check(MPI_Bcast(v, N, MPI_INT, root, inter), "intercommunicator bcast");
+  report("inter", "bcast-int", v, sizeof v);
+  MPI_Comm_free(&inter);
+}
+
 /* Rank 0 passes 4 floats and the others 8: MPI_ERRORS_RETURN must give every rank an error. */
 static int mismatch(int fatal) {
   MPI_Comm comm;
@@ -245,6 +260,7 @@ int main(int argc, char **argv) {
     MPI_Comm_split(MPI_COMM_WORLD, 0, size - world_rank, &reversed);
     run_all(MPI_COMM_WORLD, "world");
     run_all(parity, world_rank % 2 ? "odd" : "even");
+    if (size >= 2) intercomm(parity);
     run_all(reversed, "reversed");
     MPI_Comm_free(&parity);
     run_all(MPI_COMM_WORLD, "world-again");
