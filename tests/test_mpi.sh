@@ -93,7 +93,12 @@ for bad in 'allreduce,allreduse' 'allreduce>=12Q' 'allreduce>4096' '^alltoall>=4
   grep -q "libtally_mpi: TALLY_MPI_COLLS='$bad' is malformed" "$work/bad.err" ||
     { head -3 "$work/bad.err"; fail "TALLY_MPI_COLLS='$bad': no clear message"; }
 done
-echo "malformed TALLY_MPI_COLLS values are refused with a message"
+# A Tally setting Tally refuses ends the job with Tally's message, as in any Tally program.
+TALLY_TRANSPORT=bogus mpi -x TALLY_TRANSPORT "${preload[@]}" "$work/plain" >/dev/null 2>"$work/bad.err" &&
+  fail "TALLY_TRANSPORT=bogus was accepted"
+grep -q "TALLY_TRANSPORT='bogus' is not supported" "$work/bad.err" && grep -q "libtally_mpi: Tally refused its configuration" "$work/bad.err" ||
+  { head -3 "$work/bad.err"; fail "TALLY_TRANSPORT=bogus: no clear message"; }
+echo "malformed TALLY_MPI_COLLS values and a malformed Tally setting are refused with a message"
 
 # A mismatched count: every rank gets an error whose string is Tally's, and the job goes on.
 CHECK_OUT=$work/mismatch mpi -x CHECK_OUT "${preload[@]}" "$work/plain" mismatch 2>"$work/mismatch.err" ||

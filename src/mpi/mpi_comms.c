@@ -4,6 +4,7 @@
  * a list of those alive so that MPI_Finalize releases the ones a program never freed. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "mpi_shim.h"
@@ -56,31 +57,44 @@ static int ensure_keyval(void) {
   return atomic_load(&keyval_ready);
 }
 
-/* Collective over comm: every rank gets a Tally communicator, or none does. */
+/* How making a rank's Tally communicator went, worst last: the ranks agree on the worst. */
+enum made { MADE, FAILED, REFUSED /* Tally refused its configuration: a malformed TALLY_* variable */ };
+
+static enum made outcome(tally_result_t r) {
+  if (r == TALLY_SUCCESS) return MADE;
+  shim_log("WARN", __FILE__, __LINE__, "libtally_mpi: %s", tally_comm_last_error(NULL));
+  return r == TALLY_ERR_INVALID_ARGUMENT ? REFUSED : FAILED;
+}
+
+/* Collective over comm: every rank gets a Tally communicator, or none does. A failure (no network,
+ * no memory) leaves the communicator's calls to MPI; a refused configuration ends the job, as a
+ * malformed setting does in any Tally program. */
 static void make_tally_comm(MPI_Comm comm, struct shim_entry *e) {
   int rank, size;
   PMPI_Comm_rank(comm, &rank);
   PMPI_Comm_size(comm, &size);
   struct {
-    int ok;
+    int made;
     tally_unique_id_t id;
   } from_root = {0};
-  if (rank == 0) {
-    from_root.ok = tally_get_unique_id(&from_root.id) == TALLY_SUCCESS;
-    if (!from_root.ok) shim_log("WARN", __FILE__, __LINE__, "libtally_mpi: %s", tally_comm_last_error(NULL));
-  }
-  int ok = 0, all_ok = 0;
-  if (PMPI_Bcast(&from_root, sizeof from_root, MPI_BYTE, 0, comm) == MPI_SUCCESS && from_root.ok) {
+  if (rank == 0) from_root.made = outcome(tally_get_unique_id(&from_root.id));
+  int made = FAILED, worst = FAILED;
+  if (PMPI_Bcast(&from_root, sizeof from_root, MPI_BYTE, 0, comm) == MPI_SUCCESS) made = from_root.made;
+  if (made == MADE) {
     /* MPI waits in a collective as long as the peers take: unless TALLY_TIMEOUT says otherwise, so
      * does the shim (Tally's longest limit), where Tally's default would fail a long imbalance. */
     tally_config_t config = TALLY_CONFIG_INITIALIZER;
     if (!getenv("TALLY_TIMEOUT")) config.timeout_s = 1e7;
-    tally_result_t r = tally_comm_init_rank_config(&e->tally, size, from_root.id, rank, &config);
-    ok = r == TALLY_SUCCESS;
-    if (!ok) shim_log("WARN", __FILE__, __LINE__, "libtally_mpi: %s", tally_comm_last_error(NULL));
+    made = outcome(tally_comm_init_rank_config(&e->tally, size, from_root.id, rank, &config));
   }
-  if (PMPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS) all_ok = 0;
-  if (all_ok) return;
+  if (PMPI_Allreduce(&made, &worst, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) worst = FAILED;
+  if (worst == MADE) return;
+  if (worst == REFUSED) {
+    fprintf(stderr,
+            "libtally_mpi: Tally refused its configuration (the message above, from the rank that has it): fix "
+            "the TALLY_* variable, or run without libtally_mpi\n");
+    PMPI_Abort(comm, 1);
+  }
   shim_log("WARN", __FILE__, __LINE__,
            "libtally_mpi: no Tally communicator for a communicator of %d ranks (a rank failed to make its own); "
            "its collectives go to MPI",
