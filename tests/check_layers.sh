@@ -5,11 +5,12 @@
 # does (the including file's folder, then src/, include/ and the top), and names each file and line
 # that breaks the rule, or an include it cannot resolve.
 #   check_layers.sh SOURCE_DIR        check the tree; exit 1 on any violation
-#   check_layers.sh --self-test       plant a violation in a copy of this tree and check it is caught
+#   check_layers.sh --self-test       plant violations in a copy of this tree and check each is caught
 set -uo pipefail
 
-# Lowest first. include/ (the public header) is below them all.
-LAYERS=(core topology bootstrap transports comm algorithms tuning dispatch device api)
+# Lowest first. include/ (the public header) is below them all. mpi (libtally_mpi, src/mpi/) sits above
+# the library and, as any program using it, may include only the public header and its own files.
+LAYERS=(core topology bootstrap transports comm algorithms tuning dispatch device api mpi)
 
 # The layer a repository path belongs to, or "" for paths outside the library.
 layer_of() {
@@ -62,6 +63,8 @@ check_tree() {
       to_rank=$(rank_of "$to_layer")
       if [ -z "$to_rank" ]; then
         report "$file:$line: includes $target, which is outside the library's layers"
+      elif [ "$from_layer" = mpi ] && [ "$to_layer" != mpi ] && [ "$to_layer" != public ]; then
+        report "$file:$line: mpi includes $target of $to_layer: libtally_mpi uses only the public include/tally.h"
       elif [ "$to_rank" -gt "$from_rank" ]; then
         report "$file:$line: $from_layer includes $target of $to_layer, a higher layer ($from_layer may use: ${LAYERS[*]:0:$((from_rank + 1))})"
       elif [ "$from_layer" = transports ] && [ "$to_layer" = transports ]; then
@@ -88,10 +91,12 @@ self_test() {
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' RETURN
   cp -r "$here/src" "$here/include" "$here/transports" "$here/algorithms" "$scratch/"
-  # A lower layer reaching up, and a transport reaching into another one.
+  # A lower layer reaching up, a transport reaching into another one, the MPI shim into the library.
   sed -i '0,/#include "/s//#include "tuning\/tuner.h"\n#include "/' "$scratch/src/comm/comm.c"
   sed -i '0,/#include "/s//#include "transports\/shm\/shm.h"\n#include "/' "$scratch/transports/tcp/tcp.c"
-  local comm_line tcp_line
+  sed -i '0,/#include "/s//#include "api\/registry.h"\n#include "/' "$scratch/src/mpi/mpi_comms.c"
+  local comm_line tcp_line mpi_line
+  mpi_line=$(grep -n '#include "api/registry.h"' "$scratch/src/mpi/mpi_comms.c" | cut -d: -f1)
   comm_line=$(grep -n '#include "tuning/tuner.h"' "$scratch/src/comm/comm.c" | cut -d: -f1)
   tcp_line=$(grep -n '#include "transports/shm/shm.h"' "$scratch/transports/tcp/tcp.c" | cut -d: -f1)
   out=$( (check_tree "$scratch") 2>&1)
@@ -102,7 +107,9 @@ self_test() {
     { echo "self-test: src/comm/comm.c:$comm_line (comm including tuning) was not named"; status=1; }
   echo "$out" | grep -q "^transports/tcp/tcp.c:$tcp_line: transport 'tcp' includes transports/shm/shm.h" ||
     { echo "self-test: transports/tcp/tcp.c:$tcp_line (tcp including shm) was not named"; status=1; }
-  [ "$status" -eq 0 ] && echo "self-test: both planted violations were caught, with file and line"
+  echo "$out" | grep -q "^src/mpi/mpi_comms.c:$mpi_line: mpi includes src/api/registry.h of api" ||
+    { echo "self-test: src/mpi/mpi_comms.c:$mpi_line (the MPI shim reaching into the library) was not named"; status=1; }
+  [ "$status" -eq 0 ] && echo "self-test: the three planted violations were caught, with file and line"
   return "$status"
 }
 

@@ -1,0 +1,153 @@
+/* libtally_mpi's communicators: one Tally communicator per MPI communicator, made collectively on
+ * the first intercepted call (rank 0 makes the unique id, PMPI_Bcast carries it), kept as an MPI
+ * attribute whose delete callback destroys it (MPI_Comm_free, and MPI_Finalize for the world), and
+ * a list of those alive so that MPI_Finalize releases the ones a program never freed. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "mpi_shim.h"
+
+struct shim_entry {
+  tally_comm_t tally; /* NULL: every call on this communicator goes to MPI, because of why_not */
+  enum shim_reason why_not;
+  struct shim_entry *prev, *next; /* the entries alive */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int keyval_ready;
+static int keyval = MPI_KEYVAL_INVALID;
+static struct shim_entry *alive;
+
+static void link_entry(struct shim_entry *e) {
+  pthread_mutex_lock(&lock);
+  e->next = alive;
+  if (alive) alive->prev = e;
+  alive = e;
+  pthread_mutex_unlock(&lock);
+}
+
+static void unlink_entry(struct shim_entry *e) {
+  pthread_mutex_lock(&lock);
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    alive = e->next;
+  if (e->next) e->next->prev = e->prev;
+  pthread_mutex_unlock(&lock);
+}
+
+static int delete_entry(MPI_Comm comm, int key, void *value, void *extra) {
+  (void)comm, (void)key, (void)extra;
+  struct shim_entry *e = value;
+  unlink_entry(e);
+  if (e->tally) tally_comm_destroy(e->tally);
+  free(e);
+  return MPI_SUCCESS;
+}
+
+static int ensure_keyval(void) {
+  if (atomic_load_explicit(&keyval_ready, memory_order_acquire)) return 1;
+  pthread_mutex_lock(&lock);
+  if (!atomic_load(&keyval_ready) &&
+      PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, delete_entry, &keyval, NULL) == MPI_SUCCESS)
+    atomic_store_explicit(&keyval_ready, 1, memory_order_release);
+  pthread_mutex_unlock(&lock);
+  return atomic_load(&keyval_ready);
+}
+
+/* How making a rank's Tally communicator went, worst last: the ranks agree on the worst. */
+enum made { MADE, FAILED, REFUSED /* Tally refused its configuration: a malformed TALLY_* variable */ };
+
+static enum made outcome(tally_result_t r) {
+  if (r == TALLY_SUCCESS) return MADE;
+  shim_log("WARN", __FILE__, __LINE__, "libtally_mpi: %s", tally_comm_last_error(NULL));
+  return r == TALLY_ERR_INVALID_ARGUMENT ? REFUSED : FAILED;
+}
+
+/* Collective over comm: every rank gets a Tally communicator, or none does. A failure (no network,
+ * no memory) leaves the communicator's calls to MPI; a refused configuration ends the job, as a
+ * malformed setting does in any Tally program. */
+static void make_tally_comm(MPI_Comm comm, struct shim_entry *e) {
+  int rank, size;
+  PMPI_Comm_rank(comm, &rank);
+  PMPI_Comm_size(comm, &size);
+  struct {
+    int made;
+    tally_unique_id_t id;
+  } from_root = {0};
+  if (rank == 0) from_root.made = outcome(tally_get_unique_id(&from_root.id));
+  int made = FAILED, worst = FAILED;
+  if (PMPI_Bcast(&from_root, sizeof from_root, MPI_BYTE, 0, comm) == MPI_SUCCESS) made = from_root.made;
+  if (made == MADE) {
+    /* MPI waits in a collective as long as the peers take: unless TALLY_TIMEOUT says otherwise, so
+     * does the shim (Tally's longest limit), where Tally's default would fail a long imbalance. */
+    tally_config_t config = TALLY_CONFIG_INITIALIZER;
+    if (!getenv("TALLY_TIMEOUT")) config.timeout_s = 1e7;
+    made = outcome(tally_comm_init_rank_config(&e->tally, size, from_root.id, rank, &config));
+  }
+  if (PMPI_Allreduce(&made, &worst, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) worst = FAILED;
+  if (worst == MADE) return;
+  if (worst == REFUSED) {
+    fprintf(stderr,
+            "libtally_mpi: Tally refused its configuration (the message above, from the rank that has it): fix "
+            "the TALLY_* variable, or run without libtally_mpi\n");
+    PMPI_Abort(comm, 1);
+  }
+  shim_log("WARN", __FILE__, __LINE__,
+           "libtally_mpi: no Tally communicator for a communicator of %d ranks (a rank failed to make its own); "
+           "its collectives go to MPI",
+           size);
+  if (e->tally) tally_comm_destroy(e->tally);
+  e->tally = NULL;
+  e->why_not = SHIM_TALLY_UNAVAILABLE;
+}
+
+tally_comm_t shim_comm_get(MPI_Comm comm, enum shim_reason *reason) {
+  void *value = NULL;
+  int found = 0;
+  if (!ensure_keyval() || PMPI_Comm_get_attr(comm, keyval, &value, &found) != MPI_SUCCESS)
+    return *reason = SHIM_TALLY_UNAVAILABLE, NULL;
+  struct shim_entry *e = value;
+  if (!found) {
+    e = calloc(1, sizeof *e);
+    if (!e) return *reason = SHIM_TALLY_UNAVAILABLE, NULL;
+    int inter = 0;
+    PMPI_Comm_test_inter(comm, &inter);
+    if (inter)
+      e->why_not = SHIM_INTERCOMM; /* every rank sees the same: nothing collective was skipped */
+    else
+      make_tally_comm(comm, e);
+    link_entry(e);
+    PMPI_Comm_set_attr(comm, keyval, e);
+  }
+  if (!e->tally) *reason = e->why_not;
+  return e->tally;
+}
+
+int shim_comm_has_tally(MPI_Comm comm) {
+  void *value = NULL;
+  int found = 0;
+  return atomic_load(&keyval_ready) && PMPI_Comm_get_attr(comm, keyval, &value, &found) == MPI_SUCCESS && found &&
+         ((struct shim_entry *)value)->tally;
+}
+
+void shim_comms_release_all(void) {
+  if (!atomic_load(&keyval_ready)) return;
+  MPI_Comm predefined[] = {MPI_COMM_WORLD, MPI_COMM_SELF};
+  for (int i = 0; i < 2; i++) {
+    void *value;
+    int found = 0;
+    if (PMPI_Comm_get_attr(predefined[i], keyval, &value, &found) == MPI_SUCCESS && found)
+      PMPI_Comm_delete_attr(predefined[i], keyval);
+  }
+  /* Communicators the program never freed: their Tally half goes now; MPI may still call
+   * delete_entry for them later, which then frees only the entry. */
+  pthread_mutex_lock(&lock);
+  for (struct shim_entry *e = alive; e; e = e->next) {
+    if (e->tally) tally_comm_destroy(e->tally);
+    e->tally = NULL;
+  }
+  pthread_mutex_unlock(&lock);
+}
