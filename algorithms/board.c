@@ -47,10 +47,31 @@ tally_result_t tally_board_open(struct tally_comm *c, uint64_t deadline) {
   return TALLY_SUCCESS;
 }
 
+/* The bytes a rank puts on the board for `desc`: its input (reduce-scatter's p blocks), or
+ * nothing (a broadcast's non-root, barrier). */
+static size_t posted_bytes(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  size_t bytes = desc->count * tally_datatype_size(desc->datatype);
+  switch (desc->coll) {
+    case TALLY_COLL_REDUCE_SCATTER: return bytes * (size_t)comm->nranks;
+    case TALLY_COLL_BROADCAST: return comm->rank == desc->root ? bytes : 0;
+    case TALLY_COLL_BARRIER: return 0;
+    default: return bytes;
+  }
+}
+
 int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   if (!comm->board) return 0;
+  /* every rank must decide alike: a broadcast by its root's input, which all know */
   size_t bytes = desc->count * tally_datatype_size(desc->datatype);
-  return desc->coll == TALLY_COLL_BARRIER || (desc->coll == TALLY_COLL_ALLREDUCE && bytes <= TALLY_BOARD_SLOT_BYTES);
+  if (desc->coll == TALLY_COLL_REDUCE_SCATTER) bytes *= (size_t)comm->nranks;
+  switch (desc->coll) {
+    case TALLY_COLL_BARRIER: return 1;
+    case TALLY_COLL_ALLREDUCE:
+    case TALLY_COLL_ALLGATHER:
+    case TALLY_COLL_REDUCE_SCATTER:
+    case TALLY_COLL_BROADCAST: return bytes <= TALLY_BOARD_SLOT_BYTES;
+    default: return 0;
+  }
 }
 
 /* --- one call -------------------------------------------------------------------------------- */
@@ -156,14 +177,32 @@ tally_result_t tally_board_meet(struct tally_comm *c, const struct tally_coll_de
   return meet(c, d, NULL, 0, &set);
 }
 
+/* One meet with the inputs in the slots, then each rank takes its result from them. */
 static tally_result_t board_run(struct tally_comm *c, const struct tally_coll_desc *d) {
-  size_t bytes = d->count * tally_datatype_size(d->datatype);
+  size_t size = tally_datatype_size(d->datatype), bytes = d->count * size;
   int set;
-  TALLY_CHECK(meet(c, d, d->sendbuf, d->coll == TALLY_COLL_BARRIER ? 0 : bytes, &set));
-  if (d->coll == TALLY_COLL_BARRIER || bytes == 0) return TALLY_SUCCESS;
-  /* a set's slots lie one after another */
-  tally_reduce_in_order(d->recvbuf, tally_board_slot(c->board->page, set, 0)->data, sizeof(struct board_slot),
-                        c->nranks, d->count, d->datatype, d->op);
+  TALLY_CHECK(meet(c, d, d->sendbuf, posted_bytes(c, d), &set));
+  if (bytes == 0) return TALLY_SUCCESS;
+  struct board_page *page = c->board->page;
+  const unsigned char *first = tally_board_slot(page, set, 0)->data; /* a set's slots lie one after another */
+  switch (d->coll) {
+    case TALLY_COLL_ALLREDUCE:
+      tally_reduce_in_order(d->recvbuf, first, sizeof(struct board_slot), c->nranks, d->count, d->datatype, d->op);
+      break;
+    case TALLY_COLL_REDUCE_SCATTER:
+      tally_reduce_in_order(d->recvbuf, first + (size_t)c->rank * bytes, sizeof(struct board_slot), c->nranks, d->count,
+                            d->datatype, d->op);
+      break;
+    case TALLY_COLL_ALLGATHER:
+      for (int r = 0; r < c->nranks; r++)
+        memcpy((unsigned char *)d->recvbuf + (size_t)r * bytes, tally_board_slot(page, set, r)->data, bytes);
+      break;
+    case TALLY_COLL_BROADCAST:
+      if (d->recvbuf != d->sendbuf || c->rank != d->root)
+        memcpy(d->recvbuf, tally_board_slot(page, set, d->root)->data, bytes);
+      break;
+    default: break; /* barrier */
+  }
   return TALLY_SUCCESS;
 }
 

@@ -1,8 +1,10 @@
 /* The host board: one shared-memory page set where all ranks of a communicator that lives on a
  * single host meet for small collectives in one round instead of n-1 ring steps. Each rank writes
  * its input and the call's fingerprint into its own slot and counts itself in; once all have
- * arrived (one futex wake), every rank checks the fingerprints and reduces the n inputs itself, in
- * rank order, so every rank gets the same bits. Two sets of slots alternate: a rank that starts
+ * arrived (one futex wake), every rank checks the fingerprints and takes its result from the
+ * slots: an allreduce reduces the n inputs itself, in rank order, so every rank gets the same bits
+ * (a reduce-scatter its own block of them), an allgather copies them all out, a broadcast the
+ * root's. Two sets of slots alternate: a rank that starts
  * the next-but-one call has seen every rank arrive at the call in between, so nobody still reads
  * the slots it overwrites. The pages themselves, and the failures reported on them, are the
  * communicator's (comm/board_page.h). */
@@ -17,8 +19,8 @@
  * board that cannot be made is not an error: the collectives then stay on the ring. */
 tally_result_t tally_board_open(struct tally_comm *comm, uint64_t deadline);
 
-/* Whether `desc` runs on the board: allreduce of at most 16 KiB per rank (a rank's slot), and
- * barrier. */
+/* Whether `desc` runs on the board: allreduce, allgather, reduce-scatter and broadcast whose input
+ * fits a rank's slot (16 KiB; reduce-scatter's p blocks), and barrier. */
 int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
 /* A barrier on the board for the call `desc` (the shared-buffer algorithm's phases, shared.h):

@@ -37,6 +37,7 @@ struct options {
   tally_op_t op;
   int root;
   int fork_ranks;  /* -N; 0 when absent */
+  bool no_bind;    /* --bind none: -N's ranks are not bound to cores (perf_launch.c) */
   double timeout;  /* -T, seconds, for -N; 0: none */
   const char *json;
   double soak_seconds;     /* --soak: run random collectives this long; 0: the size sweep */

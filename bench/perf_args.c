@@ -260,7 +260,7 @@ void parse_args(int argc, char **argv, struct options *o) {
   o->repeat = SWEEP_DEFAULT_REPEAT;
   bool have_coll = false, have_timeout = false, have_seed = false, have_repeat = false, have_algo = false;
   int sweep_opt = 0; /* the last option seen that only the sweep uses */
-  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU, OPT_PLOT, OPT_PLOT_WITH };
+  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU, OPT_PLOT, OPT_PLOT_WITH, OPT_BIND };
 
   static const struct option longopts[] = {
       {"minbytes", required_argument, NULL, 'b'},   {"maxbytes", required_argument, NULL, 'e'},
@@ -274,6 +274,7 @@ void parse_args(int argc, char **argv, struct options *o) {
       {"algo", required_argument, NULL, 'a'},       {"sweep", no_argument, NULL, OPT_SWEEP},
       {"repeat", required_argument, NULL, OPT_REPEAT}, {"gpu", no_argument, NULL, OPT_GPU},
       {"plot", required_argument, NULL, OPT_PLOT},  {"plot-with", required_argument, NULL, OPT_PLOT_WITH},
+      {"bind", required_argument, NULL, OPT_BIND},
       {NULL, 0, NULL, 0},
   };
   opterr = 0;
@@ -303,6 +304,11 @@ void parse_args(int argc, char **argv, struct options *o) {
       break;
     case OPT_SWEEP: o->sweep = true; break;
     case OPT_GPU: o->gpu = true; break;
+    case OPT_BIND:
+      if (strcmp(optarg, "core") != 0 && strcmp(optarg, "none") != 0)
+        bad_arg("--bind %s: expected core (each -N rank on its own core when they fit, the default) or none", optarg);
+      o->no_bind = strcmp(optarg, "none") == 0;
+      break;
     case OPT_PLOT: o->plot = optarg; break;
     case OPT_PLOT_WITH:
       if (o->nplot_with == PERF_PLOT_MAX_WITH) bad_arg("--plot-with: at most %d files", PERF_PLOT_MAX_WITH);

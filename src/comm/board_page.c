@@ -1,5 +1,5 @@
-/* The host board's shared pages (board_page.h): making and mapping them, and the failures
- * reported on them. */
+/* The host board's shared pages (board_page.h): making and mapping them (MAP_POPULATE, so that no
+ * collective pays the page faults of a first touch), and the failures reported on them. */
 #define _GNU_SOURCE
 #include "board_page.h"
 
@@ -47,7 +47,7 @@ static tally_result_t create_page(struct tally_comm *c, struct tally_board *b) {
   if (fd < 0) return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create %s: %s", b->name, strerror(errno));
   b->linked = 1;
   int err = posix_fallocate(fd, 0, (off_t)b->bytes);
-  void *map = err ? MAP_FAILED : mmap(NULL, b->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void *map = err ? MAP_FAILED : mmap(NULL, b->bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   close(fd);
   if (map == MAP_FAILED)
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot reserve %zu bytes for %s: %s", b->bytes, b->name,
@@ -84,7 +84,7 @@ static tally_result_t open_fd(struct tally_board *b, uint64_t deadline, int *fd)
 static tally_result_t open_page(struct tally_comm *c, struct tally_board *b, uint64_t deadline) {
   int fd;
   TALLY_CHECK(open_fd(b, deadline, &fd));
-  void *map = mmap(NULL, b->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void *map = mmap(NULL, b->bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   close(fd);
   if (map == MAP_FAILED) return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot map %s: %s", b->name, strerror(errno));
   b->page = map;

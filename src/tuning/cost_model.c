@@ -188,12 +188,13 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
   double S = (double)bytes, copy = TALLY_COST_SHARED_COPY_SHARE * m->beta_us_per_byte;
   double reduce = (double)(p - 1) / p * S * m->gamma_us_per_byte;
   size_t per_round = coll == TALLY_COLL_ALLGATHER ? bytes / (size_t)p : bytes;
-  double meets = 2.0 * (double)((per_round + area_bytes - 1) / area_bytes) * m->alpha_us;
+  double meet = TALLY_COST_MEET_SHARE * m->alpha_us;
+  double meets = 2.0 * (double)((per_round + area_bytes - 1) / area_bytes) * meet;
   switch (coll) {
     case TALLY_COLL_ALLREDUCE: return meets + 2 * S * copy + reduce;
     case TALLY_COLL_REDUCE_SCATTER: return meets + S * copy + reduce;
     case TALLY_COLL_ALLGATHER: return meets + (S / p + S) * copy;
-    case TALLY_COLL_BROADCAST: return meets / 2 + m->alpha_us + (S + (double)(bytes < area_bytes ? bytes : area_bytes)) * copy;
+    case TALLY_COLL_BROADCAST: return meets / 2 + meet + (S + (double)(bytes < area_bytes ? bytes : area_bytes)) * copy;
     default: return TALLY_COST_NOT_MODELLED;
   }
 }

@@ -62,14 +62,14 @@
  * from p = 16 for Bruck), the direct forms on large blocks (every byte moves once).
  *
  * Shared (one host, algorithms/shared.h): rounds of at most A bytes per rank (the board's area),
- * each round two meets costing alpha each, and the copies between a rank's buffers and the shared
+ * each round two meets, each costing a = TALLY_COST_MEET_SHARE x alpha, and the copies between a rank's buffers and the shared
  * areas. A message on the local link is copied twice (into the FIFO by its sender, out by its
  * receiver) and pays the FIFO's handshakes, so one copy of a byte is priced at less than half of
  * beta (TALLY_COST_SHARED_COPY_SHARE x beta):
- *   allreduce       2 R alpha + 2 S c + (p-1)/p S gamma        R = ceil(S / A); in, reduce, out
- *   reduce-scatter  2 R alpha + S c + (p-1)/p S gamma          R = ceil(S / A)
- *   allgather       2 R alpha + (S/p + S) c                    R = ceil(S/p / A)
- *   broadcast       (R + 1) alpha + S c + min(S, A) c          R = ceil(S / A); the root copies a round in
+ *   allreduce       2 R a + 2 S c + (p-1)/p S gamma            R = ceil(S / A); in, reduce, out
+ *   reduce-scatter  2 R a + S c + (p-1)/p S gamma              R = ceil(S / A)
+ *   allgather       2 R a + (S/p + S) c                        R = ceil(S/p / A)
+ *   broadcast       (R + 1) a + S c + min(S, A) c              R = ceil(S / A); the root copies a round in
  *                                                              while the others copy the last one out
  * with c = TALLY_COST_SHARED_COPY_SHARE x beta.
  *
@@ -128,6 +128,12 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
  * 0.35 makes the model agree with `tally-perf allreduce --sweep -N 2` here (2026-12-05, 1 MiB:
  * ring 377 us, shared 265 us, medians of 3), where 0.5 made it prefer the ring by 3%. */
 #define TALLY_COST_SHARED_COPY_SHARE 0.35
+
+/* The share of a local message's alpha that a board meet costs: one atomic count and one futex
+ * wake for all ranks at once, where a message has its FIFO's handshake and its own wake-up. Here
+ * (2026-12-05, 2 ranks, medians of 3) the board's one-meet allgather of 4 KiB took 1.9 us, the
+ * ring's one message 6.5 us. */
+#define TALLY_COST_MEET_SHARE 0.5
 
 /* o / alpha: the posting cost of a message among several posted together, as a share of a lone
  * message's alpha (not calibrated: an estimate; on the machine where it was chosen, 8 ranks on 2

@@ -2,8 +2,9 @@
  * are implemented for the collective and that can run on this communicator (their connections
  * exist, the rank count suits them), asks the cost model (cost_model.h) for each one's time with
  * the communicator's measured link parameters (comm->link_cost, calibrate.h), and runs the fastest.
- *   - board: small allreduces and barriers on a single host run on the shared-memory board first
- *            whenever it suits them (one round; the model does not cover it);
+ *   - board: small allreduces, allgathers, reduce-scatters, broadcasts and barriers on a single
+ *            host run on the shared-memory board first whenever it suits them (one round; the
+ *            model does not cover it);
  *   - shared: on a single host with a board, priced with the area's size as its round
  *            (cost_model.h) against the local link's ring, tree and halving-doubling;
  *   - flat algorithms (ring, tree) are costed on the slowest link they cross: the network's
@@ -35,14 +36,14 @@ static const struct tally_algorithm *const algorithms[TALLY_NUM_ALGOS] = {
 static unsigned implemented(enum tally_coll coll) {
   unsigned ring = TALLY_ALGO_BIT(TALLY_ALGO_RING), hier = TALLY_ALGO_BIT(TALLY_ALGO_HIER);
   unsigned tree = TALLY_ALGO_BIT(TALLY_ALGO_TREE), rhd = TALLY_ALGO_BIT(TALLY_ALGO_RHD);
-  unsigned shared = TALLY_ALGO_BIT(TALLY_ALGO_SHARED);
+  unsigned shared = TALLY_ALGO_BIT(TALLY_ALGO_SHARED), board = TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
   switch (coll) {
-    case TALLY_COLL_ALLREDUCE: return ring | tree | rhd | hier | TALLY_ALGO_BIT(TALLY_ALGO_BOARD) | shared;
+    case TALLY_COLL_ALLREDUCE: return ring | tree | rhd | hier | board | shared;
     case TALLY_COLL_ALLGATHER:
-    case TALLY_COLL_REDUCE_SCATTER: return ring | hier | rhd | shared;
-    case TALLY_COLL_BROADCAST: return ring | tree | shared;
+    case TALLY_COLL_REDUCE_SCATTER: return ring | hier | rhd | board | shared;
+    case TALLY_COLL_BROADCAST: return ring | tree | board | shared;
     case TALLY_COLL_REDUCE: return ring | tree;
-    case TALLY_COLL_BARRIER: return ring | TALLY_ALGO_BIT(TALLY_ALGO_BOARD);
+    case TALLY_COLL_BARRIER: return ring | board;
     case TALLY_COLL_ALLTOALL: return TALLY_ALGO_BIT(TALLY_ALGO_PAIRWISE) | TALLY_ALGO_BIT(TALLY_ALGO_BRUCK) | hier;
     case TALLY_COLL_GATHER:
     case TALLY_COLL_SCATTER: return TALLY_ALGO_BIT(TALLY_ALGO_DIRECT) | TALLY_ALGO_BIT(TALLY_ALGO_BINOMIAL);

@@ -1,7 +1,9 @@
 /* The shared-memory segment of one connection: its name, its creation by the sender (reserved in
  * full with posix_fallocate, so that a full /dev/shm is an error now rather than a SIGBUS later),
  * the receiver's open with every field of the header checked, and the handshake after which the
- * name is unlinked, so that a crash leaves nothing behind in /dev/shm.
+ * name is unlinked, so that a crash leaves nothing behind in /dev/shm. Both sides map it with
+ * MAP_POPULATE: a page first touched during a collective costs a fault in each process, which made
+ * the first hundred 64 KiB allgathers on 2 ranks several times slower than the rest.
  *
  *   sender (connect)                          receiver (accept)
  *   shm_open(O_CREAT|O_EXCL, 0600)
@@ -91,7 +93,7 @@ tally_result_t shm_segment_create(struct tally_conn *c, uint64_t comm_id) {
                        c->name, strerror(errno));
   c->linked = 1;
   int err = posix_fallocate(fd, 0, (off_t)bytes);
-  void *map = err ? MAP_FAILED : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void *map = err ? MAP_FAILED : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   int map_err = errno;
   close(fd);
   if (err || map == MAP_FAILED) {
@@ -197,7 +199,7 @@ static tally_result_t finish_open(struct tally_conn *c, int fd, const struct shm
   uint64_t cma_min = header->cma_min_bytes, probe_address = header->cma_probe_address;
   uint64_t probe_value = header->cma_probe_value;
   uint32_t slot_bytes = header->slot_bytes;
-  void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (map == MAP_FAILED)
     return TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot map %zu bytes of shared memory (/dev/shm%s): %s", bytes, c->name,
                        strerror(errno));
