@@ -124,10 +124,12 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
                          size_t area_bytes);
 
 /* The share of a local message's beta that one copy of a byte into or out of a shared area costs.
- * A message through the FIFO is two copies plus the FIFO's per-slot handshakes, so less than half:
- * 0.35 makes the model agree with `tally-perf allreduce --sweep -N 2` here (2026-12-05, 1 MiB:
- * ring 377 us, shared 265 us, medians of 3), where 0.5 made it prefer the ring by 3%. */
-#define TALLY_COST_SHARED_COPY_SHARE 0.35
+ * A message through the FIFO is two copies plus the FIFO's per-slot handshakes, so less than half.
+ * From `tally-perf COLL --sweep -N 2 -b 64K -e 16M -f 4 --repeat 3` here (2026-12-05): 0.5 chose
+ * the ring where the shared areas were faster (1 MiB allreduce: ring 377 us, shared 265 us), and
+ * 0.25 chooses shared allgather and reduce-scatter from 64 KiB to 16 MiB, within 10% of the
+ * fastest but at 256 KiB (1.21) and 1 MiB allgather (0.73: faster than every forced run). */
+#define TALLY_COST_SHARED_COPY_SHARE 0.25
 
 /* The share of a local message's alpha that a board meet costs: one atomic count and one futex
  * wake for all ranks at once, where a message has its FIFO's handshake and its own wake-up. Here
