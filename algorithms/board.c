@@ -19,7 +19,7 @@ enum { WAIT_CAP_MS = 10 };
 /* Every rank learns whether every rank has the board, with one small allreduce on the ring. */
 static tally_result_t agree(struct tally_comm *c, int mine, int *everyone) {
   int32_t in = mine, out = 0;
-  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, &in, &out, 1, TALLY_INT32, TALLY_MIN, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, &in, &out, 1, TALLY_INT32, TALLY_MIN, 0, 0, 0, 0};
   TALLY_CHECK(tally_ring_algorithm.run(c, &d));
   *everyone = out;
   return TALLY_SUCCESS;

@@ -21,7 +21,12 @@
  * reduce-scatter, core id i's block is the blocks of the ranks it stands for, contiguous in rank
  * order. Every exchange runs on the pipeline (pipeline.h) over the pair's connections, so large
  * blocks are chunked and their reduction overlaps the transfer. Each block is reduced by one rank
- * only, so every rank ends with the same bits. */
+ * only, so every rank ends with the same bits.
+ *
+ * Compressed calls (desc->wire): the pipeline sends 16-bit values to partners on other hosts. For
+ * allreduce each block's owner rounds it once after the halving (so what the doubling and the
+ * unfold spread is exact in 16 bits); recursive doubling of the whole vector rounds each rank's
+ * vector before every exchange, so both partners add the same two values, and once at the end. */
 #include <string.h>
 
 #include "algorithm.h"
@@ -117,6 +122,11 @@ static tally_result_t exchange(struct tally_comm *comm, const struct tally_coll_
   return tally_pipeline_run(comm, &pair, &x->plan);
 }
 
+/* A compressed call's values as every rank will see them: rounded to its wire format in place. */
+static void round_to_wire(const struct tally_coll_desc *d, void *values, size_t count) {
+  tally_wire_note_saturation(tally_wire_round(values, count, d->wire), d->wire);
+}
+
 /* Steps 1 and 4: elements [off, off + len) of `base`, one way between an extra rank and its
  * partner (rank ^ 1), reduced into what is there when `reduce`; `input` as in struct exchange. */
 static tally_result_t fold(struct tally_comm *comm, const struct tally_coll_desc *d, void *base, const void *input,
@@ -165,7 +175,7 @@ static void block_range(const struct core *c, int lo, int hi, size_t *off, size_
 /* Step 2: on return core id c->id holds core ids [*lo, *hi) = its own, reduced over the core
  * ranks (and divided by the communicator's size for AVG). */
 static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_desc *d, const struct core *c, int *lo,
-                              int *hi) {
+                              int *hi, int round_owned) {
   *lo = 0, *hi = c->s.pow2;
   for (int dist = c->s.pow2 / 2; dist >= 1; dist /= 2) {
     int mid = *lo + (*hi - *lo) / 2, keep_low = !(c->id & dist);
@@ -184,6 +194,11 @@ static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_d
     size_t off, len;
     block_range(c, *lo, *hi, &off, &len);
     tally_reduce_finish_avg(c->whole.base + off * c->whole.esize, len, d->datatype, comm->nranks);
+  }
+  if (round_owned && d->wire) {
+    size_t off, len;
+    block_range(c, *lo, *hi, &off, &len);
+    round_to_wire(d, c->whole.base + off * c->whole.esize, len);
   }
   return TALLY_SUCCESS;
 }
@@ -216,11 +231,13 @@ static tally_result_t doubling_whole_vector(struct tally_comm *comm, const struc
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, bytes));
   for (int dist = 1; dist < c->s.pow2; dist *= 2) {
     struct exchange x = c->whole;
-    if (dist > 1 || !x.input) x.input = memcpy(comm->scratch, c->whole.base, bytes);
+    if (dist > 1 || !x.input || d->wire) x.input = memcpy(comm->scratch, x.input ? x.input : c->whole.base, bytes);
+    if (d->wire) round_to_wire(d, comm->scratch, c->count);
     x.send_len = c->count, x.recv_len = c->count, x.reduce = 1;
     TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
   }
   if (d->op == TALLY_AVG) tally_reduce_finish_avg(c->whole.base, c->count, d->datatype, comm->nranks);
+  if (d->wire) round_to_wire(d, c->whole.base, c->count);
   return TALLY_SUCCESS;
 }
 
@@ -234,7 +251,7 @@ static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_
     TALLY_CHECK(doubling_whole_vector(comm, d, &c));
   } else if (c.id >= 0) {
     int lo, hi;
-    TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
+    TALLY_CHECK(halving(comm, d, &c, &lo, &hi, 1));
     TALLY_CHECK(doubling(comm, d, &c, lo, hi));
   }
   if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, NULL, 0, count, c.id < 0, 0));
@@ -272,7 +289,7 @@ static tally_result_t rhd_reduce_scatter(struct tally_comm *comm, const struct t
     TALLY_CHECK(fold(comm, d, c.whole.base, d->sendbuf, 0, total, 1, 1));
   else
     c.whole.input = d->sendbuf;
-  TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
+  TALLY_CHECK(halving(comm, d, &c, &lo, &hi, 0));
   if (extra) TALLY_CHECK(fold(comm, d, c.whole.base, NULL, (size_t)(rank - 1) * block, block, 0, 0));
   memcpy(d->recvbuf, c.whole.base + (size_t)rank * block * es, block * es);
   return TALLY_SUCCESS;

@@ -237,7 +237,7 @@ Test(uid, ipv4_address_with_junk_in_its_unused_bytes_refused) {
 }
 
 static struct tally_msg_header sample_header(void) {
-  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0, 0};
   struct tally_msg_header h;
   tally_header_fill(&h, &d, 7);
   h.index = 3;

@@ -55,7 +55,7 @@ Test(tree, collectives_across_hosts) {
 static int chunks_as_the_model_says(tally_comm_t comm, int rank, int n, void *arg) {
   (void)n, (void)arg;
   static float x[1 << 18];
-  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, x, x, 1 << 18, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, x, x, 1 << 18, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0, 0};
   struct tally_tuner_decision dec;
   tally_tuner_decide(comm, &d, &dec);
   if (dec.algo != TALLY_ALGO_TREE || dec.chunk_bytes != 32 * 1024 ||

@@ -42,6 +42,8 @@ struct tally_coll_desc {
   size_t chunk_bytes;   /* the pipelining chunk the tuner chose for this call; 0: TALLY_CHUNK_BYTES */
   int rhd_whole_vector; /* halving-doubling allreduce: the tuner chose recursive doubling of the whole
                            vector over Rabenseifner's schedule (the same choice on every rank) */
+  int wire;             /* enum tally_wire_format (core/reduce.h): TALLY_WIRE_EXACT, or the 16-bit format the
+                           tuner chose for this FLOAT32 call's data on links between hosts (TALLY_COMPRESS) */
 };
 
 /* "allreduce", ... for enum tally_coll, "send", "alltoall", ... for enum tally_msg_kind; "unknown"
