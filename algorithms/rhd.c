@@ -231,7 +231,8 @@ static tally_result_t doubling_whole_vector(struct tally_comm *comm, const struc
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, bytes));
   for (int dist = 1; dist < c->s.pow2; dist *= 2) {
     struct exchange x = c->whole;
-    if (dist > 1 || !x.input || d->wire) x.input = memcpy(comm->scratch, x.input ? x.input : c->whole.base, bytes);
+    const void *mine = dist == 1 && x.input ? x.input : c->whole.base; /* the first round reads the input */
+    if (dist > 1 || !x.input || d->wire) x.input = memcpy(comm->scratch, mine, bytes);
     if (d->wire) round_to_wire(d, comm->scratch, c->count);
     x.send_len = c->count, x.recv_len = c->count, x.reduce = 1;
     TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));

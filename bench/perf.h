@@ -44,6 +44,8 @@ struct options {
   int repeat;              /* --repeat: the sweep's timed loops per measurement (their median) */
   const char *ignored_algo; /* --sweep: the environment's TALLY_ALGO, which it replaces; NULL if unset */
   bool gpu;                 /* --gpu: buffers in GPU memory, calls on a CUDA stream */
+  int compress;             /* --compress: 0 none, 1 bf16, 2 fp16 (sets TALLY_COMPRESS; the check's float AVG
+                               tolerance becomes the format's error bound) */
 };
 
 struct place_result {

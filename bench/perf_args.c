@@ -116,6 +116,8 @@ static void usage(FILE *f) {
           "  -T, --timeout SECONDS   with -N: kill the ranks after this long (default 600, 0: never;\n"
           "                          with --soak, default the soak's SECONDS + 600)\n"
           "  -J, --json FILE         also write the results to FILE as JSON\n"
+          "      --compress FORMAT   none, bf16 or fp16: FLOAT32 data crosses hosts as 16-bit values\n"
+          "                          (sets TALLY_COMPRESS; with -d float; see TALLY_COMPRESS_MIN_BYTES)\n"
           "      --sweep             compare the algorithms: run the range once with each algorithm\n"
           "                          forced by TALLY_ALGO (ring tree rhd hier board; for alltoall\n"
           "                          pairwise bruck hier; for gather and scatter direct binomial; one\n"
@@ -240,6 +242,18 @@ static void take_algo_env(struct options *o, bool have_algo) {
   if (o->ignored_algo == NULL || unsetenv("TALLY_ALGO") != 0) bad_arg("--sweep: cannot unset TALLY_ALGO");
 }
 
+/* --compress: the library reads TALLY_COMPRESS at init; the check needs the format's tolerance. */
+static int parse_compress(const char *s) {
+  static const char *const names[] = {"none", "bf16", "fp16"};
+  for (int f = 0; f < 3; f++)
+    if (strcmp(s, names[f]) == 0) {
+      if (setenv("TALLY_COMPRESS", s, 1) != 0) bad_arg("--compress %s: cannot set TALLY_COMPRESS", s);
+      return f;
+    }
+  bad_arg("--compress '%s': not none, bf16 or fp16", s);
+  return 0;
+}
+
 void parse_args(int argc, char **argv, struct options *o) {
   memset(o, 0, sizeof *o);
   o->minbytes = 8;
@@ -256,7 +270,7 @@ void parse_args(int argc, char **argv, struct options *o) {
   o->repeat = SWEEP_DEFAULT_REPEAT;
   bool have_coll = false, have_timeout = false, have_seed = false, have_repeat = false, have_algo = false;
   int sweep_opt = 0; /* the last option seen that only the sweep uses */
-  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU };
+  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU, OPT_COMPRESS };
 
   static const struct option longopts[] = {
       {"minbytes", required_argument, NULL, 'b'},   {"maxbytes", required_argument, NULL, 'e'},
@@ -269,6 +283,7 @@ void parse_args(int argc, char **argv, struct options *o) {
       {"soak", required_argument, NULL, OPT_SOAK},  {"seed", required_argument, NULL, OPT_SEED},
       {"algo", required_argument, NULL, 'a'},       {"sweep", no_argument, NULL, OPT_SWEEP},
       {"repeat", required_argument, NULL, OPT_REPEAT}, {"gpu", no_argument, NULL, OPT_GPU},
+      {"compress", required_argument, NULL, OPT_COMPRESS},
       {NULL, 0, NULL, 0},
   };
   opterr = 0;
@@ -298,6 +313,7 @@ void parse_args(int argc, char **argv, struct options *o) {
       break;
     case OPT_SWEEP: o->sweep = true; break;
     case OPT_GPU: o->gpu = true; break;
+    case OPT_COMPRESS: o->compress = parse_compress(optarg); break;
     case OPT_REPEAT:
       o->repeat = (int)parse_int("--repeat", optarg, 1, SWEEP_MAX_REPEAT);
       have_repeat = true;
