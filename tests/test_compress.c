@@ -16,9 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/reduce.h"
 #include "harness.h"
+#include "tuning/cost_model.h"
 
 enum { MAXR = 8, ODD_COUNT = 70001 };
 enum input_kind { RANDOM, CANCELLING, WIDE_RANGE, NKINDS };
@@ -373,4 +375,45 @@ static int old_config_body(int rank, int nranks, const tally_unique_id_t *id, vo
 
 Test(compress, first_version_of_the_config_struct_accepted) {
   cr_assert_eq(harness_run_raw(2, 60, old_config_body, NULL), 0);
+}
+
+/* The tuner prices a compressed network byte at half plus one conversion pass: with the network at
+ * 10 us and 1 GB/s and shared memory converting at gamma (TALLY_TUNING_FILE), the ring's allreduce of
+ * 16 MiB floats on 2 hosts of 2 ranks is the model's ring with beta / 2 + gamma; integers, and the
+ * tree (which does not compress), keep the full price. */
+static int pricing_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  size_t count = 4 << 20, bytes = count * 4;
+  double ring_float, ring_int, tree_float, tree_int;
+  if (tally_comm_predict(comm, "allreduce", "ring", count, TALLY_FLOAT32, &ring_float) != TALLY_SUCCESS ||
+      tally_comm_predict(comm, "allreduce", "ring", count, TALLY_INT32, &ring_int) != TALLY_SUCCESS ||
+      tally_comm_predict(comm, "allreduce", "tree", count, TALLY_FLOAT32, &tree_float) != TALLY_SUCCESS ||
+      tally_comm_predict(comm, "allreduce", "tree", count, TALLY_INT32, &tree_int) != TALLY_SUCCESS)
+    return harness_fail(rank, "tally_comm_predict: %s", tally_comm_last_error(comm));
+  struct tally_cost_params full = {10, 1e-3, 0}, compressed = {10, 1e-3 / 2 + 2e-4, 0};
+  double want_full = tally_cost_ring_allreduce(&full, n, bytes),
+         want = tally_cost_ring_allreduce(&compressed, n, bytes);
+  if (fabs(ring_float - want) > 1e-6 * want || fabs(ring_int - want_full) > 1e-6 * want_full)
+    return harness_fail(rank,
+                        "ring allreduce of %zu bytes: predicted %.1f us (float), %.1f (int32); want %.1f and %.1f",
+                        bytes, ring_float, ring_int, want, want_full);
+  if (tree_float != tree_int)
+    return harness_fail(rank, "the tree's price changed: %.1f against %.1f", tree_float, tree_int);
+  return 0;
+}
+
+Test(compress, the_tuner_prices_half_the_network_bytes) {
+  char path[] = "/tmp/tally-test-compress-XXXXXX";
+  int fd = mkstemp(path);
+  const char text[] =
+      "net.alpha_us = 10\nnet.bandwidth_GBps = 1\nnet.gamma_us_per_byte = 0\nshm.alpha_us = 1\n"
+      "shm.bandwidth_GBps = 10\nshm.gamma_us_per_byte = 2e-4\n";
+  cr_assert(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1));
+  close(fd);
+  setenv("TALLY_TUNING_FILE", path, 1);
+  set_compress(TALLY_WIRE_BF16, "auto");
+  cr_assert_eq(harness_run_on_hosts(4, 2, 60, pricing_body, NULL), 0);
+  unset_compress();
+  unsetenv("TALLY_TUNING_FILE");
+  unlink(path);
 }

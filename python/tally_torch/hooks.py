@@ -26,6 +26,7 @@ import os
 
 import torch
 import torch.distributed as dist
+import torch.distributed.distributed_c10d as _c10d
 
 __all__ = ["ErrorFeedbackState", "error_feedback_hook"]
 
@@ -51,23 +52,33 @@ def _environment(**values):
 class ErrorFeedbackState:
     """The hook's state: the compressing group and each bucket's residual.
 
-    format: "bf16" or "fp16". process_group: the group DDP runs on (None: the default group);
-    the hook's group has the same ranks. min_bytes: buckets smaller than this cross hosts
-    uncompressed (TALLY_COMPRESS_MIN_BYTES; default 0, every bucket). Creating it is collective
-    over the group, like new_group."""
+    format: "bf16" or "fp16". process_group: the group DDP runs on (None: the default group); the
+    hook runs on a tally communicator of its own over the same ranks, made through the group's
+    store (a split of a tally group would keep the parent's settings, and TALLY_COMPRESS is read
+    when a communicator is made). min_bytes: buckets smaller than this cross hosts uncompressed
+    (TALLY_COMPRESS_MIN_BYTES; default 0, every bucket). timeout: the communicator's, seconds.
+    Creating it is collective over the group, like new_group."""
 
-    def __init__(self, format="bf16", process_group=None, min_bytes=0):
+    _made = 0  # states made in this process: each one's store key
+
+    def __init__(self, format="bf16", process_group=None, min_bytes=0, timeout=300.0):
         if format not in _FORMATS:
             raise ValueError("tally_torch.hooks: format %r is not one of %s" % (format, ", ".join(_FORMATS)))
         if min_bytes < 0:
             raise ValueError("tally_torch.hooks: min_bytes %r is not a number of bytes" % (min_bytes,))
+        from . import _C  # the built extension: only needed to make the communicator
         self.format = format
         self.dtype = _FORMATS[format]
-        ranks = None if process_group is None else dist.get_process_group_ranks(process_group)
-        # The communicator reads TALLY_COMPRESS when it is made: this group's compresses, the others' as set.
+        group = process_group if process_group is not None else _c10d._get_default_group()
+        rank, size = group.rank(), group.size()
+        ErrorFeedbackState._made += 1
+        store = dist.PrefixStore("tally_torch.hooks/%d" % ErrorFeedbackState._made, _c10d._get_default_store())
+        if rank == 0:
+            store.set("unique_id", _C.unique_id())
+        unique_id = store.get("unique_id")
         with _environment(TALLY_COMPRESS=format, TALLY_COMPRESS_MIN_BYTES=str(int(min_bytes))):
-            self.group = dist.new_group(ranks=ranks, backend="tally")
-        self.world_size = dist.get_world_size(self.group)
+            self.group = _C.create(rank, size, unique_id, float(timeout))
+        self.world_size = size
         self.residuals = {}  # bucket index -> float32 tensor, what the last rounding lost
 
     def round_with_feedback(self, index, gradient):

@@ -49,8 +49,10 @@ uint16_t tally_float_to_bf16(float f);
  *                                     result once more before the allgather spreads it)   a = n-1
  *     ring reduce-scatter r = n-1, a = n-1;   the small gathered allreduce r = 1, a = n-1
  *     rhd allreduce       r = log2(p') + 2 (p' the largest power of two <= n: the fold, each halving
- *                         round, the owner's rounding; recursive doubling of the whole vector rounds
- *                         each round's vector instead, log2(p') + 1)               a = log2(p') + 1
+ *                         round, the owner's rounding; recursive doubling of the whole vector: the
+ *                         fold, each round's two vectors, which hold disjoint parts of the sum and so
+ *                         count once, and the last rounding)                       a = log2(p') + 1
+ *     rhd reduce-scatter  r = log2(p') + 2 (the fold, the halving, the unfold)     a = log2(p') + 1
  *     hier allreduce      r = m on m hosts (only the cross-host ring rounds)       a = n-1
  * AVG divides the sum by n (one more fp32 rounding, a + 1) and the bound scales with it. fp16 only
  * holds this above 2^-14 (its subnormals have an absolute step of 2^-24) and below 65504
