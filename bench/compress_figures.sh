@@ -6,6 +6,9 @@
 #     4 hosts x 2 ranks at 1 Gbit/s and 2 hosts x 2 ranks at 10 Gbit/s, SIZES (default 1M 16M 64M);
 #     the last line of each says from which size compression pays (>= 1.05x), if any: where it
 #     stops paying;
+#   - the DDP example (examples/ddp_train.py) on the 4 x 2 hosts at 1 Gbit/s, when the PyTorch
+#     backend is built: steps per second and the final loss after the same steps for none, bf16,
+#     fp16 and the error-feedback hook (DDP_STEPS, DDP_WIDTH, DDP_RATES=RATE:HOSTS:RANKS change it);
 #   - the measured worst error per element, relative to sum |x_i|, of the random, cancelling and
 #     wide-range inputs of tests/test_compress against the stated bound (its output).
 # usage: bench/compress_figures.sh [BUILD [REPEAT]]     (from the repository root, after a build)
@@ -59,6 +62,39 @@ for spec in $rates; do
   fi
   echo
 done
+
+# The DDP example on the 1 Gbit/s hosts (when the PyTorch backend is built: make torch): steps/s
+# (median) and the final loss after the same steps, for none, bf16, fp16 and the error-feedback hook.
+ddp_spec=${DDP_RATES:-1gbit:4:2}
+if PYTHONPATH="$build/python/lib" /usr/bin/python3 -c 'import tally_torch' 2>/dev/null; then
+  IFS=: read -r rate hosts per_host <<<"$ddp_spec"
+  ddp_args=(--backend tally --steps "${DDP_STEPS:-30}" --warmup 3 --width "${DDP_WIDTH:-1024}" --layers 4)
+  for _ in $(seq "$repeat"); do
+    for how in none bf16 fp16 ef-bf16; do
+      case $how in
+      ef-*) env=(TALLY_COMPRESS=none) hook=(--hook "$how") ;;
+      *) env=(TALLY_COMPRESS="$how") hook=() ;;
+      esac
+      out=$(env "${env[@]}" HOSTS_PROGRAM=/usr/bin/python3 PYTHONPATH="$build/python/lib" \
+        "$root/bench/hosts.sh" --rate "$rate" "$build" "$hosts" "$per_host" run -- \
+        "$root/examples/ddp_train.py" "${ddp_args[@]}" "${hook[@]}" 2>"$raw/err") ||
+        { echo "compress_figures.sh: DDP $how failed:" >&2; cat "$raw/err" >&2; exit 1; }
+      sed -n 's/.*final_loss=\([^ ]*\) steps_per_s=\([^ ]*\).*/\1 \2/p' <<<"$out" | awk -v h=$how '{print h, $1, $2}' >>"$raw/ddp"
+    done
+  done
+  echo "# examples/ddp_train.py ${ddp_args[*]:2}, $hosts hosts x $per_host ranks, $rate: median of $repeat"
+  printf '%-8s %12s %10s %14s\n' how steps/s loss loss/none-1
+  base=$(awk '$1 == "none" {print $2}' "$raw/ddp" | median)
+  for how in none bf16 fp16 ef-bf16; do
+    loss=$(awk -v h=$how '$1 == h {print $2}' "$raw/ddp" | median)
+    printf '%-8s %12s %10s %14s\n' "$how" "$(awk -v h=$how '$1 == h {print $3}' "$raw/ddp" | median)" "$loss" \
+      "$(awk -v a="$loss" -v b="$base" 'BEGIN {printf "%+.4f%%", (a / b - 1) * 100}')"
+  done
+  echo
+else
+  echo "# (no DDP figures: tally_torch is not built in $build/python/lib; make torch)"
+  echo
+fi
 
 echo "# worst error per element / sum |x_i| against the bound (tests/test_compress, reduce.h)"
 if [ -x "$build/tests/test_compress" ]; then

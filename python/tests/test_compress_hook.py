@@ -26,9 +26,15 @@ def train(tmp_path, name, env=None, args=()):
     return final_loss(out), params[0]
 
 
+@pytest.fixture(scope="module")
+def uncompressed(tmp_path_factory):
+    """The uncompressed run's final loss and rank 0's parameters, once for every comparison."""
+    return train(tmp_path_factory.mktemp("exact"), "exact")
+
+
 @pytest.mark.parametrize("how", ["TALLY_COMPRESS=bf16", "TALLY_COMPRESS=fp16", "--hook ef-bf16", "--hook ef-fp16"])
-def test_compressed_ddp_close_to_uncompressed(tmp_path, how):
-    exact_loss, exact = train(tmp_path, "exact")
+def test_compressed_ddp_close_to_uncompressed(tmp_path, uncompressed, how):
+    exact_loss, exact = uncompressed
     if how.startswith("TALLY_COMPRESS="):
         loss, params = train(tmp_path, "compressed", {"TALLY_COMPRESS": how.split("=")[1],
                                                       "TALLY_COMPRESS_MIN_BYTES": "0"})
