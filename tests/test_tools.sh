@@ -93,6 +93,11 @@ check "tally-run program missing" 127 "$bin/tally-run" -n 1 /nonexistent/program
 check "tally-perf unknown collective" 2 "$bin/tally-perf" allsmash
 check "tally-perf bad size" 2 "$bin/tally-perf" allreduce -b 12Q
 check "tally-perf bad datatype" 2 "$bin/tally-perf" allreduce -d complex
+# --compress across two fake hosts (TALLY_HOSTID per rank): every result still checked
+check "tally-perf --compress bf16 across hosts" 0 "$bin/tally-run" -n 4 sh -c \
+  'TALLY_HOSTID=host$((TALLY_RANK / 2)) TALLY_COMPRESS_MIN_BYTES=0 exec "$0" allreduce -b 8 -e 1M -f 16 -n 2 -w 1 -c 1 -o avg --compress bf16' \
+  "$bin/tally-perf"
+check "tally-perf --compress with an unknown format" 2 "$bin/tally-perf" allreduce --compress zip
 TALLY_TIMEOUT=never check "bad TALLY_TIMEOUT is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
 expect_text "TALLY_TIMEOUT message" "TALLY_TIMEOUT"
 TALLY_SOCKET_IFNAME=nosuchif0 check "unknown interface is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
