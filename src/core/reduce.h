@@ -54,6 +54,8 @@ uint16_t tally_float_to_bf16(float f);
  *                         count once, and the last rounding)                       a = log2(p') + 1
  *     rhd reduce-scatter  r = log2(p') + 2 (the fold, the halving, the unfold)     a = log2(p') + 1
  *     hier allreduce      r = m on m hosts (only the cross-host ring rounds)       a = n-1
+ *     tree allreduce      r = D, the trees' levels (floor(log2 n) + 1: a hop up each edge of the
+ *                         longest path, then the root's rounding)                 a = n-1
  * AVG divides the sum by n (one more fp32 rounding, a + 1) and the bound scales with it. fp16 only
  * holds this above 2^-14 (its subnormals have an absolute step of 2^-24) and below 65504
  * (saturation). Allgather and broadcast round each value once: r = 1, a = 0. */

@@ -12,9 +12,8 @@
  *     network's, each cross-host ring carrying 1/L of the data over the host's one link.
  *   - compressed calls (TALLY_COMPRESS, FLOAT32 sums and averages, allgathers and broadcasts of at
  *            least TALLY_COMPRESS_MIN_BYTES on a job across hosts): the algorithms that compress
- *            (ring, rhd, hier) are priced with a network byte at half its cost plus one pass of
- *            conversion (compressed_costs) and only they are candidates; the tree (which does not
- *            compress yet) runs such a call only when TALLY_ALGO leaves nothing else, uncompressed.
+ *            (ring, rhd, hier, tree; the board runs on one host only) are priced with a network
+ *            byte at half its cost plus one pass of conversion (compressed_costs).
  * Every input is the same on every rank, so every rank picks the same algorithm. */
 #include <stdio.h>
 #include <string.h>
@@ -79,10 +78,10 @@ int tally_tuner_plan_partners(struct tally_comm *comm, int *partners) {
   return npartners;
 }
 
-/* The algorithms that send compressed data (the ones built on the pipeline, pipeline.h). */
-#define COMPRESSING_ALGOS \
-  (TALLY_ALGO_BIT(TALLY_ALGO_RING) | TALLY_ALGO_BIT(TALLY_ALGO_RHD) | TALLY_ALGO_BIT(TALLY_ALGO_HIER))
-static int compresses(enum tally_algo_id algo) { return (COMPRESSING_ALGOS & TALLY_ALGO_BIT(algo)) != 0; }
+/* The algorithms that send compressed data (the pipeline's, pipeline.h, and the tree's own). */
+static int compresses(enum tally_algo_id algo) {
+  return algo == TALLY_ALGO_RING || algo == TALLY_ALGO_RHD || algo == TALLY_ALGO_HIER || algo == TALLY_ALGO_TREE;
+}
 
 /* Whether `algo` can run `d` on this communicator. */
 static int can_run(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
@@ -244,10 +243,6 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
     candidates |= TALLY_ALGO_BIT(a);
     out->predicted_us[a] = predict(comm, desc, id, &chunk[a]);
   }
-  /* A call that compresses runs on an algorithm that does, unless TALLY_ALGO leaves none (the tree
-   * does not compress yet: it is not picked for such a call, and runs exact when forced). */
-  if (tally_tuner_wire_format(comm, desc) != TALLY_WIRE_EXACT && (candidates & COMPRESSING_ALGOS))
-    candidates &= COMPRESSING_ALGOS;
   /* where nothing TALLY_ALGO allows can run: the first implemented one that can (the ring, or for
    * alltoall, gather and scatter their direct form) */
   out->algo = TALLY_ALGO_RING;

@@ -25,7 +25,7 @@ double tally_tuner_predict(const struct tally_comm *comm, const struct tally_col
  * run Rabenseifner's schedule: the cost model's verdict, the same on every rank. */
 int tally_tuner_rd_beats_rhd(const struct tally_comm *comm, size_t bytes);
 /* The 16-bit format (enum tally_wire_format, core/reduce.h) call `desc` crosses hosts in when run by
- * an algorithm that compresses (ring, rhd, hier): TALLY_COMPRESS's, for FLOAT32 SUM/AVG allreduce and
+ * an algorithm that compresses (ring, rhd, hier, tree): TALLY_COMPRESS's, for FLOAT32 SUM/AVG allreduce and
  * reduce-scatter, allgather and broadcast of at least TALLY_COMPRESS_MIN_BYTES (the vector; allgather's
  * output, reduce-scatter's input) on a job across hosts; else TALLY_WIRE_EXACT. */
 int tally_tuner_wire_format(const struct tally_comm *comm, const struct tally_coll_desc *desc);
