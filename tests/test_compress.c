@@ -36,6 +36,7 @@ struct compress_case {
   tally_op_t op;
   int in_place;
   enum input_kind kind;
+  size_t count; /* 0: ODD_COUNT */
 };
 
 static uint64_t mix(uint64_t x) { /* splitmix64 */
@@ -103,7 +104,8 @@ static int same_everywhere(tally_comm_t comm, int rank, int n, uint64_t mine) {
 
 static int reduce_body(tally_comm_t comm, int rank, int n, void *arg) {
   const struct compress_case *c = arg;
-  size_t count = ODD_COUNT, total = c->coll ? count * (size_t)n : count, mine = c->coll ? (size_t)rank * count : 0;
+  size_t count = c->count ? c->count : ODD_COUNT, total = c->coll ? count * (size_t)n : count,
+         mine = c->coll ? (size_t)rank * count : 0;
   float *send = malloc(total * sizeof *send), *recv = malloc(total * sizeof *recv);
   for (size_t i = 0; i < total; i++) send[i] = input(c->kind, rank, i);
   float *out = c->in_place ? send : recv;
@@ -161,33 +163,38 @@ static void run_case(struct compress_case c) {
 TestSuite(compress, .init = unset_compress);
 
 Test(compress, ring_allreduce_within_bound_and_identical) {
-  run_case((struct compress_case){"ring", 4, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, RANDOM});
-  run_case((struct compress_case){"ring", 4, 2, TALLY_WIRE_FP16, 0, TALLY_SUM, 1, CANCELLING});
-  run_case((struct compress_case){"ring", 3, 1, TALLY_WIRE_BF16, 0, TALLY_AVG, 0, WIDE_RANGE});
-  run_case((struct compress_case){"ring", 5, 1, TALLY_WIRE_FP16, 0, TALLY_SUM, 0, CANCELLING});
+  run_case((struct compress_case){"ring", 4, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, RANDOM, 0});
+  run_case((struct compress_case){"ring", 4, 2, TALLY_WIRE_FP16, 0, TALLY_SUM, 1, CANCELLING, 0});
+  run_case((struct compress_case){"ring", 3, 1, TALLY_WIRE_BF16, 0, TALLY_AVG, 0, WIDE_RANGE, 0});
+  run_case((struct compress_case){"ring", 5, 1, TALLY_WIRE_FP16, 0, TALLY_SUM, 0, CANCELLING, 0});
+  /* 4 x 101 floats: the small form that gathers every input and reduces locally */
+  run_case((struct compress_case){"ring", 4, 2, TALLY_WIRE_BF16, 0, TALLY_AVG, 0, RANDOM, 101});
+  setenv("TALLY_RING_CHANNELS", "2", 1); /* half the vector on the reverse ring at the same time */
+  run_case((struct compress_case){"ring", 4, 2, TALLY_WIRE_FP16, 0, TALLY_SUM, 1, WIDE_RANGE, 0});
+  unsetenv("TALLY_RING_CHANNELS");
 }
 
 Test(compress, rhd_allreduce_within_bound_and_identical) {
-  run_case((struct compress_case){"rhd", 4, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 1, CANCELLING});
-  run_case((struct compress_case){"rhd", 3, 1, TALLY_WIRE_FP16, 0, TALLY_AVG, 0, RANDOM}); /* an extra rank folds */
-  run_case((struct compress_case){"rhd", 6, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, WIDE_RANGE});
+  run_case((struct compress_case){"rhd", 4, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 1, CANCELLING, 0});
+  run_case((struct compress_case){"rhd", 3, 1, TALLY_WIRE_FP16, 0, TALLY_AVG, 0, RANDOM, 0}); /* an extra rank folds */
+  run_case((struct compress_case){"rhd", 6, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, WIDE_RANGE, 0});
 }
 
 Test(compress, hier_allreduce_within_bound_and_identical) {
-  run_case((struct compress_case){"hier", 4, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, CANCELLING});
-  run_case((struct compress_case){"hier", 6, 3, TALLY_WIRE_FP16, 0, TALLY_AVG, 1, WIDE_RANGE});
+  run_case((struct compress_case){"hier", 4, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, CANCELLING, 0});
+  run_case((struct compress_case){"hier", 6, 3, TALLY_WIRE_FP16, 0, TALLY_AVG, 1, WIDE_RANGE, 0});
 }
 
 Test(compress, reduce_scatter_within_bound) {
-  run_case((struct compress_case){"ring", 4, 2, TALLY_WIRE_FP16, 1, TALLY_SUM, 0, RANDOM});
-  run_case((struct compress_case){"rhd", 3, 1, TALLY_WIRE_BF16, 1, TALLY_SUM, 1, CANCELLING});
-  run_case((struct compress_case){"hier", 4, 2, TALLY_WIRE_BF16, 1, TALLY_AVG, 0, WIDE_RANGE});
+  run_case((struct compress_case){"ring", 4, 2, TALLY_WIRE_FP16, 1, TALLY_SUM, 0, RANDOM, 0});
+  run_case((struct compress_case){"rhd", 3, 1, TALLY_WIRE_BF16, 1, TALLY_SUM, 1, CANCELLING, 0});
+  run_case((struct compress_case){"hier", 4, 2, TALLY_WIRE_BF16, 1, TALLY_AVG, 0, WIDE_RANGE, 0});
 }
 
 Test(compress, tree_allreduce_within_bound_and_identical) {
-  run_case((struct compress_case){"tree", 4, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, CANCELLING});
-  run_case((struct compress_case){"tree", 6, 2, TALLY_WIRE_FP16, 0, TALLY_AVG, 1, RANDOM});
-  run_case((struct compress_case){"tree", 5, 1, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, WIDE_RANGE});
+  run_case((struct compress_case){"tree", 4, 2, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, CANCELLING, 0});
+  run_case((struct compress_case){"tree", 6, 2, TALLY_WIRE_FP16, 0, TALLY_AVG, 1, RANDOM, 0});
+  run_case((struct compress_case){"tree", 5, 1, TALLY_WIRE_BF16, 0, TALLY_SUM, 0, WIDE_RANGE, 0});
 }
 
 /* Allgather and broadcast: every rank gets exactly the 16-bit rounding of the data, its owner too. */
@@ -222,7 +229,7 @@ static int spread_body(tally_comm_t comm, int rank, int n, void *arg) {
 }
 
 Test(compress, allgather_and_broadcast_give_the_rounded_data_everywhere) {
-  struct compress_case c = {"ring", 4, 2, TALLY_WIRE_FP16, 0, TALLY_SUM, 0, WIDE_RANGE};
+  struct compress_case c = {"ring", 4, 2, TALLY_WIRE_FP16, 0, TALLY_SUM, 0, WIDE_RANGE, 0};
   set_compress(c.format, "ring");
   cr_assert_eq(harness_run_on_hosts(4, 2, 120, spread_body, &c), 0);
   c.in_place = 1, c.format = TALLY_WIRE_BF16;
