@@ -8,7 +8,8 @@
 #     stops paying;
 #   - the DDP example (examples/ddp_train.py) on the 4 x 2 hosts at 1 Gbit/s, when the PyTorch
 #     backend is built: steps per second and the final loss after the same steps for none, bf16,
-#     fp16 and the error-feedback hook (DDP_STEPS, DDP_WIDTH, DDP_RATES=RATE:HOSTS:RANKS change it);
+#     fp16 and the error-feedback hook (DDP_STEPS, DDP_WIDTH, DDP_RATES=RATE:HOSTS:RANKS change it;
+#     DDP_RATES=off leaves it out);
 #   - the measured worst error per element, relative to sum |x_i|, of the random, cancelling and
 #     wide-range inputs of tests/test_compress against the stated bound (its output).
 # usage: bench/compress_figures.sh [BUILD [REPEAT]]     (from the repository root, after a build)
@@ -66,7 +67,9 @@ done
 # The DDP example on the 1 Gbit/s hosts (when the PyTorch backend is built: make torch): steps/s
 # (median) and the final loss after the same steps, for none, bf16, fp16 and the error-feedback hook.
 ddp_spec=${DDP_RATES:-1gbit:4:2}
-if PYTHONPATH="$build/python/lib" /usr/bin/python3 -c 'import tally_torch' 2>/dev/null; then
+if [ "$ddp_spec" = off ]; then
+  :
+elif PYTHONPATH="$build/python/lib" /usr/bin/python3 -c 'import tally_torch' 2>/dev/null; then
   IFS=: read -r rate hosts per_host <<<"$ddp_spec"
   ddp_args=(--backend tally --steps "${DDP_STEPS:-30}" --warmup 3 --width "${DDP_WIDTH:-1024}" --layers 4)
   for _ in $(seq "$repeat"); do
