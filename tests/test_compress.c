@@ -431,3 +431,22 @@ Test(compress, the_tuner_prices_half_the_network_bytes) {
   unsetenv("TALLY_TUNING_FILE");
   unlink(path);
 }
+
+/* Out-of-range compression settings in tally_config_t are refused before anything starts. */
+Test(compress, bad_config_values_refused) {
+  tally_unique_id_t id;
+  memset(&id, 0, sizeof id);
+  tally_comm_t comm;
+  tally_config_t config = TALLY_CONFIG_INITIALIZER;
+  config.compress = (tally_compress_t)7;
+  cr_assert_eq(tally_comm_init_rank_config(&comm, 2, id, 0, &config), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_comm_last_error(NULL), "compress is 7"), "%s", tally_comm_last_error(NULL));
+  config = (tally_config_t)TALLY_CONFIG_INITIALIZER;
+  config.compress_min_bytes = -2;
+  cr_assert_eq(tally_comm_init_rank_config(&comm, 2, id, 0, &config), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_comm_last_error(NULL), "compress_min_bytes is -2"), "%s", tally_comm_last_error(NULL));
+  config = (tally_config_t)TALLY_CONFIG_INITIALIZER;
+  config.struct_size = TALLY_CONFIG_V1_SIZE + 4; /* neither version's size */
+  cr_assert_eq(tally_comm_init_rank_config(&comm, 2, id, 0, &config), TALLY_ERR_INVALID_ARGUMENT);
+  cr_assert(strstr(tally_comm_last_error(NULL), "struct_size"), "%s", tally_comm_last_error(NULL));
+}
