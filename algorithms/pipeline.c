@@ -62,7 +62,7 @@ static void finish_recvs(struct pipeline_state *st, int *moved) {
     else if (span->contrib)
       tally_reduce_apply(span->ptr, got, span->contrib, n, d->datatype, d->op);
     if (span->finish_avg) tally_reduce_finish_avg(span->ptr, n, d->datatype, st->comm->nranks);
-    if (span->round_result) tally_wire_note_saturation(tally_wire_round(span->ptr, n, d->wire), d->wire);
+    if (span->round_result) tally_wire_round(span->ptr, n, d->wire);
     st->recv_done++;
     *moved = 1;
   }
@@ -94,7 +94,7 @@ static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
       req->buf = st->send_slots + (m % STAGING_SLOTS) * (p->max_chunk / 2);
       req->len = span.bytes / 2;
       size_t n = span.bytes / esize(p);
-      tally_wire_note_saturation(tally_wire_pack(req->buf, span.ptr, n, st->wire_send), st->wire_send);
+      tally_wire_pack(req->buf, span.ptr, n, st->wire_send);
     }
     req->hdr = st->proto;
     req->hdr.index = m;

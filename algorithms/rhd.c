@@ -122,11 +122,6 @@ static tally_result_t exchange(struct tally_comm *comm, const struct tally_coll_
   return tally_pipeline_run(comm, &pair, &x->plan);
 }
 
-/* A compressed call's values as every rank will see them: rounded to its wire format in place. */
-static void round_to_wire(const struct tally_coll_desc *d, void *values, size_t count) {
-  tally_wire_note_saturation(tally_wire_round(values, count, d->wire), d->wire);
-}
-
 /* Steps 1 and 4: elements [off, off + len) of `base`, one way between an extra rank and its
  * partner (rank ^ 1), reduced into what is there when `reduce`; `input` as in struct exchange. */
 static tally_result_t fold(struct tally_comm *comm, const struct tally_coll_desc *d, void *base, const void *input,
@@ -198,7 +193,7 @@ static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_d
   if (round_owned && d->wire) {
     size_t off, len;
     block_range(c, *lo, *hi, &off, &len);
-    round_to_wire(d, c->whole.base + off * c->whole.esize, len);
+    tally_wire_round((float *)(c->whole.base + off * c->whole.esize), len, d->wire);
   }
   return TALLY_SUCCESS;
 }
@@ -233,12 +228,12 @@ static tally_result_t doubling_whole_vector(struct tally_comm *comm, const struc
     struct exchange x = c->whole;
     const void *mine = dist == 1 && x.input ? x.input : c->whole.base; /* the first round reads the input */
     if (dist > 1 || !x.input || d->wire) x.input = memcpy(comm->scratch, mine, bytes);
-    if (d->wire) round_to_wire(d, comm->scratch, c->count);
+    if (d->wire) tally_wire_round(comm->scratch, c->count, d->wire);
     x.send_len = c->count, x.recv_len = c->count, x.reduce = 1;
     TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
   }
   if (d->op == TALLY_AVG) tally_reduce_finish_avg(c->whole.base, c->count, d->datatype, comm->nranks);
-  if (d->wire) round_to_wire(d, c->whole.base, c->count);
+  if (d->wire) tally_wire_round((float *)c->whole.base, c->count, d->wire);
   return TALLY_SUCCESS;
 }
 

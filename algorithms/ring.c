@@ -195,8 +195,7 @@ static tally_result_t ring_allreduce_gathered(struct tally_comm *comm, const str
   char *inputs = comm->scratch;
   memcpy(inputs + (size_t)comm->rank * bytes, d->sendbuf, bytes);
   if (d->wire) /* what the others get of it: every rank then reduces the same values */
-    tally_wire_note_saturation(tally_wire_round((float *)(inputs + (size_t)comm->rank * bytes), d->count, d->wire),
-                               d->wire);
+    tally_wire_round((float *)(inputs + (size_t)comm->rank * bytes), d->count, d->wire);
   struct ring_ctx c = {.ring = &comm->world,
                        .blocks = make_blocks(comm, d, d->count * n, tally_datatype_size(d->datatype), comm->nranks),
                        .send = inputs,

@@ -248,7 +248,7 @@ static tally_result_t post_sends(struct tree_run *run, int *moved) {
       const float *data = at(run, from_own ? run->own : run->acc, off);
       if (lane->wire) {
         char *packed = wire_slot(run, lane, lane->posted);
-        tally_wire_note_saturation(tally_wire_pack(packed, data, len, lane->wire), lane->wire);
+        tally_wire_pack(packed, data, len, lane->wire);
         fill_request(run, lane, packed, len * 2);
       } else {
         fill_request(run, lane, (void *)data, len * run->esize);
@@ -332,7 +332,7 @@ static void advance(struct tree_run *run, int *moved) {
         chunk_of(run, t, nd->final, &off, &len);
         if (d->op == TALLY_AVG) tally_reduce_finish_avg(at(run, run->acc, off), len, d->datatype, run->comm->nranks);
         if (d->wire) /* what goes down is exact in 16 bits: every rank gets these bits */
-          tally_wire_note_saturation(tally_wire_round(at(run, run->acc, off), len, d->wire), d->wire);
+          tally_wire_round(at(run, run->acc, off), len, d->wire);
         nd->final++;
         *moved = 1;
       }

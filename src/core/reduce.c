@@ -119,11 +119,26 @@ const char *tally_wire_format_name(int format) {
   return format >= 0 && format < TALLY_NUM_WIRE_FORMATS ? names[format] : "unknown";
 }
 
+/* Logs once per process (a warning) that `saturated` values saturated, when it is not 0. */
+static void note_saturation(size_t saturated, enum tally_wire_format format) {
+  static atomic_flag said = ATOMIC_FLAG_INIT;
+  if (saturated && !atomic_flag_test_and_set(&said))
+    TLOG_WARN(TALLY_SUBSYS_COLL,
+              "TALLY_COMPRESS=%s: %zu values beyond the format's range (fp16: 65504) were sent as its largest "
+              "finite value instead of infinity; use bf16 for data this large (said once)",
+              tally_wire_format_name(format), saturated);
+}
+
 size_t tally_wire_pack(void *out, const float *in, size_t count, enum tally_wire_format format) {
-  if (format == TALLY_WIRE_BF16) return pack_bf16(out, in, count);
-  if (format == TALLY_WIRE_FP16) return pack_f16(out, in, count);
-  memcpy(out, in, count * sizeof *in);
-  return 0;
+  size_t saturated = 0;
+  if (format == TALLY_WIRE_BF16)
+    saturated = pack_bf16(out, in, count);
+  else if (format == TALLY_WIRE_FP16)
+    saturated = pack_f16(out, in, count);
+  else
+    memcpy(out, in, count * sizeof *in);
+  note_saturation(saturated, format);
+  return saturated;
 }
 
 void tally_wire_unpack(float *out, const void *in, size_t count, enum tally_wire_format format) {
@@ -145,19 +160,13 @@ void tally_wire_unpack_add(float *out, const float *a, const void *in, size_t co
 }
 
 size_t tally_wire_round(float *buf, size_t count, enum tally_wire_format format) {
-  if (format == TALLY_WIRE_BF16) return round_bf16(buf, count);
-  if (format == TALLY_WIRE_FP16) return round_f16(buf, count);
-  return 0;
+  size_t saturated = format == TALLY_WIRE_BF16 ? round_bf16(buf, count)
+                     : format == TALLY_WIRE_FP16 ? round_f16(buf, count)
+                                                 : 0;
+  note_saturation(saturated, format);
+  return saturated;
 }
 
-void tally_wire_note_saturation(size_t saturated, enum tally_wire_format format) {
-  static atomic_flag said = ATOMIC_FLAG_INIT;
-  if (saturated && !atomic_flag_test_and_set(&said))
-    TLOG_WARN(TALLY_SUBSYS_COLL,
-              "TALLY_COMPRESS=%s: %zu values beyond the format's range (fp16: 65504) were sent as its largest "
-              "finite value instead of infinity; use bf16 for data this large (said once)",
-              tally_wire_format_name(format), saturated);
-}
 
 /* Each op gets the element type T and U, the unsigned type of the same width (T itself for
  * floating point); integer SUM and PROD compute in U so that signed overflow wraps. */

@@ -63,7 +63,8 @@ enum tally_wire_format { TALLY_WIRE_EXACT, TALLY_WIRE_BF16, TALLY_WIRE_FP16, TAL
 
 /* "none", "bf16", "fp16"; "unknown" outside the enum. */
 const char *tally_wire_format_name(int format);
-/* out[i] = in[i] rounded to `format` (16-bit values); returns how many finite values saturated. */
+/* out[i] = in[i] rounded to `format` (16-bit values); returns how many finite values saturated
+ * (the first time any do, a warning says so in the log, once per process). */
 size_t tally_wire_pack(void *out, const float *in, size_t count, enum tally_wire_format format);
 /* out[i] = in[i] widened to fp32 (exact). */
 void tally_wire_unpack(float *out, const void *in, size_t count, enum tally_wire_format format);
@@ -71,10 +72,8 @@ void tally_wire_unpack(float *out, const void *in, size_t count, enum tally_wire
  * out may alias a. */
 void tally_wire_unpack_add(float *out, const float *a, const void *in, size_t count, enum tally_wire_format format);
 /* buf[i] = buf[i] rounded to `format` and widened again: the value every receiver of buf[i] sees;
- * returns how many finite values saturated. */
+ * returns how many finite values saturated (logged as tally_wire_pack does). */
 size_t tally_wire_round(float *buf, size_t count, enum tally_wire_format format);
-/* Logs once per process (a warning) that fp16 saturated `saturated` values, when it is not 0. */
-void tally_wire_note_saturation(size_t saturated, enum tally_wire_format format);
 
 /* -1 when unknown. Accepts the nccl-tests names and common aliases (fp16, bf16, fp32, ...). */
 int tally_datatype_from_name(const char *name);

@@ -71,7 +71,7 @@ static void round_spread_data(const struct tally_comm *comm, struct tally_coll_d
   if (!own) return;
   if (d->sendbuf != own) memcpy(own, d->sendbuf, bytes);
   d->sendbuf = own; /* the call is now in place */
-  tally_wire_note_saturation(tally_wire_round((float *)own, d->count, d->wire), d->wire);
+  tally_wire_round((float *)own, d->count, d->wire);
 }
 
 /* A communicator in error state or aborted runs nothing more. */
