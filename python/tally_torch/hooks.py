@@ -87,9 +87,12 @@ class ErrorFeedbackState:
         residual = self.residuals.get(index)
         if residual is not None and residual.shape == gradient.shape:
             gradient = gradient + residual
-        source = gradient.clamp(-_FP16_LARGEST, _FP16_LARGEST) if self.dtype == torch.float16 else gradient
+        source = gradient
+        if self.dtype == torch.float16:  # finite values saturate, as on Tally's wire; infinities stay
+            source = torch.where(torch.isfinite(gradient), gradient.clamp(-_FP16_LARGEST, _FP16_LARGEST), gradient)
         rounded = source.to(self.dtype).to(torch.float32)
-        self.residuals[index] = gradient - rounded
+        lost = gradient - rounded  # NaN or infinity where the gradient was: not carried into later steps
+        self.residuals[index] = torch.where(torch.isfinite(lost), lost, torch.zeros_like(lost))
         return rounded
 
 
@@ -97,10 +100,9 @@ def error_feedback_hook(state, bucket):
     """register_comm_hook(state, error_feedback_hook): the bucket's average over the ranks, its
     float32 values exchanged as `state.format` with this rank's rounding loss fed into the next step."""
     buffer = bucket.buffer()
-    if buffer.dtype != torch.float32:
-        averaged = buffer.div_(state.world_size)
-        work = dist.all_reduce(averaged, group=state.group, async_op=True)
-        return work.get_future().then(lambda fut: fut.value()[0])
-    rounded = state.round_with_feedback(bucket.index(), buffer / state.world_size)
-    work = dist.all_reduce(rounded, group=state.group, async_op=True)
+    if buffer.dtype == torch.float32:
+        payload = state.round_with_feedback(bucket.index(), buffer / state.world_size)
+    else:  # exchanged as it is
+        payload = buffer.div_(state.world_size)
+    work = dist.all_reduce(payload, group=state.group, async_op=True)
     return work.get_future().then(lambda fut: fut.value()[0])

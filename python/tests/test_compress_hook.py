@@ -69,3 +69,6 @@ def test_residual_carries_what_rounding_lost():
     state.dtype = torch.float16
     big = state.round_with_feedback(1, torch.tensor([1e6]))
     assert big.item() == 65504.0 and state.residuals[1].item() == 1e6 - 65504.0
+    bad = state.round_with_feedback(2, torch.tensor([float("nan"), float("inf"), 1.0]))
+    assert torch.isnan(bad[0]) and bad[1].item() == float("inf") and bad[2].item() == 1.0
+    assert torch.isfinite(state.residuals[2]).all(), "a NaN or infinity must not stay in the residual"
