@@ -21,6 +21,8 @@ struct pipeline_state {
   struct tally_request recv_req[WINDOW], send_req[WINDOW];
   struct pipeline_span recv_spans[WINDOW];
   char *staging;
+  char *send_slots;                        /* compressed sends: STAGING_SLOTS packed chunks */
+  enum tally_wire_format wire_send, wire_recv; /* the call's format on a link across hosts, else exact */
 };
 
 static size_t esize(const struct pipeline_plan *p) { return tally_datatype_size(p->desc->datatype); }
@@ -32,10 +34,11 @@ static tally_result_t post_recvs(struct pipeline_state *st, int *moved) {
     struct pipeline_span *span = &st->recv_spans[m % WINDOW];
     *span = (struct pipeline_span){0};
     p->recv_span(p, (int)(m / (size_t)p->nchunks), (int)(m % (size_t)p->nchunks), span);
-    if (span->contrib && m >= st->recv_done + STAGING_SLOTS) break; /* no free staging slot yet */
+    int staged = span->contrib || st->wire_recv;
+    if (staged && m >= st->recv_done + STAGING_SLOTS) break; /* no free staging slot yet */
     struct tally_request *req = &st->recv_req[m % WINDOW];
-    req->buf = span->contrib ? st->staging + (m % STAGING_SLOTS) * p->max_chunk : span->ptr;
-    req->len = span->bytes;
+    req->buf = staged ? st->staging + (m % STAGING_SLOTS) * p->max_chunk : span->ptr;
+    req->len = st->wire_recv ? span->bytes / 2 : span->bytes;
     req->hdr = st->proto;
     req->hdr.index = m;
     TALLY_CHECK(tally_link_irecv(st->comm, &st->ring->from_prev, req));
@@ -51,9 +54,15 @@ static void finish_recvs(struct pipeline_state *st, int *moved) {
   while (st->recv_done < st->recv_posted && st->recv_req[st->recv_done % WINDOW].done) {
     struct pipeline_span *span = &st->recv_spans[st->recv_done % WINDOW];
     size_t n = span->bytes / esize(p);
-    if (span->contrib)
-      tally_reduce_apply(span->ptr, st->recv_req[st->recv_done % WINDOW].buf, span->contrib, n, d->datatype, d->op);
+    const void *got = st->recv_req[st->recv_done % WINDOW].buf;
+    if (st->wire_recv && span->contrib)
+      tally_wire_unpack_add(span->ptr, span->contrib, got, n, st->wire_recv);
+    else if (st->wire_recv)
+      tally_wire_unpack(span->ptr, got, n, st->wire_recv);
+    else if (span->contrib)
+      tally_reduce_apply(span->ptr, got, span->contrib, n, d->datatype, d->op);
     if (span->finish_avg) tally_reduce_finish_avg(span->ptr, n, d->datatype, st->comm->nranks);
+    if (span->round_result) tally_wire_round(span->ptr, n, d->wire);
     tally_link_done(st->comm, &st->ring->from_prev, &st->recv_req[st->recv_done % WINDOW], 0);
     st->recv_done++;
     *moved = 1;
@@ -74,7 +83,8 @@ static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
     st->send_done++;
     *moved = 1; /* the loop may now be over: it must not block before it looks */
   }
-  while (st->send_posted < st->total_send && st->send_posted < st->send_done + WINDOW &&
+  size_t in_flight = st->wire_send ? STAGING_SLOTS : WINDOW; /* packed sends wait for a send slot */
+  while (st->send_posted < st->total_send && st->send_posted < st->send_done + in_flight &&
          send_ready(st, st->send_posted)) {
     size_t m = st->send_posted;
     struct pipeline_span span = {0};
@@ -82,6 +92,12 @@ static tally_result_t post_sends(struct pipeline_state *st, int *moved) {
     struct tally_request *req = &st->send_req[m % WINDOW];
     req->buf = span.ptr;
     req->len = span.bytes;
+    if (st->wire_send) {
+      req->buf = st->send_slots + (m % STAGING_SLOTS) * (p->max_chunk / 2);
+      req->len = span.bytes / 2;
+      size_t n = span.bytes / esize(p);
+      tally_wire_pack(req->buf, span.ptr, n, st->wire_send);
+    }
     req->hdr = st->proto;
     req->hdr.index = m;
     TALLY_CHECK(tally_link_isend(st->comm, &st->ring->to_next, req));
@@ -129,11 +145,15 @@ static tally_result_t timed_out(struct tally_comm *comm, const struct pipeline_s
                      where, next, st->send_done, st->total_send);
 }
 
-/* Sets up `st` to run `plan` on `ring`, with its staging slots at `staging`. */
+/* Sets up `st` to run `plan` on `ring`, with its staging slots at `staging` (and, for a compressed
+ * call, its send slots at `send_slots`). */
 static void start(struct pipeline_state *st, struct tally_comm *comm, const struct tally_ring *ring,
-                  const struct pipeline_plan *plan, char *staging) {
+                  const struct pipeline_plan *plan, char *staging, char *send_slots) {
   /* fields set one by one: clearing the request arrays would cost more than a small call's messages */
-  st->plan = plan, st->comm = comm, st->ring = ring, st->staging = staging;
+  st->plan = plan, st->comm = comm, st->ring = ring, st->staging = staging, st->send_slots = send_slots;
+  enum tally_wire_format wire = (enum tally_wire_format)plan->desc->wire;
+  st->wire_send = wire && tally_comm_across_hosts(comm, ring->next_rank) ? wire : TALLY_WIRE_EXACT;
+  st->wire_recv = wire && tally_comm_across_hosts(comm, ring->prev_rank) ? wire : TALLY_WIRE_EXACT;
   st->recv_posted = st->recv_done = st->send_posted = st->send_done = 0;
   tally_header_fill(&st->proto, plan->desc, comm->seq);
   st->total_recv = (size_t)plan->recv_steps * (size_t)plan->nchunks;
@@ -161,10 +181,15 @@ tally_result_t tally_pipeline_run_many(struct tally_comm *comm, const struct tal
   size_t slot_bytes = 0; /* each plan's staging slots, sized for the largest chunk of any */
   for (int i = 0; i < n; i++)
     if (plans[i]->max_chunk > slot_bytes) slot_bytes = plans[i]->max_chunk;
-  TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, (size_t)n * STAGING_SLOTS * slot_bytes));
+  /* a compressed call's plans also have STAGING_SLOTS send slots of half a chunk each */
+  size_t send_bytes = plans[0]->desc->wire ? STAGING_SLOTS * (slot_bytes / 2) : 0;
+  size_t plan_bytes = STAGING_SLOTS * slot_bytes + send_bytes;
+  TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, (size_t)n * plan_bytes));
   struct pipeline_state st[TALLY_PIPELINE_MAX_PLANS];
-  for (int i = 0; i < n; i++)
-    start(&st[i], comm, rings[i], plans[i], (char *)comm->staging + (size_t)i * STAGING_SLOTS * slot_bytes);
+  for (int i = 0; i < n; i++) {
+    char *mine = (char *)comm->staging + (size_t)i * plan_bytes;
+    start(&st[i], comm, rings[i], plans[i], mine, mine + STAGING_SLOTS * slot_bytes);
+  }
   struct tally_waiter waiter;
   tally_waiter_start(comm, rings[0], &st[0].proto, &waiter);
   for (;;) {

@@ -5,7 +5,13 @@
  * destination, or in a staging slot that is then reduced with a local contribution into the
  * destination. Send (s, j) waits for receive (s - dep_lag, j) when this rank has such a receive.
  * Many chunks are in flight at once, so the reduction of chunk k overlaps the transfer of chunk
- * k+1, and the transport batches whatever is queued. */
+ * k+1, and the transport batches whatever is queued.
+ *
+ * Compressed calls (desc->wire, TALLY_COMPRESS): on a connection to or from another host, every
+ * message travels as 16-bit values. A send is packed into a send slot first; a receive lands in a
+ * staging slot and is widened into its destination, or added to its contribution in fp32 there.
+ * Connections within a host carry fp32 as they are. The algorithm sees none of it: spans stay in
+ * fp32 bytes. */
 #ifndef TALLY_PIPELINE_H
 #define TALLY_PIPELINE_H
 
@@ -19,6 +25,8 @@ struct pipeline_span {
   size_t bytes;        /* the same for the matching send and receive */
   const void *contrib; /* receive only: NULL = land directly, else dst = received OP contrib */
   int finish_avg;      /* receive only: divide dst by nranks afterwards (the last step of AVG) */
+  int round_result;    /* receive only, compressed calls: round dst to the call's wire format afterwards (a
+                          reduced block's owner, before the block is spread, so every rank gets its bits) */
 };
 
 struct pipeline_plan {

@@ -21,7 +21,12 @@
  * reduce-scatter, core id i's block is the blocks of the ranks it stands for, contiguous in rank
  * order. Every exchange runs on the pipeline (pipeline.h) over the pair's connections, so large
  * blocks are chunked and their reduction overlaps the transfer. Each block is reduced by one rank
- * only, so every rank ends with the same bits. */
+ * only, so every rank ends with the same bits.
+ *
+ * Compressed calls (desc->wire): the pipeline sends 16-bit values to partners on other hosts. For
+ * allreduce each block's owner rounds it once after the halving (so what the doubling and the
+ * unfold spread is exact in 16 bits); recursive doubling of the whole vector rounds each rank's
+ * vector before every exchange, so both partners add the same two values, and once at the end. */
 #include <string.h>
 
 #include "algorithm.h"
@@ -165,7 +170,7 @@ static void block_range(const struct core *c, int lo, int hi, size_t *off, size_
 /* Step 2: on return core id c->id holds core ids [*lo, *hi) = its own, reduced over the core
  * ranks (and divided by the communicator's size for AVG). */
 static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_desc *d, const struct core *c, int *lo,
-                              int *hi) {
+                              int *hi, int round_owned) {
   *lo = 0, *hi = c->s.pow2;
   for (int dist = c->s.pow2 / 2; dist >= 1; dist /= 2) {
     int mid = *lo + (*hi - *lo) / 2, keep_low = !(c->id & dist);
@@ -184,6 +189,11 @@ static tally_result_t halving(struct tally_comm *comm, const struct tally_coll_d
     size_t off, len;
     block_range(c, *lo, *hi, &off, &len);
     tally_reduce_finish_avg(c->whole.base + off * c->whole.esize, len, d->datatype, comm->nranks);
+  }
+  if (round_owned && d->wire) {
+    size_t off, len;
+    block_range(c, *lo, *hi, &off, &len);
+    tally_wire_round((float *)(c->whole.base + off * c->whole.esize), len, d->wire);
   }
   return TALLY_SUCCESS;
 }
@@ -216,11 +226,14 @@ static tally_result_t doubling_whole_vector(struct tally_comm *comm, const struc
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, bytes));
   for (int dist = 1; dist < c->s.pow2; dist *= 2) {
     struct exchange x = c->whole;
-    if (dist > 1 || !x.input) x.input = memcpy(comm->scratch, c->whole.base, bytes);
+    const void *mine = dist == 1 && x.input ? x.input : c->whole.base; /* the first round reads the input */
+    if (dist > 1 || !x.input || d->wire) x.input = memcpy(comm->scratch, mine, bytes);
+    if (d->wire) tally_wire_round(comm->scratch, c->count, d->wire);
     x.send_len = c->count, x.recv_len = c->count, x.reduce = 1;
     TALLY_CHECK(exchange(comm, d, core_rank(c->s, c->id ^ dist), &x));
   }
   if (d->op == TALLY_AVG) tally_reduce_finish_avg(c->whole.base, c->count, d->datatype, comm->nranks);
+  if (d->wire) tally_wire_round((float *)c->whole.base, c->count, d->wire);
   return TALLY_SUCCESS;
 }
 
@@ -234,7 +247,7 @@ static tally_result_t rhd_allreduce(struct tally_comm *comm, const struct tally_
     TALLY_CHECK(doubling_whole_vector(comm, d, &c));
   } else if (c.id >= 0) {
     int lo, hi;
-    TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
+    TALLY_CHECK(halving(comm, d, &c, &lo, &hi, 1));
     TALLY_CHECK(doubling(comm, d, &c, lo, hi));
   }
   if (extra) TALLY_CHECK(fold(comm, d, d->recvbuf, NULL, 0, count, c.id < 0, 0));
@@ -272,7 +285,7 @@ static tally_result_t rhd_reduce_scatter(struct tally_comm *comm, const struct t
     TALLY_CHECK(fold(comm, d, c.whole.base, d->sendbuf, 0, total, 1, 1));
   else
     c.whole.input = d->sendbuf;
-  TALLY_CHECK(halving(comm, d, &c, &lo, &hi));
+  TALLY_CHECK(halving(comm, d, &c, &lo, &hi, 0));
   if (extra) TALLY_CHECK(fold(comm, d, c.whole.base, NULL, (size_t)(rank - 1) * block, block, 0, 0));
   memcpy(d->recvbuf, c.whole.base + (size_t)rank * block * es, block * es);
   return TALLY_SUCCESS;

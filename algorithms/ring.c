@@ -13,6 +13,12 @@
  *                   also learns of a mismatch or a failure down the chain in the same call)
  *   barrier         n-1 steps of empty messages: nobody leaves before everyone arrived
  *
+ * Compressed calls (desc->wire): the pipeline sends 16-bit values on links between hosts; when a
+ * reduce-scatter is followed by an allgather, each block's owner rounds its reduced block once
+ * before spreading it, so the values in flight are exact in 16 bits and every rank ends with the
+ * same bits whichever of its links cross hosts. The small gathered allreduce rounds each rank's
+ * own input the same way.
+ *
  *        r-1 ----> r ----> r+1        each block is split into chunks so that the next chunk is on
  *         ^                  |         the wire while this one is being reduced
  *         +------- ... <-----+
@@ -68,6 +74,7 @@ struct ring_ctx {
   char *partial;     /* reduce_scatter/reduce: partial results that are only forwarded */
   int rs_steps;      /* reduce-scatter steps (n-1, or 0 for a pure allgather) */
   int final_average; /* the last reduce-scatter step divides by n */
+  int round_owned;   /* compressed, with an allgather after: the owner rounds its reduced block */
 };
 
 /* --- allreduce, reduce_scatter, allgather: one schedule, phases chosen by rs_steps ---------- */
@@ -103,6 +110,7 @@ static void ring_recv_span(const struct pipeline_plan *plan, int step, int chunk
     span->ptr = dst_base + dst_off;
     span->contrib = c->send + off;
     span->finish_avg = last && c->final_average;
+    span->round_result = last && c->round_owned;
   } else {
     int k = mod(r - (step - c->rs_steps) - 1, n);
     block_chunk(&c->blocks, k, chunk, &off, &bytes);
@@ -118,6 +126,7 @@ static int chunks_per_block(const struct blocks *b, size_t block_elems) {
 
 /* The pipeline plan of ring schedule `c`: its reduce-scatter steps, then `ag_steps` allgather steps. */
 static struct pipeline_plan ring_plan(const struct tally_coll_desc *d, struct ring_ctx *c, int ag_steps) {
+  c->round_owned = d->wire != TALLY_WIRE_EXACT && c->rs_steps > 0 && ag_steps > 0;
   return (struct pipeline_plan){
       .desc = d,
       .nchunks = chunks_per_block(&c->blocks, largest_block(&c->blocks)),
@@ -185,6 +194,8 @@ static tally_result_t ring_allreduce_gathered(struct tally_comm *comm, const str
   TALLY_CHECK(tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, n * bytes));
   char *inputs = comm->scratch;
   memcpy(inputs + (size_t)comm->rank * bytes, d->sendbuf, bytes);
+  if (d->wire) /* what the others get of it: every rank then reduces the same values */
+    tally_wire_round((float *)(inputs + (size_t)comm->rank * bytes), d->count, d->wire);
   struct ring_ctx c = {.ring = &comm->world,
                        .blocks = make_blocks(comm, d, d->count * n, tally_datatype_size(d->datatype), comm->nranks),
                        .send = inputs,

@@ -29,7 +29,13 @@
  * chunks moving up a connection while earlier ones come back down it, and the two trees' first
  * chunks never wait for each other. Rooted calls need a connection between every rank and the two
  * tree roots; the communicator makes them at init when it has at most TALLY_TREE_ROOTED_MAX_RANKS
- * ranks (see src/comm/links.c). */
+ * ranks (see src/comm/links.c).
+ *
+ * Compressed calls (desc->wire, TALLY_COMPRESS): on a connection to or from another host every
+ * chunk travels as 16-bit values: a send is packed into one of its lane's slots, a child's partial
+ * lands in its staging slot and is widened as it is added, and any other receive lands in one of
+ * its lane's slots and is widened into place. Each tree's root rounds its final chunks once before
+ * they go down, so every rank ends with the same bits. */
 #include <stdio.h>
 #include <string.h>
 
@@ -62,6 +68,9 @@ struct lane {
   struct flow flows[MAX_FLOWS];
   size_t posted, done, total;
   int slot, next_flow; /* the next message to post, in the order of the header comment */
+  enum tally_wire_format wire; /* the call's format when the peer is on another host, else exact */
+  char *wire_slots;            /* compressed lanes: STAGING_SLOTS packed chunks (sends, and receives
+                                  other than a child's partial) */
   struct message sent[WINDOW];
   struct tally_request req[WINDOW];
 };
@@ -217,6 +226,14 @@ static void fill_request(const struct tree_run *run, struct lane *lane, void *bu
   req->hdr.index = lane->posted;
 }
 
+/* How many messages a lane may have in flight: a compressed one, as many as it has slots. */
+static size_t lane_window(const struct lane *lane) { return lane->wire ? STAGING_SLOTS : WINDOW; }
+
+/* The slot of a compressed lane's message number `index`. */
+static char *wire_slot(const struct tree_run *run, const struct lane *lane, size_t index) {
+  return lane->wire_slots + (index % STAGING_SLOTS) * run->chunk_elems * 2;
+}
+
 static tally_result_t post_sends(struct tree_run *run, int *moved) {
   for (int i = 0; i < run->nsends; i++) {
     struct lane *lane = &run->sends[i];
@@ -224,14 +241,21 @@ static tally_result_t post_sends(struct tree_run *run, int *moved) {
       tally_link_done(run->comm, &lane->link, &lane->req[lane->done % WINDOW], 1);
       lane->done++, *moved = 1;
     }
-    while (lane->posted < lane->total && lane->posted < lane->done + WINDOW) {
+    while (lane->posted < lane->total && lane->posted < lane->done + lane_window(lane)) {
       struct message m = next_message(run, lane);
       const struct flow *f = &lane->flows[m.flow];
       if (m.chunk >= sendable(run, f)) break;
       size_t off, len;
       chunk_of(run, f->tree, m.chunk, &off, &len);
       int from_own = f->stage == STAGE_UP && run->node[f->tree].shape.nchildren == 0;
-      fill_request(run, lane, at(run, from_own ? run->own : run->acc, off), len * run->esize);
+      const float *data = at(run, from_own ? run->own : run->acc, off);
+      if (lane->wire) {
+        char *packed = wire_slot(run, lane, lane->posted);
+        tally_wire_pack(packed, data, len, lane->wire);
+        fill_request(run, lane, packed, len * 2);
+      } else {
+        fill_request(run, lane, (void *)data, len * run->esize);
+      }
       TALLY_CHECK(post(run, lane, m, 1));
       *moved = 1;
     }
@@ -242,15 +266,17 @@ static tally_result_t post_sends(struct tree_run *run, int *moved) {
 static tally_result_t post_recvs(struct tree_run *run, int *moved) {
   for (int i = 0; i < run->nrecvs; i++) {
     struct lane *lane = &run->recvs[i];
-    while (lane->posted < lane->total && lane->posted < lane->done + WINDOW) {
+    while (lane->posted < lane->total && lane->posted < lane->done + lane_window(lane)) {
       struct message m = next_message(run, lane);
       const struct flow *f = &lane->flows[m.flow];
       const struct node *nd = &run->node[f->tree];
       if (f->stage == STAGE_UP && m.chunk >= nd->reduced[f->child] + STAGING_SLOTS) break; /* no free slot */
       size_t off, len;
       chunk_of(run, f->tree, m.chunk, &off, &len);
-      void *dst = f->stage == STAGE_UP ? staging_slot(run, f->tree, f->child, m.chunk) : at(run, run->acc, off);
-      fill_request(run, lane, dst, len * run->esize);
+      void *dst = f->stage == STAGE_UP ? staging_slot(run, f->tree, f->child, m.chunk)
+                  : lane->wire         ? wire_slot(run, lane, lane->posted)
+                                       : at(run, run->acc, off);
+      fill_request(run, lane, dst, len * (lane->wire ? 2 : run->esize));
       TALLY_CHECK(post(run, lane, m, 0));
       *moved = 1;
     }
@@ -263,8 +289,14 @@ static void finish_recvs(struct tree_run *run, int *moved) {
   for (int i = 0; i < run->nrecvs; i++) {
     struct lane *lane = &run->recvs[i];
     while (lane->done < lane->posted && lane->req[lane->done % WINDOW].done) {
-      const struct flow *f = &lane->flows[lane->sent[lane->done % WINDOW].flow];
+      struct message m = lane->sent[lane->done % WINDOW];
+      const struct flow *f = &lane->flows[m.flow];
       struct node *nd = &run->node[f->tree];
+      if (lane->wire && f->stage != STAGE_UP) { /* widened into place; a child's partial as it is added */
+        size_t off, len;
+        chunk_of(run, f->tree, m.chunk, &off, &len);
+        tally_wire_unpack(at(run, run->acc, off), wire_slot(run, lane, lane->done), len, lane->wire);
+      }
       if (f->stage == STAGE_UP)
         nd->arrived[f->child]++;
       else
@@ -288,7 +320,10 @@ static void advance(struct tree_run *run, int *moved) {
         size_t off, len;
         chunk_of(run, t, j, &off, &len);
         const void *mine = c == 0 ? at(run, run->own, off) : at(run, run->acc, off);
-        tally_reduce_apply(at(run, run->acc, off), staging_slot(run, t, c, j), mine, len, d->datatype, d->op);
+        if (d->wire && tally_comm_across_hosts(run->comm, nd->shape.child[c]))
+          tally_wire_unpack_add(at(run, run->acc, off), mine, staging_slot(run, t, c, j), len, d->wire);
+        else
+          tally_reduce_apply(at(run, run->acc, off), staging_slot(run, t, c, j), mine, len, d->datatype, d->op);
         nd->reduced[c]++;
         *moved = 1;
       }
@@ -300,6 +335,8 @@ static void advance(struct tree_run *run, int *moved) {
         size_t off, len;
         chunk_of(run, t, nd->final, &off, &len);
         if (d->op == TALLY_AVG) tally_reduce_finish_avg(at(run, run->acc, off), len, d->datatype, run->comm->nranks);
+        if (d->wire) /* what goes down is exact in 16 bits: every rank gets these bits */
+          tally_wire_round(at(run, run->acc, off), len, d->wire);
         nd->final++;
         *moved = 1;
       }
@@ -367,11 +404,25 @@ static tally_result_t setup(struct tree_run *run) {
     if (comm->rank == d->root && d->sendbuf != d->recvbuf) memcpy(d->recvbuf, d->sendbuf, bytes);
     run->own = d->recvbuf;
   }
-  size_t staging = 2 * 2 * STAGING_SLOTS * run->chunk_elems * run->esize;
-  TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, staging));
-  run->staging = comm->staging;
   tally_header_fill(&run->proto, d, comm->seq);
   for (int t = 0; t < 2; t++) TALLY_CHECK(plan_tree(run, t));
+  /* [tree][child][slot] for the children's partials, then each compressed lane's slots */
+  size_t children = 2 * 2 * STAGING_SLOTS * run->chunk_elems * run->esize;
+  size_t lane_slots = STAGING_SLOTS * run->chunk_elems * 2, compressed = 0;
+  for (int i = 0; i < run->nsends + run->nrecvs; i++) {
+    struct lane *lane = i < run->nsends ? &run->sends[i] : &run->recvs[i - run->nsends];
+    lane->wire = d->wire && tally_comm_across_hosts(comm, lane->peer) ? (enum tally_wire_format)d->wire
+                                                                      : TALLY_WIRE_EXACT;
+    compressed += lane->wire != TALLY_WIRE_EXACT;
+  }
+  TALLY_CHECK(tally_comm_buffer(&comm->staging, &comm->staging_bytes, children + compressed * lane_slots));
+  run->staging = comm->staging;
+  char *next_slots = run->staging + children;
+  for (int i = 0; i < run->nsends + run->nrecvs; i++) {
+    struct lane *lane = i < run->nsends ? &run->sends[i] : &run->recvs[i - run->nsends];
+    lane->wire_slots = lane->wire ? next_slots : NULL;
+    if (lane->wire) next_slots += lane_slots;
+  }
   return TALLY_SUCCESS;
 }
 

@@ -24,6 +24,8 @@
 #                 short burst through at the veth's speed); off leaves the links unshaped
 #   --stats       after the job(s), each host link's bytes and packets sent and dropped in each
 #                 direction (tc -s), on stderr: to see what crossed the links
+#   HOSTS_PROGRAM=PATH in the environment runs PATH instead of BUILD/tally-perf in run mode (for
+#                 example /usr/bin/python3 with a script of examples/ as the first argument)
 #   H >= 2 hosts (at most 250), R >= 1 ranks per host. TALLY_* variables in the environment
 #   (TALLY_ALGO, TALLY_DEBUG...) reach every rank; TALLY_TIMEOUT defaults to 120 here.
 #
@@ -65,7 +67,7 @@ shopt -s nocasematch
 [ "$rate" = off ] || [[ $rate =~ ^[0-9]+(\.[0-9]+)?([kmgt]i?)?(bit|bps)$ ]] ||
   { echo "hosts.sh: --rate wants a rate in tc's units (1gbit, 500mbit, 10gbit) or off, not '$rate'" >&2; exit 2; }
 shopt -u nocasematch
-perf="$build/tally-perf"
+perf="${HOSTS_PROGRAM:-$build/tally-perf}"
 [ -x "$perf" ] || { echo "hosts.sh: $perf is missing; build first" >&2; exit 2; }
 nranks=$((nhosts * per_host))
 

@@ -50,6 +50,8 @@ struct options {
   const char *plot_with[PERF_PLOT_MAX_WITH]; /* --plot-with: earlier -J files or anchor tables drawn too */
   int nplot_with;
   char plot_json[4096];     /* --plot without -J: the JSON written beside the PNG (FILE.json) */
+  int compress;             /* --compress: 0 none, 1 bf16, 2 fp16 (sets TALLY_COMPRESS; the check's float AVG
+                               tolerance becomes the format's error bound) */
 };
 
 /* After the run, the process that holds the -J file (rank 0, or the parent of -N ranks) draws it with

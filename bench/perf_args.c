@@ -120,8 +120,10 @@ static void usage(FILE *f) {
           "                          -J file (FILE.json beside the PNG when there is no -J)\n"
           "      --plot-with FILE    with --plot: also draw FILE, an earlier run's -J output or an\n"
           "                          nccl-tests style table (e.g. /work/shared/anchors/run.sh's output)\n"
+          "      --compress FORMAT   none, bf16 or fp16: FLOAT32 data crosses hosts as 16-bit values\n"
+          "                          (sets TALLY_COMPRESS; with -d float; see TALLY_COMPRESS_MIN_BYTES)\n"
           "      --sweep             compare the algorithms: run the range once with each algorithm\n"
-          "                          forced by TALLY_ALGO (ring tree rhd hier board; for alltoall\n"
+          "                          forced by TALLY_ALGO (ring tree rhd hier board shared; for alltoall\n"
           "                          pairwise bruck hier; for gather and scatter direct binomial; one\n"
           "                          the library refuses for COLLECTIVE is skipped, and a size it\n"
           "                          cannot run shows '-') and once as the tuner chooses; print per\n"
@@ -244,6 +246,18 @@ static void take_algo_env(struct options *o, bool have_algo) {
   if (o->ignored_algo == NULL || unsetenv("TALLY_ALGO") != 0) bad_arg("--sweep: cannot unset TALLY_ALGO");
 }
 
+/* --compress: the library reads TALLY_COMPRESS at init; the check needs the format's tolerance. */
+static int parse_compress(const char *s) {
+  static const char *const names[] = {"none", "bf16", "fp16"};
+  for (int f = 0; f < 3; f++)
+    if (strcmp(s, names[f]) == 0) {
+      if (setenv("TALLY_COMPRESS", s, 1) != 0) bad_arg("--compress %s: cannot set TALLY_COMPRESS", s);
+      return f;
+    }
+  bad_arg("--compress '%s': not none, bf16 or fp16", s);
+  return 0;
+}
+
 void parse_args(int argc, char **argv, struct options *o) {
   memset(o, 0, sizeof *o);
   o->minbytes = 8;
@@ -260,7 +274,7 @@ void parse_args(int argc, char **argv, struct options *o) {
   o->repeat = SWEEP_DEFAULT_REPEAT;
   bool have_coll = false, have_timeout = false, have_seed = false, have_repeat = false, have_algo = false;
   int sweep_opt = 0; /* the last option seen that only the sweep uses */
-  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU, OPT_PLOT, OPT_PLOT_WITH, OPT_BIND };
+  enum { OPT_SOAK = 256, OPT_SEED, OPT_SWEEP, OPT_REPEAT, OPT_GPU, OPT_PLOT, OPT_PLOT_WITH, OPT_BIND, OPT_COMPRESS };
 
   static const struct option longopts[] = {
       {"minbytes", required_argument, NULL, 'b'},   {"maxbytes", required_argument, NULL, 'e'},
@@ -275,6 +289,7 @@ void parse_args(int argc, char **argv, struct options *o) {
       {"repeat", required_argument, NULL, OPT_REPEAT}, {"gpu", no_argument, NULL, OPT_GPU},
       {"plot", required_argument, NULL, OPT_PLOT},  {"plot-with", required_argument, NULL, OPT_PLOT_WITH},
       {"bind", required_argument, NULL, OPT_BIND},
+      {"compress", required_argument, NULL, OPT_COMPRESS},
       {NULL, 0, NULL, 0},
   };
   opterr = 0;
@@ -314,6 +329,7 @@ void parse_args(int argc, char **argv, struct options *o) {
       if (o->nplot_with == PERF_PLOT_MAX_WITH) bad_arg("--plot-with: at most %d files", PERF_PLOT_MAX_WITH);
       o->plot_with[o->nplot_with++] = optarg;
       break;
+    case OPT_COMPRESS: o->compress = parse_compress(optarg); break;
     case OPT_REPEAT:
       o->repeat = (int)parse_int("--repeat", optarg, 1, SWEEP_MAX_REPEAT);
       have_repeat = true;

@@ -89,13 +89,27 @@ TALLY_API tally_result_t tally_get_version(int *version);
  * 128-bit secret. Call it once, on one process, per communicator. */
 TALLY_API tally_result_t tally_get_unique_id(tally_unique_id_t *id);
 TALLY_API tally_result_t tally_comm_init_rank(tally_comm_t *comm, int nranks, tally_unique_id_t id, int rank);
+/* How FLOAT32 data crosses the network between hosts (TALLY_COMPRESS): as it is, or rounded to
+ * 16 bits by the sender and reduced in fp32 (see the README for the error bound). */
+typedef enum {
+  TALLY_COMPRESS_DEFAULT, /* TALLY_COMPRESS, or none */
+  TALLY_COMPRESS_NONE,
+  TALLY_COMPRESS_BF16,
+  TALLY_COMPRESS_FP16
+} tally_compress_t;
 /* Per-communicator settings that override the environment. Start from TALLY_CONFIG_INITIALIZER
- * so that fields added later keep their defaults. */
+ * so that fields added later keep their defaults; a program built against an older tally.h
+ * (a smaller struct_size, fewer fields) keeps working. */
 typedef struct {
   size_t struct_size; /* sizeof(tally_config_t) */
   double timeout_s;   /* every wait's limit, like TALLY_TIMEOUT; 0 = TALLY_TIMEOUT or its default */
+  /* added in version 2 of this struct: */
+  tally_compress_t compress;    /* like TALLY_COMPRESS; TALLY_COMPRESS_DEFAULT = the environment's */
+  long long compress_min_bytes; /* like TALLY_COMPRESS_MIN_BYTES; -1 = the environment's or its default */
 } tally_config_t;
-#define TALLY_CONFIG_INITIALIZER {sizeof(tally_config_t), 0.0}
+#define TALLY_CONFIG_INITIALIZER {sizeof(tally_config_t), 0.0, TALLY_COMPRESS_DEFAULT, -1}
+/* struct_size of the first version (struct_size and timeout_s only), still accepted. */
+#define TALLY_CONFIG_V1_SIZE (sizeof(size_t) + sizeof(double))
 TALLY_API tally_result_t tally_comm_init_rank_config(tally_comm_t *comm, int nranks, tally_unique_id_t id, int rank,
                                                      const tally_config_t *config);
 /* Rank, size, root address and secret from the environment (TALLY_RANK/TALLY_SIZE, Open MPI,

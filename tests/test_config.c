@@ -7,12 +7,13 @@
 #include "api/config_env.h"
 #include "bootstrap/uid.h"
 #include "core/error.h"
+#include "core/reduce.h"
 #include "core/wire.h"
 
 static void clear_env(void) {
   const char *vars[] = {"TALLY_TIMEOUT", "TALLY_SOCKET_IFNAME", "TALLY_TRANSPORT", "TALLY_ALGO", "TALLY_DEBUG",
                         "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_RING_CHANNELS", "TALLY_IB_HCA", "TALLY_IB_GID_INDEX",
-                        "TALLY_IB_REG_CACHE_MB", "TALLY_TUNING_FILE", "TALLY_TUNING_CACHE", "TALLY_CUDAIPC_MB", "TALLY_STAGING_CHUNK_MB", "TALLY_STATS", "TALLY_FLIGHT_RECORDS", "TALLY_FLIGHT_DIR", "TALLY_FLIGHT_SIGNAL", "TALLY_TRACE", "TALLY_RANK",
+                        "TALLY_IB_REG_CACHE_MB", "TALLY_TUNING_FILE", "TALLY_TUNING_CACHE", "TALLY_CUDAIPC_MB", "TALLY_STAGING_CHUNK_MB", "TALLY_STATS", "TALLY_FLIGHT_RECORDS", "TALLY_FLIGHT_DIR", "TALLY_FLIGHT_SIGNAL", "TALLY_TRACE", "TALLY_COMPRESS", "TALLY_COMPRESS_MIN_BYTES", "TALLY_RANK",
                         "TALLY_SIZE",
                         "TALLY_ROOT", "TALLY_SECRET", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
                         "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", "MASTER_ADDR",
@@ -103,6 +104,32 @@ Test(config, tuning_settings) {
 
 /* A valid TALLY_ALGO that leaves a collective only algorithms not written yet is refused at init,
  * saying what is implemented, rather than quietly running something else. */
+Test(config, compress_settings) {
+  struct tally_config cfg;
+  cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS);
+  cr_assert_eq(cfg.compress, TALLY_WIRE_EXACT);
+  cr_assert_eq(cfg.compress_min_bytes, TALLY_DEFAULT_COMPRESS_MIN_BYTES);
+  const char *names[] = {"none", "bf16", "fp16"};
+  for (int f = 0; f < 3; f++) {
+    setenv("TALLY_COMPRESS", names[f], 1);
+    cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS);
+    cr_assert_eq(cfg.compress, f, "TALLY_COMPRESS=%s", names[f]);
+  }
+  setenv("TALLY_COMPRESS_MIN_BYTES", "0", 1);
+  cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS);
+  cr_assert_eq(cfg.compress_min_bytes, 0);
+  const char *bad[] = {"BF16", "bfloat16", "fp8", "1", " bf16"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    expect_refused("TALLY_COMPRESS", bad[i]);
+    cr_assert(strstr(tally_error_message(), "none") && strstr(tally_error_message(), "bf16") &&
+                  strstr(tally_error_message(), "fp16"),
+              "the message does not list the valid values: %s", tally_error_message());
+  }
+  expect_refused("TALLY_COMPRESS_MIN_BYTES", "-1");
+  expect_refused("TALLY_COMPRESS_MIN_BYTES", "64k");
+  expect_refused("TALLY_COMPRESS_MIN_BYTES", "lots");
+}
+
 Test(config, unimplemented_algorithm_refused) {
   setenv("TALLY_ALGO", "allgather:tree", 1);
   struct tally_config cfg;
@@ -240,7 +267,7 @@ Test(uid, ipv4_address_with_junk_in_its_unused_bytes_refused) {
 }
 
 static struct tally_msg_header sample_header(void) {
-  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, NULL, NULL, 100, TALLY_FLOAT32, TALLY_SUM, 0, 0, 0, 0, 0};
   struct tally_msg_header h;
   tally_header_fill(&h, &d, 7);
   h.index = 3;
@@ -277,4 +304,17 @@ Test(wire, garbage_and_wrong_length_refused) {
   theirs.bytes = 1 << 30; /* an oversized message is refused before any payload is read */
   tally_header_encode(&theirs, bytes);
   cr_assert_eq(tally_header_check(bytes, &mine, 2), TALLY_ERR_REMOTE);
+}
+
+Test(wire, different_compression_is_mismatch) {
+  struct tally_msg_header mine = sample_header(), theirs = mine;
+  theirs.wire = TALLY_WIRE_BF16;
+  unsigned char bytes[TALLY_WIRE_HEADER_BYTES];
+  tally_header_encode(&theirs, bytes);
+  cr_assert_eq(tally_header_check(bytes, &mine, 3), TALLY_ERR_MISMATCH);
+  cr_assert(strstr(tally_error_message(), "rank 3 sends its data across hosts as bf16 but this rank as none") &&
+                strstr(tally_error_message(), "TALLY_COMPRESS"),
+            "%s", tally_error_message());
+  bytes[11] = TALLY_NUM_WIRE_FORMATS; /* no such format: not a header */
+  cr_assert_eq(tally_header_check(bytes, &mine, 3), TALLY_ERR_REMOTE);
 }

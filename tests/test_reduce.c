@@ -3,8 +3,10 @@
  * computed in double (exhaustively for fp16 -> float, sampled and at every boundary for float ->
  * fp16/bf16), rounding of 16-bit reductions, NaN and infinity, AVG's division, and the names. */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/reduce.h"
@@ -558,4 +560,123 @@ Test(names, round_trip_aliases_and_out_of_range) {
   cr_assert_eq(tally_op_from_name("xor"), -1);
   cr_assert_eq(tally_op_from_name("sums"), -1);
   cr_assert_eq(tally_op_from_name(NULL), -1);
+}
+
+/* --- the wire formats of compressed fp32 calls (TALLY_COMPRESS) --------------------------------- */
+
+/* What pack must give for `f`: the reference rounding, a finite value past the largest clamped to it. */
+static uint16_t ref_wire(float f, enum tally_wire_format format) {
+  int half = format == TALLY_WIRE_FP16;
+  uint16_t r = half ? ref_to_half(f) : ref_to_bf16(f);
+  uint16_t inf = half ? 0x7c00 : 0x7f80, largest = half ? 0x7bff : 0x7f7f;
+  if ((r & 0x7fff) == inf && isfinite(f)) r = (uint16_t)((r & 0x8000) | largest);
+  return r;
+}
+
+/* Packs `n` floats both ways (pack, round) and checks every value, NaN (quiet, same sign) included;
+ * returns how many saturated by the reference. */
+static size_t check_wire_values(const float *in, size_t n, enum tally_wire_format format) {
+  int mbits = format == TALLY_WIRE_FP16 ? 10 : 7;
+  uint16_t *packed = malloc(n * sizeof *packed);
+  float *rounded = malloc(n * sizeof *rounded), *widened = malloc(n * sizeof *widened);
+  memcpy(rounded, in, n * sizeof *in);
+  size_t saturated = 0, want_saturated = 0;
+  cr_assert_eq(tally_wire_pack(packed, in, n, format), (saturated = tally_wire_round(rounded, n, format)));
+  tally_wire_unpack(widened, packed, n, format);
+  for (size_t i = 0; i < n; i++) {
+    uint16_t want = ref_wire(in[i], format);
+    uint16_t unclamped = format == TALLY_WIRE_FP16 ? ref_to_half(in[i]) : ref_to_bf16(in[i]);
+    want_saturated += isfinite(in[i]) && unclamped != want;
+    if (isnan(in[i]))
+      cr_assert(is_quiet16(packed[i], mbits) && (packed[i] & 0x8000) == ((bits_of(in[i]) >> 16) & 0x8000),
+                "%s of NaN 0x%08x: 0x%04x", tally_wire_format_name(format), bits_of(in[i]), packed[i]);
+    else
+      cr_assert_eq(packed[i], want, "%s of %a (0x%08x): 0x%04x, want 0x%04x", tally_wire_format_name(format),
+                   (double)in[i], bits_of(in[i]), packed[i], want);
+    cr_assert(bits_of(widened[i]) == bits_of(rounded[i]), "%s: round(%a) = %a but unpack(pack) = %a",
+              tally_wire_format_name(format), (double)in[i], (double)rounded[i], (double)widened[i]);
+  }
+  cr_assert_eq(saturated, want_saturated, "%s: %zu saturated, expected %zu", tally_wire_format_name(format), saturated,
+               want_saturated);
+  free(packed), free(rounded), free(widened);
+  return saturated;
+}
+
+/* Every tie: the midpoint of each pair of neighbouring 16-bit values (exact in fp32), and the fp32
+ * values just below and above it, for every pair of finite values of both signs. */
+static void check_every_tie(enum tally_wire_format format) {
+  int half = format == TALLY_WIRE_FP16;
+  uint16_t last = half ? 0x7bff : 0x7f7f;
+  float *in = malloc(6u * 0x8000u * sizeof *in);
+  size_t n = 0;
+  for (uint32_t h = 0; h < last; h++) {
+    float lo = half ? tally_half_to_float((uint16_t)h) : tally_bf16_to_float((uint16_t)h);
+    float hi = half ? tally_half_to_float((uint16_t)(h + 1)) : tally_bf16_to_float((uint16_t)(h + 1));
+    float mid = (float)(((double)lo + (double)hi) / 2);
+    cr_assert_eq((double)mid, ((double)lo + (double)hi) / 2, "the midpoint of 0x%04x and 0x%04x is not exact", h, h + 1);
+    float around[3] = {float_of(bits_of(mid) - 1), mid, float_of(bits_of(mid) + 1)};
+    if (mid == 0) around[0] = 0; /* below +0 is -0's neighbourhood, covered by the sign flip */
+    for (int k = 0; k < 3; k++) in[n++] = around[k], in[n++] = -around[k];
+  }
+  check_wire_values(in, n, format);
+  /* the ties themselves go to the even neighbour */
+  for (size_t i = 0; i < n; i += 6) {
+    uint16_t got;
+    tally_wire_pack(&got, &in[i + 2], 1, format);
+    cr_assert_eq(got & 1, 0, "%s: the tie %a went to the odd neighbour 0x%04x", tally_wire_format_name(format),
+                 (double)in[i + 2], got);
+  }
+  free(in);
+}
+
+Test(wire_format, every_tie_rounds_to_even) {
+  check_every_tie(TALLY_WIRE_BF16);
+  check_every_tie(TALLY_WIRE_FP16);
+}
+
+Test(wire_format, sampled_patterns_subnormals_nan_infinity) {
+  enum { N = (1u << 20) + 64 };
+  float *in = malloc(N * sizeof *in);
+  size_t n = 0;
+  for (uint64_t u = 0; u <= 0xffffffffu; u += 4099) in[n++] = float_of((uint32_t)u); /* every exponent, NaNs too */
+  static const float edges[] = {0,          -0.0f,       0x1p-25f,  0x1p-24f,   0x1.8p-24f,    0x1p-14f,  0x1p-126f,
+                                0x1p-149f,  65504.0f,    65519.0f,  65520.0f,   1e9f,          0x1.fep127f,
+                                0x1.ffp127f, 0x1.fffffep127f, INFINITY, -INFINITY, NAN, -NAN};
+  for (size_t k = 0; k < sizeof edges / sizeof edges[0]; k++) in[n++] = edges[k];
+  for (enum tally_wire_format f = TALLY_WIRE_BF16; f <= TALLY_WIRE_FP16; f++) check_wire_values(in, n, f);
+  free(in);
+}
+
+Test(wire_format, fp16_saturates_instead_of_overflowing) {
+  float in[] = {65504.0f, 65519.99f, 65520.0f, -70000.0f, 3e38f, INFINITY, -INFINITY};
+  uint16_t out[7];
+  cr_assert_eq(tally_wire_pack(out, in, 7, TALLY_WIRE_FP16), 3, "65519.99 rounds to 65504; the next three saturate");
+  uint16_t want[] = {0x7bff, 0x7bff, 0x7bff, 0xfbff, 0x7bff, 0x7c00, 0xfc00};
+  for (int i = 0; i < 7; i++) cr_assert_eq(out[i], want[i], "fp16 of %a: 0x%04x, want 0x%04x", (double)in[i], out[i], want[i]);
+  float big[] = {0x1.ffp127f, -FLT_MAX};
+  cr_assert_eq(tally_wire_round(big, 2, TALLY_WIRE_BF16), 2);
+  cr_assert(big[0] == 0x1.fep127f && big[1] == -0x1.fep127f, "bf16 saturates too: %a %a", (double)big[0],
+            (double)big[1]);
+}
+
+Test(wire_format, unpack_add_is_fp32_sum_of_the_widened_value) {
+  enum { N = 1031 };
+  float a[N], out[N];
+  uint16_t w[N];
+  for (enum tally_wire_format f = TALLY_WIRE_BF16; f <= TALLY_WIRE_FP16; f++) {
+    for (int i = 0; i < N; i++) {
+      a[i] = (float)((double)(rng() % 2000001) / 1000.0 - 1000.0);
+      w[i] = f == TALLY_WIRE_FP16 ? random_finite16(10) : random_finite16(7);
+    }
+    w[0] = f == TALLY_WIRE_FP16 ? 0x7e00 : 0x7fc0; /* NaN passes */
+    w[1] = f == TALLY_WIRE_FP16 ? 0xfc00 : 0xff80; /* -infinity passes */
+    tally_wire_unpack_add(out, a, w, N, f);
+    cr_assert(isnan(out[0]) && out[1] == -INFINITY);
+    for (int i = 2; i < N; i++) {
+      float wide = f == TALLY_WIRE_FP16 ? tally_half_to_float(w[i]) : tally_bf16_to_float(w[i]);
+      cr_assert(bits_of(out[i]) == bits_of(a[i] + wide), "%a + %a: %a", (double)a[i], (double)wide, (double)out[i]);
+    }
+    tally_wire_unpack_add(a, a, w, N, f); /* in place */
+    cr_assert(bits_of(a[5]) == bits_of(out[5]));
+  }
 }

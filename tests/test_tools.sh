@@ -93,6 +93,11 @@ check "tally-run program missing" 127 "$bin/tally-run" -n 1 /nonexistent/program
 check "tally-perf unknown collective" 2 "$bin/tally-perf" allsmash
 check "tally-perf bad size" 2 "$bin/tally-perf" allreduce -b 12Q
 check "tally-perf bad datatype" 2 "$bin/tally-perf" allreduce -d complex
+# --compress across two fake hosts (TALLY_HOSTID per rank): every result still checked
+check "tally-perf --compress bf16 across hosts" 0 "$bin/tally-run" -n 4 sh -c \
+  'TALLY_HOSTID=host$((TALLY_RANK / 2)) TALLY_COMPRESS_MIN_BYTES=0 exec "$0" allreduce -b 8 -e 1M -f 16 -n 2 -w 1 -c 1 -o avg --compress bf16' \
+  "$bin/tally-perf"
+check "tally-perf --compress with an unknown format" 2 "$bin/tally-perf" allreduce --compress zip
 TALLY_TIMEOUT=never check "bad TALLY_TIMEOUT is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
 expect_text "TALLY_TIMEOUT message" "TALLY_TIMEOUT"
 TALLY_SOCKET_IFNAME=nosuchif0 check "unknown interface is refused" 1 "$bin/tally-perf" allreduce -N 2 -b 8 -e 8
@@ -117,8 +122,8 @@ grep -q '"mode": "sweep"' "$json" && grep -q '"choice": "' "$json" && grep -q '"
   { echo "FAIL sweep -J: $(cat "$json")"; fail=1; }
 rm -f "$json"
 check "tally-perf --sweep under tally-run" 0 "$bin/tally-run" -n 4 "$bin/tally-perf" broadcast --sweep -b 64 -e 128 -n 2 -w 1 --repeat 1 -r 1
-expect_text "sweep skips what the library refuses" "^# Not run: rhd, hier, board: TALLY_ALGO leaves broadcast only algorithms"
-expect_text "sweep broadcast rows" "^ +128 +[0-9.]+ +[0-9.]+ +[0-9.]+ +(ring|tree|shared) +(ring|tree|shared) "
+expect_text "sweep skips what the library refuses" "^# Not run: rhd, hier: TALLY_ALGO leaves broadcast only algorithms"
+expect_text "sweep broadcast rows" "^ +128 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +(ring|tree|board|shared) +(ring|tree|board|shared) "
 # Alltoall's algorithms are pairwise, bruck and hier (hier needs two hosts: '-' on one); gather's
 # and scatter's direct and binomial.
 json=$(mktemp)

@@ -11,9 +11,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TALLY_RUN = os.path.join(os.environ.get("TALLY_BUILD_DIR", os.path.join(ROOT, "build")), "tally-run")
 
 
-def run_example(script, nranks, backend, prefix, tmp_path, launcher="tally-run", args=()):
-    """examples/<script> --backend BACKEND --save PREFIX ARGS on nranks ranks; fails the test with the
-    output if it fails. Returns its stdout and [rank 0's parameters, rank 1's, ...]."""
+def run_example(script, nranks, backend, prefix, tmp_path, launcher="tally-run", args=(), env=None):
+    """examples/<script> --backend BACKEND --save PREFIX ARGS on nranks ranks, with `env` added to the
+    environment; fails the test with the output if it fails. Returns its stdout and [rank 0's
+    parameters, rank 1's, ...]."""
     if launcher == "tally-run":
         if not os.access(TALLY_RUN, os.X_OK):
             pytest.skip("no tally-run at %s (set TALLY_BUILD_DIR)" % TALLY_RUN)
@@ -24,7 +25,7 @@ def run_example(script, nranks, backend, prefix, tmp_path, launcher="tally-run",
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nranks),
                "--redirects", "1", "--tee", "1", "--log_dir", str(tmp_path / "torchrun-logs")]
     cmd += [os.path.join(ROOT, "examples", script), "--backend", backend, "--save", str(prefix), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
     assert out.returncode == 0, "%s failed:\n%s\n%s" % (" ".join(cmd), out.stdout, out.stderr[-4000:])
     return out.stdout, [torch.load("%s.rank%d.pt" % (prefix, r)) for r in range(nranks)]
 

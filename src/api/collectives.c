@@ -64,35 +64,35 @@ tally_result_t tally_comm_get_async_error(tally_comm_t comm, tally_result_t *asy
 
 tally_result_t tally_allreduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                                tally_op_t op, tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, sendbuf, recvbuf, count, datatype, op, 0, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLREDUCE, sendbuf, recvbuf, count, datatype, op, 0, 0, 0, 0, 0};
   return run("tally_allreduce", &d, comm, stream);
 }
 
 tally_result_t tally_allgather(const void *sendbuf, void *recvbuf, size_t sendcount, tally_datatype_t datatype,
                                tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, datatype, TALLY_SUM, 0, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, datatype, TALLY_SUM, 0, 0, 0, 0, 0};
   return run("tally_allgather", &d, comm, stream);
 }
 
 tally_result_t tally_reduce_scatter(const void *sendbuf, void *recvbuf, size_t recvcount, tally_datatype_t datatype,
                                     tally_op_t op, tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, datatype, op, 0, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, datatype, op, 0, 0, 0, 0, 0};
   return run("tally_reduce_scatter", &d, comm, stream);
 }
 
 tally_result_t tally_broadcast(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, int root,
                                tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, sendbuf, recvbuf, count, datatype, TALLY_SUM, root, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, sendbuf, recvbuf, count, datatype, TALLY_SUM, root, 0, 0, 0, 0};
   return run("tally_broadcast", &d, comm, stream);
 }
 
 tally_result_t tally_reduce(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype, tally_op_t op,
                             int root, tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_REDUCE, sendbuf, recvbuf, count, datatype, op, root, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_REDUCE, sendbuf, recvbuf, count, datatype, op, root, 0, 0, 0, 0};
   return run("tally_reduce", &d, comm, stream);
 }
 
 tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream) {
-  struct tally_coll_desc d = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
   return run("tally_barrier", &d, comm, stream);
 }

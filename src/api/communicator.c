@@ -22,6 +22,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/reduce.h"
 #include "device/device.h"
 #include "device/device_call.h"
 #include "dispatch/dispatch.h"
@@ -165,6 +166,9 @@ tally_result_t tally_comm_create(struct tally_comm **out, int nranks, int rank, 
   struct tally_config cfg;
   TALLY_CHECK(tally_config_load(&cfg));
   if (overrides && overrides->timeout_s > 0) cfg.timeout_s = overrides->timeout_s;
+  if (overrides && overrides->compress != TALLY_COMPRESS_DEFAULT)
+    cfg.compress = overrides->compress - TALLY_COMPRESS_NONE + TALLY_WIRE_EXACT; /* the same order */
+  if (overrides && overrides->compress_min_bytes >= 0) cfg.compress_min_bytes = (size_t)overrides->compress_min_bytes;
   tally_log_set_rank(rank);
   struct tally_comm *c;
   TALLY_CHECK(tally_comm_new(&c, nranks, rank, &cfg, job->secret));

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/reduce.h"
 
 static const char *env(const char *name) {
   const char *v = getenv(name);
@@ -76,6 +77,38 @@ static tally_result_t load_rdma_settings(struct tally_config *cfg) {
                        "TALLY_IB_REG_CACHE_MB='%s' is not a whole number of MiB from 0 to 16777216", v);
   cfg->ib_reg_cache_bytes = (size_t)mb << 20;
   return TALLY_SUCCESS;
+}
+
+/* TALLY_COMPRESS and TALLY_COMPRESS_MIN_BYTES: the 16-bit wire format of FLOAT32 data between hosts. */
+static tally_result_t load_compress_settings(struct tally_config *cfg) {
+  const char *v = env("TALLY_COMPRESS");
+  cfg->compress = TALLY_WIRE_EXACT;
+  if (v && tally_compress_parse(v, &cfg->compress))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "TALLY_COMPRESS='%s' is not none (the default: data crosses hosts as it is), bf16 or fp16 "
+                       "(FLOAT32 sums, averages, allgathers and broadcasts cross hosts as 16-bit values, reduced in "
+                       "fp32)",
+                       v);
+  cfg->compress_min_bytes = TALLY_DEFAULT_COMPRESS_MIN_BYTES;
+  long n;
+  if ((v = env("TALLY_COMPRESS_MIN_BYTES"))) {
+    if (parse_long(v, 0, 1L << 40, &n))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_COMPRESS_MIN_BYTES='%s' is not a whole number of bytes from 0 to 2^40 (calls smaller "
+                         "than this, per rank, are not compressed)",
+                         v);
+    cfg->compress_min_bytes = (size_t)n;
+  }
+  return TALLY_SUCCESS;
+}
+
+int tally_compress_parse(const char *text, int *format) {
+  for (int f = 0; f < TALLY_NUM_WIRE_FORMATS; f++)
+    if (!strcmp(text, tally_wire_format_name(f))) {
+      *format = f;
+      return 0;
+    }
+  return -1;
 }
 
 /* TALLY_TUNING_FILE and TALLY_TUNING_CACHE (used by calibrate.c): the file itself is read at init,
@@ -203,6 +236,7 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
     cfg->keepalive_s = (int)n;
   }
   TALLY_CHECK(load_tuning_settings(cfg));
+  TALLY_CHECK(load_compress_settings(cfg));
   return load_rdma_settings(cfg);
 }
 

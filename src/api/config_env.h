@@ -9,6 +9,8 @@
 #include "tally.h"
 
 tally_result_t tally_config_load(struct tally_config *cfg);
+/* "none", "bf16" or "fp16" (TALLY_COMPRESS's values) into an enum tally_wire_format; 0, or -1. */
+int tally_compress_parse(const char *text, int *format);
 
 /* Where tally_comm_init_env finds its job: rank and size from the first launcher whose variables
  * are set, the root's host:port, and the secret (absent: unauthenticated). */

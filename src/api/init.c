@@ -46,19 +46,32 @@ tally_result_t tally_comm_init_rank_config(tally_comm_t *comm, int nranks, tally
   if (rank < 0 || rank >= nranks)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_init_rank: rank %d is outside 0..%d (nranks %d)", rank,
                        nranks - 1, nranks);
-  if (config && config->struct_size != sizeof *config)
+  if (config && config->struct_size != sizeof *config && config->struct_size != TALLY_CONFIG_V1_SIZE)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                       "tally_comm_init_rank_config: config.struct_size is %zu, not %zu: start from "
-                       "TALLY_CONFIG_INITIALIZER",
-                       config->struct_size, sizeof *config);
-  if (config && !(config->timeout_s >= 0 && config->timeout_s <= 1e7))
+                       "tally_comm_init_rank_config: config.struct_size is %zu, not %zu (or %zu, the first "
+                       "version's): start from TALLY_CONFIG_INITIALIZER",
+                       config->struct_size, sizeof *config, (size_t)TALLY_CONFIG_V1_SIZE);
+  tally_config_t settings = TALLY_CONFIG_INITIALIZER; /* the fields an older caller does not have keep defaults */
+  if (config) memcpy(&settings, config, config->struct_size);
+  settings.struct_size = sizeof settings;
+  if (!(settings.timeout_s >= 0 && settings.timeout_s <= 1e7))
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
                        "tally_comm_init_rank_config: timeout_s %g is not a number of seconds from 0 (use "
                        "TALLY_TIMEOUT) to 1e7",
-                       config->timeout_s);
+                       settings.timeout_s);
+  if ((unsigned)settings.compress > TALLY_COMPRESS_FP16)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "tally_comm_init_rank_config: compress is %d, not one of TALLY_COMPRESS_DEFAULT, _NONE, _BF16 "
+                       "or _FP16",
+                       (int)settings.compress);
+  if (settings.compress_min_bytes < -1)
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                       "tally_comm_init_rank_config: compress_min_bytes is %lld; it is a number of bytes, or -1 for "
+                       "TALLY_COMPRESS_MIN_BYTES",
+                       settings.compress_min_bytes);
   struct tally_job_id job;
   TALLY_CHECK(tally_uid_decode(&id, &job));
-  return tally_comm_create(comm, nranks, rank, &job, config);
+  return tally_comm_create(comm, nranks, rank, &job, &settings);
 }
 
 tally_result_t tally_comm_init_env(tally_comm_t *comm) {

@@ -67,7 +67,7 @@ static tally_result_t extent(const char *fn, const char *which, const size_t *co
 static struct tally_call collective_call(const char *fn, tally_comm_t comm, tally_stream_t stream, enum tally_coll coll,
                                          const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                                          int root) {
-  struct tally_coll_desc d = {coll, sendbuf, recvbuf, count, datatype, TALLY_SUM, root, 0, 0, 0};
+  struct tally_coll_desc d = {coll, sendbuf, recvbuf, count, datatype, TALLY_SUM, root, 0, 0, 0, 0};
   return (struct tally_call){.kind = TALLY_CALL_COLLECTIVE, .fn = fn, .comm = comm, .stream = stream, .desc = d};
 }
 

@@ -120,6 +120,12 @@ struct tally_comm {
   int ipc_refused;                         /* the window could not be opened on every rank */
 };
 
+/* Whether `peer` runs on another host than this rank: its link is the network's (TALLY_LINK_NET's
+ * cost class), where compressed calls send 16-bit values (TALLY_COMPRESS). */
+static inline int tally_comm_across_hosts(const struct tally_comm *comm, int peer) {
+  return !tally_job_topo_same_host(&comm->topo, comm->rank, peer);
+}
+
 /* Adds to a counter (struct tally_counters: one writer at a time). */
 static inline void tally_count(_Atomic uint64_t *counter, uint64_t add) {
   atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + add, memory_order_relaxed);

@@ -9,6 +9,9 @@
 #define TALLY_DEFAULT_TIMEOUT_S 300.0
 #define TALLY_DEFAULT_KEEPALIVE_S 5
 #define TALLY_DEFAULT_STAGING_CHUNK_MB 4
+/* Calls smaller than this (bytes per rank) are not compressed: the conversions' fixed costs and the
+ * small calls' latency-bound steps leave nothing to gain (TALLY_COMPRESS_MIN_BYTES). */
+#define TALLY_DEFAULT_COMPRESS_MIN_BYTES (256 * 1024)
 
 struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
@@ -33,6 +36,9 @@ struct tally_config {
   char flight_dir[4096];     /* TALLY_FLIGHT_DIR: where failed communicators' records go as files; "": log only */
   int flight_signal;         /* TALLY_FLIGHT_SIGNAL: 1 dumps every communicator's flight records on SIGUSR1 */
   char trace_dir[4096];      /* TALLY_TRACE: where each rank writes its trace-event JSON (comm/trace.h); "": off */
+  int compress;              /* TALLY_COMPRESS: enum tally_wire_format (core/reduce.h) of FLOAT32 data on links
+                                between hosts; TALLY_WIRE_EXACT (default) sends it as it is */
+  size_t compress_min_bytes; /* TALLY_COMPRESS_MIN_BYTES: smaller calls (bytes per rank) are never compressed */
   size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
                                 (src/device/ipc); 0 (default) stages them through host memory */
 };

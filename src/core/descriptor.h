@@ -43,6 +43,8 @@ struct tally_coll_desc {
   double predicted_us;  /* the cost model's time for the algorithm the tuner chose; negative: not modelled */
   int rhd_whole_vector; /* halving-doubling allreduce: the tuner chose recursive doubling of the whole
                            vector over Rabenseifner's schedule (the same choice on every rank) */
+  int wire;             /* enum tally_wire_format (core/reduce.h): TALLY_WIRE_EXACT, or the 16-bit format the
+                           tuner chose for this FLOAT32 call's data on links between hosts (TALLY_COMPRESS) */
 };
 
 /* "allreduce", ... for enum tally_coll, "send", "alltoall", ... for enum tally_msg_kind; "unknown"

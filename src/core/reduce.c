@@ -8,13 +8,18 @@
  * - Signed integers add and multiply through the unsigned type of the same width: overflow wraps
  *   and is never undefined behaviour.
  * - Float MIN/MAX propagate NaN: a NaN on either side gives NaN.
+ * - The 16-bit wire formats of compressed fp32 calls (reduce.h states them and their error bound):
+ *   the same conversions, saturating instead of overflowing, in loops of their own.
  * - fp16 and bf16 compute in float and round to nearest even on the way back. The conversions are
  *   plain bit manipulation (subnormals, infinity and NaN included; NaN comes out quiet, overflow
  *   rounds to infinity) and branch-free, so that the 16-bit loops vectorise too.
  */
 #include "reduce.h"
 
+#include <stdatomic.h>
 #include <string.h>
+
+#include "log.h"
 
 static inline uint32_t float_bits(float f) {
   uint32_t u;
@@ -68,6 +73,100 @@ uint16_t tally_float_to_bf16(float f) {
   uint32_t nan = (x >> 16) | 0x40u;                          /* NaN: keep the sign and payload, quiet */
   return (uint16_t)pick(mask_if((x & 0x7fffffffu) > 0x7f800000u), nan, rounded);
 }
+
+/* --- wire formats: pack, unpack, unpack-and-add, round, one loop per format ------------------- */
+
+/* The 16-bit encoding `r` of finite or not value with magnitude bits `mag`, with a finite value that
+ * became infinity (0x7fff part == inf) clamped to the largest finite value of its sign. */
+static inline uint32_t saturate(uint32_t r, uint32_t mag, uint32_t inf, uint32_t largest) {
+  uint32_t overflowed = mask_if((r & 0x7fffu) == inf) & mask_if(mag < 0x7f800000u);
+  return pick(overflowed, (r & 0x8000u) | largest, r);
+}
+
+#define DEFINE_WIRE(sfx, TO_FLOAT, FROM_FLOAT, INF, LARGEST)                                  \
+  static size_t pack_##sfx(uint16_t *out, const float *in, size_t n) {                        \
+    size_t saturated = 0;                                                                     \
+    for (size_t i = 0; i < n; i++) {                                                          \
+      uint32_t mag = float_bits(in[i]) & 0x7fffffffu, r = FROM_FLOAT(in[i]);                  \
+      uint32_t s = saturate(r, mag, INF, LARGEST);                                            \
+      saturated += s != r;                                                                    \
+      out[i] = (uint16_t)s;                                                                   \
+    }                                                                                         \
+    return saturated;                                                                         \
+  }                                                                                           \
+  static void unpack_##sfx(float *out, const uint16_t *in, size_t n) {                        \
+    for (size_t i = 0; i < n; i++) out[i] = TO_FLOAT(in[i]);                                  \
+  }                                                                                           \
+  static void unpack_add_##sfx(float *out, const float *a, const uint16_t *in, size_t n) {    \
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + TO_FLOAT(in[i]);                           \
+  }                                                                                           \
+  static size_t round_##sfx(float *buf, size_t n) {                                           \
+    size_t saturated = 0;                                                                     \
+    for (size_t i = 0; i < n; i++) {                                                          \
+      uint32_t mag = float_bits(buf[i]) & 0x7fffffffu, r = FROM_FLOAT(buf[i]);                \
+      uint32_t s = saturate(r, mag, INF, LARGEST);                                            \
+      saturated += s != r;                                                                    \
+      buf[i] = TO_FLOAT((uint16_t)s);                                                         \
+    }                                                                                         \
+    return saturated;                                                                         \
+  }
+
+DEFINE_WIRE(bf16, tally_bf16_to_float, tally_float_to_bf16, 0x7f80u, 0x7f7fu)
+DEFINE_WIRE(f16, tally_half_to_float, tally_float_to_half, 0x7c00u, 0x7bffu)
+
+const char *tally_wire_format_name(int format) {
+  static const char *const names[TALLY_NUM_WIRE_FORMATS] = {"none", "bf16", "fp16"};
+  return format >= 0 && format < TALLY_NUM_WIRE_FORMATS ? names[format] : "unknown";
+}
+
+/* Logs once per process (a warning) that `saturated` values saturated, when it is not 0. */
+static void note_saturation(size_t saturated, enum tally_wire_format format) {
+  static atomic_flag said = ATOMIC_FLAG_INIT;
+  if (saturated && !atomic_flag_test_and_set(&said))
+    TLOG_WARN(TALLY_SUBSYS_COLL,
+              "TALLY_COMPRESS=%s: %zu values beyond the format's range (fp16: 65504) were sent as its largest "
+              "finite value instead of infinity; use bf16 for data this large (said once)",
+              tally_wire_format_name(format), saturated);
+}
+
+size_t tally_wire_pack(void *out, const float *in, size_t count, enum tally_wire_format format) {
+  size_t saturated = 0;
+  if (format == TALLY_WIRE_BF16)
+    saturated = pack_bf16(out, in, count);
+  else if (format == TALLY_WIRE_FP16)
+    saturated = pack_f16(out, in, count);
+  else
+    memcpy(out, in, count * sizeof *in);
+  note_saturation(saturated, format);
+  return saturated;
+}
+
+void tally_wire_unpack(float *out, const void *in, size_t count, enum tally_wire_format format) {
+  if (format == TALLY_WIRE_BF16)
+    unpack_bf16(out, in, count);
+  else if (format == TALLY_WIRE_FP16)
+    unpack_f16(out, in, count);
+  else
+    memcpy(out, in, count * sizeof *out);
+}
+
+void tally_wire_unpack_add(float *out, const float *a, const void *in, size_t count, enum tally_wire_format format) {
+  if (format == TALLY_WIRE_BF16)
+    unpack_add_bf16(out, a, in, count);
+  else if (format == TALLY_WIRE_FP16)
+    unpack_add_f16(out, a, in, count);
+  else
+    tally_reduce_apply(out, a, in, count, TALLY_FLOAT32, TALLY_SUM);
+}
+
+size_t tally_wire_round(float *buf, size_t count, enum tally_wire_format format) {
+  size_t saturated = format == TALLY_WIRE_BF16 ? round_bf16(buf, count)
+                     : format == TALLY_WIRE_FP16 ? round_f16(buf, count)
+                                                 : 0;
+  note_saturation(saturated, format);
+  return saturated;
+}
+
 
 /* Each op gets the element type T and U, the unsigned type of the same width (T itself for
  * floating point); integer SUM and PROD compute in U so that signed overflow wraps. */

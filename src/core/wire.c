@@ -1,5 +1,5 @@
 /* Encoding and checking of data message headers (see wire.h). Layout, big-endian:
- *   0 magic "TLYM"  4 seq  8 coll  9 datatype  10 op  11 zero  12 root  16 count  24 index  32 bytes
+ *   0 magic "TLYM"  4 seq  8 coll  9 datatype  10 op  11 wire format  12 root  16 count  24 index  32 bytes
  * Error frames:
  *   0 magic "TLYE"  4 seq  8 code  9..11 zero  12 sender  16 culprit (-1: unknown)  20..39 zero
  * Waiting notices:
@@ -11,6 +11,7 @@
 
 #include "bytes.h"
 #include "error.h"
+#include "reduce.h"
 
 enum {
   WIRE_MAGIC = 0x544c594d,   /* "TLYM" */
@@ -33,6 +34,7 @@ void tally_header_fill(struct tally_msg_header *h, const struct tally_coll_desc 
   h->coll = (uint8_t)d->coll;
   h->datatype = (uint8_t)d->datatype;
   h->op = (uint8_t)d->op;
+  h->wire = (uint8_t)d->wire;
   h->root = d->root;
   h->count = d->count;
 }
@@ -43,7 +45,7 @@ void tally_header_encode(const struct tally_msg_header *h, unsigned char out[TAL
   out[8] = h->coll;
   out[9] = h->datatype;
   out[10] = h->op;
-  out[11] = 0;
+  out[11] = h->wire;
   tally_put_u32(out + 12, (uint32_t)h->root);
   tally_put_u64(out + 16, h->count);
   tally_put_u64(out + 24, h->index);
@@ -118,12 +120,13 @@ tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTE
                                   const struct tally_msg_header *expected, int peer) {
   if (tally_get_u32(got) == ERROR_MAGIC) return tally_error_frame_decode(got, peer);
   tally_error_blame(peer); /* the peer is at fault for whatever is wrong below */
-  if (tally_get_u32(got) != WIRE_MAGIC || got[11] != 0)
+  if (tally_get_u32(got) != WIRE_MAGIC || got[11] >= TALLY_NUM_WIRE_FORMATS)
     return TALLY_ERROR(TALLY_ERR_REMOTE, "rank %d sent bytes that are not a Tally message header", peer);
   struct tally_msg_header h = {.seq = tally_get_u32(got + 4),
                                .coll = got[8],
                                .datatype = got[9],
                                .op = got[10],
+                               .wire = got[11],
                                .root = (int32_t)tally_get_u32(got + 12),
                                .count = tally_get_u64(got + 16),
                                .index = tally_get_u64(got + 24),
@@ -162,6 +165,11 @@ tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTE
                        "calls in the same order",
                        h.seq, peer, theirs, mine);
   }
+  if (h.wire != expected->wire)
+    return TALLY_ERROR(TALLY_ERR_MISMATCH,
+                       "collective #%u: rank %d sends its data across hosts as %s but this rank as %s: set "
+                       "TALLY_COMPRESS and TALLY_COMPRESS_MIN_BYTES the same on every rank",
+                       h.seq, peer, tally_wire_format_name(h.wire), tally_wire_format_name(expected->wire));
   if (h.index != expected->index || h.bytes != expected->bytes)
     return TALLY_ERROR(TALLY_ERR_REMOTE,
                        "rank %d sent message %llu of %llu bytes where message %llu of %llu bytes was due: protocol "

@@ -1,5 +1,5 @@
 /* The header that leads every data message: the collective's fingerprint (sequence number,
- * collective, datatype, op, root, count) plus the message's index and length. The receiver checks
+ * collective, datatype, op, root, count, wire format) plus the message's index and length. The receiver checks
  * it against what it expects before using a byte of the payload, so ranks that called different
  * collectives get TALLY_ERR_MISMATCH at no extra round trip, and forged or truncated messages are
  * refused. */
@@ -15,6 +15,7 @@
 struct tally_msg_header {
   uint32_t seq; /* collective sequence number on this communicator */
   uint8_t coll, datatype, op;
+  uint8_t wire; /* the call's enum tally_wire_format: ranks that compress differently disagree here */
   int32_t root;
   uint64_t count;
   uint64_t index; /* message index within the collective */

@@ -427,7 +427,7 @@ static tally_result_t enqueue_staged(struct tally_comm *comm, const char *fn, co
 tally_result_t tally_stream_enqueue_barrier(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
                                             void *stream) {
   TALLY_CHECK(queue_for(comm, dev, fn));
-  struct tally_coll_desc barrier = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0};
+  struct tally_coll_desc barrier = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
   return enqueue_staged(comm, fn, &barrier, &no_user_memory, stream);
 }
 
@@ -435,7 +435,7 @@ tally_result_t tally_stream_enqueue_barrier(struct tally_comm *comm, const struc
  * the wait kernel fill the call's result with 0xff. */
 static tally_result_t enqueue_check(struct tally_comm *comm, const char *fn, const struct tally_coll_desc *d,
                                     void *stream) {
-  struct tally_coll_desc nothing = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0};
+  struct tally_coll_desc nothing = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
   struct staging_plan plan;
   plan_staging(&nothing, &no_user_memory, comm->rank, comm->nranks, &plan);
   struct stream_op *op;
@@ -452,7 +452,7 @@ tally_result_t tally_stream_enqueue_agreement(struct tally_comm *comm, const str
   TALLY_CHECK(queue_for(comm, dev, fn));
   /* An allgather of one fingerprint per rank, into the op's block; the send side is the op itself. */
   struct tally_coll_desc gather = {
-      TALLY_COLL_ALLGATHER, NULL, NULL, sizeof(struct call_fingerprint), TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0};
+      TALLY_COLL_ALLGATHER, NULL, NULL, sizeof(struct call_fingerprint), TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
   struct staging_plan plan = {.block_bytes =
                                   STAGING_ALIGN + align_up(sizeof(struct call_fingerprint) * (size_t)comm->nranks)};
   struct stream_op *op;

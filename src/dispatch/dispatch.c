@@ -12,6 +12,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/reduce.h"
 #include "tuning/tuner.h"
 
 tally_result_t tally_coll_remember(tally_comm_t comm, tally_result_t r) {
@@ -57,6 +58,22 @@ static void run_alone(const struct tally_coll_desc *d) {
     memmove(d->recvbuf, d->sendbuf, d->count * tally_datatype_size(d->datatype));
 }
 
+/* A compressed allgather or broadcast spreads 16-bit values: the data's owner rounds its own copy
+ * first (the allgather's block in recvbuf, the root's recvbuf), and the algorithm sends from there,
+ * so every rank, the owner included, ends with the same bits whichever links cross hosts. */
+static void round_spread_data(const struct tally_comm *comm, struct tally_coll_desc *d) {
+  size_t bytes = d->count * tally_datatype_size(d->datatype);
+  char *own = NULL;
+  if (d->coll == TALLY_COLL_ALLGATHER)
+    own = (char *)d->recvbuf + (size_t)comm->rank * bytes;
+  else if (d->coll == TALLY_COLL_BROADCAST && comm->rank == d->root)
+    own = d->recvbuf;
+  if (!own) return;
+  if (d->sendbuf != own) memcpy(own, d->sendbuf, bytes);
+  d->sendbuf = own; /* the call is now in place */
+  tally_wire_round((float *)own, d->count, d->wire);
+}
+
 /* A communicator in error state or aborted runs nothing more. */
 static tally_result_t refuse_broken(const char *fn, tally_comm_t comm) {
   if (comm->error != TALLY_SUCCESS)
@@ -98,6 +115,7 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     tally_error_clear();
     struct tally_coll_desc call = *d; /* the tuner adds its chunk */
     const struct tally_algorithm *algo = tally_tuner_select(comm, &call);
+    if (call.wire) round_spread_data(comm, &call);
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
     tally_flight_begin(comm, d->coll, algo->id, d->datatype, d->count, start);
     uint64_t traced_from = comm->trace ? tally_now_ns() : 0;

@@ -181,7 +181,7 @@ static tally_result_t decode(const struct tally_comm *c, unsigned char wire[RECO
 static tally_result_t share(struct tally_comm *c, struct record *rec) {
   unsigned char wire[RECORD_BYTES];
   if (c->rank == 0) encode(rec, wire);
-  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, wire, wire, sizeof wire, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0};
+  struct tally_coll_desc d = {TALLY_COLL_BROADCAST, wire, wire, sizeof wire, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
   uint64_t start = tally_now_ns();
   TALLY_CHECK(tally_ring_algorithm.run(c, &d));
   TLOG_TRACE(TALLY_SUBSYS_TUNE, "link costs: rank 0's record broadcast in %.1f us",

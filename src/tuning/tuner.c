@@ -13,6 +13,10 @@
  *     rounds on the local link, the far ones on the network shared by the host's ranks;
  *   - hier is costed as its phases: within hosts on the local parameters, across them on the
  *     network's, each cross-host ring carrying 1/L of the data over the host's one link.
+ *   - compressed calls (TALLY_COMPRESS, FLOAT32 sums and averages, allgathers and broadcasts of at
+ *            least TALLY_COMPRESS_MIN_BYTES on a job across hosts): the algorithms that compress
+ *            (ring, rhd, hier, tree; the board runs on one host only) are priced with a network
+ *            byte at half its cost plus one pass of conversion (compressed_costs).
  * Every input is the same on every rank, so every rank picks the same algorithm. */
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +27,7 @@
 #include "algorithms/shared.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/reduce.h"
 
 static const struct tally_algorithm *const algorithms[TALLY_NUM_ALGOS] = {
     [TALLY_ALGO_RING] = &tally_ring_algorithm, [TALLY_ALGO_TREE] = &tally_tree_algorithm,
@@ -78,6 +83,11 @@ int tally_tuner_plan_partners(struct tally_comm *comm, int *partners) {
   return npartners;
 }
 
+/* The algorithms that send compressed data (the pipeline's, pipeline.h, and the tree's own). */
+static int compresses(enum tally_algo_id algo) {
+  return algo == TALLY_ALGO_RING || algo == TALLY_ALGO_RHD || algo == TALLY_ALGO_HIER || algo == TALLY_ALGO_TREE;
+}
+
 /* Whether `algo` can run `d` on this communicator. */
 static int can_run(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo) {
   switch (algo) {
@@ -108,10 +118,30 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
   return blocked ? bytes * (size_t)comm->nranks : bytes;
 }
 
+int tally_tuner_wire_format(const struct tally_comm *comm, const struct tally_coll_desc *d) {
+  int reduces = (d->coll == TALLY_COLL_ALLREDUCE || d->coll == TALLY_COLL_REDUCE_SCATTER) &&
+                (d->op == TALLY_SUM || d->op == TALLY_AVG);
+  int spreads = d->coll == TALLY_COLL_ALLGATHER || d->coll == TALLY_COLL_BROADCAST;
+  if (comm->cfg.compress == TALLY_WIRE_EXACT || comm->topo.nhosts < 2 || d->datatype != TALLY_FLOAT32 ||
+      !(reduces || spreads) || model_bytes(comm, d) < comm->cfg.compress_min_bytes)
+    return TALLY_WIRE_EXACT;
+  return comm->cfg.compress;
+}
+
+/* The link costs a compressed call pays: on the network half the bytes, each converted once at
+ * each end (packing costs about one pass over the data, like a reduction; the receiver's widening
+ * is folded into the reduction it does anyway). Shared memory carries fp32 as it is. */
+static void compressed_costs(const struct tally_comm *comm, struct tally_cost_params out[TALLY_NUM_LINK_CLASSES]) {
+  memcpy(out, comm->link_cost, sizeof comm->link_cost);
+  struct tally_cost_params *net = &out[TALLY_LINK_NET];
+  net->beta_us_per_byte = net->beta_us_per_byte / 2 + comm->link_cost[TALLY_LINK_SHM].gamma_us_per_byte;
+}
+
 /* The hierarchical schedule's phases (hier.c): within the host on L ranks, across the m hosts on
  * L rings that share the host's link. */
-static double predict_hier(const struct tally_comm *comm, enum tally_coll coll, size_t S) {
-  const struct tally_cost_params *local = &comm->link_cost[TALLY_LINK_SHM], *net = &comm->link_cost[TALLY_LINK_NET];
+static double predict_hier(const struct tally_comm *comm, const struct tally_cost_params *costs, enum tally_coll coll,
+                           size_t S) {
+  const struct tally_cost_params *local = &costs[TALLY_LINK_SHM], *net = &costs[TALLY_LINK_NET];
   int L = comm->local.size, m = comm->cross.size;
   struct tally_cost_params shared = *net; /* one of L rings on the host's link */
   shared.beta_us_per_byte *= L;
@@ -135,8 +165,8 @@ static double predict_hier(const struct tally_comm *comm, enum tally_coll coll, 
 
 /* The parameters flat algorithms are costed with: the network's when the job spans several hosts
  * (every step waits for its slowest hop), else the local ones. */
-static const struct tally_cost_params *flat_link(const struct tally_comm *comm) {
-  return &comm->link_cost[comm->topo.nhosts > 1 ? TALLY_LINK_NET : TALLY_LINK_SHM];
+static const struct tally_cost_params *flat_link(const struct tally_comm *comm, const struct tally_cost_params *costs) {
+  return &costs[comm->topo.nhosts > 1 ? TALLY_LINK_NET : TALLY_LINK_SHM];
 }
 
 static int power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
@@ -144,15 +174,15 @@ static int power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
 /* What halving-doubling's rounds cross (cost_model.h): hosts of L consecutive ranks when the job
  * spans hosts that each run L ranks in rank order, L and p powers of two (then its rounds between
  * near ranks stay on a host, and the far ones share each host's link L ways); else the flat link. */
-static struct tally_cost_layout rhd_layout(const struct tally_comm *comm) {
+static struct tally_cost_layout rhd_layout(const struct tally_comm *comm, const struct tally_cost_params *costs) {
   int L = comm->local.size;
   if (L > 1 && power_of_two(L) && power_of_two(comm->nranks) && comm->hosts_in_rank_order)
-    return (struct tally_cost_layout){&comm->link_cost[TALLY_LINK_SHM], &comm->link_cost[TALLY_LINK_NET], L};
-  return (struct tally_cost_layout){flat_link(comm), flat_link(comm), 1};
+    return (struct tally_cost_layout){&costs[TALLY_LINK_SHM], &costs[TALLY_LINK_NET], L};
+  return (struct tally_cost_layout){flat_link(comm, costs), flat_link(comm, costs), 1};
 }
 
 int tally_tuner_rd_beats_rhd(const struct tally_comm *comm, size_t bytes) {
-  struct tally_cost_layout h = rhd_layout(comm);
+  struct tally_cost_layout h = rhd_layout(comm, comm->link_cost);
   return tally_cost_rd_beats_rhd_on(&h, comm->nranks, bytes);
 }
 
@@ -167,14 +197,21 @@ static int pipelined(enum tally_algo_id algo, enum tally_coll coll) {
 
 /* The model's time for `algo`, and in *chunk the chunk it assumed: for pipelined algorithms the
  * fastest of the powers of two from MIN_CHUNK_BYTES up to TALLY_CHUNK_BYTES (deep pipelines want
- * small chunks when messages are cheap, few messages when they are not), else TALLY_CHUNK_BYTES. */
+ * small chunks when messages are cheap, few messages when they are not), else TALLY_CHUNK_BYTES.
+ * A call compressed with `algo` is priced on compressed_costs. */
 static double predict(const struct tally_comm *comm, const struct tally_coll_desc *d, enum tally_algo_id algo,
                       size_t *chunk) {
   size_t S = model_bytes(comm, d), largest = comm->cfg.chunk_bytes;
   int p = comm->nranks;
-  const struct tally_cost_params *m = flat_link(comm);
+  struct tally_cost_params compressed[TALLY_NUM_LINK_CLASSES];
+  const struct tally_cost_params *costs = comm->link_cost;
+  if (compresses(algo) && tally_tuner_wire_format(comm, d) != TALLY_WIRE_EXACT) {
+    compressed_costs(comm, compressed);
+    costs = compressed;
+  }
+  const struct tally_cost_params *m = flat_link(comm, costs);
   *chunk = largest;
-  if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, d->coll, S) : TALLY_COST_NOT_MODELLED;
+  if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, costs, d->coll, S) : TALLY_COST_NOT_MODELLED;
   if (algo == TALLY_ALGO_SHARED) { /* can_run: there is a board */
     *chunk = 0;
     return p > 1 && S > 0 ? tally_cost_shared(m, d->coll, p, S, comm->board->page->big_bytes) : 0.0;
@@ -183,7 +220,7 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
     /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */
     return tally_cost_ring_allgather(m, p, S * (size_t)p) + (p - 1) * (double)S * m->gamma_us_per_byte;
   if (algo == TALLY_ALGO_RHD && d->coll == TALLY_COLL_ALLREDUCE) { /* the variant rhd.c will run */
-    struct tally_cost_layout h = rhd_layout(comm);
+    struct tally_cost_layout h = rhd_layout(comm, costs);
     return tally_cost_rhd_allreduce_as_run_on(&h, p, S);
   }
   if (d->coll == TALLY_COLL_ALLTOALL && comm->topo.nhosts > 1 && comm->local.size > 1) {
@@ -254,6 +291,7 @@ const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, 
   tally_tuner_decide(comm, desc, &dec);
   desc->chunk_bytes = dec.chunk_bytes;
   desc->predicted_us = dec.predicted_us[dec.algo];
+  desc->wire = compresses(dec.algo) ? tally_tuner_wire_format(comm, desc) : TALLY_WIRE_EXACT;
   desc->rhd_whole_vector = dec.algo == TALLY_ALGO_RHD && desc->coll == TALLY_COLL_ALLREDUCE &&
                            tally_tuner_rd_beats_rhd(comm, desc->count * tally_datatype_size(desc->datatype));
   if (tally_log_enabled(TALLY_LOG_INFO, TALLY_SUBSYS_TUNE)) {
@@ -262,8 +300,11 @@ const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, 
       if (dec.predicted_us[a] >= 0)
         snprintf(predicted + strlen(predicted), sizeof predicted - strlen(predicted), "%s%s %.1f us",
                  predicted[0] ? ", " : "", tally_algo_name((enum tally_algo_id)a), dec.predicted_us[a]);
-    char chunk[48] = "";
+    char chunk[96] = "";
     if (dec.chunk_bytes) snprintf(chunk, sizeof chunk, ", chunks of %zu KiB", dec.chunk_bytes / 1024);
+    if (desc->wire)
+      snprintf(chunk + strlen(chunk), sizeof chunk - strlen(chunk), ", %s across hosts",
+               tally_wire_format_name(desc->wire));
     TLOG_INFO(TALLY_SUBSYS_TUNE, "%s #%u, %zu bytes per rank on %d ranks: %s (%s%s; predicted: %s)",
               tally_coll_name(desc->coll), comm->seq, desc->count * tally_datatype_size(desc->datatype),
               comm->nranks, algorithms[dec.algo]->name, dec.why, chunk, predicted[0] ? predicted : "none");

@@ -24,9 +24,15 @@ double tally_tuner_predict(const struct tally_comm *comm, const struct tally_col
 /* Whether halving-doubling allreduce of `bytes` on `comm` should double the whole vector rather than
  * run Rabenseifner's schedule: the cost model's verdict, the same on every rank. */
 int tally_tuner_rd_beats_rhd(const struct tally_comm *comm, size_t bytes);
+/* The 16-bit format (enum tally_wire_format, core/reduce.h) call `desc` crosses hosts in when run by
+ * an algorithm that compresses (ring, rhd, hier, tree): TALLY_COMPRESS's, for FLOAT32 SUM/AVG allreduce and
+ * reduce-scatter, allgather and broadcast of at least TALLY_COMPRESS_MIN_BYTES (the vector; allgather's
+ * output, reduce-scatter's input) on a job across hosts; else TALLY_WIRE_EXACT. */
+int tally_tuner_wire_format(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 /* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE; sets
- * desc->chunk_bytes to its chunk, desc->predicted_us to its predicted time (for traces) and
- * desc->rhd_whole_vector to the halving-doubling variant. */
+ * desc->chunk_bytes to its chunk, desc->predicted_us to its predicted time (for traces),
+ * desc->rhd_whole_vector to the halving-doubling variant and desc->wire to the wire format it runs
+ * with. */
 const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc);
 /* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */
 tally_result_t tally_tuner_check(const struct tally_algo_spec *spec);

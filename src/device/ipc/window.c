@@ -74,10 +74,10 @@ tally_result_t tally_ipc_window_open(struct tally_comm *comm, const struct tally
   w->peer[comm->rank] = w->mine;
 
   struct tally_coll_desc share = {
-      TALLY_COLL_ALLGATHER, handles + (size_t)comm->rank * hb, handles, hb, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0};
+      TALLY_COLL_ALLGATHER, handles + (size_t)comm->rank * hb, handles, hb, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
   tally_result_t r = run_host(comm, &share);
   if (r == TALLY_SUCCESS && ok) ok = import_peers(w, handles) == 0;
-  struct tally_coll_desc agree = {TALLY_COLL_ALLREDUCE, &ok, &all_ok, 1, TALLY_INT32, TALLY_MIN, 0, 0, 0, 0};
+  struct tally_coll_desc agree = {TALLY_COLL_ALLREDUCE, &ok, &all_ok, 1, TALLY_INT32, TALLY_MIN, 0, 0, 0, 0, 0};
   if (r == TALLY_SUCCESS) r = run_host(comm, &agree);
   free(handles);
   if (r != TALLY_SUCCESS || !all_ok) {
