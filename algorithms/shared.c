@@ -13,10 +13,10 @@
  *   broadcast       1: the root copies this round's piece into one of two areas
  *                   2: the others copy it out, while the root copies the next piece into the other
  *
- * A meet follows phases 1 and 2 (allreduce: 1 and 2; its phase 3 only reads the results' area,
- * which nobody writes before the next round's first meet; broadcast: 1, and once at the end). So nobody overwrites an area another
- * rank still reads: one round's writes start only after every rank has left the previous round's
- * reads. Each slice is reduced once, in rank order, by one rank, so every rank gets the same bits.
+ * A meet follows phases 1 and 2 (allreduce: 1 and 2, as its phase 3 only reads the results' area,
+ * which nobody writes before the next round's first meet; broadcast: 1, and once at the end). So
+ * nobody overwrites an area another rank still reads: one round's writes start only after every
+ * rank has left the previous round's reads. Each slice is reduced once, in rank order, by one rank, so every rank gets the same bits.
  *
  * Memory traffic per rank, S the vector (allreduce): S copied in, S read and S/p written to
  * reduce, S copied out: 3S read and about 2S written, however many ranks; the ring moves
