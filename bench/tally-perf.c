@@ -361,8 +361,13 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (o.soak_seconds > 0 && o.fork_ranks == 0 && !launcher_env_present()) o.fork_ranks = SOAK_DEFAULT_RANKS;
 
-  if (o.fork_ranks > 1) return perf_plot(&o, run_forked(&o));
-
-  int status = run_rank(open_comm(&o), &o);
-  return perf_plot(&o, status == STATUS_WRONG ? 1 : status);
+  int status;
+  if (o.fork_ranks > 1) {
+    status = perf_plot(&o, run_forked(&o));
+  } else {
+    status = run_rank(open_comm(&o), &o);
+    status = perf_plot(&o, status == STATUS_WRONG ? 1 : status);
+  }
+  free((char *)o.ignored_algo); /* --sweep's copy of TALLY_ALGO */
+  return status;
 }
