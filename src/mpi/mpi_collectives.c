@@ -34,12 +34,12 @@ static int root_outside(MPI_Comm comm, int root) {
 static tally_comm_t route(enum shim_coll coll, MPI_Comm comm, enum shim_reason reason, size_t bytes, int count,
                           MPI_Datatype type) {
   if (comm == MPI_COMM_NULL || count < 0) return NULL;
-  enum shim_reason policy_reason;
-  if (!shim_policy_allows(coll, bytes, &policy_reason) &&
-      (policy_reason == SHIM_NOT_SELECTED || reason == SHIM_TO_TALLY))
-    reason = policy_reason;
+  enum shim_reason not_selected;
+  if (!shim_policy_selects(coll, &not_selected)) reason = not_selected;
   tally_comm_t tally = NULL;
-  if (reason == SHIM_TO_TALLY) tally = shim_comm_get(comm, &reason);
+  int own_cores = 0;
+  if (reason == SHIM_TO_TALLY) tally = shim_comm_get(comm, &own_cores, &reason);
+  if (tally && !shim_policy_allows(coll, bytes, own_cores, &reason)) tally = NULL;
   if (shim_log_wanted(coll, reason)) {
     char detail[256], name[MPI_MAX_OBJECT_NAME] = "";
     int len = 0;

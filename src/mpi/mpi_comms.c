@@ -6,12 +6,14 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "mpi_shim.h"
 
 struct shim_entry {
   tally_comm_t tally; /* NULL: every call on this communicator goes to MPI, because of why_not */
   enum shim_reason why_not;
+  int own_cores; /* every rank has a core of its own (mpi_shim.h) */
   struct shim_entry *prev, *next; /* the entries alive */
 };
 
@@ -66,6 +68,22 @@ static enum made outcome(tally_result_t r) {
   return r == TALLY_ERR_INVALID_ARGUMENT ? REFUSED : FAILED;
 }
 
+/* The ranks of `comm` on this host (collective over comm). */
+static int local_ranks(MPI_Comm comm) {
+  MPI_Comm local;
+  int n = 1;
+  if (PMPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local) != MPI_SUCCESS) return n;
+  PMPI_Comm_size(local, &n);
+  PMPI_Comm_free(&local);
+  return n;
+}
+
+/* The cores of this host (not this process's binding: mpirun binds each of 2 ranks to one core). */
+static int usable_cores(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
 /* Collective over comm: every rank gets a Tally communicator, or none does. A failure (no network,
  * no memory) leaves the communicator's calls to MPI; a refused configuration ends the job, as a
  * malformed setting does in any Tally program. */
@@ -87,7 +105,12 @@ static void make_tally_comm(MPI_Comm comm, struct shim_entry *e) {
     if (!getenv("TALLY_TIMEOUT")) config.timeout_s = 1e7;
     made = outcome(tally_comm_init_rank_config(&e->tally, size, from_root.id, rank, &config));
   }
-  if (PMPI_Allreduce(&made, &worst, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) worst = FAILED;
+  /* with the outcome, whether this host runs more of the communicator's ranks than a rank has cores */
+  int mine[2] = {made, local_ranks(comm) > usable_cores()}, worst_of[2];
+  if (PMPI_Allreduce(mine, worst_of, 2, MPI_INT, MPI_MAX, comm) == MPI_SUCCESS) {
+    worst = worst_of[0];
+    e->own_cores = !worst_of[1];
+  }
   if (worst == MADE) return;
   if (worst == REFUSED) {
     fprintf(stderr,
@@ -104,7 +127,7 @@ static void make_tally_comm(MPI_Comm comm, struct shim_entry *e) {
   e->why_not = SHIM_TALLY_UNAVAILABLE;
 }
 
-tally_comm_t shim_comm_get(MPI_Comm comm, enum shim_reason *reason) {
+tally_comm_t shim_comm_get(MPI_Comm comm, int *own_cores, enum shim_reason *reason) {
   void *value = NULL;
   int found = 0;
   if (!ensure_keyval() || PMPI_Comm_get_attr(comm, keyval, &value, &found) != MPI_SUCCESS)
@@ -123,6 +146,7 @@ tally_comm_t shim_comm_get(MPI_Comm comm, enum shim_reason *reason) {
     PMPI_Comm_set_attr(comm, keyval, e);
   }
   if (!e->tally) *reason = e->why_not;
+  *own_cores = e->own_cores;
   return e->tally;
 }
 

@@ -32,12 +32,19 @@ static const struct {
     [SHIM_BARRIER] = {"MPI_Barrier", {"barrier"}},
 };
 
-/* Calls smaller than these (bytes of the whole buffer) stay with MPI unless TALLY_MPI_COLLS says
- * otherwise. All 0 until bench/mpi_figures.sh has measured where Open MPI's own is faster. */
-static const size_t default_min_bytes[SHIM_NUM_COLLS] = {0};
+/* On a communicator whose ranks each have a core of their own, calls smaller than these (bytes of
+ * the whole buffer) stay with MPI unless TALLY_MPI_COLLS sets a threshold: there Open MPI's small
+ * messages, busy-polled, beat Tally's (bench/mpi_figures.sh, 2 ranks on 2 cores, 2026-12-05,
+ * medians of 3: allreduce 4 KiB 0.59 of Open MPI's speed and 8 KiB 1.61; allgather 4 KiB 0.45,
+ * 8 KiB 1.02; reduce-scatter 4 KiB 0.61, 8 KiB 1.05; broadcast 2 KiB 0.28, 4 KiB 1.16). With more
+ * ranks than cores the shim was ahead from 8 B up, so there every call goes to Tally. Alltoall,
+ * reduce, gather, scatter and barrier: not measured against a threshold, 0. */
+static const size_t own_core_min_bytes[SHIM_NUM_COLLS] = {
+    [SHIM_ALLREDUCE] = 8192, [SHIM_ALLGATHER] = 8192, [SHIM_REDUCE_SCATTER_BLOCK] = 8192, [SHIM_BCAST] = 4096};
 
 static struct {
   int selected[SHIM_NUM_COLLS];
+  int has_min_bytes[SHIM_NUM_COLLS]; /* TALLY_MPI_COLLS set min_bytes; else the default applies */
   size_t min_bytes[SHIM_NUM_COLLS];
   int log_info;
 } policy;
@@ -93,7 +100,7 @@ static void parse_colls(const char *value) {
   int all = !*p || !strcasecmp(p, "all");
   for (int c = 0; c < SHIM_NUM_COLLS; c++) {
     policy.selected[c] = all || exclude;
-    policy.min_bytes[c] = default_min_bytes[c];
+    policy.has_min_bytes[c] = 0;
   }
   if (all) return;
   while (*p) {
@@ -114,6 +121,7 @@ static void parse_colls(const char *value) {
       size_text[size_len] = '\0';
       if (parse_bytes(size_text, &policy.min_bytes[c]))
         refuse(value, "a threshold is written NAME>=BYTES (4096, 64K, 1M), not", len, item);
+      policy.has_min_bytes[c] = 1;
     }
     policy.selected[c] = !exclude;
     p += len;
@@ -133,10 +141,16 @@ static void load_once(void) {
 
 void shim_policy_load(void) { pthread_once(&policy_once, load_once); }
 
-int shim_policy_allows(enum shim_coll coll, size_t bytes, enum shim_reason *reason) {
+int shim_policy_selects(enum shim_coll coll, enum shim_reason *reason) {
   shim_policy_load();
   if (!policy.selected[coll]) return *reason = SHIM_NOT_SELECTED, 0;
-  if (bytes < policy.min_bytes[coll]) return *reason = SHIM_BELOW_THRESHOLD, 0;
+  return 1;
+}
+
+int shim_policy_allows(enum shim_coll coll, size_t bytes, int own_cores, enum shim_reason *reason) {
+  if (!shim_policy_selects(coll, reason)) return 0;
+  size_t min_bytes = policy.has_min_bytes[coll] ? policy.min_bytes[coll] : own_cores ? own_core_min_bytes[coll] : 0;
+  if (bytes < min_bytes) return *reason = SHIM_BELOW_THRESHOLD, 0;
   return 1;
 }
 
@@ -240,7 +254,7 @@ void shim_log_decision(enum shim_coll coll, enum shim_reason reason, const char 
   static const char *const why[SHIM_NUM_REASONS] = {
       [SHIM_TO_TALLY] = "to Tally",
       [SHIM_NOT_SELECTED] = "to MPI: not selected by TALLY_MPI_COLLS",
-      [SHIM_BELOW_THRESHOLD] = "to MPI: below its TALLY_MPI_COLLS size threshold",
+      [SHIM_BELOW_THRESHOLD] = "to MPI: below its size threshold (TALLY_MPI_COLLS's, or the default where every rank has a core of its own)",
       [SHIM_DATATYPE] = "to MPI: a datatype Tally does not have (derived, with gaps, or no exact match)",
       [SHIM_OP] = "to MPI: an op Tally does not have (user-defined, MAXLOC/MINLOC, logical or bitwise)",
       [SHIM_TYPES_DIFFER] = "to MPI: send and receive datatypes or counts differ",

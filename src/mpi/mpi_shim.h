@@ -42,9 +42,12 @@ enum shim_reason {
 const char *shim_coll_name(enum shim_coll coll); /* "MPI_Allreduce", ... */
 /* Reads TALLY_MPI_COLLS once; a malformed value prints why and ends the job. */
 void shim_policy_load(void);
-/* Whether TALLY_MPI_COLLS sends `coll` of `bytes` (the whole buffer, as the figures size it) to
- * Tally; else *reason says why not. */
-int shim_policy_allows(enum shim_coll coll, size_t bytes, enum shim_reason *reason);
+/* Whether `coll` is selected by TALLY_MPI_COLLS at all; else *reason says why not. */
+int shim_policy_selects(enum shim_coll coll, enum shim_reason *reason);
+/* Whether `coll` of `bytes` (the whole buffer, as the figures size it) is at least its threshold:
+ * TALLY_MPI_COLLS's, else the measured default for communicators whose ranks each have a core of
+ * their own (`own_cores`; 0 otherwise); else *reason says why not. */
+int shim_policy_allows(enum shim_coll coll, size_t bytes, int own_cores, enum shim_reason *reason);
 /* A reduction's datatype and op as Tally's, or 0 with *reason. */
 int shim_map_reduction(MPI_Datatype type, MPI_Op op, tally_datatype_t *ttype, tally_op_t *top,
                        enum shim_reason *reason);
@@ -62,8 +65,10 @@ void shim_log(const char *level, const char *file, int line, const char *fmt, ..
 
 /* mpi_comms.c */
 /* The Tally communicator of `comm`, made collectively on first use; NULL with *reason when the
- * call must go to MPI (intercommunicator, or Tally could not be set up on every rank). */
-tally_comm_t shim_comm_get(MPI_Comm comm, enum shim_reason *reason);
+ * call must go to MPI (intercommunicator, or Tally could not be set up on every rank). *own_cores:
+ * whether every rank of `comm` has a core of its own (no host runs more of its ranks than it has
+ * cores online), the same on every rank. */
+tally_comm_t shim_comm_get(MPI_Comm comm, int *own_cores, enum shim_reason *reason);
 int shim_comm_has_tally(MPI_Comm comm);
 /* Destroys every Tally communicator still alive (MPI_Finalize). */
 void shim_comms_release_all(void);
