@@ -61,7 +61,7 @@ static size_t posted_bytes(const struct tally_comm *comm, const struct tally_col
 
 int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   if (!comm->board) return 0;
-  /* every rank must decide alike: a broadcast by its root's input, which all know */
+  /* the same answer on every rank: it depends on the call's count and datatype only */
   size_t bytes = desc->count * tally_datatype_size(desc->datatype);
   if (desc->coll == TALLY_COLL_REDUCE_SCATTER) bytes *= (size_t)comm->nranks;
   switch (desc->coll) {
