@@ -47,23 +47,23 @@ tally_result_t tally_board_open(struct tally_comm *c, uint64_t deadline) {
   return TALLY_SUCCESS;
 }
 
-/* The bytes a rank puts on the board for `desc`: its input (reduce-scatter's p blocks), or
- * nothing (a broadcast's non-root, barrier). */
-static size_t posted_bytes(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+/* A rank's input for `desc`: reduce-scatter's p blocks, the others' vector or block (a broadcast's
+ * at its root). The same on every rank: it depends on the call's count and datatype only. */
+static size_t input_bytes(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   size_t bytes = desc->count * tally_datatype_size(desc->datatype);
-  switch (desc->coll) {
-    case TALLY_COLL_REDUCE_SCATTER: return bytes * (size_t)comm->nranks;
-    case TALLY_COLL_BROADCAST: return comm->rank == desc->root ? bytes : 0;
-    case TALLY_COLL_BARRIER: return 0;
-    default: return bytes;
-  }
+  return desc->coll == TALLY_COLL_REDUCE_SCATTER ? bytes * (size_t)comm->nranks : bytes;
+}
+
+/* The bytes a rank puts on the board for `desc`: its input, or nothing (a broadcast's non-root,
+ * barrier). */
+static size_t posted_bytes(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  if (desc->coll == TALLY_COLL_BARRIER || (desc->coll == TALLY_COLL_BROADCAST && comm->rank != desc->root)) return 0;
+  return input_bytes(comm, desc);
 }
 
 int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   if (!comm->board) return 0;
-  /* the same answer on every rank: it depends on the call's count and datatype only */
-  size_t bytes = desc->count * tally_datatype_size(desc->datatype);
-  if (desc->coll == TALLY_COLL_REDUCE_SCATTER) bytes *= (size_t)comm->nranks;
+  size_t bytes = input_bytes(comm, desc);
   switch (desc->coll) {
     case TALLY_COLL_BARRIER: return 1;
     case TALLY_COLL_ALLREDUCE:
