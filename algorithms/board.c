@@ -14,7 +14,7 @@
 #include "core/wire.h"
 
 enum { WAIT_CAP_MS = 10 };
-#define SPIN_NS 20000 /* yield the core this long before sleeping on the futex */
+#define SPIN_NS 20000 /* poll this long before sleeping on the futex */
 
 /* Every rank learns whether every rank has the board, with one small allreduce on the ring. */
 static tally_result_t agree(struct tally_comm *c, int mine, int *everyone) {
@@ -125,8 +125,8 @@ static tally_result_t timed_out(struct tally_comm *c, const struct tally_coll_de
                      c->rank, tally_coll_name(d->coll), c->seq, c->cfg.timeout_s, missing);
 }
 
-/* Waits until every rank has arrived at `call`: yields the core for a while, then sleeps on the
- * futex, checking at least every WAIT_CAP_MS for an abort, a failed or dead rank, and the timeout. */
+/* Waits until every rank has arrived at `call`: polls for a while (yielding the core between polls
+ * where ranks share cores), then sleeps on the futex, checking at least every WAIT_CAP_MS for an abort, a failed or dead rank, and the timeout. */
 static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally_coll_desc *d, int set, uint32_t call,
                                         uint32_t expected) {
   struct board_page *page = c->board->page;
@@ -139,12 +139,15 @@ static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally
       return TALLY_ERROR(TALLY_ERR_ABORTED, "the communicator was aborted (tally_comm_abort)");
     uint64_t waited = tally_now_ns() - start;
     if (waited < SPIN_NS) {
-      sched_yield();
+      if (c->cores_shared)
+        sched_yield(); /* let a rank sharing this core run */
+      else
+        tally_cpu_relax(); /* a core of its own: poll without a system call */
       continue;
     }
     TALLY_CHECK(peer_died(c, set, call));
     if (waited >= timeout_ns) return timed_out(c, d, set, call);
-    tally_board_futex_wait(&page->arrived[set].count, seen, WAIT_CAP_MS);
+    tally_board_sleep(&page->arrived[set], seen, WAIT_CAP_MS);
   }
 }
 
@@ -165,7 +168,7 @@ static tally_result_t meet(struct tally_comm *c, const struct tally_coll_desc *d
   if (bytes) memcpy(mine->data, data, bytes);
   atomic_store_explicit(&mine->call, call + 1, memory_order_release);
   if (atomic_fetch_add_explicit(&b->page->arrived[*set].count, 1, memory_order_acq_rel) + 1 == expected)
-    tally_board_futex_wake_all(&b->page->arrived[*set].count);
+    tally_board_wake_sleepers(&b->page->arrived[*set]);
   tally_result_t r = wait_for_everyone(c, d, *set, call, expected);
   for (int peer = 0; r == TALLY_SUCCESS && peer < c->nranks; peer++)
     if (peer != c->rank) r = tally_header_check(tally_board_slot(b->page, *set, peer)->fingerprint, &call_header, peer);

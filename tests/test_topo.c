@@ -68,8 +68,9 @@ Test(topo, binding_to_one_cpu_is_seen) {
     if (sched_setaffinity(0, sizeof one, &one) != 0) _exit(2);
     struct tally_topo t;
     tally_topo_discover(&t);
-    if (t.pus != 1 || t.cores != 1 || strcmp(t.cpus, "0") != 0) {
-      fprintf(stderr, "bound to CPU 0, discovered %d PUs, %d cores, CPUs %s\n", t.pus, t.cores, t.cpus);
+    if (t.pus != 1 || t.cores != 1 || strcmp(t.cpus, "0") != 0 || t.first_pu != 0 || t.last_pu != 0) {
+      fprintf(stderr, "bound to CPU 0, discovered %d PUs, %d cores, CPUs %s (%d..%d)\n", t.pus, t.cores, t.cpus,
+              t.first_pu, t.last_pu);
       _exit(1);
     }
     _exit(0);
@@ -138,6 +139,8 @@ static struct tally_topo sample(void) {
   t.numa_nodes = 2;
   t.cores = 8;
   t.pus = 16;
+  t.first_pu = 16;
+  t.last_pu = 31;
   t.n_ifaces = 2;
   t.ifaces[0] = (struct tally_topo_iface){"eth0", TALLY_TOPO_IPV4, 0, 1000, -1};
   t.ifaces[1] = (struct tally_topo_iface){"ib0", TALLY_TOPO_IPV4 | TALLY_TOPO_IPV6, 1, 100000, -1};
@@ -153,6 +156,8 @@ static void assert_same_record(const struct tally_topo *a, const struct tally_to
   cr_assert_eq(a->numa_nodes, b->numa_nodes);
   cr_assert_eq(a->cores, b->cores);
   cr_assert_eq(a->pus, b->pus);
+  cr_assert_eq(a->first_pu, b->first_pu);
+  cr_assert_eq(a->last_pu, b->last_pu);
   cr_assert_str_eq(a->gpu_bus_id, b->gpu_bus_id);
   cr_assert_eq(b->n_ifaces, a->nearest_iface >= 0, "decoded records carry just the nearest interface");
   if (a->nearest_iface < 0) {
@@ -200,7 +205,8 @@ struct corruption {
 static const struct corruption corruptions[] = {
     {"magic", TALLY_TOPO_OFF_MAGIC, 1, "X"},
     {"version 0", TALLY_TOPO_OFF_VERSION + 1, 1, "\0"},
-    {"version 2", TALLY_TOPO_OFF_VERSION + 1, 1, "\2"},
+    {"version 1 (before the binding span)", TALLY_TOPO_OFF_VERSION + 1, 1, "\1"},
+    {"version 3", TALLY_TOPO_OFF_VERSION + 1, 1, "\3"},
     {"high version byte", TALLY_TOPO_OFF_VERSION, 1, "\1"},
     {"unknown flag", TALLY_TOPO_OFF_FLAGS, 1, "\3"},
     {"reserved byte", TALLY_TOPO_OFF_RESERVED, 1, "\1"},
@@ -226,6 +232,9 @@ static const struct corruption corruptions[] = {
     {"garbage after hostname", TALLY_TOPO_OFF_HOSTNAME + 63, 1, "x"},
     {"unterminated gpu bus id", TALLY_TOPO_OFF_GPU_BUS_ID + 12, 4, "abcd"},
     {"non-ASCII gpu bus id", TALLY_TOPO_OFF_GPU_BUS_ID, 1, "\xc3"},
+    {"last PU before the first", TALLY_TOPO_OFF_LAST_PU, 2, "\0\x0f"},
+    {"binding narrower than its PUs", TALLY_TOPO_OFF_FIRST_PU, 2, "\0\x11"},
+    {"nonzero tail", TALLY_TOPO_OFF_TAIL + 3, 1, "\1"},
 };
 
 Test(topo, every_corrupted_field_refused) {
@@ -250,7 +259,7 @@ Test(topo, wrong_lengths_refused) {
   for (size_t len = 0; len < TALLY_TOPO_WIRE_BYTES; len++)
     cr_assert_eq(tally_topo_decode(wire, len, &back), -1, "a record truncated to %zu bytes was accepted", len);
   cr_assert_eq(tally_topo_decode(wire, sizeof wire, &back), -1, "an overlong record was accepted");
-  cr_assert(strstr(tally_error_message(), "129 bytes"), "message: %s", tally_error_message());
+  cr_assert(strstr(tally_error_message(), "137 bytes"), "message: %s", tally_error_message());
 }
 
 Test(topo, hostid_overrides_host_identity) {
@@ -291,6 +300,54 @@ static void fake_job(struct tally_topo *records, int nranks, int (*host_of)(int 
 
 static int blocks_of_four(int rank) { return rank / 4; }
 static int alternating(int rank) { return rank % 2; }
+
+/* Records of `n` ranks on host `host_of(r)`, each bound to PUs first[r]..last[r]. */
+static void bound_job(struct tally_topo *records, int n, int (*host_of)(int), const int *first, const int *last,
+                      struct tally_job_topo *job) {
+  for (int r = 0; r < n; r++) {
+    records[r] = sample();
+    records[r].host_id = (uint64_t)host_of(r) + 1;
+    records[r].first_pu = first[r];
+    records[r].last_pu = last[r];
+    records[r].pus = records[r].cores = last[r] - first[r] + 1;
+  }
+  cr_assert_eq(tally_job_topo_build(records, n, job), TALLY_SUCCESS);
+}
+
+static int one_host(int rank) { return 0 * rank; }
+
+Test(topo, cores_shared_counts_the_ranks_bindings_together) {
+  struct tally_topo records[8];
+  struct tally_job_topo job;
+  /* bound to a core each, as mpirun and tally-perf -N bind: not shared, though each sees one PU */
+  bound_job(records, 2, one_host, (int[]){0, 1}, (int[]){0, 1}, &job);
+  cr_assert_not(tally_job_topo_cores_shared(&job, records, 0));
+  cr_assert_not(tally_job_topo_cores_shared(&job, records, 1));
+  tally_job_topo_free(&job);
+  /* both bound to CPU 0 */
+  bound_job(records, 2, one_host, (int[]){0, 0}, (int[]){0, 0}, &job);
+  cr_assert(tally_job_topo_cores_shared(&job, records, 1));
+  tally_job_topo_free(&job);
+  /* unbound on a 2-PU machine: 2 ranks fit, 3 do not */
+  bound_job(records, 3, one_host, (int[]){0, 0, 0}, (int[]){1, 1, 1}, &job);
+  cr_assert(tally_job_topo_cores_shared(&job, records, 2));
+  tally_job_topo_free(&job);
+  bound_job(records, 2, one_host, (int[]){0, 0}, (int[]){1, 1}, &job);
+  cr_assert_not(tally_job_topo_cores_shared(&job, records, 0));
+  tally_job_topo_free(&job);
+  /* overlapping spans count once: 0-3, 2-5 and 5 cover 6 PUs for 4 ranks; a fifth on 0-1 still fits */
+  bound_job(records, 5, one_host, (int[]){0, 2, 5, 0, 0}, (int[]){3, 5, 5, 1, 1}, &job);
+  cr_assert_not(tally_job_topo_cores_shared(&job, records, 4));
+  tally_job_topo_free(&job);
+  /* another host's ranks do not count: 4 ranks on 2 hosts, each host's two ranks on PUs 0 and 1 */
+  bound_job(records, 4, alternating, (int[]){0, 0, 1, 1}, (int[]){0, 0, 1, 1}, &job);
+  cr_assert_not(tally_job_topo_cores_shared(&job, records, 0));
+  tally_job_topo_free(&job);
+  /* three ranks of one host share PU 7 */
+  bound_job(records, 3, one_host, (int[]){7, 7, 7}, (int[]){7, 7, 7}, &job);
+  cr_assert(tally_job_topo_cores_shared(&job, records, 0));
+  tally_job_topo_free(&job);
+}
 
 Test(topo, job_of_8_ranks_on_2_hosts_in_blocks) {
   struct tally_topo records[8];

@@ -64,7 +64,7 @@ struct tally_transport_params {
   int rank;
   int abort_fd;    /* readable once the communicator is aborted */
   int keepalive_s; /* a silent peer host is declared dead after this many seconds */
-  int cores_shared; /* this host runs more ranks than this process has hardware threads (comm.h): shm
+  int cores_shared; /* this host runs more ranks than their bindings span hardware threads (comm.h): shm
                        then reads large messages with one copy by default, where a copy costs a core */
   /* verbs */
   const char *ib_hca;        /* TALLY_IB_HCA filter, "" for any device */

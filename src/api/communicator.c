@@ -52,7 +52,12 @@ static tally_result_t build_job_topology(struct tally_comm *c) {
   }
   tally_result_t result = tally_job_topo_build(records, c->nranks, &c->topo);
   if (result == TALLY_SUCCESS && c->rank == 0) tally_job_topo_log(&c->topo, records);
-  if (result == TALLY_SUCCESS) c->cores_shared = c->topo.local_size[c->rank] > records[c->rank].pus;
+  if (result == TALLY_SUCCESS) {
+    c->cores_shared = tally_job_topo_cores_shared(&c->topo, records, c->rank);
+    TLOG_INFO(TALLY_SUBSYS_TOPO, "rank %d: %s", c->rank,
+              c->cores_shared ? "this host's ranks share cores: waiting ranks yield theirs between polls"
+                              : "this host's ranks have cores of their own: waiting ranks poll without yielding");
+  }
   free(records);
   return result;
 }

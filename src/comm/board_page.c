@@ -33,13 +33,22 @@ static size_t page_bytes(int nranks) {
          ((size_t)nranks + 1) * tally_board_big_bytes(nranks);
 }
 
-void tally_board_futex_wake_all(_Atomic uint32_t *word) {
-  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+void tally_board_wake_all(struct board_arrivals *set) {
+  syscall(SYS_futex, (uint32_t *)&set->count, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
 }
 
-void tally_board_futex_wait(_Atomic uint32_t *word, uint32_t seen, int ms) {
+/* The sleeper counts itself before the futex compares the count with what it saw, and the waker
+ * bumps the count before it reads the sleepers (both sequentially consistent): either the waker
+ * sees the sleeper, or the futex sees the new count and does not sleep. */
+void tally_board_wake_sleepers(struct board_arrivals *set) {
+  if (atomic_load(&set->sleepers)) tally_board_wake_all(set);
+}
+
+void tally_board_sleep(struct board_arrivals *set, uint32_t seen, int ms) {
   struct timespec rel = {ms / 1000, (long)(ms % 1000) * 1000000};
-  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, &rel, NULL, 0);
+  atomic_fetch_add(&set->sleepers, 1);
+  syscall(SYS_futex, (uint32_t *)&set->count, FUTEX_WAIT, seen, &rel, NULL, 0);
+  atomic_fetch_sub(&set->sleepers, 1);
 }
 
 static tally_result_t create_page(struct tally_comm *c, struct tally_board *b) {
@@ -147,15 +156,15 @@ void tally_board_fail(struct tally_comm *c, tally_result_t code, int culprit) {
   uint64_t none = 0, report = (uint64_t)code << 48 | (uint64_t)(c->rank + 1) << 24 | (uint64_t)(culprit + 1);
   if (atomic_compare_exchange_strong_explicit(&page->failed, &none, report, memory_order_release,
                                               memory_order_relaxed)) {
-    tally_board_futex_wake_all(&page->arrived[0].count); /* whoever sleeps on the board learns it at once */
-    tally_board_futex_wake_all(&page->arrived[1].count);
+    tally_board_wake_all(&page->arrived[0]); /* whoever sleeps on the board learns it at once */
+    tally_board_wake_all(&page->arrived[1]);
   }
 }
 
 void tally_board_wake(struct tally_comm *c) {
   if (!c->board) return; /* waiters re-check what woke them: a spurious wake-up is harmless */
-  tally_board_futex_wake_all(&c->board->page->arrived[0].count);
-  tally_board_futex_wake_all(&c->board->page->arrived[1].count);
+  tally_board_wake_all(&c->board->page->arrived[0]);
+  tally_board_wake_all(&c->board->page->arrived[1]);
 }
 
 tally_result_t tally_board_reported_failure(struct tally_comm *c) {

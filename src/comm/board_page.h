@@ -30,15 +30,20 @@ struct board_slot {
   alignas(64) unsigned char data[TALLY_BOARD_SLOT_BYTES];
 };
 
+/* A set's arrival counter, the futex word its waiters sleep on, and how many of them sleep (so
+ * that the last rank to arrive makes a system call only when someone needs waking). */
+struct board_arrivals {
+  alignas(64) _Atomic uint32_t count;
+  _Atomic uint32_t sleepers;
+};
+
 struct board_page {
   uint64_t comm_id;
   uint32_t nranks, slot_bytes, big_bytes;
   int32_t pid[TALLY_BOARD_MAX_RANKS];
   _Atomic uint64_t failed; /* 0, or the first failure reported: code, 1 + reporter, 1 + culprit */
   _Atomic uint64_t magic;  /* BOARD_MAGIC once the fields above are written */
-  struct {
-    alignas(64) _Atomic uint32_t count;
-  } arrived[2];              /* each on its own cache line */
+  struct board_arrivals arrived[2]; /* each on its own cache line */
   struct board_slot slots[]; /* [2][nranks] */
 };
 
@@ -66,8 +71,12 @@ static inline unsigned char *tally_board_big(struct board_page *page, int i) {
 }
 
 /* Wakes every rank sleeping on `word`; sleeps on it while it still reads `seen`, at most `ms`. */
-void tally_board_futex_wake_all(_Atomic uint32_t *word);
-void tally_board_futex_wait(_Atomic uint32_t *word, uint32_t seen, int ms);
+/* Wakes every rank sleeping on `set`; tally_board_wake_sleepers only when one is (the common
+ * case, ranks spinning on cores of their own, costs no system call). */
+void tally_board_wake_all(struct board_arrivals *set);
+void tally_board_wake_sleepers(struct board_arrivals *set);
+/* Sleeps on `set` while its count is still `seen`, at most `ms` milliseconds. */
+void tally_board_sleep(struct board_arrivals *set, uint32_t seen, int ms);
 
 /* Creates (rank 0) or maps (the others, waiting for rank 0 until `deadline`) this communicator's
  * pages. *out is the board, also on failure when it was allocated (free it with tally_board_free). */

@@ -30,8 +30,9 @@ tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes) {
   return TALLY_SUCCESS;
 }
 
-/* How many times a waiting rank that has a hardware thread of its own polls without yielding it or
- * reading the clock (a few microseconds: a reply on its way lands within one or two). */
+/* How many times a waiting rank that has a hardware thread of its own polls between two readings of
+ * the clock. Such a rank never yields its core while it spins (sched_yield is a system call that
+ * would delay seeing a reply by its own length); ranks that share cores yield between polls. */
 #define HOT_POLLS 64
 
 void tally_waiter_start(struct tally_comm *comm, const struct tally_ring *ring, const struct tally_msg_header *call,
@@ -84,8 +85,10 @@ tally_result_t tally_comm_progress(struct tally_comm *comm, struct tally_waiter 
       timeout_ms = tally_ms_until(
           w->idle_since + (w->notified || idle + w->grace_ns >= w->timeout_ns ? limit : w->timeout_ns - w->grace_ns),
           100);
-    } else {
+    } else if (comm->cores_shared) {
       sched_yield(); /* let a peer sharing this core run while we poll */
+    } else {
+      w->hot_polls = 0; /* a core of its own: poll on without a system call, reading the clock every HOT_POLLS */
     }
   }
   int transport_moved = 0;

@@ -71,9 +71,9 @@ struct tally_comm {
   struct tally_ring local;                  /* the ranks of this host; size 0 unless the hierarchical rings exist */
   struct tally_ring cross;                  /* the ranks with this local rank, one per host; size 0 likewise */
   int hosts_in_rank_order;                  /* with those rings, host h runs ranks hL .. hL+L-1 (set once at init) */
-  int cores_shared; /* this host runs more ranks than this process has hardware threads: a waiting rank
-                       yields its core between polls from the start (else only after a few microseconds
-                       of polling without a system call) */
+  int cores_shared; /* this host runs more ranks than their bindings span hardware threads
+                       (tally_job_topo_cores_shared): a waiting rank yields its core between polls (else
+                       it polls without a system call until it blocks) */
   unsigned char secret[TALLY_SECRET_BYTES]; /* the job's: connections made after init prove it too */
   struct tally_link *links;                 /* every distinct connection, each once (see tally_comm_fail) */
   int nlinks;
@@ -165,9 +165,9 @@ void tally_comm_free(struct tally_comm *comm);
 void tally_comm_fail(struct tally_comm *comm, tally_result_t result);
 
 /* Waiting without stealing a core: call once per loop of an algorithm's step machine with
- * `moved` saying whether the loop made progress. Polls the transport (for its first microseconds
- * without a system call where this rank has a hardware thread to itself, then yielding the core
- * between polls), and once nothing has moved for cfg.spin_us, blocks in the transport until something
+ * `moved` saying whether the loop made progress. Polls the transport (without a system call where
+ * this rank has a hardware thread to itself, yielding the core between polls where ranks share
+ * cores), and once nothing has moved for cfg.spin_us, blocks in the transport until something
  * arrives. Fails on abort, when nothing has moved for TALLY_TIMEOUT, or when the transport fails.
  * Shortly before the timeout it sends the next rank a waiting notice, so that when a stalled rank
  * holds up a whole ring, only the rank right after it blames it and the others wait for that
@@ -179,7 +179,7 @@ struct tally_waiter {
   uint64_t timeout_ns;
   uint64_t grace_ns;    /* a notice goes out this long before the timeout (see wire.h) */
   uint64_t idle_since;  /* 0: not idle */
-  int hot_polls;        /* polls since the last progress without a system call (comm->cores_shared: none) */
+  int hot_polls;        /* polls since the clock was last read (comm->cores_shared: unused) */
   int notified;         /* the next rank was told that this rank is waiting */
   int told_others;      /* the other ranks this one sends to were told as well */
   int timed_out;        /* set when progress failed because this rank waited too long (not because a

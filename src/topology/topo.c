@@ -92,6 +92,8 @@ static void assume_whole_machine_one_node(struct tally_topo *t) {
   t->numa_nodes = 1;
   t->numa_node = 0;
   t->pus = t->cores = online < 1 ? 1 : online > TALLY_TOPO_MAX_PUS ? TALLY_TOPO_MAX_PUS : (int)online;
+  t->first_pu = 0;
+  t->last_pu = t->pus - 1;
   t->cpus[0] = '\0';
 }
 
@@ -155,6 +157,13 @@ static void discover_cpus(struct tally_topo *t, hwloc_topology_t topo, struct gu
        (core = hwloc_get_next_obj_covering_cpuset_by_type(topo, binding, HWLOC_OBJ_CORE, core));)
     cores++;
   t->cores = cores < 1 || cores > t->pus ? t->pus : cores; /* no Core objects: count hardware threads */
+  int first = hwloc_bitmap_first(binding), last = hwloc_bitmap_last(binding);
+  t->first_pu = first < 0 || first >= TALLY_TOPO_MAX_PUS ? 0 : first;
+  t->last_pu = last < t->first_pu || last >= TALLY_TOPO_MAX_PUS ? TALLY_TOPO_MAX_PUS - 1 : last;
+  if (t->last_pu - t->first_pu + 1 < t->pus) { /* PUs numbered beyond what the record holds */
+    t->pus = t->last_pu - t->first_pu + 1;
+    if (t->cores > t->pus) t->cores = t->pus;
+  }
   hwloc_bitmap_list_snprintf(t->cpus, sizeof t->cpus, binding);
   t->numa_node = process_numa_node(topo, binding, g);
   if (t->numa_node >= t->numa_nodes) t->numa_node = 0;
@@ -346,6 +355,8 @@ void tally_topo_encode(const struct tally_topo *t, unsigned char out[TALLY_TOPO_
   }
   copy_text((char *)out + TALLY_TOPO_OFF_HOSTNAME, TALLY_TOPO_HOSTNAME_BYTES, t->hostname);
   copy_text((char *)out + TALLY_TOPO_OFF_GPU_BUS_ID, TALLY_TOPO_BUS_ID_BYTES, t->gpu_bus_id);
+  tally_put_u16(out + TALLY_TOPO_OFF_FIRST_PU, (uint16_t)t->first_pu);
+  tally_put_u16(out + TALLY_TOPO_OFF_LAST_PU, (uint16_t)t->last_pu);
 }
 
 static int refuse_record(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -428,6 +439,12 @@ int tally_topo_decode(const unsigned char *in, size_t len, struct tally_topo *t)
     return refuse_record("NUMA node %d of %d nodes", t->numa_node, t->numa_nodes);
   if (t->pus < 1 || t->cores < 1 || t->cores > t->pus)
     return refuse_record("%d cores for %d hardware threads", t->cores, t->pus);
+  t->first_pu = tally_get_u16(in + TALLY_TOPO_OFF_FIRST_PU);
+  t->last_pu = tally_get_u16(in + TALLY_TOPO_OFF_LAST_PU);
+  if (t->last_pu < t->first_pu || t->last_pu - t->first_pu + 1 < t->pus)
+    return refuse_record("%d hardware threads bound within PUs %d..%d", t->pus, t->first_pu, t->last_pu);
+  for (int i = TALLY_TOPO_OFF_TAIL; i < TALLY_TOPO_WIRE_BYTES; i++)
+    if (in[i]) return refuse_record("nonzero byte %d after the binding (from another Tally version)", i);
   if (decode_iface(in, t) != 0) return -1;
   if (!valid_text(in + TALLY_TOPO_OFF_HOSTNAME, TALLY_TOPO_HOSTNAME_BYTES, 1))
     return refuse_record("the hostname is not printable text");
@@ -496,6 +513,33 @@ tally_result_t tally_job_topo_build(const struct tally_topo *records, int nranks
   }
   free(keys);
   return TALLY_SUCCESS;
+}
+
+struct pu_span {
+  int first, last;
+};
+
+static int by_first_pu(const void *a, const void *b) {
+  const struct pu_span *x = a, *y = b;
+  return (x->first > y->first) - (x->first < y->first);
+}
+
+int tally_job_topo_cores_shared(const struct tally_job_topo *job, const struct tally_topo *records, int rank) {
+  int n = 0;
+  struct pu_span *spans = malloc((size_t)job->local_size[rank] * sizeof *spans);
+  if (!spans) return 1; /* the cautious answer */
+  for (int r = 0; r < job->nranks; r++)
+    if (tally_job_topo_same_host(job, r, rank) && n < job->local_size[rank])
+      spans[n++] = (struct pu_span){records[r].first_pu, records[r].last_pu};
+  qsort(spans, (size_t)n, sizeof *spans, by_first_pu);
+  long covered = 0;
+  for (int i = 0, end = -1; i < n; i++) { /* the union's size: each span counts past what came before */
+    int from = spans[i].first > end ? spans[i].first : end + 1;
+    if (spans[i].last >= from) covered += spans[i].last - from + 1;
+    if (spans[i].last > end) end = spans[i].last;
+  }
+  free(spans);
+  return job->local_size[rank] > covered;
 }
 
 void tally_job_topo_free(struct tally_job_topo *job) {

@@ -39,6 +39,7 @@ struct tally_topo {
   int numa_node;                            /* the node this process is bound to, or last ran on */
   int numa_nodes;                           /* NUMA nodes of the machine (1 when hwloc knows none) */
   int cores, pus;                           /* cores and hardware threads in the process's binding */
+  int first_pu, last_pu;                    /* the binding's lowest and highest hardware thread (OS numbers) */
   char cpus[64];                            /* the binding as a CPU list ("0-3,8"); "" in decoded records */
   int n_ifaces; /* non-loopback interfaces that are up with an address; decoded records: 0 or 1 */
   struct tally_topo_iface ifaces[TALLY_TOPO_MAX_IFACES];
@@ -71,7 +72,7 @@ long tally_topo_read_number(const char *path, long fallback);
 
 /* The wire record: big-endian, zero-padded, TALLY_TOPO_WIRE_BYTES long. It carries the host
  * identity, NUMA node and count, core and PU counts, the nearest interface (name, families, NUMA
- * node, speed), the hostname and the GPU bus id. Offsets, for readers and for tests: */
+ * node, speed), the hostname, the GPU bus id and the span of the binding (first and last PU). Offsets, for readers and for tests: */
 enum {
   TALLY_TOPO_OFF_MAGIC = 0,         /* "TTP1" */
   TALLY_TOPO_OFF_VERSION = 4,       /* u16 */
@@ -89,9 +90,12 @@ enum {
   TALLY_TOPO_OFF_IF_SPEED = 44,     /* u32 Mb/s, or 0xffffffff for unknown */
   TALLY_TOPO_OFF_HOSTNAME = 48,     /* 64 bytes, NUL-padded */
   TALLY_TOPO_OFF_GPU_BUS_ID = 112,  /* 16 bytes, NUL-padded */
-  TALLY_TOPO_WIRE_BYTES = 128
+  TALLY_TOPO_OFF_FIRST_PU = 128,    /* u16 */
+  TALLY_TOPO_OFF_LAST_PU = 130,     /* u16, >= first PU, and last - first + 1 >= PUs */
+  TALLY_TOPO_OFF_TAIL = 132,        /* 4 bytes, zero */
+  TALLY_TOPO_WIRE_BYTES = 136
 };
-#define TALLY_TOPO_WIRE_VERSION 1
+#define TALLY_TOPO_WIRE_VERSION 2
 
 void tally_topo_encode(const struct tally_topo *t, unsigned char out[TALLY_TOPO_WIRE_BYTES]);
 /* Checks every field; returns 0, or -1 with the reason in tally_error_message() when the record
@@ -113,6 +117,12 @@ struct tally_job_topo {
 /* SYSTEM when memory runs out, INVALID_ARGUMENT when nranks < 1; free with tally_job_topo_free. */
 tally_result_t tally_job_topo_build(const struct tally_topo *records, int nranks, struct tally_job_topo *job);
 void tally_job_topo_free(struct tally_job_topo *job);
+/* Whether `rank`'s host runs more of the job's ranks than the hardware threads their bindings
+ * span together (the union of each local rank's first..last PU): then ranks share cores, and a
+ * waiting rank must yield its core rather than spin. Ranks bound to distinct cores, as mpirun and
+ * tally-perf -N bind them, do not share; unbound ranks share when there are more than the host's
+ * online PUs. */
+int tally_job_topo_cores_shared(const struct tally_job_topo *job, const struct tally_topo *records, int rank);
 
 static inline int tally_job_topo_same_host(const struct tally_job_topo *job, int a, int b) {
   return job->host_index[a] == job->host_index[b];

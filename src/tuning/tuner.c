@@ -248,11 +248,14 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
   size_t chunk[TALLY_NUM_ALGOS] = {0};
   for (int a = 0; a < TALLY_NUM_ALGOS; a++) {
     out->predicted_us[a] = TALLY_COST_NOT_MODELLED;
-    enum tally_algo_id id = (enum tally_algo_id)a;
-    if (!(allowed(&comm->cfg.algo, desc->coll) & TALLY_ALGO_BIT(a)) || !can_run(comm, desc, id)) continue;
-    candidates |= TALLY_ALGO_BIT(a);
-    out->predicted_us[a] = predict(comm, desc, id, &chunk[a]);
+    if ((allowed(&comm->cfg.algo, desc->coll) & TALLY_ALGO_BIT(a)) && can_run(comm, desc, (enum tally_algo_id)a))
+      candidates |= TALLY_ALGO_BIT(a);
   }
+  /* The board, where it can run, is taken whatever the others cost: only its time is predicted (the
+   * small calls it takes are those where pricing the others would cost a tenth of the call). */
+  unsigned priced = candidates & TALLY_ALGO_BIT(TALLY_ALGO_BOARD) ? TALLY_ALGO_BIT(TALLY_ALGO_BOARD) : candidates;
+  for (int a = 0; a < TALLY_NUM_ALGOS; a++)
+    if (priced & TALLY_ALGO_BIT(a)) out->predicted_us[a] = predict(comm, desc, (enum tally_algo_id)a, &chunk[a]);
   /* where nothing TALLY_ALGO allows can run: the first implemented one that can (the ring, or for
    * alltoall, gather and scatter their direct form) */
   out->algo = TALLY_ALGO_RING;
