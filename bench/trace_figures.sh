@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tracing figures of the README (issue 19), in one run: allreduce time on 2 ranks with
-# TALLY_TRACE unset against TALLY_TRACE set, at 8 B and 1 MiB, each the median of REPEAT runs
-# (default 5) taken in turns; and with --ddp, the DDP example on 4 ranks (34 MB of parameters: two
+# TALLY_TRACE unset against TALLY_TRACE set, at 8 B and 1 MiB, and against the same tree built
+# without the always-on counters and flight records (CMake TALLY_COUNTERS=OFF, built here into
+# BUILD-nocounters), each the median of REPEAT runs (default 5) taken in turns; and with --ddp, the DDP example on 4 ranks (34 MB of parameters: two
 # gradient buckets a step) traced and drawn with `tally-trace plot` (needs `make torch` first:
 # PYTHONPATH=BUILD/python/lib).
 # usage: bench/trace_figures.sh [BUILD [REPEAT [--ddp PNG]]]   (from the repository root, after a build)
@@ -13,6 +14,11 @@ ddp_png=
 [ "${3:-}" = --ddp ] && ddp_png=${4:?--ddp needs the PNG to write}
 perf=$build/tally-perf
 [ -x "$perf" ] || { echo "trace_figures.sh: $perf is missing; build first" >&2; exit 2; }
+bare=$build-nocounters
+same() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt"; } # the other build's setting, for a like comparison
+cmake -S "$root" -B "$bare" -DCMAKE_BUILD_TYPE="$(same CMAKE_BUILD_TYPE)" -DTALLY_CUDA="$(same TALLY_CUDA)" \
+  -DTALLY_COUNTERS=OFF -DTALLY_BUILD_TESTS=OFF >/dev/null
+cmake --build "$bare" -j2 --target tally-perf >/dev/null
 raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 # out-of-place time (us) of the one size measured
@@ -22,16 +28,19 @@ for _ in $(seq "$repeat"); do
   for size in 8 1048576; do
     iters=$([ $size = 8 ] && echo 20000 || echo 200)
     "$perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 | time_of $size >>"$raw/off-$size"
+    "$bare/tally-perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 | time_of $size >>"$raw/bare-$size"
     rm -rf "$raw/trace" && mkdir "$raw/trace"
     TALLY_TRACE=$raw/trace "$perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 | time_of $size \
       >>"$raw/on-$size"
   done
 done
 echo "# allreduce, 2 ranks, one host; medians of $repeat runs, microseconds (tally-perf out-of-place time)"
-printf "%10s %14s %14s %10s\n" size "TALLY_TRACE unset" "TALLY_TRACE=DIR" overhead
+printf "%10s %14s %18s %10s %16s %10s\n" size "no counters" "TALLY_TRACE unset" counters "TALLY_TRACE=DIR" tracing
+percent() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f%%", (b / a - 1) * 100}'; }
 for size in 8 1048576; do
-  off=$(median <"$raw/off-$size") on=$(median <"$raw/on-$size")
-  printf "%10s %14s %14s %9.1f%%\n" $size "$off" "$on" "$(awk -v a="$off" -v b="$on" 'BEGIN {print (b / a - 1) * 100}')"
+  bare_us=$(median <"$raw/bare-$size") off=$(median <"$raw/off-$size") on=$(median <"$raw/on-$size")
+  printf "%10s %14s %18s %10s %16s %10s\n" $size "$bare_us" "$off" "$(percent "$bare_us" "$off")" "$on" \
+    "$(percent "$off" "$on")"
 done
 
 if [ -n "$ddp_png" ]; then

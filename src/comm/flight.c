@@ -24,6 +24,7 @@ static void unlock(struct tally_flight *f) {
 
 void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count, uint64_t now) {
   struct tally_flight *f = &comm->flight;
+  if (!TALLY_COUNTING) return;
   if (!f->records) { /* the first call: TALLY_FLIGHT_RECORDS of them from now on */
     f->current = NULL;
     if (comm->cfg.flight_records <= 0) return;

@@ -102,7 +102,7 @@ static void count_call(tally_comm_t comm, int kind, int algo, uint64_t calls, ui
 tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
   TALLY_CHECK(refuse_broken(fn, comm));
   tally_result_t r = TALLY_SUCCESS;
-  uint64_t start = tally_ticks();
+  uint64_t start = TALLY_COUNTING ? tally_ticks() : 0;
   size_t send_bytes, recv_bytes;
   tally_coll_buffer_bytes(d, comm->rank, comm->nranks, &send_bytes, &recv_bytes);
   if (comm->nranks == 1) {
@@ -110,7 +110,7 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     run_alone(d);
     if (comm->trace)
       tally_trace_call(comm, d->coll, TALLY_NUM_ALGOS, d, d->count, send_bytes, traced_from, tally_now_ns(), 0);
-    count_call(comm, d->coll, TALLY_NUM_ALGOS, 1, send_bytes, start, tally_ticks());
+    count_call(comm, d->coll, TALLY_NUM_ALGOS, 1, send_bytes, start, TALLY_COUNTING ? tally_ticks() : 0);
   } else {
     tally_error_clear();
     struct tally_coll_desc call = *d; /* the tuner adds its chunk */
@@ -120,7 +120,7 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     tally_flight_begin(comm, d->coll, algo->id, d->datatype, d->count, start);
     uint64_t traced_from = comm->trace ? tally_now_ns() : 0;
     r = algo->run(comm, &call);
-    uint64_t end = tally_ticks();
+    uint64_t end = TALLY_COUNTING ? tally_ticks() : 0;
     if (comm->trace)
       tally_trace_call(comm, d->coll, algo->id, &call, d->count, send_bytes, traced_from, tally_now_ns(),
                        r != TALLY_SUCCESS);
@@ -137,12 +137,12 @@ tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally
   *failed_call = n > 0 ? msgs[0].call : -1;
   TALLY_CHECK(refuse_broken(fn, comm));
   tally_error_clear();
-  uint64_t start = tally_ticks(), bytes = 0;
+  uint64_t start = TALLY_COUNTING ? tally_ticks() : 0, bytes = 0;
   for (int i = 0; i < n; i++) bytes += msgs[i].is_send ? msgs[i].bytes : 0;
   tally_flight_begin(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, n > 0 ? msgs[0].hdr.datatype : 0, (uint64_t)n, start);
   uint64_t traced_from = comm->trace ? tally_now_ns() : 0;
   tally_result_t r = tally_p2p_run(comm, msgs, n, failed_call);
-  uint64_t end = tally_ticks();
+  uint64_t end = TALLY_COUNTING ? tally_ticks() : 0;
   if (comm->trace)
     tally_trace_call(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, NULL, (uint64_t)n, bytes, traced_from, tally_now_ns(),
                      r != TALLY_SUCCESS);
