@@ -64,9 +64,17 @@ if command -v iperf3 >/dev/null; then
     sleep 0.5
     iperf3 -c 127.0.0.1 -p 5299 -t 3 -f g 2>/dev/null | awk '/receiver/ {print $(NF-2) / 8}' >>"$raw/iperf"
     wait || true
+    # both directions at once, as a 2-rank allreduce sends (each iperf3 process, one thread, both
+    # sends and receives): the mean of the two directions' rates
+    iperf3 -s -1 -p 5299 >/dev/null 2>&1 &
+    sleep 0.5
+    iperf3 -c 127.0.0.1 -p 5299 -t 3 -f g --bidir 2>/dev/null |
+      awk '/receiver/ {sum += $(NF-2) / 8; n++} END {if (n) print sum / n}' >>"$raw/iperf-bidir"
+    wait || true
   done
-  t=$(median <"$raw/tcp"); i=$(median <"$raw/iperf")
-  awk -v t="$t" -v i="$i" -v r="$repeat" 'BEGIN {
+  t=$(median <"$raw/tcp"); i=$(median <"$raw/iperf"); b=$(median <"$raw/iperf-bidir")
+  awk -v t="$t" -v i="$i" -v b="$b" -v r="$repeat" 'BEGIN {
     printf "# TCP, 2 ranks, 64 MiB allreduce busbw %.2f GB/s against one-stream loopback iperf3 %.2f GB/s: %.2f (medians of %d)\n",
-      t, i, (i > 0 ? t / i : 0), r }'
+      t, i, (i > 0 ? t / i : 0), r
+    printf "#   and against iperf3 --bidir, %.2f GB/s each way: %.2f\n", b, (b > 0 ? t / b : 0) }'
 fi
