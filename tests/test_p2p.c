@@ -468,7 +468,7 @@ static int bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {
   bad += harness_expect(rank, comm, tally_send(&x, 1, TALLY_INT32, rank, comm, NULL), TALLY_ERR_INVALID_USAGE,
                         "needs its recv in the same group");
   bad += harness_expect(rank, comm, tally_send(&x, 1, TALLY_INT32, 0, comm, &x), TALLY_ERR_UNSUPPORTED,
-                        "host memory and a NULL stream");
+                        "stream is not NULL, but"); /* no device runtime here: test_streams.c has one */
   /* an argument error inside a group returns at the call, and the group still runs the rest */
   tally_result_t r = tally_group_start();
   int y = rank;

@@ -98,3 +98,23 @@ Test(streams, large_calls_run_in_pieces_on_gpu_communicators) {
   unsetenv("TALLY_STAGING_CHUNK_MB");
   cr_assert_eq(rc, 0);
 }
+
+/* Sends, recvs and alltoallv with device buffers: stream-ordered batches of messages (api/group.c,
+ * src/device/stream_queue.c). */
+Test(streams, send_recv_ping_pong_on_device) { cr_assert_eq(harness_run(2, 60, stream_send_recv_ping_pong, NULL), 0); }
+
+Test(streams, group_of_sends_and_recvs_on_one_stream) {
+  for (int n = 2; n <= 4; n += 2) cr_assert_eq(harness_run(n, 60, stream_group_of_sends_and_recvs, NULL), 0);
+}
+
+Test(streams, alltoallv_with_zero_counts_and_gaps_on_device) {
+  for (int n = 2; n <= 3; n++) cr_assert_eq(harness_run(n, 60, stream_alltoallv_cases, NULL), 0, "%d ranks", n);
+}
+
+Test(streams, mismatched_alltoallv_on_device_is_reported) {
+  cr_assert_eq(harness_run(2, 60, stream_alltoallv_mismatch, NULL), 0);
+}
+
+Test(streams, group_of_messages_on_two_streams_is_refused) {
+  cr_assert_eq(harness_run(2, 60, stream_group_of_two_streams, NULL), 0);
+}

@@ -47,6 +47,11 @@ tally_result_t tally_call_submit(struct tally_call *call);
 /* Runs a collective call on a communicator this thread has claimed (collectives.c). */
 tally_result_t tally_collective_run_claimed(const struct tally_call *call);
 
+/* The bytes a point-to-point call reads at sendbuf (*send) and writes at recvbuf (*recv), from each
+ * buffer's start (point_to_point.c); *recv_whole is 0 where it leaves some of those bytes alone
+ * (gaps between an alltoallv's blocks). */
+void tally_call_extent(const struct tally_call *call, size_t *send, size_t *recv, int *recv_whole);
+
 /* The bytes of scratch memory a point-to-point call needs while it runs (point_to_point.c): a copy of the send
  * data of an alltoallv in place, whose receives overwrite what its sends read. */
 size_t tally_call_copy_bytes(const struct tally_call *call);

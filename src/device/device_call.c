@@ -49,6 +49,33 @@ tally_result_t tally_device_call(tally_comm_t comm, const char *fn, const struct
   return TALLY_SUCCESS;
 }
 
+tally_result_t tally_device_work(tally_comm_t comm, struct tally_stream_work *work, tally_stream_t stream) {
+  const struct tally_device_ops *dev = tally_device();
+  tally_result_t r = TALLY_SUCCESS;
+  if (!dev)
+    r = TALLY_ERROR(TALLY_ERR_UNSUPPORTED, "%s: stream is not NULL, but %s; pass NULL with host memory", work->fn,
+                    tally_device_absent_reason());
+  int on_device = 0;
+  for (int i = 0; i < work->nregions && r == TALLY_SUCCESS; i++) {
+    struct tally_stream_region *region = &work->regions[i];
+    region->at = (void *)region->user;
+    on_device |= region->bytes > 0 && tally_device_memory(dev, region->user);
+  }
+  if (r == TALLY_SUCCESS && on_device) {
+    /* On success the message stays the queue thread's: it may be writing it right now. */
+    r = tally_stream_enqueue_work(comm, dev, work, stream ? stream : dev->default_stream());
+    return r == TALLY_SUCCESS ? r : tally_coll_remember(comm, r);
+  }
+  if (r == TALLY_SUCCESS && stream) r = dev->stream_sync(stream); /* host memory: after the stream's earlier work */
+  if (r != TALLY_SUCCESS) {
+    tally_stream_work_release(work);
+    return tally_coll_remember(comm, r);
+  }
+  if (tally_stream_run_host_work(comm, work, &r) != 0) r = work->run(comm, work->ctx, work->regions);
+  tally_stream_work_release(work);
+  return r == TALLY_SUCCESS ? r : tally_coll_remember(comm, r);
+}
+
 void tally_device_comm_close(tally_comm_t comm) {
   tally_stream_queue_close(comm);
   tally_ipc_window_close(comm->ipc_window);
