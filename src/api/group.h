@@ -7,7 +7,9 @@
  * gather and scatter in call order (each as it runs outside a group), then its alltoalls, gathers
  * and scatters in call order, then one batch of every point-to-point message of its sends, recvs
  * and alltoallvs, all posted at once (algorithms/p2p.h). So the ranks must agree on the order of
- * their collectives of each of the first two kinds, but not on how the kinds interleave. */
+ * their collectives of each of the first two kinds, but not on how the kinds interleave. The
+ * batch is stream-ordered when a buffer of it is device memory (device/device_call.h), which is
+ * why a group's sends, recvs and alltoallvs on one communicator must share one stream. */
 #ifndef TALLY_GROUP_H
 #define TALLY_GROUP_H
 

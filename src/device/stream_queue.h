@@ -11,7 +11,10 @@
  * every earlier stream call has reached step 2, so calls never overtake each other. A failed
  * collective fills its device result with 0xff bytes (NaN for floats), releases the stream, and
  * puts the communicator in error state (tally_comm_get_async_error). Work captured into a CUDA
- * graph keeps its staging memory until the communicator is destroyed and runs at every replay. */
+ * graph keeps its staging memory until the communicator is destroyed and runs at every replay.
+ * A batch of point-to-point messages with device buffers takes the same road as work
+ * (tally_stream_enqueue_work): staged regions instead of a descriptor's two buffers, and messages
+ * built when the queue thread runs it. */
 #ifndef TALLY_STREAM_QUEUE_H
 #define TALLY_STREAM_QUEUE_H
 
