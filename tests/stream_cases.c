@@ -688,3 +688,45 @@ int stream_group_of_two_streams(tally_comm_t comm, int rank, int n, void *arg) {
   emu_stream_destroy(s);
   return bad;
 }
+
+/* A send and a recv captured into a graph (rank 1 adding one in a kernel between them) run at every
+ * replay, their messages numbered afresh each time (2 ranks). */
+int stream_graph_of_messages(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  enum { COUNT = 64 };
+  int32_t input[COUNT], got[COUNT], *dev = emu_malloc(sizeof input);
+  for (int i = 0; i < COUNT; i++) input[i] = 10 * i;
+  struct copy_job write_input = {dev, input, sizeof input}, read_result = {got, dev, sizeof got};
+  struct add_one_job add_one = {dev, COUNT};
+  emu_capture_begin(s);
+  tally_result_t r;
+  if (rank == 0) {
+    emu_launch(s, run_copy_job, &write_input);
+    r = tally_send(dev, COUNT, TALLY_INT32, 1, comm, s);
+    if (r == TALLY_SUCCESS) r = tally_recv(dev, COUNT, TALLY_INT32, 1, comm, s);
+    emu_launch(s, run_copy_job, &read_result);
+  } else {
+    r = tally_recv(dev, COUNT, TALLY_INT32, 0, comm, s);
+    emu_launch(s, run_add_one, &add_one);
+    if (r == TALLY_SUCCESS) r = tally_send(dev, COUNT, TALLY_INT32, 0, comm, s);
+  }
+  struct emu_graph *g = emu_capture_end(s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "capture: %s", tally_comm_last_error(comm)) : 0;
+  for (int replay = 1; replay <= 3 && !bad; replay++) {
+    for (int i = 0; i < COUNT; i++) input[i] = 10 * i + replay;
+    emu_graph_launch(g, s);
+    emu_stream_synchronize(s);
+    for (int i = 0; i < COUNT && rank == 0 && !bad; i++)
+      if (got[i] != 10 * i + replay + 1)
+        bad = harness_fail(rank, "replay %d: element %d is %d, want %d", replay, i, got[i], 10 * i + replay + 1);
+  }
+  tally_result_t async = TALLY_SUCCESS;
+  tally_comm_get_async_error(comm, &async);
+  if (async != TALLY_SUCCESS) bad += harness_fail(rank, "async error: %s", tally_comm_last_error(comm));
+  emu_graph_destroy(g);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}

@@ -41,6 +41,8 @@ int stream_group_of_sends_and_recvs(tally_comm_t comm, int rank, int n, void *ar
 int stream_alltoallv_cases(tally_comm_t comm, int rank, int n, void *arg);
 /* a mismatched alltoallv: poisoned results, MISMATCH on both ranks (2 ranks); */
 int stream_alltoallv_mismatch(tally_comm_t comm, int rank, int n, void *arg);
+/* a send and a recv captured into a graph, replayed (2 ranks); */
+int stream_graph_of_messages(tally_comm_t comm, int rank, int n, void *arg);
 /* a group whose messages name two streams is refused at the call. */
 int stream_group_of_two_streams(tally_comm_t comm, int rank, int n, void *arg);
 

@@ -118,3 +118,7 @@ Test(streams, mismatched_alltoallv_on_device_is_reported) {
 Test(streams, group_of_messages_on_two_streams_is_refused) {
   cr_assert_eq(harness_run(2, 60, stream_group_of_two_streams, NULL), 0);
 }
+
+Test(streams, captured_send_and_recv_run_at_every_replay) {
+  cr_assert_eq(harness_run(2, 60, stream_graph_of_messages, NULL), 0);
+}

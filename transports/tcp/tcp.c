@@ -244,7 +244,9 @@ static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, in
   if (r == TALLY_SUCCESS && a.gone >= 0) {
     tally_error_blame(a.gone);
     r = TALLY_ERROR(TALLY_ERR_REMOTE,
-                    "rank %d exited before it connected (nothing listens on its recovery port any more)", a.gone);
+                    "rank %d is gone: it never connected, and nothing listens on its recovery port any more (its "
+                    "process exited, or it destroyed the communicator)",
+                    a.gone);
   }
   if (r != TALLY_SUCCESS) {
     char missing[256] = "";
