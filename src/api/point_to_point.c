@@ -11,7 +11,7 @@
 #include "algorithms/p2p.h"
 #include "comm/comm.h"
 #include "core/error.h"
-#include "device/device.h"
+#include "device/device_call.h"
 #include "dispatch/dispatch.h"
 #include "group.h"
 
@@ -28,15 +28,6 @@ static tally_result_t check_buffer(const char *fn, const char *what, const void 
                        tally_datatype_name(datatype));
   if (elements > 0 && !buf)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: %s is NULL but holds %zu elements", fn, what, elements);
-  return TALLY_SUCCESS;
-}
-
-/* A stream needs a device runtime. (The collectives find out when they run, as NCCL; a message's
- * call is refused at once, so that a group's batch is never half enqueued.) */
-static tally_result_t check_stream(const char *fn, tally_stream_t stream) {
-  if (stream && !tally_device())
-    return TALLY_ERROR(TALLY_ERR_UNSUPPORTED, "%s: stream is not NULL, but %s; pass NULL with host memory", fn,
-                       tally_device_absent_reason());
   return TALLY_SUCCESS;
 }
 
@@ -95,7 +86,7 @@ static tally_result_t one_message(int is_send, void *buf, size_t count, tally_da
                             .peer = peer};
   tally_result_t r = check_rank(fn, "peer", peer, comm);
   if (r == TALLY_SUCCESS) r = check_buffer(fn, is_send ? "sendbuf" : "recvbuf", buf, count, datatype);
-  if (r == TALLY_SUCCESS) r = check_stream(fn, stream);
+  if (r == TALLY_SUCCESS) r = tally_device_check_stream(fn, stream); /* at the call: a batch is never half run */
   if (r == TALLY_SUCCESS && peer == comm->rank && !tally_group_open())
     r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                     "%s: a %s this rank itself (peer %d) needs its %s in the same group: call tally_group_start first",
@@ -153,7 +144,7 @@ tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, co
   if (r == TALLY_SUCCESS) r = extent(call.fn, "recvcounts/rdispls", recvcounts, rdispls, n, &recv_elements);
   if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, send_elements, datatype);
   if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, recv_elements, datatype);
-  if (r == TALLY_SUCCESS) r = check_stream(call.fn, stream);
+  if (r == TALLY_SUCCESS) r = tally_device_check_stream(call.fn, stream);
   return submit_checked(&call, r);
 }
 

@@ -11,6 +11,10 @@
 /* Whether tally_device_call must route this call: a stream was given or a device runtime exists. */
 int tally_device_call_needed(tally_stream_t stream);
 
+/* TALLY_ERR_UNSUPPORTED, saying why, for a stream where there is no device runtime; else
+ * TALLY_SUCCESS. */
+tally_result_t tally_device_check_stream(const char *fn, tally_stream_t stream);
+
 /* Runs validated d on a communicator this thread has claimed: device memory is enqueued on its
  * stream (stream_queue.h; NULL: the runtime's default stream); host memory waits for the stream's
  * earlier work, then runs blocking, through the stream queue when the communicator has one, in
