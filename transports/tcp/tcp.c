@@ -156,6 +156,7 @@ struct accept_ctx {
   int want; /* connections tally_auth_accept still keeps: the wanted ones, plus each early one */
   int gone; /* a wanted rank found gone (watch_missing), or -1 */
   uint64_t next_probe_ns;
+  int probe_gap_ms; /* until the probe after the next */
 };
 
 /* Keeps an authenticated connection from `rank`, which this accept does not want, for a later one. */
@@ -215,13 +216,17 @@ static int admit_peer(void *arg, int fd, const unsigned char *payload, const cha
 }
 
 /* While the accept waits (tally_auth_watch_fn): a wanted rank that has not connected and is gone
- * (ep->peer_gone) never will, so the wait ends (want 0) and the accept fails naming it. */
+ * (ep->peer_gone) never will, so the wait ends (want 0) and the accept fails naming it. The probes
+ * come 0.2 s into the wait, then at intervals that double up to 5 s: each probe of a live rank
+ * stays in its recovery listener's queue (nothing accepts there), so a long wait for a slow rank
+ * adds at most a few dozen. */
 static void watch_missing(void *arg) {
-  enum { PROBE_EVERY_MS = 200 };
+  enum { LONGEST_GAP_MS = 5000 };
   struct accept_ctx *a = arg;
   uint64_t now = tally_now_ns();
   if (!a->ep->peer_gone || a->gone >= 0 || now < a->next_probe_ns) return;
-  a->next_probe_ns = now + PROBE_EVERY_MS * 1000000ull;
+  a->next_probe_ns = now + (uint64_t)a->probe_gap_ms * 1000000ull;
+  a->probe_gap_ms = a->probe_gap_ms < LONGEST_GAP_MS / 2 ? 2 * a->probe_gap_ms : LONGEST_GAP_MS;
   for (int i = 0; i < a->npeers; i++) {
     if (a->conns[i] || !a->ep->peer_gone(a->ep->peer_gone_ctx, a->peers[i])) continue;
     a->gone = a->peers[i];
@@ -233,7 +238,14 @@ static void watch_missing(void *arg) {
 static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, int npeers, const int *peers,
                                  uint64_t deadline, struct tally_conn **conns) {
   enum { FIRST_PROBE_MS = 200 }; /* peers that are alive usually connect before */
-  struct accept_ctx a = {ep, comm_id, npeers, peers, conns, 0, -1, tally_now_ns() + FIRST_PROBE_MS * 1000000ull};
+  struct accept_ctx a = {.ep = ep,
+                         .comm_id = comm_id,
+                         .npeers = npeers,
+                         .peers = peers,
+                         .conns = conns,
+                         .gone = -1,
+                         .next_probe_ns = tally_now_ns() + FIRST_PROBE_MS * 1000000ull,
+                         .probe_gap_ms = 2 * FIRST_PROBE_MS};
   for (int i = 0; i < npeers; i++) {
     conns[i] = take_early(ep, peers[i]);
     if (!conns[i]) a.want++;
