@@ -3,7 +3,8 @@
  * byte for byte against the same call on host memory; the call returning before its stream runs;
  * inputs read and results written in stream order; host-memory calls keeping their place behind
  * stream calls; graph capture and replay; failures that release the stream, poison the result and
- * report the error; and all of it again through the CUDA IPC window (src/device/ipc). The
+ * report the error; and all of it again through the CUDA IPC window (src/device/ipc); sends, recvs
+ * and alltoallv on device memory (stream-ordered batches of messages, api/group.c). The
  * bodies are in stream_cases.c (the ThreadSanitizer runner runs them too); the same checks on a
  * real GPU are in test_cuda.c. */
 #define _GNU_SOURCE
