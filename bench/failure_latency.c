@@ -6,9 +6,13 @@
  *   abort  RUNS jobs of 2 ranks where rank 1 never joins an allreduce; a watchdog thread of rank 0
  *          calls tally_comm_abort 100 ms into it. Reports the time from the abort call to the
  *          allreduce's return.
+ *   accept RUNS jobs of 3 ranks over TCP (TALLY_TRANSPORT=tcp, TALLY_ALGO=ring, TALLY_TIMEOUT=20):
+ *          rank 1 receives from rank 2, which no ring connected to it, so rank 1 waits for rank 2 to
+ *          connect; rank 2 kills itself 100 ms later. Reports the time from the kill to the recv's
+ *          TALLY_ERR_REMOTE (the waiting rank probes the dead rank's recovery listener).
  * Prints each run and the median. CLOCK_MONOTONIC is shared by all processes of the machine, so
  * the times compare directly.
- * usage: failure-latency [kill|abort] [RUNS]   (default: kill 10) */
+ * usage: failure-latency [kill|abort|accept] [RUNS]   (default: kill 10) */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -79,10 +83,34 @@ static int abort_blocked_call(tally_comm_t comm, int rank, int n, void *arg) {
   return r == TALLY_ERR_ABORTED ? 0 : harness_fail(rank, "expected ABORTED, got %s", tally_result_string(r));
 }
 
+static int recv_from_dying_rank(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  struct run_plan *plan = arg;
+  if (rank == 2) {
+    usleep(100 * 1000);
+    plan->times->killed = harness_now_s();
+    raise(SIGKILL);
+  }
+  if (rank != 1) return 0;
+  int x;
+  tally_result_t r = tally_recv(&x, 1, TALLY_INT32, 2, comm, NULL);
+  plan->times->failed[1] = harness_now_s();
+  return harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "rank 2");
+}
+
+enum mode { KILL, ABORT, ACCEPT };
+
 /* One run of `mode`; returns the latency in ms, or a negative value when the run failed. */
-static double one_run(int abort_mode, int run, struct shared_times *times) {
+static double one_run(enum mode mode, int run, struct shared_times *times) {
+  int abort_mode = mode == ABORT;
   struct run_plan plan = {abort_mode ? -1 : (run * 3) % NRANKS, times, NULL};
   *times = (struct shared_times){0};
+  if (mode == ACCEPT) {
+    if (harness_run_killing(3, 60, recv_from_dying_rank, &plan, 2) != 0) return -1;
+    double ms = (times->failed[1] - times->killed) * 1e3;
+    printf("run %2d: the recv waiting for dead rank 2 to connect failed %.1f ms after the kill\n", run, ms);
+    return ms;
+  }
   if (abort_mode) {
     if (harness_run(2, 60, abort_blocked_call, &plan) != 0) return -1;
     double ms = (times->failed[0] - times->killed) * 1e3;
@@ -99,23 +127,32 @@ static double one_run(int abort_mode, int run, struct shared_times *times) {
 }
 
 int main(int argc, char **argv) {
-  int abort_mode = argc > 1 && !strcmp(argv[1], "abort");
-  int kill_mode = argc > 1 && !strcmp(argv[1], "kill");
-  int first_number = abort_mode || kill_mode ? 2 : 1;
-  int runs = argc > first_number ? atoi(argv[first_number]) : 10;
+  static const char *const names[] = {"kill", "abort", "accept"};
+  enum mode mode = KILL;
+  int named = 0;
+  for (int m = 0; m < 3 && argc > 1; m++)
+    if (!strcmp(argv[1], names[m])) mode = (enum mode)m, named = 1;
+  int runs = argc > 1 + named ? atoi(argv[1 + named]) : 10;
   if (runs < 1 || runs > MAX_RUNS) {
-    fprintf(stderr, "usage: failure-latency [kill|abort] [RUNS]   (RUNS from 1 to %d)\n", MAX_RUNS);
+    fprintf(stderr, "usage: failure-latency [kill|abort|accept] [RUNS]   (RUNS from 1 to %d)\n", MAX_RUNS);
     return 2;
+  }
+  if (mode == ACCEPT) {
+    setenv("TALLY_TRANSPORT", "tcp", 1);
+    setenv("TALLY_ALGO", "ring", 1); /* rank 2's ring neighbours only: rank 1 never connected from it */
+    setenv("TALLY_TIMEOUT", "20", 1);
   }
   struct shared_times *times = mmap(NULL, sizeof *times, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (times == MAP_FAILED) return 1;
   static double latency_ms[MAX_RUNS];
-  if (abort_mode)
+  if (mode == ACCEPT)
+    printf("# 3 ranks over TCP, TALLY_TIMEOUT=20: rank 1 waits for rank 2 to connect; rank 2 is killed\n");
+  else if (mode == ABORT)
     printf("# 2 ranks, rank 1 never joins the allreduce; rank 0's watchdog thread aborts after 100 ms\n");
   else
     printf("# %d ranks, 1 MiB float allreduces, one rank killed with SIGKILL per run\n", NRANKS);
   for (int run = 0; run < runs; run++) {
-    latency_ms[run] = one_run(abort_mode, run, times);
+    latency_ms[run] = one_run(mode, run, times);
     if (latency_ms[run] < 0) {
       fprintf(stderr, "run %d failed (see above)\n", run);
       return 1;

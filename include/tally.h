@@ -180,7 +180,10 @@ TALLY_API tally_result_t tally_barrier(tally_comm_t comm, tally_stream_t stream)
  * TALLY_ERR_MISMATCH naming both calls (never a truncated or overrun buffer), and the sender, whose
  * send may already have returned, gets it from its next call on the communicator. Host memory
  * (stream NULL): outside a group a send returns once its buffer may be reused and a recv once the
- * data is there. A pair of ranks no algorithm connected at init is connected on first use. */
+ * data is there. Device memory makes the call stream-ordered, as a collective (see the top of this
+ * file): it returns at once, the message moves when the stream gets there (staged through pinned
+ * host memory), and a failure poisons the recv's buffer and is reported asynchronously. A pair of
+ * ranks no algorithm connected at init is connected on first use. */
 TALLY_API tally_result_t tally_send(const void *sendbuf, size_t count, tally_datatype_t datatype, int peer,
                                     tally_comm_t comm, tally_stream_t stream);
 TALLY_API tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_t datatype, int peer,
@@ -191,18 +194,23 @@ TALLY_API tally_result_t tally_recv(void *recvbuf, size_t count, tally_datatype_
  * end runs the collectives other than alltoall, gather and scatter in call order, then those in
  * call order, then every send, recv and alltoallv at once: ranks must agree on the order within
  * each of the first two kinds, not on how the kinds interleave. Argument errors return at the
- * call; failures while running are returned by tally_group_end, naming the call. */
+ * call; failures while running are returned by tally_group_end, naming the call. A group's sends,
+ * recvs and alltoallvs on one communicator must all pass the same stream (a call with another
+ * returns TALLY_ERR_INVALID_USAGE): when any of their buffers is device memory they run as one
+ * stream-ordered unit on that stream, and tally_group_end returns at once (host buffers among
+ * them are then read and written when the stream gets there, too). */
 TALLY_API tally_result_t tally_group_start(void);
 TALLY_API tally_result_t tally_group_end(void);
 /* Block j (`count` elements) of this rank's sendbuf lands in block `rank` of rank j's recvbuf;
  * sendbuf == recvbuf works. Alltoall, gather and scatter are collectives: device buffers and
  * streams work as for allreduce, and on a communicator they must be called in the same order on
  * every rank (in a group: after the group's other collectives, see tally_group_start). Sends, recvs
- * and alltoallv take host memory and a NULL stream (TALLY_ERR_UNSUPPORTED otherwise). */
+ * and alltoallv take device buffers and streams too (see tally_send and tally_group_start). */
 TALLY_API tally_result_t tally_alltoall(const void *sendbuf, void *recvbuf, size_t count, tally_datatype_t datatype,
                                         tally_comm_t comm, tally_stream_t stream);
 /* As alltoall with per-rank counts and displacements, in elements (zero counts allowed); rank i's
- * sendcounts[j] must equal rank j's recvcounts[i] (else TALLY_ERR_MISMATCH on both). */
+ * sendcounts[j] must equal rank j's recvcounts[i] (else TALLY_ERR_MISMATCH on both). Elements of
+ * recvbuf between the blocks are left as they were, in device memory too. */
 TALLY_API tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, const size_t *sdispls,
                                          void *recvbuf, const size_t *recvcounts, const size_t *rdispls,
                                          tally_datatype_t datatype, tally_comm_t comm, tally_stream_t stream);

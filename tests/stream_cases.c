@@ -12,6 +12,7 @@
 #include "device_cases.h"
 #include "emulated_device.h"
 #include "harness.h"
+#include "p2p_cases.h"
 
 /* --- kernels: stream-ordered host work ----------------------------------------------------------- */
 
@@ -458,6 +459,273 @@ int stream_calls_in_pieces(tally_comm_t comm, int rank, int n, void *arg) {
   }
   free(input);
   free(got);
+  emu_free(dev);
+  emu_stream_destroy(s);
+  return bad;
+}
+/* --- sends, recvs and alltoallv on device memory ------------------------------------------------- */
+
+struct add_one_job {
+  int32_t *p;
+  size_t count;
+};
+
+static void run_add_one(void *arg) {
+  const struct add_one_job *job = arg;
+  for (size_t i = 0; i < job->count; i++) job->p[i] += 1;
+}
+
+/* Rank 0 sends a device buffer to rank 1, which adds one in a kernel and sends it back, ROUNDS
+ * times, every call stream-ordered: the stream is held at a gate until all the calls have returned.
+ * Then a host-memory send and recv keep their place behind the stream calls (2 ranks). */
+int stream_send_recv_ping_pong(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  enum { COUNT = 5001, ROUNDS = 3 };
+  size_t bytes = COUNT * sizeof(int32_t);
+  int32_t *input = malloc(bytes), *got = malloc(bytes), *dev = emu_malloc(bytes);
+  for (int i = 0; i < COUNT; i++) input[i] = i;
+  struct emu_gate *gate = emu_gate_create();
+  struct copy_job write_input = {dev, input, bytes}, read_result = {got, dev, bytes};
+  struct add_one_job add_one = {dev, COUNT};
+  emu_gate_wait_on(s, gate);
+  if (rank == 0) emu_launch(s, run_copy_job, &write_input);
+  tally_result_t r = TALLY_SUCCESS;
+  for (int round = 0; round < ROUNDS && r == TALLY_SUCCESS; round++) {
+    if (rank == 0) {
+      r = tally_send(dev, COUNT, TALLY_INT32, 1, comm, s);
+      if (r == TALLY_SUCCESS) r = tally_recv(dev, COUNT, TALLY_INT32, 1, comm, s);
+    } else {
+      r = tally_recv(dev, COUNT, TALLY_INT32, 0, comm, s);
+      emu_launch(s, run_add_one, &add_one);
+      if (r == TALLY_SUCCESS) r = tally_send(dev, COUNT, TALLY_INT32, 0, comm, s);
+    }
+  }
+  if (rank == 0) emu_launch(s, run_copy_job, &read_result);
+  emu_gate_open(gate); /* only now can the stream run: no call waited for it */
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "enqueue: %s", tally_comm_last_error(comm)) : 0;
+  int32_t host = rank == 1 ? 4242 : 0;
+  tally_result_t h =
+      rank == 1 ? tally_send(&host, 1, TALLY_INT32, 0, comm, NULL) : tally_recv(&host, 1, TALLY_INT32, 1, comm, NULL);
+  emu_stream_synchronize(s);
+  if (h != TALLY_SUCCESS || host != 4242)
+    bad +=
+        harness_fail(rank, "the host-memory message after the stream calls: %d, %s", host, tally_comm_last_error(comm));
+  tally_result_t async = TALLY_SUCCESS;
+  tally_comm_get_async_error(comm, &async);
+  if (async != TALLY_SUCCESS) bad += harness_fail(rank, "async error: %s", tally_comm_last_error(comm));
+  for (int i = 0; i < COUNT && rank == 0 && !bad; i++)
+    if (got[i] != i + ROUNDS) bad = harness_fail(rank, "element %d came back as %d, want %d", i, got[i], i + ROUNDS);
+  emu_gate_destroy(gate);
+  emu_free(dev);
+  free(input);
+  free(got);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* In one group on one stream, every rank first sends a block to every rank (itself included), then
+ * receives one from each, around an allreduce, all in device memory except the block from rank 0,
+ * which lands in pinned host memory: the group is one stream-ordered unit and returns at once. */
+int stream_group_of_sends_and_recvs(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  enum { BLOCK = 1001 }; /* bytes */
+  size_t all = (size_t)n * BLOCK;
+  unsigned char *input = malloc(all), *got = malloc(all);
+  for (int p = 0; p < n; p++) p2p_fill(input + (size_t)p * BLOCK, BLOCK, rank, p, 0);
+  unsigned char *send = emu_malloc(all), *recv = emu_malloc(all), *pinned = emu_malloc_pinned(BLOCK);
+  float one = 1, sum = 0, *dev_sum = emu_malloc(sizeof(float));
+  struct emu_gate *gate = emu_gate_create();
+  struct copy_job write_input = {send, input, all}, write_one = {dev_sum, &one, sizeof one},
+                  read_result = {got, recv, all}, read_pinned = {got, pinned, BLOCK},
+                  read_sum = {&sum, dev_sum, sizeof sum};
+  emu_gate_wait_on(s, gate);
+  emu_launch(s, run_copy_job, &write_input);
+  emu_launch(s, run_copy_job, &write_one);
+  tally_result_t r = tally_group_start();
+  for (int k = 0; k < n && r == TALLY_SUCCESS; k++) {
+    int to = (rank + k) % n;
+    r = tally_send(send + (size_t)to * BLOCK, BLOCK, TALLY_UINT8, to, comm, s);
+  }
+  if (r == TALLY_SUCCESS) r = tally_allreduce(dev_sum, dev_sum, 1, TALLY_FLOAT32, TALLY_SUM, comm, s);
+  for (int p = 0; p < n && r == TALLY_SUCCESS; p++)
+    r = tally_recv(p == 0 ? pinned : recv + (size_t)p * BLOCK, BLOCK, TALLY_UINT8, p, comm, s);
+  tally_result_t end = tally_group_end();
+  emu_launch(s, run_copy_job, &read_result);
+  emu_launch(s, run_copy_job, &read_pinned); /* block 0 of got: the one from rank 0 */
+  emu_launch(s, run_copy_job, &read_sum);
+  emu_gate_open(gate);
+  emu_stream_synchronize(s);
+  int bad =
+      r != TALLY_SUCCESS || end != TALLY_SUCCESS ? harness_fail(rank, "group: %s", tally_comm_last_error(comm)) : 0;
+  for (int p = 0; p < n && !bad; p++) bad += p2p_check(rank, "block", got + (size_t)p * BLOCK, BLOCK, p, rank, 0);
+  if (!bad && sum != (float)n) bad = harness_fail(rank, "the allreduce in the group gave %g, want %d", sum, n);
+  emu_gate_destroy(gate);
+  emu_free(send);
+  emu_free(recv);
+  emu_free(pinned);
+  emu_free(dev_sum);
+  free(input);
+  free(got);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* An alltoallv whose counts include zeros and whose receive blocks leave gaps: on device memory,
+ * out of place and in place, the whole receive buffer (gaps included) must equal the host-memory
+ * call's. Block j of a buffer has room for ROOM elements at j * ROOM + 1. */
+enum { ROOM = 4 };
+
+static void alltoallv_layout(int rank, int n, size_t *sc, size_t *sd, size_t *rc, size_t *rd) {
+  for (int j = 0; j < n; j++) {
+    sc[j] = (size_t)((rank + 2 * j + 1) % 3); /* 0, 1 or 2 elements: some pairs send nothing */
+    rc[j] = (size_t)((j + 2 * rank + 1) % 3); /* what rank j sends this rank */
+    sd[j] = rd[j] = (size_t)j * ROOM + 1;
+  }
+}
+
+static int check_alltoallv_on_device(tally_comm_t comm, int rank, int n, struct emu_stream *s, int in_place) {
+  size_t sc[16], sd[16], rc[16], rd[16], elems = (size_t)n * ROOM + 1, bytes = elems * sizeof(int32_t);
+  alltoallv_layout(rank, n, sc, sd, rc, rd);
+  int32_t *input = malloc(bytes), *want = malloc(bytes), *got = malloc(bytes), *before = malloc(bytes);
+  for (size_t i = 0; i < elems; i++) {
+    input[i] = (int32_t)(1000 * rank + (int)i);
+    before[i] = -7 - (int32_t)i; /* what the gaps hold */
+  }
+  memcpy(want, in_place ? input : before, bytes);
+  tally_result_t r = tally_alltoallv(in_place ? want : input, sc, sd, want, rc, rd, TALLY_INT32, comm, NULL);
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "host alltoallv: %s", tally_comm_last_error(comm));
+  int32_t *send = emu_malloc(bytes), *recv = in_place ? send : emu_malloc(bytes);
+  struct copy_job write_input = {send, input, bytes}, write_before = {recv, before, bytes},
+                  read_result = {got, recv, bytes};
+  struct emu_gate *gate = emu_gate_create();
+  emu_gate_wait_on(s, gate);
+  if (!in_place) emu_launch(s, run_copy_job, &write_before);
+  emu_launch(s, run_copy_job, &write_input);
+  r = tally_alltoallv(send, sc, sd, recv, rc, rd, TALLY_INT32, comm, s);
+  emu_launch(s, run_copy_job, &read_result);
+  emu_gate_open(gate);
+  emu_stream_synchronize(s);
+  emu_gate_destroy(gate);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "device alltoallv: %s", tally_comm_last_error(comm)) : 0;
+  for (size_t i = 0; i < elems && !bad; i++)
+    if (got[i] != want[i])
+      bad = harness_fail(rank, "alltoallv %s: element %zu is %d, the host call's %d", in_place ? "in place" : "", i,
+                         got[i], want[i]);
+  emu_free(send);
+  if (!in_place) emu_free(recv);
+  free(input);
+  free(want);
+  free(got);
+  free(before);
+  return bad;
+}
+
+int stream_alltoallv_cases(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  int bad = check_alltoallv_on_device(comm, rank, n, s, 0);
+  if (!bad) bad = check_alltoallv_on_device(comm, rank, n, s, 1);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* A stream-ordered alltoallv where rank 1 expects 3 elements from rank 0, which sends it 2: the
+ * stream goes on, both ranks' results are poisoned and both report TALLY_ERR_MISMATCH
+ * asynchronously, and the next call is refused (2 ranks). */
+int stream_alltoallv_mismatch(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  size_t sc[2] = {1, 2}, sd[2] = {0, 4}, rc[2] = {rank == 1 ? 3 : 1, 2}, rd[2] = {0, 4};
+  int32_t got[8], *dev = emu_malloc(8 * sizeof(int32_t)), *out = emu_malloc(8 * sizeof(int32_t));
+  tally_result_t r = tally_alltoallv(dev, sc, sd, out, rc, rd, TALLY_INT32, comm, s);
+  struct copy_job read_result = {got, out, sizeof got};
+  emu_launch(s, run_copy_job, &read_result);
+  emu_stream_synchronize(s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "the enqueue itself failed: %s", tally_comm_last_error(comm)) : 0;
+  tally_result_t async = TALLY_SUCCESS;
+  if (tally_comm_get_async_error(comm, &async) != TALLY_SUCCESS || async != TALLY_ERR_MISMATCH)
+    bad += harness_fail(rank, "async error %s, want a mismatch: %s", tally_result_string(async),
+                        tally_comm_last_error(comm));
+  if ((uint32_t)got[0] != 0xffffffffu)
+    bad += harness_fail(rank, "the failed call's result is %d, not poisoned", got[0]);
+  r = tally_send(dev, 1, TALLY_INT32, 1 - rank, comm, s);
+  bad += harness_expect(rank, comm, r, TALLY_ERR_INVALID_USAGE, "error state");
+  emu_free(dev);
+  emu_free(out);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* A group whose sends and recvs on one communicator name two streams is refused at the call that
+ * brings the second; the rest of the group runs. */
+int stream_group_of_two_streams(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create(), *other = emu_stream_create();
+  int32_t mine = 100 + rank, got = 0, *dev = emu_malloc(sizeof mine), *back = emu_malloc(sizeof mine);
+  struct copy_job write_input = {dev, &mine, sizeof mine}, read_result = {&got, back, sizeof got};
+  emu_launch(s, run_copy_job, &write_input);
+  tally_result_t r = tally_group_start();
+  if (r == TALLY_SUCCESS) r = tally_send(dev, 1, TALLY_INT32, rank, comm, s);
+  int bad = harness_expect(rank, comm, tally_recv(back, 1, TALLY_INT32, rank, comm, other), TALLY_ERR_INVALID_USAGE,
+                           "pass them all the same stream");
+  if (r == TALLY_SUCCESS) r = tally_recv(back, 1, TALLY_INT32, rank, comm, s);
+  tally_result_t end = tally_group_end();
+  emu_launch(s, run_copy_job, &read_result);
+  emu_stream_synchronize(s);
+  if (r != TALLY_SUCCESS || end != TALLY_SUCCESS || got != mine)
+    bad += harness_fail(rank, "the group after the refused call: got %d, want %d: %s", got, mine,
+                        tally_comm_last_error(comm));
+  emu_free(dev);
+  emu_free(back);
+  emu_stream_destroy(other);
+  emu_stream_destroy(s);
+  return bad;
+}
+
+/* A send and a recv captured into a graph (rank 1 adding one in a kernel between them) run at every
+ * replay, their messages numbered afresh each time (2 ranks). */
+int stream_graph_of_messages(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  tally_device_override(emu_device());
+  struct emu_stream *s = emu_stream_create();
+  enum { COUNT = 64 };
+  int32_t input[COUNT], got[COUNT], *dev = emu_malloc(sizeof input);
+  for (int i = 0; i < COUNT; i++) input[i] = 10 * i;
+  struct copy_job write_input = {dev, input, sizeof input}, read_result = {got, dev, sizeof got};
+  struct add_one_job add_one = {dev, COUNT};
+  emu_capture_begin(s);
+  tally_result_t r;
+  if (rank == 0) {
+    emu_launch(s, run_copy_job, &write_input);
+    r = tally_send(dev, COUNT, TALLY_INT32, 1, comm, s);
+    if (r == TALLY_SUCCESS) r = tally_recv(dev, COUNT, TALLY_INT32, 1, comm, s);
+    emu_launch(s, run_copy_job, &read_result);
+  } else {
+    r = tally_recv(dev, COUNT, TALLY_INT32, 0, comm, s);
+    emu_launch(s, run_add_one, &add_one);
+    if (r == TALLY_SUCCESS) r = tally_send(dev, COUNT, TALLY_INT32, 0, comm, s);
+  }
+  struct emu_graph *g = emu_capture_end(s);
+  int bad = r != TALLY_SUCCESS ? harness_fail(rank, "capture: %s", tally_comm_last_error(comm)) : 0;
+  for (int replay = 1; replay <= 3 && !bad; replay++) {
+    for (int i = 0; i < COUNT; i++) input[i] = 10 * i + replay;
+    emu_graph_launch(g, s);
+    emu_stream_synchronize(s);
+    for (int i = 0; i < COUNT && rank == 0 && !bad; i++)
+      if (got[i] != 10 * i + replay + 1)
+        bad = harness_fail(rank, "replay %d: element %d is %d, want %d", replay, i, got[i], 10 * i + replay + 1);
+  }
+  tally_result_t async = TALLY_SUCCESS;
+  tally_comm_get_async_error(comm, &async);
+  if (async != TALLY_SUCCESS) bad += harness_fail(rank, "async error: %s", tally_comm_last_error(comm));
+  emu_graph_destroy(g);
   emu_free(dev);
   emu_stream_destroy(s);
   return bad;

@@ -32,4 +32,18 @@ int stream_window_refused_on_one_rank(tally_comm_t comm, int rank, int n, void *
 /* With the emulated device installed before init and TALLY_STAGING_CHUNK_MB=1: calls in pieces. */
 int stream_calls_in_pieces(tally_comm_t comm, int rank, int n, void *arg);
 
+/* Sends, recvs and alltoallv on device memory (stream-ordered batches of messages): */
+/* a ping-pong through a kernel, then host-memory messages behind it (2 ranks); */
+int stream_send_recv_ping_pong(tally_comm_t comm, int rank, int n, void *arg);
+/* a group of sends to and recvs from every rank around an allreduce, on one stream; */
+int stream_group_of_sends_and_recvs(tally_comm_t comm, int rank, int n, void *arg);
+/* alltoallv with zero counts and gaps, out of place and in place, against the host call; */
+int stream_alltoallv_cases(tally_comm_t comm, int rank, int n, void *arg);
+/* a mismatched alltoallv: poisoned results, MISMATCH on both ranks (2 ranks); */
+int stream_alltoallv_mismatch(tally_comm_t comm, int rank, int n, void *arg);
+/* a send and a recv captured into a graph, replayed (2 ranks); */
+int stream_graph_of_messages(tally_comm_t comm, int rank, int n, void *arg);
+/* a group whose messages name two streams is refused at the call. */
+int stream_group_of_two_streams(tally_comm_t comm, int rank, int n, void *arg);
+
 #endif

@@ -3,8 +3,9 @@
  * pinned and managed buffers, in place and out, checked against the same call on host memory.
  * Stream order: a kernel writes the send buffer on the same stream just before the collective and
  * another reads the result just after, with no host synchronization between. Then an allreduce
- * captured into a CUDA graph and replayed. Without a GPU it prints "no CUDA device: skipped" and
- * exits 77. CUDA is initialised only in the rank processes (a forked process cannot use it). */
+ * captured into a CUDA graph and replayed, and sends, recvs and an alltoallv in a group on device
+ * memory. Without a GPU it prints "no CUDA device: skipped" and exits 77. CUDA is initialised only
+ * in the rank processes (a forked process cannot use it). */
 #define _GNU_SOURCE
 #include <cuda_runtime_api.h>
 #include <stdio.h>
@@ -160,6 +161,60 @@ static int check_graph(tally_comm_t comm, int rank, int n, struct scratch *s) {
   return bad;
 }
 
+/* One group: a send of block 0 to the next rank, a recv from the previous one into the block
+ * after the alltoallv's, and an alltoallv whose counts include zeros (rank i sends rank j
+ * msg_count(i + j) elements, its receive blocks leaving gaps). */
+enum { MSG_BLOCK = 100000 }; /* floats */
+static size_t msg_count(int k) { return k % 3 == 0 ? 0 : MSG_BLOCK / (size_t)(1 + k % 3); }
+
+static tally_result_t exchange_messages(tally_comm_t comm, int rank, int n, const float *send, float *recv,
+                                        cudaStream_t stream) {
+  size_t sc[16], sd[16], rc[16], rd[16];
+  for (int j = 0; j < n; j++) {
+    sc[j] = rc[j] = msg_count(rank + j);
+    sd[j] = rd[j] = (size_t)j * MSG_BLOCK;
+  }
+  tally_result_t r = tally_group_start();
+  if (r == TALLY_SUCCESS) r = tally_send(send, MSG_BLOCK, TALLY_FLOAT32, (rank + 1) % n, comm, stream);
+  if (r == TALLY_SUCCESS)
+    r = tally_recv(recv + (size_t)n * MSG_BLOCK, MSG_BLOCK, TALLY_FLOAT32, (rank + n - 1) % n, comm, stream);
+  if (r == TALLY_SUCCESS) r = tally_alltoallv(send, sc, sd, recv, rc, rd, TALLY_FLOAT32, comm, stream);
+  tally_result_t end = tally_group_end();
+  return r != TALLY_SUCCESS ? r : end;
+}
+
+/* The group on device memory, stream-ordered between a kernel that writes the input and one that
+ * reads the result, against the same group on host memory (gaps included). */
+static int check_messages(tally_comm_t comm, int rank, int n, struct scratch *s) {
+  size_t send_elems = (size_t)n * MSG_BLOCK, recv_elems = send_elems + MSG_BLOCK;
+  float *input = malloc(send_elems * sizeof *input), *want = calloc(recv_elems, sizeof *want),
+        *got = malloc(recv_elems * sizeof *got), *send, *recv;
+  device_call_fill(input, send_elems, TALLY_FLOAT32, rank);
+  if (exchange_messages(comm, rank, n, input, want, NULL) != TALLY_SUCCESS)
+    return harness_fail(rank, "host messages: %s", tally_comm_last_error(comm));
+  CUDA_OK(rank, cudaMalloc((void **)&send, send_elems * sizeof *send));
+  CUDA_OK(rank, cudaMalloc((void **)&recv, recv_elems * sizeof *recv));
+  CUDA_OK(rank, cudaMemset(recv, 0, recv_elems * sizeof *recv));
+  CUDA_OK(rank, cudaMemcpy(s->input, input, send_elems * sizeof *input, cudaMemcpyHostToDevice));
+  CUDA_OK(rank, cudaDeviceSynchronize());
+  CUDA_OK(rank, tally_cuda_reduce(send, s->input, s->zeros, send_elems, TALLY_FLOAT32, TALLY_SUM, s->stream));
+  tally_result_t r = exchange_messages(comm, rank, n, send, recv, s->stream);
+  CUDA_OK(rank, tally_cuda_reduce(s->check, recv, s->zeros, recv_elems, TALLY_FLOAT32, TALLY_SUM, s->stream));
+  CUDA_OK(rank, cudaMemcpyAsync(got, s->check, recv_elems * sizeof *got, cudaMemcpyDeviceToHost, s->stream));
+  CUDA_OK(rank, cudaStreamSynchronize(s->stream));
+  int bad = 0;
+  if (r != TALLY_SUCCESS)
+    bad = harness_fail(rank, "device messages: %s", tally_comm_last_error(comm));
+  else if (memcmp(got, want, recv_elems * sizeof *got) != 0)
+    bad = harness_fail(rank, "sends, recvs and alltoallv on device memory differ from host memory");
+  cudaFree(send);
+  cudaFree(recv);
+  free(input);
+  free(want);
+  free(got);
+  return bad;
+}
+
 static int gpu_body(tally_comm_t comm, int rank, int n, void *arg) {
   (void)arg;
   int devices = 0;
@@ -188,6 +243,7 @@ static int gpu_body(tally_comm_t comm, int rank, int n, void *arg) {
                      &(struct device_call){device_call_colls[k], TALLY_BFLOAT16, TALLY_MAX, 300000, n / 2}, where, &s);
     }
   bad += check_graph(comm, rank, n, &s);
+  bad += check_messages(comm, rank, n, &s);
   tally_result_t async;
   if (tally_comm_get_async_error(comm, &async) != TALLY_SUCCESS || async != TALLY_SUCCESS)
     bad += harness_fail(rank, "asynchronous error: %s", tally_comm_last_error(comm));

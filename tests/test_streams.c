@@ -3,7 +3,8 @@
  * byte for byte against the same call on host memory; the call returning before its stream runs;
  * inputs read and results written in stream order; host-memory calls keeping their place behind
  * stream calls; graph capture and replay; failures that release the stream, poison the result and
- * report the error; and all of it again through the CUDA IPC window (src/device/ipc). The
+ * report the error; and all of it again through the CUDA IPC window (src/device/ipc); sends, recvs
+ * and alltoallv on device memory (stream-ordered batches of messages, api/group.c). The
  * bodies are in stream_cases.c (the ThreadSanitizer runner runs them too); the same checks on a
  * real GPU are in test_cuda.c. */
 #define _GNU_SOURCE
@@ -97,4 +98,28 @@ Test(streams, large_calls_run_in_pieces_on_gpu_communicators) {
   int rc = harness_run(3, 120, stream_calls_in_pieces, NULL);
   unsetenv("TALLY_STAGING_CHUNK_MB");
   cr_assert_eq(rc, 0);
+}
+
+/* Sends, recvs and alltoallv with device buffers: stream-ordered batches of messages (api/group.c,
+ * src/device/stream_queue.c). */
+Test(streams, send_recv_ping_pong_on_device) { cr_assert_eq(harness_run(2, 60, stream_send_recv_ping_pong, NULL), 0); }
+
+Test(streams, group_of_sends_and_recvs_on_one_stream) {
+  for (int n = 2; n <= 4; n += 2) cr_assert_eq(harness_run(n, 60, stream_group_of_sends_and_recvs, NULL), 0);
+}
+
+Test(streams, alltoallv_with_zero_counts_and_gaps_on_device) {
+  for (int n = 2; n <= 3; n++) cr_assert_eq(harness_run(n, 60, stream_alltoallv_cases, NULL), 0, "%d ranks", n);
+}
+
+Test(streams, mismatched_alltoallv_on_device_is_reported) {
+  cr_assert_eq(harness_run(2, 60, stream_alltoallv_mismatch, NULL), 0);
+}
+
+Test(streams, group_of_messages_on_two_streams_is_refused) {
+  cr_assert_eq(harness_run(2, 60, stream_group_of_two_streams, NULL), 0);
+}
+
+Test(streams, captured_send_and_recv_run_at_every_replay) {
+  cr_assert_eq(harness_run(2, 60, stream_graph_of_messages, NULL), 0);
 }

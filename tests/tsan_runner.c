@@ -30,6 +30,8 @@ int main(void) {
       {"a host call behind a stream call", stream_host_call_waits, 3, NULL, 0},
       {"graph replay", stream_graph_replay, 2, NULL, 0},
       {"a failed stream call", stream_mismatch, 2, NULL, 0},
+      {"stream-ordered sends and recvs", stream_send_recv_ping_pong, 2, NULL, 0},
+      {"a group of sends and recvs on a stream", stream_group_of_sends_and_recvs, 3, NULL, 0},
       {"communicators in threads, traced", threaded_comms_in_threads, 2, NULL, 1},
       {"stream-ordered calls, traced", stream_every_collective, 3, NULL, 1},
   };

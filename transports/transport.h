@@ -71,6 +71,11 @@ struct tally_transport_params {
   int ib_gid_index;          /* -1: chosen from the GID table */
   int numa_node;             /* this rank's NUMA node (-1: unknown), to pick the nearest device */
   size_t ib_reg_cache_bytes; /* bound of the registration cache */
+  /* Whether rank `peer` is known to have exited, asked now and then while an accept waits for its
+   * connection (tcp), so that the wait fails at once, naming it, instead of at the deadline; NULL:
+   * never known. Called from the accepting thread; it may take up to a tenth of a second. */
+  int (*peer_gone)(void *ctx, int peer);
+  void *peer_gone_ctx;
 };
 
 struct tally_transport_ops {

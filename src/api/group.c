@@ -1,5 +1,7 @@
 /* Running calls (group.h): one at a time, or a thread's group at its outermost tally_group_end.
- * The communicators a list of calls uses are claimed for its whole run, in order of their id. */
+ * The communicators a list of calls uses are claimed for its whole run, in order of their id. A
+ * batch of point-to-point messages whose buffers include device memory is one stream-ordered unit
+ * (device/device_call.h): its messages are built when the stream reaches it. */
 #include "group.h"
 
 #include <limits.h>
@@ -10,6 +12,8 @@
 #include "algorithms/p2p.h"
 #include "comm/comm.h"
 #include "core/error.h"
+#include "device/device_call.h"
+#include "device/stream_queue.h"
 #include "dispatch/dispatch.h"
 #include "registry.h"
 
@@ -66,13 +70,18 @@ static tally_result_t name_call(const char *group_fn, const struct tally_call *c
 /* A call's in-place copy in the scratch buffer, rounded up to a cache line. */
 static size_t copy_room(const struct tally_call *call) { return (tally_call_copy_bytes(call) + 63) / 64 * 64; }
 
-/* Every point-to-point call of `comm` in the list, as one batch. In-place copies live in the
- * communicator's scratch buffer, which the collectives (run before) no longer need. */
-static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, struct tally_call *calls, int n) {
+static int in_batch(const struct tally_call *call, tally_comm_t comm) {
+  return call->comm == comm && call->kind != TALLY_CALL_COLLECTIVE;
+}
+
+/* Every point-to-point call of `comm` in the list (host memory, or its staging), as one batch.
+ * In-place copies live in the communicator's scratch buffer, which the collectives (run before) no
+ * longer need. */
+static tally_result_t run_batch(const char *group_fn, tally_comm_t comm, struct tally_call *calls, int n) {
   int ncalls = 0;
   size_t copies = 0;
   for (int i = 0; i < n; i++) {
-    if (calls[i].comm != comm || calls[i].kind == TALLY_CALL_COLLECTIVE) continue;
+    if (!in_batch(&calls[i], comm)) continue;
     ncalls++;
     copies += copy_room(&calls[i]);
   }
@@ -82,7 +91,7 @@ static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, stru
   size_t used = 0;
   tally_result_t r = tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, copies);
   for (int i = 0; i < n && r == TALLY_SUCCESS; i++) {
-    if (calls[i].comm != comm || calls[i].kind == TALLY_CALL_COLLECTIVE) continue;
+    if (!in_batch(&calls[i], comm)) continue;
     failed = i;
     size_t room = copy_room(&calls[i]);
     r = tally_call_messages(&calls[i], i, &msgs, &nmsgs, &cap, room ? (char *)comm->scratch + used : NULL);
@@ -94,6 +103,105 @@ static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, stru
   if (r != TALLY_SUCCESS && failed >= 0) r = name_call(group_fn, &calls[failed], failed, r);
   free(msgs);
   return r;
+}
+
+/* The batch as device work (stream_queue.h): copies of the list's calls, whose buffers become their
+ * regions' places (staging for device memory) when the stream reaches the batch. */
+struct batch_work {
+  const char *group_fn;
+  struct tally_call *calls; /* the list's; those outside the batch are only skipped */
+  int n;
+  int *regions_of; /* per call: the first of its two regions (what it sends, what it receives); -1: none */
+};
+
+static void release_batch_work(void *ctx) {
+  struct batch_work *w = ctx;
+  if (!w) return;
+  if (w->calls) free_calls(w->calls, w->n);
+  free(w->calls);
+  free(w->regions_of);
+  free(w);
+}
+
+static tally_result_t run_batch_work(tally_comm_t comm, void *ctx, const struct tally_stream_region *regions) {
+  struct batch_work *w = ctx;
+  for (int i = 0; i < w->n; i++) {
+    int k = w->regions_of[i];
+    if (k < 0) continue;
+    w->calls[i].sendbuf = regions[k].at;
+    w->calls[i].recvbuf = regions[k + 1].at;
+  }
+  return run_batch(w->group_fn, comm, w->calls, w->n);
+}
+
+/* Copies the batch's calls (and their counts) into w, and describes their buffers as regions. */
+static tally_result_t describe_batch(tally_comm_t comm, const struct tally_call *calls, int n, struct batch_work *w,
+                                     struct tally_stream_region *regions) {
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    w->calls[i] = calls[i];
+    w->calls[i].counts = NULL;
+    w->regions_of[i] = -1;
+  }
+  for (int i = 0; i < n; i++) {
+    if (!in_batch(&calls[i], comm)) continue;
+    if (calls[i].counts) {
+      size_t bytes = 4 * (size_t)comm->nranks * sizeof *calls[i].counts;
+      w->calls[i].counts = malloc(bytes);
+      if (!w->calls[i].counts) return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory copying counts", calls[i].fn);
+      memcpy(w->calls[i].counts, calls[i].counts, bytes);
+    }
+    size_t send, recv;
+    int recv_whole;
+    tally_call_extent(&calls[i], &send, &recv, &recv_whole);
+    regions[k] = (struct tally_stream_region){.user = calls[i].sendbuf, .bytes = send, .copy_in = 1};
+    regions[k + 1] = (struct tally_stream_region){
+        .user = calls[i].recvbuf, .bytes = recv, .copy_in = !recv_whole, .copy_out = 1}; /* gaps keep their bytes */
+    w->regions_of[i] = k;
+    k += 2;
+  }
+  return TALLY_SUCCESS;
+}
+
+/* The batch through the device path: stream-ordered when a buffer is device memory. */
+static tally_result_t run_batch_on_device(const char *group_fn, tally_comm_t comm, const struct tally_call *calls,
+                                          int n, int ncalls, const char *fn, tally_stream_t stream) {
+  struct batch_work *w = calloc(1, sizeof *w);
+  struct tally_stream_region *regions = calloc(2 * (size_t)ncalls, sizeof *regions);
+  tally_result_t r = TALLY_SUCCESS;
+  if (w) {
+    w->group_fn = group_fn;
+    w->n = n;
+    w->calls = calloc((size_t)n, sizeof *w->calls);
+    w->regions_of = malloc((size_t)n * sizeof *w->regions_of);
+  }
+  if (!w || !regions || !w->calls || !w->regions_of)
+    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory describing %d calls", fn, ncalls);
+  if (r == TALLY_SUCCESS) r = describe_batch(comm, calls, n, w, regions);
+  if (r != TALLY_SUCCESS) {
+    release_batch_work(w);
+    free(regions);
+    return tally_coll_remember(comm, r);
+  }
+  struct tally_stream_work work = {.fn = fn,
+                                   .run = run_batch_work,
+                                   .release = release_batch_work,
+                                   .ctx = w,
+                                   .regions = regions,
+                                   .nregions = 2 * ncalls};
+  return tally_device_work(comm, &work, stream);
+}
+
+/* Every point-to-point call of `comm` in the list, as one batch: on host memory at once, or
+ * through the device path (which may enqueue it) when there is a stream or a device runtime. */
+static tally_result_t run_messages(const char *group_fn, tally_comm_t comm, struct tally_call *calls, int n) {
+  int ncalls = 0, first = -1;
+  for (int i = 0; i < n; i++)
+    if (in_batch(&calls[i], comm) && ncalls++ == 0) first = i;
+  if (!ncalls) return TALLY_SUCCESS;
+  tally_stream_t stream = calls[first].stream; /* one for the batch (tally_call_submit) */
+  if (!tally_device_call_needed(stream)) return run_batch(group_fn, comm, calls, n);
+  return run_batch_on_device(group_fn, comm, calls, n, ncalls, group_fn ? group_fn : calls[first].fn, stream);
 }
 
 /* A call outside a group (its communicator checked a moment ago): the same steps for one call,
@@ -179,6 +287,18 @@ tally_result_t tally_call_submit(struct tally_call *call) {
     tally_result_t r = run_one(call);
     free_calls(call, 1);
     return r;
+  }
+  for (int i = open_group.n - 1; i >= 0 && call->kind != TALLY_CALL_COLLECTIVE; i--) {
+    const struct tally_call *earlier = &open_group.calls[i]; /* the last of the batch: all before agree with it */
+    if (!in_batch(earlier, call->comm)) continue;
+    if (earlier->stream == call->stream) break;
+    free_calls(call, 1);
+    return tally_coll_remember(
+        call->comm, TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
+                                "%s: its stream differs from that of call %d of the group (%s on the same "
+                                "communicator): a group's sends, recvs and alltoallvs on one communicator run as one "
+                                "unit, on one stream; pass them all the same stream, or end the group between them",
+                                call->fn, i + 1, earlier->fn));
   }
   if (open_group.n == open_group.cap) {
     int cap = open_group.cap ? 2 * open_group.cap : 16;

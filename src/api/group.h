@@ -7,7 +7,9 @@
  * gather and scatter in call order (each as it runs outside a group), then its alltoalls, gathers
  * and scatters in call order, then one batch of every point-to-point message of its sends, recvs
  * and alltoallvs, all posted at once (algorithms/p2p.h). So the ranks must agree on the order of
- * their collectives of each of the first two kinds, but not on how the kinds interleave. */
+ * their collectives of each of the first two kinds, but not on how the kinds interleave. The
+ * batch is stream-ordered when a buffer of it is device memory (device/device_call.h), which is
+ * why a group's sends, recvs and alltoallvs on one communicator must share one stream. */
 #ifndef TALLY_GROUP_H
 #define TALLY_GROUP_H
 
@@ -46,6 +48,11 @@ tally_result_t tally_call_submit(struct tally_call *call);
 
 /* Runs a collective call on a communicator this thread has claimed (collectives.c). */
 tally_result_t tally_collective_run_claimed(const struct tally_call *call);
+
+/* The bytes a point-to-point call reads at sendbuf (*send) and writes at recvbuf (*recv), from each
+ * buffer's start (point_to_point.c); *recv_whole is 0 where it leaves some of those bytes alone
+ * (gaps between an alltoallv's blocks). */
+void tally_call_extent(const struct tally_call *call, size_t *send, size_t *recv, int *recv_whole);
 
 /* The bytes of scratch memory a point-to-point call needs while it runs (point_to_point.c): a copy of the send
  * data of an alltoallv in place, whose receives overwrite what its sends read. */

@@ -2,7 +2,8 @@
  * messages (tally_alltoall, tally_alltoallv, tally_gather, tally_scatter): their argument checks, and
  * the messages sends, recvs and alltoallvs are made of (group.h runs them). Alltoall, gather and
  * scatter run as collectives, through the tuner (algorithms/alltoall.c, gather_scatter.c), with
- * device memory and streams as the other collectives; the others take host memory only, for now. */
+ * device memory and streams as the other collectives; sends, recvs and alltoallvs run as a batch of
+ * messages (group.c), which device memory makes stream-ordered (device/device_call.h). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,7 @@
 #include "algorithms/p2p.h"
 #include "comm/comm.h"
 #include "core/error.h"
-#include "device/device.h"
+#include "device/device_call.h"
 #include "dispatch/dispatch.h"
 #include "group.h"
 
@@ -27,19 +28,6 @@ static tally_result_t check_buffer(const char *fn, const char *what, const void 
                        tally_datatype_name(datatype));
   if (elements > 0 && !buf)
     return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s: %s is NULL but holds %zu elements", fn, what, elements);
-  return TALLY_SUCCESS;
-}
-
-/* Sends, recvs and alltoallvs take host memory only (alltoall, gather and scatter, being
- * collectives, take device memory and streams as the other collectives do). */
-static tally_result_t check_host_buffer(const char *fn, const char *what, const void *buf, size_t elements,
-                                        tally_datatype_t datatype, tally_stream_t stream) {
-  TALLY_CHECK(check_buffer(fn, what, buf, elements, datatype));
-  if (stream || tally_device_memory(tally_device(), buf))
-    return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
-                       "%s: sends, recvs and alltoallv take host memory and a NULL stream for now; copy device "
-                       "buffers to host memory first",
-                       fn);
   return TALLY_SUCCESS;
 }
 
@@ -97,7 +85,8 @@ static tally_result_t one_message(int is_send, void *buf, size_t count, tally_da
                             .datatype = datatype,
                             .peer = peer};
   tally_result_t r = check_rank(fn, "peer", peer, comm);
-  if (r == TALLY_SUCCESS) r = check_host_buffer(fn, is_send ? "sendbuf" : "recvbuf", buf, count, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_buffer(fn, is_send ? "sendbuf" : "recvbuf", buf, count, datatype);
+  if (r == TALLY_SUCCESS) r = tally_device_check_stream(fn, stream); /* at the call: a batch is never half run */
   if (r == TALLY_SUCCESS && peer == comm->rank && !tally_group_open())
     r = TALLY_ERROR(TALLY_ERR_INVALID_USAGE,
                     "%s: a %s this rank itself (peer %d) needs its %s in the same group: call tally_group_start first",
@@ -153,8 +142,9 @@ tally_result_t tally_alltoallv(const void *sendbuf, const size_t *sendcounts, co
   size_t send_elements, recv_elements;
   tally_result_t r = extent(call.fn, "sendcounts/sdispls", sendcounts, sdispls, n, &send_elements);
   if (r == TALLY_SUCCESS) r = extent(call.fn, "recvcounts/rdispls", recvcounts, rdispls, n, &recv_elements);
-  if (r == TALLY_SUCCESS) r = check_host_buffer(call.fn, "sendbuf", sendbuf, send_elements, datatype, stream);
-  if (r == TALLY_SUCCESS) r = check_host_buffer(call.fn, "recvbuf", recvbuf, recv_elements, datatype, stream);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "sendbuf", sendbuf, send_elements, datatype);
+  if (r == TALLY_SUCCESS) r = check_buffer(call.fn, "recvbuf", recvbuf, recv_elements, datatype);
+  if (r == TALLY_SUCCESS) r = tally_device_check_stream(call.fn, stream);
   return submit_checked(&call, r);
 }
 
@@ -209,6 +199,26 @@ static tally_result_t add(struct batch *b, int peer, int is_send, const void *bu
   *m = (struct tally_p2p_msg){.peer = peer, .is_send = is_send, .buf = (void *)buf, .bytes = bytes, .call = b->call};
   m->hdr = *hdr;
   return TALLY_SUCCESS;
+}
+
+void tally_call_extent(const struct tally_call *call, size_t *send, size_t *recv, int *recv_whole) {
+  size_t es = tally_datatype_size(call->datatype);
+  *recv_whole = 1;
+  switch (call->kind) {
+    case TALLY_CALL_SEND: *send = call->count * es, *recv = 0; return;
+    case TALLY_CALL_RECV: *send = 0, *recv = call->count * es; return;
+    case TALLY_CALL_ALLTOALLV: break;
+    default: *send = *recv = 0; return;
+  }
+  int n = call->comm->nranks;
+  const size_t *recvcounts = call->counts + 2 * n;
+  size_t send_elements, recv_elements, received = 0; /* checked at the call: no overflow */
+  extent(call->fn, "sendcounts/sdispls", call->counts, call->counts + n, n, &send_elements);
+  extent(call->fn, "recvcounts/rdispls", recvcounts, recvcounts + n, n, &recv_elements);
+  for (int j = 0; j < n; j++) received += recvcounts[j];
+  *send = send_elements * es;
+  *recv = recv_elements * es;
+  *recv_whole = received >= recv_elements; /* blocks that leave no gap (or overlap, which is the caller's error) */
 }
 
 size_t tally_call_copy_bytes(const struct tally_call *call) {

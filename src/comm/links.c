@@ -9,10 +9,28 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bootstrap/net.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
 static const char *const slot_transport[TALLY_NUM_SLOTS] = {"tcp", "shm", "verbs"};
+
+/* tally_transport_params.peer_gone: a rank whose recovery listener (open from init to destroy,
+ * api/communicator.c; nothing accepts on it, so a probe disturbs no one) refuses a connection has
+ * exited: the kernel closed the socket with its process. A rank that answers, or that cannot be
+ * reached in time (a slow network), is not known to be gone. */
+static int peer_gone(void *ctx, int peer) {
+  enum { PROBE_MS = 100 };
+  const struct tally_comm *c = ctx;
+  if (!c->peers || peer < 0 || peer >= c->nranks || c->peers[peer].recovery_port == 0) return 0;
+  struct tally_sockaddr recovery = c->peers[peer].addr;
+  tally_net_set_port(&recovery, c->peers[peer].recovery_port);
+  int fd;
+  tally_result_t r = tally_net_connect_listening(&recovery, tally_deadline_after(PROBE_MS / 1000.0), -1, &fd);
+  if (r == TALLY_SUCCESS) close(fd);
+  return r == TALLY_ERR_REMOTE;
+}
 
 static tally_result_t open_slot(struct tally_comm *c, int slot) {
   struct tally_transport_slot *s = &c->slots[slot];
@@ -27,7 +45,9 @@ static tally_result_t open_slot(struct tally_comm *c, int slot) {
                                           .ib_hca = c->cfg.ib_hca,
                                           .ib_gid_index = c->cfg.ib_gid_index,
                                           .numa_node = c->numa_node,
-                                          .ib_reg_cache_bytes = c->cfg.ib_reg_cache_bytes};
+                                          .ib_reg_cache_bytes = c->cfg.ib_reg_cache_bytes,
+                                          .peer_gone = peer_gone,
+                                          .peer_gone_ctx = c};
   return s->ops->create(&params, &s->ep);
 }
 
@@ -105,6 +125,7 @@ struct accept_job {
   uint64_t deadline;
   tally_result_t result;
   char message[1024];
+  int blamed; /* the rank the accept's failure blames, or -1 */
 };
 
 static void *accept_peers(void *arg) {
@@ -112,6 +133,7 @@ static void *accept_peers(void *arg) {
   job->result =
       job->slot->ops->accept(job->slot->ep, job->comm->comm_id, job->npeers, job->peers, job->deadline, job->conns);
   snprintf(job->message, sizeof job->message, "%s", tally_error_message());
+  job->blamed = tally_error_blamed();
   return NULL;
 }
 
@@ -202,8 +224,13 @@ static int start_accepting(struct tally_comm *c, const struct peer_set *in, int 
   for (int i = 0; i < in->n; i++)
     if (in->slot[i] == slot) peers[n++] = in->rank[i];
   if (n == 0) return 0;
-  *job = (struct accept_job){
-      .comm = c, .slot = &c->slots[slot], .npeers = n, .peers = peers, .conns = conns, .deadline = deadline};
+  *job = (struct accept_job){.comm = c,
+                             .slot = &c->slots[slot],
+                             .npeers = n,
+                             .peers = peers,
+                             .conns = conns,
+                             .deadline = deadline,
+                             .blamed = -1};
   int err = pthread_create(thread, NULL, accept_peers, job);
   if (err != 0) {
     job->result = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot start a thread to accept connections: %s", strerror(err));
@@ -275,7 +302,9 @@ static tally_result_t connect_sets(struct tally_comm *c, struct peer_set *out, s
   }
   for (int s = 0; s < TALLY_NUM_SLOTS; s++) {
     if (accepting[s]) pthread_join(threads[s], NULL);
-    if (r == TALLY_SUCCESS && jobs[s].result != TALLY_SUCCESS) r = TALLY_ERROR(jobs[s].result, "%s", jobs[s].message);
+    if (r != TALLY_SUCCESS || jobs[s].result == TALLY_SUCCESS) continue;
+    r = TALLY_ERROR(jobs[s].result, "%s", jobs[s].message);
+    if (jobs[s].blamed >= 0) tally_error_blame(jobs[s].blamed); /* the accepting thread's */
   }
   for (int i = 0; r == TALLY_SUCCESS && i < in->n; i++) { /* each in-peer's connection, from its endpoint's list */
     int s = in->slot[i];

@@ -12,6 +12,12 @@
 
 int tally_device_call_needed(tally_stream_t stream) { return stream != NULL || tally_device() != NULL; }
 
+tally_result_t tally_device_check_stream(const char *fn, tally_stream_t stream) {
+  if (!stream || tally_device()) return TALLY_SUCCESS;
+  return TALLY_ERROR(TALLY_ERR_UNSUPPORTED, "%s: stream is not NULL, but %s; pass NULL with host memory", fn,
+                     tally_device_absent_reason());
+}
+
 /* A host-memory call: through the stream queue when the communicator has one, else directly. */
 static tally_result_t run_host_call(const char *fn, const struct tally_coll_desc *d, tally_comm_t comm) {
   tally_result_t r;
@@ -22,10 +28,7 @@ static tally_result_t run_host_call(const char *fn, const struct tally_coll_desc
 tally_result_t tally_device_call(tally_comm_t comm, const char *fn, const struct tally_coll_desc *d,
                                  tally_stream_t stream) {
   const struct tally_device_ops *dev = tally_device();
-  if (!dev)
-    return tally_coll_remember(
-        comm, TALLY_ERROR(TALLY_ERR_UNSUPPORTED, "%s: stream is not NULL, but %s; pass NULL with host memory", fn,
-                          tally_device_absent_reason()));
+  if (!dev) return tally_coll_remember(comm, tally_device_check_stream(fn, stream));
   if (d->count == 0 && d->coll != TALLY_COLL_BARRIER) return TALLY_SUCCESS;
   struct tally_call_memory memory;
   tally_call_memory_find(dev, d, comm->rank, comm->nranks, &memory);
@@ -47,6 +50,30 @@ tally_result_t tally_device_call(tally_comm_t comm, const char *fn, const struct
     if (r != TALLY_SUCCESS) return r;
   }
   return TALLY_SUCCESS;
+}
+
+tally_result_t tally_device_work(tally_comm_t comm, struct tally_stream_work *work, tally_stream_t stream) {
+  const struct tally_device_ops *dev = tally_device();
+  tally_result_t r = dev ? TALLY_SUCCESS : tally_device_check_stream(work->fn, stream);
+  int on_device = 0;
+  for (int i = 0; i < work->nregions && r == TALLY_SUCCESS; i++) {
+    struct tally_stream_region *region = &work->regions[i];
+    region->at = (void *)region->user;
+    on_device |= region->bytes > 0 && tally_device_memory(dev, region->user);
+  }
+  if (r == TALLY_SUCCESS && on_device) {
+    /* On success the message stays the queue thread's: it may be writing it right now. */
+    r = tally_stream_enqueue_work(comm, dev, work, stream ? stream : dev->default_stream());
+    return r == TALLY_SUCCESS ? r : tally_coll_remember(comm, r);
+  }
+  if (r == TALLY_SUCCESS && stream) r = dev->stream_sync(stream); /* host memory: after the stream's earlier work */
+  if (r != TALLY_SUCCESS) {
+    tally_stream_work_release(work);
+    return tally_coll_remember(comm, r);
+  }
+  if (tally_stream_run_host_work(comm, work, &r) != 0) r = work->run(comm, work->ctx, work->regions);
+  tally_stream_work_release(work);
+  return r == TALLY_SUCCESS ? r : tally_coll_remember(comm, r);
 }
 
 void tally_device_comm_close(tally_comm_t comm) {

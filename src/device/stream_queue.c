@@ -1,5 +1,6 @@
 /* The stream queue (stream_queue.h): one thread per communicator that runs stream-ordered
- * collectives on pinned staging memory, fed by host functions the streams reach. */
+ * collectives and point-to-point work on pinned staging memory, fed by host functions the streams
+ * reach. */
 #define _GNU_SOURCE
 #include "stream_queue.h"
 
@@ -24,6 +25,16 @@ enum op_kind {
   OP_COLLECTIVE, /* runs desc */
   OP_CHECK,      /* runs nothing: reports whether an earlier call failed (see enqueue_check) */
   OP_AGREE,      /* desc gathers every rank's fingerprint of a call; they must all be the same */
+  OP_WORK,       /* runs work (point-to-point messages) on its staged spans */
+};
+
+/* A stretch of device memory a work's regions cover (one region, or several that overlap), staged
+ * at `at` in the op's block. */
+struct staged_span {
+  uintptr_t user;
+  size_t bytes;
+  size_t at;
+  int copy_in, copy_out;
 };
 
 /* What every rank must agree on before a call made of several steps (src/device/ipc). */
@@ -47,6 +58,9 @@ struct stream_op {
   int orphan;                          /* its stream work was enqueued only in part: the thread retires it */
   int host_call, done;                 /* a blocking host-memory call waiting for its turn */
   struct call_fingerprint fingerprint; /* OP_AGREE: this rank's */
+  struct tally_stream_work work;       /* OP_WORK (owned), and its staged spans */
+  struct staged_span *spans;
+  int nspans;
   tally_result_t result;
   struct stream_op *next;      /* in the ready list */
   struct stream_op *next_kept; /* in the persistent list */
@@ -130,6 +144,25 @@ static void plan_staging(const struct tally_coll_desc *d, const struct tally_cal
 
 static void poison(struct stream_op *op) {
   if (op->result_staging) memset(op->result_staging, 0xff, op->result_bytes);
+  if (op->kind != OP_WORK || op->host_call) return; /* a blocking call's failure is its return value */
+  for (int i = 0; i < op->work.nregions; i++) {
+    const struct tally_stream_region *r = &op->work.regions[i];
+    if (r->copy_out && r->bytes) memset(r->at, 0xff, r->bytes);
+  }
+}
+
+void tally_stream_work_release(struct tally_stream_work *work) {
+  if (work->release) work->release(work->ctx);
+  free(work->regions);
+  work->ctx = NULL;
+  work->regions = NULL;
+}
+
+/* Frees an op that will not run again (no device call: safe in a host function). */
+static void free_op(struct stream_op *op) {
+  if (op->kind == OP_WORK) tally_stream_work_release(&op->work);
+  free(op->spans);
+  free(op);
 }
 
 /* The lock is held. The block of an orphan may still be read by its stream: it is not reused
@@ -143,7 +176,7 @@ static void retire_locked(struct tally_stream_queue *q, struct stream_op *op) {
   } else {
     tally_pinned_give_back(&q->pool, op->block);
   }
-  free(op);
+  free_op(op);
 }
 
 static const char *or_unknown(const char *name) { return name ? name : "?"; }
@@ -176,6 +209,7 @@ static tally_result_t run_op(struct tally_comm *comm, struct stream_op *op) {
   switch (op->kind) {
     case OP_CHECK: return TALLY_SUCCESS; /* the thread reads the queue's failure instead */
     case OP_AGREE: return agree(comm, op);
+    case OP_WORK: return op->work.run(comm, op->work.ctx, op->work.regions);
     default: return tally_coll_execute(op->fn, &op->desc, comm);
   }
 }
@@ -334,6 +368,12 @@ static tally_result_t enqueue_inputs(struct tally_stream_queue *q, struct stream
     TALLY_CHECK(q->dev->copy_async((void *)op->desc.sendbuf, user->sendbuf, plan->send_bytes, stream));
     *got_to = INPUT_COPY_ENQUEUED;
   }
+  for (int k = 0; k < op->nspans; k++) {
+    const struct staged_span *span = &op->spans[k];
+    if (!span->copy_in) continue;
+    TALLY_CHECK(q->dev->copy_async((char *)op->block->mem + span->at, (const void *)span->user, span->bytes, stream));
+    *got_to = INPUT_COPY_ENQUEUED;
+  }
   TALLY_CHECK(q->dev->host_call_async(stream, op_ready, op));
   *got_to = HANDED_OFF;
   return TALLY_SUCCESS;
@@ -345,6 +385,11 @@ static tally_result_t enqueue_outputs(struct tally_stream_queue *q, struct strea
   const struct tally_device_ops *dev = q->dev;
   TALLY_CHECK(dev->wait_flag_async(stream, (volatile uint32_t *)op->flag, op->device_poison, op->device_poison_bytes));
   if (plan->stage_recv) TALLY_CHECK(dev->copy_async(user->recvbuf, op->desc.recvbuf, plan->recv_bytes, stream));
+  for (int k = 0; k < op->nspans; k++) {
+    const struct staged_span *span = &op->spans[k];
+    if (span->copy_out)
+      TALLY_CHECK(dev->copy_async((void *)span->user, (char *)op->block->mem + span->at, span->bytes, stream));
+  }
   return dev->host_call_async(stream, op_retire, op);
 }
 
@@ -364,7 +409,7 @@ static void abandon_op(struct tally_stream_queue *q, struct stream_op *op, enum 
     } else {
       tally_pinned_give_back(&q->pool, op->block);
     }
-    free(op);
+    free_op(op);
   }
   pthread_mutex_unlock(&q->lock);
 }
@@ -517,31 +562,133 @@ tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_
   return enqueue_staged(comm, fn, d, m, stream);
 }
 
+/* --- point-to-point work ------------------------------------------------------------------------- */
+
+struct region_ref {
+  uintptr_t user;
+  int index;
+};
+
+static int by_address(const void *a, const void *b) {
+  const struct region_ref *x = a, *y = b;
+  return (x->user > y->user) - (x->user < y->user);
+}
+
+/* The spans of work's device regions, laid out in a block after the flag's line (*block_bytes in
+ * all); span_of[i] is region i's span, -1 for a region used where it is. */
+static tally_result_t plan_spans(const struct tally_device_ops *dev, const struct tally_stream_work *work, int *span_of,
+                                 struct staged_span **out, int *nout, size_t *block_bytes) {
+  int n = work->nregions;
+  struct region_ref *refs = malloc(((size_t)n + 1) * sizeof *refs);
+  struct staged_span *spans = calloc((size_t)n + 1, sizeof *spans);
+  if (!refs || !spans) {
+    free(refs);
+    free(spans);
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory staging %d buffers", work->fn, n);
+  }
+  int nrefs = 0, nspans = 0;
+  for (int i = 0; i < n; i++) {
+    const struct tally_stream_region *r = &work->regions[i];
+    span_of[i] = -1;
+    if (r->bytes && tally_device_memory(dev, r->user)) refs[nrefs++] = (struct region_ref){(uintptr_t)r->user, i};
+  }
+  qsort(refs, (size_t)nrefs, sizeof *refs, by_address);
+  for (int k = 0; k < nrefs; k++) { /* in address order, a region that overlaps the last span joins it */
+    const struct tally_stream_region *r = &work->regions[refs[k].index];
+    struct staged_span *span = nspans ? &spans[nspans - 1] : NULL;
+    if (!span || refs[k].user >= span->user + span->bytes) {
+      span = &spans[nspans++];
+      span->user = refs[k].user;
+    }
+    size_t end = (size_t)(refs[k].user - span->user) + r->bytes;
+    if (end > span->bytes) span->bytes = end;
+    span->copy_in |= r->copy_in;
+    span->copy_out |= r->copy_out;
+    span_of[refs[k].index] = nspans - 1;
+  }
+  *block_bytes = STAGING_ALIGN;
+  for (int k = 0; k < nspans; k++) {
+    spans[k].at = *block_bytes;
+    *block_bytes += align_up(spans[k].bytes);
+  }
+  free(refs);
+  *out = spans;
+  *nout = nspans;
+  return TALLY_SUCCESS;
+}
+
+tally_result_t tally_stream_enqueue_work(struct tally_comm *comm, const struct tally_device_ops *dev,
+                                         struct tally_stream_work *work, void *stream) {
+  static const struct tally_coll_desc nothing = {
+      TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
+  struct staging_plan plan = {0};
+  struct staged_span *spans = NULL;
+  int nspans = 0;
+  int *span_of = malloc(((size_t)work->nregions + 1) * sizeof *span_of);
+  tally_result_t r = queue_for(comm, dev, work->fn);
+  if (r == TALLY_SUCCESS && !span_of) r = TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: out of memory", work->fn);
+  if (r == TALLY_SUCCESS) r = plan_spans(dev, work, span_of, &spans, &nspans, &plan.block_bytes);
+  struct stream_op *op = NULL;
+  if (r == TALLY_SUCCESS) r = new_op(comm->stream_queue, work->fn, &nothing, &plan, stream, &op);
+  if (r != TALLY_SUCCESS) {
+    free(span_of);
+    free(spans);
+    tally_stream_work_release(work);
+    return r;
+  }
+  op->kind = OP_WORK;
+  op->work = *work;
+  op->spans = spans;
+  op->nspans = nspans;
+  for (int i = 0; i < work->nregions; i++) {
+    struct tally_stream_region *region = &op->work.regions[i];
+    const struct staged_span *span = span_of[i] >= 0 ? &spans[span_of[i]] : NULL;
+    region->at =
+        span ? (char *)op->block->mem + span->at + ((uintptr_t)region->user - span->user) : (void *)region->user;
+  }
+  free(span_of);
+  return enqueue_op(comm->stream_queue, op, &nothing, &plan, stream);
+}
+
+/* --- host-memory calls ------------------------------------------------------------------------------ */
+
 static int all_handed_off(const struct tally_stream_queue *q) { return q->not_ready == 0; }
 
-int tally_stream_run_host(struct tally_comm *comm, const char *fn, const struct tally_coll_desc *d,
-                          tally_result_t *result) {
+/* Runs `op` (on the caller's stack) on the queue thread after every earlier stream call has
+ * reached its hand-off, and waits for it. */
+static tally_result_t run_host_op(struct tally_comm *comm, struct stream_op *op) {
   struct tally_stream_queue *q = comm->stream_queue;
-  if (!q) return -1;
-  *result = refuse_if_failed(q, fn);
-  if (*result != TALLY_SUCCESS) return 0;
-  struct stream_op op = {.queue = q, .fn = fn, .desc = *d, .host_call = 1};
+  const char *fn = op->fn;
+  TALLY_CHECK(refuse_if_failed(q, fn));
   pthread_mutex_lock(&q->lock);
   if (wait_locked(q, all_handed_off) != 0) {
     int pending = q->not_ready;
     pthread_mutex_unlock(&q->lock);
-    *result = TALLY_ERROR(TALLY_ERR_TIMEOUT,
-                          "%s: waited %.0f s for %d earlier stream-ordered call(s) on this communicator to start; "
-                          "their streams are stuck (waiting on work that never comes?): synchronize those streams "
-                          "before host-memory calls",
-                          fn, comm->cfg.timeout_s, pending);
-    return 0;
+    return TALLY_ERROR(TALLY_ERR_TIMEOUT,
+                       "%s: waited %.0f s for %d earlier stream-ordered call(s) on this communicator to start; "
+                       "their streams are stuck (waiting on work that never comes?): synchronize those streams "
+                       "before host-memory calls",
+                       fn, comm->cfg.timeout_s, pending);
   }
-  push_ready_locked(q, &op);
-  while (!op.done) pthread_cond_wait(&q->changed, &q->lock);
+  push_ready_locked(q, op);
+  while (!op->done) pthread_cond_wait(&q->changed, &q->lock);
   pthread_mutex_unlock(&q->lock);
-  *result = op.result;
-  if (*result != TALLY_SUCCESS) TALLY_ERROR(*result, "%s", comm->last_error);
+  if (op->result != TALLY_SUCCESS) TALLY_ERROR(op->result, "%s", comm->last_error);
+  return op->result;
+}
+
+int tally_stream_run_host(struct tally_comm *comm, const char *fn, const struct tally_coll_desc *d,
+                          tally_result_t *result) {
+  if (!comm->stream_queue) return -1;
+  struct stream_op op = {.queue = comm->stream_queue, .fn = fn, .desc = *d, .host_call = 1};
+  *result = run_host_op(comm, &op);
+  return 0;
+}
+
+int tally_stream_run_host_work(struct tally_comm *comm, struct tally_stream_work *work, tally_result_t *result) {
+  if (!comm->stream_queue) return -1;
+  struct stream_op op = {.queue = comm->stream_queue, .fn = work->fn, .kind = OP_WORK, .work = *work, .host_call = 1};
+  *result = run_host_op(comm, &op);
   return 0;
 }
 
@@ -585,7 +732,7 @@ void tally_stream_queue_close(struct tally_comm *comm) {
     struct stream_op *op = q->kept;
     q->kept = op->next_kept;
     tally_pinned_release(&q->pool, op->block);
-    free(op);
+    free_op(op);
   }
   while (q->orphaned) {
     struct tally_pinned_block *b = q->orphaned;

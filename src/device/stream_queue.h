@@ -11,7 +11,10 @@
  * every earlier stream call has reached step 2, so calls never overtake each other. A failed
  * collective fills its device result with 0xff bytes (NaN for floats), releases the stream, and
  * puts the communicator in error state (tally_comm_get_async_error). Work captured into a CUDA
- * graph keeps its staging memory until the communicator is destroyed and runs at every replay. */
+ * graph keeps its staging memory until the communicator is destroyed and runs at every replay.
+ * A batch of point-to-point messages with device buffers takes the same road as work
+ * (tally_stream_enqueue_work): staged regions instead of a descriptor's two buffers, and messages
+ * built when the queue thread runs it. */
 #ifndef TALLY_STREAM_QUEUE_H
 #define TALLY_STREAM_QUEUE_H
 
@@ -47,6 +50,40 @@ tally_result_t tally_stream_enqueue_barrier(struct tally_comm *comm, const struc
  * collective mismatch) unless every rank is making the same call d. */
 tally_result_t tally_stream_enqueue_agreement(struct tally_comm *comm, const struct tally_device_ops *dev,
                                               const char *fn, const struct tally_coll_desc *d, void *stream);
+
+/* Stream-ordered work other than one collective: a batch of point-to-point messages (api/group.c
+ * builds them when the work runs, so that their sequence numbers follow every earlier call's).
+ * Its buffers are regions: those in device memory are staged as a collective's are (regions that
+ * overlap share one staged copy, keeping their layout), the others are used where they are. */
+struct tally_stream_region {
+  const void *user; /* the caller's buffer */
+  size_t bytes;
+  int copy_in;  /* the work needs its contents: it reads it, or writes only part of it */
+  int copy_out; /* the work writes it (a failure fills it with 0xff) */
+  void *at;     /* where the work finds it while it runs: its staging, or user itself */
+};
+struct tally_stream_work {
+  const char *fn;
+  /* runs on the queue thread (or the caller's, for host memory) with every region's `at` set */
+  tally_result_t (*run)(struct tally_comm *comm, void *ctx, const struct tally_stream_region *regions);
+  void (*release)(void *ctx); /* once the work will not run again */
+  void *ctx;
+  struct tally_stream_region *regions; /* malloc'd; released with ctx */
+  int nregions;
+};
+/* Releases work's ctx and regions. */
+void tally_stream_work_release(struct tally_stream_work *work);
+
+/* Enqueues work, at least one of whose regions is device memory, on stream (never NULL), staged
+ * and handed to the queue thread as a collective is; takes ownership of work's ctx and regions,
+ * whatever it returns. */
+tally_result_t tally_stream_enqueue_work(struct tally_comm *comm, const struct tally_device_ops *dev,
+                                         struct tally_stream_work *work, void *stream);
+
+/* Runs host-memory work (every region's `at` is its user pointer) through the queue when comm has
+ * one, blocking, as tally_stream_run_host; returns -1 (and runs nothing) when it has none. The work
+ * stays the caller's. */
+int tally_stream_run_host_work(struct tally_comm *comm, struct tally_stream_work *work, tally_result_t *result);
 
 /* Runs a host-memory collective through the queue when comm has one, blocking; returns
  * -1 (and runs nothing) when it has none. */

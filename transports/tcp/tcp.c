@@ -23,6 +23,7 @@
 
 #include "bootstrap/auth.h"
 #include "core/bytes.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "transports/conn_list.h"
@@ -57,6 +58,8 @@ struct tally_endpoint {
    * may connect while this rank accepts others, or none), kept for the accept that wants them. */
   struct tally_conn **early;
   int nearly;
+  int (*peer_gone)(void *ctx, int peer); /* see tally_transport_params */
+  void *peer_gone_ctx;
 };
 
 static tally_result_t tcp_create(const struct tally_transport_params *p, struct tally_endpoint **out) {
@@ -65,6 +68,8 @@ static tally_result_t tcp_create(const struct tally_transport_params *p, struct 
   ep->abort_fd = p->abort_fd;
   ep->rank = p->rank;
   ep->keepalive_s = p->keepalive_s;
+  ep->peer_gone = p->peer_gone;
+  ep->peer_gone_ctx = p->peer_gone_ctx;
   memcpy(ep->secret, p->secret, TALLY_SECRET_BYTES);
   tally_conn_list_init(&ep->conns);
   tally_result_t r = tally_net_pick_address(p->ifname, &ep->addr);
@@ -149,6 +154,9 @@ struct accept_ctx {
   const int *peers;
   struct tally_conn **conns;
   int want; /* connections tally_auth_accept still keeps: the wanted ones, plus each early one */
+  int gone; /* a wanted rank found gone (watch_missing), or -1 */
+  uint64_t next_probe_ns;
+  int probe_gap_ms; /* until the probe after the next */
 };
 
 /* Keeps an authenticated connection from `rank`, which this accept does not want, for a later one. */
@@ -207,16 +215,51 @@ static int admit_peer(void *arg, int fd, const unsigned char *payload, const cha
   return keep_early(a, fd, rank, from, why, whylen);
 }
 
+/* While the accept waits (tally_auth_watch_fn): a wanted rank that has not connected and is gone
+ * (ep->peer_gone) never will, so the wait ends (want 0) and the accept fails naming it. The probes
+ * come 0.2 s into the wait, then at intervals that double up to 5 s: each probe of a live rank
+ * stays in its recovery listener's queue (nothing accepts there), so a long wait for a slow rank
+ * adds at most a few dozen. */
+static void watch_missing(void *arg) {
+  enum { LONGEST_GAP_MS = 5000 };
+  struct accept_ctx *a = arg;
+  uint64_t now = tally_now_ns();
+  if (!a->ep->peer_gone || a->gone >= 0 || now < a->next_probe_ns) return;
+  a->next_probe_ns = now + (uint64_t)a->probe_gap_ms * 1000000ull;
+  a->probe_gap_ms = a->probe_gap_ms < LONGEST_GAP_MS / 2 ? 2 * a->probe_gap_ms : LONGEST_GAP_MS;
+  for (int i = 0; i < a->npeers; i++) {
+    if (a->conns[i] || !a->ep->peer_gone(a->ep->peer_gone_ctx, a->peers[i])) continue;
+    a->gone = a->peers[i];
+    a->want = 0;
+    return;
+  }
+}
+
 static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, int npeers, const int *peers,
                                  uint64_t deadline, struct tally_conn **conns) {
-  struct accept_ctx a = {ep, comm_id, npeers, peers, conns, 0};
+  enum { FIRST_PROBE_MS = 200 }; /* peers that are alive usually connect before */
+  struct accept_ctx a = {.ep = ep,
+                         .comm_id = comm_id,
+                         .npeers = npeers,
+                         .peers = peers,
+                         .conns = conns,
+                         .gone = -1,
+                         .next_probe_ns = tally_now_ns() + FIRST_PROBE_MS * 1000000ull,
+                         .probe_gap_ms = 2 * FIRST_PROBE_MS};
   for (int i = 0; i < npeers; i++) {
     conns[i] = take_early(ep, peers[i]);
     if (!conns[i]) a.want++;
   }
   tally_result_t r = a.want == 0 ? TALLY_SUCCESS
                                  : tally_auth_accept(ep->listen_fd, ep->secret, TALLY_PURPOSE_DATA, &a.want, deadline,
-                                                     ep->abort_fd, admit_peer, NULL, &a);
+                                                     ep->abort_fd, admit_peer, watch_missing, &a);
+  if (r == TALLY_SUCCESS && a.gone >= 0) {
+    tally_error_blame(a.gone);
+    r = TALLY_ERROR(TALLY_ERR_REMOTE,
+                    "rank %d is gone: it never connected, and nothing listens on its recovery port any more (its "
+                    "process exited, or it destroyed the communicator)",
+                    a.gone);
+  }
   if (r != TALLY_SUCCESS) {
     char missing[256] = "";
     for (int i = 0; i < npeers; i++)
