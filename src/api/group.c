@@ -86,8 +86,9 @@ static tally_result_t run_batch(const char *group_fn, tally_comm_t comm, struct 
     copies += copy_room(&calls[i]);
   }
   if (!ncalls) return TALLY_SUCCESS;
-  struct tally_p2p_msg *msgs = NULL;
-  int nmsgs = 0, cap = 0, failed = -1;
+  /* the communicator's array from the last batch (claimed, so no other batch uses it), grown as needed */
+  struct tally_p2p_msg *msgs = comm->p2p_msgs;
+  int nmsgs = 0, cap = (int)(comm->p2p_msgs_bytes / sizeof *msgs), failed = -1;
   size_t used = 0;
   tally_result_t r = tally_comm_buffer(&comm->scratch, &comm->scratch_bytes, copies);
   for (int i = 0; i < n && r == TALLY_SUCCESS; i++) {
@@ -101,7 +102,8 @@ static tally_result_t run_batch(const char *group_fn, tally_comm_t comm, struct 
   if (r == TALLY_SUCCESS && nmsgs > 0)
     r = tally_p2p_execute(group_fn ? group_fn : calls[failed].fn, comm, msgs, nmsgs, ncalls, &failed);
   if (r != TALLY_SUCCESS && failed >= 0) r = name_call(group_fn, &calls[failed], failed, r);
-  free(msgs);
+  comm->p2p_msgs = msgs;
+  comm->p2p_msgs_bytes = (size_t)cap * sizeof *msgs;
   return r;
 }
 

@@ -167,5 +167,6 @@ void tally_comm_free(struct tally_comm *c) {
   tally_job_topo_free(&c->topo);
   free(c->scratch);
   free(c->staging);
+  free(c->p2p_msgs);
   free(c);
 }

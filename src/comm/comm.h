@@ -112,6 +112,8 @@ struct tally_comm {
 
   void *scratch; /* grows to the largest partial-result buffer a collective needed */
   size_t scratch_bytes;
+  void *p2p_msgs; /* the array a batch of point-to-point messages is built in (api/group.c), kept for the next */
+  size_t p2p_msgs_bytes;
   void *staging; /* chunk-sized receive slots for reductions */
   size_t staging_bytes;
   struct tally_stream_queue *stream_queue; /* NULL until the first call with device buffers */
