@@ -179,6 +179,24 @@ Test(p2p, alltoall_bruck_tcp) {
   run_forced("alltoall:bruck", 3, 0, p2p_alltoall_cases);
   unsetenv("TALLY_TRANSPORT");
 }
+/* The host board's alltoall: in one meet through the slots (small inputs; larger ones fall back to
+ * pairwise), and the shared-buffer algorithm through the areas in rounds or, for blocks of 128 KiB
+ * and more, read straight from the other ranks' buffers. */
+#define SHARED_ALLTOALL_TEST(n)                                                 \
+  Test(p2p, alltoall_shared_##n##_ranks) {                                      \
+    run_forced("alltoall:shared", n, 0, p2p_alltoall_cases);                    \
+    run_forced("alltoall:shared", n, 0, p2p_alltoall_large_cases);              \
+  }
+SHARED_ALLTOALL_TEST(2)
+SHARED_ALLTOALL_TEST(3)
+SHARED_ALLTOALL_TEST(5)
+SHARED_ALLTOALL_TEST(8)
+Test(p2p, alltoall_board) {
+  run_forced("alltoall:board", 2, 0, p2p_alltoall_cases);
+  run_forced("alltoall:board", 8, 0, p2p_alltoall_cases);
+}
+/* The tuner's own choice among them on sizes that take each form. */
+Test(p2p, alltoall_large_by_the_tuner) { run_forced("alltoall:auto", 5, 0, p2p_alltoall_large_cases); }
 Test(p2p, alltoall_hier_on_hosts) {
   run_forced("alltoall:hier", 6, 2, p2p_alltoall_cases);
   run_forced("alltoall:hier", 6, 3, p2p_alltoall_cases);
@@ -351,9 +369,9 @@ static int mismatched_block_collectives(tally_comm_t comm, int rank, int n, void
   return bad;
 }
 Test(p2p, mismatched_alltoall) {
-  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck", "alltoall:auto"};
+  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck", "alltoall:auto", "alltoall:shared", "alltoall:board"};
   setenv("TALLY_TIMEOUT", "20", 1);
-  for (int a = 0; a < 3; a++) {
+  for (int a = 0; a < 5; a++) {
     setenv("TALLY_ALGO", algos[a], 1);
     cr_assert_eq(harness_run(4, 60, mismatched_block_collectives, NULL), 0, "%s", algos[a]);
   }
@@ -375,8 +393,8 @@ static int peer_dies_before_alltoall(tally_comm_t comm, int rank, int n, void *a
 }
 Test(p2p, dead_peer_alltoall) {
   setenv("TALLY_TIMEOUT", "10", 1);
-  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck"};
-  for (int a = 0; a < 2; a++) {
+  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck", "alltoall:shared", "alltoall:board"};
+  for (int a = 0; a < 4; a++) {
     setenv("TALLY_ALGO", algos[a], 1);
     cr_assert_eq(harness_run_killing(4, 60, peer_dies_before_alltoall, NULL, 2), 0, "%s", algos[a]);
   }
