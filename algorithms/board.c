@@ -211,6 +211,7 @@ static tally_result_t meet(struct tally_comm *c, const struct tally_coll_desc *d
   if (atomic_fetch_add_explicit(&b->page->arrived[*set].count, 1, memory_order_acq_rel) + 1 == expected)
     tally_board_futex_wake_all(&b->page->arrived[*set].count);
   tally_result_t r = wait_for_everyone(c, d, *set, call, expected);
+  if (r == TALLY_SUCCESS) b->areas_read_late = 0; /* every rank has left what it did before this meet */
   for (int peer = 0; r == TALLY_SUCCESS && peer < c->nranks; peer++)
     if (peer != c->rank) r = tally_header_check(tally_board_slot(b->page, *set, peer)->fingerprint, &call_header, peer);
   return r; /* a failure: collectives.c reports it to the others (tally_board_fail) */

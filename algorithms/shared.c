@@ -12,15 +12,18 @@
  *                   2: copy every rank's piece out to its block of recvbuf
  *   broadcast       1: the root copies this round's piece into one of two areas
  *                   2: the others copy it out, while the root copies the next piece into the other
- *   alltoall        1: copy this round's piece of each of the p blocks into my area
- *                   2: copy my block's piece out of every rank's area into recvbuf
+ *   alltoall        1: copy this round's piece of each of the p blocks into one half of my area
+ *                   2: copy my block's piece out of every rank's area into recvbuf, while the
+ *                      next round's phase 1 fills the other halves
  *                   or, where every rank may read the others' memory (comm->board->cma) and the
  *                   blocks are large (TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES), in one round:
  *                   1: post my sendbuf's address (in place: a copy's) on the board
  *                   2: read my block of every rank's sendbuf with process_vm_readv
  *
  * A meet follows phases 1 and 2 (allreduce: 1 and 2, as its phase 3 only reads the results' area,
- * which nobody writes before the next round's first meet; broadcast: 1, and once at the end). So
+ * which nobody writes before the next round's first meet; broadcast: 1, and once at the end;
+ * alltoall: 1, its halves taking turns across rounds and calls, so a half is written again only
+ * after the meet of the round in between; the next collective of another kind meets first). So
  * nobody overwrites an area another rank still reads: one round's writes start only after every
  * rank has left the previous round's reads. Each slice is reduced once, in rank order, by one rank, so every rank gets the same bits.
  *
@@ -121,24 +124,30 @@ static tally_result_t shared_broadcast(struct tally_comm *c, const struct tally_
   return tally_board_meet(c, d);
 }
 
+/* The half of an area one alltoall round uses (a multiple of 64 bytes). */
+static size_t shared_alltoall_half(const struct board_page *page) { return page->big_bytes / 2 / 64 * 64; }
+
 /* count is each block; sendbuf and recvbuf hold p blocks. Each round reads the same piece of every
  * block of sendbuf before its first meet and writes that piece of recvbuf after it, so in place works. */
 static tally_result_t shared_alltoall_areas(struct tally_comm *c, const struct tally_coll_desc *d) {
-  struct board_page *page = c->board->page;
+  struct tally_board *board = c->board;
+  struct board_page *page = board->page;
   int p = c->nranks;
-  size_t size = tally_datatype_size(d->datatype), block = d->count * size;
-  size_t per_round = page->big_bytes / (size * (size_t)p); /* elements of each block per round */
-  unsigned char *mine = tally_board_big(page, c->rank), *out = d->recvbuf;
+  size_t size = tally_datatype_size(d->datatype), block = d->count * size, half = shared_alltoall_half(page);
+  size_t per_round = half / (size * (size_t)p); /* elements of each block per round */
+  unsigned char *out = d->recvbuf;
   const unsigned char *in = d->sendbuf;
   for (size_t done = 0; done < d->count; done += per_round) {
     size_t n = d->count - done < per_round ? d->count - done : per_round, piece = n * size;
+    size_t turn = (board->alltoall_rounds++ & 1) * half;
+    unsigned char *mine = tally_board_big(page, c->rank) + turn;
     for (int j = 0; j < p; j++) memcpy(mine + (size_t)j * piece, in + (size_t)j * block + done * size, piece);
     TALLY_CHECK(tally_board_meet(c, d));
+    board->areas_read_late = 1;
     for (int k = 0; k < p; k++) { /* from the next rank on, so that not everyone reads rank 0's area first */
       int j = (c->rank + k) % p;
-      memcpy(out + (size_t)j * block + done * size, tally_board_big(page, j) + (size_t)c->rank * piece, piece);
+      memcpy(out + (size_t)j * block + done * size, tally_board_big(page, j) + turn + (size_t)c->rank * piece, piece);
     }
-    TALLY_CHECK(tally_board_meet(c, d));
   }
   return TALLY_SUCCESS;
 }
@@ -181,6 +190,9 @@ int tally_shared_alltoall_single_copy(const struct tally_comm *comm, const struc
 }
 
 static tally_result_t shared_run(struct tally_comm *c, const struct tally_coll_desc *d) {
+  if (c->board->areas_read_late && d->coll != TALLY_COLL_ALLTOALL)
+    /* the areas' first writes below must wait until every rank has read the last alltoall round */
+    TALLY_CHECK(tally_board_meet(c, d));
   switch (d->coll) {
     case TALLY_COLL_ALLREDUCE: return shared_allreduce(c, d);
     case TALLY_COLL_REDUCE_SCATTER: return shared_reduce_scatter(c, d);
@@ -198,8 +210,9 @@ int tally_shared_suits(const struct tally_comm *comm, const struct tally_coll_de
   if (!comm->board) return 0;
   size_t size = tally_datatype_size(desc->datatype);
   /* reduce-scatter and alltoall put a piece of every block in an area: each piece must hold an element */
-  int blocks = desc->coll == TALLY_COLL_REDUCE_SCATTER || desc->coll == TALLY_COLL_ALLTOALL;
-  size_t need = blocks ? size * (size_t)comm->nranks : size;
+  size_t need = desc->coll == TALLY_COLL_REDUCE_SCATTER ? size * (size_t)comm->nranks : size;
+  if (desc->coll == TALLY_COLL_ALLTOALL) /* a round fills half an area */
+    return size * (size_t)comm->nranks <= shared_alltoall_half(comm->board->page);
   return need <= comm->board->page->big_bytes;
 }
 

@@ -195,6 +195,38 @@ Test(p2p, alltoall_board) {
   run_forced("alltoall:board", 2, 0, p2p_alltoall_cases);
   run_forced("alltoall:board", 8, 0, p2p_alltoall_cases);
 }
+/* Alltoall rounds through the areas end without a meet (their halves take turns); the next
+ * shared-buffer collective of another kind, which writes the areas at once, must first wait until
+ * every rank has read the last round. Alltoalls and allgathers alternate, each checked. */
+static int alltoall_then_allgather(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  enum { COUNT = 1000, CALLS = 40 };
+  int32_t *send = malloc(sizeof(int32_t) * COUNT * (size_t)n), *recv = malloc(sizeof(int32_t) * COUNT * (size_t)n);
+  int bad = 0;
+  for (int call = 0; call < CALLS && !bad; call++) {
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < COUNT; i++) send[j * COUNT + i] = call * 1000000 + rank * 1000 + j;
+    tally_result_t r = tally_alltoall(send, recv, COUNT, TALLY_INT32, comm, NULL);
+    for (int j = 0; j < n && r == TALLY_SUCCESS && !bad; j++)
+      for (int i = 0; i < COUNT && !bad; i++)
+        if (recv[j * COUNT + i] != call * 1000000 + j * 1000 + rank)
+          bad = harness_fail(rank, "alltoall %d: element %d of block %d is %d", call, i, j, recv[j * COUNT + i]);
+    for (int i = 0; i < COUNT && r == TALLY_SUCCESS; i++) send[i] = -(call * 1000 + rank);
+    if (r == TALLY_SUCCESS) r = tally_allgather(send, recv, COUNT, TALLY_INT32, comm, NULL);
+    for (int j = 0; j < n && r == TALLY_SUCCESS && !bad; j++)
+      for (int i = 0; i < COUNT && !bad; i++)
+        if (recv[j * COUNT + i] != -(call * 1000 + j))
+          bad = harness_fail(rank, "allgather %d: element %d of block %d is %d", call, i, j, recv[j * COUNT + i]);
+    if (r != TALLY_SUCCESS) bad = harness_fail(rank, "call %d: %s", call, tally_comm_last_error(comm));
+  }
+  free(send), free(recv);
+  return bad;
+}
+Test(p2p, shared_alltoall_then_allgather) {
+  run_forced("alltoall:shared;allgather:shared;ring", 8, 0, alltoall_then_allgather);
+  run_forced("alltoall:shared;allgather:shared;ring", 3, 0, alltoall_then_allgather);
+}
+
 /* The tuner's own choice among them on sizes that take each form. */
 Test(p2p, alltoall_large_by_the_tuner) { run_forced("alltoall:auto", 5, 0, p2p_alltoall_large_cases); }
 Test(p2p, alltoall_hier_on_hosts) {
