@@ -195,7 +195,10 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
     case TALLY_COLL_REDUCE_SCATTER: return meets + S * copy + reduce;
     case TALLY_COLL_ALLGATHER: return meets + (S / p + S) * copy;
     case TALLY_COLL_BROADCAST: return meets / 2 + meet + (S + (double)(bytes < area_bytes ? bytes : area_bytes)) * copy;
-    case TALLY_COLL_ALLTOALL: return meets + 2 * S * copy;
+    case TALLY_COLL_ALLTOALL: { /* rounds of half an area, one meet each */
+      size_t half = area_bytes / 2;
+      return (double)((bytes + half - 1) / half) * meet + 2 * S * copy;
+    }
     default: return TALLY_COST_NOT_MODELLED;
   }
 }

@@ -71,7 +71,8 @@
  *   allgather       2 R a + (S/p + S) c                        R = ceil(S/p / A)
  *   broadcast       (R + 1) a + S c + min(S, A) c              R = ceil(S / A); the root copies a round in
  *                                                              while the others copy the last one out
- *   alltoall        2 R a + 2 S c                              R = ceil(S / A); S is the sendbuf
+ *   alltoall        R a + 2 S c                                R = ceil(S / (A/2)); S is the sendbuf, a
+ *                                                              round fills half an area
  * with c = TALLY_COST_SHARED_COPY_SHARE x beta. Its single-copy form (blocks of at least
  * TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES where the ranks may read each other's memory):
  *   alltoall        2 a + (p-1) r + (p-1)/p S x               r = TALLY_COST_SINGLE_COPY_READ_SHARE x alpha,
