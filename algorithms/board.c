@@ -49,14 +49,17 @@ static int cma_reads_every_peer(struct tally_comm *c, struct tally_board *b, cha
   return 1;
 }
 
-/* Every rank tests process_vm_readv from every other (each published its probe before the
- * agreement that precedes this, and keeps it until the one that ends it), and they agree whether
- * all of them can: b->cma, the same on every rank. */
+/* Whether the board's alltoall reads large blocks straight from the other ranks (b->cma, the same
+ * on every rank): where every rank shares its cores with others (comm->cores_shared; as for the
+ * shared-memory transport's single copy, where ranks have cores of their own the second copy
+ * costs no other rank's time and stays in cache) and can read every other rank's memory with
+ * process_vm_readv. Each rank published its probe before the agreement that precedes this and
+ * keeps it until the one that ends it. */
 static tally_result_t cma_everywhere(struct tally_comm *c, struct tally_board *b) {
   char why[160] = "";
-  int mine = cma_reads_every_peer(c, b, why, sizeof why), everyone = 0;
+  int mine = c->cores_shared && cma_reads_every_peer(c, b, why, sizeof why), everyone = 0;
   TALLY_CHECK(agree(c, mine, &everyone));
-  if (!mine)
+  if (c->cores_shared && !mine)
     TLOG_INFO(TALLY_SUBSYS_INIT, "no single-copy alltoall on the host board (process_vm_readv, %s)", why);
   b->cma = everyone;
   return TALLY_SUCCESS;

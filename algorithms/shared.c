@@ -15,8 +15,9 @@
  *   alltoall        1: copy this round's piece of each of the p blocks into one half of my area
  *                   2: copy my block's piece out of every rank's area into recvbuf, while the
  *                      next round's phase 1 fills the other halves
- *                   or, where every rank may read the others' memory (comm->board->cma) and the
- *                   blocks are large (TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES), in one round:
+ *                   or, where ranks share cores and every rank may read the others' memory
+ *                   (comm->board->cma) and the blocks are large (TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES),
+ *                   in one round:
  *                   1: post my sendbuf's address (in place: a copy's) on the board
  *                   2: read my block of every rank's sendbuf with process_vm_readv
  *

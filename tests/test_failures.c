@@ -186,8 +186,8 @@ ON_SHARED(timeout_names_the_wait, {
 })
 
 /* The same failures on the host board's alltoall (shared.c), through the areas (blocks of 4 KB)
- * and in its single-copy form (blocks of 160 KB, read from the other ranks with process_vm_readv):
- * arg points to the count per block. */
+ * and in its single-copy form (blocks of 160 KB read from the other ranks with process_vm_readv,
+ * the ranks bound to one CPU so that they share it): arg points to the count per block. */
 static int alltoall_of(tally_comm_t comm, int n, size_t count, float **send, float **recv) {
   *send = calloc(count * (size_t)n, sizeof(float));
   *recv = calloc(count * (size_t)n + 1, sizeof(float));
@@ -280,7 +280,11 @@ static void alltoall_failures(size_t count) {
 }
 
 Test(failures, shared_alltoall_through_the_areas) { alltoall_failures(1000); }
-Test(failures, shared_alltoall_single_copy) { alltoall_failures(40000); }
+Test(failures, shared_alltoall_single_copy) {
+  cr_assert_eq(harness_share_one_cpu(1), 0, "cannot bind the test to one CPU");
+  alltoall_failures(40000);
+  harness_share_one_cpu(0);
+}
 
 /* Counts that take different forms on different ranks (the board's slots, the areas, the single
  * copy) under the tuner: every rank still fails with MISMATCH or the report of one. */

@@ -181,11 +181,21 @@ Test(p2p, alltoall_bruck_tcp) {
 }
 /* The host board's alltoall: in one meet through the slots (small inputs; larger ones fall back to
  * pairwise), and the shared-buffer algorithm through the areas in rounds or, for blocks of 128 KiB
- * and more, read straight from the other ranks' buffers. */
+ * and more where ranks share cores, read straight from the other ranks' buffers: the large cases
+ * run once as the machine has it and once with every rank on one CPU. */
+static void run_sharing_one_cpu(const char *algo, int n, harness_body_fn body) {
+  cr_assert_eq(harness_share_one_cpu(1), 0, "cannot bind the test to one CPU");
+  setenv("TALLY_ALGO", algo, 1);
+  int failed = harness_run(n, 240, body, NULL);
+  unsetenv("TALLY_ALGO");
+  harness_share_one_cpu(0);
+  cr_assert_eq(failed, 0, "TALLY_ALGO=%s on %d ranks sharing one CPU", algo, n);
+}
 #define SHARED_ALLTOALL_TEST(n)                                                 \
   Test(p2p, alltoall_shared_##n##_ranks) {                                      \
     run_forced("alltoall:shared", n, 0, p2p_alltoall_cases);                    \
     run_forced("alltoall:shared", n, 0, p2p_alltoall_large_cases);              \
+    run_sharing_one_cpu("alltoall:shared", n, p2p_alltoall_large_cases);        \
   }
 SHARED_ALLTOALL_TEST(2)
 SHARED_ALLTOALL_TEST(3)
