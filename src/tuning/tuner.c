@@ -214,8 +214,9 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
   const struct tally_cost_params *m = flat_link(comm, costs);
   *chunk = largest;
   if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, costs, d->coll, S) : TALLY_COST_NOT_MODELLED;
-  if (algo == TALLY_ALGO_SHARED) { /* can_run: there is a board */
+  if (algo == TALLY_ALGO_SHARED) {
     *chunk = 0;
+    if (!comm->board) return TALLY_COST_NOT_MODELLED; /* tally_comm_predict asks without can_run */
     if (p < 2 || S == 0) return 0.0;
     if (d->coll == TALLY_COLL_ALLTOALL && tally_shared_alltoall_single_copy(comm, d))
       return tally_cost_shared_alltoall_single_copy(m, p, S);
