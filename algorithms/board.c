@@ -247,7 +247,7 @@ tally_result_t tally_board_read_peer(struct tally_comm *c, int peer, void *local
         return TALLY_ERROR(TALLY_ERR_REMOTE, "%s exited or was killed during an alltoall on the host board", who);
       return TALLY_ERROR(TALLY_ERR_SYSTEM,
                          "reading %zu bytes of %s's buffer at 0x%llx with process_vm_readv failed (%s), although it "
-                         "worked when the communicator was made; TALLY_ALGO=alltoall:pairwise avoids it",
+                         "worked when the communicator was made; TALLY_ALGO=alltoall:^shared avoids it",
                          bytes - done, who, (unsigned long long)(address + done), err ? strerror(err) : "nothing read");
     }
     done += (size_t)got;

@@ -31,15 +31,14 @@
  * Memory traffic per rank, S the vector (allreduce): S copied in, S read and S/p written to
  * reduce, S copied out: 3S read and about 2S written, however many ranks; the ring moves
  * 2(p-1)/p S through FIFOs, each byte copied in by one rank and out by another. An alltoall
- * through the areas copies S in and S out with 2 meets a round where pairwise exchange posts p-1
+ * through the areas copies S in and S out with one meet a round where pairwise exchange posts p-1
  * messages; the single-copy form moves each byte once, with 2 meets in all. */
 #include "shared.h"
 
 #include <string.h>
 
-#include "core/bytes.h"
-
 #include "board.h"
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/reduce.h"
 
@@ -129,7 +128,7 @@ static tally_result_t shared_broadcast(struct tally_comm *c, const struct tally_
 static size_t shared_alltoall_half(const struct board_page *page) { return page->big_bytes / 2 / 64 * 64; }
 
 /* count is each block; sendbuf and recvbuf hold p blocks. Each round reads the same piece of every
- * block of sendbuf before its first meet and writes that piece of recvbuf after it, so in place works. */
+ * block of sendbuf before its meet and writes that piece of recvbuf after it, so in place works. */
 static tally_result_t shared_alltoall_areas(struct tally_comm *c, const struct tally_coll_desc *d) {
   struct tally_board *board = c->board;
   struct board_page *page = board->page;
