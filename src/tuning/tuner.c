@@ -262,7 +262,8 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
   /* where nothing TALLY_ALGO allows can run: the first implemented one that can (the ring, or for
    * alltoall, gather and scatter their direct form; never the board's, which only some sizes suit) */
   out->algo = TALLY_ALGO_RING;
-  unsigned fallbacks = implemented(desc->coll) & ~(TALLY_ALGO_BIT(TALLY_ALGO_BOARD) | TALLY_ALGO_BIT(TALLY_ALGO_SHARED));
+  unsigned fallbacks =
+      implemented(desc->coll) & ~(TALLY_ALGO_BIT(TALLY_ALGO_BOARD) | TALLY_ALGO_BIT(TALLY_ALGO_SHARED));
   for (int a = TALLY_NUM_ALGOS - 1; a >= 0; a--)
     if ((fallbacks & TALLY_ALGO_BIT(a)) && can_run(comm, desc, (enum tally_algo_id)a))
       out->algo = (enum tally_algo_id)a;
