@@ -2,7 +2,6 @@
  * calls (timeout), abort from another thread, and the error state that follows each. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,30 +223,6 @@ static int alltoall_peer_never_calls(tally_comm_t comm, int rank, int n, void *a
   return harness_expect(rank, comm, r, TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
 }
 
-static void *abort_soon(void *comm) {
-  usleep(200 * 1000);
-  tally_comm_abort(comm);
-  return NULL;
-}
-
-/* Rank 1 never calls; another thread of rank 0 aborts the communicator while rank 0 waits. */
-static int alltoall_aborted(tally_comm_t comm, int rank, int n, void *arg) {
-  if (rank == 1) {
-    sleep(2);
-    return 0;
-  }
-  pthread_t thread;
-  pthread_create(&thread, NULL, abort_soon, comm);
-  double start = harness_now_s();
-  float *send, *recv;
-  tally_result_t r = alltoall_of(comm, n, *(const size_t *)arg, &send, &recv);
-  double took = harness_now_s() - start;
-  pthread_join(thread, NULL);
-  free(send), free(recv);
-  int bad = harness_expect(rank, comm, r, TALLY_ERR_ABORTED, "abort");
-  return took > 1.2 ? bad + harness_fail(rank, "abort took %.2f s to take effect", took) : bad;
-}
-
 /* 4 ranks run alltoalls until rank 2 kills itself after a few: every survivor returns REMOTE
  * naming it, within seconds. */
 static int alltoall_killed_mid_stream(tally_comm_t comm, int rank, int n, void *arg) {
@@ -270,7 +245,7 @@ static void alltoall_failures(size_t count) {
   cr_assert_eq(harness_run(2, 60, alltoall_mismatched_counts, &count), 0, "count %zu: mismatch", count);
   cr_assert_eq(harness_run(3, 60, alltoall_mismatched_counts, &count), 0, "count %zu: mismatch on 3", count);
   cr_assert_eq(harness_run(2, 60, alltoall_peer_exits, &count), 0, "count %zu: peer exits", count);
-  cr_assert_eq(harness_run(2, 60, alltoall_aborted, &count), 0, "count %zu: abort", count);
+  cr_assert_eq(harness_run(2, 60, threaded_alltoall_abort_from_watchdog, &count), 0, "count %zu: abort", count);
   setenv("TALLY_TIMEOUT", "1", 1);
   cr_assert_eq(harness_run(2, 60, alltoall_peer_never_calls, &count), 0, "count %zu: timeout", count);
   setenv("TALLY_TIMEOUT", "60", 1);
