@@ -17,8 +17,8 @@
  *                      next round's phase 1 fills the other halves
  *                   or, where ranks share cores and every rank may read the others' memory
  *                   (comm->board->cma) and the blocks are large (TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES),
- *                   in one round:
- *                   1: post my sendbuf's address (in place: a copy's) on the board
+ *                   in one round unless a rank runs in place (then through the areas, as above):
+ *                   1: post my sendbuf's address on the board
  *                   2: read my block of every rank's sendbuf with process_vm_readv
  *
  * A meet follows phases 1 and 2 (allreduce: 1 and 2, as its phase 3 only reads the results' area,
@@ -152,35 +152,35 @@ static tally_result_t shared_alltoall_areas(struct tally_comm *c, const struct t
   return TALLY_SUCCESS;
 }
 
-/* One round: every rank posts where its p blocks are, reads its block of every other rank's with
- * process_vm_readv, and meets again so that nobody returns (and reuses its sendbuf) while others
- * still read it. In place, the others read a copy. */
+/* Large blocks where the board allows process_vm_readv: every rank posts where its p blocks are
+ * and whether it runs in place. Where none does, each reads its block of every other rank's
+ * sendbuf with process_vm_readv and meets again, so that nobody returns (and reuses its sendbuf)
+ * while others still read it. Where any rank runs in place (its buffer is overwritten as it is
+ * read: a copy for the others to read would cost more than the areas' second copy), all of them
+ * go through the areas instead; every rank sees every post, so all choose alike. */
 static tally_result_t shared_alltoall_single_copy(struct tally_comm *c, const struct tally_coll_desc *d) {
   int p = c->nranks;
   size_t block = d->count * tally_datatype_size(d->datatype), all = block * (size_t)p;
-  const unsigned char *send = d->sendbuf;
-  unsigned char *out = d->recvbuf;
-  if (d->sendbuf == d->recvbuf) {
-    TALLY_CHECK(tally_comm_buffer(&c->scratch, &c->scratch_bytes, all));
-    memcpy(c->scratch, d->sendbuf, all);
-    send = c->scratch;
-  }
-  unsigned char posted[16];
-  tally_put_u64(posted, (uint64_t)(uintptr_t)send);
+  unsigned char posted[24];
+  tally_put_u64(posted, (uint64_t)(uintptr_t)d->sendbuf);
   tally_put_u64(posted + 8, (uint64_t)all);
+  tally_put_u64(posted + 16, d->sendbuf == d->recvbuf);
   int set;
   TALLY_CHECK(tally_board_meet_posting(c, d, posted, sizeof posted, &set));
-  tally_result_t r = TALLY_SUCCESS;
-  for (int k = 1; k < p && r == TALLY_SUCCESS; k++) {
-    int j = (c->rank + k) % p;
+  for (int j = 0; j < p; j++) {
     const unsigned char *theirs = tally_board_slot(c->board->page, set, j)->data;
     if (tally_get_u64(theirs + 8) != all) /* the meet compared the calls' fingerprints, sizes included */
       return TALLY_ERROR(TALLY_ERR_INTERNAL, "rank %d posted %llu bytes for an alltoall of %zu", j,
                          (unsigned long long)tally_get_u64(theirs + 8), all);
-    r = tally_board_read_peer(c, j, out + (size_t)j * block, tally_get_u64(theirs) + (size_t)c->rank * block, block);
+    if (tally_get_u64(theirs + 16)) return shared_alltoall_areas(c, d);
   }
-  TALLY_CHECK(r);
-  if (d->sendbuf != d->recvbuf) memcpy(out + (size_t)c->rank * block, send + (size_t)c->rank * block, block);
+  unsigned char *out = d->recvbuf;
+  for (int k = 1; k < p; k++) {
+    int j = (c->rank + k) % p;
+    uint64_t theirs = tally_get_u64(tally_board_slot(c->board->page, set, j)->data);
+    TALLY_CHECK(tally_board_read_peer(c, j, out + (size_t)j * block, theirs + (size_t)c->rank * block, block));
+  }
+  memcpy(out + (size_t)c->rank * block, (const unsigned char *)d->sendbuf + (size_t)c->rank * block, block);
   return tally_board_meet(c, d);
 }
 

@@ -140,9 +140,9 @@ double tally_cost_shared_alltoall_single_copy(const struct tally_cost_params *m,
 /* The single-copy alltoall's costs as shares of a local message's: one process_vm_readv of a
  * peer's block (it pins the peer's pages, no handshake: about a posting's cost), and a byte read
  * with it (one copy where a message makes two, but page by page and from another address space,
- * so more than an area's copy). Here (2026-12-05, 8 ranks on 2 cores, load from other builds) the
- * single copy beat the areas' two from 4 MiB a rank (4.7 against 8.3 ms; 16 MiB: 33 against 37),
- * and lost at 256 KiB (420 against 330 us). */
+ * so more than an area's copy). They price the form shared.c runs from
+ * TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES a block against pairwise and Bruck (not calibrated:
+ * estimates that keep the single copy below the areas' two copies, as it measured, shared.h). */
 #define TALLY_COST_SINGLE_COPY_READ_SHARE 0.25
 #define TALLY_COST_SINGLE_COPY_SHARE 0.4
 
