@@ -2,6 +2,7 @@
  * calls (timeout), abort from another thread, and the error state that follows each. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,7 +257,8 @@ static void alltoall_failures(size_t count) {
 
 Test(failures, shared_alltoall_through_the_areas) { alltoall_failures(1000); }
 Test(failures, shared_alltoall_single_copy) {
-  cr_assert_eq(harness_share_one_cpu(1), 0, "cannot bind the test to one CPU");
+  if (harness_share_one_cpu(1) != 0)
+    cr_skip_test("SKIPPED: cannot bind the ranks to one CPU (sched_setaffinity: %s)", strerror(errno));
   alltoall_failures(40000);
   harness_share_one_cpu(0);
 }

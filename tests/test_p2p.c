@@ -5,6 +5,7 @@
  * patterns that name their sender, receiver and message, so a misdelivered byte is caught. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -184,7 +185,8 @@ Test(p2p, alltoall_bruck_tcp) {
  * and more where ranks share cores, read straight from the other ranks' buffers: the large cases
  * run once as the machine has it and once with every rank on one CPU. */
 static void run_sharing_one_cpu(const char *algo, int n, harness_body_fn body) {
-  cr_assert_eq(harness_share_one_cpu(1), 0, "cannot bind the test to one CPU");
+  if (harness_share_one_cpu(1) != 0)
+    cr_skip_test("SKIPPED: cannot bind the ranks to one CPU (sched_setaffinity: %s)", strerror(errno));
   setenv("TALLY_ALGO", algo, 1);
   int failed = harness_run(n, 240, body, NULL);
   unsetenv("TALLY_ALGO");
