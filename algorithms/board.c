@@ -1,11 +1,16 @@
-/* The board algorithm (board.h): setting the board up with the ring's agreement, and one call on it. */
+/* The board algorithm (board.h): setting the board up with the ring's agreement (and the test of
+ * process_vm_readv between its ranks), one call on it, and reading a peer's memory for the
+ * shared-buffer algorithm's single-copy alltoall. */
 #define _GNU_SOURCE
 #include "board.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -26,6 +31,40 @@ static tally_result_t agree(struct tally_comm *c, int mine, int *everyone) {
   return TALLY_SUCCESS;
 }
 
+/* Whether this rank can read each peer's probe value with process_vm_readv (ptrace rules: Yama's
+ * ptrace_scope, containers without SYS_PTRACE, non-dumpable processes); why not, in `why`. */
+static int cma_reads_every_peer(struct tally_comm *c, struct tally_board *b, char *why, size_t whylen) {
+  for (int peer = 0; peer < c->nranks; peer++) {
+    if (peer == c->rank) continue;
+    uint64_t got = 0;
+    struct iovec local = {&got, sizeof got};
+    struct iovec remote = {(void *)(uintptr_t)b->page->cma_probe_address[peer], sizeof got};
+    ssize_t n = process_vm_readv((pid_t)b->page->pid[peer], &local, 1, &remote, 1, 0);
+    if (n != (ssize_t)sizeof got || got != b->page->cma_probe_value[peer]) {
+      snprintf(why, whylen, "reading rank %d: %s", peer,
+               n < 0 ? strerror(errno) : n != (ssize_t)sizeof got ? "short read" : "another process answered");
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* Whether the board's alltoall reads large blocks straight from the other ranks (b->cma, the same
+ * on every rank): where every rank shares its cores with others (comm->cores_shared; as for the
+ * shared-memory transport's single copy, where ranks have cores of their own the second copy
+ * costs no other rank's time and stays in cache) and can read every other rank's memory with
+ * process_vm_readv. Each rank published its probe before the agreement that precedes this and
+ * keeps it until the one that ends it. */
+static tally_result_t cma_everywhere(struct tally_comm *c, struct tally_board *b) {
+  char why[160] = "";
+  int mine = c->cores_shared && cma_reads_every_peer(c, b, why, sizeof why), everyone = 0;
+  TALLY_CHECK(agree(c, mine, &everyone));
+  if (c->cores_shared && !mine)
+    TLOG_INFO(TALLY_SUBSYS_INIT, "no single-copy alltoall on the host board (process_vm_readv, %s)", why);
+  b->cma = everyone;
+  return TALLY_SUCCESS;
+}
+
 tally_result_t tally_board_open(struct tally_comm *c, uint64_t deadline) {
   if (c->nranks < 2 || c->nranks > TALLY_BOARD_MAX_RANKS || c->topo.nhosts != 1)
     return TALLY_SUCCESS; /* the same answer on every rank: the ring carries small collectives */
@@ -37,8 +76,14 @@ tally_result_t tally_board_open(struct tally_comm *c, uint64_t deadline) {
     if (r != TALLY_SUCCESS)
       TLOG_INFO(TALLY_SUBSYS_INIT, "no host board (%s): small collectives use the ring", tally_error_message());
   }
+  if (r == TALLY_SUCCESS) { /* what the others read in cma_everywhere, once every rank has agreed */
+    b->cma_probe = tally_now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x5a5a5a5a5a5a5a5aull;
+    b->page->cma_probe_address[c->rank] = (uint64_t)(uintptr_t)&b->cma_probe;
+    b->page->cma_probe_value[c->rank] = b->cma_probe;
+  }
   int everyone = 0;
   tally_result_t agreed = agree(c, r == TALLY_SUCCESS, &everyone);
+  if (agreed == TALLY_SUCCESS && everyone) agreed = cma_everywhere(c, b);
   if (agreed != TALLY_SUCCESS || !everyone) {
     if (b) tally_board_free(b);
     return agreed;
@@ -47,11 +92,12 @@ tally_result_t tally_board_open(struct tally_comm *c, uint64_t deadline) {
   return TALLY_SUCCESS;
 }
 
-/* A rank's input for `desc`: reduce-scatter's p blocks, the others' vector or block (a broadcast's
- * at its root). The same on every rank: it depends on the call's count and datatype only. */
+/* A rank's input for `desc`: reduce-scatter's and alltoall's p blocks, the others' vector or block
+ * (a broadcast's at its root). The same on every rank: it depends on the call's count and datatype only. */
 static size_t input_bytes(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   size_t bytes = desc->count * tally_datatype_size(desc->datatype);
-  return desc->coll == TALLY_COLL_REDUCE_SCATTER ? bytes * (size_t)comm->nranks : bytes;
+  int blocks = desc->coll == TALLY_COLL_REDUCE_SCATTER || desc->coll == TALLY_COLL_ALLTOALL;
+  return blocks ? bytes * (size_t)comm->nranks : bytes;
 }
 
 /* The bytes a rank puts on the board for `desc`: its input, or nothing (a broadcast's non-root,
@@ -69,7 +115,8 @@ int tally_board_suits(const struct tally_comm *comm, const struct tally_coll_des
     case TALLY_COLL_ALLREDUCE:
     case TALLY_COLL_ALLGATHER:
     case TALLY_COLL_REDUCE_SCATTER:
-    case TALLY_COLL_BROADCAST: return bytes <= TALLY_BOARD_SLOT_BYTES;
+    case TALLY_COLL_BROADCAST:
+    case TALLY_COLL_ALLTOALL: return bytes <= TALLY_BOARD_SLOT_BYTES;
     default: return 0;
   }
 }
@@ -170,6 +217,7 @@ static tally_result_t meet(struct tally_comm *c, const struct tally_coll_desc *d
   if (atomic_fetch_add_explicit(&b->page->arrived[*set].count, 1, memory_order_acq_rel) + 1 == expected)
     tally_board_wake_sleepers(&b->page->arrived[*set]);
   tally_result_t r = wait_for_everyone(c, d, *set, call, expected);
+  if (r == TALLY_SUCCESS) b->areas_read_late = 0; /* every rank has left what it did before this meet */
   for (int peer = 0; r == TALLY_SUCCESS && peer < c->nranks; peer++)
     if (peer != c->rank) r = tally_header_check(tally_board_slot(b->page, *set, peer)->fingerprint, &call_header, peer);
   return r; /* a failure: collectives.c reports it to the others (tally_board_fail) */
@@ -178,6 +226,45 @@ static tally_result_t meet(struct tally_comm *c, const struct tally_coll_desc *d
 tally_result_t tally_board_meet(struct tally_comm *c, const struct tally_coll_desc *d) {
   int set;
   return meet(c, d, NULL, 0, &set);
+}
+
+tally_result_t tally_board_meet_posting(struct tally_comm *c, const struct tally_coll_desc *d, const void *data,
+                                        size_t bytes, int *set) {
+  return meet(c, d, data, bytes, set);
+}
+
+tally_result_t tally_board_read_peer(struct tally_comm *c, int peer, void *local, uint64_t address, size_t bytes) {
+  size_t done = 0;
+  while (done < bytes) {
+    struct iovec to = {(char *)local + done, bytes - done};
+    struct iovec from = {(void *)(uintptr_t)(address + done), bytes - done};
+    ssize_t got = process_vm_readv((pid_t)c->board->page->pid[peer], &to, 1, &from, 1, 0);
+    if (got < 0 && errno == EINTR) continue;
+    int err = got < 0 ? errno : 0;
+    if (got <= 0) {
+      char who[128];
+      TALLY_CHECK(tally_board_reported_failure(c)); /* a rank that failed and left took its buffer back */
+      tally_comm_rank_text(c, peer, who, sizeof who);
+      tally_error_blame(peer);
+      if (err == ESRCH)
+        return TALLY_ERROR(TALLY_ERR_REMOTE, "%s exited or was killed during an alltoall on the host board", who);
+      return TALLY_ERROR(TALLY_ERR_SYSTEM,
+                         "reading %zu bytes of %s's buffer at 0x%llx with process_vm_readv failed (%s), although it "
+                         "worked when the communicator was made; TALLY_ALGO=alltoall:^shared avoids it",
+                         bytes - done, who, (unsigned long long)(address + done), err ? strerror(err) : "nothing read");
+    }
+    done += (size_t)got;
+  }
+  /* what was read is the peer's only if it lived all along (its pid was not reused) */
+  struct pollfd p = {.fd = c->board->pidfd[peer], .events = POLLIN};
+  if (p.fd >= 0 && poll(&p, 1, 0) > 0) {
+    char who[128];
+    TALLY_CHECK(tally_board_reported_failure(c));
+    tally_error_blame(peer);
+    return TALLY_ERROR(TALLY_ERR_REMOTE, "%s exited or was killed during an alltoall on the host board",
+                       tally_comm_rank_text(c, peer, who, sizeof who));
+  }
+  return TALLY_SUCCESS;
 }
 
 /* One meet with the inputs in the slots, then each rank takes its result from them. */
@@ -199,6 +286,11 @@ static tally_result_t board_run(struct tally_comm *c, const struct tally_coll_de
     case TALLY_COLL_ALLGATHER:
       for (int r = 0; r < c->nranks; r++)
         memcpy((unsigned char *)d->recvbuf + (size_t)r * bytes, tally_board_slot(page, set, r)->data, bytes);
+      break;
+    case TALLY_COLL_ALLTOALL: /* block r of rank r's slot is this rank's; the slots hold a copy, so in place works */
+      for (int r = 0; r < c->nranks; r++)
+        memcpy((unsigned char *)d->recvbuf + (size_t)r * bytes,
+               tally_board_slot(page, set, r)->data + (size_t)c->rank * bytes, bytes);
       break;
     case TALLY_COLL_BROADCAST:
       if (d->recvbuf != d->sendbuf || c->rank != d->root)

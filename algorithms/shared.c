@@ -12,20 +12,33 @@
  *                   2: copy every rank's piece out to its block of recvbuf
  *   broadcast       1: the root copies this round's piece into one of two areas
  *                   2: the others copy it out, while the root copies the next piece into the other
+ *   alltoall        1: copy this round's piece of each of the p blocks into one half of my area
+ *                   2: copy my block's piece out of every rank's area into recvbuf, while the
+ *                      next round's phase 1 fills the other halves
+ *                   or, where ranks share cores and every rank may read the others' memory
+ *                   (comm->board->cma) and the blocks are large (TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES),
+ *                   in one round unless a rank runs in place (then through the areas, as above):
+ *                   1: post my sendbuf's address on the board
+ *                   2: read my block of every rank's sendbuf with process_vm_readv
  *
  * A meet follows phases 1 and 2 (allreduce: 1 and 2, as its phase 3 only reads the results' area,
- * which nobody writes before the next round's first meet; broadcast: 1, and once at the end). So
+ * which nobody writes before the next round's first meet; broadcast: 1, and once at the end;
+ * alltoall: 1, its halves taking turns across rounds and calls, so a half is written again only
+ * after the meet of the round in between; the next collective of another kind meets first). So
  * nobody overwrites an area another rank still reads: one round's writes start only after every
  * rank has left the previous round's reads. Each slice is reduced once, in rank order, by one rank, so every rank gets the same bits.
  *
  * Memory traffic per rank, S the vector (allreduce): S copied in, S read and S/p written to
  * reduce, S copied out: 3S read and about 2S written, however many ranks; the ring moves
- * 2(p-1)/p S through FIFOs, each byte copied in by one rank and out by another. */
+ * 2(p-1)/p S through FIFOs, each byte copied in by one rank and out by another. An alltoall
+ * through the areas copies S in and S out with one meet a round where pairwise exchange posts p-1
+ * messages; the single-copy form moves each byte once, with 2 meets in all. */
 #include "shared.h"
 
 #include <string.h>
 
 #include "board.h"
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/reduce.h"
 
@@ -111,12 +124,82 @@ static tally_result_t shared_broadcast(struct tally_comm *c, const struct tally_
   return tally_board_meet(c, d);
 }
 
+/* The half of an area one alltoall round uses (a multiple of 64 bytes). */
+static size_t shared_alltoall_half(const struct board_page *page) { return page->big_bytes / 2 / 64 * 64; }
+
+/* count is each block; sendbuf and recvbuf hold p blocks. Each round reads the same piece of every
+ * block of sendbuf before its meet and writes that piece of recvbuf after it, so in place works. */
+static tally_result_t shared_alltoall_areas(struct tally_comm *c, const struct tally_coll_desc *d) {
+  struct tally_board *board = c->board;
+  struct board_page *page = board->page;
+  int p = c->nranks;
+  size_t size = tally_datatype_size(d->datatype), block = d->count * size, half = shared_alltoall_half(page);
+  size_t per_round = half / (size * (size_t)p); /* elements of each block per round */
+  unsigned char *out = d->recvbuf;
+  const unsigned char *in = d->sendbuf;
+  for (size_t done = 0; done < d->count; done += per_round) {
+    size_t n = d->count - done < per_round ? d->count - done : per_round, piece = n * size;
+    size_t turn = (board->alltoall_rounds++ & 1) * half;
+    unsigned char *mine = tally_board_big(page, c->rank) + turn;
+    for (int j = 0; j < p; j++) memcpy(mine + (size_t)j * piece, in + (size_t)j * block + done * size, piece);
+    TALLY_CHECK(tally_board_meet(c, d));
+    board->areas_read_late = 1;
+    for (int k = 0; k < p; k++) { /* from the next rank on, so that not everyone reads rank 0's area first */
+      int j = (c->rank + k) % p;
+      memcpy(out + (size_t)j * block + done * size, tally_board_big(page, j) + turn + (size_t)c->rank * piece, piece);
+    }
+  }
+  return TALLY_SUCCESS;
+}
+
+/* Large blocks where the board allows process_vm_readv: every rank posts where its p blocks are
+ * and whether it runs in place. Where none does, each reads its block of every other rank's
+ * sendbuf with process_vm_readv and meets again, so that nobody returns (and reuses its sendbuf)
+ * while others still read it. Where any rank runs in place (its buffer is overwritten as it is
+ * read: a copy for the others to read would cost more than the areas' second copy), all of them
+ * go through the areas instead; every rank sees every post, so all choose alike. */
+static tally_result_t shared_alltoall_single_copy(struct tally_comm *c, const struct tally_coll_desc *d) {
+  int p = c->nranks;
+  size_t block = d->count * tally_datatype_size(d->datatype), all = block * (size_t)p;
+  unsigned char posted[24];
+  tally_put_u64(posted, (uint64_t)(uintptr_t)d->sendbuf);
+  tally_put_u64(posted + 8, (uint64_t)all);
+  tally_put_u64(posted + 16, d->sendbuf == d->recvbuf);
+  int set;
+  TALLY_CHECK(tally_board_meet_posting(c, d, posted, sizeof posted, &set));
+  for (int j = 0; j < p; j++) {
+    const unsigned char *theirs = tally_board_slot(c->board->page, set, j)->data;
+    if (tally_get_u64(theirs + 8) != all) /* the meet compared the calls' fingerprints, sizes included */
+      return TALLY_ERROR(TALLY_ERR_INTERNAL, "rank %d posted %llu bytes for an alltoall of %zu", j,
+                         (unsigned long long)tally_get_u64(theirs + 8), all);
+    if (tally_get_u64(theirs + 16)) return shared_alltoall_areas(c, d);
+  }
+  unsigned char *out = d->recvbuf;
+  for (int k = 1; k < p; k++) {
+    int j = (c->rank + k) % p;
+    uint64_t theirs = tally_get_u64(tally_board_slot(c->board->page, set, j)->data);
+    TALLY_CHECK(tally_board_read_peer(c, j, out + (size_t)j * block, theirs + (size_t)c->rank * block, block));
+  }
+  memcpy(out + (size_t)c->rank * block, (const unsigned char *)d->sendbuf + (size_t)c->rank * block, block);
+  return tally_board_meet(c, d);
+}
+
+int tally_shared_alltoall_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  return comm->board && comm->board->cma &&
+         desc->count * tally_datatype_size(desc->datatype) >= TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES;
+}
+
 static tally_result_t shared_run(struct tally_comm *c, const struct tally_coll_desc *d) {
+  if (c->board->areas_read_late && d->coll != TALLY_COLL_ALLTOALL)
+    /* the areas' first writes below must wait until every rank has read the last alltoall round */
+    TALLY_CHECK(tally_board_meet(c, d));
   switch (d->coll) {
     case TALLY_COLL_ALLREDUCE: return shared_allreduce(c, d);
     case TALLY_COLL_REDUCE_SCATTER: return shared_reduce_scatter(c, d);
     case TALLY_COLL_ALLGATHER: return shared_allgather(c, d);
     case TALLY_COLL_BROADCAST: return shared_broadcast(c, d);
+    case TALLY_COLL_ALLTOALL:
+      return tally_shared_alltoall_single_copy(c, d) ? shared_alltoall_single_copy(c, d) : shared_alltoall_areas(c, d);
     default:
       return TALLY_ERROR(TALLY_ERR_UNSUPPORTED, "the shared-buffer algorithm does not run %s",
                          tally_coll_name(d->coll));
@@ -126,8 +209,10 @@ static tally_result_t shared_run(struct tally_comm *c, const struct tally_coll_d
 int tally_shared_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   if (!comm->board) return 0;
   size_t size = tally_datatype_size(desc->datatype);
-  /* reduce-scatter puts a piece of every block in an area: each piece must hold an element */
+  /* reduce-scatter and alltoall put a piece of every block in an area: each piece must hold an element */
   size_t need = desc->coll == TALLY_COLL_REDUCE_SCATTER ? size * (size_t)comm->nranks : size;
+  if (desc->coll == TALLY_COLL_ALLTOALL) /* a round fills half an area */
+    return size * (size_t)comm->nranks <= shared_alltoall_half(comm->board->page);
   return need <= comm->board->page->big_bytes;
 }
 

@@ -1,4 +1,4 @@
-/* The shared-buffer algorithm: allreduce, reduce-scatter, allgather and broadcast for a
+/* The shared-buffer algorithm: allreduce, reduce-scatter, allgather, broadcast and alltoall for a
  * communicator whose ranks all live on one host, through the host board's big areas in rounds
  * separated by board meets (shared.c says how, and what it costs in memory traffic). */
 #ifndef TALLY_SHARED_H
@@ -9,6 +9,19 @@
 /* Whether `desc` can run on this communicator's board (it has one, and an area holds what a
  * round needs). */
 int tally_shared_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc);
+
+/* Alltoall blocks of at least this many bytes are read straight from the other ranks' sendbufs
+ * (process_vm_readv) where the board allows it and no rank runs in place, in place of two copies
+ * through the areas. Here
+ * (2026-12-05, 8 ranks on 2 cores, medians of 3 with other builds running, out of place) the single
+ * copy took 4.7 ms against the areas' 8.3 at 4 MiB a rank (blocks of 512 KiB) and 3.4 against 3.8
+ * at 1 MiB (128 KiB), and lost at 256 KiB (32 KiB blocks: 420 against 330 us); in place, with a
+ * copy of the sendbuf for the others to read, it lost at every size (16 MiB: 130 against 49 ms
+ * under load 14), hence the areas there. */
+#define TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES (128 * 1024)
+
+/* Whether the shared-buffer alltoall `desc` takes the single-copy form (shared.c). */
+int tally_shared_alltoall_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
 extern const struct tally_algorithm tally_shared_algorithm;
 

@@ -4,14 +4,18 @@
 # the anchor taking turns.
 #   sendrecv 2 ranks: 8-byte one-way time, 4 MiB busbw
 #   alltoall 8 ranks: 8 bytes per peer, pairwise against Bruck against the tuner's choice and
-#                     Open MPI; busbw at 64 KiB, 1 MiB and 16 MiB
+#                     Open MPI; busbw at 64 KiB, 1 MiB and 16 MiB (the whole receive buffer), the
+#                     tuner's choice against forced pairwise and Open MPI, and tally / mpi
 #   alltoall and allreduce, 4 ranks over TCP: busbw at 1 MiB and 16 MiB
 #   gather and scatter 8 ranks: direct against binomial
-# usage: bench/p2p_figures.sh [BUILD [REPEAT]]   (run from the repository root after a build)
+# usage: bench/p2p_figures.sh [BUILD [REPEAT [PART]]]   (run from the repository root after a build)
+#   PART: all (default), or alltoall for the 8-rank alltoall rows alone
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 perf=${1:-$root/build}/tally-perf
 repeat=${2:-5}
+part=${3:-all}
+case "$part" in all | alltoall) ;; *) echo "p2p_figures.sh: PART is all or alltoall, not '$part'" >&2; exit 2 ;; esac
 anchor=${ANCHORS:-$root/../shared/anchors}/run.sh
 [ -x "$perf" ] || { echo "p2p_figures.sh: $perf is missing; build first" >&2; exit 2; }
 raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
@@ -19,17 +23,21 @@ median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v
 pick() { awk -v k="$1" -v s="${2:-}" '$1==k && (s=="" || $2==s) {print $NF}' "$raw/$3" | median; }
 
 for _ in $(seq "$repeat"); do
-  "$perf" sendrecv -N 2 -b 8 -e 8 -n 20000 -w 200 | awk '$1==8 {print "tally", $6}' >>"$raw/sr8"
-  "$anchor" mpi 2 8 8 20000 sendrecv 2>/dev/null | awk '$1==8 {print "mpi", $5}' >>"$raw/sr8"
-  "$perf" sendrecv -N 2 -b 4M -e 4M -n 50 -w 5 | awk '$1==4194304 {print "tally", $8}' >>"$raw/sr4m"
-  "$anchor" mpi 2 4194304 4194304 50 sendrecv 2>/dev/null | awk '$1==4194304 {print "mpi", $7}' >>"$raw/sr4m"
   for algo in pairwise bruck auto; do
     TALLY_ALGO=alltoall:$algo "$perf" alltoall -N 8 -b 64 -e 64 -n 200 -w 20 | awk -v a=$algo '$1==64 {print a, $6}' \
       >>"$raw/a2a8"
   done
   "$anchor" mpi 8 64 64 200 alltoall 2>/dev/null | awk '$1==64 {print "mpi", $5}' >>"$raw/a2a8"
-  "$perf" alltoall -N 8 -b 64K -e 16M -f 16 -n 20 -w 3 | awk '$1 ~ /^[0-9]+$/ {print "tally", $1, $8}' >>"$raw/a2a"
-  "$anchor" mpi 8 65536 16777216 20 alltoall 2>/dev/null | awk '$1 ~ /^[0-9]+$/ {print "mpi", $1, $7}' >>"$raw/a2a"
+  for algo in auto pairwise; do
+    TALLY_ALGO=alltoall:$algo "$perf" alltoall -N 8 -b 65536 -e 16777216 -f 16 -n 50 -w 5 |
+      awk -v a=$algo '$1 ~ /^[0-9]+$/ {print a, $1, $8}' >>"$raw/a2a"
+  done
+  "$anchor" mpi 8 65536 16777216 50 alltoall 2>/dev/null | awk '$1 ~ /^[0-9]+$/ {print "mpi", $1, $7}' >>"$raw/a2a"
+  [ "$part" = all ] || continue
+  "$perf" sendrecv -N 2 -b 8 -e 8 -n 20000 -w 200 | awk '$1==8 {print "tally", $6}' >>"$raw/sr8"
+  "$anchor" mpi 2 8 8 20000 sendrecv 2>/dev/null | awk '$1==8 {print "mpi", $5}' >>"$raw/sr8"
+  "$perf" sendrecv -N 2 -b 4M -e 4M -n 50 -w 5 | awk '$1==4194304 {print "tally", $8}' >>"$raw/sr4m"
+  "$anchor" mpi 2 4194304 4194304 50 sendrecv 2>/dev/null | awk '$1==4194304 {print "mpi", $7}' >>"$raw/sr4m"
   for coll in alltoall allreduce; do
     TALLY_TRANSPORT=tcp "$perf" $coll -N 4 -b 1M -e 16M -f 16 -n 10 -w 2 |
       awk -v c=$coll '$1 ~ /^[0-9]+$/ {print c, $1, $8}' >>"$raw/tcp"
@@ -43,13 +51,16 @@ for _ in $(seq "$repeat"); do
 done
 
 echo "# medians of $repeat runs; times in us, busbw in GB/s"
-echo "sendrecv 2 ranks, 8 B one-way: tally $(pick tally '' sr8) mpi $(pick mpi '' sr8)"
-echo "sendrecv 2 ranks, 4 MiB busbw: tally $(pick tally '' sr4m) mpi $(pick mpi '' sr4m)"
 echo "alltoall 8 ranks, 8 B per peer: pairwise $(pick pairwise '' a2a8) bruck $(pick bruck '' a2a8)" \
   "tuner $(pick auto '' a2a8) mpi $(pick mpi '' a2a8)"
 for s in 65536 1048576 16777216; do
-  echo "alltoall 8 ranks, $s B busbw: tally $(pick tally $s a2a) mpi $(pick mpi $s a2a)"
+  tally=$(pick auto $s a2a) mpi=$(pick mpi $s a2a)
+  echo "alltoall 8 ranks, $s B busbw: tally $tally (pairwise $(pick pairwise $s a2a)) mpi $mpi" \
+    "tally/mpi $(awk -v t="$tally" -v m="$mpi" 'BEGIN {printf "%.2f", (m > 0 ? t / m : 0)}')"
 done
+[ "$part" = all ] || exit 0
+echo "sendrecv 2 ranks, 8 B one-way: tally $(pick tally '' sr8) mpi $(pick mpi '' sr8)"
+echo "sendrecv 2 ranks, 4 MiB busbw: tally $(pick tally '' sr4m) mpi $(pick mpi '' sr4m)"
 for s in 1048576 16777216; do
   echo "TCP 4 ranks, $s B busbw: alltoall $(pick alltoall $s tcp) allreduce $(pick allreduce $s tcp)"
 done

@@ -12,7 +12,7 @@
  * by repetition, one algorithm after the other: a noisy spell on this shared machine slows them
  * all alike instead of whichever ran during it.
  *
- * Which algorithms: sweep_algos_for (the reduction collectives' six, alltoall's three, gather's
+ * Which algorithms: sweep_algos_for (the reduction collectives' six, alltoall's five, gather's
  * and scatter's two).
  *
  * The library runs another (the ring, pairwise, direct) instead of a forced algorithm that cannot
@@ -33,7 +33,7 @@
 static const struct sweep_algos tuned_algos = {
     .n = 6, .names = {"ring", "tree", "rhd", "hier", "board", "shared"}, .bandwidth = 0, .latency = (1u << 1) | (1u << 2)};
 static const struct sweep_algos alltoall_algos = {
-    .n = 3, .names = {"pairwise", "bruck", "hier"}, .bandwidth = 0, .latency = 1u << 1};
+    .n = 5, .names = {"pairwise", "bruck", "hier", "board", "shared"}, .bandwidth = 0, .latency = 1u << 1};
 static const struct sweep_algos rooted_algos = {
     .n = 2, .names = {"direct", "binomial"}, .bandwidth = 0, .latency = 1u << 1};
 

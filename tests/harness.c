@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -196,6 +197,20 @@ int harness_run_raw(int nranks, double deadline_s, harness_raw_fn body, void *ar
 int harness_run(int nranks, double deadline_s, harness_body_fn body, void *arg) {
   struct comm_body cb = {body, arg};
   return run_ranks(nranks, deadline_s, run_with_comm, &cb, -1);
+}
+
+int harness_share_one_cpu(int on) {
+  static cpu_set_t saved;
+  static int have_saved;
+  if (!on) return have_saved ? sched_setaffinity(0, sizeof saved, &saved) : 0;
+  if (!have_saved && sched_getaffinity(0, sizeof saved, &saved) != 0) return -1;
+  have_saved = 1;
+  int cpu = sched_getcpu();
+  if (cpu < 0) return -1;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  return sched_setaffinity(0, sizeof one, &one);
 }
 
 int harness_run_on_hosts(int nranks, int ranks_per_host, double deadline_s, harness_body_fn body, void *arg) {

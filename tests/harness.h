@@ -31,6 +31,11 @@ int harness_run_growing(int nranks, int nnew, double deadline_s, harness_body_fn
 /* In a rank of harness_run_growing: sends `id` to every newcomer; 0, or -1 when it could not. */
 int harness_send_id(const tally_unique_id_t *id);
 
+/* With `on`, binds this process, and so the ranks it starts from then on, to the one CPU it runs on,
+ * so that ranks share a core (the library's cores_shared) on any machine; without, restores the
+ * binding it had. 0, or -1 (errno set) when the binding cannot be changed. */
+int harness_share_one_cpu(int on);
+
 /* CLOCK_MONOTONIC in seconds: one clock for every process of the machine. */
 double harness_now_s(void);
 

@@ -85,25 +85,42 @@ int p2p_ring_exchange(tally_comm_t comm, int rank, int n, void *arg) {
   return bad;
 }
 
-/* Block j of rank i's input is message i*n+j from i to j. */
-int p2p_alltoall_cases(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)arg;
+/* alltoall of every datatype for each of `ncounts` counts, in and out of place: block j of rank i's
+ * input is message c from i to j (c the count's index plus `first_msg`). */
+static int alltoall_counts(tally_comm_t comm, int rank, int n, const size_t *counts_used, size_t ncounts,
+                           int first_msg) {
   int bad = 0;
   for (size_t t = 0; t < NTYPES && !bad; t++)
-    for (size_t c = 0; c < NCOUNTS - 1 && !bad; c++)
+    for (size_t i = 0; i < ncounts && !bad; i++)
       for (int in_place = 0; in_place < 2 && !bad; in_place++) {
-        size_t block = counts[c] * tally_datatype_size(all_types[t]);
+        size_t count = counts_used[i], block = count * tally_datatype_size(all_types[t]);
+        int c = first_msg + (int)i;
         unsigned char *send = malloc(block * (size_t)n + 1), *recv = in_place ? send : malloc(block * (size_t)n + 1);
-        for (int j = 0; j < n; j++) p2p_fill(send + (size_t)j * block, block, rank, j, (int)c);
+        for (int j = 0; j < n; j++) p2p_fill(send + (size_t)j * block, block, rank, j, c);
         if (!in_place) memset(recv, 0xee, block * (size_t)n + 1);
-        tally_result_t r = tally_alltoall(send, recv, counts[c], all_types[t], comm, NULL);
+        tally_result_t r = tally_alltoall(send, recv, count, all_types[t], comm, NULL);
         if (r != TALLY_SUCCESS) bad = harness_fail(rank, "alltoall: %s", tally_comm_last_error(comm));
         for (int j = 0; j < n && !bad; j++)
-          bad = p2p_check(rank, "alltoall", recv + (size_t)j * block, block, j, rank, (int)c);
+          bad = p2p_check(rank, "alltoall", recv + (size_t)j * block, block, j, rank, c);
         if (!bad && !in_place && recv[block * (size_t)n] != 0xee) bad = harness_fail(rank, "alltoall overran");
         if (!in_place) free(recv);
         free(send);
       }
+  return bad;
+}
+
+int p2p_alltoall_large_cases(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  /* blocks of 20 KB to 560 KB: several rounds of the board's areas on 8 ranks, one on 2, and the
+   * single-copy form from 128 KiB a block */
+  static const size_t large[] = {20001, 70001};
+  return alltoall_counts(comm, rank, n, large, sizeof large / sizeof large[0], 50);
+}
+
+/* Block j of rank i's input is message i*n+j from i to j. */
+int p2p_alltoall_cases(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  int bad = alltoall_counts(comm, rank, n, counts, NCOUNTS - 1, 0);
   /* alltoallv: rank i sends (i + 2 j) % 5 elements to rank j (zero counts included), packed in
    * reverse rank order with gaps, so displacements matter */
   for (size_t t = 0; t < NTYPES && !bad; t++) {

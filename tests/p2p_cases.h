@@ -21,6 +21,9 @@ int p2p_ring_exchange(tally_comm_t comm, int rank, int n, void *arg);
  * displacements that matter. */
 int p2p_alltoall_cases(tally_comm_t comm, int rank, int n, void *arg);
 
+/* alltoall of every datatype, in and out of place, with blocks of 20 KB to 560 KB (two counts). */
+int p2p_alltoall_large_cases(tally_comm_t comm, int rank, int n, void *arg);
+
 /* gather and scatter from every root, every count, in place at the root and not. */
 int p2p_rooted_cases(tally_comm_t comm, int rank, int n, void *arg);
 

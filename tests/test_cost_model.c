@@ -313,6 +313,16 @@ Test(cost_model, alltoall_gather_and_scatter) {
                TALLY_ALGO_DIRECT);
 }
 
+Test(cost_model, shared_alltoall) {
+  /* Areas of 262144 bytes, rounds of half of one: S = 1e6 takes 8 rounds, a meet (alpha / 2 = 5 us)
+   * each, and S is copied in and out at a quarter of beta (2 x 25 us). */
+  expect_time(tally_cost_shared(&example_link, TALLY_COLL_ALLTOALL, 8, 1000000, 262144), 8 * 5.0 + 50.0,
+              "shared alltoall through the areas");
+  /* Single copy, p = 8, S = 8e6: two meets, 7 reads at alpha / 4, 7/8 of S at 0.4 beta. */
+  expect_time(tally_cost_shared_alltoall_single_copy(&example_link, 8, 8000000), 10.0 + 17.5 + 280.0,
+              "single-copy shared alltoall");
+}
+
 Test(cost_model, predict_covers_each_modelled_pair_and_only_those) {
   expect_time(tally_cost_predict(TALLY_ALGO_RING, TALLY_COLL_BROADCAST, 8, 8000000, &example_link, 1000000), 14 * 110.0,
               "predict ring broadcast");

@@ -2,6 +2,7 @@
  * calls (timeout), abort from another thread, and the error state that follows each. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,6 +184,103 @@ ON_SHARED(timeout_names_the_wait, {
   cr_assert_eq(harness_run(2, 60, peer_never_calls, NULL), 0);
   unsetenv("TALLY_TIMEOUT");
 })
+
+/* The same failures on the host board's alltoall (shared.c), through the areas (blocks of 4 KB)
+ * and in its single-copy form (blocks of 160 KB read from the other ranks with process_vm_readv,
+ * the ranks bound to one CPU so that they share it): arg points to the count per block. */
+static int alltoall_of(tally_comm_t comm, int n, size_t count, float **send, float **recv) {
+  *send = calloc(count * (size_t)n, sizeof(float));
+  *recv = calloc(count * (size_t)n + 1, sizeof(float));
+  return *send && *recv ? tally_alltoall(*send, *recv, count, TALLY_FLOAT32, comm, NULL) : TALLY_ERR_SYSTEM;
+}
+
+/* Rank 1 calls with one element a block less: both get MISMATCH, and rank 0 no byte past its blocks. */
+static int alltoall_mismatched_counts(tally_comm_t comm, int rank, int n, void *arg) {
+  size_t count = *(const size_t *)arg - (rank == 1);
+  float *send, *recv;
+  tally_result_t r = alltoall_of(comm, n, count, &send, &recv);
+  int bad = harness_expect(rank, comm, r, TALLY_ERR_MISMATCH, rank == 1 ? "rank 0" : "rank 1");
+  if (recv[count * (size_t)n] != 0) bad += harness_fail(rank, "the failed alltoall wrote past its blocks");
+  free(send), free(recv);
+  return bad || expect_error_state(rank, comm);
+}
+
+static int alltoall_peer_exits(tally_comm_t comm, int rank, int n, void *arg) {
+  if (rank == 1) _exit(0);
+  float *send, *recv;
+  tally_result_t r = alltoall_of(comm, n, *(const size_t *)arg, &send, &recv);
+  free(send), free(recv);
+  return harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "rank 1") || expect_error_state(rank, comm);
+}
+
+static int alltoall_peer_never_calls(tally_comm_t comm, int rank, int n, void *arg) {
+  if (rank == 1) {
+    sleep(3); /* longer than TALLY_TIMEOUT */
+    return 0;
+  }
+  float *send, *recv;
+  tally_result_t r = alltoall_of(comm, n, *(const size_t *)arg, &send, &recv);
+  free(send), free(recv);
+  return harness_expect(rank, comm, r, TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
+}
+
+/* 4 ranks run alltoalls until rank 2 kills itself after a few: every survivor returns REMOTE
+ * naming it, within seconds. */
+static int alltoall_killed_mid_stream(tally_comm_t comm, int rank, int n, void *arg) {
+  size_t count = *(const size_t *)arg;
+  float *send = calloc(count * (size_t)n, sizeof(float)), *recv = calloc(count * (size_t)n, sizeof(float));
+  for (int i = 0;; i++) {
+    if (rank == 2 && i == 5) raise(SIGKILL);
+    double start = harness_now_s();
+    tally_result_t r = tally_alltoall(send, recv, count, TALLY_FLOAT32, comm, NULL);
+    if (r == TALLY_SUCCESS) continue;
+    double took = harness_now_s() - start;
+    free(send), free(recv);
+    int bad = harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "rank 2");
+    return took > 5 ? bad + harness_fail(rank, "noticing the dead rank took %.1f s", took) : bad;
+  }
+}
+
+static void alltoall_failures(size_t count) {
+  setenv("TALLY_ALGO", "alltoall:shared", 1);
+  cr_assert_eq(harness_run(2, 60, alltoall_mismatched_counts, &count), 0, "count %zu: mismatch", count);
+  cr_assert_eq(harness_run(3, 60, alltoall_mismatched_counts, &count), 0, "count %zu: mismatch on 3", count);
+  cr_assert_eq(harness_run(2, 60, alltoall_peer_exits, &count), 0, "count %zu: peer exits", count);
+  cr_assert_eq(harness_run(2, 60, threaded_alltoall_abort_from_watchdog, &count), 0, "count %zu: abort", count);
+  setenv("TALLY_TIMEOUT", "1", 1);
+  cr_assert_eq(harness_run(2, 60, alltoall_peer_never_calls, &count), 0, "count %zu: timeout", count);
+  setenv("TALLY_TIMEOUT", "60", 1);
+  cr_assert_eq(harness_run_killing(4, 60, alltoall_killed_mid_stream, &count, 2), 0, "count %zu: kill", count);
+  unsetenv("TALLY_TIMEOUT");
+  unsetenv("TALLY_ALGO");
+}
+
+Test(failures, shared_alltoall_through_the_areas) { alltoall_failures(1000); }
+Test(failures, shared_alltoall_single_copy) {
+  if (harness_share_one_cpu(1) != 0)
+    cr_skip_test("SKIPPED: cannot bind the ranks to one CPU (sched_setaffinity: %s)", strerror(errno));
+  alltoall_failures(40000);
+  harness_share_one_cpu(0);
+}
+
+/* Counts that take different forms on different ranks (the board's slots, the areas, the single
+ * copy) under the tuner: every rank still fails with MISMATCH or the report of one. */
+static int alltoall_counts_across_forms(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  static const size_t counts[] = {1, 1000, 40000};
+  float *send, *recv;
+  tally_result_t r = alltoall_of(comm, n, counts[rank % 3], &send, &recv);
+  free(send), free(recv);
+  if (r != TALLY_ERR_MISMATCH && r != TALLY_ERR_REMOTE)
+    return harness_fail(rank, "alltoall of another form's count gave %s: %s", tally_result_string(r),
+                        tally_comm_last_error(comm));
+  return 0;
+}
+Test(failures, alltoall_counts_across_forms) {
+  setenv("TALLY_TIMEOUT", "20", 1);
+  cr_assert_eq(harness_run(3, 60, alltoall_counts_across_forms, NULL), 0);
+  unsetenv("TALLY_TIMEOUT");
+}
 
 Test(failures, one_comm_two_threads) { cr_assert_eq(harness_run(2, 60, threaded_one_comm_two_threads, NULL), 0); }
 

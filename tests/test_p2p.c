@@ -5,6 +5,7 @@
  * patterns that name their sender, receiver and message, so a misdelivered byte is caught. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -179,6 +180,89 @@ Test(p2p, alltoall_bruck_tcp) {
   run_forced("alltoall:bruck", 3, 0, p2p_alltoall_cases);
   unsetenv("TALLY_TRANSPORT");
 }
+/* The host board's alltoall: in one meet through the slots (small inputs; larger ones fall back to
+ * pairwise), and the shared-buffer algorithm through the areas in rounds or, for blocks of 128 KiB
+ * and more where ranks share cores, read straight from the other ranks' buffers: the large cases
+ * run once as the machine has it and once with every rank on one CPU. */
+static void run_sharing_one_cpu(const char *algo, int n, harness_body_fn body) {
+  if (harness_share_one_cpu(1) != 0)
+    cr_skip_test("SKIPPED: cannot bind the ranks to one CPU (sched_setaffinity: %s)", strerror(errno));
+  setenv("TALLY_ALGO", algo, 1);
+  int failed = harness_run(n, 240, body, NULL);
+  unsetenv("TALLY_ALGO");
+  harness_share_one_cpu(0);
+  cr_assert_eq(failed, 0, "TALLY_ALGO=%s on %d ranks sharing one CPU", algo, n);
+}
+#define SHARED_ALLTOALL_TEST(n)                                                 \
+  Test(p2p, alltoall_shared_##n##_ranks) {                                      \
+    run_forced("alltoall:shared", n, 0, p2p_alltoall_cases);                    \
+    run_forced("alltoall:shared", n, 0, p2p_alltoall_large_cases);              \
+    run_sharing_one_cpu("alltoall:shared", n, p2p_alltoall_large_cases);        \
+  }
+SHARED_ALLTOALL_TEST(2)
+SHARED_ALLTOALL_TEST(3)
+SHARED_ALLTOALL_TEST(5)
+SHARED_ALLTOALL_TEST(8)
+/* Large blocks where some ranks run in place and others not: the single-copy form gives way to
+ * the areas on every rank at once (shared.c); every block checked. */
+static int alltoall_some_in_place(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  const size_t count = 40001, block = count * sizeof(float); /* 160 KB: past the single copy's threshold */
+  int in_place = rank % 2, bad = 0;
+  unsigned char *send = malloc(block * (size_t)n), *recv = in_place ? send : malloc(block * (size_t)n);
+  for (int call = 0; call < 3 && !bad; call++) {
+    for (int j = 0; j < n; j++) p2p_fill(send + (size_t)j * block, block, rank, j, 60 + call);
+    if (tally_alltoall(send, recv, count, TALLY_FLOAT32, comm, NULL) != TALLY_SUCCESS)
+      bad = harness_fail(rank, "alltoall: %s", tally_comm_last_error(comm));
+    for (int j = 0; j < n && !bad; j++) bad = p2p_check(rank, "alltoall", recv + (size_t)j * block, block, j, rank, 60 + call);
+  }
+  if (!in_place) free(recv);
+  free(send);
+  return bad;
+}
+Test(p2p, alltoall_shared_some_in_place) {
+  run_sharing_one_cpu("alltoall:shared", 3, alltoall_some_in_place);
+  run_sharing_one_cpu("alltoall:shared", 4, alltoall_some_in_place);
+}
+
+Test(p2p, alltoall_board) {
+  run_forced("alltoall:board", 2, 0, p2p_alltoall_cases);
+  run_forced("alltoall:board", 8, 0, p2p_alltoall_cases);
+}
+/* Alltoall rounds through the areas end without a meet (their halves take turns); the next
+ * shared-buffer collective of another kind, which writes the areas at once, must first wait until
+ * every rank has read the last round. Alltoalls and allgathers alternate, each checked. */
+static int alltoall_then_allgather(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  enum { COUNT = 1000, CALLS = 40 };
+  int32_t *send = malloc(sizeof(int32_t) * COUNT * (size_t)n), *recv = malloc(sizeof(int32_t) * COUNT * (size_t)n);
+  int bad = 0;
+  for (int call = 0; call < CALLS && !bad; call++) {
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < COUNT; i++) send[j * COUNT + i] = call * 1000000 + rank * 1000 + j;
+    tally_result_t r = tally_alltoall(send, recv, COUNT, TALLY_INT32, comm, NULL);
+    for (int j = 0; j < n && r == TALLY_SUCCESS && !bad; j++)
+      for (int i = 0; i < COUNT && !bad; i++)
+        if (recv[j * COUNT + i] != call * 1000000 + j * 1000 + rank)
+          bad = harness_fail(rank, "alltoall %d: element %d of block %d is %d", call, i, j, recv[j * COUNT + i]);
+    for (int i = 0; i < COUNT && r == TALLY_SUCCESS; i++) send[i] = -(call * 1000 + rank);
+    if (r == TALLY_SUCCESS) r = tally_allgather(send, recv, COUNT, TALLY_INT32, comm, NULL);
+    for (int j = 0; j < n && r == TALLY_SUCCESS && !bad; j++)
+      for (int i = 0; i < COUNT && !bad; i++)
+        if (recv[j * COUNT + i] != -(call * 1000 + j))
+          bad = harness_fail(rank, "allgather %d: element %d of block %d is %d", call, i, j, recv[j * COUNT + i]);
+    if (r != TALLY_SUCCESS) bad = harness_fail(rank, "call %d: %s", call, tally_comm_last_error(comm));
+  }
+  free(send), free(recv);
+  return bad;
+}
+Test(p2p, shared_alltoall_then_allgather) {
+  run_forced("alltoall:shared;allgather:shared;ring", 8, 0, alltoall_then_allgather);
+  run_forced("alltoall:shared;allgather:shared;ring", 3, 0, alltoall_then_allgather);
+}
+
+/* The tuner's own choice among them on sizes that take each form. */
+Test(p2p, alltoall_large_by_the_tuner) { run_forced("alltoall:auto", 5, 0, p2p_alltoall_large_cases); }
 Test(p2p, alltoall_hier_on_hosts) {
   run_forced("alltoall:hier", 6, 2, p2p_alltoall_cases);
   run_forced("alltoall:hier", 6, 3, p2p_alltoall_cases);
@@ -351,9 +435,9 @@ static int mismatched_block_collectives(tally_comm_t comm, int rank, int n, void
   return bad;
 }
 Test(p2p, mismatched_alltoall) {
-  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck", "alltoall:auto"};
+  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck", "alltoall:auto", "alltoall:shared", "alltoall:board"};
   setenv("TALLY_TIMEOUT", "20", 1);
-  for (int a = 0; a < 3; a++) {
+  for (int a = 0; a < 5; a++) {
     setenv("TALLY_ALGO", algos[a], 1);
     cr_assert_eq(harness_run(4, 60, mismatched_block_collectives, NULL), 0, "%s", algos[a]);
   }
@@ -375,8 +459,8 @@ static int peer_dies_before_alltoall(tally_comm_t comm, int rank, int n, void *a
 }
 Test(p2p, dead_peer_alltoall) {
   setenv("TALLY_TIMEOUT", "10", 1);
-  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck"};
-  for (int a = 0; a < 2; a++) {
+  const char *algos[] = {"alltoall:pairwise", "alltoall:bruck", "alltoall:shared", "alltoall:board"};
+  for (int a = 0; a < 4; a++) {
     setenv("TALLY_ALGO", algos[a], 1);
     cr_assert_eq(harness_run_killing(4, 60, peer_dies_before_alltoall, NULL, 2), 0, "%s", algos[a]);
   }

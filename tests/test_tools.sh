@@ -124,12 +124,13 @@ rm -f "$json"
 check "tally-perf --sweep under tally-run" 0 "$bin/tally-run" -n 4 "$bin/tally-perf" broadcast --sweep -b 64 -e 128 -n 2 -w 1 --repeat 1 -r 1
 expect_text "sweep skips what the library refuses" "^# Not run: rhd, hier: TALLY_ALGO leaves broadcast only algorithms"
 expect_text "sweep broadcast rows" "^ +128 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +(ring|tree|board|shared) +(ring|tree|board|shared) "
-# Alltoall's algorithms are pairwise, bruck and hier (hier needs two hosts: '-' on one); gather's
-# and scatter's direct and binomial.
+# Alltoall's algorithms are pairwise, bruck, hier, board and shared (hier needs two hosts: '-' on
+# one; the board takes inputs of up to 16 KiB a rank: '-' at 64 KiB); gather's and scatter's direct
+# and binomial.
 json=$(mktemp)
 check "tally-perf alltoall --sweep -N 3" 0 "$bin/tally-perf" alltoall --sweep -N 3 -b 64 -e 64K -f 1024 -n 2 -w 1 --repeat 2 -J "$json"
-expect_text "alltoall sweep columns" "size \\(B\\) +pairwise +bruck +hier +best +choice +predicted +measured +choice/best"
-expect_text "alltoall sweep row at 64 KiB" "^ +65532 +[0-9.]+ +[0-9.]+ +- +(pairwise|bruck) +(pairwise|bruck) "
+expect_text "alltoall sweep columns" "size \\(B\\) +pairwise +bruck +hier +board +shared +best +choice +predicted +measured +choice/best"
+expect_text "alltoall sweep row at 64 KiB" "^ +65532 +[0-9.]+ +[0-9.]+ +- +- +[0-9.]+ +(pairwise|bruck|shared) +(pairwise|bruck|shared) "
 expect_text "alltoall sweep model table" "^ +65532 +bruck +([0-9.]+|-) +[0-9.]+ +([0-9.]+|-)$"
 expect_text "alltoall sweep smallest summary" "^# Smallest size \\([0-9]+ B\\), bruck over pairwise: .* = [0-9.]+$"
 expect_text "alltoall sweep largest summary" "^# Largest size \\(65532 B\\), pairwise over the best other: .* = [0-9.]+$"
@@ -138,7 +139,7 @@ grep -q '"collective": "alltoall"' "$json" && grep -q '"hier": null' "$json" && 
   { echo "FAIL alltoall sweep -J: $(cat "$json")"; fail=1; }
 rm -f "$json"
 check "tally-perf alltoall --sweep, two hosts" 0 "$bin/tally-run" -n 4 sh -c 'TALLY_HOSTID=h$((TALLY_RANK / 2)) exec "$0" alltoall --sweep -b 64 -e 64 -n 2 -w 1 --repeat 1' "$bin/tally-perf"
-expect_text "alltoall sweep runs hier across hosts" "^ +64 +[0-9.]+ +[0-9.]+ +[0-9.]+ +(pairwise|bruck|hier) +(pairwise|bruck|hier) "
+expect_text "alltoall sweep runs hier across hosts" "^ +64 +[0-9.]+ +[0-9.]+ +[0-9.]+ +- +- +(pairwise|bruck|hier) +(pairwise|bruck|hier) "
 for coll in gather scatter; do
   check "tally-perf $coll --sweep -N 3" 0 "$bin/tally-perf" $coll --sweep -N 3 -r 2 -b 1K -e 1M -f 1024 -n 2 -w 1 --repeat 1
   expect_text "$coll sweep columns" "size \\(B\\) +direct +binomial +best +choice"

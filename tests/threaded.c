@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -46,6 +47,25 @@ static void *allreduce_in_thread(void *p) {
   struct busy_arg *a = p;
   a->result = tally_allreduce(&a->value, &a->value, 1, TALLY_FLOAT32, TALLY_SUM, a->comm, NULL);
   return NULL;
+}
+
+int threaded_alltoall_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg) {
+  if (rank == 1) {
+    sleep(2); /* never joins the alltoall */
+    return 0;
+  }
+  size_t count = arg ? *(const size_t *)arg : 1000;
+  float *send = calloc(count * (size_t)n, sizeof(float)), *recv = calloc(count * (size_t)n, sizeof(float));
+  if (!send || !recv) return harness_fail(rank, "out of memory for an alltoall of %zu elements a block", count);
+  pthread_t thread;
+  pthread_create(&thread, NULL, abort_later, comm);
+  double start = harness_now_s();
+  tally_result_t r = tally_alltoall(send, recv, count, TALLY_FLOAT32, comm, NULL);
+  double took = harness_now_s() - start;
+  pthread_join(thread, NULL);
+  free(send), free(recv);
+  int bad = harness_expect(rank, comm, r, TALLY_ERR_ABORTED, "abort");
+  return took > 1.2 ? bad + harness_fail(rank, "abort took %.2f s to take effect", took) : bad;
 }
 
 int threaded_one_comm_two_threads(tally_comm_t comm, int rank, int n, void *arg) {

@@ -9,6 +9,10 @@
  * promptly, and the communicator then refuses collectives. */
 int threaded_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg);
 
+/* The same in an alltoall of `*(size_t *)arg` elements a block (NULL: 1000), which rank 1 never
+ * joins: on one host the board's (slots, areas or single copy, by size) or pairwise exchange. */
+int threaded_alltoall_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg);
+
 /* One communicator used from two threads at once: the second call and a destroy during the first
  * are refused with a message, and the first completes correctly. */
 int threaded_one_comm_two_threads(tally_comm_t comm, int rank, int n, void *arg);

@@ -4,7 +4,8 @@
  * and fails the ranks waiting there, and ranks waiting on the ring check the board for failures
  * and strays. Layout, created by rank 0 and unlinked once every rank has mapped it:
  *
- *   page header   magic, communicator id, ranks, slot size, each rank's pid, `failed`
+ *   page header   magic, communicator id, ranks, slot size, each rank's pid, `failed`, and where
+ *                 each rank keeps the value the others read with process_vm_readv to test it
  *   arrived[2]    arrival counters, one per set of slots, each on its own cache line (futex words)
  *   slots[2][n]   per rank: the call it has arrived at, the call's fingerprint, its input
  *   big[n + 1]    the shared-buffer algorithm's areas (algorithms/shared.h): one per rank, then
@@ -41,6 +42,8 @@ struct board_page {
   uint64_t comm_id;
   uint32_t nranks, slot_bytes, big_bytes;
   int32_t pid[TALLY_BOARD_MAX_RANKS];
+  uint64_t cma_probe_address[TALLY_BOARD_MAX_RANKS]; /* tally_board_open's test of process_vm_readv */
+  uint64_t cma_probe_value[TALLY_BOARD_MAX_RANKS];
   _Atomic uint64_t failed; /* 0, or the first failure reported: code, 1 + reporter, 1 + culprit */
   _Atomic uint64_t magic;  /* BOARD_MAGIC once the fields above are written */
   struct board_arrivals arrived[2]; /* each on its own cache line */
@@ -54,6 +57,10 @@ struct tally_board {
   int linked; /* rank 0: the name still exists */
   int pidfd[TALLY_BOARD_MAX_RANKS];
   uint32_t calls;
+  uint32_t alltoall_rounds; /* rounds of the shared alltoall so far: round k uses half k % 2 of each area */
+  int areas_read_late;      /* other ranks may still read the last alltoall round (no meet since it) */
+  uint64_t cma_probe; /* the value the other ranks read from this process while the board opens */
+  int cma; /* every rank shares cores and may read every other's memory with process_vm_readv (the same on all) */
 };
 
 static inline struct board_slot *tally_board_slot(struct board_page *page, int set, int rank) {

@@ -195,8 +195,18 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
     case TALLY_COLL_REDUCE_SCATTER: return meets + S * copy + reduce;
     case TALLY_COLL_ALLGATHER: return meets + (S / p + S) * copy;
     case TALLY_COLL_BROADCAST: return meets / 2 + meet + (S + (double)(bytes < area_bytes ? bytes : area_bytes)) * copy;
+    case TALLY_COLL_ALLTOALL: { /* rounds of half an area, one meet each */
+      size_t half = area_bytes / 2;
+      return (double)((bytes + half - 1) / half) * meet + 2 * S * copy;
+    }
     default: return TALLY_COST_NOT_MODELLED;
   }
+}
+
+double tally_cost_shared_alltoall_single_copy(const struct tally_cost_params *m, int p, size_t bytes) {
+  double meets = 2 * TALLY_COST_MEET_SHARE * m->alpha_us;
+  double reads = (p - 1) * TALLY_COST_SINGLE_COPY_READ_SHARE * m->alpha_us;
+  return meets + reads + (double)(p - 1) / p * (double)bytes * TALLY_COST_SINGLE_COPY_SHARE * m->beta_us_per_byte;
 }
 
 static double predict_ring(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m, size_t c) {

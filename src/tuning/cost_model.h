@@ -71,7 +71,12 @@
  *   allgather       2 R a + (S/p + S) c                        R = ceil(S/p / A)
  *   broadcast       (R + 1) a + S c + min(S, A) c              R = ceil(S / A); the root copies a round in
  *                                                              while the others copy the last one out
- * with c = TALLY_COST_SHARED_COPY_SHARE x beta.
+ *   alltoall        R a + 2 S c                                R = ceil(S / (A/2)); S is the sendbuf, a
+ *                                                              round fills half an area
+ * with c = TALLY_COST_SHARED_COPY_SHARE x beta. Its single-copy form (blocks of at least
+ * TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES where the ranks may read each other's memory):
+ *   alltoall        2 a + (p-1) r + (p-1)/p S x               r = TALLY_COST_SINGLE_COPY_READ_SHARE x alpha,
+ *                                                              x = TALLY_COST_SINGLE_COPY_SHARE x beta
  *
  * Not modelled by tally_cost_predict: hier, board and shared (their cost depends on the hosts and
  * their ranks, or the board's areas, which the tuner knows; it prices hier and shared itself),
@@ -122,6 +127,7 @@ double tally_cost_binomial_gather(const struct tally_cost_params *m, int p, size
 /* The shared-buffer algorithm's formulas above; `area_bytes` is A. */
 double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll, int p, size_t bytes,
                          size_t area_bytes);
+double tally_cost_shared_alltoall_single_copy(const struct tally_cost_params *m, int p, size_t bytes);
 
 /* The share of a local message's beta that one copy of a byte into or out of a shared area costs.
  * A message through the FIFO is two copies plus the FIFO's per-slot handshakes, so less than half.
@@ -130,6 +136,15 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
  * 0.25 chooses shared allgather and reduce-scatter from 64 KiB to 16 MiB, within 10% of the
  * fastest but at 256 KiB (1.21) and 1 MiB allgather (0.73: faster than every forced run). */
 #define TALLY_COST_SHARED_COPY_SHARE 0.25
+
+/* The single-copy alltoall's costs as shares of a local message's: one process_vm_readv of a
+ * peer's block (it pins the peer's pages, no handshake: about a posting's cost), and a byte read
+ * with it (one copy where a message makes two, but page by page and from another address space,
+ * so more than an area's copy). They price the form shared.c runs from
+ * TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES a block against pairwise and Bruck (not calibrated:
+ * estimates that keep the single copy below the areas' two copies, as it measured, shared.h). */
+#define TALLY_COST_SINGLE_COPY_READ_SHARE 0.25
+#define TALLY_COST_SINGLE_COPY_SHARE 0.4
 
 /* The share of a local message's alpha that a board meet costs: one atomic count and one futex
  * wake for all ranks at once, where a message has its FIFO's handshake and its own wake-up. Here

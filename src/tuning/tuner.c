@@ -2,11 +2,12 @@
  * are implemented for the collective and that can run on this communicator (their connections
  * exist, the rank count suits them), asks the cost model (cost_model.h) for each one's time with
  * the communicator's measured link parameters (comm->link_cost, calibrate.h), and runs the fastest.
- *   - board: small allreduces, allgathers, reduce-scatters, broadcasts and barriers on a single
+ *   - board: small allreduces, allgathers, reduce-scatters, broadcasts, alltoalls and barriers on a single
  *            host run on the shared-memory board first whenever it suits them (one round; the
  *            model does not cover it);
  *   - shared: on a single host with a board, priced with the area's size as its round
- *            (cost_model.h) against the local link's ring, tree and halving-doubling;
+ *            (cost_model.h) against the local link's ring, tree and halving-doubling (alltoall:
+ *            against pairwise and Bruck, in the form shared.c will run, areas or single copy);
  *   - flat algorithms (ring, tree) are costed on the slowest link they cross: the network's
  *     parameters when the job spans several hosts, else the local ones;
  *   - rhd round by round where hosts of equal power-of-two size run consecutive ranks: the near
@@ -49,7 +50,8 @@ static unsigned implemented(enum tally_coll coll) {
     case TALLY_COLL_BROADCAST: return ring | tree | board | shared;
     case TALLY_COLL_REDUCE: return ring | tree;
     case TALLY_COLL_BARRIER: return ring | board;
-    case TALLY_COLL_ALLTOALL: return TALLY_ALGO_BIT(TALLY_ALGO_PAIRWISE) | TALLY_ALGO_BIT(TALLY_ALGO_BRUCK) | hier;
+    case TALLY_COLL_ALLTOALL:
+      return TALLY_ALGO_BIT(TALLY_ALGO_PAIRWISE) | TALLY_ALGO_BIT(TALLY_ALGO_BRUCK) | hier | board | shared;
     case TALLY_COLL_GATHER:
     case TALLY_COLL_SCATTER: return TALLY_ALGO_BIT(TALLY_ALGO_DIRECT) | TALLY_ALGO_BIT(TALLY_ALGO_BINOMIAL);
     default: return ring;
@@ -212,9 +214,13 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
   const struct tally_cost_params *m = flat_link(comm, costs);
   *chunk = largest;
   if (algo == TALLY_ALGO_HIER) return comm->local.size ? predict_hier(comm, costs, d->coll, S) : TALLY_COST_NOT_MODELLED;
-  if (algo == TALLY_ALGO_SHARED) { /* can_run: there is a board */
+  if (algo == TALLY_ALGO_SHARED) {
     *chunk = 0;
-    return p > 1 && S > 0 ? tally_cost_shared(m, d->coll, p, S, comm->board->page->big_bytes) : 0.0;
+    if (!comm->board) return TALLY_COST_NOT_MODELLED; /* tally_comm_predict asks without can_run */
+    if (p < 2 || S == 0) return 0.0;
+    if (d->coll == TALLY_COLL_ALLTOALL && tally_shared_alltoall_single_copy(comm, d))
+      return tally_cost_shared_alltoall_single_copy(m, p, S);
+    return tally_cost_shared(m, d->coll, p, S, comm->board->page->big_bytes);
   }
   if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
     /* the ring gathers small inputs and reduces locally (ring.c): p-1 steps of S, p-1 reductions */
@@ -257,10 +263,12 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
   for (int a = 0; a < TALLY_NUM_ALGOS; a++)
     if (priced & TALLY_ALGO_BIT(a)) out->predicted_us[a] = predict(comm, desc, (enum tally_algo_id)a, &chunk[a]);
   /* where nothing TALLY_ALGO allows can run: the first implemented one that can (the ring, or for
-   * alltoall, gather and scatter their direct form) */
+   * alltoall, gather and scatter their direct form; never the board's, which only some sizes suit) */
   out->algo = TALLY_ALGO_RING;
+  unsigned fallbacks =
+      implemented(desc->coll) & ~(TALLY_ALGO_BIT(TALLY_ALGO_BOARD) | TALLY_ALGO_BIT(TALLY_ALGO_SHARED));
   for (int a = TALLY_NUM_ALGOS - 1; a >= 0; a--)
-    if ((implemented(desc->coll) & TALLY_ALGO_BIT(a)) && can_run(comm, desc, (enum tally_algo_id)a))
+    if ((fallbacks & TALLY_ALGO_BIT(a)) && can_run(comm, desc, (enum tally_algo_id)a))
       out->algo = (enum tally_algo_id)a;
   out->why = "the only one that can run it here";
   out->chunk_bytes = 0;
