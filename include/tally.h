@@ -262,8 +262,8 @@ TALLY_API tally_result_t tally_comm_stats(tally_comm_t comm, tally_stats_t *stat
  * "reduce", "barrier", "alltoall", "gather" or "scatter"; `count` and `datatype` are the
  * collective's own arguments (alltoall: per peer; gather, scatter: per rank).
  * tally_comm_tuner_choice: the algorithm the tuner would run for that call ("ring", "tree", "rhd",
- * "hier", "board"; for alltoall "pairwise", "bruck" or "hier"; for gather and scatter "direct" or
- * "binomial"; a static string) and the cost model's predicted time for it in microseconds
+ * "hier", "board", "shared"; for alltoall "pairwise", "bruck", "hier", "board" or "shared"; for
+ * gather and scatter "direct" or "binomial"; a static string) and the cost model's predicted time for it in microseconds
  * (-1 where the model does not cover it). Either output may be NULL.
  * tally_comm_predict: the cost model's predicted time of `algorithm` (a name as above) for that
  * call, whether or not the tuner or TALLY_ALGO would let it run; -1 where the model does not

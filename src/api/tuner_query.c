@@ -1,5 +1,6 @@
 /* The public questions to the tuner (tally_comm_tuner_choice, tally_comm_predict): argument checks,
  * then the same decision and prediction the collectives use (algorithms/algorithm.h). */
+#include <stdio.h>
 #include <string.h>
 
 #include "comm/comm.h"
@@ -48,8 +49,10 @@ tally_result_t tally_comm_predict(tally_comm_t comm, const char *collective, con
       *predicted_us = tally_tuner_predict(comm, &d, (enum tally_algo_id)a);
       return TALLY_SUCCESS;
     }
-  return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                     "tally_comm_predict: algorithm '%s' is not one of ring, tree, rhd, hier, board, pairwise, bruck, "
-                     "direct, binomial",
-                     algorithm ? algorithm : "(null)");
+  char names[256] = "";
+  for (int a = 0; a < TALLY_NUM_ALGOS; a++)
+    snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", a ? ", " : "",
+             tally_algo_name((enum tally_algo_id)a));
+  return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_predict: algorithm '%s' is not one of %s",
+                     algorithm ? algorithm : "(null)", names);
 }
