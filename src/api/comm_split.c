@@ -126,7 +126,8 @@ static tally_result_t test_stall_after_allgathers(const struct tally_comm *paren
   struct pollfd ready = {.fd = child->abort_fd, .events = POLLIN};
   int aborted = poll(&ready, 1, (int)(parent->cfg.timeout_s * 1000)) > 0;
   return TALLY_ERROR(aborted ? TALLY_ERR_ABORTED : TALLY_ERR_TIMEOUT,
-                     "TALLY_TEST_STALL_SPLIT: this rank stalled after the parent's allgathers (a test)");
+                     "TALLY_TEST_STALL_SPLIT: this rank stalled after the parent's allgathers (a test) until %s",
+                     aborted ? "it was aborted (tally_comm_abort)" : "TALLY_TIMEOUT");
 }
 
 static tally_result_t split(const char *fn, tally_comm_t parent, int color, int key, tally_comm_t *newcomm) {
