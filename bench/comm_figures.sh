@@ -21,22 +21,22 @@ for ((i = 1; i <= rounds; i++)); do
   "$bench" shrink "$kills" >>"$out/shrink.txt"
 done
 "$bench" loop "${LOOP:-1000}" >"$out/loop.txt"
-# Every "LABEL  VALUE ms" line (the label is comm-bench's 44-column field) gathered per label.
+# Every "LABEL  VALUE ms" line gathered per label.
 /usr/bin/python3 - "$out" "$rounds" <<'EOF'
 import re, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 rows = {}
 for name in ("split", "shrink"):
     for line in open("%s/%s.txt" % (out, name)):
-        m = re.match(r"^(\S.{43})\s+([0-9.]+) ms", line)
-        if m:
+        m = re.match(r"^(\S.*?)\s+([0-9.]+) ms", line)
+        if m and not line.startswith("run "):
             rows.setdefault(m.group(1).strip(), []).append(float(m.group(2)))
 anchor = next((v for k, v in rows.items() if "unique id" in k), None)
 print("| 8 ranks, median of %d rounds | ms | min | max | vs. the unique-id anchor |" % rounds)
 print("|---|---|---|---|---|")
 for label, values in rows.items():
     med = statistics.median(values)
-    ratio = "%.2f" % (med / statistics.median(anchor)) if anchor and "unique id" not in label else ""
+    ratio = "%.2f" % (med / statistics.median(anchor)) if anchor and label.startswith("tally_comm") else ""
     print("| %s | %.3f | %.3f | %.3f | %s |" % (label, med, min(values), max(values), ratio))
 print()
 print("".join(l for l in open("%s/loop.txt" % out)))

@@ -310,6 +310,20 @@ static tally_result_t start_server(struct tally_comm *parent, const unsigned cha
   return r;
 }
 
+/* This rank's root refused the connection: it is dead, or it is alive but has left the shrink (it
+ * was no root in its own list, heard of a disagreement and returned). In the second case another
+ * root whose list holds this rank probes it within PROBE_WINDOW_MS and this rank's responder hears
+ * of the disagreement (struct tally_shrink_verdict): wait that long for it, so that a survivor that
+ * came late still gets TALLY_ERR_MISMATCH. Returns ABORTED when it came (or an abort), else `r`. */
+static tally_result_t await_verdict(tally_result_t r, int abort_fd) {
+  enum { PROBE_WINDOW_MS = 500 }; /* bootstrap.c probes every 200 ms, each for at most 100 */
+  char message[1024];
+  snprintf(message, sizeof message, "%s", tally_error_message());
+  struct pollfd ready = {.fd = abort_fd, .events = POLLIN};
+  if (poll(&ready, 1, PROBE_WINDOW_MS) > 0) return TALLY_ERR_ABORTED;
+  return TALLY_ERROR(r, "%s", message);
+}
+
 /* Builds the child once the arguments are checked and the parent is claimed. */
 static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tally_comm_t *newcomm) {
   static const char fn[] = "tally_comm_shrink";
@@ -350,6 +364,8 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
   uint64_t deadline = tally_deadline_after(parent->cfg.timeout_s);
   if (r == TALLY_SUCCESS) {
     r = tally_bootstrap_join(&job, newrank, nsurvivors, &me, deadline, child->abort_fd, child->peers, &child->comm_id);
+    if (r == TALLY_ERR_REMOTE && root != parent->rank && !strstr(tally_error_message(), "missing:"))
+      r = await_verdict(r, child->abort_fd);
     pthread_mutex_lock(&verdict.lock);
     verdict.joining = 0;
     pthread_mutex_unlock(&verdict.lock);

@@ -123,6 +123,7 @@ static tally_result_t accept_loop(int listen_fd, const unsigned char key[TALLY_S
     for (int i = 0; i < npend; i++) pfd[i + 3] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
     int ms = tally_ms_until(deadline, draining ? DRAIN_POLL_MS : watch ? WATCH_MS : 500);
     if (ms == 0 && draining) break;
+    if (draining && npend == 0) ms = 0; /* only what is queued already */
     if (ms == 0) {
       result = TALLY_ERROR(TALLY_ERR_TIMEOUT, "only %d of %d expected connections arrived before TALLY_TIMEOUT", kept,
                            *want);

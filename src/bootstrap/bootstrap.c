@@ -227,7 +227,8 @@ static tally_result_t send_join(const struct root *root, const struct tally_sock
 
 /* A responder tells its own root of a join with another list, so that the survivors that agree
  * with this rank fail too (the root answers them all with the mismatch); then it ends this rank's
- * own join with `mismatch`, unless the root is dead (the join fails naming it). */
+ * own join with `mismatch` (its root may be no root, or gone: the join would wait, or fail naming
+ * a rank that is alive). */
 static void forward(const struct root *root, const unsigned char *payload, uint32_t nranks, const char *mismatch) {
   struct shrink *shrink = root->shrink;
   char text[FAIL_TEXT];
@@ -235,7 +236,7 @@ static void forward(const struct root *root, const unsigned char *payload, uint3
   if (r != TALLY_SUCCESS)
     TLOG_WARN(TALLY_SUBSYS_BOOT, "shrink: could not tell rank %d of the other list: %s", shrink->survivors[0],
               tally_error_message());
-  if ((r == TALLY_ERR_REMOTE && !text[0]) || !shrink->verdict) return;
+  if (!shrink->verdict) return;
   struct tally_shrink_verdict *verdict = shrink->verdict;
   pthread_mutex_lock(&verdict->lock);
   if (verdict->joining && !verdict->mismatch[0]) {

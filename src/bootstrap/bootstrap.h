@@ -60,8 +60,8 @@ struct tally_shrink_view {
  * probe with another digest (a survivor whose list makes this rank the root, or a root whose list
  * holds this one) with the mismatch, which it also forwards to its own root, so that the survivors
  * that agree with it hear of the disagreement too; then, unless its root sent that probe (it will
- * answer this rank's join) or is dead, it ends this rank's join through view->verdict (its root
- * may be no root at all, and never answer). It serves until `stop_fd` becomes readable (then it
+ * answer this rank's join), it ends this rank's join through view->verdict (its root may be no
+ * root at all, and never answer, or gone). It serves until `stop_fd` becomes readable (then it
  * still answers what already came) or timeout_s passes.
  *
  * A join from a rank in a later shrink of the same communicator (this rank's shrink failed, the
