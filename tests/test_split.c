@@ -20,6 +20,7 @@
 
 #include "coll_cases.h"
 #include "harness.h"
+#include "threaded.h"
 
 /* Checks that `child` has `n` ranks, that this rank is `rank` in it, and that an allgather and an
  * allreduce on it see the parent ranks `members` (in child rank order). */
@@ -650,51 +651,7 @@ Test(grow, aborted) {
 /* --- tally_comm_abort during split and shrink -------------------------------------------------- */
 
 /* tally_comm_abort from another thread ends a split or shrink that waits for a rank that stopped
- * taking part, at every phase, with TALLY_ERR_ABORTED within 2 s (TALLY_TIMEOUT is 30 s here). */
-struct abort_plan {
-  int absent;        /* the rank that never calls (or, with stall_split, stops after the parent's allgathers) */
-  int stall_split;   /* 1: the absent rank calls the split and stalls after its allgathers (the test hook) */
-  int shrink;        /* 1: a shrink with nobody excluded instead of a split */
-  int early_rank;    /* this rank aborts after 0.3 s, the others after 0.8 s */
-};
-
-struct delayed_abort {
-  tally_comm_t comm;
-  int delay_ms;
-};
-
-static void *abort_after(void *arg) {
-  const struct delayed_abort *a = arg;
-  usleep((useconds_t)a->delay_ms * 1000);
-  tally_comm_abort(a->comm);
-  return NULL;
-}
-
-static int abort_while_deriving(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)n;
-  const struct abort_plan *plan = arg;
-  if (rank == plan->absent && !plan->stall_split) {
-    usleep(2500 * 1000); /* alive, calling nothing, until the others are done */
-    return 0;
-  }
-  struct delayed_abort a = {comm, rank == plan->early_rank ? 300 : 800};
-  pthread_t thread;
-  pthread_create(&thread, NULL, abort_after, &a);
-  tally_comm_t child = NULL;
-  double start = harness_now_s();
-  tally_result_t r = plan->shrink ? tally_comm_shrink(comm, NULL, 0, &child) : tally_comm_split(comm, 0, rank, &child);
-  double took = harness_now_s() - start;
-  pthread_join(thread, NULL);
-  /* The early rank's call ends with its abort. The others' may first hear of an abort elsewhere
-   * (TALLY_ERR_REMOTE: the early rank's failed allgather, the root's abort, a connection to an
-   * aborted child refused), which ends their wait as promptly. */
-  tally_result_t want = rank != plan->early_rank && r == TALLY_ERR_REMOTE ? TALLY_ERR_REMOTE : TALLY_ERR_ABORTED;
-  int bad = harness_expect(rank, comm, r, want, want == TALLY_ERR_ABORTED ? "abort" : "");
-  if (child) bad += harness_fail(rank, "*newcomm is set after a failed call");
-  if (took > 2) bad += harness_fail(rank, "the aborted call took %.1f s", took);
-  return bad;
-}
-
+ * taking part, at every phase (threaded.h). */
 static void abort_run(struct abort_plan plan) {
   setenv("TALLY_TIMEOUT", "30", 1);
   if (plan.stall_split) {
@@ -702,15 +659,15 @@ static void abort_run(struct abort_plan plan) {
     snprintf(absent, sizeof absent, "%d", plan.absent);
     setenv("TALLY_TEST_STALL_SPLIT", absent, 1);
   }
-  cr_assert_eq(harness_run(4, 60, abort_while_deriving, &plan), 0);
+  cr_assert_eq(harness_run(4, 60, threaded_abort_while_deriving, &plan), 0);
   unsetenv("TALLY_TEST_STALL_SPLIT");
   unsetenv("TALLY_TIMEOUT");
 }
 
 /* Rank 3 never calls: the others wait in the parent's first allgather. */
-Test(abort, split_waiting_in_the_parents_allgather) { abort_run((struct abort_plan){3, 0, 0, 1}); }
+Test(abort, split_waiting_in_the_parents_allgather) { abort_run(THREADED_ABORT_IN_ALLGATHER); }
 /* Rank 1 stops after the allgathers: the others wait building the child (its links and board). */
-Test(abort, split_waiting_for_the_child) { abort_run((struct abort_plan){1, 1, 0, 2}); }
+Test(abort, split_waiting_for_the_child) { abort_run(THREADED_ABORT_BUILDING_CHILD); }
 /* Rank 3 never calls: the survivors wait in the bootstrap through rank 0, the root; rank 1 aborts
  * first (its join ends), then rank 0 (its root stops and tells rank 2). */
-Test(abort, shrink_waiting_for_a_survivor) { abort_run((struct abort_plan){3, 0, 1, 1}); }
+Test(abort, shrink_waiting_for_a_survivor) { abort_run(THREADED_ABORT_IN_SHRINK); }
