@@ -25,8 +25,9 @@ uninterrupted training gives, up to the order of the floating-point sums: --no-f
 same steps on 4 ranks without a kill (the test compares the two). --save PREFIX writes each final
 rank's parameters to PREFIX.rank<R>.pt.
 
-The groups shrink and grow make are not registered with torch.distributed (dist.get_rank(group)
-does not know them), so the workers call the groups' own methods (group.allreduce, ...).
+The groups shrink, grow and join make are registered with torch.distributed, so the workers use
+torch's own calls on them (dist.all_reduce(t, group=group), dist.broadcast with the global rank
+of the group's rank 0), as on any group; the replacement, which has no default group, too.
 """
 import argparse
 import os
@@ -81,15 +82,12 @@ def my_share(args, step, rank, size):
 
 
 def allreduce(group, t, op=dist.ReduceOp.SUM):
-    opts = dist.AllreduceOptions()
-    opts.reduceOp = op
-    group.allreduce([t], opts).wait()
+    dist.all_reduce(t, op=op, group=group)
 
 
 def broadcast(group, t, root=0):
-    opts = dist.BroadcastOptions()
-    opts.rootRank = root
-    group.broadcast([t], opts).wait()
+    """From the group's rank `root`, named to torch by its global rank."""
+    dist.broadcast(t, src=dist.get_global_rank(group, root), group=group)
 
 
 def train_step(args, model, optimizer, group, step, victim_waits=False):

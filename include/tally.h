@@ -138,9 +138,10 @@ TALLY_API tally_result_t tally_comm_dup(tally_comm_t comm, tally_comm_t *newcomm
  * error state: every surviving rank calls it with the same `exclude` list (the failed ranks, and
  * any rank to leave out) and gets a new communicator of the ranks not excluded, renumbered in
  * order. Dead and excluded ranks are not contacted and need not call. Lists that differ return
- * TALLY_ERR_MISMATCH (or, when they disagree on the lowest surviving rank, TALLY_ERR_TIMEOUT);
- * a survivor that dies meanwhile makes the others fail, and they may shrink again. `comm` stays
- * as it was: destroy it. */
+ * TALLY_ERR_MISMATCH on every survivor, naming two of the lists; a survivor that dies meanwhile
+ * makes the others fail, and they may shrink again. tally_comm_abort of `comm` from another thread
+ * ends a split, dup or shrink at any point (TALLY_ERR_ABORTED). `comm` stays as it was: destroy
+ * it. */
 TALLY_API tally_result_t tally_comm_failed_ranks(tally_comm_t comm, int *ranks, int max, int *nfailed);
 TALLY_API tally_result_t tally_comm_shrink(tally_comm_t comm, const int *exclude, int nexclude, tally_comm_t *newcomm);
 /* Growing a communicator by processes that were not in it, as NCCL's ncclCommGrow: with

@@ -20,6 +20,7 @@
 
 #include "coll_cases.h"
 #include "harness.h"
+#include "threaded.h"
 
 /* Checks that `child` has `n` ranks, that this rank is `rank` in it, and that an allgather and an
  * allreduce on it see the parent ranks `members` (in child rank order). */
@@ -285,9 +286,9 @@ static int shrink_after_kill(tally_comm_t comm, int rank, int n, void *arg) {
   tally_comm_t shrunk = NULL;
   double start = harness_now_s();
   r = tally_comm_shrink(comm, plan->given_list ? exclude : failed, plan->given_list ? nexclude : nfailed, &shrunk);
-  if (plan->disagree_with > 0) {
-    int bad = harness_expect(rank, comm, r, TALLY_ERR_MISMATCH, "exclude lists");
-    if (harness_now_s() - start > 10) bad += harness_fail(rank, "the mismatch took %.1f s", harness_now_s() - start);
+  if (plan->disagree_with > 0) { /* TALLY_TIMEOUT is 20 s here */
+    int bad = harness_expect(rank, comm, r, TALLY_ERR_MISMATCH, "different exclude lists");
+    if (harness_now_s() - start > 3) bad += harness_fail(rank, "the mismatch took %.1f s", harness_now_s() - start);
     return bad;
   }
   if (r != TALLY_SUCCESS) return harness_fail(rank, "shrink: %s", tally_comm_last_error(comm));
@@ -304,11 +305,15 @@ static int shrink_after_kill(tally_comm_t comm, int rank, int n, void *arg) {
   return bad;
 }
 
-static void shrink_one_of_eight(int victim, int given_list, int disagree_with) {
-  setenv("TALLY_TIMEOUT", "30", 1);
+static void shrink_one_of(int n, int victim, int given_list, int disagree_with) {
+  setenv("TALLY_TIMEOUT", "20", 1);
   struct shrink_plan plan = {victim, given_list, disagree_with};
-  cr_assert_eq(harness_run_killing(8, 120, shrink_after_kill, &plan, victim), 0, "victim %d", victim);
+  cr_assert_eq(harness_run_killing(n, 120, shrink_after_kill, &plan, victim), 0, "victim %d of %d", victim, n);
   unsetenv("TALLY_TIMEOUT");
+}
+
+static void shrink_one_of_eight(int victim, int given_list, int disagree_with) {
+  shrink_one_of(8, victim, given_list, disagree_with);
 }
 
 Test(shrink, kill_first_of_eight) { shrink_one_of_eight(0, 0, 0); }
@@ -320,7 +325,15 @@ Test(shrink, kill_middle_of_eight_tcp) {
   shrink_one_of_eight(5, 0, 0);
   unsetenv("TALLY_TRANSPORT");
 }
+/* Lists that disagree: every survivor gets TALLY_ERR_MISMATCH within 3 s (TALLY_TIMEOUT is 20). On a
+ * middle rank, the survivors agree on the shrink's root (rank 0), which sees the other list. On the
+ * lowest survivor: rank 0 dies, the odd survivors also exclude rank 1 and so take rank 2 for the
+ * root, while rank 1 and the even survivors take rank 1; rank 2 (not a root in its own list) answers
+ * the joins it gets with the mismatch and tells rank 1, which tells the others. */
 Test(shrink, disagreeing_lists_mismatch) { shrink_one_of_eight(3, 1, 5); }
+Test(shrink, disagreeing_on_a_middle_rank_of_four) { shrink_one_of(4, 3, 1, 2); }
+Test(shrink, disagreeing_on_the_lowest_survivor_of_eight) { shrink_one_of_eight(0, 1, 1); }
+Test(shrink, disagreeing_on_the_lowest_survivor_of_four) { shrink_one_of(4, 0, 1, 1); }
 
 /* A communicator shrunk without its last rank, which is alive and calls nothing; with `arg`, the
  * others abort the communicator first (shrink does not use its connections). */
@@ -634,3 +647,27 @@ Test(grow, aborted) {
   cr_assert_eq(harness_run(4, 60, grow_aborted, NULL), 0);
   unsetenv("TALLY_TIMEOUT");
 }
+
+/* --- tally_comm_abort during split and shrink -------------------------------------------------- */
+
+/* tally_comm_abort from another thread ends a split or shrink that waits for a rank that stopped
+ * taking part, at every phase (threaded.h). */
+static void abort_run(struct abort_plan plan) {
+  setenv("TALLY_TIMEOUT", "30", 1);
+  if (plan.stall_split) {
+    char absent[16];
+    snprintf(absent, sizeof absent, "%d", plan.absent);
+    setenv("TALLY_TEST_STALL_SPLIT", absent, 1);
+  }
+  cr_assert_eq(harness_run(4, 60, threaded_abort_while_deriving, &plan), 0);
+  unsetenv("TALLY_TEST_STALL_SPLIT");
+  unsetenv("TALLY_TIMEOUT");
+}
+
+/* Rank 3 never calls: the others wait in the parent's first allgather. */
+Test(abort, split_waiting_in_the_parents_allgather) { abort_run(THREADED_ABORT_IN_ALLGATHER); }
+/* Rank 1 stops after the allgathers: the others wait building the child (its links and board). */
+Test(abort, split_waiting_for_the_child) { abort_run(THREADED_ABORT_BUILDING_CHILD); }
+/* Rank 3 never calls: the survivors wait in the bootstrap through rank 0, the root; rank 1 aborts
+ * first (its join ends), then rank 0 (its root stops and tells rank 2). */
+Test(abort, shrink_waiting_for_a_survivor) { abort_run(THREADED_ABORT_IN_SHRINK); }

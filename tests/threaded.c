@@ -184,3 +184,42 @@ int threaded_groups_in_threads(tally_comm_t comm, int rank, int n, void *arg) {
   if (n > 16) return harness_fail(rank, "threaded_groups_in_threads runs on at most 16 ranks");
   return comms_in_threads(comm, rank, n, group_rounds);
 }
+
+/* tally_comm_abort from another thread ends a split or shrink that waits for a rank that stopped
+ * taking part, at every phase, with TALLY_ERR_ABORTED within 2 s (TALLY_TIMEOUT is 30 s here). */
+struct delayed_abort {
+  tally_comm_t comm;
+  int delay_ms;
+};
+
+static void *abort_after(void *arg) {
+  const struct delayed_abort *a = arg;
+  usleep((useconds_t)a->delay_ms * 1000);
+  tally_comm_abort(a->comm);
+  return NULL;
+}
+
+int threaded_abort_while_deriving(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  const struct abort_plan *plan = arg;
+  if (rank == plan->absent && !plan->stall_split) {
+    usleep(2500 * 1000); /* alive, calling nothing, until the others are done */
+    return 0;
+  }
+  struct delayed_abort a = {comm, rank == plan->early_rank ? 300 : 800};
+  pthread_t thread;
+  pthread_create(&thread, NULL, abort_after, &a);
+  tally_comm_t child = NULL;
+  double start = harness_now_s();
+  tally_result_t r = plan->shrink ? tally_comm_shrink(comm, NULL, 0, &child) : tally_comm_split(comm, 0, rank, &child);
+  double took = harness_now_s() - start;
+  pthread_join(thread, NULL);
+  /* The early rank's call ends with its abort. The others' may first hear of an abort elsewhere
+   * (TALLY_ERR_REMOTE: the early rank's failed allgather, the root's abort, a connection to an
+   * aborted child refused), which ends their wait as promptly. */
+  tally_result_t want = rank != plan->early_rank && r == TALLY_ERR_REMOTE ? TALLY_ERR_REMOTE : TALLY_ERR_ABORTED;
+  int bad = harness_expect(rank, comm, r, want, want == TALLY_ERR_ABORTED ? "abort" : "");
+  if (child) bad += harness_fail(rank, "*newcomm is set after a failed call");
+  if (took > 2) bad += harness_fail(rank, "the aborted call took %.1f s", took);
+  return bad;
+}

@@ -24,4 +24,22 @@ int threaded_comms_in_threads(tally_comm_t comm, int rank, int n, void *arg);
  * rank, itself included, before it receives. */
 int threaded_groups_in_threads(tally_comm_t comm, int rank, int n, void *arg);
 
+/* tally_comm_abort from another thread ends a split or shrink of `comm` (4 ranks) that waits for a
+ * rank that stopped taking part, at every phase, with TALLY_ERR_ABORTED within 2 s (TALLY_TIMEOUT
+ * being 30 s); `arg` is a struct abort_plan. The caller sets TALLY_TEST_STALL_SPLIT to `absent`
+ * when `stall_split` (api/comm_split.c's test hook). */
+struct abort_plan {
+  int absent;      /* the rank that never calls (or, with stall_split, stops after the parent's allgathers) */
+  int stall_split; /* 1: the absent rank calls the split and stalls after its allgathers (the test hook) */
+  int shrink;      /* 1: a shrink with nobody excluded instead of a split */
+  int early_rank;  /* this rank aborts after 0.3 s, the others after 0.8 s */
+};
+/* Rank 3 never calls a split: the others wait in the parent's first allgather. */
+#define THREADED_ABORT_IN_ALLGATHER ((struct abort_plan){3, 0, 0, 1})
+/* Rank 1 stops after the split's allgathers: the others wait building the child. */
+#define THREADED_ABORT_BUILDING_CHILD ((struct abort_plan){1, 1, 0, 2})
+/* Rank 3 never calls a shrink: the others wait in the bootstrap through rank 0, the root. */
+#define THREADED_ABORT_IN_SHRINK ((struct abort_plan){3, 0, 1, 1})
+int threaded_abort_while_deriving(tally_comm_t comm, int rank, int n, void *arg);
+
 #endif

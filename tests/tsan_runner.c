@@ -60,6 +60,29 @@ int main(void) {
     fflush(stdout);
     failed += rc != 0;
   }
+  unsetenv("TALLY_TRACE");
+  /* tally_comm_abort from a second thread while split and shrink build a communicator */
+  static const struct {
+    const char *name;
+    struct abort_plan plan;
+  } aborts[] = {
+      {"abort during a split, in the parent's allgather", THREADED_ABORT_IN_ALLGATHER},
+      {"abort during a split, building the child", THREADED_ABORT_BUILDING_CHILD},
+      {"abort during a shrink", THREADED_ABORT_IN_SHRINK},
+  };
+  setenv("TALLY_TIMEOUT", "30", 1);
+  for (size_t i = 0; i < sizeof aborts / sizeof aborts[0]; i++) {
+    struct abort_plan plan = aborts[i].plan;
+    char absent[16];
+    snprintf(absent, sizeof absent, "%d", plan.absent);
+    if (plan.stall_split) setenv("TALLY_TEST_STALL_SPLIT", absent, 1);
+    int rc = harness_run(4, 300, threaded_abort_while_deriving, &plan);
+    unsetenv("TALLY_TEST_STALL_SPLIT");
+    printf("%s %s\n", rc ? "FAIL" : "ok  ", aborts[i].name);
+    fflush(stdout);
+    failed += rc != 0;
+  }
+  unsetenv("TALLY_TIMEOUT");
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", trace_dir);
   if (system(cmd) != 0) printf("note: could not remove %s\n", trace_dir);

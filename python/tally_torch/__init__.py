@@ -7,10 +7,13 @@ collectives through libtally. Contiguous CPU tensors only (README.md, "PyTorch b
 On a tally default group, ``new_group`` splits the default group's communicator
 (``tally_comm_split``) instead of a new rendezvous through the store. After a rank died,
 ``failed_ranks``, ``shrink`` and (where libtally has it) ``grow``/``join`` make the group the
-survivors go on with, and the one a replacement process joins.
+survivors go on with, and the one a replacement process joins; those groups are registered with
+torch.distributed as new_group's are, so ``dist.all_reduce(t, group=g)``, ``dist.broadcast(t,
+src, group=g)``, ``dist.get_rank(g)`` and the rest take them.
 """
 import threading
 
+import torch
 import torch.distributed as dist
 import torch.distributed.distributed_c10d as _c10d
 
@@ -98,19 +101,76 @@ def failed_ranks(group=None):
     return _C.failed_ranks(_group(group))
 
 
+# This process's global rank when it has no default group (a newcomer that joined through grow):
+# the number its first registered group gave it (_register).
+_own = {"global_rank": None, "groups": 0}
+
+
+def _own_global_rank():
+    if dist.is_initialized():
+        return dist.get_rank()
+    return -1 if _own["global_rank"] is None else _own["global_rank"]
+
+
+def _torch_tables():
+    """torch.distributed's registry of process groups: (pg_map, pg_names, pg_group_ranks), the dicts
+    new_group fills (module globals in torch 1.x, the _world object's in 2.x)."""
+    world = getattr(_c10d, "_world", None)
+    if world is not None and hasattr(world, "pg_group_ranks"):
+        return world.pg_map, world.pg_names, world.pg_group_ranks
+    return _c10d._pg_map, _c10d._pg_names, _c10d._pg_group_ranks
+
+
+def _register(pg, kind):
+    """Registers the tally ProcessGroup `pg` that shrink, grow or join made with torch.distributed,
+    as new_group registers its groups (torch has no public call for a group made elsewhere): its
+    backend, a name, and the map from global ranks to its ranks, which dist.get_rank(pg),
+    dist.broadcast(src=...), dist.get_global_rank and dist.destroy_process_group(pg) read.
+
+    Collective over `pg`: an allgather of every member's global rank (its rank in its default
+    group). A member without a default group (a newcomer) has none, or the one an earlier group gave
+    it; the members without one are numbered after the highest global rank in the group, in group
+    rank order, alike on every member."""
+    mine = torch.tensor([_own_global_rank()], dtype=torch.int64)
+    every = [torch.empty(1, dtype=torch.int64) for _ in range(pg.size())]
+    pg.allgather([every], [mine]).wait()
+    claimed = [int(t.item()) for t in every]
+    known = [g for g in claimed if g >= 0]
+    if len(set(known)) != len(known):
+        raise RuntimeError("tally_torch: two members of the new group have the same global rank (%s); their default "
+                           "groups are not one job's" % claimed)
+    following = max(known, default=-1) + 1
+    global_ranks = []
+    for g in claimed:
+        if g < 0:
+            g, following = following, following + 1
+        global_ranks.append(g)
+    if not dist.is_initialized():
+        _own["global_rank"] = global_ranks[pg.rank()]
+    pg_map, pg_names, pg_group_ranks = _torch_tables()
+    pg_map[pg] = (BACKEND_NAME, None)
+    pg_names[pg] = "tally_%s_%d" % (kind, _own["groups"])
+    _own["groups"] += 1
+    pg_group_ranks[pg] = {g: r for r, g in enumerate(global_ranks)}
+    world = getattr(_c10d, "_world", None)
+    if world is not None and hasattr(world, "pg_backend_config"):  # torch 2.x's other per-group tables
+        world.pg_backend_config[pg] = BACKEND_NAME
+    return pg
+
+
 def shrink(group=None, exclude=None):
     """tally_comm_shrink of `group`'s communicator, typically after a collective on it raised
     because a rank died: every survivor calls it with the same `exclude` (default: failed_ranks())
     and gets a new tally ProcessGroup of the other ranks, renumbered in order. Raises RuntimeError
     on failure (the survivors disagreed, or another one died: call failed_ranks and shrink again).
 
-    The new group is not registered with torch.distributed: pass it as ``group=`` to collectives
-    and use its ``rank()`` and ``size()`` (dist.get_rank(group) does not know it). Destroy the old
-    group (or let it go) once done with it."""
+    The new group is registered with torch.distributed (_register): torch's collectives take it as
+    ``group=``, with global ranks (``src=``, ``dst=``) those of the default group, and
+    dist.get_rank(group) is the rank in it. Destroy the old group (or let it go) once done with it."""
     group = _group(group)
     if exclude is None:
         exclude = _C.failed_ranks(group)
-    return _C.shrink(group, sorted(exclude))
+    return _register(_C.shrink(group, sorted(exclude)), "shrink")
 
 
 if HAVE_GROW:
@@ -122,13 +182,15 @@ if HAVE_GROW:
     def grow(group, nnew, unique_id=None):
         """tally_comm_grow, on every existing rank of `group` (unique_id only on the rank that made
         it with grow_id, None elsewhere): the grown tally ProcessGroup, existing ranks keeping their
-        numbers. Not registered with torch.distributed (see shrink)."""
-        return _C.grow(_group(group), nnew, unique_id)
+        numbers, registered with torch.distributed (see shrink; the newcomers' global ranks follow
+        the highest of the existing ranks')."""
+        return _register(_C.grow(_group(group), nnew, unique_id), "grow")
 
     def join(unique_id, index):
         """tally_comm_join, in a newcomer: the grown tally ProcessGroup, in which this process is rank
-        old size + index."""
-        return _C.join(unique_id, index)
+        old size + index, registered with torch.distributed as grow's is on the existing ranks; a
+        newcomer without a default group may still pass it as ``group=`` to torch's collectives."""
+        return _register(_C.join(unique_id, index), "join")
 
 
 def tally_version():

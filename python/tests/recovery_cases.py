@@ -47,12 +47,39 @@ def case_shrink_after_sigkill(rank, nranks, group, victim):
     opts = dist.AllreduceOptions()
     smaller.allreduce([x], opts).wait()
     assert torch.equal(x, torch.full((1000,), float(sum(r + 1 for r in survivors))))
-    y = torch.ones(10)
-    dist.all_reduce(y, group=smaller)  # torch's function takes the unregistered group too
-    assert torch.equal(y, torch.full((10,), float(nranks - 1)))
+    check_registered(smaller, rank, survivors)
     assert tally_torch.failed_ranks(smaller) == []
     assert time.monotonic() - start < 10, "recovery took %.1f s" % (time.monotonic() - start)
     expect_error(RuntimeError, "allreduce", dist.all_reduce, t, group=group)  # the old group stays failed
+
+
+def check_registered(group, global_rank, global_ranks):
+    """`group` (made by shrink, grow or join) is registered with torch.distributed: its global ranks
+    are `global_ranks` (in group rank order; this process's is `global_rank`), and torch's
+    collectives with group= and global src/dst ranks run on it."""
+    size = len(global_ranks)
+    assert dist.get_backend(group) == "tally"
+    assert dist.get_process_group_ranks(group) == global_ranks
+    assert dist.get_group_rank(group, global_rank) == group.rank()
+    assert dist.get_global_rank(group, group.rank()) == global_rank
+    assert dist.get_world_size(group) == size
+    if dist.is_initialized():  # a newcomer has no default group, whose rank get_rank translates
+        assert dist.get_rank(group) == group.rank()
+    y = torch.ones(10)
+    dist.all_reduce(y, group=group)
+    assert torch.equal(y, torch.full((10,), float(size)))
+    last = global_ranks[-1]  # broadcast from the last member, named by its global rank
+    b = torch.full((4,), float(global_rank))
+    dist.broadcast(b, src=last, group=group)
+    assert torch.equal(b, torch.full((4,), float(last)))
+    outs = [torch.empty(2) for _ in range(size)]
+    dist.all_gather(outs, torch.full((2,), float(global_rank)), group=group)
+    assert [int(o[0].item()) for o in outs] == global_ranks
+    r = torch.full((3,), float(global_rank))
+    dist.reduce(r, dst=global_ranks[0], group=group)
+    if group.rank() == 0:
+        assert torch.equal(r, torch.full((3,), float(sum(global_ranks))))
+    dist.barrier(group=group)
 
 
 def check_grown(grown, rank, nranks, nnew):
@@ -80,6 +107,7 @@ def case_grow(rank, nranks, group, store, nnew):
         store.set("grow_id", uid)
     grown = tally_torch.grow(group, nnew, uid)
     check_grown(grown, rank, nranks, nnew)
+    check_registered(grown, rank, list(range(nranks + nnew)))  # the newcomers' global ranks follow
     t = torch.ones(2)
     dist.all_reduce(t, group=group)  # the group grown from goes on as it was
     assert torch.equal(t, torch.full((2,), float(nranks)))
@@ -88,3 +116,4 @@ def case_grow(rank, nranks, group, store, nnew):
 def case_join(index, store, nranks):
     grown = tally_torch.join(store.get("grow_id"), index)
     check_grown(grown, nranks + index, nranks, grown.size() - nranks)
+    check_registered(grown, nranks + index, list(range(grown.size())))

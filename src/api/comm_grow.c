@@ -32,6 +32,7 @@
  * refused connection means the grow is over (a stale id) and fails at once. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,7 @@ static tally_result_t abandon(tally_comm_t comm, tally_result_t r) {
 static tally_result_t grow(tally_comm_t comm, int nnew, const tally_unique_id_t *id, tally_result_t refused,
                            const char *refusal, tally_comm_t *newcomm) {
   static const char fn[] = "tally_comm_grow";
+  int aborted_before = atomic_load(&comm->aborted);
   int n = comm->nranks;
   unsigned char mine[GROW_RECORD];
   memset(mine, 0, sizeof mine);
@@ -201,6 +203,7 @@ static tally_result_t grow(tally_comm_t comm, int nnew, const tally_unique_id_t 
   struct tally_comm *child;
   r = tally_comm_new(&child, size, comm->rank, &comm->cfg, job.secret);
   if (r != TALLY_SUCCESS) return abandon(comm, r);
+  tally_comm_construction_begin(comm, child, aborted_before);
   struct tally_peer_info me;
   r = tally_comm_open(child, &me);
   pthread_t root_thread;
@@ -234,7 +237,7 @@ static tally_result_t grow(tally_comm_t comm, int nnew, const tally_unique_id_t 
     pthread_join(root_thread, NULL);
     if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s", message);
   }
-  TALLY_CHECK(tally_comm_complete(child, NULL, deadline, r, fn)); /* newcomers may be on new hosts: calibrated */
+  TALLY_CHECK(tally_comm_complete(child, NULL, comm, deadline, r, fn)); /* newcomers may be on new hosts: calibrated */
   TLOG_INFO(TALLY_SUBSYS_INIT, "%s: rank %d of %d of communicator %016llx is rank %d of %d of %016llx", fn, comm->rank,
             n, (unsigned long long)comm->comm_id, child->rank, child->nranks, (unsigned long long)child->comm_id);
   *newcomm = child;
@@ -282,7 +285,7 @@ tally_result_t tally_comm_join(const tally_unique_id_t *id, int index, tally_com
                                               "it is gone)"
                                             : "");
   }
-  TALLY_CHECK(tally_comm_complete(c, NULL, deadline, r, fn));
+  TALLY_CHECK(tally_comm_complete(c, NULL, NULL, deadline, r, fn));
   *newcomm = c;
   return TALLY_SUCCESS;
 }

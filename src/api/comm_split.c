@@ -22,31 +22,50 @@
  * needs no new unique id. Every rank of every communicator holds a recovery listener from the
  * start (communicator.c: a listening socket, nothing accepted on it, its port published in the
  * bootstrap entry next to the TCP address), so every survivor already knows where any other rank
- * could serve as a root. The root is the lowest rank not excluded, which every survivor computes
- * alike from its exclude list, and it serves on a dup of its recovery listener
- * (tally_bootstrap_shrink_root_start) while joining like everyone else; connections are
- * authenticated with the parent's secret. Each join carries a digest of (parent id, size, the
- * exclude list): a root that sees another digest answers every survivor with TALLY_ERR_MISMATCH.
- * Excluded ranks are never contacted, and those that are alive are never waited for. While the
- * root waits it probes the recovery listeners of the survivors that have not joined: one that
- * refuses connections belongs to a dead process, and once the living have joined the root answers
- * them with TALLY_ERR_REMOTE naming it (bootstrap.h). Survivors that reach no root (it died) get
- * TALLY_ERR_REMOTE naming it. Every wait is bounded by the parent's TALLY_TIMEOUT.
+ * could serve. The root is the lowest rank not excluded, which every survivor computes from its
+ * exclude list; connections are authenticated with the parent's secret. Each join carries a digest
+ * of (parent id, size, the exclude list), the joining rank's number, its root and its attempt
+ * (which of its shrinks of the parent this is). During the shrink every survivor serves on a dup
+ * of its recovery listener (tally_bootstrap_shrink_serve, bootstrap.h): the root as the bootstrap
+ * root of its list's survivors, every other survivor as a responder. That makes every
+ * disagreement end in TALLY_ERR_MISMATCH on every survivor it reaches, promptly:
+ *   - same root, another list: the root sees another digest and answers every join with the
+ *     mismatch, naming the two lists;
+ *   - another lowest survivor: a survivor that takes a rank for the root which is no root in its
+ *     own list reaches that rank's responder, which answers with the mismatch and forwards the
+ *     join to its own root (which answers the others); and the root probes the survivors of its
+ *     list that have not joined after 0.2 s by sending its own join to their recovery listeners,
+ *     where their responders (or their own roots) answer with the mismatch. A responder that saw a
+ *     mismatch and whose root is not the one that told it ends its own join with the mismatch, as
+ *     its root may be no root at all and never answer.
+ * Excluded ranks are never contacted, and those that are alive are never waited for. A probe that
+ * is refused means a dead survivor: once the living have joined, the root answers them with
+ * TALLY_ERR_REMOTE naming it (bootstrap.h). Survivors that reach no root (it died) get
+ * TALLY_ERR_REMOTE naming it. A join that reaches a rank still in an earlier shrink of the parent
+ * is told to come again. Every wait is bounded by the parent's TALLY_TIMEOUT.
  *
- * Limits: survivors whose lists disagree on the lowest survivor pick different roots, and then
- * time out (TALLY_ERR_TIMEOUT, the message saying the lists may differ) instead of reporting the
- * mismatch; a tally_comm_abort of the parent does not interrupt a split or shrink that is past the
- * parent's allgathers (their own waits still end at TALLY_TIMEOUT). */
+ * Aborts: from the child's creation until it is complete, tally_comm_abort of the parent aborts
+ * the child in construction too (communicator.h), so every wait of split, dup, shrink and grow
+ * (the parent's allgathers, the bootstrap join, the root's and the responders' service, the
+ * child's links and board) ends with TALLY_ERR_ABORTED.
+ *
+ * Limit: a survivor that every other survivor excludes (a live rank that calls shrink although
+ * the others left it out) hears of the disagreement only while the others are still shrinking
+ * (the root's probe of them); once they have their communicator it waits for TALLY_TIMEOUT. */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "bootstrap/auth.h"
+#include "bootstrap/auth_proto.h"
 #include "bootstrap/bootstrap.h"
 #include "comm/comm.h"
 #include "communicator.h"
@@ -97,7 +116,22 @@ static tally_result_t exchange_entries(const char *fn, tally_comm_t parent, stru
   return r;
 }
 
+/* A test hook, for tests/test_split.c's abort test only: TALLY_TEST_STALL_SPLIT=RANK makes that rank
+ * of the parent stop taking part in a split right after the parent's allgathers, as a rank that
+ * hangs there would, until its own child is aborted or TALLY_TIMEOUT passes. Not a setting (the
+ * README does not list it): nothing but that test sets it. */
+static tally_result_t test_stall_after_allgathers(const struct tally_comm *parent, struct tally_comm *child) {
+  const char *stall = getenv("TALLY_TEST_STALL_SPLIT");
+  if (!stall || !child || atoi(stall) != parent->rank) return TALLY_SUCCESS;
+  struct pollfd ready = {.fd = child->abort_fd, .events = POLLIN};
+  int aborted = poll(&ready, 1, (int)(parent->cfg.timeout_s * 1000)) > 0;
+  return TALLY_ERROR(aborted ? TALLY_ERR_ABORTED : TALLY_ERR_TIMEOUT,
+                     "TALLY_TEST_STALL_SPLIT: this rank stalled after the parent's allgathers (a test) until %s",
+                     aborted ? "it was aborted (tally_comm_abort)" : "TALLY_TIMEOUT");
+}
+
 static tally_result_t split(const char *fn, tally_comm_t parent, int color, int key, tally_comm_t *newcomm) {
+  int aborted_before = atomic_load(&parent->aborted);
   uint64_t nonce;
   tally_random_bytes(&nonce, sizeof nonce);
   unsigned char mine[SPLIT_RECORD];
@@ -133,6 +167,7 @@ static tally_result_t split(const char *fn, tally_comm_t parent, int color, int 
   tally_result_t local = TALLY_SUCCESS; /* this rank's own failure, told to the others by an empty entry */
   if (index >= 0) {
     local = tally_comm_new(&child, nmembers, index, &parent->cfg, parent->secret);
+    tally_comm_construction_begin(parent, child, aborted_before);
     if (local == TALLY_SUCCESS) {
       child->comm_id = tally_get_u64(all + (size_t)members[0].rank * SPLIT_RECORD + 8);
       local = tally_comm_open(child, &me);
@@ -143,7 +178,8 @@ static tally_result_t split(const char *fn, tally_comm_t parent, int color, int 
   uint64_t deadline = tally_deadline_after(parent->cfg.timeout_s);
   r = exchange_entries(fn, parent, local == TALLY_SUCCESS ? child : NULL, &me, members);
   if (local != TALLY_SUCCESS) r = TALLY_ERROR(local, "%s: %s", fn, local_message);
-  r = tally_comm_complete(child, parent, deadline, r, fn);
+  if (r == TALLY_SUCCESS) r = test_stall_after_allgathers(parent, child);
+  r = tally_comm_complete(child, parent, parent, deadline, r, fn);
   free(all);
   free(members);
   if (r != TALLY_SUCCESS) return tally_coll_remember(parent, r);
@@ -240,9 +276,58 @@ static int mark_missing(struct tally_comm *parent, const unsigned char *gone, co
   }
 }
 
+/* This rank's server during the shrink (bootstrap.h): the root when it is the lowest survivor of
+ * its list, else a responder, on a dup of its recovery listener. `stop_fd` ends it. */
+static tally_result_t start_server(struct tally_comm *parent, const unsigned char *gone, const struct tally_job_id *job,
+                                   const struct tally_peer_info *me, int newrank, int nsurvivors, int attempt,
+                                   struct tally_shrink_verdict *verdict, int stop_fd, pthread_t *thread) {
+  int *survivors = malloc((size_t)nsurvivors * sizeof *survivors);
+  struct tally_sockaddr *listeners = calloc((size_t)nsurvivors, sizeof *listeners);
+  char excluded[64] = "";
+  for (int p = 0, k = 0; survivors && listeners && p < parent->nranks; p++) {
+    if (gone[p]) {
+      size_t len = strlen(excluded);
+      if (len < sizeof excluded - 12) snprintf(excluded + len, sizeof excluded - len, "%s%d", len ? " " : "", p);
+      continue;
+    }
+    survivors[k] = p;
+    listeners[k] = parent->peers[p].addr;
+    tally_net_set_port(&listeners[k], parent->peers[p].recovery_port);
+    k++;
+  }
+  if (!excluded[0]) snprintf(excluded, sizeof excluded, "nobody");
+  unsigned char join[TALLY_AUTH_PAYLOAD_BYTES];
+  struct tally_peer_info mine = *me;
+  mine.shrink_digest = job->shrink_digest;
+  tally_bootstrap_encode_join(newrank, nsurvivors, &mine, join);
+  struct tally_shrink_view view = {parent->rank, nsurvivors, survivors, listeners, join, excluded, attempt, verdict};
+  int fd = survivors && listeners ? dup(parent->recovery_fd) : -1;
+  tally_result_t r = fd < 0
+                         ? TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory or dup of the recovery listener failed")
+                         : tally_bootstrap_shrink_serve(job, fd, 0.9 * parent->cfg.timeout_s, &view, stop_fd, thread);
+  free(survivors);
+  free(listeners);
+  return r;
+}
+
+/* This rank's root refused the connection: it is dead, or it is alive but has left the shrink (it
+ * was no root in its own list, heard of a disagreement and returned). In the second case another
+ * root whose list holds this rank probes it within PROBE_WINDOW_MS and this rank's responder hears
+ * of the disagreement (struct tally_shrink_verdict): wait that long for it, so that a survivor that
+ * came late still gets TALLY_ERR_MISMATCH. Returns ABORTED when it came (or an abort), else `r`. */
+static tally_result_t await_verdict(tally_result_t r, int abort_fd) {
+  enum { PROBE_WINDOW_MS = 500 }; /* bootstrap.c probes every 200 ms, each for at most 100 */
+  char message[1024];
+  snprintf(message, sizeof message, "%s", tally_error_message());
+  struct pollfd ready = {.fd = abort_fd, .events = POLLIN};
+  if (poll(&ready, 1, PROBE_WINDOW_MS) > 0) return TALLY_ERR_ABORTED;
+  return TALLY_ERROR(r, "%s", message);
+}
+
 /* Builds the child once the arguments are checked and the parent is claimed. */
 static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tally_comm_t *newcomm) {
   static const char fn[] = "tally_comm_shrink";
+  int aborted_before = atomic_load(&parent->aborted), attempt = parent->shrink_attempts++;
   int nsurvivors = 0, newrank = 0, root = -1;
   for (int r = 0; r < parent->nranks; r++) {
     if (gone[r]) continue;
@@ -257,42 +342,49 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
   job.shrink_digest = shrink_digest(parent, gone);
   struct tally_comm *child;
   TALLY_CHECK(tally_comm_new(&child, nsurvivors, newrank, &parent->cfg, parent->secret));
+  tally_comm_construction_begin(parent, child, aborted_before);
   struct tally_peer_info me;
   tally_result_t r = tally_comm_open(child, &me);
-  pthread_t root_thread;
+  me.shrink_rank = parent->rank;
+  me.shrink_root = root;
+  me.shrink_attempt = attempt;
+  /* The root gives up a little before the others do, so that they hear why (and which survivor is
+   * missing) and its thread is gone before they try again; it stops early when this rank is aborted.
+   * A responder serves until this rank has its answer. */
+  int stop_fd = root == parent->rank ? child->abort_fd : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pthread_t server;
   int serving = 0;
-  if (r == TALLY_SUCCESS && parent->rank == root) {
-    /* The root gives up a little before the others do, so that they hear why (and which survivor
-     * is missing) and its thread is gone before they try again. */
-    struct tally_sockaddr *survivors = calloc((size_t)nsurvivors, sizeof *survivors);
-    for (int p = 0, k = 0; survivors && p < parent->nranks; p++) {
-      if (gone[p]) continue;
-      if (p != parent->rank) {
-        survivors[k] = parent->peers[p].addr;
-        tally_net_set_port(&survivors[k], parent->peers[p].recovery_port);
-      }
-      k++;
-    }
-    int fd = survivors ? dup(parent->recovery_fd) : -1;
-    r = fd < 0 ? TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory or dup of the recovery listener failed")
-               : tally_bootstrap_shrink_root_start(&job, fd, 0.9 * parent->cfg.timeout_s, nsurvivors, survivors,
-                                                   &root_thread);
-    free(survivors);
+  if (r == TALLY_SUCCESS && stop_fd < 0) r = TALLY_ERROR(TALLY_ERR_SYSTEM, "%s: eventfd: %s", fn, strerror(errno));
+  struct tally_shrink_verdict verdict = {.lock = PTHREAD_MUTEX_INITIALIZER, .joining = 1, .abort_fd = child->abort_fd};
+  if (r == TALLY_SUCCESS) {
+    r = start_server(parent, gone, &job, &me, newrank, nsurvivors, attempt, root == parent->rank ? NULL : &verdict,
+                     stop_fd, &server);
     serving = r == TALLY_SUCCESS;
   }
   uint64_t deadline = tally_deadline_after(parent->cfg.timeout_s);
   if (r == TALLY_SUCCESS) {
     r = tally_bootstrap_join(&job, newrank, nsurvivors, &me, deadline, child->abort_fd, child->peers, &child->comm_id);
+    if (r == TALLY_ERR_REMOTE && root != parent->rank && !strstr(tally_error_message(), "missing:"))
+      r = await_verdict(r, child->abort_fd);
+    pthread_mutex_lock(&verdict.lock);
+    verdict.joining = 0;
+    pthread_mutex_unlock(&verdict.lock);
+    if (r == TALLY_ERR_ABORTED && verdict.mismatch[0]) /* this rank's responder saw the disagreement */
+      r = TALLY_ERROR(TALLY_ERR_MISMATCH, "%s", verdict.mismatch);
     if (r != TALLY_SUCCESS) {
       char who[128];
       int dead =
           r == TALLY_ERR_TIMEOUT || r == TALLY_ERR_REMOTE ? mark_missing(parent, gone, tally_error_message()) : -1;
-      if (dead >= 0) {
+      if (r == TALLY_ERR_MISMATCH) {
+        r = TALLY_ERROR(r, "%s: %s", fn, tally_error_message());
+      } else if (r == TALLY_ERR_ABORTED) {
+        r = TALLY_ERROR(r, "%s: aborted (tally_comm_abort) while agreeing with the other survivors: %s", fn,
+                        tally_error_message());
+      } else if (dead >= 0) {
         tally_error_blame(dead);
         r = TALLY_ERROR(r, "%s: %s (the first of them is %s)%s", fn, tally_error_message(),
                         tally_comm_rank_text(parent, dead, who, sizeof who),
-                        r == TALLY_ERR_TIMEOUT ? "; tally_comm_failed_ranks now names the missing ones; if every "
-                                                 "survivor called, their lists may differ"
+                        r == TALLY_ERR_TIMEOUT ? "; tally_comm_failed_ranks now names the missing ones"
                                                : "; tally_comm_failed_ranks now names them");
       } else {
         tally_comm_rank_text(parent, root, who, sizeof who);
@@ -305,13 +397,19 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
       }
     }
   }
-  if (serving) { /* the others' answers (a mismatch: every survivor's) go out before this rank goes on */
+  if (serving) { /* the root's answers (a mismatch: every survivor's) go out before this rank goes on */
     char message[1024];
     snprintf(message, sizeof message, "%s", tally_error_message());
-    pthread_join(root_thread, NULL);
+    if (root != parent->rank) {
+      uint64_t one = 1;
+      if (write(stop_fd, &one, sizeof one) < 0)
+        TLOG_WARN(TALLY_SUBSYS_INIT, "%s: eventfd write: %s", fn, strerror(errno));
+    }
+    pthread_join(server, NULL);
     if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s", message);
   }
-  TALLY_CHECK(tally_comm_complete(child, parent, deadline, r, fn));
+  if (root != parent->rank && stop_fd >= 0) close(stop_fd);
+  TALLY_CHECK(tally_comm_complete(child, parent, parent, deadline, r, fn));
   TLOG_INFO(TALLY_SUBSYS_INIT, "%s: rank %d of %d of communicator %016llx is rank %d of %d of %016llx", fn,
             parent->rank, parent->nranks, (unsigned long long)parent->comm_id, child->rank, child->nranks,
             (unsigned long long)child->comm_id);

@@ -7,6 +7,7 @@
 #include "communicator.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,11 +103,42 @@ tally_result_t tally_comm_check_derive(const char *fn, tally_comm_t comm, tally_
   return TALLY_SUCCESS;
 }
 
-tally_result_t tally_comm_complete(struct tally_comm *c, const struct tally_comm *parent, uint64_t deadline,
-                                   tally_result_t r, const char *fn) {
+/* Guards every communicator's `constructing`: an abort must not reach a child being freed. */
+static pthread_mutex_t construction_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The flag and the eventfd every wait watches: what tally_comm_abort does to `c`, and all it does to
+ * a child being built (whose endpoints and board its builder may be setting up meanwhile; their
+ * waits check the flag at least every few milliseconds). */
+static void signal_abort(struct tally_comm *c) {
+  atomic_store(&c->aborted, 1);
+  uint64_t one = 1;
+  if (write(c->abort_fd, &one, sizeof one) < 0)
+    TLOG_WARN(TALLY_SUBSYS_INIT, "tally_comm_abort: eventfd write: %s", strerror(errno));
+}
+
+void tally_comm_construction_begin(struct tally_comm *origin, struct tally_comm *child, int aborted_before) {
+  if (!child) return;
+  pthread_mutex_lock(&construction_lock);
+  origin->constructing = child;
+  if (atomic_load(&origin->aborted) && !aborted_before) signal_abort(child); /* it came during the call */
+  pthread_mutex_unlock(&construction_lock);
+}
+
+tally_result_t tally_comm_complete(struct tally_comm *c, const struct tally_comm *parent, struct tally_comm *origin,
+                                   uint64_t deadline, tally_result_t r, const char *fn) {
   if (r == TALLY_SUCCESS && c) {
     r = tally_comm_finish(c, parent, deadline);
     if (r != TALLY_SUCCESS) r = TALLY_ERROR(r, "%s: building the new communicator: %s", fn, tally_error_message());
+  }
+  if (origin) {
+    pthread_mutex_lock(&construction_lock);
+    if (origin->constructing == c) origin->constructing = NULL;
+    pthread_mutex_unlock(&construction_lock);
+  }
+  if (r == TALLY_SUCCESS && c && atomic_load(&c->aborted)) { /* the abort came as the last step ended */
+    tally_registry_remove(c);
+    r = TALLY_ERROR(TALLY_ERR_ABORTED, "%s: the communicator was aborted (tally_comm_abort) while the new one was built",
+                    fn);
   }
   if (r != TALLY_SUCCESS) tally_comm_discard(c);
   return r;
@@ -211,10 +243,10 @@ tally_result_t tally_comm_abort(tally_comm_t comm) {
   if (!comm) return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "tally_comm_abort: comm is NULL");
   if (!tally_registry_contains(comm))
     return TALLY_ERROR(TALLY_ERR_INVALID_USAGE, "tally_comm_abort: this communicator was destroyed or never created");
-  atomic_store(&comm->aborted, 1);
-  uint64_t one = 1;
-  if (write(comm->abort_fd, &one, sizeof one) < 0)
-    return TALLY_ERROR(TALLY_ERR_SYSTEM, "tally_comm_abort: eventfd write: %s", strerror(errno));
+  pthread_mutex_lock(&construction_lock);
+  signal_abort(comm);
+  if (comm->constructing) signal_abort(comm->constructing);
+  pthread_mutex_unlock(&construction_lock);
   tally_links_wake(comm);
   tally_board_wake(comm);
   return TALLY_SUCCESS;

@@ -33,10 +33,17 @@ void tally_comm_discard(struct tally_comm *comm);
 /* The first checks of split, dup, shrink and grow (named `fn` in messages): newcomm not NULL (and
  * set to NULL), comm live, and no group open on this thread. */
 tally_result_t tally_comm_check_derive(const char *fn, tally_comm_t comm, tally_comm_t *newcomm);
-/* The last step of a communicator built from another (comm_split.c, comm_grow.c): when `r`, how the
- * steps before went, is success, tally_comm_finish (link costs from `parent`, NULL: calibrated);
- * on any failure `comm` (NULL: none) is discarded. Returns the result, messages led by `fn`. */
-tally_result_t tally_comm_complete(struct tally_comm *comm, const struct tally_comm *parent, uint64_t deadline,
-                                   tally_result_t r, const char *fn);
+/* A communicator built from another (comm_split.c, comm_grow.c): from tally_comm_construction_begin
+ * (right after tally_comm_new; `child` NULL: none) until tally_comm_complete, tally_comm_abort of
+ * `origin` aborts `child` too, and so does an abort that came since the call began (unless
+ * `aborted_before`: `origin` was aborted before the call, as a shrink's parent may be). Every wait
+ * of the construction (the bootstrap's, the links', the board's) then ends with TALLY_ERR_ABORTED.
+ * tally_comm_complete is the last step: when `r`, how the steps before went, is success,
+ * tally_comm_finish (link costs from `parent`, NULL: calibrated); then `comm` leaves `origin`
+ * (NULL: none), and on any failure, an abort included, it (NULL: none) is discarded. Returns the
+ * result, messages led by `fn`. */
+void tally_comm_construction_begin(struct tally_comm *origin, struct tally_comm *child, int aborted_before);
+tally_result_t tally_comm_complete(struct tally_comm *comm, const struct tally_comm *parent, struct tally_comm *origin,
+                                   uint64_t deadline, tally_result_t r, const char *fn);
 
 #endif

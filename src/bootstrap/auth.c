@@ -107,25 +107,29 @@ static int advance(struct pending *p, const unsigned char *key, uint16_t purpose
   return 1;
 }
 
-tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
-                                 const int *want, uint64_t deadline, int abort_fd, tally_auth_admit_fn admit,
-                                 tally_auth_watch_fn watch, void *ctx) {
-  enum { MAX_PENDING = 64, WATCH_MS = 250 };
+/* tally_auth_accept, and tally_auth_serve when drain_fd >= 0. */
+static tally_result_t accept_loop(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
+                                  const int *want, uint64_t deadline, int abort_fd, int drain_fd,
+                                  tally_auth_admit_fn admit, tally_auth_watch_fn watch, void *ctx) {
+  enum { MAX_PENDING = 64, WATCH_MS = 250, DRAIN_POLL_MS = 5, DRAIN_MS = 1000 };
   struct pending pend[MAX_PENDING];
-  int npend = 0, kept = 0;
+  int npend = 0, kept = 0, draining = 0;
   tally_result_t result = TALLY_SUCCESS;
   while (kept < *want) {
-    struct pollfd pfd[MAX_PENDING + 2];
+    struct pollfd pfd[MAX_PENDING + 3];
     pfd[0] = (struct pollfd){.fd = listen_fd, .events = npend < MAX_PENDING ? POLLIN : 0};
     pfd[1] = (struct pollfd){.fd = abort_fd, .events = POLLIN};
-    for (int i = 0; i < npend; i++) pfd[i + 2] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
-    int ms = tally_ms_until(deadline, watch ? WATCH_MS : 500);
+    pfd[2] = (struct pollfd){.fd = draining ? -1 : drain_fd, .events = POLLIN};
+    for (int i = 0; i < npend; i++) pfd[i + 3] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
+    int ms = tally_ms_until(deadline, draining ? DRAIN_POLL_MS : watch ? WATCH_MS : 500);
+    if (ms == 0 && draining) break;
+    if (draining && npend == 0) ms = 0; /* only what is queued already */
     if (ms == 0) {
       result = TALLY_ERROR(TALLY_ERR_TIMEOUT, "only %d of %d expected connections arrived before TALLY_TIMEOUT", kept,
                            *want);
       break;
     }
-    int n = poll(pfd, (nfds_t)npend + 2, ms);
+    int n = poll(pfd, (nfds_t)npend + 3, ms);
     if (n < 0 && errno != EINTR) {
       result = TALLY_ERROR(TALLY_ERR_SYSTEM, "poll: %s", strerror(errno));
       break;
@@ -134,10 +138,15 @@ tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SE
       result = TALLY_ERROR(TALLY_ERR_ABORTED, "aborted while accepting connections (tally_comm_abort)");
       break;
     }
+    if (!draining && drain_fd >= 0 && pfd[2].revents) { /* from now on only what already came */
+      draining = 1;
+      deadline = tally_deadline_after(DRAIN_MS / 1000.0);
+    }
+    if (draining && n == 0 && npend == 0) break; /* nothing in the queue, no handshake under way */
     uint64_t now = tally_now_ns();
     for (int i = 0; i < npend; i++) {
       struct pending *p = &pend[i];
-      if (pfd[i + 2].revents) {
+      if (pfd[i + 3].revents) {
         int done = advance(p, key, purpose);
         if (done == 1) {
           char why[256] = "";
@@ -173,4 +182,16 @@ tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SE
   }
   for (int i = 0; i < npend; i++) close(pend[i].fd);
   return result;
+}
+
+tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
+                                 const int *want, uint64_t deadline, int abort_fd, tally_auth_admit_fn admit,
+                                 tally_auth_watch_fn watch, void *ctx) {
+  return accept_loop(listen_fd, key, purpose, want, deadline, abort_fd, -1, admit, watch, ctx);
+}
+
+tally_result_t tally_auth_serve(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
+                                const int *want, uint64_t deadline, int drain_fd, tally_auth_admit_fn admit,
+                                void *ctx) {
+  return accept_loop(listen_fd, key, purpose, want, deadline, -1, drain_fd, admit, NULL, ctx);
 }

@@ -44,4 +44,11 @@ tally_result_t tally_auth_accept(int listen_fd, const unsigned char key[TALLY_SE
                                  const int *want, uint64_t deadline, int abort_fd, tally_auth_admit_fn admit,
                                  tally_auth_watch_fn watch, void *ctx);
 
+/* tally_auth_accept for a server that is told when to stop: once `drain_fd` becomes readable it
+ * still takes what is in the listener's queue and finishes the handshakes under way (for at most a
+ * second), then returns TALLY_SUCCESS; so a client that connected before the stop gets its answer
+ * rather than a reset. */
+tally_result_t tally_auth_serve(int listen_fd, const unsigned char key[TALLY_SECRET_BYTES], uint16_t purpose,
+                                const int *want, uint64_t deadline, int drain_fd, tally_auth_admit_fn admit, void *ctx);
+
 #endif

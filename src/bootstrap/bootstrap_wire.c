@@ -1,5 +1,6 @@
 /* Encoding and decoding of bootstrap messages (see bootstrap_wire.h). Layouts, big-endian:
- *   join payload   0 rank  4 nranks  8 entry  184..191 zero
+ *   join payload   0 rank  4 nranks  8 entry  184 shrink rank + 1 (low 25 bits) and attempt mod 128 (high 7)
+ *                  188 shrink root + 1 (184..191 zero outside a shrink)
  *   entry          0 packed network address (net.h, 19 bytes)  19 packed RDMA address (all zero: none)
  *                  38 topology record (topo.h, 128 bytes)  166 recovery port (0: none)
  *                  168 shrink digest (0 outside a shrink)
@@ -12,8 +13,13 @@
 #include "core/bytes.h"
 #include "core/error.h"
 
-enum { REPLY_MAGIC = 0x544c5942 /* "TLYB" */, JOIN_ENTRY = 8 };
-_Static_assert(JOIN_ENTRY + TALLY_BOOTSTRAP_ENTRY_BYTES <= TALLY_AUTH_PAYLOAD_BYTES, "the join must fit the proof");
+enum {
+  REPLY_MAGIC = 0x544c5942 /* "TLYB" */,
+  JOIN_ENTRY = 8,
+  JOIN_SHRINK_RANK = JOIN_ENTRY + TALLY_BOOTSTRAP_ENTRY_BYTES,
+  JOIN_SHRINK_ROOT = JOIN_SHRINK_RANK + 4
+};
+_Static_assert(JOIN_SHRINK_ROOT + 4 <= TALLY_AUTH_PAYLOAD_BYTES, "the join must fit the proof");
 
 enum {
   ENTRY_RDMA = TALLY_PACKED_ADDR_BYTES,
@@ -39,6 +45,8 @@ int tally_bootstrap_parse_entry(const unsigned char entry[TALLY_BOOTSTRAP_ENTRY_
   if (info->has_rdma && tally_net_unpack(entry + ENTRY_RDMA, &info->rdma_addr) != 0) return -1;
   info->recovery_port = tally_get_u16(entry + ENTRY_RECOVERY);
   info->shrink_digest = tally_get_u64(entry + ENTRY_DIGEST);
+  info->shrink_rank = info->shrink_root = -1; /* the join payload's, when it has them */
+  info->shrink_attempt = 0;
   return tally_topo_decode(entry + ENTRY_TOPO, TALLY_TOPO_WIRE_BYTES, &info->topo);
 }
 
@@ -48,6 +56,11 @@ void tally_bootstrap_encode_join(int rank, int nranks, const struct tally_peer_i
   tally_put_u32(payload, (uint32_t)rank);
   tally_put_u32(payload + 4, (uint32_t)nranks);
   tally_bootstrap_encode_entry(info, payload + JOIN_ENTRY);
+  if (info->shrink_digest && info->shrink_rank >= 0 && info->shrink_root >= 0) {
+    tally_put_u32(payload + JOIN_SHRINK_RANK,
+                  ((uint32_t)info->shrink_rank + 1) | (uint32_t)(info->shrink_attempt & TALLY_SHRINK_ATTEMPT_MASK) << 25);
+    tally_put_u32(payload + JOIN_SHRINK_ROOT, (uint32_t)info->shrink_root + 1);
+  }
 }
 
 int tally_bootstrap_parse_join(const unsigned char payload[TALLY_AUTH_PAYLOAD_BYTES], uint32_t *rank, uint32_t *nranks,
@@ -55,13 +68,21 @@ int tally_bootstrap_parse_join(const unsigned char payload[TALLY_AUTH_PAYLOAD_BY
   *rank = tally_get_u32(payload);
   *nranks = tally_get_u32(payload + 4);
   int padded = 1;
-  for (size_t i = JOIN_ENTRY + TALLY_BOOTSTRAP_ENTRY_BYTES; i < TALLY_AUTH_PAYLOAD_BYTES; i++) padded &= payload[i] == 0;
-  if (*nranks == 0 || *nranks > TALLY_BOOTSTRAP_MAX_RANKS || *rank >= *nranks || !padded ||
-      tally_bootstrap_parse_entry(payload + JOIN_ENTRY, info) != 0) {
+  for (size_t i = JOIN_SHRINK_ROOT + 4; i < TALLY_AUTH_PAYLOAD_BYTES; i++) padded &= payload[i] == 0;
+  uint32_t shrink_word = tally_get_u32(payload + JOIN_SHRINK_RANK), shrink_root = tally_get_u32(payload + JOIN_SHRINK_ROOT);
+  uint32_t shrink_rank = shrink_word & 0x1ffffff, shrink_attempt = shrink_word >> 25;
+  int shrink_ok = (shrink_rank == 0) == (shrink_root == 0) && (shrink_rank || !shrink_attempt) &&
+                  shrink_rank <= TALLY_BOOTSTRAP_MAX_RANKS &&
+                  shrink_root <= TALLY_BOOTSTRAP_MAX_RANKS;
+  if (*nranks == 0 || *nranks > TALLY_BOOTSTRAP_MAX_RANKS || *rank >= *nranks || !padded || !shrink_ok ||
+      tally_bootstrap_parse_entry(payload + JOIN_ENTRY, info) != 0 || (shrink_rank && !info->shrink_digest)) {
     snprintf(why, whylen, "its join message is malformed (rank %u of %u; a different Tally version?)", *rank,
              *nranks);
     return -1;
   }
+  info->shrink_rank = (int)shrink_rank - 1;
+  info->shrink_root = (int)shrink_root - 1;
+  info->shrink_attempt = (int)shrink_attempt;
   return 0;
 }
 

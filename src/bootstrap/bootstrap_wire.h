@@ -6,8 +6,10 @@
  *
  * A rank's entry is what the others need to know of it: its packed data addresses (net.h: TCP, and
  * RDMA when it has a verbs endpoint), its topology record (topo.h), the port of its recovery
- * listener (where it serves as tally_comm_shrink's root, on the TCP address's host) and, in a
- * shrink's join, the digest of the exclude list it was called with.
+ * listener (where it serves during tally_comm_shrink, on the TCP address's host) and, in a
+ * shrink's join, the digest of the exclude list it was called with; a shrink's join payload also
+ * carries the joining rank's number in the communicator being shrunk and the lowest rank its list
+ * leaves.
  *
  * Every decoder range-checks each field before the caller may use it, so that a fuzz target can
  * feed them arbitrary bytes. */
@@ -36,7 +38,14 @@ struct tally_peer_info {
   int recovery_port;          /* its recovery listener, on addr's host (0: none); see api/comm_split.c */
   uint64_t shrink_digest;     /* in a shrink's join: the digest of the communicator and the exclude list the
                                  rank passed, which the root compares; 0 everywhere else */
+  int shrink_rank;            /* in a shrink's join (the payload only, not the table): the joining rank's number in
+                                 the communicator being shrunk, and the lowest rank its exclude list leaves (the */
+  int shrink_root;            /* root it joins), for naming a disagreement; -1 outside a shrink */
+  int shrink_attempt;         /* and which of its shrinks of that communicator this is, modulo 128
+                                 (TALLY_SHRINK_ATTEMPT_MASK), so that a join from an earlier or a later one is
+                                 told apart from a disagreement */
 };
+#define TALLY_SHRINK_ATTEMPT_MASK 127
 
 void tally_bootstrap_encode_entry(const struct tally_peer_info *info, unsigned char entry[TALLY_BOOTSTRAP_ENTRY_BYTES]);
 /* Returns 0, or -1 when the address or the topology record is malformed. */

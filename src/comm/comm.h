@@ -90,12 +90,16 @@ struct tally_comm {
 
   int abort_fd; /* eventfd: readable once tally_comm_abort was called */
   atomic_int aborted;
+  /* A communicator being built from this one (split, dup, shrink, grow), which tally_comm_abort of
+   * this one aborts too; read and written under api/communicator.c's lock. */
+  struct tally_comm *constructing;
   atomic_int busy;      /* a collective is running: a second thread is refused */
   tally_result_t error; /* first error; the communicator refuses collectives after it */
   char last_error[1024];
   char failure[1024]; /* the message of the failure that put the communicator in error state */
 
   struct tally_peer_info *peers; /* every rank's address and topology, from the bootstrap */
+  int shrink_attempts;           /* tally_comm_shrink calls on this communicator (api/comm_split.c) */
   int recovery_fd;               /* listening socket where this rank can serve as a shrink's root (its
                                     port is peers[rank].recovery_port; api/comm_split.c); -1: none */
   int grow_fd;                   /* the listening socket of the root tally_comm_grow_id prepared, until
