@@ -203,7 +203,8 @@ static int room_for_early(struct tally_endpoint *ep, int rank, char *why, size_t
       snprintf(why, whylen, "rank %d is already connected to this rank", rank);
       return 0;
     }
-  struct tally_conn **early = ep->nearly < MAX_CONNECTING ? realloc(ep->early, (size_t)(ep->nearly + 1) * sizeof *early) : NULL;
+  struct tally_conn **early =
+      ep->nearly < MAX_CONNECTING ? realloc(ep->early, (size_t)(ep->nearly + 1) * sizeof *early) : NULL;
   if (!early) {
     snprintf(why, whylen, "%d connections already wait for an accept", ep->nearly);
     return 0;
@@ -249,8 +250,7 @@ static void admit(struct accepting *a, int i) {
     name_peer(c, in->hs.rank, rdma_get_peer_addr(c->id));
     if (early) {
       ep->early[ep->nearly++] = c;
-      TLOG_INFO(TALLY_SUBSYS_NET, "rank %d connected before this rank wanted it: kept for a later accept",
-                in->hs.rank);
+      TLOG_INFO(TALLY_SUBSYS_NET, "rank %d connected before this rank wanted it: kept for a later accept", in->hs.rank);
     } else {
       a->conns[slot] = c;
       a->admitted++;
@@ -285,9 +285,8 @@ static void on_listen_event(struct accepting *a, struct rdma_cm_event *ev) {
       TLOG_WARN(TALLY_SUBSYS_NET, "cannot take an RDMA connection: %s", tally_error_message());
       rdma_reject(ev->id, NULL, 0);
       verbs_conn_destroy(c);
-    } else if (rdma_accept(ev->id, &(struct rdma_conn_param){.retry_count = 7,
-                                                              .rnr_retry_count = 7,
-                                                              .qp_num = c->qp->qp_num})) {
+    } else if (rdma_accept(ev->id, &(struct rdma_conn_param){
+                                       .retry_count = 7, .rnr_retry_count = 7, .qp_num = c->qp->qp_num})) {
       TLOG_WARN(TALLY_SUBSYS_NET, "cannot accept an RDMA connection: rdma_accept: %s", strerror(errno));
       verbs_conn_destroy(c);
     } else {
