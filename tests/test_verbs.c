@@ -8,6 +8,7 @@
  * while the endpoint still admits the rank it waits for. Without one (this machine): forcing verbs
  * fails with a clear message and auto quietly uses TCP. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <infiniband/verbs.h>
 #include <poll.h>
@@ -401,24 +402,26 @@ static int stranger_event(struct stranger *s, int ms) {
   return type;
 }
 
-static void stranger_connect(struct stranger *s, const struct tally_sockaddr *to) {
+/* Resolves `to`, makes a queue pair and sends a connection request; NULL, or what failed. */
+static const char *stranger_connect(struct stranger *s, const struct tally_sockaddr *to) {
   s->channel = rdma_create_event_channel();
-  cr_assert(s->channel && rdma_create_id(s->channel, &s->id, NULL, RDMA_PS_TCP) == 0);
-  cr_assert_eq(rdma_resolve_addr(s->id, NULL, (struct sockaddr *)&to->ss, 2000), 0);
-  cr_assert_eq(stranger_event(s, 5000), RDMA_CM_EVENT_ADDR_RESOLVED);
-  cr_assert_eq(rdma_resolve_route(s->id, 2000), 0);
-  cr_assert_eq(stranger_event(s, 5000), RDMA_CM_EVENT_ROUTE_RESOLVED);
+  if (!s->channel || rdma_create_id(s->channel, &s->id, NULL, RDMA_PS_TCP)) return "rdma_create_id";
+  if (rdma_resolve_addr(s->id, NULL, (struct sockaddr *)&to->ss, 2000) ||
+      stranger_event(s, 5000) != RDMA_CM_EVENT_ADDR_RESOLVED)
+    return "resolving the address";
+  if (rdma_resolve_route(s->id, 2000) || stranger_event(s, 5000) != RDMA_CM_EVENT_ROUTE_RESOLVED)
+    return "resolving the route";
   s->pd = ibv_alloc_pd(s->id->verbs);
   s->cq = ibv_create_cq(s->id->verbs, 16, NULL, NULL, 0);
   struct ibv_qp_init_attr qp = {.send_cq = s->cq,
                                 .recv_cq = s->cq,
                                 .qp_type = IBV_QPT_RC,
                                 .cap = {.max_send_wr = 4, .max_recv_wr = 4, .max_send_sge = 1, .max_recv_sge = 1}};
-  cr_assert(s->pd && s->cq && rdma_create_qp(s->id, s->pd, &qp) == 0, "stranger's queue pair: %s", strerror(errno));
+  if (!s->pd || !s->cq || rdma_create_qp(s->id, s->pd, &qp)) return "making a queue pair";
   s->mr = ibv_reg_mr(s->pd, &s->word, sizeof s->word, IBV_ACCESS_LOCAL_WRITE);
-  cr_assert(s->mr);
   struct rdma_conn_param param = {.retry_count = 7, .rnr_retry_count = 7};
-  cr_assert_eq(rdma_connect(s->id, &param), 0);
+  if (!s->mr || rdma_connect(s->id, &param)) return "rdma_connect";
+  return NULL;
 }
 
 /* RDMA-writes 8 bytes at `addr` with `rkey`; the completion's status. */
@@ -483,8 +486,9 @@ Test(verbs, stranger_after_init_is_refused_and_cannot_reach_memory) {
   /* registered as every receive buffer is, for remote writes (mr_cache.c) */
 
   struct stranger writer = {0}, silent = {0};
-  stranger_connect(&writer, &addr0);
-  stranger_connect(&silent, &addr0);
+  const char *failed = stranger_connect(&writer, &addr0);
+  if (!failed) failed = stranger_connect(&silent, &addr0);
+  cr_assert(!failed, "a stranger could not even ask to connect: %s (%s)", failed, strerror(errno));
   usleep(200 * 1000); /* their requests wait on the listen channel between accepts */
 
   struct accept_run later = {.ep = ep[0], .comm_id = comm_id, .peer = 2};
@@ -521,4 +525,89 @@ Test(verbs, stranger_after_init_is_refused_and_cannot_reach_memory) {
   free(buf);
   for (int i = 0; i < 3; i++) verbs_ops()->destroy(ep[i]);
   close(abort_fd);
+}
+
+/* A stranger that connects to rank 0 of a live communicator (forced verbs, only the ring connected
+ * at init) from a thread of rank 1, and then says nothing: rank 0 refuses it while it connects the
+ * pairs an alltoall adds, and the alltoall's bytes all arrive, over verbs. */
+struct silent_stranger {
+  struct tally_sockaddr to;
+  int asked;   /* its connection request is out */
+  int outcome; /* the event that ended its connection, -1 when none came in 60 s */
+  char failed[128];
+};
+
+static void *silent_stranger_run(void *arg) {
+  struct silent_stranger *run = arg;
+  struct stranger s = {0};
+  const char *failed = stranger_connect(&s, &run->to);
+  if (failed) snprintf(run->failed, sizeof run->failed, "%s: %s", failed, strerror(errno));
+  __atomic_store_n(&run->asked, 1, __ATOMIC_RELEASE);
+  int event = -1;
+  for (int i = 0; !failed && i < 120; i++)
+    if ((event = stranger_event(&s, 500)) >= 0 && event != RDMA_CM_EVENT_ESTABLISHED) break;
+  run->outcome = event;
+  stranger_close(&s);
+  return NULL;
+}
+
+/* Rank 0's RDMA address: its log names the port it listens on. */
+static int rank0_rdma_address(int rank, struct tally_sockaddr *to) {
+  char path[128], line[1024];
+  snprintf(path, sizeof path, "/tmp/tally-verbs-stranger-%d-rank0.log", (int)getppid()); /* as log_to_file names it */
+  FILE *f = fopen(path, "r");
+  int found = 0;
+  while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, "listening on port") != NULL;
+  if (f) fclose(f);
+  if (!found) return harness_fail(rank, "rank 0 did not log its RDMA port in %s", path);
+  const char *open = strstr(line, "("), *port = strstr(line, "listening on port ");
+  char ip[64] = "";
+  if (!open || !port || sscanf(open + 1, "%63[0-9.]", ip) != 1) return harness_fail(rank, "cannot read: %s", line);
+  struct sockaddr_in *in = (struct sockaddr_in *)&to->ss;
+  *to = (struct tally_sockaddr){.len = sizeof *in};
+  in->sin_family = AF_INET;
+  in->sin_port = htons((uint16_t)atoi(port + strlen("listening on port ")));
+  if (inet_pton(AF_INET, ip, &in->sin_addr) != 1) return harness_fail(rank, "cannot read: %s", line);
+  return 0;
+}
+
+static int stranger_during_alltoall(tally_comm_t comm, int rank, int n, void *arg) {
+  struct silent_stranger run = {.outcome = -1};
+  pthread_t thread;
+  if (rank == 1) {
+    if (rank0_rdma_address(rank, &run.to)) return 1;
+    if (pthread_create(&thread, NULL, silent_stranger_run, &run)) return harness_fail(rank, "pthread_create");
+    while (!__atomic_load_n(&run.asked, __ATOMIC_ACQUIRE)) usleep(1000);
+    usleep(100 * 1000); /* its request waits on rank 0's listen channel */
+  }
+  int bad = p2p_alltoall_cases(comm, rank, n, arg);
+  if (!bad) bad = all_bytes_over_verbs(comm, rank, "alltoall with a stranger about");
+  if (rank == 1) {
+    pthread_join(thread, NULL);
+    if (run.failed[0]) bad += harness_fail(rank, "the stranger could not ask to connect: %s", run.failed);
+    if (run.outcome != RDMA_CM_EVENT_DISCONNECTED && run.outcome != RDMA_CM_EVENT_REJECTED)
+      bad += harness_fail(rank, "the stranger's connection was not refused (last event %s)",
+                          run.outcome < 0 ? "none in 60 s" : rdma_event_str((enum rdma_cm_event_type)run.outcome));
+  }
+  return bad;
+}
+
+static int stranger_during_alltoall_logged(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
+  (void)arg;
+  return run_logged(rank, nranks, id, "stranger", stranger_during_alltoall);
+}
+
+Test(verbs, stranger_refused_while_communicator_connects_on_first_use) {
+  NEED_DEVICE();
+  setenv("TALLY_TRANSPORT", "verbs", 1);
+  setenv("TALLY_ALGO", "ring", 1);
+  setenv("TALLY_DEBUG", "INFO", 1);
+  setenv("TALLY_DEBUG_SUBSYS", "NET", 1);
+  cr_assert_eq(harness_run_raw(4, 600, stranger_during_alltoall_logged, NULL), 0, "some rank failed (see its log)");
+  char line[1024];
+  cr_expect(log_has(0, "stranger", "refused an RDMA connection", line, sizeof line),
+            "rank 0 did not log the stranger's refusal");
+  unsetenv("TALLY_ALGO");
+  unsetenv("TALLY_DEBUG");
+  unsetenv("TALLY_DEBUG_SUBSYS");
 }
