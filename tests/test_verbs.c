@@ -5,7 +5,8 @@
  * between ring neighbours over verbs; pairs that no algorithm connected at init (send/recv,
  * alltoall, gather, scatter) connected on first use over verbs, forced and on two hosts, every byte
  * counted on verbs; strangers connecting after init refused without reaching registered memory,
- * while the endpoint still admits the rank it waits for. Without one (this machine): forcing verbs
+ * while the endpoint still admits the rank it waits for; a rank of another communicator refused,
+ * one that comes before it is wanted kept for the later accept. Without one (this machine): forcing verbs
  * fails with a clear message and auto quietly uses TCP. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -523,6 +524,45 @@ Test(verbs, stranger_after_init_is_refused_and_cannot_reach_memory) {
   stranger_close(&silent);
   verbs_ops()->deregister_memory(ep[0], handle);
   free(buf);
+  for (int i = 0; i < 3; i++) verbs_ops()->destroy(ep[i]);
+  close(abort_fd);
+}
+
+/* Rank 0 accepts rank 2 only; rank 1 connects first, once for another communicator (refused) and
+ * once for this one (authenticated, so kept); rank 0's next accept, for rank 1, takes that kept
+ * connection at once. */
+Test(verbs, early_rank_is_kept_for_the_later_accept) {
+  NEED_DEVICE();
+  unsigned char secret[TALLY_SECRET_BYTES];
+  memset(secret, 0x3c, sizeof secret);
+  int abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  struct tally_endpoint *ep[3];
+  for (int r = 0; r < 3; r++) ep[r] = open_endpoint_of_rank(r, secret, abort_fd);
+  struct tally_sockaddr addr0;
+  verbs_ops()->address(ep[0], &addr0);
+  const uint64_t comm_id = 0xea71;
+
+  struct accept_run wants2 = {.ep = ep[0], .comm_id = comm_id, .peer = 2};
+  pthread_t thread;
+  cr_assert_eq(pthread_create(&thread, NULL, accept_one, &wants2), 0);
+  struct tally_conn *other = NULL, *from1 = NULL, *from2 = NULL;
+  tally_result_t r = verbs_ops()->connect(ep[1], comm_id + 1, 0, &addr0, tally_deadline_after(30), &other);
+  cr_expect_eq(r, TALLY_ERR_REMOTE, "a connection for another communicator was not refused");
+  cr_expect(strstr(tally_error_message(), "refused"), "%s", tally_error_message());
+  r = verbs_ops()->connect(ep[1], comm_id, 0, &addr0, tally_deadline_after(30), &from1);
+  cr_assert_eq(r, TALLY_SUCCESS, "rank 1, early, was not kept: %s", tally_error_message());
+  r = verbs_ops()->connect(ep[2], comm_id, 0, &addr0, tally_deadline_after(30), &from2);
+  pthread_join(thread, NULL);
+  cr_assert_eq(r, TALLY_SUCCESS, "rank 2: %s", tally_error_message());
+  cr_assert_eq(wants2.result, TALLY_SUCCESS, "rank 0 did not admit rank 2");
+  cr_expect_eq(wants2.conn->peer, 2);
+
+  double start = harness_now_s();
+  struct accept_run wants1 = {.ep = ep[0], .comm_id = comm_id, .peer = 1};
+  accept_one(&wants1);
+  cr_assert_eq(wants1.result, TALLY_SUCCESS, "rank 0 did not take rank 1's kept connection");
+  cr_expect_eq(wants1.conn->peer, 1);
+  cr_expect_lt(harness_now_s() - start, 1.0, "taking a kept connection waited on the network");
   for (int i = 0; i < 3; i++) verbs_ops()->destroy(ep[i]);
   close(abort_fd);
 }
