@@ -2,22 +2,33 @@
  * collective, datatype and op on 2, 3 and 4 ranks forced onto verbs; 64 MiB buffers with
  * registration cache hits and misses; a buffer freed and mapped again at the same address; a peer
  * killed mid-transfer; two emulated hosts, verbs between them and shared memory inside; send/recv
- * between ring neighbours over verbs, alltoall, gather and scatter on two hosts (pairs not connected
- * at init go over TCP), and forced verbs refusing such a pair with a message. Without one (this
- * machine): forcing verbs fails with a clear message and auto quietly uses TCP. */
+ * between ring neighbours over verbs; pairs that no algorithm connected at init (send/recv,
+ * alltoall, gather, scatter) connected on first use over verbs, forced and on two hosts, every byte
+ * counted on verbs; strangers connecting after init refused without reaching registered memory,
+ * while the endpoint still admits the rank it waits for; a rank of another communicator refused,
+ * one that comes before it is wanted kept for the later accept. Without one (this machine): forcing verbs
+ * fails with a clear message and auto quietly uses TCP. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <infiniband/verbs.h>
+#include <poll.h>
+#include <pthread.h>
+#include <rdma/rdma_cma.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "coll_cases.h"
+#include "core/clock.h"
+#include "core/error.h"
 #include "harness.h"
 #include "p2p_cases.h"
+#include "transports/verbs/verbs.h"
 
 static int rdma_devices(void) {
   int n = 0;
@@ -261,10 +272,37 @@ Test(verbs, send_recv_between_neighbours) {
   cr_assert_eq(harness_run(3, 900, p2p_ring_exchange, NULL), 0, "some rank failed (see stderr)");
 }
 
+/* Every payload byte this rank sent went over verbs, none over another transport (tally_comm_stats). */
+static int all_bytes_over_verbs(tally_comm_t comm, int rank, const char *what) {
+  tally_stats_t stats = {.size = sizeof stats};
+  tally_result_t r = tally_comm_stats(comm, &stats, NULL, NULL, NULL);
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "tally_comm_stats: %s", tally_comm_last_error(comm));
+  unsigned long long over_verbs = 0, elsewhere = 0;
+  for (int i = 0; i < stats.ntransports; i++) {
+    if (!strcmp(stats.transports[i].name, "verbs"))
+      over_verbs += stats.transports[i].bytes_sent;
+    else
+      elsewhere += stats.transports[i].bytes_sent;
+  }
+  if (over_verbs == 0 || elsewhere != 0)
+    return harness_fail(rank, "%s: %llu bytes sent over verbs and %llu over other transports (expected all on verbs)",
+                        what, over_verbs, elsewhere);
+  return 0;
+}
+
 /* Two emulated hosts: ring and partner links from init (verbs across, shared memory inside), the
- * pairs that alltoall, gather and scatter add connected on first use (TCP across). */
+ * pairs that alltoall, gather and scatter add connected on first use, verbs across too: no byte
+ * goes over TCP. */
 static int p2p_on_two_hosts(tally_comm_t comm, int rank, int n, void *arg) {
-  return p2p_alltoall_cases(comm, rank, n, arg) || p2p_rooted_cases(comm, rank, n, arg);
+  if (p2p_alltoall_cases(comm, rank, n, arg) || p2p_rooted_cases(comm, rank, n, arg)) return 1;
+  tally_stats_t stats = {.size = sizeof stats};
+  if (tally_comm_stats(comm, &stats, NULL, NULL, NULL) != TALLY_SUCCESS)
+    return harness_fail(rank, "tally_comm_stats: %s", tally_comm_last_error(comm));
+  for (int i = 0; i < stats.ntransports; i++)
+    if (!strcmp(stats.transports[i].name, "tcp") && stats.transports[i].bytes_sent != 0)
+      return harness_fail(rank, "%llu bytes went over TCP: a pair connected on first use did not use verbs",
+                          (unsigned long long)stats.transports[i].bytes_sent);
+  return 0;
 }
 
 Test(verbs, alltoall_gather_scatter_on_two_hosts) {
@@ -273,21 +311,343 @@ Test(verbs, alltoall_gather_scatter_on_two_hosts) {
   cr_assert_eq(harness_run_on_hosts(4, 2, 900, p2p_on_two_hosts, NULL), 0, "some rank failed (see stderr)");
 }
 
-/* Forced verbs and only the ring connected at init: an alltoall needs rank r to send to rank r-1,
- * which RDMA cannot connect after init; every rank is refused with a message saying what to do. */
-static int forced_verbs_new_pair(tally_comm_t comm, int rank, int n, void *arg) {
-  (void)n, (void)arg;
-  int32_t send[3] = {0}, recv[3];
-  return harness_expect(rank, comm, tally_alltoall(send, recv, 1, TALLY_INT32, comm, NULL), TALLY_ERR_UNSUPPORTED,
-                        "use TALLY_TRANSPORT=auto");
+/* Forced verbs and only the ring connected at init (0>1>2>3>0): send/recv between ranks two apart,
+ * then alltoall, gather and scatter, connect new pairs on first use, over verbs. */
+static int forced_verbs_new_pairs(tally_comm_t comm, int rank, int n, void *arg) {
+  int partner = (rank + 2) % n, bad = 0;
+  size_t sizes[2] = {100, 1 << 20}; /* through the control slots, and by RDMA write */
+  for (int i = 0; i < 2 && !bad; i++) {
+    unsigned char *out = malloc(sizes[i]), *in = malloc(sizes[i]);
+    p2p_fill(out, sizes[i], rank, partner, i);
+    tally_group_start();
+    tally_result_t r = tally_send(out, sizes[i], TALLY_UINT8, partner, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_recv(in, sizes[i], TALLY_UINT8, partner, comm, NULL);
+    tally_result_t end = tally_group_end();
+    if (r != TALLY_SUCCESS || end != TALLY_SUCCESS)
+      bad =
+          harness_fail(rank, "send/recv of %zu bytes with rank %d: %s", sizes[i], partner, tally_comm_last_error(comm));
+    else
+      bad = p2p_check(rank, "send/recv with a rank two apart", in, sizes[i], partner, rank, i);
+    free(out);
+    free(in);
+  }
+  if (!bad) bad = p2p_alltoall_cases(comm, rank, n, arg) || p2p_rooted_cases(comm, rank, n, arg);
+  return bad ? bad : all_bytes_over_verbs(comm, rank, "send/recv, alltoall, gather and scatter");
 }
 
-Test(verbs, forced_verbs_refuses_pairs_after_init) {
+Test(verbs, forced_verbs_connects_new_pairs_on_first_use) {
   NEED_DEVICE();
   setenv("TALLY_TRANSPORT", "verbs", 1);
   setenv("TALLY_ALGO", "ring", 1);
-  setenv("TALLY_TIMEOUT", "30", 1);
-  cr_assert_eq(harness_run(3, 300, forced_verbs_new_pair, NULL), 0, "some rank failed (see stderr)");
+  setenv("TALLY_TIMEOUT", "60", 1);
+  cr_assert_eq(harness_run(4, 600, forced_verbs_new_pairs, NULL), 0, "some rank failed (see stderr)");
   unsetenv("TALLY_ALGO");
   unsetenv("TALLY_TIMEOUT");
+}
+
+/* --- strangers after init (the transport itself, so that the test knows a registered buffer's
+ * address and rkey, as an attacker guessing them would) ------------------------------------------- */
+
+static const struct tally_transport_ops *verbs_ops(void) {
+  const struct tally_transport_ops *ops = tally_transport_find("verbs");
+  cr_assert(ops, "this build has no verbs transport");
+  return ops;
+}
+
+static struct tally_endpoint *open_endpoint_of_rank(int rank, const unsigned char *secret, int abort_fd) {
+  struct tally_transport_params params = {.secret = secret,
+                                          .rank = rank,
+                                          .abort_fd = abort_fd,
+                                          .ib_hca = "",
+                                          .ib_gid_index = -1,
+                                          .numa_node = -1,
+                                          .ib_reg_cache_bytes = 1 << 30};
+  struct tally_endpoint *ep = NULL;
+  tally_result_t r = verbs_ops()->create(&params, &ep);
+  cr_assert_eq(r, TALLY_SUCCESS, "creating the endpoint of rank %d: %s", rank, tally_error_message());
+  return ep;
+}
+
+struct accept_run {
+  struct tally_endpoint *ep;
+  uint64_t comm_id;
+  int peer;
+  tally_result_t result;
+  struct tally_conn *conn;
+};
+
+static void *accept_one(void *arg) {
+  struct accept_run *a = arg;
+  a->result = verbs_ops()->accept(a->ep, a->comm_id, 1, &a->peer, tally_deadline_after(30), &a->conn);
+  return NULL;
+}
+
+/* A client that speaks rdma_cm but not Tally's handshake, with a queue pair of its own. */
+struct stranger {
+  struct rdma_event_channel *channel;
+  struct rdma_cm_id *id;
+  struct ibv_pd *pd;
+  struct ibv_cq *cq;
+  struct ibv_mr *mr;
+  uint64_t word;
+};
+
+/* The next event's type, or -1 when none came within `ms`. */
+static int stranger_event(struct stranger *s, int ms) {
+  struct pollfd pfd = {.fd = s->channel->fd, .events = POLLIN};
+  if (poll(&pfd, 1, ms) <= 0) return -1;
+  struct rdma_cm_event *ev;
+  if (rdma_get_cm_event(s->channel, &ev)) return -1;
+  int type = ev->event;
+  rdma_ack_cm_event(ev);
+  return type;
+}
+
+/* Resolves `to`, makes a queue pair and sends a connection request; NULL, or what failed. */
+static const char *stranger_connect(struct stranger *s, const struct tally_sockaddr *to) {
+  s->channel = rdma_create_event_channel();
+  if (!s->channel || rdma_create_id(s->channel, &s->id, NULL, RDMA_PS_TCP)) return "rdma_create_id";
+  if (rdma_resolve_addr(s->id, NULL, (struct sockaddr *)&to->ss, 2000) ||
+      stranger_event(s, 5000) != RDMA_CM_EVENT_ADDR_RESOLVED)
+    return "resolving the address";
+  if (rdma_resolve_route(s->id, 2000) || stranger_event(s, 5000) != RDMA_CM_EVENT_ROUTE_RESOLVED)
+    return "resolving the route";
+  s->pd = ibv_alloc_pd(s->id->verbs);
+  s->cq = ibv_create_cq(s->id->verbs, 16, NULL, NULL, 0);
+  struct ibv_qp_init_attr qp = {.send_cq = s->cq,
+                                .recv_cq = s->cq,
+                                .qp_type = IBV_QPT_RC,
+                                .cap = {.max_send_wr = 4, .max_recv_wr = 4, .max_send_sge = 1, .max_recv_sge = 1}};
+  if (!s->pd || !s->cq || rdma_create_qp(s->id, s->pd, &qp)) return "making a queue pair";
+  s->mr = ibv_reg_mr(s->pd, &s->word, sizeof s->word, IBV_ACCESS_LOCAL_WRITE);
+  struct rdma_conn_param param = {.retry_count = 7, .rnr_retry_count = 7};
+  if (!s->mr || rdma_connect(s->id, &param)) return "rdma_connect";
+  return NULL;
+}
+
+/* RDMA-writes 8 bytes at `addr` with `rkey`; the completion's status. */
+static enum ibv_wc_status stranger_write(struct stranger *s, uint64_t addr, uint32_t rkey) {
+  s->word = 0x2121212121212121ull;
+  struct ibv_sge sge = {(uintptr_t)&s->word, sizeof s->word, s->mr->lkey};
+  struct ibv_send_wr wr = {.sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_RDMA_WRITE, .send_flags = IBV_SEND_SIGNALED},
+                     *bad;
+  wr.wr.rdma.remote_addr = addr;
+  wr.wr.rdma.rkey = rkey;
+  cr_assert_eq(ibv_post_send(s->id->qp, &wr, &bad), 0);
+  struct ibv_wc wc;
+  double until = harness_now_s() + 60;
+  while (ibv_poll_cq(s->cq, 1, &wc) == 0) {
+    cr_assert_lt(harness_now_s(), until, "the stranger's RDMA write never completed");
+    usleep(1000);
+  }
+  return wc.status;
+}
+
+static void stranger_close(struct stranger *s) {
+  if (s->id && s->id->qp) rdma_destroy_qp(s->id);
+  if (s->mr) ibv_dereg_mr(s->mr);
+  if (s->cq) ibv_destroy_cq(s->cq);
+  if (s->pd) ibv_dealloc_pd(s->pd);
+  if (s->id) rdma_destroy_id(s->id);
+  if (s->channel) rdma_destroy_event_channel(s->channel);
+}
+
+/* Rank 0 accepts rank 1 (init) and registers a buffer as a receive does; then two strangers connect
+ * (their requests wait on the listen channel between accepts). Once rank 0's next accept (for rank
+ * 2, connecting on first use) takes them, one tries an RDMA write into that buffer with its real
+ * address and rkey before any handshake, the other stays silent: the device refuses the write, the
+ * buffer is untouched, both strangers are disconnected, and rank 2 is admitted with RDMA writes
+ * granted. (RDMA reads a stranger cannot even issue: Tally offers no responder resources.) */
+Test(verbs, stranger_after_init_is_refused_and_cannot_reach_memory) {
+  NEED_DEVICE();
+  unsigned char secret[TALLY_SECRET_BYTES];
+  memset(secret, 0x5a, sizeof secret);
+  int abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  struct tally_endpoint *ep[3];
+  for (int r = 0; r < 3; r++) ep[r] = open_endpoint_of_rank(r, secret, abort_fd);
+  struct tally_sockaddr addr0;
+  verbs_ops()->address(ep[0], &addr0);
+  const uint64_t comm_id = 0x7e57c0de;
+
+  struct accept_run init = {.ep = ep[0], .comm_id = comm_id, .peer = 1};
+  pthread_t thread;
+  cr_assert_eq(pthread_create(&thread, NULL, accept_one, &init), 0);
+  struct tally_conn *from1 = NULL;
+  tally_result_t r = verbs_ops()->connect(ep[1], comm_id, 0, &addr0, tally_deadline_after(30), &from1);
+  pthread_join(thread, NULL);
+  cr_assert_eq(r, TALLY_SUCCESS, "rank 1 connecting at init: %s", tally_error_message());
+  cr_assert_eq(init.result, TALLY_SUCCESS, "rank 0 accepting at init failed");
+
+  enum { BYTES = 1 << 16 };
+  unsigned char *buf = malloc(BYTES);
+  memset(buf, 0xab, BYTES);
+  void *handle = NULL;
+  cr_assert_eq(verbs_ops()->register_memory(ep[0], buf, BYTES, &handle), TALLY_SUCCESS);
+  const struct ibv_mr *mr = ((struct tally_mr_hold *)handle)->mr;
+  /* registered as every receive buffer is, for remote writes (mr_cache.c) */
+
+  struct stranger writer = {0}, silent = {0};
+  const char *failed = stranger_connect(&writer, &addr0);
+  if (!failed) failed = stranger_connect(&silent, &addr0);
+  cr_assert(!failed, "a stranger could not even ask to connect: %s (%s)", failed, strerror(errno));
+  usleep(200 * 1000); /* their requests wait on the listen channel between accepts */
+
+  struct accept_run later = {.ep = ep[0], .comm_id = comm_id, .peer = 2};
+  cr_assert_eq(pthread_create(&thread, NULL, accept_one, &later), 0);
+  cr_assert_eq(stranger_event(&writer, 10000), RDMA_CM_EVENT_ESTABLISHED, "the writer was not connected");
+  cr_assert_eq(stranger_event(&silent, 10000), RDMA_CM_EVENT_ESTABLISHED, "the silent one was not connected");
+  enum ibv_wc_status wrote = stranger_write(&writer, (uintptr_t)buf + 64, mr->rkey);
+  fprintf(stderr, "the stranger's RDMA write completed with '%s'\n", ibv_wc_status_str(wrote));
+  cr_expect(wrote == IBV_WC_REM_INV_REQ_ERR || wrote == IBV_WC_REM_ACCESS_ERR,
+            "the stranger's RDMA write completed with '%s', not refused by the device", ibv_wc_status_str(wrote));
+  for (int i = 0; i < BYTES; i++) cr_assert_eq(buf[i], 0xab, "byte %d of the registered buffer was overwritten", i);
+
+  struct tally_conn *to0 = NULL;
+  r = verbs_ops()->connect(ep[2], comm_id, 0, &addr0, tally_deadline_after(30), &to0);
+  pthread_join(thread, NULL);
+  cr_assert_eq(r, TALLY_SUCCESS, "rank 2 connecting after the strangers: %s", tally_error_message());
+  cr_assert_eq(later.result, TALLY_SUCCESS, "rank 0 did not admit rank 2 after the strangers");
+  struct ibv_qp_attr attr;
+  struct ibv_qp_init_attr init_attr;
+  cr_assert_eq(ibv_query_qp(later.conn->qp, &attr, IBV_QP_ACCESS_FLAGS, &init_attr), 0);
+  cr_expect(attr.qp_access_flags & IBV_ACCESS_REMOTE_WRITE, "rank 2, authenticated, may not RDMA-write");
+  cr_expect(!(attr.qp_access_flags & IBV_ACCESS_REMOTE_READ), "rank 2 may RDMA-read, which Tally never needs");
+  int writer_gone = 0, silent_gone = 0;
+  for (int i = 0; i < 20 && !(writer_gone && silent_gone); i++) {
+    writer_gone |= stranger_event(&writer, 500) == RDMA_CM_EVENT_DISCONNECTED;
+    silent_gone |= stranger_event(&silent, 500) == RDMA_CM_EVENT_DISCONNECTED;
+  }
+  cr_expect(writer_gone && silent_gone, "a stranger was not disconnected (writer %d, silent one %d)", writer_gone,
+            silent_gone);
+
+  stranger_close(&writer);
+  stranger_close(&silent);
+  verbs_ops()->deregister_memory(ep[0], handle);
+  free(buf);
+  for (int i = 0; i < 3; i++) verbs_ops()->destroy(ep[i]);
+  close(abort_fd);
+}
+
+/* Rank 0 accepts rank 2 only; rank 1 connects first, once for another communicator (refused) and
+ * once for this one (authenticated, so kept); rank 0's next accept, for rank 1, takes that kept
+ * connection at once. */
+Test(verbs, early_rank_is_kept_for_the_later_accept) {
+  NEED_DEVICE();
+  unsigned char secret[TALLY_SECRET_BYTES];
+  memset(secret, 0x3c, sizeof secret);
+  int abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  struct tally_endpoint *ep[3];
+  for (int r = 0; r < 3; r++) ep[r] = open_endpoint_of_rank(r, secret, abort_fd);
+  struct tally_sockaddr addr0;
+  verbs_ops()->address(ep[0], &addr0);
+  const uint64_t comm_id = 0xea71;
+
+  struct accept_run wants2 = {.ep = ep[0], .comm_id = comm_id, .peer = 2};
+  pthread_t thread;
+  cr_assert_eq(pthread_create(&thread, NULL, accept_one, &wants2), 0);
+  struct tally_conn *other = NULL, *from1 = NULL, *from2 = NULL;
+  tally_result_t r = verbs_ops()->connect(ep[1], comm_id + 1, 0, &addr0, tally_deadline_after(30), &other);
+  cr_expect_eq(r, TALLY_ERR_REMOTE, "a connection for another communicator was not refused");
+  cr_expect(strstr(tally_error_message(), "refused"), "%s", tally_error_message());
+  r = verbs_ops()->connect(ep[1], comm_id, 0, &addr0, tally_deadline_after(30), &from1);
+  cr_assert_eq(r, TALLY_SUCCESS, "rank 1, early, was not kept: %s", tally_error_message());
+  r = verbs_ops()->connect(ep[2], comm_id, 0, &addr0, tally_deadline_after(30), &from2);
+  pthread_join(thread, NULL);
+  cr_assert_eq(r, TALLY_SUCCESS, "rank 2: %s", tally_error_message());
+  cr_assert_eq(wants2.result, TALLY_SUCCESS, "rank 0 did not admit rank 2");
+  cr_expect_eq(wants2.conn->peer, 2);
+
+  double start = harness_now_s();
+  struct accept_run wants1 = {.ep = ep[0], .comm_id = comm_id, .peer = 1};
+  accept_one(&wants1);
+  cr_assert_eq(wants1.result, TALLY_SUCCESS, "rank 0 did not take rank 1's kept connection");
+  cr_expect_eq(wants1.conn->peer, 1);
+  cr_expect_lt(harness_now_s() - start, 1.0, "taking a kept connection waited on the network");
+  for (int i = 0; i < 3; i++) verbs_ops()->destroy(ep[i]);
+  close(abort_fd);
+}
+
+/* A stranger that connects to rank 0 of a live communicator (forced verbs, only the ring connected
+ * at init) from a thread of rank 1, and then says nothing: rank 0 refuses it while it connects the
+ * pairs an alltoall adds, and the alltoall's bytes all arrive, over verbs. */
+struct silent_stranger {
+  struct tally_sockaddr to;
+  int asked;   /* its connection request is out */
+  int outcome; /* the event that ended its connection, -1 when none came in 60 s */
+  char failed[128];
+};
+
+static void *silent_stranger_run(void *arg) {
+  struct silent_stranger *run = arg;
+  struct stranger s = {0};
+  const char *failed = stranger_connect(&s, &run->to);
+  if (failed) snprintf(run->failed, sizeof run->failed, "%s: %s", failed, strerror(errno));
+  __atomic_store_n(&run->asked, 1, __ATOMIC_RELEASE);
+  int event = -1;
+  for (int i = 0; !failed && i < 120; i++)
+    if ((event = stranger_event(&s, 500)) >= 0 && event != RDMA_CM_EVENT_ESTABLISHED) break;
+  run->outcome = event;
+  stranger_close(&s);
+  return NULL;
+}
+
+/* Rank 0's RDMA address: its log names the port it listens on. */
+static int rank0_rdma_address(int rank, struct tally_sockaddr *to) {
+  char path[128], line[1024];
+  snprintf(path, sizeof path, "/tmp/tally-verbs-stranger-%d-rank0.log", (int)getppid()); /* as log_to_file names it */
+  FILE *f = fopen(path, "r");
+  int found = 0;
+  while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, "listening on port") != NULL;
+  if (f) fclose(f);
+  if (!found) return harness_fail(rank, "rank 0 did not log its RDMA port in %s", path);
+  const char *open = strstr(line, "("), *port = strstr(line, "listening on port ");
+  char ip[64] = "";
+  if (!open || !port || sscanf(open + 1, "%63[0-9.]", ip) != 1) return harness_fail(rank, "cannot read: %s", line);
+  struct sockaddr_in *in = (struct sockaddr_in *)&to->ss;
+  *to = (struct tally_sockaddr){.len = sizeof *in};
+  in->sin_family = AF_INET;
+  in->sin_port = htons((uint16_t)atoi(port + strlen("listening on port ")));
+  if (inet_pton(AF_INET, ip, &in->sin_addr) != 1) return harness_fail(rank, "cannot read: %s", line);
+  return 0;
+}
+
+static int stranger_during_alltoall(tally_comm_t comm, int rank, int n, void *arg) {
+  struct silent_stranger run = {.outcome = -1};
+  pthread_t thread;
+  if (rank == 1) {
+    if (rank0_rdma_address(rank, &run.to)) return 1;
+    if (pthread_create(&thread, NULL, silent_stranger_run, &run)) return harness_fail(rank, "pthread_create");
+    while (!__atomic_load_n(&run.asked, __ATOMIC_ACQUIRE)) usleep(1000);
+    usleep(100 * 1000); /* its request waits on rank 0's listen channel */
+  }
+  int bad = p2p_alltoall_cases(comm, rank, n, arg);
+  if (!bad) bad = all_bytes_over_verbs(comm, rank, "alltoall with a stranger about");
+  if (rank == 1) {
+    pthread_join(thread, NULL);
+    if (run.failed[0]) bad += harness_fail(rank, "the stranger could not ask to connect: %s", run.failed);
+    if (run.outcome != RDMA_CM_EVENT_DISCONNECTED && run.outcome != RDMA_CM_EVENT_REJECTED)
+      bad += harness_fail(rank, "the stranger's connection was not refused (last event %s)",
+                          run.outcome < 0 ? "none in 60 s" : rdma_event_str((enum rdma_cm_event_type)run.outcome));
+  }
+  return bad;
+}
+
+static int stranger_during_alltoall_logged(int rank, int nranks, const tally_unique_id_t *id, void *arg) {
+  (void)arg;
+  return run_logged(rank, nranks, id, "stranger", stranger_during_alltoall);
+}
+
+Test(verbs, stranger_refused_while_communicator_connects_on_first_use) {
+  NEED_DEVICE();
+  setenv("TALLY_TRANSPORT", "verbs", 1);
+  setenv("TALLY_ALGO", "ring", 1);
+  setenv("TALLY_DEBUG", "INFO", 1);
+  setenv("TALLY_DEBUG_SUBSYS", "NET", 1);
+  cr_assert_eq(harness_run_raw(4, 600, stranger_during_alltoall_logged, NULL), 0, "some rank failed (see its log)");
+  char line[1024];
+  cr_expect(log_has(0, "stranger", "refused an RDMA connection", line, sizeof line),
+            "rank 0 did not log the stranger's refusal");
+  unsetenv("TALLY_ALGO");
+  unsetenv("TALLY_DEBUG");
+  unsetenv("TALLY_DEBUG_SUBSYS");
 }

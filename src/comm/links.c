@@ -240,19 +240,11 @@ static int start_accepting(struct tally_comm *c, const struct peer_set *in, int 
   return 1;
 }
 
-/* The endpoint for a connection to or from `peer` made after init: the RDMA endpoint listens only
- * while the communicator is built (transports/verbs/verbs.c), so such pairs go over TCP, unless
- * TALLY_TRANSPORT=verbs insists. */
+/* The endpoint for a connection to or from `peer` made after init: the one the pair would have had
+ * at init (choose_slot), verbs included, since every endpoint keeps listening for the
+ * communicator's life (transports/verbs/verbs.c authenticates and admits such late connections). */
 static tally_result_t choose_slot_after_init(const struct tally_comm *c, int peer, int *slot) {
-  TALLY_CHECK(choose_slot(c, peer, slot));
-  if (*slot != TALLY_SLOT_RDMA) return TALLY_SUCCESS;
-  if (!strcmp(c->cfg.transport, "verbs"))
-    return TALLY_ERROR(TALLY_ERR_UNSUPPORTED,
-                       "TALLY_TRANSPORT=verbs, but ranks %d and %d were not connected when the communicator was made, "
-                       "and RDMA connections are only taken then; use TALLY_TRANSPORT=auto (such pairs then use TCP)",
-                       c->rank, peer);
-  *slot = TALLY_SLOT_NET;
-  return TALLY_SUCCESS;
+  return choose_slot(c, peer, slot);
 }
 
 /* Chooses each peer's endpoint (`after_init`: choose_slot_after_init) and opens it. */

@@ -24,8 +24,8 @@ tally_result_t tally_links_connect(struct tally_comm *c, const int *partners, in
  * those in `from` that have no connection in that direction yet, on the transport each pair
  * would use, authenticated with the job's secret like every other connection. The ranks at the
  * other end must be making the matching call (or have made it): a peer that never does fails this
- * with a timeout naming it. Duplicates in the lists are fine. Pairs that would use RDMA use TCP
- * instead: the RDMA endpoint takes connections only while the communicator is built. */
+ * with a timeout naming it. Duplicates in the lists are fine. RDMA pairs included: every endpoint
+ * keeps listening for the communicator's life. */
 tally_result_t tally_links_connect_peers(struct tally_comm *c, const int *to, int nto, const int *from, int nfrom,
                                          uint64_t deadline);
 

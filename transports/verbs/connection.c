@@ -1,5 +1,12 @@
-/* A verbs connection's resources (queue pair, completion queue, control slots) and the posting of
- * control messages with their flow control (verbs.h). */
+/* A verbs connection's resources (queue pair, completion queue, control slots), its queue pair's
+ * states and remote access, and the posting of control messages with their flow control (verbs.h).
+ *
+ * The queue pair is this transport's own (ibv_create_qp, not rdma_create_qp), so that the connection
+ * manager never moves it: it goes through INIT, RTR and RTS with the manager's attributes but with
+ * no remote access at all, and is granted RDMA WRITE (what credited payloads need) only once the
+ * peer has passed the authentication handshake. Until then a connected stranger can only send into
+ * the control slots, which the handshake reads; with a guessed rkey its RDMA write or read of this
+ * rank's registered memory fails on the device. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -21,14 +28,30 @@ unsigned char *verbs_send_slot(struct tally_conn *c, int slot) {
 tally_result_t verbs_repost_recv(struct tally_conn *c, int slot) {
   struct ibv_sge sge = {(uintptr_t)verbs_recv_slot(c, slot), VERBS_CTRL_BYTES, c->ctrl_mr->lkey};
   struct ibv_recv_wr wr = {.wr_id = VERBS_WR_ID(WR_RECV, slot), .sg_list = &sge, .num_sge = 1}, *bad;
-  int err = ibv_post_recv(c->id->qp, &wr, &bad);
+  int err = ibv_post_recv(c->qp, &wr, &bad);
   if (err) return TALLY_ERROR(TALLY_ERR_SYSTEM, "posting a receive for %s: %s", c->peer_text, strerror(err));
   c->to_return++;
   return TALLY_SUCCESS;
 }
 
+/* Moves the queue pair to `state` with the attributes the connection manager gives for it, less
+ * any remote access (verbs_grant_remote_write adds that). */
+static tally_result_t move_qp(struct tally_conn *c, enum ibv_qp_state state, const char *name) {
+  struct ibv_qp_attr attr = {.qp_state = state};
+  int mask = 0;
+  if (rdma_init_qp_attr(c->id, &attr, &mask))
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "the connection manager has no %s attributes for the queue pair to %s: %s",
+                       name, c->peer_text, strerror(errno));
+  attr.qp_access_flags = 0;
+  int err = ibv_modify_qp(c->qp, &attr, mask);
+  if (err)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "moving the queue pair to %s to %s on %s: %s", c->peer_text, name,
+                       c->ep->device_text, strerror(err));
+  return TALLY_SUCCESS;
+}
+
 /* A queue pair that can hold every control message and write in flight, inline sends when the
- * device offers them. */
+ * device offers them, in INIT with no remote access. */
 static tally_result_t create_qp(struct tally_conn *c) {
   struct ibv_qp_init_attr attr = {.send_cq = c->cq,
                                   .recv_cq = c->cq,
@@ -38,14 +61,37 @@ static tally_result_t create_qp(struct tally_conn *c) {
                                           .max_send_sge = 1,
                                           .max_recv_sge = 1,
                                           .max_inline_data = 128}};
-  if (rdma_create_qp(c->id, c->ep->pd, &attr) != 0) {
+  c->qp = ibv_create_qp(c->ep->pd, &attr);
+  if (!c->qp) {
     attr.cap.max_inline_data = 0;
-    if (rdma_create_qp(c->id, c->ep->pd, &attr) != 0)
-      return TALLY_ERROR(TALLY_ERR_SYSTEM, "creating a queue pair on %s for %s: %s", c->ep->device_text, c->peer_text,
-                         strerror(errno));
+    c->qp = ibv_create_qp(c->ep->pd, &attr);
   }
+  if (!c->qp)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "creating a queue pair on %s for %s: %s", c->ep->device_text, c->peer_text,
+                       strerror(errno));
   c->max_inline = attr.cap.max_inline_data;
+  return move_qp(c, IBV_QPS_INIT, "INIT");
+}
+
+tally_result_t verbs_qp_ready(struct tally_conn *c) {
+  TALLY_CHECK(move_qp(c, IBV_QPS_RTR, "RTR"));
+  return move_qp(c, IBV_QPS_RTS, "RTS");
+}
+
+tally_result_t verbs_grant_remote_write(struct tally_conn *c) {
+  struct ibv_qp_attr attr = {.qp_access_flags = IBV_ACCESS_REMOTE_WRITE};
+  int err = ibv_modify_qp(c->qp, &attr, IBV_QP_ACCESS_FLAGS);
+  if (err)
+    return TALLY_ERROR(TALLY_ERR_SYSTEM, "granting %s RDMA writes on %s: %s", c->peer_text, c->ep->device_text,
+                       strerror(err));
   return TALLY_SUCCESS;
+}
+
+void verbs_disconnect(struct tally_conn *c) {
+  if (!c->qp) return;
+  struct ibv_qp_attr attr = {.qp_state = IBV_QPS_ERR}; /* flushes what is posted, as rdma_disconnect would */
+  ibv_modify_qp(c->qp, &attr, IBV_QP_STATE);
+  rdma_disconnect(c->id);
 }
 
 tally_result_t verbs_conn_create(struct tally_endpoint *ep, struct rdma_cm_id *id, struct tally_conn **out) {
@@ -84,13 +130,11 @@ tally_result_t verbs_conn_create(struct tally_endpoint *ep, struct rdma_cm_id *i
 
 void verbs_conn_destroy(struct tally_conn *c) {
   if (!c) return;
-  if (c->id) {
-    if (c->id->qp) {
-      rdma_disconnect(c->id);
-      rdma_destroy_qp(c->id);
-    }
-    rdma_destroy_id(c->id);
+  if (c->qp) {
+    verbs_disconnect(c);
+    ibv_destroy_qp(c->qp);
   }
+  if (c->id) rdma_destroy_id(c->id);
   if (c->cq) ibv_destroy_cq(c->cq);
   if (c->ctrl_mr) ibv_dereg_mr(c->ctrl_mr);
   free(c->ctrl);
@@ -120,7 +164,7 @@ tally_result_t verbs_ctrl_post(struct tally_conn *c, int slot, size_t body) {
                            .opcode = IBV_WR_SEND,
                            .send_flags = IBV_SEND_SIGNALED | (length <= c->max_inline ? IBV_SEND_INLINE : 0)},
                      *bad;
-  int err = ibv_post_send(c->id->qp, &wr, &bad);
+  int err = ibv_post_send(c->qp, &wr, &bad);
   if (err) {
     c->free_send[c->nfree_send++] = slot;
     verbs_conn_broken(c, "cannot post a send: %s", strerror(err));

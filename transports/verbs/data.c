@@ -232,7 +232,7 @@ static tally_result_t post_rendezvous(struct tally_conn *c, struct tally_request
                            .imm_data = htonl(c->send_seq - 1),
                            .wr.rdma = {.remote_addr = cr->addr, .rkey = cr->rkey}},
                      *bad;
-  int err = ibv_post_send(c->id->qp, &wr, &bad);
+  int err = ibv_post_send(c->qp, &wr, &bad);
   if (err) {
     tally_mr_put(&c->ep->mr_cache, hold);
     verbs_conn_broken(c, "cannot post an RDMA write: %s", strerror(err));

@@ -3,12 +3,17 @@
  * WRITE WITH IMMEDIATE straight into the receiver's buffer and small ones through pre-registered
  * control slots (protocol in verbs.h). An idle rank blocks on the completion channel.
  *
- * The endpoint listens only while its communicator is being built: once accept() has every peer,
- * the listener is gone, so no stranger can reach the protection domain that user buffers are
- * later registered in. */
+ * The endpoint listens as long as it lives, so that pairs no algorithm connected at init (alltoall's,
+ * gather's, send/recv's) are connected over RDMA on first use too. Requests queue on the listen
+ * channel between accepts and are taken by the next accept(): each must pass the authentication
+ * handshake (handshake.c) before anything else is read from it, and its queue pair has no remote
+ * access until then (connection.c), so a stranger that connects at any time reaches neither the
+ * communicator nor the registered buffers in the protection domain, and is refused. An authenticated
+ * rank that this accept does not want yet is kept for a later one (`early`), as over TCP. */
 #define _GNU_SOURCE
 #include "verbs.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -68,7 +73,8 @@ static tally_result_t verbs_create(const struct tally_transport_params *p, struc
     return r;
   }
   tally_mr_cache_init(&ep->mr_cache, ep->pd, p->ib_reg_cache_bytes);
-  TLOG_INFO(TALLY_SUBSYS_NET, "verbs endpoint on %s", ep->device_text);
+  TLOG_INFO(TALLY_SUBSYS_NET, "verbs endpoint on %s, listening on port %d", ep->device_text,
+            ntohs(((struct sockaddr_in *)&ep->addr.ss)->sin_port));
   *out = ep;
   return TALLY_SUCCESS;
 }
@@ -127,10 +133,14 @@ static tally_result_t connect_on(struct tally_endpoint *ep, struct rdma_event_ch
   }
   if ((r = verbs_conn_create(ep, id, &c)) != TALLY_SUCCESS) return r; /* it destroyed id */
   name_peer(c, peer, (const struct sockaddr *)&addr->ss);
-  struct rdma_conn_param param = {.retry_count = 7, .rnr_retry_count = 7};
+  struct rdma_conn_param param = {.retry_count = 7, .rnr_retry_count = 7, .qp_num = c->qp->qp_num};
   if (rdma_connect(id, &param)) r = TALLY_ERROR(TALLY_ERR_SYSTEM, "rdma_connect: %s", strerror(errno));
-  if (r == TALLY_SUCCESS) r = wait_cm_event(ep, ch, RDMA_CM_EVENT_ESTABLISHED, deadline, "connecting");
+  if (r == TALLY_SUCCESS) r = wait_cm_event(ep, ch, RDMA_CM_EVENT_CONNECT_RESPONSE, deadline, "connecting");
+  if (r == TALLY_SUCCESS) r = verbs_qp_ready(c);
+  if (r == TALLY_SUCCESS && rdma_establish(id))
+    r = TALLY_ERROR(TALLY_ERR_SYSTEM, "rdma_establish: %s", strerror(errno));
   if (r == TALLY_SUCCESS) r = verbs_handshake_client(c, comm_id, deadline);
+  if (r == TALLY_SUCCESS) r = verbs_grant_remote_write(c); /* the server proved it knows the secret */
   if (r == TALLY_SUCCESS && rdma_migrate_id(id, ep->conn_channel))
     r = TALLY_ERROR(TALLY_ERR_SYSTEM, "rdma_migrate_id: %s", strerror(errno));
   if (r == TALLY_SUCCESS) r = tally_conn_list_add(&ep->conns, c);
@@ -181,24 +191,70 @@ static void refuse(struct accepting *a, int i, const char *why) {
   a->pending[i] = a->pending[--a->npending];
 }
 
-/* The client proved it belongs to the job: admit it when it is an expected peer. */
+/* Where an authenticated rank this accept does not want may wait for a later one: 1 with room made
+ * in ep->early, or 0 with the reason it is refused. */
+static int room_for_early(struct tally_endpoint *ep, int rank, char *why, size_t whylen) {
+  if (rank < 0 || rank == ep->rank) {
+    snprintf(why, whylen, "rank %d is not a peer this rank can take a connection from", rank);
+    return 0;
+  }
+  for (int k = 0; k < ep->nearly; k++)
+    if (ep->early[k]->peer == rank) {
+      snprintf(why, whylen, "rank %d is already connected to this rank", rank);
+      return 0;
+    }
+  struct tally_conn **early =
+      ep->nearly < MAX_CONNECTING ? realloc(ep->early, (size_t)(ep->nearly + 1) * sizeof *early) : NULL;
+  if (!early) {
+    snprintf(why, whylen, "%d connections already wait for an accept", ep->nearly);
+    return 0;
+  }
+  ep->early = early;
+  return 1;
+}
+
+/* Takes the early connection from `rank` into the endpoint's list, or returns NULL. */
+static struct tally_conn *take_early(struct tally_endpoint *ep, int rank) {
+  for (int k = 0; k < ep->nearly; k++) {
+    struct tally_conn *c = ep->early[k];
+    if (c->peer != rank) continue;
+    ep->early[k] = ep->early[--ep->nearly];
+    if (tally_conn_list_add(&ep->conns, c) == TALLY_SUCCESS) return c;
+    TLOG_WARN(TALLY_SUBSYS_NET, "dropping the connection from %s: %s", c->peer_text, tally_error_message());
+    verbs_conn_destroy(c);
+    return NULL;
+  }
+  return NULL;
+}
+
+/* The client proved it belongs to the job: admit it when it is an expected peer (or keep it for a
+ * later accept when it is a rank of this communicator that this accept does not want yet). Remote
+ * access is granted before the verdict, so before the client can offer or use any buffer. */
 static void admit(struct accepting *a, int i) {
   struct incoming *in = &a->pending[i];
   struct tally_conn *c = in->conn;
-  int slot = -1;
+  struct tally_endpoint *ep = a->ep;
+  int slot = -1, early = 0;
   for (int k = 0; k < a->npeers && in->hs.comm_id == a->comm_id; k++)
     if (a->peers[k] == in->hs.rank && !a->conns[k]) slot = k;
   char why[160];
-  if (slot < 0) {
-    snprintf(why, sizeof why, "rank %d of communicator %016llx is not a peer this rank expects", in->hs.rank,
-             (unsigned long long)in->hs.comm_id);
-  } else if (verbs_handshake_verdict(c, 1) != TALLY_SUCCESS || rdma_migrate_id(c->id, a->ep->conn_channel) ||
-             tally_conn_list_add(&a->ep->conns, c) != TALLY_SUCCESS) {
+  if (in->hs.comm_id != a->comm_id) {
+    snprintf(why, sizeof why, "it belongs to communicator %016llx, not this one", (unsigned long long)in->hs.comm_id);
+  } else if (slot < 0 && !(early = room_for_early(ep, in->hs.rank, why, sizeof why))) {
+    /* refused: `why` says it */
+  } else if (verbs_grant_remote_write(c) != TALLY_SUCCESS || verbs_handshake_verdict(c, 1) != TALLY_SUCCESS ||
+             rdma_migrate_id(c->id, ep->conn_channel) ||
+             (!early && tally_conn_list_add(&ep->conns, c) != TALLY_SUCCESS)) {
     snprintf(why, sizeof why, "setting up the connection failed: %s", tally_error_message());
   } else {
     name_peer(c, in->hs.rank, rdma_get_peer_addr(c->id));
-    a->conns[slot] = c;
-    a->admitted++;
+    if (early) {
+      ep->early[ep->nearly++] = c;
+      TLOG_INFO(TALLY_SUBSYS_NET, "rank %d connected before this rank wanted it: kept for a later accept", in->hs.rank);
+    } else {
+      a->conns[slot] = c;
+      a->admitted++;
+    }
     a->pending[i] = a->pending[--a->npending];
     return;
   }
@@ -220,13 +276,18 @@ static void on_listen_event(struct accepting *a, struct rdma_cm_event *ev) {
   struct incoming *in = find_pending(a, ev->id, &i);
   if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
     struct tally_conn *c;
-    struct rdma_conn_param param = {.retry_count = 7, .rnr_retry_count = 7};
     if (a->npending == MAX_CONNECTING) {
       rdma_reject(ev->id, NULL, 0);
       rdma_destroy_id(ev->id);
     } else if (verbs_conn_create(a->ep, ev->id, &c) != TALLY_SUCCESS) {
       TLOG_WARN(TALLY_SUBSYS_NET, "cannot take an RDMA connection: %s", tally_error_message());
-    } else if (rdma_accept(ev->id, &param)) {
+    } else if (verbs_qp_ready(c) != TALLY_SUCCESS) {
+      TLOG_WARN(TALLY_SUBSYS_NET, "cannot take an RDMA connection: %s", tally_error_message());
+      rdma_reject(ev->id, NULL, 0);
+      verbs_conn_destroy(c);
+    } else if (rdma_accept(ev->id, &(struct rdma_conn_param){
+                                       .retry_count = 7, .rnr_retry_count = 7, .qp_num = c->qp->qp_num})) {
+      TLOG_WARN(TALLY_SUBSYS_NET, "cannot accept an RDMA connection: rdma_accept: %s", strerror(errno));
       verbs_conn_destroy(c);
     } else {
       a->pending[a->npending++] = (struct incoming){.conn = c};
@@ -269,11 +330,11 @@ static tally_result_t verbs_accept(struct tally_endpoint *ep, uint64_t comm_id, 
   struct accepting *a = calloc(1, sizeof *a);
   if (!a) return TALLY_ERROR(TALLY_ERR_SYSTEM, "out of memory accepting RDMA connections");
   *a = (struct accepting){.ep = ep, .comm_id = comm_id, .npeers = npeers, .peers = peers, .conns = conns};
-  for (int i = 0; i < npeers; i++) conns[i] = NULL;
+  for (int i = 0; i < npeers; i++)
+    if ((conns[i] = take_early(ep, peers[i]))) a->admitted++;
   tally_result_t r = accept_loop(a, deadline);
-  while (a->npending > 0) refuse(a, a->npending - 1, "the communicator is complete");
-  rdma_destroy_id(ep->listen_id); /* no one may connect any more */
-  ep->listen_id = NULL;
+  /* a request still in its handshake is refused; one that comes later waits on the listen channel */
+  while (a->npending > 0) refuse(a, a->npending - 1, "the connections this rank waited for are all made");
   if (r != TALLY_SUCCESS) {
     char missing[256] = "";
     for (int i = 0; i < npeers; i++)
@@ -405,10 +466,10 @@ static void verbs_fail(struct tally_conn *c, const unsigned char *frame) {
     }
     if (slot < 0) {
       TLOG_INFO(TALLY_SUBSYS_NET, "could not send an error report to %s; disconnecting instead", c->peer_text);
-      rdma_disconnect(c->id);
+      verbs_disconnect(c);
     }
   } else if (frame) {
-    rdma_disconnect(c->id); /* mid-message: the peer learns of the failure from the disconnect */
+    verbs_disconnect(c); /* mid-message: the peer learns of the failure from the disconnect */
   }
   c->stopped = 1;
 }
@@ -463,6 +524,8 @@ static void verbs_destroy(struct tally_endpoint *ep) {
   if (!ep) return;
   while (ep->conns.n > 0) verbs_close(ep->conns.items[0]);
   tally_conn_list_free(&ep->conns);
+  while (ep->nearly > 0) verbs_conn_destroy(ep->early[--ep->nearly]);
+  free(ep->early);
   if (ep->mr_cache.pd) tally_mr_cache_destroy(&ep->mr_cache);
   if (ep->listen_id) rdma_destroy_id(ep->listen_id);
   if (ep->comp_channel) ibv_destroy_comp_channel(ep->comp_channel);

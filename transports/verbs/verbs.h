@@ -66,6 +66,7 @@ struct verbs_arrival {
 struct tally_conn {
   struct tally_endpoint *ep;
   struct rdma_cm_id *id;
+  struct ibv_qp *qp; /* this transport's, not the connection manager's (connection.c) */
   struct ibv_cq *cq;
   int peer;
   char peer_text[96];
@@ -105,8 +106,10 @@ struct tally_conn {
 };
 
 struct tally_endpoint {
-  struct rdma_event_channel *listen_channel; /* connection requests (until accept is done) */
-  struct rdma_cm_id *listen_id;
+  struct rdma_event_channel *listen_channel; /* connection requests, taken while accept() runs */
+  struct rdma_cm_id *listen_id;              /* listens as long as the endpoint lives */
+  struct tally_conn **early;                 /* authenticated peers that came before the accept that wants them */
+  int nearly;
   struct rdma_event_channel *conn_channel; /* disconnects of established connections */
   struct ibv_context *verbs;
   struct ibv_pd *pd;
@@ -123,6 +126,13 @@ struct tally_endpoint {
 /* connection.c: a connection's resources and its control messages */
 tally_result_t verbs_conn_create(struct tally_endpoint *ep, struct rdma_cm_id *id, struct tally_conn **out);
 void verbs_conn_destroy(struct tally_conn *c);
+/* Moves the queue pair through RTR to RTS (the passive side before rdma_accept, the active side on
+ * RDMA_CM_EVENT_CONNECT_RESPONSE), still without remote access. */
+tally_result_t verbs_qp_ready(struct tally_conn *c);
+/* Lets the peer RDMA-write into this rank's registered memory: only once it is authenticated. */
+tally_result_t verbs_grant_remote_write(struct tally_conn *c);
+/* Flushes the queue pair and tells the peer the connection is gone. */
+void verbs_disconnect(struct tally_conn *c);
 unsigned char *verbs_send_slot(struct tally_conn *c, int slot);
 unsigned char *verbs_recv_slot(struct tally_conn *c, int slot);
 /* A free send slot with its head filled in (type, flags, seq, returned slots), or -1 when the
