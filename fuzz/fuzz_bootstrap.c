@@ -1,7 +1,7 @@
 /* Fuzz target for the bootstrap messages (bootstrap_wire.c): the join payload the root parses, and
  * the reply a rank parses (header, then the address table or the failure text).
  *
- * Input: the 192-byte join payload; nranks as this rank believes it (1 byte, 0..255); the 20-byte
+ * Input: the 200-byte join payload; nranks as this rank believes it (1 byte, 0..255); the 20-byte
  * reply header; then the reply body (nranks entries: packed address and topology record; or the
  * 256-byte failure text). What parses must survive the round trip through the encoders. */
 #include <stdlib.h>

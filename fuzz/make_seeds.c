@@ -243,6 +243,8 @@ static struct tally_peer_info sample_info(struct tally_sockaddr addr, int host) 
   info.topo.numa_nodes = 2;
   info.topo.cores = 8;
   info.topo.pus = 16;
+  info.topo.first_pu = 0;
+  info.topo.last_pu = 15;
   info.topo.n_ifaces = 1;
   snprintf(info.topo.ifaces[0].name, sizeof info.topo.ifaces[0].name, "eth0");
   info.topo.ifaces[0].families = TALLY_TOPO_IPV4;

@@ -13,7 +13,7 @@
 
 #include "uid.h"
 
-#define TALLY_AUTH_PAYLOAD_BYTES 192
+#define TALLY_AUTH_PAYLOAD_BYTES 200
 enum { TALLY_PURPOSE_BOOTSTRAP = 1, TALLY_PURPOSE_DATA = 2 };
 
 enum {

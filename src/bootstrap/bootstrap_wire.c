@@ -1,9 +1,9 @@
 /* Encoding and decoding of bootstrap messages (see bootstrap_wire.h). Layouts, big-endian:
- *   join payload   0 rank  4 nranks  8 entry  184 shrink rank + 1 (low 25 bits) and attempt mod 128 (high 7)
- *                  188 shrink root + 1 (184..191 zero outside a shrink)
+ *   join payload   0 rank  4 nranks  8 entry  192 shrink rank + 1 (low 25 bits) and attempt mod 128 (high 7)
+ *                  196 shrink root + 1 (192..199 zero outside a shrink)
  *   entry          0 packed network address (net.h, 19 bytes)  19 packed RDMA address (all zero: none)
- *                  38 topology record (topo.h, 128 bytes)  166 recovery port (0: none)
- *                  168 shrink digest (0 outside a shrink)
+ *                  38 topology record (topo.h, 136 bytes)  174 recovery port (0: none)
+ *                  176 shrink digest (0 outside a shrink)
  *   reply header   0 magic "TLYB"  4 status  8 nranks  12 comm id */
 #include "bootstrap_wire.h"
 
