@@ -36,7 +36,9 @@ void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatyp
     unlock(f);
   }
   lock(f);
-  struct tally_flight_record *r = &f->records[f->calls++ % (uint64_t)f->capacity];
+  struct tally_flight_record *r = &f->records[f->next];
+  f->next = f->next + 1 == f->capacity ? 0 : f->next + 1;
+  f->calls++;
   *r = (struct tally_flight_record){.seq = comm->seq,
                                     .kind = kind,
                                     .algo = algo,

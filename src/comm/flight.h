@@ -30,6 +30,7 @@ struct tally_flight {
   struct tally_flight_record *records; /* a ring of `capacity`, allocated at the first call */
   int capacity;                        /* TALLY_FLIGHT_RECORDS, read at the first call; 0: off */
   uint64_t calls;                      /* records written so far; the newest is (calls - 1) % capacity */
+  int next;                            /* calls % capacity, kept without a division on every call */
   struct tally_flight_record *current; /* the running call's, or NULL */
 };
 
