@@ -26,11 +26,13 @@ for n in $ranks; do
   for coll in $colls; do
     anchor_coll=$coll; [ "$coll" = broadcast ] && anchor_coll=bcast
     key="$coll-$n"
+    # what the tuner runs at each size, from its log of one untimed call per size (logging every
+    # timed call would slow the small ones)
+    TALLY_DEBUG=INFO TALLY_DEBUG_SUBSYS=TUNE "$perf" "$coll" -N "$n" -b $minb -e $maxb -n 1 -w 0 2>"$raw/log" >/dev/null
+    grep -o "[0-9]* bytes per rank on $n ranks: [a-z]*" "$raw/log" | awk '{print $1, $NF}' >>"$raw/$key.algo" || true
     for _ in $(seq "$repeat"); do
       # size, busbw (out of place)
-      TALLY_DEBUG=INFO TALLY_DEBUG_SUBSYS=TUNE "$perf" "$coll" -N "$n" -b $minb -e $maxb -n "$iters" -w 3 \
-        2>"$raw/log" | awk '$1 ~ /^[0-9]+$/ {print $1, $8}' >>"$raw/$key.tally"
-      grep -o "[0-9]* bytes per rank on $n ranks: [a-z]*" "$raw/log" | awk '{print $1, $NF}' >>"$raw/$key.algo" || true
+      "$perf" "$coll" -N "$n" -b $minb -e $maxb -n "$iters" -w 3 | awk '$1 ~ /^[0-9]+$/ {print $1, $8}' >>"$raw/$key.tally"
       "$anchor" mpi "$n" $minb $maxb "$iters" "$anchor_coll" 2>/dev/null |
         awk '$1 ~ /^[0-9]+$/ {print $1, $7}' >>"$raw/$key.mpi"
     done
