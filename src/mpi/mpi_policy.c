@@ -34,13 +34,15 @@ static const struct {
 
 /* On a communicator whose ranks each have a core of their own, calls smaller than these (bytes of
  * the whole buffer) stay with MPI unless TALLY_MPI_COLLS sets a threshold: there Open MPI's small
- * messages, busy-polled, beat Tally's (bench/mpi_figures.sh, 2 ranks on 2 cores, 2026-12-05,
- * medians of 3: allreduce 4 KiB 0.59 of Open MPI's speed and 8 KiB 1.61; allgather 4 KiB 0.45,
- * 8 KiB 1.02; reduce-scatter 4 KiB 0.61, 8 KiB 1.05; broadcast 2 KiB 0.28, 4 KiB 1.16). With more
- * ranks than cores the shim was ahead from 8 B up, so there every call goes to Tally. Alltoall,
- * reduce, gather, scatter and barrier: not measured against a threshold, 0. */
+ * messages, busy-polled, beat Tally's or tie with them. Measured 2026-12-05 on 2 ranks on 2 cores
+ * (../shared/anchors/run.sh mpi 2 ... with and without the shim, every call sent to Tally, medians
+ * of 3, Open MPI's time over the shim's), after Tally's ranks stopped yielding their cores while
+ * they wait: allreduce 2 KiB 0.98, 4 KiB 1.28; allgather 4 KiB 0.92, 8 KiB 2.99; reduce-scatter
+ * 512 B 0.77, 1 KiB 1.12; broadcast 2 KiB 0.72, 4 KiB 3.69. With more ranks than cores the shim
+ * was ahead from 8 B up, so there every call goes to Tally. Alltoall, reduce, gather, scatter and
+ * barrier: not measured against a threshold, 0. */
 static const size_t own_core_min_bytes[SHIM_NUM_COLLS] = {
-    [SHIM_ALLREDUCE] = 8192, [SHIM_ALLGATHER] = 8192, [SHIM_REDUCE_SCATTER_BLOCK] = 8192, [SHIM_BCAST] = 4096};
+    [SHIM_ALLREDUCE] = 4096, [SHIM_ALLGATHER] = 8192, [SHIM_REDUCE_SCATTER_BLOCK] = 1024, [SHIM_BCAST] = 4096};
 
 static struct {
   int selected[SHIM_NUM_COLLS];
