@@ -13,8 +13,12 @@
  *           (again while it says TALLY_ERR_TIMEOUT, as the README's pattern) and run a 1 MiB
  *           allreduce on the 7-rank communicator, checked. Time from the kill to the last
  *           survivor's successful allreduce, and to the last survivor's failed one; median.
+ *   grow    time per tally_comm_grow of 7 ranks by 1 and of 4 by 4 (the newcomers, the other ranks
+ *           of the 8, call tally_comm_join with the id rank 0 got from tally_comm_grow_id, passed
+ *           through shared memory as a launcher would pass it): the slowest rank's time from a
+ *           common start to its grown communicator, median of RUNS grows (default 20).
  * CLOCK_MONOTONIC is shared by the machine's processes, so times of different ranks compare.
- * usage: comm-bench [split|loop|shrink|all] [RUNS]   (default: all with the default RUNS) */
+ * usage: comm-bench [split|loop|shrink|grow|all] [RUNS]   (default: all with the default RUNS) */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <malloc.h>
@@ -43,6 +47,8 @@ struct shared {
   double loop_s;
   double killed, failed[NRANKS], recovered[NRANKS];
   int victim;
+  double grow7_us[MAX_SHRINK_RUNS * 10], grow4_us[MAX_SHRINK_RUNS * 10];
+  tally_unique_id_t grow_id; /* rank 0's tally_comm_grow_id, for the newcomers */
 };
 static struct shared *sh;
 
@@ -244,6 +250,43 @@ static int shrink_body(tally_comm_t comm, int rank, int n, void *arg) {
   return 0; /* the harness destroys `comm` */
 }
 
+/* sh->runs grows of the first `existing` ranks of `world` by the others; times[i] the slowest rank's,
+ * in us. Every rank of world takes part: the existing ones through their own communicator, the
+ * newcomers through tally_comm_join. */
+static int time_grow(tally_comm_t world, int rank, int n, int existing, double *times) {
+  tally_comm_t old = NULL;
+  if (tally_comm_split(world, rank < existing ? 0 : TALLY_SPLIT_NOCOLOR, rank, &old) != TALLY_SUCCESS)
+    return harness_fail(rank, "split: %s", tally_comm_last_error(world));
+  int nnew = n - existing;
+  for (int i = -1; i < sh->runs; i++) {
+    tally_result_t r = rank == 0 ? tally_comm_grow_id(old, nnew, &sh->grow_id) : TALLY_SUCCESS;
+    if (r != TALLY_SUCCESS) return harness_fail(rank, "grow_id: %s", tally_comm_last_error(old));
+    if (tally_barrier(world, NULL) != TALLY_SUCCESS) return harness_fail(rank, "barrier");
+    tally_comm_t grown = NULL;
+    double t0 = harness_now_s();
+    r = rank < existing ? tally_comm_grow(old, nnew, rank == 0 ? &sh->grow_id : NULL, &grown)
+                        : tally_comm_join(&sh->grow_id, rank - existing, &grown);
+    double us = (harness_now_s() - t0) * 1e6;
+    if (r != TALLY_SUCCESS)
+      return harness_fail(rank, "%s: %s", rank < existing ? "grow" : "join",
+                          tally_comm_last_error(rank < existing ? old : NULL));
+    double worst = slowest(world, us);
+    if (worst < 0) return harness_fail(rank, "allreduce: %s", tally_comm_last_error(world));
+    if (i >= 0 && rank == 0) times[i] = worst;
+    float one = 1, all = 0;
+    if (tally_allreduce(&one, &all, 1, TALLY_FLOAT32, TALLY_SUM, grown, NULL) != TALLY_SUCCESS || all != n)
+      return harness_fail(rank, "allreduce on the grown communicator: %s (%g)", tally_comm_last_error(grown), all);
+    if (tally_comm_destroy(grown) != TALLY_SUCCESS) return harness_fail(rank, "destroy");
+  }
+  if (old) tally_comm_destroy(old);
+  return 0;
+}
+
+static int grow_body(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  return time_grow(comm, rank, n, n - 1, sh->grow7_us) || time_grow(comm, rank, n, n / 2, sh->grow4_us);
+}
+
 static void print_median(const char *what, double *us, int n) {
   double copy[MAX_SHRINK_RUNS * 10];
   memcpy(copy, us, (size_t)n * sizeof *us);
@@ -259,6 +302,15 @@ static int run_split(int runs) {
   print_median("tally_comm_split 8 -> 2 x 4", sh->split4_us, runs);
   print_median("tally_comm_split 8 -> 8 x 1", sh->split1_us, runs);
   print_median("tally_comm_dup", sh->dup_us, runs);
+  return 0;
+}
+
+static int run_grow(int runs) {
+  sh->runs = runs;
+  if (harness_run(NRANKS, 600, grow_body, NULL) != 0) return 1;
+  printf("# %d ranks on one host; each time the slowest rank's, median of %d grows after one untimed\n", NRANKS, runs);
+  print_median("tally_comm_grow 7 + 1 (tally_comm_join)", sh->grow7_us, runs);
+  print_median("tally_comm_grow 4 + 4 (tally_comm_join)", sh->grow4_us, runs);
   return 0;
 }
 
@@ -319,9 +371,10 @@ int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "all";
   int runs = argc > 2 ? atoi(argv[2]) : 0;
   int all = !strcmp(mode, "all");
-  if ((!all && strcmp(mode, "split") && strcmp(mode, "loop") && strcmp(mode, "shrink")) || argc > 3 ||
+  if ((!all && strcmp(mode, "split") && strcmp(mode, "loop") && strcmp(mode, "shrink") && strcmp(mode, "grow")) ||
+      argc > 3 ||
       (argc > 2 && (runs < 1 || runs > MAX_RUNS)) || (runs > MAX_SHRINK_RUNS * 10 && strcmp(mode, "loop"))) {
-    fprintf(stderr, "usage: comm-bench [split|loop|shrink|all] [RUNS]   (RUNS: 1 to %d; loop up to %d)\n",
+    fprintf(stderr, "usage: comm-bench [split|loop|shrink|grow|all] [RUNS]   (RUNS: 1 to %d; loop up to %d)\n",
             MAX_SHRINK_RUNS * 10, MAX_RUNS);
     return 2;
   }
@@ -331,5 +384,6 @@ int main(int argc, char **argv) {
   if ((all || !strcmp(mode, "split")) && run_split(runs ? runs : 20)) return 1;
   if ((all || !strcmp(mode, "loop")) && run_loop(runs && !all ? runs : 1000)) return 1;
   if ((all || !strcmp(mode, "shrink")) && run_shrink(runs && !all ? runs : 5)) return 1;
+  if ((all || !strcmp(mode, "grow")) && run_grow(runs && !all ? runs : 20)) return 1;
   return 0;
 }

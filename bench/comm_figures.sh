@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 17's figures (communicators made from communicators), as the README's table gives them:
-# runs BUILD/tests/comm-bench (bench/comm_bench.c; 8 ranks on this host) `split` and `shrink`
+# runs BUILD/tests/comm-bench (bench/comm_bench.c; 8 ranks on this host) `split`, `shrink` and `grow`
 # ROUNDS times each and prints, per row, the median of the rounds (each round's figure is itself
 # the slowest rank's median over its calls or kills), with the smallest and largest round, side by
 # side with the anchor (a new communicator from a unique id); then one 1,000-split `loop`
@@ -19,6 +19,7 @@ for ((i = 1; i <= rounds; i++)); do
   echo "round $i of $rounds" >&2
   "$bench" split 20 >>"$out/split.txt"
   "$bench" shrink "$kills" >>"$out/shrink.txt"
+  "$bench" grow 20 >>"$out/grow.txt"
 done
 "$bench" loop "${LOOP:-1000}" >"$out/loop.txt"
 # Every "LABEL  VALUE ms" line gathered per label.
@@ -26,7 +27,7 @@ done
 import re, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 rows = {}
-for name in ("split", "shrink"):
+for name in ("split", "shrink", "grow"):
     for line in open("%s/%s.txt" % (out, name)):
         m = re.match(r"^(\S.*?)\s+([0-9.]+) ms", line)
         if m and not line.startswith("run "):
