@@ -173,7 +173,8 @@ static tally_result_t timed_out(struct tally_comm *c, const struct tally_coll_de
 }
 
 /* Waits until every rank has arrived at `call`: polls for a while (yielding the core between polls
- * where ranks share cores), then sleeps on the futex, checking at least every WAIT_CAP_MS for an abort, a failed or dead rank, and the timeout. */
+ * where ranks share cores), then sleeps on the futex, checking at least every WAIT_CAP_MS for an
+ * abort, a failed or dead rank, and the timeout. */
 static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally_coll_desc *d, int set, uint32_t call,
                                         uint32_t expected) {
   struct board_page *page = c->board->page;

@@ -32,7 +32,8 @@ for n in $ranks; do
     grep -o "[0-9]* bytes per rank on $n ranks: [a-z]*" "$raw/log" | awk '{print $1, $NF}' >>"$raw/$key.algo" || true
     for _ in $(seq "$repeat"); do
       # size, busbw (out of place)
-      "$perf" "$coll" -N "$n" -b $minb -e $maxb -n "$iters" -w 3 | awk '$1 ~ /^[0-9]+$/ {print $1, $8}' >>"$raw/$key.tally"
+      "$perf" "$coll" -N "$n" -b $minb -e $maxb -n "$iters" -w 3 |
+        awk '$1 ~ /^[0-9]+$/ {print $1, $8}' >>"$raw/$key.tally"
       "$anchor" mpi "$n" $minb $maxb "$iters" "$anchor_coll" 2>/dev/null |
         awk '$1 ~ /^[0-9]+$/ {print $1, $7}' >>"$raw/$key.mpi"
     done

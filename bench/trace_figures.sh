@@ -2,9 +2,9 @@
 # The tracing figures of the README (issue 19), in one run: allreduce time on 2 ranks with
 # TALLY_TRACE unset against TALLY_TRACE set, at 8 B and 1 MiB, and against the same tree built
 # without the always-on counters and flight records (CMake TALLY_COUNTERS=OFF, built here into
-# BUILD-nocounters), each the median of REPEAT runs (default 5) taken in turns; and with --ddp, the DDP example on 4 ranks (34 MB of parameters: two
-# gradient buckets a step) traced and drawn with `tally-trace plot` (needs `make torch` first:
-# PYTHONPATH=BUILD/python/lib).
+# BUILD-nocounters), each the median of REPEAT runs (default 5) taken in turns; and with --ddp,
+# the DDP example on 4 ranks (34 MB of parameters: two gradient buckets a step) traced and drawn
+# with `tally-trace plot` (needs `make torch` first: PYTHONPATH=BUILD/python/lib).
 # usage: bench/trace_figures.sh [BUILD [REPEAT [--ddp PNG]]]   (from the repository root, after a build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
