@@ -33,6 +33,7 @@ tally_result_t shm_broke_protocol(const struct tally_conn *c, const char *counte
 static tally_result_t load_space(struct tally_conn *c, uint64_t *space) {
   uint64_t tail = atomic_load_explicit(&c->seg->tail, memory_order_acquire);
   if (tail > c->head || c->head - tail > c->ring_bytes) return shm_broke_protocol(c, "the ring's tail", tail, c->head);
+  c->tail_seen = tail;
   *space = c->ring_bytes - (c->head - tail);
   return TALLY_SUCCESS;
 }
@@ -98,8 +99,9 @@ static size_t wire_bytes(const struct tally_conn *c, const struct tally_request 
 }
 
 tally_result_t shm_send_pass(struct tally_conn *c, int *moved) {
-  uint64_t space = 0;
-  TALLY_CHECK(load_space(c, &space));
+  /* the room known from the last look at the tail: the tail line is read again only when that room
+   * runs out, so a sender whose ring has room does not wait for a line the receiver keeps writing */
+  uint64_t space = c->ring_bytes - (c->head - c->tail_seen);
   if (c->notice_left > 0) { /* ahead of any data, and not progress */
     size_t written;
     TALLY_CHECK(put_some(c, c->notice + sizeof c->notice - c->notice_left, c->notice_left, &space, &written));

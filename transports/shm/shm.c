@@ -159,7 +159,10 @@ static tally_result_t shm_isend(struct tally_conn *c, struct tally_request *req)
   req->hdr.bytes = req->len;
   tally_header_encode(&req->hdr, req->wire);
   tally_request_enqueue(&c->send_head, &c->send_tail, req);
-  return TALLY_SUCCESS;
+  if (c->send_head != req || c->notice_left) return TALLY_SUCCESS;
+  /* alone in the queue: into the ring now, so the peer sees it without waiting for a progress pass */
+  int moved = 0;
+  return shm_send_pass(c, &moved);
 }
 
 static tally_result_t shm_irecv(struct tally_conn *c, struct tally_request *req) {
