@@ -196,8 +196,12 @@ static tally_result_t add(struct batch *b, int peer, int is_send, const void *bu
     *b->cap = cap;
   }
   struct tally_p2p_msg *m = &(*b->msgs)[(*b->n)++];
-  *m = (struct tally_p2p_msg){.peer = peer, .is_send = is_send, .buf = (void *)buf, .bytes = bytes, .call = b->call};
+  m->peer = peer; /* m->req is the executor's to fill */
+  m->is_send = is_send;
+  m->buf = (void *)buf;
+  m->bytes = bytes;
   m->hdr = *hdr;
+  m->call = b->call;
   return TALLY_SUCCESS;
 }
 

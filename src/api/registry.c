@@ -1,7 +1,11 @@
-/* A small mutex-protected array of live communicator handles. */
+/* A small mutex-protected array of live communicator handles. Every call checks its handle here, so
+ * each thread remembers the last handle it found and the registry's count of changes then: while
+ * nothing was added or removed since, the same handle is still live without taking the lock. */
 #include "registry.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "core/error.h"
@@ -9,6 +13,11 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static tally_comm_t *live;
 static size_t nlive, cap;
+static _Atomic uint64_t changes; /* adds and removes so far, bumped under the lock */
+static _Thread_local struct {
+  tally_comm_t comm;
+  uint64_t changes;
+} last_found;
 
 tally_result_t tally_registry_add(tally_comm_t comm) {
   pthread_mutex_lock(&lock);
@@ -23,6 +32,7 @@ tally_result_t tally_registry_add(tally_comm_t comm) {
     cap = grown_cap;
   }
   live[nlive++] = comm;
+  atomic_fetch_add(&changes, 1);
   pthread_mutex_unlock(&lock);
   return TALLY_SUCCESS;
 }
@@ -35,6 +45,7 @@ int tally_registry_remove(tally_comm_t comm) {
       live[i] = live[--nlive];
       found = 1;
     }
+  atomic_fetch_add(&changes, 1);
   if (nlive == 0) { /* give the memory back so leak checkers see a clean exit */
     free(live);
     live = NULL;
@@ -45,9 +56,14 @@ int tally_registry_remove(tally_comm_t comm) {
 }
 
 int tally_registry_contains(tally_comm_t comm) {
+  if (comm && comm == last_found.comm && atomic_load(&changes) == last_found.changes) return 1;
   int found = 0;
   pthread_mutex_lock(&lock);
   for (size_t i = 0; i < nlive && !found; i++) found = live[i] == comm;
+  if (found) {
+    last_found.comm = comm;
+    last_found.changes = atomic_load(&changes);
+  }
   pthread_mutex_unlock(&lock);
   return found;
 }
