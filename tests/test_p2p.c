@@ -401,6 +401,37 @@ Test(p2p, mismatched_count_tcp) {
   unsetenv("TALLY_TRANSPORT");
 }
 
+/* A connection on first use that comes before the accept that wants it (transports/early_conns.c):
+ * rank 0 first waits for rank 3, which sends late, while rank 2 connects and sends at once; rank 0's
+ * accept of rank 3 must keep rank 2's connection for its next receive, which takes it. Over TCP,
+ * with only the ring connected at init (0's neighbours are 1 and 4), so both pairs connect here. */
+static int early_connection(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  (void)arg;
+  int value = 100 + rank, got[2] = {-1, -1};
+  tally_result_t r = TALLY_SUCCESS;
+  if (rank == 2) r = tally_send(&value, 1, TALLY_INT32, 0, comm, NULL);
+  if (rank == 3) {
+    usleep(500 * 1000); /* rank 2's connection is waiting by then */
+    r = tally_send(&value, 1, TALLY_INT32, 0, comm, NULL);
+  }
+  if (rank == 0) {
+    r = tally_recv(&got[0], 1, TALLY_INT32, 3, comm, NULL);
+    if (r == TALLY_SUCCESS) r = tally_recv(&got[1], 1, TALLY_INT32, 2, comm, NULL);
+  }
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "%s: %s", tally_result_string(r), tally_comm_last_error(comm));
+  if (rank == 0 && (got[0] != 103 || got[1] != 102))
+    return harness_fail(rank, "got %d from rank 3 and %d from rank 2, expected 103 and 102", got[0], got[1]);
+  return 0;
+}
+Test(p2p, early_connection_kept_for_a_later_accept_tcp) {
+  setenv("TALLY_TRANSPORT", "tcp", 1);
+  setenv("TALLY_ALGO", "ring", 1);
+  cr_assert_eq(harness_run(5, 60, early_connection, NULL), 0);
+  unsetenv("TALLY_ALGO");
+  unsetenv("TALLY_TRANSPORT");
+}
+
 /* alltoallv where rank 1 expects 3 elements from rank 0, which sends it 2: both get MISMATCH. */
 static int mismatched_alltoallv(tally_comm_t comm, int rank, int n, void *arg) {
   (void)arg;

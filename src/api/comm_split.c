@@ -291,8 +291,7 @@ static tally_result_t start_server(struct tally_comm *parent, const unsigned cha
       continue;
     }
     survivors[k] = p;
-    listeners[k] = parent->peers[p].addr;
-    tally_net_set_port(&listeners[k], parent->peers[p].recovery_port);
+    tally_comm_recovery_address(parent, p, &listeners[k]); /* every rank opens one at init */
     k++;
   }
   if (!excluded[0]) snprintf(excluded, sizeof excluded, "nobody");
@@ -336,9 +335,9 @@ static tally_result_t shrink(tally_comm_t parent, const unsigned char *gone, tal
     nsurvivors++;
   }
   /* The recovery listeners are open from the start: a refused connection means a dead rank. */
-  struct tally_job_id job = {.root = parent->peers[root].addr, .authenticated = 1, .listening = 1};
+  struct tally_job_id job = {.authenticated = 1, .listening = 1};
+  tally_comm_recovery_address(parent, root, &job.root);
   memcpy(job.secret, parent->secret, sizeof job.secret);
-  tally_net_set_port(&job.root, parent->peers[root].recovery_port);
   job.shrink_digest = shrink_digest(parent, gone);
   struct tally_comm *child;
   TALLY_CHECK(tally_comm_new(&child, nsurvivors, newrank, &parent->cfg, parent->secret));

@@ -147,6 +147,13 @@ const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *
   return buf;
 }
 
+int tally_comm_recovery_address(const struct tally_comm *comm, int rank, struct tally_sockaddr *out) {
+  if (!comm->peers || rank < 0 || rank >= comm->nranks) return 0;
+  *out = comm->peers[rank].addr;
+  tally_net_set_port(out, comm->peers[rank].recovery_port);
+  return comm->peers[rank].recovery_port != 0;
+}
+
 void tally_comm_free(struct tally_comm *c) {
   tally_trace_close(c);
   tally_links_close(c);

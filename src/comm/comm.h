@@ -219,6 +219,12 @@ int tally_comm_blamed(const struct tally_comm *comm);
 /* "rank 5 (10.0.0.7)": a rank and the host it runs on, for error messages. */
 const char *tally_comm_rank_text(const struct tally_comm *comm, int rank, char *buf, size_t len);
 
+/* Where `rank`'s recovery listener is (its bootstrap address with peers[rank].recovery_port; see
+ * comm->recovery_fd): writes it to *out and returns 1. Returns 0 when the rank has none (port 0),
+ * *out then holding the address with port 0, or when the communicator has no peer table yet or
+ * `rank` is not one of its ranks, *out then untouched. */
+int tally_comm_recovery_address(const struct tally_comm *comm, int rank, struct tally_sockaddr *out);
+
 /* Returns a buffer of at least `bytes` owned by the communicator (scratch or staging). */
 tally_result_t tally_comm_buffer(void **buf, size_t *have, size_t bytes);
 

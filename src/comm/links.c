@@ -23,9 +23,8 @@ static const char *const slot_transport[TALLY_NUM_SLOTS] = {"tcp", "shm", "verbs
 static int peer_gone(void *ctx, int peer) {
   enum { PROBE_MS = 100 };
   const struct tally_comm *c = ctx;
-  if (!c->peers || peer < 0 || peer >= c->nranks || c->peers[peer].recovery_port == 0) return 0;
-  struct tally_sockaddr recovery = c->peers[peer].addr;
-  tally_net_set_port(&recovery, c->peers[peer].recovery_port);
+  struct tally_sockaddr recovery;
+  if (!tally_comm_recovery_address(c, peer, &recovery)) return 0;
   int fd;
   tally_result_t r = tally_net_connect_listening(&recovery, tally_deadline_after(PROBE_MS / 1000.0), -1, &fd);
   if (r == TALLY_SUCCESS) close(fd);

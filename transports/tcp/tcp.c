@@ -27,6 +27,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "transports/conn_list.h"
+#include "transports/early_conns.h"
 #include "transports/transport.h"
 
 enum { MAX_CONNS_POLLED = 256, SEND_BATCH = 16 };
@@ -54,10 +55,7 @@ struct tally_endpoint {
   int keepalive_s;
   unsigned char secret[TALLY_SECRET_BYTES];
   struct tally_conn_list conns;
-  /* Connections a peer made before this rank was accepting them (connections on first use: a peer
-   * may connect while this rank accepts others, or none), kept for the accept that wants them. */
-  struct tally_conn **early;
-  int nearly;
+  struct tally_early_conns early; /* also in conns, which closes them */
   int (*peer_gone)(void *ctx, int peer); /* see tally_transport_params */
   void *peer_gone_ctx;
 };
@@ -162,35 +160,15 @@ struct accept_ctx {
 /* Keeps an authenticated connection from `rank`, which this accept does not want, for a later one. */
 static int keep_early(struct accept_ctx *a, int fd, int rank, const char *from, char *why, size_t whylen) {
   struct tally_endpoint *ep = a->ep;
-  for (int i = 0; i < ep->nearly; i++)
-    if (ep->early[i]->peer == rank) {
-      snprintf(why, whylen, "rank %d is already connected to this rank", rank);
-      return 0;
-    }
-  struct tally_conn **early = realloc(ep->early, (size_t)(ep->nearly + 1) * sizeof *early);
-  if (!early) {
-    snprintf(why, whylen, "out of memory");
-    return 0;
-  }
-  ep->early = early;
-  if (add_conn(ep, fd, rank, from, &ep->early[ep->nearly]) != TALLY_SUCCESS) {
+  struct tally_conn *c;
+  if (!tally_early_conns_make_room(&ep->early, rank, ep->rank, 0, why, whylen)) return 0;
+  if (add_conn(ep, fd, rank, from, &c) != TALLY_SUCCESS) {
     snprintf(why, whylen, "%s", tally_error_message());
     return 0;
   }
-  ep->nearly++;
+  tally_early_conns_keep(&ep->early, c, rank);
   a->want++; /* it does not count towards the wanted ones */
   return 1;
-}
-
-/* Takes the early connection from `rank`, or returns NULL. */
-static struct tally_conn *take_early(struct tally_endpoint *ep, int rank) {
-  for (int i = 0; i < ep->nearly; i++) {
-    struct tally_conn *c = ep->early[i];
-    if (c->peer != rank) continue;
-    ep->early[i] = ep->early[--ep->nearly];
-    return c;
-  }
-  return NULL;
 }
 
 static int admit_peer(void *arg, int fd, const unsigned char *payload, const char *from, char *why, size_t whylen) {
@@ -207,10 +185,6 @@ static int admit_peer(void *arg, int fd, const unsigned char *payload, const cha
       return 0;
     }
     return 1;
-  }
-  if (rank < 0 || rank == a->ep->rank) {
-    snprintf(why, whylen, "rank %d is not a peer this rank can take a connection from", rank);
-    return 0;
   }
   return keep_early(a, fd, rank, from, why, whylen);
 }
@@ -247,7 +221,7 @@ static tally_result_t tcp_accept(struct tally_endpoint *ep, uint64_t comm_id, in
                          .next_probe_ns = tally_now_ns() + FIRST_PROBE_MS * 1000000ull,
                          .probe_gap_ms = 2 * FIRST_PROBE_MS};
   for (int i = 0; i < npeers; i++) {
-    conns[i] = take_early(ep, peers[i]);
+    conns[i] = tally_early_conns_take(&ep->early, peers[i]);
     if (!conns[i]) a.want++;
   }
   tally_result_t r = a.want == 0 ? TALLY_SUCCESS
@@ -508,7 +482,7 @@ static void tcp_close(struct tally_conn *c) {
 static void tcp_destroy(struct tally_endpoint *ep) {
   if (!ep) return;
   while (ep->conns.n > 0) tcp_close(ep->conns.items[0]); /* the early ones too */
-  free(ep->early);
+  tally_early_conns_free(&ep->early);
   tally_conn_list_free(&ep->conns);
   close(ep->listen_fd);
   free(ep);

@@ -191,39 +191,12 @@ static void refuse(struct accepting *a, int i, const char *why) {
   a->pending[i] = a->pending[--a->npending];
 }
 
-/* Where an authenticated rank this accept does not want may wait for a later one: 1 with room made
- * in ep->early, or 0 with the reason it is refused. */
-static int room_for_early(struct tally_endpoint *ep, int rank, char *why, size_t whylen) {
-  if (rank < 0 || rank == ep->rank) {
-    snprintf(why, whylen, "rank %d is not a peer this rank can take a connection from", rank);
-    return 0;
-  }
-  for (int k = 0; k < ep->nearly; k++)
-    if (ep->early[k]->peer == rank) {
-      snprintf(why, whylen, "rank %d is already connected to this rank", rank);
-      return 0;
-    }
-  struct tally_conn **early =
-      ep->nearly < MAX_CONNECTING ? realloc(ep->early, (size_t)(ep->nearly + 1) * sizeof *early) : NULL;
-  if (!early) {
-    snprintf(why, whylen, "%d connections already wait for an accept", ep->nearly);
-    return 0;
-  }
-  ep->early = early;
-  return 1;
-}
-
 /* Takes the early connection from `rank` into the endpoint's list, or returns NULL. */
 static struct tally_conn *take_early(struct tally_endpoint *ep, int rank) {
-  for (int k = 0; k < ep->nearly; k++) {
-    struct tally_conn *c = ep->early[k];
-    if (c->peer != rank) continue;
-    ep->early[k] = ep->early[--ep->nearly];
-    if (tally_conn_list_add(&ep->conns, c) == TALLY_SUCCESS) return c;
-    TLOG_WARN(TALLY_SUBSYS_NET, "dropping the connection from %s: %s", c->peer_text, tally_error_message());
-    verbs_conn_destroy(c);
-    return NULL;
-  }
+  struct tally_conn *c = tally_early_conns_take(&ep->early, rank);
+  if (!c || tally_conn_list_add(&ep->conns, c) == TALLY_SUCCESS) return c;
+  TLOG_WARN(TALLY_SUBSYS_NET, "dropping the connection from %s: %s", c->peer_text, tally_error_message());
+  verbs_conn_destroy(c);
   return NULL;
 }
 
@@ -240,7 +213,8 @@ static void admit(struct accepting *a, int i) {
   char why[160];
   if (in->hs.comm_id != a->comm_id) {
     snprintf(why, sizeof why, "it belongs to communicator %016llx, not this one", (unsigned long long)in->hs.comm_id);
-  } else if (slot < 0 && !(early = room_for_early(ep, in->hs.rank, why, sizeof why))) {
+  } else if (slot < 0 && !(early = tally_early_conns_make_room(&ep->early, in->hs.rank, ep->rank, MAX_CONNECTING,
+                                                                why, sizeof why))) {
     /* refused: `why` says it */
   } else if (verbs_grant_remote_write(c) != TALLY_SUCCESS || verbs_handshake_verdict(c, 1) != TALLY_SUCCESS ||
              rdma_migrate_id(c->id, ep->conn_channel) ||
@@ -249,7 +223,7 @@ static void admit(struct accepting *a, int i) {
   } else {
     name_peer(c, in->hs.rank, rdma_get_peer_addr(c->id));
     if (early) {
-      ep->early[ep->nearly++] = c;
+      tally_early_conns_keep(&ep->early, c, in->hs.rank);
       TLOG_INFO(TALLY_SUBSYS_NET, "rank %d connected before this rank wanted it: kept for a later accept", in->hs.rank);
     } else {
       a->conns[slot] = c;
@@ -524,8 +498,8 @@ static void verbs_destroy(struct tally_endpoint *ep) {
   if (!ep) return;
   while (ep->conns.n > 0) verbs_close(ep->conns.items[0]);
   tally_conn_list_free(&ep->conns);
-  while (ep->nearly > 0) verbs_conn_destroy(ep->early[--ep->nearly]);
-  free(ep->early);
+  for (struct tally_conn *c; (c = tally_early_conns_take_any(&ep->early));) verbs_conn_destroy(c);
+  tally_early_conns_free(&ep->early);
   if (ep->mr_cache.pd) tally_mr_cache_destroy(&ep->mr_cache);
   if (ep->listen_id) rdma_destroy_id(ep->listen_id);
   if (ep->comp_channel) ibv_destroy_comp_channel(ep->comp_channel);

@@ -27,6 +27,7 @@
 #include "bootstrap/auth_proto.h"
 #include "mr_cache.h"
 #include "transports/conn_list.h"
+#include "transports/early_conns.h"
 #include "transports/transport.h"
 
 enum {
@@ -108,8 +109,8 @@ struct tally_conn {
 struct tally_endpoint {
   struct rdma_event_channel *listen_channel; /* connection requests, taken while accept() runs */
   struct rdma_cm_id *listen_id;              /* listens as long as the endpoint lives */
-  struct tally_conn **early;                 /* authenticated peers that came before the accept that wants them */
-  int nearly;
+  struct tally_early_conns early;            /* authenticated peers that came before the accept that wants them
+                                                (not in conns until an accept takes them) */
   struct rdma_event_channel *conn_channel; /* disconnects of established connections */
   struct ibv_context *verbs;
   struct ibv_pd *pd;
