@@ -9,9 +9,7 @@
  *
  * The stream carries the same records as TCP: a 40-byte header (tally_header_encode), then the
  * payload, or, for messages that take the single-copy path (cma.c), a 16-byte descriptor of the
- * sender's buffer; a waiting notice (tally_notice_encode) can stand between two messages. Every
- * record starts on a cache line (shm_record_bytes: padding that is skipped, never written), so a
- * small message is one line for the receiver to fetch, not parts of two. */
+ * sender's buffer; a waiting notice (tally_notice_encode) can stand between two messages. */
 #include <string.h>
 
 #include "core/error.h"
@@ -47,19 +45,16 @@ static void publish_head(struct tally_conn *c) {
   shm_wake_peer(c);
 }
 
-/* Copies n bytes from src into the ring, or with src NULL passes over n bytes of padding. */
 static void ring_put(struct tally_conn *c, const unsigned char *src, size_t n) {
-  if (src) {
-    size_t at = (size_t)(c->head % c->ring_bytes), first = min_size(n, c->ring_bytes - at);
-    memcpy(c->ring + at, src, first);
-    memcpy(c->ring, src + first, n - first);
-  }
+  size_t at = (size_t)(c->head % c->ring_bytes), first = min_size(n, c->ring_bytes - at);
+  memcpy(c->ring + at, src, first);
+  memcpy(c->ring, src + first, n - first);
   c->head += n;
   if (c->head - c->published_head >= c->slot_bytes) publish_head(c);
 }
 
-/* Writes what fits of src[0..n) into the ring (src NULL: padding), at most a slot between
- * publications; *space is the free room, reloaded when it runs out. */
+/* Writes what fits of src[0..n) into the ring, at most a slot between publications; *space is the
+ * free room, reloaded when it runs out. */
 static tally_result_t put_some(struct tally_conn *c, const unsigned char *src, size_t n, uint64_t *space,
                                size_t *written) {
   *written = 0;
@@ -77,40 +72,30 @@ static tally_result_t put_some(struct tally_conn *c, const unsigned char *src, s
   return TALLY_SUCCESS;
 }
 
-static size_t body_bytes(const struct tally_conn *c, const struct tally_request *q) {
-  return shm_uses_cma(c, q->len) ? SHM_CMA_DESC_BYTES : q->len;
-}
-
-/* The request's record in the stream, padding included. */
-static size_t wire_bytes(const struct tally_conn *c, const struct tally_request *q) {
-  return shm_record_bytes(TALLY_WIRE_HEADER_BYTES + body_bytes(c, q));
-}
-
-/* Writes what fits of the request's header, then of its payload or descriptor, then its padding. */
+/* Writes what fits of the request's header and then of its payload or descriptor. */
 static tally_result_t put_request(struct tally_conn *c, struct tally_request *q, uint64_t *space, int *moved) {
-  size_t written, data_end = TALLY_WIRE_HEADER_BYTES + body_bytes(c, q);
+  size_t written;
   if (q->progressed < TALLY_WIRE_HEADER_BYTES) {
     TALLY_CHECK(put_some(c, q->wire + q->progressed, TALLY_WIRE_HEADER_BYTES - q->progressed, space, &written));
     q->progressed += written;
     if (written) *moved = 1, c->send_mid = 1;
     if (q->progressed < TALLY_WIRE_HEADER_BYTES) return TALLY_SUCCESS;
   }
-  if (q->progressed < data_end) {
-    size_t body_done = q->progressed - TALLY_WIRE_HEADER_BYTES;
-    if (shm_uses_cma(c, q->len)) {
-      unsigned char desc[SHM_CMA_DESC_BYTES];
-      shm_cma_describe(q, desc);
-      TALLY_CHECK(put_some(c, desc + body_done, sizeof desc - body_done, space, &written));
-    } else {
-      TALLY_CHECK(put_some(c, (const unsigned char *)q->buf + body_done, q->len - body_done, space, &written));
-    }
-    q->progressed += written;
-    if (written) *moved = 1;
-    if (q->progressed < data_end) return TALLY_SUCCESS;
+  size_t body_done = q->progressed - TALLY_WIRE_HEADER_BYTES;
+  if (shm_uses_cma(c, q->len)) {
+    unsigned char desc[SHM_CMA_DESC_BYTES];
+    shm_cma_describe(q, desc);
+    TALLY_CHECK(put_some(c, desc + body_done, sizeof desc - body_done, space, &written));
+  } else {
+    TALLY_CHECK(put_some(c, (const unsigned char *)q->buf + body_done, q->len - body_done, space, &written));
   }
-  TALLY_CHECK(put_some(c, NULL, wire_bytes(c, q) - q->progressed, space, &written));
   q->progressed += written;
+  if (written) *moved = 1;
   return TALLY_SUCCESS;
+}
+
+static size_t wire_bytes(const struct tally_conn *c, const struct tally_request *q) {
+  return TALLY_WIRE_HEADER_BYTES + (shm_uses_cma(c, q->len) ? SHM_CMA_DESC_BYTES : q->len);
 }
 
 tally_result_t shm_send_pass(struct tally_conn *c, int *moved) {
@@ -118,16 +103,9 @@ tally_result_t shm_send_pass(struct tally_conn *c, int *moved) {
    * runs out, so a sender whose ring has room does not wait for a line the receiver keeps writing */
   uint64_t space = c->ring_bytes - (c->head - c->tail_seen);
   if (c->notice_left > 0) { /* ahead of any data, and not progress */
-    size_t written, at = shm_record_bytes(sizeof c->notice) - c->notice_left;
-    if (at < sizeof c->notice) {
-      TALLY_CHECK(put_some(c, c->notice + at, sizeof c->notice - at, &space, &written));
-      c->notice_left -= written;
-      at += written;
-    }
-    if (at >= sizeof c->notice) {
-      TALLY_CHECK(put_some(c, NULL, c->notice_left, &space, &written));
-      c->notice_left -= written;
-    }
+    size_t written;
+    TALLY_CHECK(put_some(c, c->notice + sizeof c->notice - c->notice_left, c->notice_left, &space, &written));
+    c->notice_left -= written;
   }
   while (c->notice_left == 0 && c->send_head) {
     struct tally_request *q = c->send_head;
@@ -168,19 +146,15 @@ static void publish_tail(struct tally_conn *c) {
   shm_wake_peer(c);
 }
 
-/* Copies n bytes from the ring into dst, or with dst NULL passes over n bytes of padding. */
 static void ring_get(struct tally_conn *c, unsigned char *dst, size_t n) {
-  if (dst) {
-    size_t at = (size_t)(c->tail % c->ring_bytes), first = min_size(n, c->ring_bytes - at);
-    memcpy(dst, c->ring + at, first);
-    memcpy(dst + first, c->ring, n - first);
-  }
+  size_t at = (size_t)(c->tail % c->ring_bytes), first = min_size(n, c->ring_bytes - at);
+  memcpy(dst, c->ring + at, first);
+  memcpy(dst + first, c->ring, n - first);
   c->tail += n;
   if (c->tail - c->published_tail >= c->slot_bytes) publish_tail(c);
 }
 
-/* Reads what has arrived of the next n bytes of the stream into dst (NULL: padding, passed over);
- * *avail as in put_some. */
+/* Reads what has arrived of the next n bytes of the stream into dst; *avail as in put_some. */
 static tally_result_t take_some(struct tally_conn *c, unsigned char *dst, size_t n, uint64_t *avail, size_t *got) {
   *got = 0;
   while (*got < n) {
@@ -204,11 +178,6 @@ static tally_result_t take_header(struct tally_conn *c, struct tally_request *q,
   *ready = 0;
   for (;;) {
     size_t got;
-    if (c->rpad_left > 0) { /* the padding after the last record */
-      TALLY_CHECK(take_some(c, NULL, c->rpad_left, avail, &got));
-      c->rpad_left -= got;
-      if (c->rpad_left > 0) return TALLY_SUCCESS;
-    }
     TALLY_CHECK(take_some(c, c->rhdr + c->rhdr_have, sizeof c->rhdr - c->rhdr_have, avail, &got));
     c->rhdr_have += got;
     if (c->rhdr_have < sizeof c->rhdr) return TALLY_SUCCESS;
@@ -216,7 +185,6 @@ static tally_result_t take_header(struct tally_conn *c, struct tally_request *q,
     if (!tally_notice_decode(c->rhdr, c->peer, &seq)) break;
     if (seq == q->hdr.seq) q->peer_waiting = 1;
     c->rhdr_have = 0;
-    c->rpad_left = shm_record_bytes(sizeof c->rhdr) - sizeof c->rhdr;
   }
   *moved = 1;
   TALLY_CHECK(tally_header_check(c->rhdr, &q->hdr, c->peer));
@@ -258,8 +226,6 @@ tally_result_t shm_recv_pass(struct tally_conn *c, int *moved) {
     if (!complete) break;
     c->recv_head = q->next;
     if (!c->recv_head) c->recv_tail = NULL;
-    size_t data_end = TALLY_WIRE_HEADER_BYTES + body_bytes(c, q);
-    c->rpad_left = shm_record_bytes(data_end) - data_end;
     c->rhdr_have = 0;
     c->rhdr_checked = 0;
     c->cma_desc_have = 0;

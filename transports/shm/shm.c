@@ -224,7 +224,7 @@ static void shm_wake(struct tally_endpoint *ep) { shm_wake_endpoint(ep); }
 
 static void shm_fail(struct tally_conn *c, const unsigned char *frame) {
   int mid_message = c->side == SHM_SENDER ? c->send_mid || c->ack_head ||
-                                                (c->notice_left > 0 && c->notice_left < shm_record_bytes(sizeof c->notice))
+                                                (c->notice_left > 0 && c->notice_left < sizeof c->notice)
                                           : c->rhdr_have > 0;
   c->send_head = c->send_tail = NULL;
   c->send_mid = 0;
@@ -242,7 +242,7 @@ static void shm_fail(struct tally_conn *c, const unsigned char *frame) {
 static int shm_notify(struct tally_conn *c, const unsigned char notice[TALLY_WIRE_HEADER_BYTES]) {
   if (c->side != SHM_SENDER || c->broken || c->send_head || c->notice_left) return 0;
   memcpy(c->notice, notice, sizeof c->notice);
-  c->notice_left = shm_record_bytes(sizeof c->notice);
+  c->notice_left = sizeof c->notice;
   int moved = 0;
   if (shm_send_pass(c, &moved) != TALLY_SUCCESS) c->notice_left = 0; /* the data path reports the failure */
   return 1;

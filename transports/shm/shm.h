@@ -17,7 +17,6 @@
  *            [40-byte header][payload]             two copies: sender -> ring -> receiver
  *            [40-byte header][16-byte descriptor]  one copy: the receiver reads the sender's buffer
  *            [40-byte waiting notice]
- *          each record padded to a multiple of 64 bytes
  *
  * Nothing read from the segment is trusted: the identity is checked field by field once and kept
  * in the connection; counters are range-checked at every load; lengths come from the request.
@@ -44,7 +43,6 @@ enum {
   SHM_CACHE_LINE = 64,
   SHM_CMA_DESC_BYTES = 16, /* address and length of the sender's buffer */
   SHM_NAME_BYTES = 64,
-  SHM_RECORD_ALIGN = 64, /* every record of the stream starts on a cache line (fifo.c) */
 };
 #define SHM_MAGIC 0x54414c4c5953484dull /* "TALLYSHM" */
 
@@ -117,13 +115,12 @@ struct tally_conn {
   struct tally_request *ack_head, *ack_tail;   /* single-copy sends the receiver has not read yet */
   uint64_t cma_sent, cma_acked;
   unsigned char notice[TALLY_WIRE_HEADER_BYTES]; /* a waiting notice being written (see notify) */
-  size_t notice_left;                            /* of its record (padding included) */
+  size_t notice_left;
   uint64_t cma_probe; /* the value the receiver reads from this process while connecting */
 
   /* receiving side */
   uint64_t tail, published_tail;
   struct tally_request *recv_head, *recv_tail;
-  size_t rpad_left;                            /* padding after the last record, still to pass over */
   unsigned char rhdr[TALLY_WIRE_HEADER_BYTES]; /* header of the message being received */
   size_t rhdr_have;
   int rhdr_checked;
@@ -157,10 +154,6 @@ void shm_segment_unmap(struct tally_conn *c);
 
 /* fifo.c */
 int shm_uses_cma(const struct tally_conn *c, size_t len);
-/* The bytes a record of `data` bytes takes in the stream: rounded up to SHM_RECORD_ALIGN. */
-static inline size_t shm_record_bytes(size_t data) {
-  return (data + SHM_RECORD_ALIGN - 1) / SHM_RECORD_ALIGN * SHM_RECORD_ALIGN;
-}
 tally_result_t shm_send_pass(struct tally_conn *c, int *moved);
 tally_result_t shm_recv_pass(struct tally_conn *c, int *moved);
 /* The peer wrote `counter` = value into the segment where this rank, at `mine`, allows no such value. */
