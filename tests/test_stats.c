@@ -181,6 +181,44 @@ Test(stats, every_row_matches_the_peers_columns) {
   run_with_algo("auto", 3, sends_body, NULL);
 }
 
+/* Calls under 64 KiB are timed one in 16, each such time counting 16 times (dispatch.c): 48 small
+ * allreduces on which rank 0 waits about a millisecond each (rank 1 sleeps before each) add up to
+ * about the time rank 0 spent in them; a 256 KiB one is timed on its own. */
+static int sampled_time(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n, (void)arg;
+  enum { CALLS = 48, BIG_FLOATS = 64 * 1024 };
+  float x[2] = {0}, *big = calloc(BIG_FLOATS, sizeof *big);
+  tally_stats_t s0, s1, s2;
+  struct traffic t;
+  int bad = snapshot(comm, rank, &s0, &t);
+  double start = harness_now_s();
+  for (int i = 0; i < CALLS && !bad; i++) {
+    if (rank == 1) usleep(1000);
+    if (tally_allreduce(x, x, 2, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS)
+      bad = harness_fail(rank, "allreduce %d: %s", i, tally_comm_last_error(comm));
+  }
+  double wall_ns = (harness_now_s() - start) * 1e9;
+  bad += snapshot(comm, rank, &s1, &t);
+  if (!bad && tally_allreduce(big, big, BIG_FLOATS, TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS)
+    bad = harness_fail(rank, "the 256 KiB allreduce: %s", tally_comm_last_error(comm));
+  bad += snapshot(comm, rank, &s2, &t);
+  free(big);
+  if (bad || rank != 0) return bad;
+  const tally_stats_row_t *before = find_row(&s0, "allreduce", "ring"), *small = find_row(&s1, "allreduce", "ring"),
+                          *after = find_row(&s2, "allreduce", "ring");
+  uint64_t calls0 = before ? before->calls : 0, ns0 = before ? before->ns : 0;
+  if (!small || !after) return harness_fail(rank, "no allreduce row for the ring");
+  double ns = (double)(small->ns - ns0);
+  if (small->calls - calls0 != CALLS) bad += harness_fail(rank, "%llu calls counted, not %d",
+                                                          (unsigned long long)(small->calls - calls0), CALLS);
+  if (ns < wall_ns / 4 || ns > wall_ns * 4)
+    bad += harness_fail(rank, "the small calls' time is %.0f us, where rank 0 spent %.0f us in them", ns / 1e3,
+                        wall_ns / 1e3);
+  if (after->ns <= small->ns) bad += harness_fail(rank, "the 256 KiB call was not timed");
+  return bad;
+}
+Test(stats, small_calls_are_timed_by_sampling) { run_with_algo("allreduce:ring", 2, sampled_time, NULL); }
+
 /* stats->size smaller than the first version's fixed part is refused; a size that leaves room for
  * two rows gets at most two; NULL arguments are refused with a message. */
 static int bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {

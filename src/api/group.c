@@ -212,7 +212,7 @@ static tally_result_t run_one(struct tally_call *call) {
   TALLY_CHECK(claim(call->fn, call->comm));
   tally_result_t r = call->kind == TALLY_CALL_COLLECTIVE ? tally_collective_run_claimed(call)
                                                          : run_messages(NULL, call->comm, call, 1);
-  atomic_store(&call->comm->busy, 0);
+  atomic_store_explicit(&call->comm->busy, 0, memory_order_release);
   return r;
 }
 
@@ -253,7 +253,7 @@ static tally_result_t run_calls(const char *group_fn, struct tally_call *calls, 
     tally_result_t batch = run_messages(group_fn, comms[c], calls, n);
     if (r == TALLY_SUCCESS) r = batch;
   }
-  for (int c = 0; c < claimed; c++) atomic_store(&comms[c]->busy, 0);
+  for (int c = 0; c < claimed; c++) atomic_store_explicit(&comms[c]->busy, 0, memory_order_release);
   free(comms);
   return r;
 }

@@ -56,6 +56,7 @@ struct tally_counters {
   _Atomic uint64_t slot_sent[TALLY_NUM_SLOTS], slot_received[TALLY_NUM_SLOTS], slot_messages[TALLY_NUM_SLOTS];
   _Atomic uint64_t *sent, *received; /* [nranks]: payload bytes posted to / from each rank */
   _Atomic uint64_t *waited_ns;       /* [nranks]: time waiting with nothing moving, on each rank */
+  uint32_t untimed_left;             /* small calls still to run before the next timed one (dispatch.c) */
 };
 
 struct tally_comm {

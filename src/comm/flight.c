@@ -56,7 +56,7 @@ void tally_flight_end(struct tally_comm *comm, int failed, uint64_t now) {
   struct tally_flight_record *r = f->current;
   if (!r) return;
   lock(f);
-  r->end = now;
+  r->end = now || !r->start ? now : tally_ticks(); /* a call not timed that waited: its wait set start */
   r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
   f->current = NULL;
   unlock(f);
@@ -67,20 +67,24 @@ void tally_flight_waiting_for(struct tally_comm *comm, int rank) {
   if (!f->current) return;
   lock(f);
   f->current->waiting_for = rank;
+  if (!f->current->start) f->current->start = tally_ticks(); /* a call the counters did not time */
   unlock(f);
 }
 
 /* One record as a line: "#12 allreduce ring count 1024 float32: failed after 2.001 s, last waiting for rank 3". */
 static void format_record(const struct tally_flight_record *r, uint64_t now, char *buf, size_t len) {
   static const char *const states[] = {"running for", "done in", "failed after"};
+  static const char *const untimed_states[] = {"running", "done", "failed"};
   const char *kind = r->kind == TALLY_NUM_COLLS ? "point-to-point batch" : tally_coll_name(r->kind);
   const char *algo = r->algo == TALLY_NUM_ALGOS ? "" : tally_algo_name((enum tally_algo_id)r->algo);
   const char *type = tally_datatype_name((tally_datatype_t)r->datatype);
-  double ns = (double)((r->state == TALLY_FLIGHT_RUNNING ? now : r->end) - r->start) * tally_tick_ns();
-  int n = snprintf(buf, len, "#%u %s%s%s %s %llu%s%s: %s %.6f s", r->seq, kind, algo[0] ? " " : "", algo,
+  uint64_t until = r->state == TALLY_FLIGHT_RUNNING ? now : r->end;
+  char took[48] = ""; /* a call the counters did not time, and that never waited, has no duration */
+  if (r->start && until) snprintf(took, sizeof took, " %.6f s", (double)(until - r->start) * tally_tick_ns() / 1e9);
+  int n = snprintf(buf, len, "#%u %s%s%s %s %llu%s%s: %s%s", r->seq, kind, algo[0] ? " " : "", algo,
                    r->kind == TALLY_NUM_COLLS ? "messages" : "count", (unsigned long long)r->count,
                    r->kind == TALLY_NUM_COLLS ? "" : " ", r->kind == TALLY_NUM_COLLS ? "" : (type ? type : "?"),
-                   states[r->state], ns / 1e9);
+                   took[0] ? states[r->state] : untimed_states[r->state], took);
   if (r->waiting_for >= 0 && n > 0 && (size_t)n < len)
     snprintf(buf + n, len - (size_t)n, ", last waiting for rank %d", r->waiting_for);
 }

@@ -17,7 +17,8 @@ struct tally_flight_record {
   int algo;     /* enum tally_algo_id, or TALLY_NUM_ALGOS for none */
   int datatype;
   uint64_t count;      /* the call's count; a batch's: its messages */
-  uint64_t start, end; /* ticks (core/clock.h) */
+  uint64_t start, end; /* ticks (core/clock.h); 0: not read (calls the counters do not time,
+                          dispatch.c; a wait sets start) */
   int waiting_for;     /* the rank the call last waited on with nothing moving; -1: none */
   enum tally_flight_state state;
 };

@@ -48,7 +48,7 @@ static void publish_head(struct tally_conn *c) {
 static void ring_put(struct tally_conn *c, const unsigned char *src, size_t n) {
   size_t at = (size_t)(c->head % c->ring_bytes), first = min_size(n, c->ring_bytes - at);
   memcpy(c->ring + at, src, first);
-  memcpy(c->ring, src + first, n - first);
+  if (n > first) memcpy(c->ring, src + first, n - first); /* wrapped around */
   c->head += n;
   if (c->head - c->published_head >= c->slot_bytes) publish_head(c);
 }
@@ -149,7 +149,7 @@ static void publish_tail(struct tally_conn *c) {
 static void ring_get(struct tally_conn *c, unsigned char *dst, size_t n) {
   size_t at = (size_t)(c->tail % c->ring_bytes), first = min_size(n, c->ring_bytes - at);
   memcpy(dst, c->ring + at, first);
-  memcpy(dst + first, c->ring, n - first);
+  if (n > first) memcpy(dst + first, c->ring, n - first); /* wrapped around */
   c->tail += n;
   if (c->tail - c->published_tail >= c->slot_bytes) publish_tail(c);
 }
