@@ -20,6 +20,7 @@
 
 enum { WAIT_CAP_MS = 10 };
 #define SPIN_NS 20000 /* poll this long before sleeping on the futex */
+enum { HOT_POLLS = 64 }; /* polls between two readings of the clock, on a core of its own (as comm.c's) */
 
 /* Every rank learns whether every rank has the board, with one small allreduce on the ring. */
 static tally_result_t agree(struct tally_comm *c, int mine, int *everyone) {
@@ -178,19 +179,21 @@ static tally_result_t timed_out(struct tally_comm *c, const struct tally_coll_de
 static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally_coll_desc *d, int set, uint32_t call,
                                         uint32_t expected) {
   struct board_page *page = c->board->page;
-  uint64_t start = tally_now_ns(), timeout_ns = (uint64_t)(c->cfg.timeout_s * 1e9);
-  for (;;) {
+  uint64_t start = 0, timeout_ns = (uint64_t)(c->cfg.timeout_s * 1e9);
+  for (unsigned polls = 0;; polls++) {
     uint32_t seen = atomic_load_explicit(&page->arrived[set].count, memory_order_acquire);
     if ((int32_t)(seen - expected) >= 0) return TALLY_SUCCESS;
+    if (!c->cores_shared && polls % HOT_POLLS != HOT_POLLS - 1) { /* a core of its own: no clock, no system call */
+      tally_cpu_relax();
+      continue;
+    }
+    if (!start) start = tally_now_ns(); /* the wait counts from the end of the first polls */
     TALLY_CHECK(tally_board_reported_failure(c));
     if (atomic_load(&c->aborted))
       return TALLY_ERROR(TALLY_ERR_ABORTED, "the communicator was aborted (tally_comm_abort)");
     uint64_t waited = tally_now_ns() - start;
     if (waited < SPIN_NS) {
-      if (c->cores_shared)
-        sched_yield(); /* let a rank sharing this core run */
-      else
-        tally_cpu_relax(); /* a core of its own: poll without a system call */
+      if (c->cores_shared) sched_yield(); /* let a rank sharing this core run */
       continue;
     }
     TALLY_CHECK(peer_died(c, set, call));
