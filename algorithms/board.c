@@ -173,16 +173,24 @@ static tally_result_t timed_out(struct tally_comm *c, const struct tally_coll_de
                      c->rank, tally_coll_name(d->coll), c->seq, c->cfg.timeout_s, missing);
 }
 
+/* Whether every other rank's slot of `set` says it has arrived at `call`. */
+static int everyone_arrived(struct tally_comm *c, int set, uint32_t call) {
+  for (int r = 0; r < c->nranks; r++)
+    if (r != c->rank && atomic_load_explicit(&tally_board_slot(c->board->page, set, r)->call, memory_order_acquire) !=
+                            call + 1)
+      return 0;
+  return 1;
+}
+
 /* Waits until every rank has arrived at `call`: polls for a while (yielding the core between polls
  * where ranks share cores), then sleeps on the futex, checking at least every WAIT_CAP_MS for an
  * abort, a failed or dead rank, and the timeout. */
-static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally_coll_desc *d, int set, uint32_t call,
-                                        uint32_t expected) {
-  struct board_page *page = c->board->page;
+static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally_coll_desc *d, int set, uint32_t call) {
+  struct board_arrivals *word = &c->board->page->arrived[set];
   uint64_t start = 0, timeout_ns = (uint64_t)(c->cfg.timeout_s * 1e9);
   for (unsigned polls = 0;; polls++) {
-    uint32_t seen = atomic_load_explicit(&page->arrived[set].count, memory_order_acquire);
-    if ((int32_t)(seen - expected) >= 0) return TALLY_SUCCESS;
+    uint32_t seen = tally_board_word(word);
+    if (everyone_arrived(c, set, call)) return TALLY_SUCCESS;
     if (!c->cores_shared && polls % HOT_POLLS != HOT_POLLS - 1) { /* a core of its own: no clock, no system call */
       tally_cpu_relax();
       continue;
@@ -198,7 +206,11 @@ static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally
     }
     TALLY_CHECK(peer_died(c, set, call));
     if (waited >= timeout_ns) return timed_out(c, d, set, call);
-    tally_board_sleep(&page->arrived[set], seen, WAIT_CAP_MS);
+    tally_board_sleep_announce(word);
+    if (everyone_arrived(c, set, call))
+      tally_board_sleep_cancel(word);
+    else
+      tally_board_sleep(word, seen, WAIT_CAP_MS);
   }
 }
 
@@ -210,7 +222,6 @@ static tally_result_t meet(struct tally_comm *c, const struct tally_coll_desc *d
   struct tally_board *b = c->board;
   uint32_t call = b->calls++;
   *set = (int)(call & 1);
-  uint32_t expected = (uint32_t)c->nranks * (call / 2 + 1);
   struct board_slot *mine = tally_board_slot(b->page, *set, c->rank);
   struct tally_msg_header call_header;
   tally_header_fill(&call_header, d, c->seq);
@@ -218,9 +229,8 @@ static tally_result_t meet(struct tally_comm *c, const struct tally_coll_desc *d
   tally_header_encode(&call_header, mine->fingerprint);
   if (bytes) memcpy(mine->data, data, bytes);
   atomic_store_explicit(&mine->call, call + 1, memory_order_release);
-  if (atomic_fetch_add_explicit(&b->page->arrived[*set].count, 1, memory_order_acq_rel) + 1 == expected)
-    tally_board_wake_sleepers(&b->page->arrived[*set]);
-  tally_result_t r = wait_for_everyone(c, d, *set, call, expected);
+  tally_board_arrived(&b->page->arrived[*set]);
+  tally_result_t r = wait_for_everyone(c, d, *set, call);
   if (r == TALLY_SUCCESS) b->areas_read_late = 0; /* every rank has left what it did before this meet */
   for (int peer = 0; r == TALLY_SUCCESS && peer < c->nranks; peer++)
     if (peer != c->rank) r = tally_header_check(tally_board_slot(b->page, *set, peer)->fingerprint, &call_header, peer);

@@ -219,6 +219,50 @@ static int sampled_time(tally_comm_t comm, int rank, int n, void *arg) {
 }
 Test(stats, small_calls_are_timed_by_sampling) { run_with_algo("allreduce:ring", 2, sampled_time, NULL); }
 
+/* The tuner remembers its choice per shape of call in a small table (tuning/tuner.c): 24 sizes, more
+ * than the table holds, each run twice in two passes, must run exactly as tally_comm_tuner_choice
+ * (which prices every time) says, and give the right sums. */
+static int remembered_choices(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  enum { SIZES = 24, MAX_FLOATS = 1 << 18, MAX_ROWS = 8 };
+  float *x = malloc(MAX_FLOATS * sizeof *x);
+  const char *algo_of[SIZES], *names[MAX_ROWS];
+  size_t count_of[SIZES];
+  int expected[MAX_ROWS] = {0}, nnames = 0, bad = 0;
+  for (int i = 0; i < SIZES; i++) {
+    count_of[i] = ((size_t)1 << (i % 18)) + (size_t)(i / 18) * 3; /* powers of two, then a few odd counts */
+    if (tally_comm_tuner_choice(comm, "allreduce", count_of[i], TALLY_FLOAT32, &algo_of[i], NULL) != TALLY_SUCCESS)
+      bad = harness_fail(rank, "tally_comm_tuner_choice: %s", tally_comm_last_error(comm));
+    int k = 0;
+    while (k < nnames && strcmp(names[k], algo_of[i])) k++;
+    if (k == nnames && nnames < MAX_ROWS) names[nnames++] = algo_of[i];
+    if (k < MAX_ROWS) expected[k] += 2;
+  }
+  tally_stats_t before, after;
+  struct traffic t;
+  bad += snapshot(comm, rank, &before, &t);
+  for (int pass = 0; pass < 2 && !bad; pass++)
+    for (int i = 0; i < SIZES && !bad; i++) {
+      for (size_t e = 0; e < count_of[i]; e++) x[e] = (float)(rank + 1);
+      if (tally_allreduce(x, x, count_of[i], TALLY_FLOAT32, TALLY_SUM, comm, NULL) != TALLY_SUCCESS)
+        bad = harness_fail(rank, "allreduce of %zu: %s", count_of[i], tally_comm_last_error(comm));
+      else if (x[0] != (float)(n * (n + 1) / 2) || x[count_of[i] - 1] != (float)(n * (n + 1) / 2))
+        bad = harness_fail(rank, "allreduce of %zu floats summed to %g", count_of[i], (double)x[0]);
+    }
+  bad += snapshot(comm, rank, &after, &t);
+  free(x);
+  for (int k = 0; k < nnames && !bad; k++) {
+    const tally_stats_row_t *b = find_row(&before, "allreduce", names[k]), *a = find_row(&after, "allreduce", names[k]);
+    uint64_t ran = (a ? a->calls : 0) - (b ? b->calls : 0);
+    if (ran != (uint64_t)expected[k])
+      bad = harness_fail(rank, "%s ran %llu calls where the tuner chooses it for %d", names[k],
+                         (unsigned long long)ran, expected[k]);
+  }
+  if (nnames < 2 && !bad) bad = harness_fail(rank, "the sizes chose only %s: the test shows nothing", names[0]);
+  return bad;
+}
+Test(stats, remembered_tuner_choices_are_the_tuners) { cr_assert_eq(harness_run(3, 120, remembered_choices, NULL), 0); }
+
 /* stats->size smaller than the first version's fixed part is refused; a size that leaves room for
  * two rows gets at most two; NULL arguments are refused with a message. */
 static int bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {

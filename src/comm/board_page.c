@@ -37,19 +37,24 @@ void tally_board_wake_all(struct board_arrivals *set) {
   syscall(SYS_futex, (uint32_t *)&set->count, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
 }
 
-/* The sleeper counts itself before the futex compares the count with what it saw, and the waker
- * bumps the count before it reads the sleepers (both sequentially consistent): either the waker
- * sees the sleeper, or the futex sees the new count and does not sleep. */
-void tally_board_wake_sleepers(struct board_arrivals *set) {
-  if (atomic_load(&set->sleepers)) tally_board_wake_all(set);
+void tally_board_arrived(struct board_arrivals *set) {
+  atomic_thread_fence(memory_order_seq_cst); /* the slot's write comes before the look at the sleepers */
+  if (!atomic_load(&set->sleepers)) return;
+  atomic_fetch_add(&set->count, 1);
+  tally_board_wake_all(set);
 }
+
+uint32_t tally_board_word(struct board_arrivals *set) { return atomic_load(&set->count); }
+
+void tally_board_sleep_announce(struct board_arrivals *set) { atomic_fetch_add(&set->sleepers, 1); }
 
 void tally_board_sleep(struct board_arrivals *set, uint32_t seen, int ms) {
   struct timespec rel = {ms / 1000, (long)(ms % 1000) * 1000000};
-  atomic_fetch_add(&set->sleepers, 1);
   syscall(SYS_futex, (uint32_t *)&set->count, FUTEX_WAIT, seen, &rel, NULL, 0);
   atomic_fetch_sub(&set->sleepers, 1);
 }
+
+void tally_board_sleep_cancel(struct board_arrivals *set) { atomic_fetch_sub(&set->sleepers, 1); }
 
 static tally_result_t create_page(struct tally_comm *c, struct tally_board *b) {
   int fd = shm_open(b->name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);

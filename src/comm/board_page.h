@@ -6,13 +6,15 @@
  *
  *   page header   magic, communicator id, ranks, slot size, each rank's pid, `failed`, and where
  *                 each rank keeps the value the others read with process_vm_readv to test it
- *   arrived[2]    arrival counters, one per set of slots, each on its own cache line (futex words)
+ *   arrived[2]    per set of slots, each on its own cache line: a futex word sleepers wait on and
+ *                 how many sleep
  *   slots[2][n]   per rank: the call it has arrived at, the call's fingerprint, its input
  *   big[n + 1]    the shared-buffer algorithm's areas (algorithms/shared.h): one per rank, then
  *                 one for results, each `big_bytes` (tally_board_big_bytes)
  *
- * Call c (counted per communicator on every rank alike) uses set c % 2 and is complete once
- * arrived[c % 2] has reached n * (c / 2 + 1). */
+ * Call c (counted per communicator on every rank alike) uses set c % 2 and is complete once every
+ * rank's slot of that set says it has arrived at c: a waiting rank reads the others' slots, where
+ * the fingerprints are too, and no rank writes a line another one writes. */
 #ifndef TALLY_BOARD_PAGE_H
 #define TALLY_BOARD_PAGE_H
 
@@ -31,8 +33,8 @@ struct board_slot {
   alignas(64) unsigned char data[TALLY_BOARD_SLOT_BYTES];
 };
 
-/* A set's arrival counter, the futex word its waiters sleep on, and how many of them sleep (so
- * that the last rank to arrive makes a system call only when someone needs waking). */
+/* A set's futex word, which waiters sleep on and arriving ranks bump, and how many of them sleep
+ * (so that an arriving rank touches the word and makes a system call only when someone sleeps). */
 struct board_arrivals {
   alignas(64) _Atomic uint32_t count;
   _Atomic uint32_t sleepers;
@@ -77,13 +79,19 @@ static inline unsigned char *tally_board_big(struct board_page *page, int i) {
   return first + (size_t)i * page->big_bytes;
 }
 
-/* Wakes every rank sleeping on `word`; sleeps on it while it still reads `seen`, at most `ms`. */
-/* Wakes every rank sleeping on `set`; tally_board_wake_sleepers only when one is (the common
- * case, ranks spinning on cores of their own, costs no system call). */
+/* Wakes every rank sleeping on `set`. */
 void tally_board_wake_all(struct board_arrivals *set);
-void tally_board_wake_sleepers(struct board_arrivals *set);
-/* Sleeps on `set` while its count is still `seen`, at most `ms` milliseconds. */
+/* After this rank wrote its slot: bumps the word and wakes the sleepers, only when there are any
+ * (the common case, ranks spinning on cores of their own, costs no system call and no write). */
+void tally_board_arrived(struct board_arrivals *set);
+/* Sleeping, in three steps so that no arrival is missed: read the word, announce the sleep, check
+ * again for what the rank waits for, then sleep while the word still reads `seen` (at most `ms`)
+ * or, when what it waits for came meanwhile, cancel. Either the arriving rank sees the sleeper and
+ * bumps the word, or the sleeper's check sees the arrival (both sequentially consistent). */
+uint32_t tally_board_word(struct board_arrivals *set);
+void tally_board_sleep_announce(struct board_arrivals *set);
 void tally_board_sleep(struct board_arrivals *set, uint32_t seen, int ms);
+void tally_board_sleep_cancel(struct board_arrivals *set);
 
 /* Creates (rank 0) or maps (the others, waiting for rank 0 until `deadline`) this communicator's
  * pages. *out is the board, also on failure when it was allocated (free it with tally_board_free). */

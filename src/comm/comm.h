@@ -59,6 +59,18 @@ struct tally_counters {
   uint32_t untimed_left;             /* small calls still to run before the next timed one (dispatch.c) */
 };
 
+/* One of the tuner's recent choices (tuning/tuner.c fills and reads them; the communicator only keeps
+ * them): a call of the same collective, count, datatype and op runs the same way, since nothing else
+ * the choice depends on changes after init. */
+struct tally_tuner_choice {
+  size_t count;
+  uint8_t valid, coll, datatype, op;
+  uint8_t algo, wire, rhd_whole_vector;
+  size_t chunk_bytes;
+  double predicted_us;
+};
+enum { TALLY_TUNER_CHOICES = 16 };
+
 struct tally_comm {
   int rank, nranks;
   struct tally_config cfg;
@@ -88,6 +100,7 @@ struct tally_comm {
   /* The cost model's parameters for each link class, identical on every rank (the tuner's choices
    * must agree): measured at init, read from the cache or TALLY_TUNING_FILE (calibrate.h). */
   struct tally_cost_params link_cost[TALLY_NUM_LINK_CLASSES];
+  struct tally_tuner_choice tuner_choices[TALLY_TUNER_CHOICES]; /* by a hash of the call's shape */
 
   int abort_fd; /* eventfd: readable once tally_comm_abort was called */
   atomic_int aborted;

@@ -297,7 +297,29 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
   out->chunk_bytes = pipelined(out->algo, desc->coll) ? chunk[out->algo] : 0;
 }
 
-const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc) {
+/* Where a call of desc's shape keeps its choice (comm.h): a hash of count, collective and datatype. */
+static struct tally_tuner_choice *choice_for(struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  size_t h = desc->count ^ desc->count >> 11 ^ (size_t)desc->coll << 4 ^ (size_t)desc->datatype << 8;
+  return &comm->tuner_choices[(h ^ h >> 4) % TALLY_TUNER_CHOICES];
+}
+
+static int same_shape(const struct tally_tuner_choice *c, const struct tally_coll_desc *desc) {
+  return c->valid && c->count == desc->count && c->coll == (uint8_t)desc->coll &&
+         c->datatype == (uint8_t)desc->datatype && c->op == (uint8_t)desc->op;
+}
+
+const struct tally_algorithm *tally_tuner_select(struct tally_comm *comm, struct tally_coll_desc *desc) {
+  /* pricing every algorithm costs several hundred instructions, a third of a small call's: a
+   * shape seen before runs as it did (unless each choice is to be logged) */
+  struct tally_tuner_choice *known = choice_for(comm, desc);
+  int logged = tally_log_enabled(TALLY_LOG_INFO, TALLY_SUBSYS_TUNE);
+  if (same_shape(known, desc) && !logged) {
+    desc->chunk_bytes = known->chunk_bytes;
+    desc->predicted_us = known->predicted_us;
+    desc->wire = known->wire;
+    desc->rhd_whole_vector = known->rhd_whole_vector;
+    return algorithms[known->algo];
+  }
   struct tally_tuner_decision dec;
   tally_tuner_decide(comm, desc, &dec);
   desc->chunk_bytes = dec.chunk_bytes;
@@ -305,7 +327,17 @@ const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, 
   desc->wire = compresses(dec.algo) ? tally_tuner_wire_format(comm, desc) : TALLY_WIRE_EXACT;
   desc->rhd_whole_vector = dec.algo == TALLY_ALGO_RHD && desc->coll == TALLY_COLL_ALLREDUCE &&
                            tally_tuner_rd_beats_rhd(comm, desc->count * tally_datatype_size(desc->datatype));
-  if (tally_log_enabled(TALLY_LOG_INFO, TALLY_SUBSYS_TUNE)) {
+  *known = (struct tally_tuner_choice){.count = desc->count,
+                                       .valid = 1,
+                                       .coll = (uint8_t)desc->coll,
+                                       .datatype = (uint8_t)desc->datatype,
+                                       .op = (uint8_t)desc->op,
+                                       .algo = (uint8_t)dec.algo,
+                                       .wire = (uint8_t)desc->wire,
+                                       .rhd_whole_vector = (uint8_t)desc->rhd_whole_vector,
+                                       .chunk_bytes = desc->chunk_bytes,
+                                       .predicted_us = desc->predicted_us};
+  if (logged) {
     char predicted[160] = "";
     for (int a = 0; a < TALLY_NUM_ALGOS; a++)
       if (dec.predicted_us[a] >= 0)

@@ -32,8 +32,9 @@ int tally_tuner_wire_format(const struct tally_comm *comm, const struct tally_co
 /* tally_tuner_decide's algorithm, logged with the predictions under TALLY_DEBUG_SUBSYS=TUNE; sets
  * desc->chunk_bytes to its chunk, desc->predicted_us to its predicted time (for traces),
  * desc->rhd_whole_vector to the halving-doubling variant and desc->wire to the wire format it runs
- * with. */
-const struct tally_algorithm *tally_tuner_select(const struct tally_comm *comm, struct tally_coll_desc *desc);
+ * with. Remembers the choice in comm->tuner_choices, and makes it again for a call of the same shape
+ * without pricing anything (unless the choices are logged). */
+const struct tally_algorithm *tally_tuner_select(struct tally_comm *comm, struct tally_coll_desc *desc);
 /* INVALID_ARGUMENT, naming what is implemented, when TALLY_ALGO leaves a collective nothing that runs it. */
 tally_result_t tally_tuner_check(const struct tally_algo_spec *spec);
 /* Whether TALLY_ALGO lets some collective use `algo` (rhd or tree): their partners are connected at
