@@ -134,16 +134,16 @@ else
     done
   done
   echo "mpi_coll: allreduce, allgather, reducescatter, alltoall, bcast, reduce from 8 B to 256 KiB, #wrong 0 with and without the shim"
-  # Two ranks, each with a core of its own (when the machine has two): allreduces below 4 KiB stay
+  # Two ranks, each with a core of its own (when the machine has two): allgathers below 256 B stay
   # with MPI, larger ones go to Tally, and the results are still right.
   if [ "$(nproc)" -ge 2 ]; then
     env -u TALLY_MPI_COLLS TALLY_DEBUG=INFO mpirun --allow-run-as-root -np 2 ${runtimes:+-x ASAN_OPTIONS} -x TALLY_DEBUG "${preload[@]}" \
-      "$work/mpi_coll" allreduce 8 65536 2 >"$work/own.out" 2>"$work/own.err" || { tail "$work/own.err"; fail "mpi_coll on 2 ranks failed"; }
-    grep -q "MPI_Allreduce to MPI: below its size threshold" "$work/own.err" ||
-      fail "2 ranks with a core each: small allreduces were not left to MPI"
-    grep -q "MPI_Allreduce to Tally" "$work/own.err" || fail "2 ranks with a core each: 64 KiB allreduces did not go to Tally"
+      "$work/mpi_coll" allgather 8 65536 2 >"$work/own.out" 2>"$work/own.err" || { tail "$work/own.err"; fail "mpi_coll on 2 ranks failed"; }
+    grep -q "MPI_Allgather to MPI: below its size threshold" "$work/own.err" ||
+      fail "2 ranks with a core each: small allgathers were not left to MPI"
+    grep -q "MPI_Allgather to Tally" "$work/own.err" || fail "2 ranks with a core each: 64 KiB allgathers did not go to Tally"
     [ -z "$(awk '/^ / && $NF != 0' "$work/own.out")" ] || { cat "$work/own.out"; fail "mpi_coll on 2 ranks: wrong results"; }
-    echo "2 ranks with a core each: allreduce below 4 KiB with MPI, from 4 KiB on Tally, #wrong 0"
+    echo "2 ranks with a core each: allgather below 256 B with MPI, from 256 B on Tally, #wrong 0"
   else
     echo "SKIP part: one core here, so no communicator has a core per rank (the default thresholds are not exercised)"
   fi

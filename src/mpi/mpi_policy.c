@@ -34,15 +34,16 @@ static const struct {
 
 /* On a communicator whose ranks each have a core of their own, calls smaller than these (bytes of
  * the whole buffer) stay with MPI unless TALLY_MPI_COLLS sets a threshold: there Open MPI's small
- * messages, busy-polled, beat Tally's or tie with them. Measured 2026-12-05 on 2 ranks on 2 cores
- * (../shared/anchors/run.sh mpi 2 ... with and without the shim, every call sent to Tally, medians
- * of 3, Open MPI's time over the shim's), after Tally's ranks stopped yielding their cores while
- * they wait: allreduce 2 KiB 0.98, 4 KiB 1.28; allgather 4 KiB 0.92, 8 KiB 2.99; reduce-scatter
- * 512 B 0.77, 1 KiB 1.12; broadcast 2 KiB 0.72, 4 KiB 3.69. With more ranks than cores the shim
- * was ahead from 8 B up, so there every call goes to Tally. Alltoall, reduce, gather, scatter and
- * barrier: not measured against a threshold, 0. */
-static const size_t own_core_min_bytes[SHIM_NUM_COLLS] = {
-    [SHIM_ALLREDUCE] = 4096, [SHIM_ALLGATHER] = 8192, [SHIM_REDUCE_SCATTER_BLOCK] = 1024, [SHIM_BCAST] = 4096};
+ * messages, busy-polled, beat Tally's. Measured 2026-12-05 on 2 ranks on 2 cores
+ * (../shared/anchors/run.sh mpi 2 8 16384 3000 ... with and without the shim, every call sent to
+ * Tally, medians of 3), after the tuner began remembering its choices and the board polling the
+ * peers' slots: allreduce and reduce-scatter are ahead or tied from 8 B (0.30 against 0.39 us and
+ * 0.41 against 0.54 at 8 B); allgather behind up to 128 B (0.36 against 0.29), ahead from 256 B
+ * (0.37 against 0.42); broadcast behind up to 256 B (0.31 against 0.27: Open MPI's small broadcast
+ * returns at the root before the others have the data), ahead from 512 B (0.32 against 0.55).
+ * With more ranks than cores the shim was ahead from 8 B up, so there every call goes to Tally.
+ * Alltoall, reduce, gather, scatter and barrier: not measured against a threshold, 0. */
+static const size_t own_core_min_bytes[SHIM_NUM_COLLS] = {[SHIM_ALLGATHER] = 256, [SHIM_BCAST] = 512};
 
 static struct {
   int selected[SHIM_NUM_COLLS];
