@@ -22,10 +22,29 @@ static void unlock(struct tally_flight *f) {
   if (f->locked) pthread_mutex_unlock(&f->lock);
 }
 
-void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count, uint64_t now) {
+/* The next record, filled in (under the lock, where there is one). */
+static void write_record(struct tally_flight *f, uint32_t seq, int kind, int algo, int datatype, uint64_t count,
+                         uint64_t now) {
+  struct tally_flight_record *r = &f->records[f->next];
+  f->next = f->next + 1 == f->capacity ? 0 : f->next + 1;
+  f->calls++;
+  *r = (struct tally_flight_record){.seq = seq,
+                                    .kind = kind,
+                                    .algo = algo,
+                                    .datatype = datatype,
+                                    .count = count,
+                                    .start = now,
+                                    .waiting_for = -1,
+                                    .state = TALLY_FLIGHT_RUNNING};
+  f->current = r;
+}
+
+/* The first call (TALLY_FLIGHT_RECORDS records from now on), and every call with the lock: kept
+ * out of the common path, which then needs no registers saved. */
+__attribute__((noinline)) static void begin_slowly(struct tally_comm *comm, int kind, int algo, int datatype,
+                                                   uint64_t count, uint64_t now) {
   struct tally_flight *f = &comm->flight;
-  if (!TALLY_COUNTING) return;
-  if (!f->records) { /* the first call: TALLY_FLIGHT_RECORDS of them from now on */
+  if (!f->records) {
     f->current = NULL;
     if (comm->cfg.flight_records <= 0) return;
     struct tally_flight_record *records = calloc((size_t)comm->cfg.flight_records, sizeof *records);
@@ -36,30 +55,41 @@ void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatyp
     unlock(f);
   }
   lock(f);
-  struct tally_flight_record *r = &f->records[f->next];
-  f->next = f->next + 1 == f->capacity ? 0 : f->next + 1;
-  f->calls++;
-  *r = (struct tally_flight_record){.seq = comm->seq,
-                                    .kind = kind,
-                                    .algo = algo,
-                                    .datatype = datatype,
-                                    .count = count,
-                                    .start = now,
-                                    .waiting_for = -1,
-                                    .state = TALLY_FLIGHT_RUNNING};
-  f->current = r;
+  write_record(f, comm->seq, kind, algo, datatype, count, now);
+  unlock(f);
+}
+
+void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count, uint64_t now) {
+  struct tally_flight *f = &comm->flight;
+  if (!TALLY_COUNTING) return;
+  if (!f->records || f->locked) {
+    begin_slowly(comm, kind, algo, datatype, count, now);
+    return;
+  }
+  write_record(f, comm->seq, kind, algo, datatype, count, now);
+}
+
+static void close_record(struct tally_flight *f, int failed, uint64_t now) {
+  struct tally_flight_record *r = f->current;
+  if (!now && r->start) now = tally_ticks(); /* a call not timed that waited: its wait set start */
+  r->end = now;
+  r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
+  f->current = NULL;
+}
+
+__attribute__((noinline)) static void end_locked(struct tally_flight *f, int failed, uint64_t now) {
+  lock(f);
+  close_record(f, failed, now);
   unlock(f);
 }
 
 void tally_flight_end(struct tally_comm *comm, int failed, uint64_t now) {
   struct tally_flight *f = &comm->flight;
-  struct tally_flight_record *r = f->current;
-  if (!r) return;
-  lock(f);
-  r->end = now || !r->start ? now : tally_ticks(); /* a call not timed that waited: its wait set start */
-  r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
-  f->current = NULL;
-  unlock(f);
+  if (!f->current) return;
+  if (f->locked)
+    end_locked(f, failed, now);
+  else
+    close_record(f, failed, now);
 }
 
 void tally_flight_waiting_for(struct tally_comm *comm, int rank) {

@@ -24,7 +24,7 @@ static inline int tally_ms_until(uint64_t deadline, int cap_ms) {
   return ms > (uint64_t)cap_ms ? cap_ms : (int)ms;
 }
 
-/* A cheap timestamp for the counters and the flight recorder, which take two per call: the CPU's
+/* A cheap timestamp for the counters and the flight recorder, two per call they time: the CPU's
  * time-stamp counter on x86 (about a third of clock_gettime's cost here; it runs at a constant rate
  * on the CPUs Tally targets), elsewhere the monotonic clock in nanoseconds. tally_tick_ns converts. */
 #if defined(__x86_64__) || defined(__i386__)

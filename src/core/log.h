@@ -26,8 +26,16 @@ void tally_log_set_rank(int rank);
 /* Whether a message at `level` for `subsys` would be written (to skip building costly ones). */
 int tally_log_enabled(int level, unsigned subsys);
 
+/* INFO and TRACE look at the level before the call: a variadic function's entry alone costs more
+ * than the check, and TRACE lines sit on every collective's path. */
 #define TLOG_WARN(sub, ...) tally_log(TALLY_LOG_WARN, (sub), __FILE__, __LINE__, __VA_ARGS__)
-#define TLOG_INFO(sub, ...) tally_log(TALLY_LOG_INFO, (sub), __FILE__, __LINE__, __VA_ARGS__)
-#define TLOG_TRACE(sub, ...) tally_log(TALLY_LOG_TRACE, (sub), __FILE__, __LINE__, __VA_ARGS__)
+#define TLOG_INFO(sub, ...)                                                                                            \
+  do {                                                                                                                 \
+    if (tally_log_enabled(TALLY_LOG_INFO, (sub))) tally_log(TALLY_LOG_INFO, (sub), __FILE__, __LINE__, __VA_ARGS__);   \
+  } while (0)
+#define TLOG_TRACE(sub, ...)                                                                                           \
+  do {                                                                                                                 \
+    if (tally_log_enabled(TALLY_LOG_TRACE, (sub))) tally_log(TALLY_LOG_TRACE, (sub), __FILE__, __LINE__, __VA_ARGS__); \
+  } while (0)
 
 #endif
