@@ -147,20 +147,27 @@ static tally_result_t timed_out(const struct tally_comm *comm, const struct tall
                      comm->rank, comm->cfg.timeout_s, tally_coll_name(held->hdr.coll), held->hdr.seq, who);
 }
 
+static int count_done(const struct tally_p2p_msg *msgs, int n) {
+  int done = 0;
+  for (int i = 0; i < n; i++) done += msgs[i].req.done != 0;
+  return done;
+}
+
 tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs, int n, int *failed_call) {
   *failed_call = n > 0 ? msgs[0].call : -1;
   for (int i = 0; i < n; i++) msgs[i].req.done = 0;
   TALLY_CHECK(copy_to_self(comm, msgs, n, failed_call));
   tally_result_t r = connect_missing(comm, msgs, n);
-  int pending = 0, first_send = -1;
+  int first_send = -1;
   for (int i = 0; i < n && r == TALLY_SUCCESS; i++) {
     if (msgs[i].peer == comm->rank) continue;
     if (msgs[i].is_send && first_send < 0) first_send = i;
     r = post(comm, &msgs[i]);
-    pending++;
   }
   if (r != TALLY_SUCCESS) return r;
-  if (pending == 0) return TALLY_SUCCESS;
+  int done = count_done(msgs, n);
+  if (done > 0 && comm->trace) trace_done(comm, msgs, n);
+  if (done == n) return TALLY_SUCCESS; /* sends the transports took at once need no waiting */
   /* Waiting notices go to the first rank this one sends to (any rank it sends to, where it has none). */
   int notified = first_send >= 0 ? msgs[first_send].peer : comm->world.next_rank;
   struct tally_ring pair = {.size = 2, .next_rank = notified, .prev_rank = notified, .to_next = comm->to[notified]};
@@ -170,10 +177,8 @@ tally_result_t tally_p2p_run(struct tally_comm *comm, struct tally_p2p_msg *msgs
   const struct tally_msg_header *call = msgs[0].hdr.coll < TALLY_NUM_COLLS ? &msgs[0].hdr : NULL;
   struct tally_waiter waiter;
   tally_waiter_start(comm, &pair, call, &waiter);
-  int done = 0;
   for (;;) {
-    int now_done = 0;
-    for (int i = 0; i < n; i++) now_done += msgs[i].req.done != 0;
+    int now_done = count_done(msgs, n);
     int moved = now_done != done;
     if (moved && comm->trace) trace_done(comm, msgs, n);
     if (now_done == n) return TALLY_SUCCESS;
