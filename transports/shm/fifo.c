@@ -2,7 +2,8 @@
  *
  * The ring is a single-producer single-consumer byte queue of slots x slot_bytes bytes: `head`
  * (bytes written, by the sender) and `tail` (bytes consumed, by the receiver) only grow, each on
- * its own cache line; the ring offset is the counter modulo the ring size. A side publishes its
+ * its own cache line; the ring offset is the counter modulo the ring size (each side keeps its own
+ * offset as it goes, rather than dividing on every copy). A side publishes its
  * counter with a release store after every slot's worth of copying and at the end of each pass,
  * so a long message streams through the ring with both copies overlapping, and the other side
  * reads the counter with an acquire load and checks that it is within one ring of its own.
@@ -45,11 +46,18 @@ static void publish_head(struct tally_conn *c) {
   shm_wake_peer(c);
 }
 
+/* Where a counter that was `at` in the ring is after n more bytes (n at most a ring). */
+static uint64_t ring_advance(const struct tally_conn *c, uint64_t at, size_t n) {
+  at += n;
+  return at >= c->ring_bytes ? at - c->ring_bytes : at;
+}
+
 static void ring_put(struct tally_conn *c, const unsigned char *src, size_t n) {
-  size_t at = (size_t)(c->head % c->ring_bytes), first = min_size(n, c->ring_bytes - at);
+  size_t at = (size_t)c->head_at, first = min_size(n, c->ring_bytes - at);
   memcpy(c->ring + at, src, first);
   if (n > first) memcpy(c->ring, src + first, n - first); /* wrapped around */
   c->head += n;
+  c->head_at = ring_advance(c, c->head_at, n);
   if (c->head - c->published_head >= c->slot_bytes) publish_head(c);
 }
 
@@ -147,10 +155,11 @@ static void publish_tail(struct tally_conn *c) {
 }
 
 static void ring_get(struct tally_conn *c, unsigned char *dst, size_t n) {
-  size_t at = (size_t)(c->tail % c->ring_bytes), first = min_size(n, c->ring_bytes - at);
+  size_t at = (size_t)c->tail_at, first = min_size(n, c->ring_bytes - at);
   memcpy(dst, c->ring + at, first);
   if (n > first) memcpy(dst + first, c->ring, n - first); /* wrapped around */
   c->tail += n;
+  c->tail_at = ring_advance(c, c->tail_at, n);
   if (c->tail - c->published_tail >= c->slot_bytes) publish_tail(c);
 }
 

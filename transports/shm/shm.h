@@ -109,6 +109,7 @@ struct tally_conn {
 
   /* sending side */
   uint64_t head, published_head;
+  uint64_t head_at;   /* head % ring_bytes */
   uint64_t tail_seen; /* the receiver's tail at the last load */
   struct tally_request *send_head, *send_tail; /* not all in the ring yet */
   int send_mid; /* the first of them is partly in the ring (kept here: fail() may come after its request is gone) */
@@ -120,6 +121,7 @@ struct tally_conn {
 
   /* receiving side */
   uint64_t tail, published_tail;
+  uint64_t tail_at; /* tail % ring_bytes */
   struct tally_request *recv_head, *recv_tail;
   unsigned char rhdr[TALLY_WIRE_HEADER_BYTES]; /* header of the message being received */
   size_t rhdr_have;
