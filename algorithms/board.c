@@ -189,7 +189,6 @@ static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally
   struct board_arrivals *word = &c->board->page->arrived[set];
   uint64_t start = 0, timeout_ns = (uint64_t)(c->cfg.timeout_s * 1e9);
   for (unsigned polls = 0;; polls++) {
-    uint32_t seen = tally_board_word(word);
     if (everyone_arrived(c, set, call)) return TALLY_SUCCESS;
     if (!c->cores_shared && polls % HOT_POLLS != HOT_POLLS - 1) { /* a core of its own: no clock, no system call */
       tally_cpu_relax();
@@ -206,6 +205,7 @@ static tally_result_t wait_for_everyone(struct tally_comm *c, const struct tally
     }
     TALLY_CHECK(peer_died(c, set, call));
     if (waited >= timeout_ns) return timed_out(c, d, set, call);
+    uint32_t seen = tally_board_word(word); /* before the announcement and the second look */
     tally_board_sleep_announce(word);
     if (everyone_arrived(c, set, call))
       tally_board_sleep_cancel(word);

@@ -28,14 +28,12 @@ int tally_log_enabled(int level, unsigned subsys);
 
 /* INFO and TRACE look at the level before the call: a variadic function's entry alone costs more
  * than the check, and TRACE lines sit on every collective's path. */
+#define TLOG_AT_LEVEL(level, sub, ...)                                                                                 \
+  do {                                                                                                                 \
+    if (tally_log_enabled((level), (sub))) tally_log((level), (sub), __FILE__, __LINE__, __VA_ARGS__);                 \
+  } while (0)
 #define TLOG_WARN(sub, ...) tally_log(TALLY_LOG_WARN, (sub), __FILE__, __LINE__, __VA_ARGS__)
-#define TLOG_INFO(sub, ...)                                                                                            \
-  do {                                                                                                                 \
-    if (tally_log_enabled(TALLY_LOG_INFO, (sub))) tally_log(TALLY_LOG_INFO, (sub), __FILE__, __LINE__, __VA_ARGS__);   \
-  } while (0)
-#define TLOG_TRACE(sub, ...)                                                                                           \
-  do {                                                                                                                 \
-    if (tally_log_enabled(TALLY_LOG_TRACE, (sub))) tally_log(TALLY_LOG_TRACE, (sub), __FILE__, __LINE__, __VA_ARGS__); \
-  } while (0)
+#define TLOG_INFO(sub, ...) TLOG_AT_LEVEL(TALLY_LOG_INFO, sub, __VA_ARGS__)
+#define TLOG_TRACE(sub, ...) TLOG_AT_LEVEL(TALLY_LOG_TRACE, sub, __VA_ARGS__)
 
 #endif
