@@ -224,6 +224,8 @@ def replacement(args):
     for step in range(int(state.item()), args.steps):
         loss = train_step(args, model, optimizer, group, step)
     finish(args, model, group, loss)
+    dist.destroy_process_group(group)  # it has no default group to destroy with the rest
+    del group
 
 
 # --- the launcher -------------------------------------------------------------------------------

@@ -33,25 +33,25 @@ Worker::~Worker() {
   cv_.notify_one();
   thread_.join();
   tally_comm_destroy(comm_);
-}
+} /* finished_ lets go of the last items' references here, on the destroying thread */
+
+void Worker::push(Item item) {
+  std::vector<Item> finished;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.push_back(std::move(item));
+    finished.swap(finished_);
+  }
+  cv_.notify_one();
+} /* `finished` lets go of its tensors and Works here, on the caller's thread */
 
 void Worker::enqueue(Op op) {
   Item item;
   item.ops.push_back(std::move(op));
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(std::move(item));
-  }
-  cv_.notify_one();
+  push(std::move(item));
 }
 
-void Worker::enqueue_group(std::vector<Op> ops, const char *group) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(Item{std::move(ops), group});
-  }
-  cv_.notify_one();
-}
+void Worker::enqueue_group(std::vector<Op> ops, const char *group) { push(Item{std::move(ops), group}); }
 
 void Worker::run() {
   for (;;) {
@@ -65,6 +65,8 @@ void Worker::run() {
     }
     std::exception_ptr error = execute(item);
     for (auto &op : item.ops) op.work->complete(error);
+    std::lock_guard<std::mutex> lock(mutex_);
+    finished_.push_back(std::move(item)); /* not let go of here: see worker.h */
   }
 }
 

@@ -7,6 +7,13 @@
  * their order across ranks cannot deadlock. Each operation is paired with a TallyWork that the
  * worker completes, successfully or with the Tally error as an exception, and whose future
  * (DDP's path) carries the output tensors.
+ *
+ * The worker never lets go of the last reference to a tensor: freeing a tensor whose Python object
+ * Python has dropped takes the GIL, and a thread that asks for the GIL while the interpreter is
+ * finalizing is ended by Python (pthread_exit) inside the tensor's destructor, which aborts the
+ * process ("terminate called without an active exception") after the program has finished. So
+ * an item that has run is kept until the next call that queues one, or the destructor, lets go of
+ * it on the caller's thread.
  */
 #pragma once
 
@@ -64,11 +71,14 @@ class Worker {
   };
   void run();
   std::exception_ptr execute(Item &item);
+  /* Queues item; lets go of the items that have run (on the calling thread, see above). */
+  void push(Item item);
 
   tally_comm_t comm_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<Item> queue_;
+  std::vector<Item> finished_; /* items that have run, their references still held */
   bool stopping_ = false;
   std::thread thread_;
 };
