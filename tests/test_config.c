@@ -282,6 +282,22 @@ Test(wire, matching_header_accepted) {
   cr_assert_eq(tally_header_check(bytes, &h, 1), TALLY_SUCCESS);
 }
 
+/* The check compares the bytes first and decodes only headers that differ: both ways must agree that
+ * any changed byte, in any field, is not the expected header. */
+Test(wire, any_changed_byte_is_refused) {
+  struct tally_msg_header h = sample_header();
+  unsigned char bytes[TALLY_WIRE_HEADER_BYTES];
+  tally_header_encode(&h, bytes);
+  cr_assert(tally_header_is(bytes, &h));
+  for (int i = 0; i < TALLY_WIRE_HEADER_BYTES; i++) {
+    bytes[i] ^= 0x01;
+    cr_assert(!tally_header_is(bytes, &h), "byte %d changed, yet the header is the expected one", i);
+    cr_assert_neq(tally_header_check(bytes, &h, 1), TALLY_SUCCESS, "byte %d changed, yet the check passed", i);
+    bytes[i] ^= 0x01;
+  }
+  cr_assert_eq(tally_header_check(bytes, &h, 1), TALLY_SUCCESS);
+}
+
 Test(wire, different_collective_is_mismatch) {
   struct tally_msg_header mine = sample_header(), theirs = mine;
   theirs.count = 200;

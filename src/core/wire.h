@@ -48,5 +48,7 @@ uint32_t tally_header_seq(const unsigned char got[TALLY_WIRE_HEADER_BYTES]);
  * An error frame returns the code it carries and blames its culprit (tally_error_blame). */
 tally_result_t tally_header_check(const unsigned char got[TALLY_WIRE_HEADER_BYTES],
                                   const struct tally_msg_header *expected, int peer);
+/* Whether got is exactly the expected header (what tally_header_check accepts), with no message. */
+int tally_header_is(const unsigned char got[TALLY_WIRE_HEADER_BYTES], const struct tally_msg_header *expected);
 
 #endif

@@ -80,8 +80,30 @@ static tally_result_t put_some(struct tally_conn *c, const unsigned char *src, s
   return TALLY_SUCCESS;
 }
 
+/* Writes a request not yet started whose header and payload fit in the room, in a slot and before
+ * the ring's end, in one go (put_some's steps, without its loop); returns 0 where it does not. */
+static int put_whole(struct tally_conn *c, struct tally_request *q, uint64_t *space) {
+  size_t total = TALLY_WIRE_HEADER_BYTES + q->len;
+  if (q->progressed || total > *space || total > c->slot_bytes || c->head_at + total > c->ring_bytes ||
+      shm_uses_cma(c, q->len))
+    return 0;
+  unsigned char *at = c->ring + c->head_at;
+  memcpy(at, q->wire, TALLY_WIRE_HEADER_BYTES);
+  if (q->len) memcpy(at + TALLY_WIRE_HEADER_BYTES, q->buf, q->len);
+  c->head += total;
+  c->head_at = ring_advance(c, c->head_at, total);
+  *space -= total;
+  q->progressed = total;
+  if (c->head - c->published_head >= c->slot_bytes) publish_head(c);
+  return 1;
+}
+
 /* Writes what fits of the request's header and then of its payload or descriptor. */
 static tally_result_t put_request(struct tally_conn *c, struct tally_request *q, uint64_t *space, int *moved) {
+  if (put_whole(c, q, space)) {
+    *moved = 1;
+    return TALLY_SUCCESS;
+  }
   size_t written;
   if (q->progressed < TALLY_WIRE_HEADER_BYTES) {
     TALLY_CHECK(put_some(c, q->wire + q->progressed, TALLY_WIRE_HEADER_BYTES - q->progressed, space, &written));
@@ -223,16 +245,38 @@ static tally_result_t take_payload(struct tally_conn *c, struct tally_request *q
   return shm_cma_read(c, q, complete);
 }
 
+/* Reads the message for q, not yet started, when all of it has arrived in a slot before the ring's
+ * end and its header is the expected one: take_header's and take_payload's steps without their
+ * loops. Returns 0, having read nothing, where it does not apply (a notice or a wrong header among
+ * them: the general steps read and report those). */
+static int take_whole(struct tally_conn *c, struct tally_request *q, uint64_t *avail) {
+  size_t total = TALLY_WIRE_HEADER_BYTES + q->len;
+  if (c->rhdr_have || total > *avail || total > c->slot_bytes || c->tail_at + total > c->ring_bytes ||
+      shm_uses_cma(c, q->len))
+    return 0;
+  const unsigned char *at = c->ring + c->tail_at;
+  if (!tally_header_is(at, &q->hdr)) return 0;
+  if (q->len) memcpy(q->buf, at + TALLY_WIRE_HEADER_BYTES, q->len);
+  q->progressed = q->len;
+  c->tail += total;
+  c->tail_at = ring_advance(c, c->tail_at, total);
+  *avail -= total;
+  if (c->tail - c->published_tail >= c->slot_bytes) publish_tail(c);
+  return 1;
+}
+
 tally_result_t shm_recv_pass(struct tally_conn *c, int *moved) {
   uint64_t avail = 0;
   TALLY_CHECK(load_avail(c, &avail));
   while (c->recv_head) {
     struct tally_request *q = c->recv_head;
-    int ready = c->rhdr_checked, complete;
-    if (!ready) TALLY_CHECK(take_header(c, q, &avail, moved, &ready));
-    if (!ready) break;
-    TALLY_CHECK(take_payload(c, q, &avail, moved, &complete));
-    if (!complete) break;
+    if (c->rhdr_checked || !take_whole(c, q, &avail)) {
+      int ready = c->rhdr_checked, complete;
+      if (!ready) TALLY_CHECK(take_header(c, q, &avail, moved, &ready));
+      if (!ready) break;
+      TALLY_CHECK(take_payload(c, q, &avail, moved, &complete));
+      if (!complete) break;
+    }
     c->recv_head = q->next;
     if (!c->recv_head) c->recv_tail = NULL;
     c->rhdr_have = 0;
