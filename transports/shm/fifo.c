@@ -52,13 +52,18 @@ static uint64_t ring_advance(const struct tally_conn *c, uint64_t at, size_t n) 
   return at >= c->ring_bytes ? at - c->ring_bytes : at;
 }
 
+/* The head moves past n bytes just written, published once a slot's worth is unseen. */
+static void head_advance(struct tally_conn *c, size_t n) {
+  c->head += n;
+  c->head_at = ring_advance(c, c->head_at, n);
+  if (c->head - c->published_head >= c->slot_bytes) publish_head(c);
+}
+
 static void ring_put(struct tally_conn *c, const unsigned char *src, size_t n) {
   size_t at = (size_t)c->head_at, first = min_size(n, c->ring_bytes - at);
   memcpy(c->ring + at, src, first);
   if (n > first) memcpy(c->ring, src + first, n - first); /* wrapped around */
-  c->head += n;
-  c->head_at = ring_advance(c, c->head_at, n);
-  if (c->head - c->published_head >= c->slot_bytes) publish_head(c);
+  head_advance(c, n);
 }
 
 /* Writes what fits of src[0..n) into the ring, at most a slot between publications; *space is the
@@ -90,11 +95,9 @@ static int put_whole(struct tally_conn *c, struct tally_request *q, uint64_t *sp
   unsigned char *at = c->ring + c->head_at;
   memcpy(at, q->wire, TALLY_WIRE_HEADER_BYTES);
   if (q->len) memcpy(at + TALLY_WIRE_HEADER_BYTES, q->buf, q->len);
-  c->head += total;
-  c->head_at = ring_advance(c, c->head_at, total);
+  head_advance(c, total);
   *space -= total;
   q->progressed = total;
-  if (c->head - c->published_head >= c->slot_bytes) publish_head(c);
   return 1;
 }
 
@@ -176,13 +179,18 @@ static void publish_tail(struct tally_conn *c) {
   shm_wake_peer(c);
 }
 
+/* The tail moves past n bytes just read, published once a slot's worth is unseen. */
+static void tail_advance(struct tally_conn *c, size_t n) {
+  c->tail += n;
+  c->tail_at = ring_advance(c, c->tail_at, n);
+  if (c->tail - c->published_tail >= c->slot_bytes) publish_tail(c);
+}
+
 static void ring_get(struct tally_conn *c, unsigned char *dst, size_t n) {
   size_t at = (size_t)c->tail_at, first = min_size(n, c->ring_bytes - at);
   memcpy(dst, c->ring + at, first);
   if (n > first) memcpy(dst + first, c->ring, n - first); /* wrapped around */
-  c->tail += n;
-  c->tail_at = ring_advance(c, c->tail_at, n);
-  if (c->tail - c->published_tail >= c->slot_bytes) publish_tail(c);
+  tail_advance(c, n);
 }
 
 /* Reads what has arrived of the next n bytes of the stream into dst; *avail as in put_some. */
@@ -258,10 +266,8 @@ static int take_whole(struct tally_conn *c, struct tally_request *q, uint64_t *a
   if (!tally_header_is(at, &q->hdr)) return 0;
   if (q->len) memcpy(q->buf, at + TALLY_WIRE_HEADER_BYTES, q->len);
   q->progressed = q->len;
-  c->tail += total;
-  c->tail_at = ring_advance(c, c->tail_at, total);
+  tail_advance(c, total);
   *avail -= total;
-  if (c->tail - c->published_tail >= c->slot_bytes) publish_tail(c);
   return 1;
 }
 
