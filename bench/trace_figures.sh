@@ -21,17 +21,21 @@ cmake -S "$root" -B "$bare" -DCMAKE_BUILD_TYPE="$(same CMAKE_BUILD_TYPE)" -DTALL
 cmake --build "$bare" -j2 --target tally-perf >/dev/null
 raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-# out-of-place time (us) of the one size measured
-time_of() { awk -v s="$1" '$1==s {print $6}'; }
+# the out-of-place time (us) of a tally-perf run of one size (its arguments), from its JSON (-J):
+# three decimals, where the table's two are 5% of an 8-byte call
+time_us() {
+  "$@" -J "$raw/run.json" >/dev/null
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["rows"][0]["out_of_place"]["time_us"])' \
+    "$raw/run.json"
+}
 
 for _ in $(seq "$repeat"); do
   for size in 8 1048576; do
     iters=$([ $size = 8 ] && echo 20000 || echo 200)
-    "$perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 | time_of $size >>"$raw/off-$size"
-    "$bare/tally-perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 | time_of $size >>"$raw/bare-$size"
+    time_us "$perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 >>"$raw/off-$size"
+    time_us "$bare/tally-perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 >>"$raw/bare-$size"
     rm -rf "$raw/trace" && mkdir "$raw/trace"
-    TALLY_TRACE=$raw/trace "$perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 | time_of $size \
-      >>"$raw/on-$size"
+    TALLY_TRACE=$raw/trace time_us "$perf" allreduce -N 2 -b $size -e $size -n $iters -w 100 -c 0 >>"$raw/on-$size"
   done
 done
 echo "# allreduce, 2 ranks, one host; medians of $repeat runs, microseconds (tally-perf out-of-place time)"
