@@ -253,33 +253,43 @@ static int shrink_body(tally_comm_t comm, int rank, int n, void *arg) {
 /* sh->runs grows of the first `existing` ranks of `world` by the others; times[i] the slowest rank's,
  * in us. Every rank of world takes part: the existing ones through their own communicator, the
  * newcomers through tally_comm_join. */
+/* One grown communicator from `old` (the first `existing` ranks; the others join): times the slowest
+ * rank's grow or join into *us, checks it with an allreduce, destroys it. */
+static int grow_once(tally_comm_t world, tally_comm_t old, int rank, int n, int existing, double *us) {
+  int nnew = n - existing;
+  tally_result_t r = rank == 0 ? tally_comm_grow_id(old, nnew, &sh->grow_id) : TALLY_SUCCESS;
+  if (r != TALLY_SUCCESS) return harness_fail(rank, "grow_id: %s", tally_comm_last_error(old));
+  if (tally_barrier(world, NULL) != TALLY_SUCCESS) return harness_fail(rank, "barrier");
+  tally_comm_t grown = NULL;
+  double t0 = harness_now_s();
+  r = rank < existing ? tally_comm_grow(old, nnew, rank == 0 ? &sh->grow_id : NULL, &grown)
+                      : tally_comm_join(&sh->grow_id, rank - existing, &grown);
+  double mine = (harness_now_s() - t0) * 1e6;
+  if (r != TALLY_SUCCESS)
+    return harness_fail(rank, "%s: %s", rank < existing ? "grow" : "join",
+                        tally_comm_last_error(rank < existing ? old : NULL));
+  int failed = 0;
+  *us = slowest(world, mine);
+  if (*us < 0) failed = harness_fail(rank, "allreduce: %s", tally_comm_last_error(world));
+  float one = 1, all = 0;
+  if (!failed && (tally_allreduce(&one, &all, 1, TALLY_FLOAT32, TALLY_SUM, grown, NULL) != TALLY_SUCCESS || all != n))
+    failed = harness_fail(rank, "allreduce on the grown communicator: %s (%g)", tally_comm_last_error(grown), all);
+  if (tally_comm_destroy(grown) != TALLY_SUCCESS && !failed) failed = harness_fail(rank, "destroy");
+  return failed;
+}
+
 static int time_grow(tally_comm_t world, int rank, int n, int existing, double *times) {
   tally_comm_t old = NULL;
   if (tally_comm_split(world, rank < existing ? 0 : TALLY_SPLIT_NOCOLOR, rank, &old) != TALLY_SUCCESS)
     return harness_fail(rank, "split: %s", tally_comm_last_error(world));
-  int nnew = n - existing;
-  for (int i = -1; i < sh->runs; i++) {
-    tally_result_t r = rank == 0 ? tally_comm_grow_id(old, nnew, &sh->grow_id) : TALLY_SUCCESS;
-    if (r != TALLY_SUCCESS) return harness_fail(rank, "grow_id: %s", tally_comm_last_error(old));
-    if (tally_barrier(world, NULL) != TALLY_SUCCESS) return harness_fail(rank, "barrier");
-    tally_comm_t grown = NULL;
-    double t0 = harness_now_s();
-    r = rank < existing ? tally_comm_grow(old, nnew, rank == 0 ? &sh->grow_id : NULL, &grown)
-                        : tally_comm_join(&sh->grow_id, rank - existing, &grown);
-    double us = (harness_now_s() - t0) * 1e6;
-    if (r != TALLY_SUCCESS)
-      return harness_fail(rank, "%s: %s", rank < existing ? "grow" : "join",
-                          tally_comm_last_error(rank < existing ? old : NULL));
-    double worst = slowest(world, us);
-    if (worst < 0) return harness_fail(rank, "allreduce: %s", tally_comm_last_error(world));
-    if (i >= 0 && rank == 0) times[i] = worst;
-    float one = 1, all = 0;
-    if (tally_allreduce(&one, &all, 1, TALLY_FLOAT32, TALLY_SUM, grown, NULL) != TALLY_SUCCESS || all != n)
-      return harness_fail(rank, "allreduce on the grown communicator: %s (%g)", tally_comm_last_error(grown), all);
-    if (tally_comm_destroy(grown) != TALLY_SUCCESS) return harness_fail(rank, "destroy");
+  int failed = 0;
+  for (int i = -1; i < sh->runs && !failed; i++) {
+    double us = 0;
+    failed = grow_once(world, old, rank, n, existing, &us);
+    if (!failed && i >= 0 && rank == 0) times[i] = us;
   }
   if (old) tally_comm_destroy(old);
-  return 0;
+  return failed;
 }
 
 static int grow_body(tally_comm_t comm, int rank, int n, void *arg) {
