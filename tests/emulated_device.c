@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/reduce.h"
@@ -185,6 +186,10 @@ void emu_stream_destroy(struct emu_stream *s) {
   free(s);
 }
 
+static unsigned slow_enqueue_us;
+
+void emu_slow_enqueues(unsigned us) { slow_enqueue_us = us; }
+
 static void enqueue(struct emu_stream *s, struct item model) {
   struct item *it = malloc(sizeof *it);
   *it = model;
@@ -195,6 +200,7 @@ static void enqueue(struct emu_stream *s, struct item model) {
     append(&s->head, &s->tail, it);
   pthread_cond_broadcast(&s->changed);
   pthread_mutex_unlock(&s->lock);
+  if (slow_enqueue_us) usleep(slow_enqueue_us);
 }
 
 void emu_launch(struct emu_stream *s, void (*fn)(void *), void *arg) {

@@ -24,6 +24,9 @@ void emu_free(void *p);                 /* any of the three */
 
 /* Makes alloc_device (the IPC window's allocation) fail in this process while `fail` is set. */
 void emu_fail_device_allocations(int fail);
+/* Makes every enqueue on a stream take `us` microseconds more of its caller's time (0: none), as a
+ * caller descheduled in the middle of a call would: the stream runs ahead of the enqueueing. */
+void emu_slow_enqueues(unsigned us);
 
 /* Makes the IPC arena (before forking the ranks); 0 on success. Without it the device has no IPC. */
 int emu_ipc_arena_create(size_t bytes);

@@ -49,6 +49,19 @@ Test(streams, mismatch_through_the_cuda_ipc_window_is_caught) {
   unsetenv("TALLY_CUDAIPC_MB");
 }
 
+/* The same with every enqueue slow: the call's agreement fails on the stream while its caller still
+ * enqueues the later steps, which must still be enqueued, so that the call fails on the stream
+ * (result poisoned), not half enqueued at the call. */
+Test(streams, mismatch_found_while_the_call_is_still_enqueued) {
+  cr_assert_eq(emu_ipc_arena_create((size_t)16 << 20), 0);
+  setenv("TALLY_CUDAIPC_MB", "1", 1);
+  emu_slow_enqueues(20000);
+  int rc = harness_run(2, 60, stream_mismatch, NULL);
+  emu_slow_enqueues(0);
+  unsetenv("TALLY_CUDAIPC_MB");
+  cr_assert_eq(rc, 0);
+}
+
 Test(streams, argument_errors_are_reported_at_the_call) {
   cr_assert_eq(harness_run(2, 60, stream_bad_arguments, NULL), 0);
 }

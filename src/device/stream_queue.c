@@ -455,8 +455,14 @@ static tally_result_t new_op(struct tally_stream_queue *q, const char *fn, const
   return TALLY_SUCCESS;
 }
 
+/* The communicator's queue, opened on first use. */
+static tally_result_t queue_opened(struct tally_comm *comm, const struct tally_device_ops *dev) {
+  return comm->stream_queue ? TALLY_SUCCESS : queue_open(comm, dev, &comm->stream_queue);
+}
+
+/* The queue for a new call: refused once a stream-ordered call has failed. */
 static tally_result_t queue_for(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn) {
-  if (!comm->stream_queue) TALLY_CHECK(queue_open(comm, dev, &comm->stream_queue));
+  TALLY_CHECK(queue_opened(comm, dev));
   return refuse_if_failed(comm->stream_queue, fn);
 }
 
@@ -471,7 +477,7 @@ static tally_result_t enqueue_staged(struct tally_comm *comm, const char *fn, co
 
 tally_result_t tally_stream_enqueue_barrier(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
                                             void *stream) {
-  TALLY_CHECK(queue_for(comm, dev, fn));
+  TALLY_CHECK(queue_opened(comm, dev)); /* a step of an admitted call: see stream_queue.h */
   struct tally_coll_desc barrier = {TALLY_COLL_BARRIER, NULL, NULL, 0, TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
   return enqueue_staged(comm, fn, &barrier, &no_user_memory, stream);
 }
@@ -494,7 +500,7 @@ static tally_result_t enqueue_check(struct tally_comm *comm, const char *fn, con
 
 tally_result_t tally_stream_enqueue_agreement(struct tally_comm *comm, const struct tally_device_ops *dev,
                                               const char *fn, const struct tally_coll_desc *d, void *stream) {
-  TALLY_CHECK(queue_for(comm, dev, fn));
+  TALLY_CHECK(queue_opened(comm, dev)); /* a step of an admitted call: see stream_queue.h */
   /* An allgather of one fingerprint per rank, into the op's block; the send side is the op itself. */
   struct tally_coll_desc gather = {
       TALLY_COLL_ALLGATHER, NULL, NULL, sizeof(struct call_fingerprint), TALLY_UINT8, TALLY_SUM, 0, 0, 0, 0, 0};
