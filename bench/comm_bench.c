@@ -250,9 +250,6 @@ static int shrink_body(tally_comm_t comm, int rank, int n, void *arg) {
   return 0; /* the harness destroys `comm` */
 }
 
-/* sh->runs grows of the first `existing` ranks of `world` by the others; times[i] the slowest rank's,
- * in us. Every rank of world takes part: the existing ones through their own communicator, the
- * newcomers through tally_comm_join. */
 /* One grown communicator from `old` (the first `existing` ranks; the others join): times the slowest
  * rank's grow or join into *us, checks it with an allreduce, destroys it. */
 static int grow_once(tally_comm_t world, tally_comm_t old, int rank, int n, int existing, double *us) {
@@ -278,6 +275,9 @@ static int grow_once(tally_comm_t world, tally_comm_t old, int rank, int n, int 
   return failed;
 }
 
+/* sh->runs grows of the first `existing` ranks of `world` by the others; times[i] the slowest rank's,
+ * in us. Every rank of world takes part: the existing ones through their own communicator, the
+ * newcomers through tally_comm_join. */
 static int time_grow(tally_comm_t world, int rank, int n, int existing, double *times) {
   tally_comm_t old = NULL;
   if (tally_comm_split(world, rank < existing ? 0 : TALLY_SPLIT_NOCOLOR, rank, &old) != TALLY_SUCCESS)

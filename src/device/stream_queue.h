@@ -42,10 +42,10 @@ static inline int tally_call_memory_on_device(const struct tally_call_memory *m)
  * staged as above. */
 tally_result_t tally_stream_enqueue(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
                                     const struct tally_coll_desc *d, const struct tally_call_memory *m, void *stream);
-/* The steps of a call tally_stream_enqueue admitted (the IPC collectives'): enqueued even when an
- * earlier step has failed on the stream since, so that the call is enqueued whole and its last op
- * poisons its result, rather than it returning an error half enqueued. */
-/* A stream-ordered barrier. */
+/* A stream-ordered barrier, and below the agreement: the steps of a call tally_stream_enqueue
+ * admitted (the IPC collectives'), enqueued even when an earlier step has failed on the stream
+ * since, so that the call is enqueued whole and its last op poisons its result, rather than it
+ * returning an error half enqueued. */
 tally_result_t tally_stream_enqueue_barrier(struct tally_comm *comm, const struct tally_device_ops *dev, const char *fn,
                                             void *stream);
 
