@@ -79,7 +79,7 @@ tally_result_t tally_comm_new(struct tally_comm **out, int nranks, int rank, con
   c->p2p_sent = calloc((size_t)nranks, sizeof *c->p2p_sent);
   c->p2p_received = calloc((size_t)nranks, sizeof *c->p2p_received);
   memcpy(c->secret, secret, sizeof c->secret);
-  tally_flight_init(&c->flight, cfg->flight_signal);
+  tally_flight_init(&c->flight, cfg->flight_records, cfg->flight_signal);
   if (cfg->flight_signal) tally_flight_signal_arm();
   if (c->abort_fd < 0 || !c->peers || !c->failed || !c->p2p_sent || !c->p2p_received) {
     tally_result_t r = TALLY_ERROR(TALLY_ERR_SYSTEM, "cannot create a communicator of %d ranks: %s", nranks,

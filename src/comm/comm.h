@@ -10,6 +10,7 @@
 
 #include "bootstrap/bootstrap_wire.h"
 #include "core/config.h"
+#include "counting.h"
 #include "flight.h"
 #include "trace.h"
 #include "tally.h"
@@ -144,21 +145,6 @@ struct tally_comm {
  * cost class), where compressed calls send 16-bit values (TALLY_COMPRESS). */
 static inline int tally_comm_across_hosts(const struct tally_comm *comm, int peer) {
   return !tally_job_topo_same_host(&comm->topo, comm->rank, peer);
-}
-
-/* The always-on counters and flight records count unless the build says otherwise: CMake's
- * TALLY_COUNTERS=OFF (TALLY_NO_COUNTERS) builds a library without them, only to measure what they
- * cost (bench/trace_figures.sh); tally_comm_stats and the flight log are then empty. */
-#ifdef TALLY_NO_COUNTERS
-enum { TALLY_COUNTING = 0 };
-#else
-enum { TALLY_COUNTING = 1 };
-#endif
-
-/* Adds to a counter (struct tally_counters: one writer at a time). */
-static inline void tally_count(_Atomic uint64_t *counter, uint64_t add) {
-  if (!TALLY_COUNTING) return;
-  atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + add, memory_order_relaxed);
 }
 
 /* Posts a send / a receive on `link`, counting its bytes against the peer and the transport, and

@@ -10,9 +10,10 @@
 #include "core/log.h"
 #include "core/wire.h"
 
-void tally_flight_init(struct tally_flight *flight, int locked) {
+void tally_flight_init(struct tally_flight *flight, int wanted, int locked) {
   if (locked) pthread_mutex_init(&flight->lock, NULL);
   flight->locked = locked;
+  flight->wanted = wanted;
 }
 
 static void lock(struct tally_flight *f) {
@@ -22,74 +23,32 @@ static void unlock(struct tally_flight *f) {
   if (f->locked) pthread_mutex_unlock(&f->lock);
 }
 
-/* The next record, filled in (under the lock, where there is one). */
-static void write_record(struct tally_flight *f, uint32_t seq, int kind, int algo, int datatype, uint64_t count,
-                         uint64_t now) {
-  struct tally_flight_record *r = &f->records[f->next];
-  f->next = f->next + 1 == f->capacity ? 0 : f->next + 1;
-  f->calls++;
-  *r = (struct tally_flight_record){.seq = seq,
-                                    .kind = kind,
-                                    .algo = algo,
-                                    .datatype = datatype,
-                                    .count = count,
-                                    .start = now,
-                                    .waiting_for = -1,
-                                    .state = TALLY_FLIGHT_RUNNING};
-  f->current = r;
-}
-
-/* The first call (TALLY_FLIGHT_RECORDS records from now on), and every call with the lock: kept
- * out of the common path, which then needs no registers saved. */
-__attribute__((noinline)) static void begin_slowly(struct tally_comm *comm, int kind, int algo, int datatype,
-                                                   uint64_t count, uint64_t now) {
-  struct tally_flight *f = &comm->flight;
+/* The first call (TALLY_FLIGHT_RECORDS records from now on), and every call with the lock. */
+void tally_flight_begin_slowly(struct tally_flight *f, const struct tally_flight_record *call) {
   if (!f->records) {
     f->current = NULL;
-    if (comm->cfg.flight_records <= 0) return;
-    struct tally_flight_record *records = calloc((size_t)comm->cfg.flight_records, sizeof *records);
+    if (f->wanted <= 0) return;
+    struct tally_flight_record *records = calloc((size_t)f->wanted, sizeof *records);
     if (!records) return;
     lock(f);
-    f->capacity = comm->cfg.flight_records;
+    f->capacity = f->wanted;
     f->records = records;
+    if (!f->locked) f->unlocked = records;
     unlock(f);
   }
   lock(f);
-  write_record(f, comm->seq, kind, algo, datatype, count, now);
+  tally_flight_write(f, f->records, call);
   unlock(f);
 }
 
-void tally_flight_begin(struct tally_comm *comm, int kind, int algo, int datatype, uint64_t count, uint64_t now) {
-  struct tally_flight *f = &comm->flight;
-  if (!TALLY_COUNTING) return;
-  if (!f->records || f->locked) {
-    begin_slowly(comm, kind, algo, datatype, count, now);
-    return;
-  }
-  write_record(f, comm->seq, kind, algo, datatype, count, now);
-}
-
-static void close_record(struct tally_flight *f, int failed, uint64_t now) {
+void tally_flight_end_slowly(struct tally_flight *f, int failed, uint64_t now) {
+  lock(f);
   struct tally_flight_record *r = f->current;
   if (!now && r->start) now = tally_ticks(); /* a call not timed that waited: its wait set start */
   r->end = now;
   r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
   f->current = NULL;
-}
-
-__attribute__((noinline)) static void end_locked(struct tally_flight *f, int failed, uint64_t now) {
-  lock(f);
-  close_record(f, failed, now);
   unlock(f);
-}
-
-void tally_flight_end(struct tally_comm *comm, int failed, uint64_t now) {
-  struct tally_flight *f = &comm->flight;
-  if (!f->current) return;
-  if (f->locked)
-    end_locked(f, failed, now);
-  else
-    close_record(f, failed, now);
 }
 
 void tally_flight_waiting_for(struct tally_comm *comm, int rank) {
@@ -152,7 +111,7 @@ void tally_flight_dump(struct tally_comm *comm, const char *why) {
 
 void tally_flight_free(struct tally_flight *flight) {
   free(flight->records);
-  flight->records = NULL;
+  flight->records = flight->unlocked = NULL;
   flight->current = NULL;
   if (flight->locked) pthread_mutex_destroy(&flight->lock);
   flight->locked = 0;

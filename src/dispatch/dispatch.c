@@ -143,14 +143,14 @@ tally_result_t tally_coll_execute(const char *fn, const struct tally_coll_desc *
     const struct tally_algorithm *algo = tally_tuner_select(comm, &call);
     if (call.wire) round_spread_data(comm, &call);
     TLOG_TRACE(TALLY_SUBSYS_COLL, "%s #%u count %zu via %s", fn, comm->seq, d->count, algo->name);
-    tally_flight_begin(comm, d->coll, algo->id, d->datatype, d->count, clock.start);
+    tally_flight_begin(&comm->flight, comm->seq, d->coll, algo->id, d->datatype, d->count, clock.start);
     uint64_t traced_from = comm->trace ? tally_now_ns() : 0;
     r = algo->run(comm, &call);
     uint64_t end = clock_end(clock);
     if (comm->trace)
       tally_trace_call(comm, d->coll, algo->id, &call, d->count, send_bytes, traced_from, tally_now_ns(),
                        r != TALLY_SUCCESS);
-    tally_flight_end(comm, r != TALLY_SUCCESS, end);
+    tally_flight_end(&comm->flight, r != TALLY_SUCCESS, end);
     count_call(comm, d->coll, algo->id, 1, send_bytes, clock, end);
   }
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
@@ -166,15 +166,15 @@ tally_result_t tally_p2p_execute(const char *fn, tally_comm_t comm, struct tally
   uint64_t bytes = 0, received = 0;
   for (int i = 0; i < n; i++) *(msgs[i].is_send ? &bytes : &received) += msgs[i].bytes;
   struct call_clock clock = clock_start(comm, bytes > received ? bytes : received);
-  tally_flight_begin(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, n > 0 ? msgs[0].hdr.datatype : 0, (uint64_t)n,
-                     clock.start);
+  tally_flight_begin(&comm->flight, comm->seq, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, n > 0 ? msgs[0].hdr.datatype : 0,
+                     (uint64_t)n, clock.start);
   uint64_t traced_from = comm->trace ? tally_now_ns() : 0;
   tally_result_t r = tally_p2p_run(comm, msgs, n, failed_call);
   uint64_t end = clock_end(clock);
   if (comm->trace)
     tally_trace_call(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, NULL, (uint64_t)n, bytes, traced_from, tally_now_ns(),
                      r != TALLY_SUCCESS);
-  tally_flight_end(comm, r != TALLY_SUCCESS, end);
+  tally_flight_end(&comm->flight, r != TALLY_SUCCESS, end);
   count_call(comm, TALLY_NUM_COLLS, TALLY_NUM_ALGOS, (uint64_t)ncalls, bytes, clock, end);
   if (r != TALLY_SUCCESS) tally_coll_fail(comm, r);
   return r;
