@@ -62,7 +62,7 @@ static inline void tally_flight_write(struct tally_flight *f, struct tally_fligh
 
 /* Starts the record of call `seq` that started at tick `now` (nothing when the recorder is off or
  * out of memory). Inline, as is tally_flight_end: they run on every call, which at 8 bytes takes a
- * quarter of a microsecond (issue 19's budget for the counters is 2% of that). */
+ * quarter of a microsecond, of which the counters may take 2%. */
 static inline void tally_flight_begin(struct tally_flight *f, uint32_t seq, int kind, int algo, int datatype,
                                       uint64_t count, uint64_t now) {
   if (!TALLY_COUNTING) return;
