@@ -573,6 +573,8 @@ static int bad_arguments(tally_comm_t comm, int rank, int n, void *arg) {
                         "sendbuf is NULL");
   bad += harness_expect(rank, comm, tally_recv(&x, 1, (tally_datatype_t)99, 0, comm, NULL), TALLY_ERR_INVALID_ARGUMENT,
                         "datatype 99");
+  bad += harness_expect(rank, comm, tally_send(&x, SIZE_MAX / 4 + 1, TALLY_INT32, 1 - rank, comm, NULL),
+                        TALLY_ERR_INVALID_ARGUMENT, "overflow the address space"); /* 4 bytes each: one too many */
   bad += harness_expect(rank, comm, tally_alltoallv(&x, NULL, c, &x, c, c, TALLY_INT32, comm, NULL),
                         TALLY_ERR_INVALID_ARGUMENT, "must all be arrays");
   bad += harness_expect(rank, comm, tally_gather(&x, &x, 1, TALLY_INT32, 5, comm, NULL), TALLY_ERR_INVALID_ARGUMENT,
