@@ -2,6 +2,9 @@
  * counts 0, 1 and primes, a multi-MiB buffer, in place and out of place, several roots. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -121,6 +124,45 @@ SHARED_TEST(2)
 SHARED_TEST(3)
 SHARED_TEST(5)
 SHARED_TEST(8)
+
+/* The tuner's measured choices for two ranks on one host (tuning/tuner.c): where each rank has a
+ * core of its own, the tree for allreduces of 256 KiB to 2 MiB and for broadcasts, halving-doubling
+ * for allgathers up to 4 MiB, and the shared areas (as the model prices them) beyond; where the
+ * ranks share one CPU, the model's choice, which for a 1 MiB allreduce is not the tree. `arg`: the
+ * choices expected, "collective bytes algorithm" per line, "!" before the algorithm for "not". */
+static int two_rank_choices(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)n;
+  char coll[32], want[32];
+  unsigned long bytes;
+  int bad = 0, used;
+  for (const char *line = arg; sscanf(line, "%31s %lu %31s%n", coll, &bytes, want, &used) == 3; line += used) {
+    const char *got = NULL, *algo = want[0] == '!' ? want + 1 : want;
+    size_t count = bytes / 4 / (strcmp(coll, "allgather") ? 1 : 2); /* allgather: bytes are the whole output */
+    if (tally_comm_tuner_choice(comm, coll, count, TALLY_FLOAT32, &got, NULL) != TALLY_SUCCESS)
+      bad += harness_fail(rank, "tally_comm_tuner_choice: %s", tally_comm_last_error(comm));
+    else if ((strcmp(got, algo) == 0) != (want[0] != '!'))
+      bad += harness_fail(rank, "%s of %lu bytes on 2 ranks goes to %s, expected %s", coll, bytes, got, want);
+  }
+  return bad;
+}
+Test(collectives, two_rank_choices_follow_the_measurement) {
+  cpu_set_t cpus;
+  if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
+    cr_skip_test("SKIPPED: fewer than 2 CPUs here, so 2 ranks cannot each have a core of their own");
+  cr_assert_eq(harness_run(2, 60, two_rank_choices,
+                           "allreduce 131072 shared  allreduce 1048576 tree  allreduce 16777216 shared "
+                           "allgather 1048576 rhd  allgather 16777216 shared  broadcast 1048576 tree "
+                           "reduce_scatter 1048576 shared"),
+               0);
+  setenv("TALLY_ALGO", "allreduce:ring,rhd,shared;broadcast:ring,shared", 1); /* the tree not allowed */
+  cr_assert_eq(harness_run(2, 60, two_rank_choices, "allreduce 1048576 !tree  broadcast 1048576 !tree"), 0);
+  unsetenv("TALLY_ALGO");
+  if (harness_share_one_cpu(1) != 0)
+    cr_skip_test("SKIPPED: cannot bind the ranks to one CPU (sched_setaffinity: %s)", strerror(errno));
+  int failed = harness_run(2, 60, two_rank_choices, "allreduce 1048576 !tree  broadcast 1048576 !tree");
+  harness_share_one_cpu(0);
+  cr_assert_eq(failed, 0, "2 ranks sharing one CPU");
+}
 
 /* Two ring channels (TALLY_RING_CHANNELS=2): allreduce on the forward and the reverse ring at once,
  * every datatype and op, over shared memory and TCP; 2 ranks keep one ring (both would share a

@@ -8,6 +8,9 @@
  *   - shared: on a single host with a board, priced with the area's size as its round
  *            (cost_model.h) against the local link's ring, tree and halving-doubling (alltoall:
  *            against pairwise and Bruck, in the form shared.c will run, areas or single copy);
+ *   - two ranks on one host, each on a core of its own: where the FIFO algorithms were measured
+ *            ahead of the shared areas, which the model cannot see, the one measured fastest
+ *            (measured_for_two_ranks);
  *   - flat algorithms (ring, tree) are costed on the slowest link they cross: the network's
  *     parameters when the job spans several hosts, else the local ones;
  *   - rhd round by round where hosts of equal power-of-two size run consecutive ranks: the near
@@ -118,6 +121,27 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
   int blocked = d->coll != TALLY_COLL_ALLREDUCE && d->coll != TALLY_COLL_BROADCAST && d->coll != TALLY_COLL_REDUCE &&
                 d->coll != TALLY_COLL_BARRIER;
   return blocked ? bytes * (size_t)comm->nranks : bytes;
+}
+
+/* Two ranks on one host, each on a core of its own: where the FIFO algorithms beat the shared
+ * areas, which the model cannot see (its alpha, beta and gamma know nothing of caches, nor of two
+ * FIFOs filled at once). At 2 ranks the areas copy more than the FIFO does: an allreduce copies S
+ * in and S out of them around its reduction, where the ring or the tree sends S/2 each way; an
+ * allgather copies S/2 in and S out, where the FIFO carries the S/2 once; and the tree's two halves
+ * of a broadcast travel through two FIFOs at once. Measured with `tally-perf COLL --sweep -N 2 -b
+ * 64K -e 16M` (2 to 5 sweeps each, 2026-12-05, this 2-core VM), the time of the algorithm named
+ * below over the areas': allreduce, tree 0.69-1.01 from 256 KiB to 2 MiB (1.03-1.11 at 128 KiB,
+ * 0.97-1.07 at 4 MiB); allgather, halving-doubling 0.73-1.02 from 64 KiB to 8 MiB (0.89-1.21 at
+ * 16 MiB); broadcast, tree 0.47-1.04 from 32 KiB to 16 MiB. TALLY_NUM_ALGOS: the model chooses. */
+static enum tally_algo_id measured_for_two_ranks(const struct tally_comm *comm, const struct tally_coll_desc *d) {
+  if (comm->nranks != 2 || !comm->board || comm->cores_shared) return TALLY_NUM_ALGOS;
+  size_t S = model_bytes(comm, d);
+  switch (d->coll) {
+    case TALLY_COLL_ALLREDUCE: return S >= (256u << 10) && S <= (2u << 20) ? TALLY_ALGO_TREE : TALLY_NUM_ALGOS;
+    case TALLY_COLL_ALLGATHER: return S <= (4u << 20) ? TALLY_ALGO_RHD : TALLY_NUM_ALGOS;
+    case TALLY_COLL_BROADCAST: return TALLY_ALGO_TREE;
+    default: return TALLY_NUM_ALGOS;
+  }
 }
 
 int tally_tuner_wire_format(const struct tally_comm *comm, const struct tally_coll_desc *d) {
@@ -284,6 +308,11 @@ void tally_tuner_decide(const struct tally_comm *comm, const struct tally_coll_d
     best = t;
     out->algo = (enum tally_algo_id)a;
     out->why = "fastest predicted";
+  }
+  enum tally_algo_id measured = measured_for_two_ranks(comm, desc);
+  if (measured != TALLY_NUM_ALGOS && (candidates & TALLY_ALGO_BIT(measured)) && out->algo != measured) {
+    out->algo = measured;
+    out->why = "measured ahead of the model's choice with two ranks on cores of their own";
   }
   if (!(candidates & TALLY_ALGO_BIT(out->algo))) { /* TALLY_ALGO left only unmodelled or no ring */
     for (int a = 0; a < TALLY_NUM_ALGOS; a++)
