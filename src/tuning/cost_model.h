@@ -134,7 +134,10 @@ double tally_cost_shared_alltoall_single_copy(const struct tally_cost_params *m,
  * From `tally-perf COLL --sweep -N 2 -b 64K -e 16M -f 4 --repeat 3` here (2026-12-05): 0.5 chose
  * the ring where the shared areas were faster (1 MiB allreduce: ring 377 us, shared 265 us), and
  * 0.25 chooses shared allgather and reduce-scatter from 64 KiB to 16 MiB, within 10% of the
- * fastest but at 256 KiB (1.21) and 1 MiB allgather (0.73: faster than every forced run). */
+ * fastest but at 256 KiB (1.21) and 1 MiB allgather (0.73: faster than every forced run). Later
+ * sweeps the same day, on a quieter VM, had the FIFO algorithms ahead on 2 ranks at many sizes, which
+ * no single share fits: two ranks with cores of their own now follow measured choices instead
+ * (measured_for_two_ranks, tuner.c). */
 #define TALLY_COST_SHARED_COPY_SHARE 0.25
 
 /* The single-copy alltoall's costs as shares of a local message's: one process_vm_readv of a
