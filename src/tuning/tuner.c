@@ -123,16 +123,18 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
   return blocked ? bytes * (size_t)comm->nranks : bytes;
 }
 
-/* Two ranks on one host, each on a core of its own: where the FIFO algorithms beat the shared
- * areas, which the model cannot see (its alpha, beta and gamma know nothing of caches, nor of two
- * FIFOs filled at once). At 2 ranks the areas copy more than the FIFO does: an allreduce copies S
- * in and S out of them around its reduction, where the ring or the tree sends S/2 each way; an
- * allgather copies S/2 in and S out, where the FIFO carries the S/2 once; and the tree's two halves
- * of a broadcast travel through two FIFOs at once. Measured with `tally-perf COLL --sweep -N 2 -b
- * 64K -e 16M` (2 to 5 sweeps each, 2026-12-05, this 2-core VM), the time of the algorithm named
- * below over the areas': allreduce, tree 0.69-1.01 from 256 KiB to 2 MiB (1.03-1.11 at 128 KiB,
- * 0.97-1.07 at 4 MiB); allgather, halving-doubling 0.73-1.02 from 64 KiB to 8 MiB (0.89-1.21 at
- * 16 MiB); broadcast, tree 0.47-1.04 from 32 KiB to 16 MiB. TALLY_NUM_ALGOS: the model chooses. */
+/* Two ranks on one host, each on a core of its own: where the FIFO algorithms were measured ahead of
+ * the shared areas, which the model cannot tell apart (its alpha, beta and gamma know nothing of
+ * caches). At 2 ranks the areas save no copies: an allgather or a broadcast copies as many bytes
+ * through them as through a FIFO, an allreduce a quarter more (S in, S out and S/2 of results,
+ * against S/2 into a FIFO and S/2 out of it each way); and a FIFO's few slots stay in cache where
+ * the areas, 256 KiB a rank and one for the results, may not. Measured with `tally-perf COLL
+ * --sweep -N 2 -b 64K -e 16M` (2 to 5 sweeps each, 2026-12-05, this 2-core VM), the time of the
+ * algorithm named below over the areas': allreduce, tree 0.69-1.01 from 256 KiB to 2 MiB
+ * (1.03-1.11 at 128 KiB, 0.97-1.07 at 4 MiB); allgather, halving-doubling 0.73-1.02 from 64 KiB to
+ * 4 MiB (about even at 8 MiB, 0.89-1.21 at 16 MiB); broadcast, tree 0.47-1.04 from 32 KiB to
+ * 16 MiB. Runs of one algorithm alone favour the FIFO less (README). TALLY_NUM_ALGOS: the model
+ * chooses. */
 static enum tally_algo_id measured_for_two_ranks(const struct tally_comm *comm, const struct tally_coll_desc *d) {
   if (comm->nranks != 2 || !comm->board || comm->cores_shared) return TALLY_NUM_ALGOS;
   size_t S = model_bytes(comm, d);
