@@ -3,11 +3,17 @@
 # allreduce, allgather, reduce-scatter and broadcast on N = 2, 4 and 8 ranks, every power of two
 # from 4 KiB to 64 MiB, float32, busbw medians of REPEAT runs (default 3), the two taking turns;
 # the ratio tally/mpi per size, the largest drop of Tally's busbw from one size to the next, and
-# what the tuner ran. Then the physical references measured in the same run: one core's memcpy
-# bandwidth (perf bench mem memcpy) and one-stream loopback TCP (iperf3) against Tally over TCP on 2
-# ranks at 64 MiB.
+# what the tuner ran, beside one core's memcpy of as many bytes (perf bench mem memcpy, glibc's
+# default) and its own drop: where the caches run out, memcpy falls off a cliff of its own, and
+# Tally's drop at that size is the machine's. Then the physical references measured in the same
+# run: one core's memcpy bandwidth at 64 MiB and one-stream loopback TCP (iperf3) against Tally
+# over TCP on 2 ranks at 64 MiB.
 # usage: bench/onehost_figures.sh [BUILD [REPEAT [RANKS [COLLS]]]]   (from the repository root)
 #   RANKS default "2 4 8", COLLS default "allreduce allgather reducescatter broadcast"
+#   ITERS (environment, default 20): timed calls a size, the same for both; nccl-tests' default.
+#   Tally's first few dozen calls in a process run slower than the rest (2 ranks, allgather of 1 MiB:
+#   1.54x the busbw after 200 warm-up calls than after 3, 9 alternating runs), so 20 calls understate
+#   its steady state at mid sizes; ITERS=200 measures closer to it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -20,7 +26,18 @@ anchor=${ANCHORS:-$root/../shared/anchors}/run.sh
 minb=4096 maxb=67108864
 raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-iters=20
+iters=${ITERS:-20}
+
+# one core's memcpy of every size, medians of REPEAT (GB/s), as "SIZE GBPS" lines
+if command -v perf >/dev/null; then
+  for ((size = minb; size <= maxb; size *= 2)); do
+    bw=$(for _ in $(seq "$repeat"); do
+      perf bench mem memcpy -s "$size" -l $((size < 1048576 ? 2000 : 20)) -f default 2>/dev/null |
+        awk '/GB\/sec/ {print $1} /MB\/sec/ {print $1 / 1000}'
+    done | median)
+    echo "$size $bw" >>"$raw/memcpy"
+  done
+fi
 
 for n in $ranks; do
   for coll in $colls; do
@@ -38,8 +55,8 @@ for n in $ranks; do
         awk '$1 ~ /^[0-9]+$/ {print $1, $7}' >>"$raw/$key.mpi"
     done
     printf "\n# %s float32, %d ranks, busbw GB/s, medians of %d runs\n" "$coll" "$n" "$repeat"
-    printf "%10s %9s %9s %7s %8s  %s\n" bytes tally mpi ratio drop algorithm
-    prev=""
+    printf "%10s %9s %9s %7s %8s  %-10s %7s %8s\n" bytes tally mpi ratio drop algorithm memcpy 'its drop'
+    prev="" prev_copy=""
     for size in $(awk '{print $1}' "$raw/$key.tally" | sort -n -u); do
       t=$(awk -v s="$size" '$1==s {print $2}' "$raw/$key.tally" | median)
       m=$(awk -v s="$size" '$1==s {print $2}' "$raw/$key.mpi" | median)
@@ -47,10 +64,13 @@ for n in $ranks; do
       per_rank=$size
       case $coll in allgather | reducescatter) per_rank=$((size / n)) ;; esac
       algo=$(awk -v s="$per_rank" '$1==s {print $2}' "$raw/$key.algo" | sort | uniq -c | sort -rn | awk 'NR==1 {print $2}')
-      awk -v s="$size" -v t="$t" -v m="$m" -v p="$prev" -v a="${algo:--}" 'BEGIN {
+      copy=$(awk -v s="$size" '$1==s {print $2}' "$raw/memcpy" 2>/dev/null)
+      awk -v s="$size" -v t="$t" -v m="$m" -v p="$prev" -v a="${algo:--}" -v c="${copy:-0}" -v pc="$prev_copy" 'BEGIN {
         drop = (p != "" && p > 0) ? 1 - t / p : 0
-        printf "%10d %9.3f %9.3f %7.2f %7.0f%%  %s\n", s, t, m, (m > 0 ? t / m : 0), (drop > 0 ? 100 * drop : 0), a }'
-      prev=$t
+        copy_drop = (pc != "" && pc > 0) ? 1 - c / pc : 0
+        printf "%10d %9.3f %9.3f %7.2f %7.0f%%  %-10s %7.1f %7.0f%%\n", s, t, m, (m > 0 ? t / m : 0),
+          (drop > 0 ? 100 * drop : 0), a, c, (copy_drop > 0 ? 100 * copy_drop : 0) }'
+      prev=$t prev_copy=$copy
     done
   done
 done
