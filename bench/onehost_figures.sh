@@ -11,9 +11,9 @@
 # usage: bench/onehost_figures.sh [BUILD [REPEAT [RANKS [COLLS]]]]   (from the repository root)
 #   RANKS default "2 4 8", COLLS default "allreduce allgather reducescatter broadcast"
 #   ITERS (environment, default 20): timed calls a size, the same for both; nccl-tests' default.
-#   Tally's first few dozen calls in a process run slower than the rest (2 ranks, allgather of 1 MiB:
-#   1.54x the busbw after 200 warm-up calls than after 3, 9 alternating runs), so 20 calls understate
-#   its steady state at mid sizes; ITERS=200 measures closer to it.
+#   This VM's copies speed up over the first hundred or so calls of a process (2 ranks, allgather of
+#   1 MiB: 1.54x the busbw after 200 warm-up calls than after 3, and plain memcpy ramps alike), so
+#   20 calls understate steady state at mid sizes; ITERS=200 measures closer to it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
