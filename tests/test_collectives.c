@@ -125,8 +125,23 @@ SHARED_TEST(3)
 SHARED_TEST(5)
 SHARED_TEST(8)
 
+/* The same with every output written by streaming stores (TALLY_STREAM_BYTES=1; core/copy.h): the
+ * odd counts and datatypes give destinations that start and end inside a cache line. */
+#define SHARED_STREAMING_TEST(n)                                                                  \
+  Test(collectives, shared_streaming_##n##_ranks) {                                               \
+    setenv("TALLY_STREAM_BYTES", "1", 1);                                                         \
+    setenv("TALLY_ALGO", "allreduce:shared;allgather:shared;reducescatter:shared;broadcast:shared;ring", 1); \
+    int failed = harness_run(n, 240, shared_four, NULL);                                          \
+    unsetenv("TALLY_ALGO");                                                                       \
+    unsetenv("TALLY_STREAM_BYTES");                                                               \
+    cr_assert_eq(failed, 0, "some rank failed (see stderr)");                                     \
+  }
+SHARED_STREAMING_TEST(2)
+SHARED_STREAMING_TEST(3)
+
 /* The tuner's measured choices for two ranks on one host (tuning/tuner.c): where each rank has a
- * core of its own, the tree for allreduces of 256 KiB to 2 MiB and for broadcasts, halving-doubling
+ * core of its own, the tree for allreduces of 256 KiB to 2 MiB and for broadcasts below
+ * TALLY_STREAM_BYTES (8 MiB; the tree for all of them where nothing streams), halving-doubling
  * for allgathers up to 4 MiB, and the shared areas (as the model prices them) beyond; where the
  * ranks share one CPU, the model's choice, which for a 1 MiB allreduce is not the tree. `arg`: the
  * choices expected, "collective bytes algorithm" per line, "!" before the algorithm for "not". */
@@ -152,8 +167,11 @@ Test(collectives, two_rank_choices_follow_the_measurement) {
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
                            "allreduce 131072 shared  allreduce 1048576 tree  allreduce 16777216 shared "
                            "allgather 1048576 rhd  allgather 16777216 shared  broadcast 1048576 tree "
-                           "reduce_scatter 1048576 shared"),
+                           "broadcast 16777216 shared  reduce_scatter 1048576 shared"),
                0);
+  setenv("TALLY_STREAM_BYTES", "0", 1); /* no streaming stores: the tree broadcasts at every size */
+  cr_assert_eq(harness_run(2, 60, two_rank_choices, "broadcast 16777216 tree"), 0);
+  unsetenv("TALLY_STREAM_BYTES");
   setenv("TALLY_ALGO", "allreduce:ring,rhd,shared;broadcast:ring,shared", 1); /* the tree not allowed */
   cr_assert_eq(harness_run(2, 60, two_rank_choices, "allreduce 1048576 !tree  broadcast 1048576 !tree"), 0);
   unsetenv("TALLY_ALGO");

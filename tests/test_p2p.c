@@ -203,6 +203,13 @@ SHARED_ALLTOALL_TEST(2)
 SHARED_ALLTOALL_TEST(3)
 SHARED_ALLTOALL_TEST(5)
 SHARED_ALLTOALL_TEST(8)
+/* Through the areas with every output written by streaming stores (TALLY_STREAM_BYTES=1). */
+Test(p2p, alltoall_shared_streaming) {
+  setenv("TALLY_STREAM_BYTES", "1", 1);
+  run_forced("alltoall:shared", 3, 0, p2p_alltoall_cases);
+  run_forced("alltoall:shared", 3, 0, p2p_alltoall_large_cases);
+  unsetenv("TALLY_STREAM_BYTES");
+}
 /* Large blocks where some ranks run in place and others not: the single-copy form gives way to
  * the areas on every rank at once (shared.c); every block checked. */
 static int alltoall_some_in_place(tally_comm_t comm, int rank, int n, void *arg) {

@@ -229,6 +229,15 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          v);
     cfg->cudaipc_bytes = (size_t)n << 20;
   }
+  cfg->stream_bytes = TALLY_DEFAULT_STREAM_BYTES;
+  if ((v = env("TALLY_STREAM_BYTES"))) {
+    if (parse_long(v, 0, 1L << 40, &n))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_STREAM_BYTES='%s' is not a whole number of bytes from 0 (never write outputs with "
+                         "streaming stores) to 2^40",
+                         v);
+    cfg->stream_bytes = (size_t)n;
+  }
   if ((v = env("TALLY_KEEPALIVE"))) {
     if (parse_long(v, 1, 3600, &n))
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
