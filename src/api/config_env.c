@@ -60,6 +60,19 @@ static tally_result_t copy_choice(const char *var, const char *value, const char
 }
 
 /* TALLY_IB_*: checked here, so that a typo fails at init on every build, with or without RDMA. */
+/* A byte count from 0 to 2^40 in `var`, else `fallback`; `meaning` says what it does, for the error. */
+static tally_result_t load_bytes(const char *var, const char *meaning, size_t fallback, size_t *out) {
+  const char *v = env(var);
+  long n;
+  *out = fallback;
+  if (!v) return TALLY_SUCCESS;
+  if (parse_long(v, 0, 1L << 40, &n))
+    return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s='%s' is not a whole number of bytes from 0 to 2^40 (%s)", var, v,
+                       meaning);
+  *out = (size_t)n;
+  return TALLY_SUCCESS;
+}
+
 static tally_result_t load_rdma_settings(struct tally_config *cfg) {
   const char *v = env("TALLY_IB_HCA");
   if (v) {
@@ -89,17 +102,8 @@ static tally_result_t load_compress_settings(struct tally_config *cfg) {
                        "(FLOAT32 sums, averages, allgathers and broadcasts cross hosts as 16-bit values, reduced in "
                        "fp32)",
                        v);
-  cfg->compress_min_bytes = TALLY_DEFAULT_COMPRESS_MIN_BYTES;
-  long n;
-  if ((v = env("TALLY_COMPRESS_MIN_BYTES"))) {
-    if (parse_long(v, 0, 1L << 40, &n))
-      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                         "TALLY_COMPRESS_MIN_BYTES='%s' is not a whole number of bytes from 0 to 2^40 (calls smaller "
-                         "than this, per rank, are not compressed)",
-                         v);
-    cfg->compress_min_bytes = (size_t)n;
-  }
-  return TALLY_SUCCESS;
+  return load_bytes("TALLY_COMPRESS_MIN_BYTES", "calls smaller than this, per rank, are not compressed",
+                    TALLY_DEFAULT_COMPRESS_MIN_BYTES, &cfg->compress_min_bytes);
 }
 
 int tally_compress_parse(const char *text, int *format) {
@@ -229,15 +233,10 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
                          v);
     cfg->cudaipc_bytes = (size_t)n << 20;
   }
-  cfg->stream_bytes = TALLY_DEFAULT_STREAM_BYTES;
-  if ((v = env("TALLY_STREAM_BYTES"))) {
-    if (parse_long(v, 0, 1L << 40, &n))
-      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
-                         "TALLY_STREAM_BYTES='%s' is not a whole number of bytes from 0 (never write outputs with "
-                         "streaming stores) to 2^40",
-                         v);
-    cfg->stream_bytes = (size_t)n;
-  }
+  TALLY_CHECK(load_bytes("TALLY_STREAM_BYTES",
+                         "one-host calls whose ranks' outputs come to this many bytes together write them with "
+                         "streaming stores; 0: never",
+                         TALLY_DEFAULT_STREAM_BYTES, &cfg->stream_bytes));
   if ((v = env("TALLY_KEEPALIVE"))) {
     if (parse_long(v, 1, 3600, &n))
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,

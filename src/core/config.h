@@ -12,10 +12,10 @@
 /* Calls smaller than this (bytes per rank) are not compressed: the conversions' fixed costs and the
  * small calls' latency-bound steps leave nothing to gain (TALLY_COMPRESS_MIN_BYTES). */
 #define TALLY_DEFAULT_COMPRESS_MIN_BYTES (256 * 1024)
-/* One-host outputs of at least this many bytes are written with streaming stores (core/copy.h;
- * TALLY_STREAM_BYTES): where a call's buffers outgrow the caches. On this 2-core VM (32 MiB of L3)
- * 8 MiB was where it began to pay (algorithms/shared.c). */
-#define TALLY_DEFAULT_STREAM_BYTES ((size_t)8 << 20)
+/* One-host calls whose outputs, all ranks' together, come to at least this many bytes write them
+ * with streaming stores (core/copy.h; TALLY_STREAM_BYTES): where the buffers outgrow the caches.
+ * On this 2-core VM (32 MiB of L3) 16 MiB, half the L3, was where it began to pay (algorithms/shared.c). */
+#define TALLY_DEFAULT_STREAM_BYTES ((size_t)16 << 20)
 
 struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
@@ -43,8 +43,8 @@ struct tally_config {
   int compress;              /* TALLY_COMPRESS: enum tally_wire_format (core/reduce.h) of FLOAT32 data on links
                                 between hosts; TALLY_WIRE_EXACT (default) sends it as it is */
   size_t compress_min_bytes; /* TALLY_COMPRESS_MIN_BYTES: smaller calls (bytes per rank) are never compressed */
-  size_t stream_bytes;       /* TALLY_STREAM_BYTES: one-host outputs this large are written with streaming stores
-                                (core/copy.h); 0: never */
+  size_t stream_bytes;       /* TALLY_STREAM_BYTES: one-host calls whose ranks' outputs come to this many bytes
+                                together write them with streaming stores (core/copy.h); 0: never */
   size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
                                 (src/device/ipc); 0 (default) stages them through host memory */
 };

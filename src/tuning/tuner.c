@@ -133,9 +133,9 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
  * algorithm named below over the areas': allreduce, tree 0.69-1.01 from 256 KiB to 2 MiB
  * (1.03-1.11 at 128 KiB, 0.97-1.07 at 4 MiB); allgather, halving-doubling 0.73-1.02 from 64 KiB to
  * 4 MiB (about even at 8 MiB, 0.89-1.21 at 16 MiB); broadcast, tree 0.47-1.04 from 32 KiB to
- * 16 MiB. Runs of one algorithm alone favour the FIFO less (README). Since the areas write outputs
- * of TALLY_STREAM_BYTES and more with streaming stores, they broadcast those 1.41-1.54x as fast as
- * the tree (8, 16 and 64 MiB, busbw medians of 5 taking turns), so the tree stops there.
+ * 16 MiB. Runs of one algorithm alone favour the FIFO less (README). Where the areas write their
+ * output with streaming stores (tally_shared_streams: from 8 MiB on 2 ranks), they broadcast 1.41-1.54x
+ * as fast as the tree (8, 16 and 64 MiB, busbw medians of 5 taking turns), so the tree stops there.
  * TALLY_NUM_ALGOS: the model chooses. */
 static enum tally_algo_id measured_for_two_ranks(const struct tally_comm *comm, const struct tally_coll_desc *d) {
   if (comm->nranks != 2 || !comm->board || comm->cores_shared) return TALLY_NUM_ALGOS;
