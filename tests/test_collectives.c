@@ -142,8 +142,8 @@ SHARED_STREAMING_TEST(3)
 /* The tuner's measured choices for two ranks on one host (tuning/tuner.c): where each rank has a
  * core of its own, the tree for allreduces of 256 KiB to 2 MiB and for broadcasts below 8 MiB
  * (where the areas start streaming, TALLY_STREAM_BYTES; the tree for all of them where nothing
- * streams), halving-doubling
- * for allgathers up to 4 MiB, and the shared areas (as the model prices them) beyond; where the
+ * streams), halving-doubling for allgathers up to 4 MiB, and the shared areas (as the model
+ * prices them) beyond; where the
  * ranks share one CPU, the model's choice, which for a 1 MiB allreduce is not the tree. `arg`: the
  * choices expected, "collective bytes algorithm" per line, "!" before the algorithm for "not". */
 static int two_rank_choices(tally_comm_t comm, int rank, int n, void *arg) {

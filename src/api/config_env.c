@@ -59,7 +59,6 @@ static tally_result_t copy_choice(const char *var, const char *value, const char
   return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT, "%s='%s' is not supported; valid values: %s", var, value, list);
 }
 
-/* TALLY_IB_*: checked here, so that a typo fails at init on every build, with or without RDMA. */
 /* A byte count from 0 to 2^40 in `var`, else `fallback`; `meaning` says what it does, for the error. */
 static tally_result_t load_bytes(const char *var, const char *meaning, size_t fallback, size_t *out) {
   const char *v = env(var);
@@ -73,6 +72,7 @@ static tally_result_t load_bytes(const char *var, const char *meaning, size_t fa
   return TALLY_SUCCESS;
 }
 
+/* TALLY_IB_*: checked here, so that a typo fails at init on every build, with or without RDMA. */
 static tally_result_t load_rdma_settings(struct tally_config *cfg) {
   const char *v = env("TALLY_IB_HCA");
   if (v) {
