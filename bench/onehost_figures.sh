@@ -76,8 +76,8 @@ for n in $ranks; do
 done
 
 echo
-if command -v perf >/dev/null; then # linux-perf: one core's memcpy of 64 MiB, glibc's default
-  bw=$(for _ in $(seq "$repeat"); do perf bench mem memcpy -s 64MB -l 5 -f default 2>/dev/null | awk '/GB\/sec/ {print $1}'; done | median)
+if [ -s "$raw/memcpy" ]; then # the largest size of the memcpy column, measured before the tables
+  bw=$(awk -v s="$maxb" '$1==s {print $2}' "$raw/memcpy")
   echo "# one core's memcpy bandwidth at 64 MiB (perf bench mem memcpy, median of $repeat): $bw GB/s"
 fi
 if command -v iperf3 >/dev/null; then

@@ -45,9 +45,7 @@ void tally_flight_end_slowly(struct tally_flight *f, int failed, uint64_t now) {
   lock(f);
   struct tally_flight_record *r = f->current;
   if (!now && r->start) now = tally_ticks(); /* a call not timed that waited: its wait set start */
-  r->end = now;
-  r->state = failed ? TALLY_FLIGHT_FAILED : TALLY_FLIGHT_DONE;
-  f->current = NULL;
+  tally_flight_close(f, r, failed, now);
   unlock(f);
 }
 
