@@ -49,18 +49,23 @@ static void slice_of(size_t count, int p, int i, size_t *first, size_t *n) {
   *n = count * (size_t)(i + 1) / (size_t)p - *first;
 }
 
-/* Streaming stores where the ranks' outputs together come to TALLY_STREAM_BYTES (16 MiB, half this
- * VM's L3): then the buffers of the host's ranks outgrow the caches. Measured here, busbw with
- * against without, medians of 5 pairs taking turns on 2 ranks, 3 on 4 and 8 (2026-12-05):
- *   2 ranks  allreduce 0.97-0.98 at 2 and 4 MiB, 1.24 at 8, 1.15 at 16, 1.33 at 64;
- *            allgather 0.93-0.97 at 2 and 4 MiB, 1.27 at 8, 1.28 at 16, 1.74 at 64
- *   4 ranks  at 2 and 4 MiB 1.07-1.31, at 8 and 64 MiB 1.35-1.91 (allreduce, allgather, broadcast)
- *   8 ranks  at 512 KiB and 1 MiB 0.96-1.39, at 2 and 4 MiB 1.07-1.60
+/* Streaming stores where the ranks' outputs together come to TALLY_STREAM_BYTES, by default half the
+ * host's last-level cache (comm->cache_bytes): then the buffers of the host's ranks outgrow it.
+ * Measured on this 2-core VM, busbw with against without, medians of 5 pairs taking turns on 2
+ * ranks, 3 on 4 and 8:
+ *   32 MiB of L3 (2026-12-05; the rule then: 16 MiB)
+ *     2 ranks  allreduce 0.97-0.98 at 2 and 4 MiB, 1.24 at 8, 1.15 at 16, 1.33 at 64;
+ *              allgather 0.93-0.97 at 2 and 4 MiB, 1.27 at 8, 1.28 at 16, 1.74 at 64
+ *     4 ranks  at 2 and 4 MiB 1.07-1.31, at 8 and 64 MiB 1.35-1.91 (allreduce, allgather, broadcast)
+ *     8 ranks  at 512 KiB and 1 MiB 0.96-1.39, at 2 and 4 MiB 1.07-1.60
+ *   8 MiB of L3 (2026-12-05, a later session on another host; the rule: 4 MiB)
+ *     2 ranks  at 512 KiB and 1 MiB 0.70-1.01, at 2 and 4 MiB 1.32-1.66 (allreduce, allgather, broadcast)
  * Ranks sharing cores thrash the caches sooner, so the rule is on the outputs of all of them. Only
  * the copies into the user's buffer stream: the areas are reused every round and stay in cache. */
 int tally_shared_streams(const struct tally_comm *comm, size_t output_bytes) {
   size_t all = output_bytes * (size_t)comm->nranks; /* every rank of the communicator is on this host */
-  return comm->cfg.stream_bytes && all >= comm->cfg.stream_bytes;
+  size_t from = comm->cfg.stream_bytes == TALLY_STREAM_BYTES_AUTO ? comm->cache_bytes / 2 : comm->cfg.stream_bytes;
+  return from && all >= from;
 }
 
 /* A round's bytes: the whole area, or SHORT_ROUND where rounds that short measured faster. That is

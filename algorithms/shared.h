@@ -24,8 +24,8 @@ int tally_shared_suits(const struct tally_comm *comm, const struct tally_coll_de
 int tally_shared_alltoall_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
 /* Whether a call with `output_bytes` of output on each rank writes it into the user's buffer with
- * streaming stores (core/copy.h): where the ranks' outputs together come to TALLY_STREAM_BYTES
- * (shared.c says what that gave). */
+ * streaming stores (core/copy.h): where the ranks' outputs together come to TALLY_STREAM_BYTES, by
+ * default half the host's last-level cache (shared.c says what that gave). */
 int tally_shared_streams(const struct tally_comm *comm, size_t output_bytes);
 
 extern const struct tally_algorithm tally_shared_algorithm;

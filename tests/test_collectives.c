@@ -139,12 +139,13 @@ SHARED_TEST(8)
 SHARED_STREAMING_TEST(2)
 SHARED_STREAMING_TEST(3)
 
-/* The tuner's measured choices for two ranks on one host (tuning/tuner.c): where each rank has a
- * core of its own, the tree for allreduces of 256 KiB to 2 MiB and for broadcasts below 8 MiB
- * (where the areas start streaming, TALLY_STREAM_BYTES; the tree for all of them where nothing
- * streams), halving-doubling for allgathers up to 4 MiB, and the shared areas (as the model
- * prices them) beyond; where the
- * ranks share one CPU, the model's choice, which for a 1 MiB allreduce is not the tree. `arg`: the
+/* The tuner's measured choices for two ranks on one host (tuning/tuner.c), which scale with the
+ * host's last-level cache C (TALLY_CACHE_BYTES here, so that the test does not depend on the
+ * machine): where each rank has a core of its own, the tree for allreduces from 256 KiB to C/16,
+ * halving-doubling for allgathers up to C/16, the tree for broadcasts below where the areas start
+ * streaming (both ranks' outputs at TALLY_STREAM_BYTES, by default C/2; the tree for all of them
+ * where nothing streams), and the shared areas (as the model prices them) beyond; where the ranks
+ * share one CPU, the model's choice, which for a 1 MiB allreduce is not the tree. `arg`: the
  * choices expected, "collective bytes algorithm" per line, "!" before the algorithm for "not". */
 static int two_rank_choices(tally_comm_t comm, int rank, int n, void *arg) {
   (void)n;
@@ -165,14 +166,23 @@ Test(collectives, two_rank_choices_follow_the_measurement) {
   cpu_set_t cpus;
   if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
     cr_skip_test("SKIPPED: fewer than 2 CPUs here, so 2 ranks cannot each have a core of their own");
+  setenv("TALLY_CACHE_BYTES", "33554432", 1); /* 32 MiB */
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
-                           "allreduce 131072 shared  allreduce 1048576 tree  allreduce 16777216 shared "
-                           "allgather 1048576 rhd  allgather 16777216 shared  broadcast 1048576 tree "
-                           "broadcast 16777216 shared  reduce_scatter 1048576 shared"),
+                           "allreduce 131072 shared  allreduce 1048576 tree  allreduce 2097152 tree "
+                           "allreduce 4194304 !tree  allreduce 16777216 shared  allgather 1048576 rhd "
+                           "allgather 2097152 rhd  allgather 4194304 !rhd  allgather 16777216 shared "
+                           "broadcast 4194304 tree  broadcast 8388608 shared  broadcast 16777216 shared "
+                           "reduce_scatter 1048576 shared"),
                0);
   setenv("TALLY_STREAM_BYTES", "0", 1); /* no streaming stores: the tree broadcasts at every size */
   cr_assert_eq(harness_run(2, 60, two_rank_choices, "broadcast 16777216 tree"), 0);
   unsetenv("TALLY_STREAM_BYTES");
+  setenv("TALLY_CACHE_BYTES", "8388608", 1); /* 8 MiB: everything moves down by 4 */
+  cr_assert_eq(harness_run(2, 60, two_rank_choices,
+                           "allreduce 524288 tree  allreduce 1048576 !tree  allgather 524288 rhd "
+                           "allgather 1048576 !rhd  broadcast 1048576 tree  broadcast 2097152 shared"),
+               0);
+  unsetenv("TALLY_CACHE_BYTES");
   setenv("TALLY_ALGO", "allreduce:ring,rhd,shared;broadcast:ring,shared", 1); /* the tree not allowed */
   cr_assert_eq(harness_run(2, 60, two_rank_choices, "allreduce 1048576 !tree  broadcast 1048576 !tree"), 0);
   unsetenv("TALLY_ALGO");

@@ -91,6 +91,40 @@ Test(topo, synthetic_two_node_machine) {
   cr_assert_eq(t.cores, 4);
 }
 
+/* The last-level cache: the largest one above the binding, from a synthetic machine's caches. */
+Test(topo, largest_cache_is_the_last_level) {
+  setenv("HWLOC_SYNTHETIC", "pack:1 l3:1(size=8388608) l2:2(size=524288) l1d:1(size=32768) core:1 pu:1", 1);
+  struct tally_topo t;
+  tally_topo_discover(&t);
+  cr_assert_eq(t.cache_bytes, 8388608, "discovered %llu bytes, expected the 8 MiB L3",
+               (unsigned long long)t.cache_bytes);
+  setenv("HWLOC_SYNTHETIC", "pack:1 core:2 pu:1", 1); /* no caches at all: 0, and the caller assumes one */
+  tally_topo_discover(&t);
+  cr_assert_eq(t.cache_bytes, 0);
+}
+
+/* Here, where sysfs lists CPU caches: the largest data or unified cache of the binding's first CPU. */
+Test(topo, largest_cache_matches_sysfs) {
+  struct tally_topo t;
+  tally_topo_discover(&t);
+  unsigned long long largest = 0;
+  for (int i = 0; i < 8; i++) {
+    char path[128], type[32] = "";
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/cache/index%d/type", t.first_pu, i);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    int got = fscanf(f, "%31s", type);
+    fclose(f);
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/cache/index%d/size", t.first_pu, i);
+    long kib = tally_topo_read_number(path, -1); /* "8192K" */
+    if (got == 1 && strcmp(type, "Instruction") && kib > 0 && (unsigned long long)kib << 10 > largest)
+      largest = (unsigned long long)kib << 10;
+  }
+  if (!largest) cr_skip_test("SKIPPED: sysfs lists no cache for CPU %d here, so there is nothing to compare", t.first_pu);
+  cr_assert_eq(t.cache_bytes, largest, "hwloc's last-level cache %llu bytes, sysfs %llu", (unsigned long long)t.cache_bytes,
+               largest);
+}
+
 /* Runs discovery twice with stderr captured; returns how many WARN lines it printed. */
 static int discover_twice_counting_warnings(struct tally_topo *t) {
   char path[] = "/tmp/test_topo_stderr_XXXXXX";

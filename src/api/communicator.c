@@ -154,6 +154,10 @@ tally_result_t tally_comm_open(struct tally_comm *c, struct tally_peer_info *me)
   tally_topo_discover_cached(&me->topo, tally_device_gpu_bus_id(gpu_bus_id, sizeof gpu_bus_id));
   /* The RDMA device nearest the GPU when there is one, else the process's NUMA node's. */
   c->numa_node = me->topo.gpu_numa_node >= 0 ? me->topo.gpu_numa_node : me->topo.numa_node;
+  /* The ranks of a host read the same machine, so they agree on it (as the tuner needs). */
+  c->cache_bytes = c->cfg.cache_bytes     ? c->cfg.cache_bytes
+                   : me->topo.cache_bytes ? (size_t)me->topo.cache_bytes
+                                          : TALLY_FALLBACK_CACHE_BYTES;
   TALLY_CHECK(tally_links_open_network(c, me));
   /* The recovery listener: on the TCP endpoint's address, any port. Nothing is accepted on it
    * until this rank serves as the root of a shrink (comm_split.c). */

@@ -235,8 +235,11 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
   }
   TALLY_CHECK(load_bytes("TALLY_STREAM_BYTES",
                          "one-host calls whose ranks' outputs come to this many bytes together write them with "
-                         "streaming stores; 0: never",
-                         TALLY_DEFAULT_STREAM_BYTES, &cfg->stream_bytes));
+                         "streaming stores; 0: never; unset: half the last-level cache",
+                         TALLY_STREAM_BYTES_AUTO, &cfg->stream_bytes));
+  TALLY_CHECK(load_bytes("TALLY_CACHE_BYTES",
+                         "the last-level cache the one-host choices scale with; 0: the one hwloc reports", 0,
+                         &cfg->cache_bytes));
   if ((v = env("TALLY_KEEPALIVE"))) {
     if (parse_long(v, 1, 3600, &n))
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,

@@ -88,6 +88,8 @@ struct tally_comm {
   int cores_shared; /* this host runs more ranks than their bindings span hardware threads
                        (tally_job_topo_cores_shared): a waiting rank yields its core between polls (else
                        it polls without a system call until it blocks) */
+  size_t cache_bytes; /* the host's last-level cache, which the one-host choices scale with: TALLY_CACHE_BYTES,
+                         else hwloc's, else TALLY_FALLBACK_CACHE_BYTES (set once at init) */
   unsigned char secret[TALLY_SECRET_BYTES]; /* the job's: connections made after init prove it too */
   struct tally_link *links;                 /* every distinct connection, each once (see tally_comm_fail) */
   int nlinks;

@@ -12,10 +12,13 @@
 /* Calls smaller than this (bytes per rank) are not compressed: the conversions' fixed costs and the
  * small calls' latency-bound steps leave nothing to gain (TALLY_COMPRESS_MIN_BYTES). */
 #define TALLY_DEFAULT_COMPRESS_MIN_BYTES (256 * 1024)
-/* One-host calls whose outputs, all ranks' together, come to at least this many bytes write them
- * with streaming stores (core/copy.h; TALLY_STREAM_BYTES): where the buffers outgrow the caches.
- * On this 2-core VM (32 MiB of L3) 16 MiB, half the L3, was where it began to pay (algorithms/shared.c). */
-#define TALLY_DEFAULT_STREAM_BYTES ((size_t)16 << 20)
+/* One-host calls whose outputs, all ranks' together, come to at least half the host's last-level
+ * cache write them with streaming stores (core/copy.h; algorithms/shared.c): there the buffers
+ * outgrow the caches. TALLY_STREAM_BYTES sets the size instead; unset, cfg.stream_bytes holds this. */
+#define TALLY_STREAM_BYTES_AUTO ((size_t)-1)
+/* The last-level cache the one-host choices assume where neither TALLY_CACHE_BYTES nor hwloc gives
+ * one: this 2-core VM's on the day the choices were first measured. */
+#define TALLY_FALLBACK_CACHE_BYTES ((size_t)32 << 20)
 
 struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
@@ -44,7 +47,10 @@ struct tally_config {
                                 between hosts; TALLY_WIRE_EXACT (default) sends it as it is */
   size_t compress_min_bytes; /* TALLY_COMPRESS_MIN_BYTES: smaller calls (bytes per rank) are never compressed */
   size_t stream_bytes;       /* TALLY_STREAM_BYTES: one-host calls whose ranks' outputs come to this many bytes
-                                together write them with streaming stores (core/copy.h); 0: never */
+                                together write them with streaming stores (core/copy.h); 0: never;
+                                TALLY_STREAM_BYTES_AUTO (default): half the last-level cache */
+  size_t cache_bytes;        /* TALLY_CACHE_BYTES: the last-level cache the one-host choices scale with
+                                (tuning/tuner.c, algorithms/shared.c); 0 (default): hwloc's */
   size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
                                 (src/device/ipc); 0 (default) stages them through host memory */
 };

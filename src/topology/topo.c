@@ -131,6 +131,16 @@ static int process_numa_node(hwloc_topology_t topo, hwloc_const_cpuset_t binding
   return node;
 }
 
+/* The size of the largest data (or unified) cache above hardware thread `pu` (OS number): the last
+ * level, the one the cores around it share. 0 when hwloc knows no cache there. */
+static uint64_t largest_cache_above(hwloc_topology_t topo, int pu) {
+  uint64_t largest = 0;
+  for (hwloc_obj_t obj = pu < 0 ? NULL : hwloc_get_pu_obj_by_os_index(topo, (unsigned)pu); obj; obj = obj->parent)
+    if (hwloc_obj_type_is_dcache(obj->type) && obj->attr && obj->attr->cache.size > largest)
+      largest = obj->attr->cache.size;
+  return largest;
+}
+
 static void discover_cpus(struct tally_topo *t, hwloc_topology_t topo, struct guesses *g) {
   int nodes = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
   if (nodes < 1) {
@@ -165,6 +175,7 @@ static void discover_cpus(struct tally_topo *t, hwloc_topology_t topo, struct gu
     if (t->cores > t->pus) t->cores = t->pus;
   }
   hwloc_bitmap_list_snprintf(t->cpus, sizeof t->cpus, binding);
+  t->cache_bytes = largest_cache_above(topo, hwloc_bitmap_first(binding));
   t->numa_node = process_numa_node(topo, binding, g);
   if (t->numa_node >= t->numa_nodes) t->numa_node = 0;
   hwloc_bitmap_free(binding);
@@ -316,9 +327,10 @@ void tally_topo_discover_with_gpu(struct tally_topo *t, const char *gpu_bus_id) 
   }
   TLOG_INFO(TALLY_SUBSYS_TOPO,
             "topology: host %s (id %016llx), NUMA node %d of %d, %d cores / %d PUs (CPUs %s), "
-            "GPU %s (NUMA node %d), nearest interface %s",
+            "last-level cache %llu KiB, GPU %s (NUMA node %d), nearest interface %s",
             t->hostname, (unsigned long long)t->host_id, t->numa_node, t->numa_nodes, t->cores, t->pus,
-            t->cpus[0] ? t->cpus : "unknown", t->gpu_bus_id[0] ? t->gpu_bus_id : "none", t->gpu_numa_node,
+            t->cpus[0] ? t->cpus : "unknown", (unsigned long long)(t->cache_bytes >> 10),
+            t->gpu_bus_id[0] ? t->gpu_bus_id : "none", t->gpu_numa_node,
             t->nearest_iface >= 0 ? t->ifaces[t->nearest_iface].name : "none");
 }
 

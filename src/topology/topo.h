@@ -46,6 +46,9 @@ struct tally_topo {
   int nearest_iface;                        /* index into ifaces of the one nearest this process; -1: none */
   char gpu_bus_id[TALLY_TOPO_BUS_ID_BYTES]; /* CUDA builds: the PCI bus id of this rank's GPU; "" otherwise */
   int gpu_numa_node;                        /* that GPU's NUMA node; -1: no GPU, or unknown */
+  uint64_t cache_bytes; /* the largest data cache above the binding's first hardware thread (the last
+                           level, which a host's ranks share); 0: hwloc knows none. Not on the wire:
+                           0 in decoded records */
 };
 
 /* Learns the calling process's topology, with the GPU whose PCI bus id is `gpu_bus_id` (NULL or ""

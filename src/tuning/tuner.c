@@ -128,21 +128,26 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
  * caches). At 2 ranks the areas save no copies: an allgather or a broadcast copies as many bytes
  * through them as through a FIFO, an allreduce a quarter more (S in, S out and S/2 of results,
  * against S/2 into a FIFO and S/2 out of it each way); and a FIFO's few slots stay in cache where
- * the areas, 256 KiB a rank and one for the results, may not. Measured with `tally-perf COLL
- * --sweep -N 2 -b 64K -e 16M` (2 to 5 sweeps each, 2026-12-05, this 2-core VM), the time of the
- * algorithm named below over the areas': allreduce, tree 0.69-1.01 from 256 KiB to 2 MiB
- * (1.03-1.11 at 128 KiB, 0.97-1.07 at 4 MiB); allgather, halving-doubling 0.73-1.02 from 64 KiB to
- * 4 MiB (about even at 8 MiB, 0.89-1.21 at 16 MiB); broadcast, tree 0.47-1.04 from 32 KiB to
- * 16 MiB. Runs of one algorithm alone favour the FIFO less (README). Where the areas write their
- * output with streaming stores (tally_shared_streams: from 8 MiB on 2 ranks), they broadcast 1.41-1.54x
- * as fast as the tree (8, 16 and 64 MiB, busbw medians of 5 taking turns), so the tree stops there.
+ * the areas, 256 KiB a rank and one for the results, may not. So where the FIFO wins depends on the
+ * host's last-level cache C (comm->cache_bytes). `tally-perf COLL --sweep -N 2`, the time of the
+ * algorithm named over the areas', on this 2-core VM on two hosts:
+ *   C = 32 MiB (2 to 5 sweeps each, 2026-12-05): allreduce, tree 0.69-1.01 from 256 KiB to 2 MiB
+ *     (1.03-1.11 at 128 KiB, 0.97-1.07 at 4 MiB); allgather, halving-doubling 0.73-1.02 from
+ *     64 KiB to 4 MiB (about even at 8 MiB); broadcast, tree 0.47-1.04 from 32 KiB to 16 MiB;
+ *   C = 8 MiB (2 or 3 sweeps each, a later session): allreduce, tree 0.95 at 512 KiB, 1.23 at
+ *     256 KiB, 1.26-1.77 from 1 MiB; allgather, halving-doubling 0.92-1.06 up to 512 KiB, 1.38-2.13
+ *     from 1 to 4 MiB; broadcast, tree 0.84-0.98 up to 1 MiB, 1.07 at 2 MiB.
+ * Hence the tree for allreduces from 256 KiB to C/16, halving-doubling for allgathers up to C/16
+ * (on the larger cache that gives 2 to 4 MiB to the areas, about even there), and the tree for
+ * broadcasts below where the areas stream (tally_shared_streams, C/2 for both ranks' outputs: then
+ * they broadcast 1.41-1.54x as fast as the tree, 8 to 64 MiB on the larger cache).
  * TALLY_NUM_ALGOS: the model chooses. */
 static enum tally_algo_id measured_for_two_ranks(const struct tally_comm *comm, const struct tally_coll_desc *d) {
   if (comm->nranks != 2 || !comm->board || comm->cores_shared) return TALLY_NUM_ALGOS;
-  size_t S = model_bytes(comm, d);
+  size_t S = model_bytes(comm, d), fits = comm->cache_bytes / 16;
   switch (d->coll) {
-    case TALLY_COLL_ALLREDUCE: return S >= (256u << 10) && S <= (2u << 20) ? TALLY_ALGO_TREE : TALLY_NUM_ALGOS;
-    case TALLY_COLL_ALLGATHER: return S <= (4u << 20) ? TALLY_ALGO_RHD : TALLY_NUM_ALGOS;
+    case TALLY_COLL_ALLREDUCE: return S >= (256u << 10) && S <= fits ? TALLY_ALGO_TREE : TALLY_NUM_ALGOS;
+    case TALLY_COLL_ALLGATHER: return S <= fits ? TALLY_ALGO_RHD : TALLY_NUM_ALGOS;
     case TALLY_COLL_BROADCAST: return tally_shared_streams(comm, S) ? TALLY_NUM_ALGOS : TALLY_ALGO_TREE;
     default: return TALLY_NUM_ALGOS;
   }
