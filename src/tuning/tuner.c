@@ -134,11 +134,13 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
  *   C = 32 MiB (2 to 5 sweeps each, 2026-12-05): allreduce, tree 0.69-1.01 from 256 KiB to 2 MiB
  *     (1.03-1.11 at 128 KiB, 0.97-1.07 at 4 MiB); allgather, halving-doubling 0.73-1.02 from
  *     64 KiB to 4 MiB (about even at 8 MiB); broadcast, tree 0.47-1.04 from 32 KiB to 16 MiB;
- *   C = 8 MiB (2 or 3 sweeps each, a later session): allreduce, tree 0.95 at 512 KiB, 1.23 at
- *     256 KiB, 1.26-1.77 from 1 MiB; allgather, halving-doubling 0.92-1.06 up to 512 KiB, 1.38-2.13
- *     from 1 to 4 MiB; broadcast, tree 0.84-0.98 up to 1 MiB, 1.07 at 2 MiB.
+ *   C = 8 MiB (2 sweeps each, 64 KiB to 64 MiB, a later session): allreduce, tree 0.97-1.04 at
+ *     256 KiB, 0.95-1.24 at 512 KiB, 1.26-1.77 from 1 MiB; allgather, halving-doubling 1.08-1.23
+ *     from 64 to 256 KiB, 0.91-1.00 at 512 KiB, 1.22-2.0 from 1 to 4 MiB; broadcast, tree 0.70-0.95
+ *     up to 1 MiB, 1.64-2.07 at 2 and 4 MiB.
  * Hence the tree for allreduces from 256 KiB to C/16, halving-doubling for allgathers up to C/16
- * (on the larger cache that gives 2 to 4 MiB to the areas, about even there), and the tree for
+ * (on the larger cache that gives 2 to 4 MiB to the areas, about even there; on the smaller one
+ * the areas are ahead below 512 KiB too, which no threshold on C fits to both), and the tree for
  * broadcasts below where the areas stream (tally_shared_streams, C/2 for both ranks' outputs: then
  * they broadcast 1.41-1.54x as fast as the tree, 8 to 64 MiB on the larger cache).
  * TALLY_NUM_ALGOS: the model chooses. */
