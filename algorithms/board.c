@@ -1,6 +1,6 @@
 /* The board algorithm (board.h): setting the board up with the ring's agreement (and the test of
  * process_vm_readv between its ranks), one call on it, and reading a peer's memory for the
- * shared-buffer algorithm's single-copy alltoall. */
+ * shared-buffer algorithm's single-copy alltoall and allgather. */
 #define _GNU_SOURCE
 #include "board.h"
 
@@ -50,18 +50,16 @@ static int cma_reads_every_peer(struct tally_comm *c, struct tally_board *b, cha
   return 1;
 }
 
-/* Whether the board's alltoall reads large blocks straight from the other ranks (b->cma, the same
- * on every rank): where every rank shares its cores with others (comm->cores_shared; as for the
- * shared-memory transport's single copy, where ranks have cores of their own the second copy
- * costs no other rank's time and stays in cache) and can read every other rank's memory with
- * process_vm_readv. Each rank published its probe before the agreement that precedes this and
- * keeps it until the one that ends it. */
+/* Whether every rank can read every other rank's memory with process_vm_readv (b->cma, the same on
+ * every rank), for the shared areas' single-copy forms (shared.c says where each runs). Each rank
+ * published its probe before the agreement that precedes this and keeps it until the one that
+ * ends it. */
 static tally_result_t cma_everywhere(struct tally_comm *c, struct tally_board *b) {
   char why[160] = "";
-  int mine = c->cores_shared && cma_reads_every_peer(c, b, why, sizeof why), everyone = 0;
+  int mine = cma_reads_every_peer(c, b, why, sizeof why), everyone = 0;
   TALLY_CHECK(agree(c, mine, &everyone));
-  if (c->cores_shared && !mine)
-    TLOG_INFO(TALLY_SUBSYS_INIT, "no single-copy alltoall on the host board (process_vm_readv, %s)", why);
+  if (!mine)
+    TLOG_INFO(TALLY_SUBSYS_INIT, "no single-copy collectives on the host board (process_vm_readv, %s)", why);
   b->cma = everyone;
   return TALLY_SUCCESS;
 }

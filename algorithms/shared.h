@@ -11,8 +11,8 @@
 int tally_shared_suits(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
 /* Alltoall blocks of at least this many bytes are read straight from the other ranks' sendbufs
- * (process_vm_readv) where the board allows it and no rank runs in place, in place of two copies
- * through the areas. Here
+ * (process_vm_readv) where the board allows it, the ranks share cores and no rank runs in place,
+ * in place of two copies through the areas. Here
  * (2026-12-05, 8 ranks on 2 cores, medians of 3 with other builds running, out of place) the single
  * copy took 4.7 ms against the areas' 8.3 at 4 MiB a rank (blocks of 512 KiB) and 3.4 against 3.8
  * at 1 MiB (128 KiB), and lost at 256 KiB (32 KiB blocks: 420 against 330 us); in place, with a
@@ -22,6 +22,10 @@ int tally_shared_suits(const struct tally_comm *comm, const struct tally_coll_de
 
 /* Whether the shared-buffer alltoall `desc` takes the single-copy form (shared.c). */
 int tally_shared_alltoall_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc);
+/* Whether an allgather reads the other ranks' blocks straight from their sendbufs
+ * (process_vm_readv): where the board allows it, every rank has a core of its own and the areas
+ * would not stream (shared.c says what that gave). */
+int tally_shared_allgather_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
 /* Whether a call with `output_bytes` of output on each rank writes it into the user's buffer with
  * streaming stores (core/copy.h): where the ranks' outputs together come to TALLY_STREAM_BYTES, by

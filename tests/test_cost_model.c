@@ -319,7 +319,7 @@ Test(cost_model, shared_alltoall) {
   expect_time(tally_cost_shared(&example_link, TALLY_COLL_ALLTOALL, 8, 1000000, 262144), 8 * 5.0 + 50.0,
               "shared alltoall through the areas");
   /* Single copy, p = 8, S = 8e6: two meets, 7 reads at alpha / 4, 7/8 of S at 0.4 beta. */
-  expect_time(tally_cost_shared_alltoall_single_copy(&example_link, 8, 8000000), 10.0 + 17.5 + 280.0,
+  expect_time(tally_cost_shared_single_copy(&example_link, 8, 8000000), 10.0 + 17.5 + 280.0,
               "single-copy shared alltoall");
 }
 

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,82 +186,96 @@ ON_SHARED(timeout_names_the_wait, {
   unsetenv("TALLY_TIMEOUT");
 })
 
-/* The same failures on the host board's alltoall (shared.c), through the areas (blocks of 4 KB)
- * and in its single-copy form (blocks of 160 KB read from the other ranks with process_vm_readv,
- * the ranks bound to one CPU so that they share it): arg points to the count per block. */
-static int alltoall_of(tally_comm_t comm, int n, size_t count, float **send, float **recv) {
-  *send = calloc(count * (size_t)n, sizeof(float));
-  *recv = calloc(count * (size_t)n + 1, sizeof(float));
-  return *send && *recv ? tally_alltoall(*send, *recv, count, TALLY_FLOAT32, comm, NULL) : TALLY_ERR_SYSTEM;
+/* The same failures on the host board's many-block collectives (shared.c): the alltoall through
+ * the areas (blocks of 4 KB) and in its single-copy form (blocks of 160 KB read from the other
+ * ranks with process_vm_readv, the ranks bound to one CPU so that they share it), and the
+ * allgather's single copy (2 ranks with a core each). arg points to a struct threaded_blocks; a
+ * rank's collective is that one with its count less `less`. */
+static tally_result_t blocks_call(tally_comm_t comm, int n, const void *arg, size_t less, float **send, float **recv) {
+  struct threaded_blocks b = *(const struct threaded_blocks *)arg;
+  b.count -= less;
+  return threaded_blocks_call(comm, n, &b, send, recv);
 }
 
 /* Rank 1 calls with one element a block less: both get MISMATCH, and rank 0 no byte past its blocks. */
-static int alltoall_mismatched_counts(tally_comm_t comm, int rank, int n, void *arg) {
-  size_t count = *(const size_t *)arg - (rank == 1);
+static int blocks_mismatched_counts(tally_comm_t comm, int rank, int n, void *arg) {
+  size_t count = ((const struct threaded_blocks *)arg)->count - (rank == 1);
   float *send, *recv;
-  tally_result_t r = alltoall_of(comm, n, count, &send, &recv);
+  tally_result_t r = blocks_call(comm, n, arg, rank == 1, &send, &recv);
   int bad = harness_expect(rank, comm, r, TALLY_ERR_MISMATCH, rank == 1 ? "rank 0" : "rank 1");
-  if (recv[count * (size_t)n] != 0) bad += harness_fail(rank, "the failed alltoall wrote past its blocks");
+  if (recv[count * (size_t)n] != 0) bad += harness_fail(rank, "the failed collective wrote past its blocks");
   free(send), free(recv);
   return bad || expect_error_state(rank, comm);
 }
 
-static int alltoall_peer_exits(tally_comm_t comm, int rank, int n, void *arg) {
+static int blocks_peer_exits(tally_comm_t comm, int rank, int n, void *arg) {
   if (rank == 1) _exit(0);
   float *send, *recv;
-  tally_result_t r = alltoall_of(comm, n, *(const size_t *)arg, &send, &recv);
+  tally_result_t r = blocks_call(comm, n, arg, 0, &send, &recv);
   free(send), free(recv);
   return harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "rank 1") || expect_error_state(rank, comm);
 }
 
-static int alltoall_peer_never_calls(tally_comm_t comm, int rank, int n, void *arg) {
+static int blocks_peer_never_calls(tally_comm_t comm, int rank, int n, void *arg) {
   if (rank == 1) {
     sleep(3); /* longer than TALLY_TIMEOUT */
     return 0;
   }
   float *send, *recv;
-  tally_result_t r = alltoall_of(comm, n, *(const size_t *)arg, &send, &recv);
+  tally_result_t r = blocks_call(comm, n, arg, 0, &send, &recv);
   free(send), free(recv);
   return harness_expect(rank, comm, r, TALLY_ERR_TIMEOUT, "TALLY_TIMEOUT");
 }
 
-/* 4 ranks run alltoalls until rank 2 kills itself after a few: every survivor returns REMOTE
- * naming it, within seconds. */
-static int alltoall_killed_mid_stream(tally_comm_t comm, int rank, int n, void *arg) {
-  size_t count = *(const size_t *)arg;
-  float *send = calloc(count * (size_t)n, sizeof(float)), *recv = calloc(count * (size_t)n, sizeof(float));
+/* The ranks run the collective until the last one kills itself after a few: every survivor
+ * returns REMOTE naming it, within seconds. */
+static int blocks_killed_mid_stream(tally_comm_t comm, int rank, int n, void *arg) {
+  char victim[24];
+  snprintf(victim, sizeof victim, "rank %d", n - 1);
   for (int i = 0;; i++) {
-    if (rank == 2 && i == 5) raise(SIGKILL);
+    if (rank == n - 1 && i == 5) raise(SIGKILL);
     double start = harness_now_s();
-    tally_result_t r = tally_alltoall(send, recv, count, TALLY_FLOAT32, comm, NULL);
+    float *send, *recv;
+    tally_result_t r = blocks_call(comm, n, arg, 0, &send, &recv);
+    free(send), free(recv);
     if (r == TALLY_SUCCESS) continue;
     double took = harness_now_s() - start;
-    free(send), free(recv);
-    int bad = harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "rank 2");
+    int bad = harness_expect(rank, comm, r, TALLY_ERR_REMOTE, victim);
     return took > 5 ? bad + harness_fail(rank, "noticing the dead rank took %.1f s", took) : bad;
   }
 }
 
-static void alltoall_failures(size_t count) {
-  setenv("TALLY_ALGO", "alltoall:shared", 1);
-  cr_assert_eq(harness_run(2, 60, alltoall_mismatched_counts, &count), 0, "count %zu: mismatch", count);
-  cr_assert_eq(harness_run(3, 60, alltoall_mismatched_counts, &count), 0, "count %zu: mismatch on 3", count);
-  cr_assert_eq(harness_run(2, 60, alltoall_peer_exits, &count), 0, "count %zu: peer exits", count);
-  cr_assert_eq(harness_run(2, 60, threaded_alltoall_abort_from_watchdog, &count), 0, "count %zu: abort", count);
+/* Every failure above on the shared areas' `b`, the kill on `kill_ranks` ranks. */
+static void blocks_failures(struct threaded_blocks b, int kill_ranks) {
+  setenv("TALLY_ALGO", b.allgather ? "allgather:shared" : "alltoall:shared", 1);
+  size_t count = b.count;
+  cr_assert_eq(harness_run(2, 60, blocks_mismatched_counts, &b), 0, "count %zu: mismatch", count);
+  cr_assert_eq(harness_run(3, 60, blocks_mismatched_counts, &b), 0, "count %zu: mismatch on 3", count);
+  cr_assert_eq(harness_run(2, 60, blocks_peer_exits, &b), 0, "count %zu: peer exits", count);
+  cr_assert_eq(harness_run(2, 60, threaded_blocks_abort_from_watchdog, &b), 0, "count %zu: abort", count);
   setenv("TALLY_TIMEOUT", "1", 1);
-  cr_assert_eq(harness_run(2, 60, alltoall_peer_never_calls, &count), 0, "count %zu: timeout", count);
+  cr_assert_eq(harness_run(2, 60, blocks_peer_never_calls, &b), 0, "count %zu: timeout", count);
   setenv("TALLY_TIMEOUT", "60", 1);
-  cr_assert_eq(harness_run_killing(4, 60, alltoall_killed_mid_stream, &count, 2), 0, "count %zu: kill", count);
+  cr_assert_eq(harness_run_killing(kill_ranks, 60, blocks_killed_mid_stream, &b, kill_ranks - 1), 0,
+               "count %zu: kill", count);
   unsetenv("TALLY_TIMEOUT");
   unsetenv("TALLY_ALGO");
 }
 
-Test(failures, shared_alltoall_through_the_areas) { alltoall_failures(1000); }
+Test(failures, shared_alltoall_through_the_areas) { blocks_failures((struct threaded_blocks){0, 1000}, 4); }
 Test(failures, shared_alltoall_single_copy) {
   if (harness_share_one_cpu(1) != 0)
     cr_skip_test("SKIPPED: cannot bind the ranks to one CPU (sched_setaffinity: %s)", strerror(errno));
-  alltoall_failures(40000);
+  blocks_failures((struct threaded_blocks){0, 40000}, 4);
   harness_share_one_cpu(0);
+}
+/* 2 ranks with a core each read each other's 40000 floats (2 x 160 KB, below where the areas
+ * stream on any cache of 1 MiB or more); 3 ranks on 2 CPUs go through the areas. */
+Test(failures, shared_allgather_single_copy) {
+  cpu_set_t cpus;
+  if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
+    cr_skip_test("SKIPPED: fewer than 2 CPUs here, so 2 ranks cannot each have a core of their own");
+  blocks_failures((struct threaded_blocks){1, 40000}, 2);
 }
 
 /* Counts that take different forms on different ranks (the board's slots, the areas, the single
@@ -269,7 +284,7 @@ static int alltoall_counts_across_forms(tally_comm_t comm, int rank, int n, void
   (void)arg;
   static const size_t counts[] = {1, 1000, 40000};
   float *send, *recv;
-  tally_result_t r = alltoall_of(comm, n, counts[rank % 3], &send, &recv);
+  tally_result_t r = threaded_blocks_call(comm, n, &(struct threaded_blocks){0, counts[rank % 3]}, &send, &recv);
   free(send), free(recv);
   if (r != TALLY_ERR_MISMATCH && r != TALLY_ERR_REMOTE)
     return harness_fail(rank, "alltoall of another form's count gave %s: %s", tally_result_string(r),

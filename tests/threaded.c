@@ -49,24 +49,35 @@ static void *allreduce_in_thread(void *p) {
   return NULL;
 }
 
-/* Rank 1 never joins the alltoall; rank 0's watchdog aborts it: rank 0 gets ABORTED, the other
+tally_result_t threaded_blocks_call(tally_comm_t comm, int n, const struct threaded_blocks *b, float **send,
+                                    float **recv) {
+  size_t all = b->count * (size_t)n;
+  *send = calloc(all, sizeof(float));
+  *recv = calloc(all + 1, sizeof(float));
+  if (!*send || !*recv) return TALLY_ERR_SYSTEM;
+  return b->allgather ? tally_allgather(*send, *recv, b->count, TALLY_FLOAT32, comm, NULL)
+                      : tally_alltoall(*send, *recv, b->count, TALLY_FLOAT32, comm, NULL);
+}
+
+/* Rank 1 never joins the collective; rank 0's watchdog aborts it: rank 0 gets ABORTED, the other
  * ranks (more than 2) the failure rank 0 reports, naming it. One watchdog only: two ranks aborting
  * at about the same time may each see the other's report first. */
-int threaded_alltoall_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg) {
+int threaded_blocks_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg) {
   if (rank == 1) {
-    sleep(2); /* never joins the alltoall */
+    sleep(2); /* never joins */
     return 0;
   }
-  size_t count = arg ? *(const size_t *)arg : 1000;
-  float *send = calloc(count * (size_t)n, sizeof(float)), *recv = calloc(count * (size_t)n, sizeof(float));
-  if (!send || !recv) return harness_fail(rank, "out of memory for an alltoall of %zu elements a block", count);
+  static const struct threaded_blocks alltoall_of_1000 = {0, 1000};
+  const struct threaded_blocks *b = arg ? arg : &alltoall_of_1000;
   pthread_t thread;
   if (rank == 0) pthread_create(&thread, NULL, abort_later, comm);
   double start = harness_now_s();
-  tally_result_t r = tally_alltoall(send, recv, count, TALLY_FLOAT32, comm, NULL);
+  float *send, *recv;
+  tally_result_t r = threaded_blocks_call(comm, n, b, &send, &recv);
   double took = harness_now_s() - start;
   if (rank == 0) pthread_join(thread, NULL);
   free(send), free(recv);
+  if (r == TALLY_ERR_SYSTEM) return harness_fail(rank, "out of memory for %zu elements a block", b->count);
   int bad = rank == 0 ? harness_expect(rank, comm, r, TALLY_ERR_ABORTED, "abort")
                       : harness_expect(rank, comm, r, TALLY_ERR_REMOTE, "rank 0");
   return took > 1.2 ? bad + harness_fail(rank, "abort took %.2f s to take effect", took) : bad;

@@ -9,9 +9,20 @@
  * promptly, and the communicator then refuses collectives. */
 int threaded_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg);
 
-/* The same in an alltoall of `*(size_t *)arg` elements a block (NULL: 1000), which rank 1 never
- * joins: on one host the board's (slots, areas or single copy, by size) or pairwise exchange. */
-int threaded_alltoall_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg);
+/* A collective of blocks, one a rank: an alltoall or an allgather of `count` elements a block. */
+struct threaded_blocks {
+  int allgather; /* 0: alltoall */
+  size_t count;
+};
+/* Runs `b` on FLOAT32 buffers of n blocks (and one element more past recvbuf's, zeroed) that it
+ * allocates; the caller frees them. */
+tally_result_t threaded_blocks_call(tally_comm_t comm, int n, const struct threaded_blocks *b, float **send,
+                                    float **recv);
+
+/* The same as threaded_abort_from_watchdog in the collective `*(struct threaded_blocks *)arg` (NULL:
+ * an alltoall of 1000 elements a block), which rank 1 never joins: on one host the board's (slots,
+ * areas or single copy, by size) or pairwise exchange and the ring. */
+int threaded_blocks_abort_from_watchdog(tally_comm_t comm, int rank, int n, void *arg);
 
 /* One communicator used from two threads at once: the second call and a destroy during the first
  * are refused with a message, and the first completes correctly. */

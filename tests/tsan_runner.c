@@ -21,7 +21,7 @@ int main(void) {
     int traced;             /* TALLY_TRACE set: the trace writers' threads beside the callers' */
   } cases[] = {
       {"abort from a watchdog thread", threaded_abort_from_watchdog, 2, NULL, 0},
-      {"alltoall abort from a watchdog thread", threaded_alltoall_abort_from_watchdog, 3, NULL, 0},
+      {"alltoall abort from a watchdog thread", threaded_blocks_abort_from_watchdog, 3, NULL, 0},
       {"one communicator, two threads", threaded_one_comm_two_threads, 2, NULL, 0},
       {"communicators in threads", threaded_comms_in_threads, 2, NULL, 0},
       {"groups of sends and recvs in threads", threaded_groups_in_threads, 3, NULL, 0},

@@ -62,7 +62,7 @@ struct tally_board {
   uint32_t alltoall_rounds; /* rounds of the shared alltoall so far: round k uses half k % 2 of each area */
   int areas_read_late;      /* other ranks may still read the last alltoall round (no meet since it) */
   uint64_t cma_probe; /* the value the other ranks read from this process while the board opens */
-  int cma; /* every rank shares cores and may read every other's memory with process_vm_readv (the same on all) */
+  int cma; /* every rank may read every other's memory with process_vm_readv (the same on all) */
 };
 
 static inline struct board_slot *tally_board_slot(struct board_page *page, int set, int rank) {

@@ -203,7 +203,7 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
   }
 }
 
-double tally_cost_shared_alltoall_single_copy(const struct tally_cost_params *m, int p, size_t bytes) {
+double tally_cost_shared_single_copy(const struct tally_cost_params *m, int p, size_t bytes) {
   double meets = 2 * TALLY_COST_MEET_SHARE * m->alpha_us;
   double reads = (p - 1) * TALLY_COST_SINGLE_COPY_READ_SHARE * m->alpha_us;
   return meets + reads + (double)(p - 1) / p * (double)bytes * TALLY_COST_SINGLE_COPY_SHARE * m->beta_us_per_byte;

@@ -73,9 +73,11 @@
  *                                                              while the others copy the last one out
  *   alltoall        R a + 2 S c                                R = ceil(S / (A/2)); S is the sendbuf, a
  *                                                              round fills half an area
- * with c = TALLY_COST_SHARED_COPY_SHARE x beta. Its single-copy form (blocks of at least
- * TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES where the ranks may read each other's memory):
- *   alltoall        2 a + (p-1) r + (p-1)/p S x               r = TALLY_COST_SINGLE_COPY_READ_SHARE x alpha,
+ * with c = TALLY_COST_SHARED_COPY_SHARE x beta. Its single-copy forms, where the ranks may read
+ * each other's memory (alltoall: blocks of at least TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES on
+ * ranks that share cores; allgather: on ranks with cores of their own, below where the areas
+ * stream; shared.c), each rank reading p-1 blocks of S/p (its own it copies, not priced):
+ *   alltoall, allgather  2 a + (p-1) r + (p-1)/p S x          r = TALLY_COST_SINGLE_COPY_READ_SHARE x alpha,
  *                                                              x = TALLY_COST_SINGLE_COPY_SHARE x beta
  *
  * Not modelled by tally_cost_predict: hier, board and shared (their cost depends on the hosts and
@@ -127,7 +129,8 @@ double tally_cost_binomial_gather(const struct tally_cost_params *m, int p, size
 /* The shared-buffer algorithm's formulas above; `area_bytes` is A. */
 double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll, int p, size_t bytes,
                          size_t area_bytes);
-double tally_cost_shared_alltoall_single_copy(const struct tally_cost_params *m, int p, size_t bytes);
+/* Their single-copy forms (alltoall, allgather): `bytes` is S, the sendbuf or the whole output. */
+double tally_cost_shared_single_copy(const struct tally_cost_params *m, int p, size_t bytes);
 
 /* The share of a local message's beta that one copy of a byte into or out of a shared area costs.
  * A message through the FIFO is two copies plus the FIFO's per-slot handshakes, so less than half.
@@ -140,7 +143,7 @@ double tally_cost_shared_alltoall_single_copy(const struct tally_cost_params *m,
  * (measured_for_two_ranks, tuner.c). */
 #define TALLY_COST_SHARED_COPY_SHARE 0.25
 
-/* The single-copy alltoall's costs as shares of a local message's: one process_vm_readv of a
+/* The single-copy forms' costs as shares of a local message's: one process_vm_readv of a
  * peer's block (it pins the peer's pages, no handshake: about a posting's cost), and a byte read
  * with it (one copy where a message makes two, but page by page and from another address space,
  * so more than an area's copy). They price the form shared.c runs from
