@@ -120,9 +120,9 @@ Test(topo, largest_cache_matches_sysfs) {
     if (got == 1 && strcmp(type, "Instruction") && kib > 0 && (unsigned long long)kib << 10 > largest)
       largest = (unsigned long long)kib << 10;
   }
-  if (!largest) cr_skip_test("SKIPPED: sysfs lists no cache for CPU %d here, so there is nothing to compare", t.first_pu);
-  cr_assert_eq(t.cache_bytes, largest, "hwloc's last-level cache %llu bytes, sysfs %llu", (unsigned long long)t.cache_bytes,
-               largest);
+  if (!largest) cr_skip_test("SKIPPED: sysfs lists no cache for CPU %d here, so nothing to compare", t.first_pu);
+  cr_assert_eq(t.cache_bytes, largest, "hwloc's last-level cache %llu bytes, sysfs %llu",
+               (unsigned long long)t.cache_bytes, largest);
 }
 
 /* Runs discovery twice with stderr captured; returns how many WARN lines it printed. */
