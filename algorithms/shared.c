@@ -7,7 +7,7 @@
  *                   2: reduce my 1/p slice of it from every rank's area into the results' area
  *                   3: copy the whole piece out of the results' area
  *                   or, where every rank has a core of its own and may read the others' memory
- *                   (comm->board->cma) and all the ranks' vectors fit the last-level cache, in
+ *                   (comm->board->cma) and all the ranks' vectors stay below the last-level cache, in
  *                   one round:
  *                   1: post my sendbuf's and recvbuf's addresses on the board
  *                   2: reduce my slice from every rank's sendbuf (process_vm_readv) into recvbuf
@@ -17,7 +17,8 @@
  *   allgather       1: copy this round's piece of my block into my area
  *                   2: copy every rank's piece out to its block of recvbuf
  *                   or, where every rank has a core of its own and may read the others' memory
- *                   (comm->board->cma) and the areas would not stream, in one round:
+ *                   (comm->board->cma) and all the ranks' outputs stay below the last-level cache, in
+ *                   one round:
  *                   1: post my sendbuf's address on the board
  *                   2: read every other rank's block with process_vm_readv, copy mine
  *   broadcast       1: the root copies this round's piece into one of two areas
@@ -321,26 +322,32 @@ static tally_result_t shared_alltoall_single_copy(struct tally_comm *c, const st
   return tally_board_meet(c, d);
 }
 
-/* Measured here on 2 ranks with cores of their own (8 MiB of L3, busbw against the areas, medians
- * of 5 pairs taking turns): 1.04 at 64 KiB, 1.31 at 256 KiB, 1.09 at 1 MiB, 1.00 at 2 MiB; from
- * where the areas stream it loses (0.54 at 8 MiB, 0.63 at 64). Where ranks share cores it lost at
- * every size (4 ranks 0.43-0.79, 8 ranks 0.36-0.52, 256 KiB to 16 MiB, medians of 3; why was not
+/* Where an allgather's or allreduce's buffers, `bytes` a rank, read straight from the other ranks
+ * beat the areas: every rank may read the others' memory and has a core of its own, and all the
+ * ranks' buffers together stay below the last-level cache. Measured on 2 ranks, 8 MiB of L3,
+ * busbw against the areas (streaming from 2 MiB a rank), pairs taking turns:
+ *   allgather  1.04 at 64 KiB, 1.31 at 256 KiB, 1.09 at 1 MiB, 1.00 at 2 MiB (medians of 5); at
+ *              4 MiB about 0.6 and at 8 MiB 0.54; in minutes when the host had put the two vCPUs
+ *              far apart (core-pingpong: 480-500 ns against 75-90), 1.9 at 2 MiB, 0.83-0.94 at 8
+ *              and 64 MiB (3 runs each)
+ *   allreduce  0.99 at 64 KiB, 1.18 at 256 KiB, 1.23 at 512 KiB, 1.38 at 1 MiB, 1.24 at 2 MiB
+ *              (medians of 5), then about even (3 pairs: 0.99 at 4 MiB, 1.05 at 8, 0.98 at 16,
+ *              1.11 at 32, 0.74 and 1.18 at 64 in two sets; with the vCPUs far apart 1.3 at 1 MiB,
+ *              0.97-1.04 at 4 and 16 MiB); against the tree, which the two-rank rule ran from
+ *              256 KiB: 1.14 at 256 KiB, 1.26 at 512 KiB, 1.29 at 1 MiB
+ * Where ranks share cores the single copy lost at every size (allgather on 4 ranks 0.43-0.79, on
+ * 8 ranks 0.36-0.52, allreduce on 4 ranks 0.80-0.82, 256 KiB to 16 MiB, medians of 3; why was not
  * looked into), hence the areas there. */
-int tally_shared_allgather_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  size_t output = desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks;
-  return comm->board && comm->board->cma && !comm->cores_shared && !tally_shared_streams(comm, output);
+static int single_copy_fits(const struct tally_comm *comm, size_t bytes) {
+  return comm->board && comm->board->cma && !comm->cores_shared && bytes * (size_t)comm->nranks < comm->cache_bytes;
 }
 
-/* Measured the same way (2 ranks, 8 MiB of L3, against the areas, medians of 5 pairs): 0.99 at
- * 64 KiB, 1.18 at 256 KiB, 1.23 at 512 KiB, 1.38 at 1 MiB, 1.24 at 2 MiB (where the areas
- * already stream); then about even with the streaming areas (3 pairs: 0.99 at 4 MiB, 1.05 at 8,
- * 0.98 at 16, 1.11 at 32, 0.74 and 1.18 at 64 in two sets), so up to the last-level cache for all
- * ranks' vectors together. Against the tree, which the two-rank rule ran from 256 KiB: 1.14 at
- * 256 KiB, 1.26 at 512 KiB, 1.29 at 1 MiB. Where ranks share cores: 0.80-0.82 (4 ranks, 256 KiB
- * to 16 MiB). */
+int tally_shared_allgather_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
+  return single_copy_fits(comm, desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks);
+}
+
 int tally_shared_allreduce_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  size_t all = desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks;
-  return comm->board && comm->board->cma && !comm->cores_shared && all <= comm->cache_bytes;
+  return single_copy_fits(comm, desc->count * tally_datatype_size(desc->datatype));
 }
 
 int tally_shared_alltoall_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {

@@ -7,7 +7,9 @@
 # default) and its own drop: where the caches run out, memcpy falls off a cliff of its own, and
 # Tally's drop at that size is the machine's. Then the physical references measured in the same
 # run: one core's memcpy bandwidth at 64 MiB and one-stream loopback TCP (iperf3) against Tally
-# over TCP on 2 ranks at 64 MiB.
+# over TCP on 2 ranks at 64 MiB; and, before and after, the round trip of a cache line between
+# CPUs 0 and 1 (core-pingpong): on a VM the host may place the virtual CPUs near each other or
+# far apart, and every figure here moves with it.
 # usage: bench/onehost_figures.sh [BUILD [REPEAT [RANKS [COLLS]]]]   (from the repository root)
 #   RANKS default "2 4 8", COLLS default "allreduce allgather reducescatter broadcast"
 #   ITERS (environment, default 20): timed calls a size, the same for both; nccl-tests' default.
@@ -27,6 +29,8 @@ minb=4096 maxb=67108864
 raw=$(mktemp -d); trap 'rm -rf "$raw"' EXIT
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 iters=${ITERS:-20}
+pingpong() { [ -x "$build/core-pingpong" ] && "$build/core-pingpong" | sed "s/^/# $1: /" || true; }
+pingpong before
 
 # one core's memcpy of every size, medians of REPEAT (GB/s), as "SIZE GBPS" lines
 if command -v perf >/dev/null; then
@@ -101,3 +105,4 @@ if command -v iperf3 >/dev/null; then
       t, i, (i > 0 ? t / i : 0), r
     printf "#   and against iperf3 --bidir, %.2f GB/s each way: %.2f\n", b, (b > 0 ? t / b : 0) }'
 fi
+pingpong after

@@ -172,8 +172,8 @@ static int siblings_read_each_other(void) {
 /* The tuner's measured choices for two ranks on one host (tuning/tuner.c), which scale with the
  * host's last-level cache C (TALLY_CACHE_BYTES here, so that the test does not depend on the
  * machine): where each rank has a core of its own, the areas where they run their single copy
- * (the ranks may read each other's memory: allreduces whose two vectors fit C, allgathers below
- * where the areas stream), else the tree for allreduces from 256 KiB to C/16 and halving-doubling
+ * (the ranks may read each other's memory: allreduces and allgathers whose buffers, both ranks'
+ * together, stay below C), else the tree for allreduces from 256 KiB to C/16 and halving-doubling
  * for allgathers up to C/16; the tree for broadcasts below where the areas start streaming (both
  * ranks' outputs at TALLY_STREAM_BYTES, by default C/2; the tree for all of them where nothing
  * streams); and the shared areas (as the model prices them) beyond. Where the ranks

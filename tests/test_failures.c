@@ -272,8 +272,8 @@ Test(failures, shared_alltoall_single_copy) {
   blocks_failures((struct threaded_blocks){0, 40000}, 4);
   harness_share_one_cpu(0);
 }
-/* 2 ranks with a core each read each other's 40000 floats (2 x 160 KB, below where the areas
- * stream on any cache of 1 MiB or more); 3 ranks on 2 CPUs go through the areas. */
+/* 2 ranks with a core each read each other's 40000 floats (outputs of 2 x 320 KB, below any
+ * last-level cache of 1 MiB or more); 3 ranks on 2 CPUs go through the areas. */
 Test(failures, shared_allgather_single_copy) {
   cpu_set_t cpus;
   if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)

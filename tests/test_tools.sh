@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Tests of the command-line tools: tally-run (launch, failure propagation) and tally-perf (every
-# collective and sendrecv with checking on, under tally-run and with -N, JSON output, bad
-# arguments, a short --soak of random collectives and splits, -a, --sweep of every algorithm of the
+# Tests of the command-line tools: tally-run (launch, failure propagation), core-pingpong (a
+# round trip between CPUs 0 and 1, bad CPU numbers) and tally-perf (every collective and sendrecv
+# with checking on, under tally-run and with -N, JSON output, bad arguments, a short --soak of random collectives and splits, -a, --sweep of every algorithm of the
 # reduction collectives, alltoall, gather and scatter, --gpu where there is a GPU).
 # usage: test_tools.sh BUILD_DIR
 set -uo pipefail
@@ -37,6 +37,16 @@ for coll in alltoall gather scatter sendrecv; do
   [ "$got" = $factor ] || { echo "FAIL $coll busbw/algbw: $got, expected $factor"; fail=1; }
   rm -f "$json"
 done
+if [ "$(nproc)" -ge 2 ]; then
+  check "core-pingpong" 0 "$bin/core-pingpong"
+  expect_text "core-pingpong round trip" "^CPU 0 <-> CPU 1: [0-9]+ ns a round trip"
+else
+  echo "SKIPPED: core-pingpong needs 2 CPUs, this machine has $(nproc)"
+fi
+check "core-pingpong on a CPU that is not there" 1 "$bin/core-pingpong" 0 1000
+expect_text "core-pingpong names the CPU" "cannot run on CPU 1000"
+check "core-pingpong on one CPU" 2 "$bin/core-pingpong" 1 1
+expect_text "core-pingpong usage" "two different CPU numbers"
 check "tally-perf sendrecv -N 1" 2 "$bin/tally-perf" sendrecv -N 1
 expect_text "sendrecv rank message" "sendrecv ping-pongs between ranks 0 and 1: give -N 2 or more"
 check "tally-perf scatter -r 7 -N 3" 2 "$bin/tally-perf" scatter -N 3 -r 7
