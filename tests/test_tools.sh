@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tests of the command-line tools: tally-run (launch, failure propagation), core-pingpong (a
 # round trip between CPUs 0 and 1, bad CPU numbers) and tally-perf (every collective and sendrecv
-# with checking on, under tally-run and with -N, JSON output, bad arguments, a short --soak of random collectives and splits, -a, --sweep of every algorithm of the
-# reduction collectives, alltoall, gather and scatter, --gpu where there is a GPU).
+# with checking on, under tally-run and with -N, JSON output, bad arguments, a short --soak of
+# random collectives and splits, -a, --sweep of every algorithm of the reduction collectives,
+# alltoall, gather and scatter, --gpu where there is a GPU).
 # usage: test_tools.sh BUILD_DIR
 set -uo pipefail
 bin=${1:?build directory}
