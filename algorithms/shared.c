@@ -6,19 +6,13 @@
  *   allreduce       1: copy this round's piece of the input into my area
  *                   2: reduce my 1/p slice of it from every rank's area into the results' area
  *                   3: copy the whole piece out of the results' area
- *                   or, where every rank has a core of its own and may read the others' memory
- *                   (comm->board->cma) and all the ranks' vectors stay below the last-level cache, in
- *                   one round:
- *                   1: post my sendbuf's and recvbuf's addresses on the board
- *                   2: reduce my slice from every rank's sendbuf (process_vm_readv) into recvbuf
- *                   3: read every other slice from its owner's recvbuf
  *   reduce-scatter  1: copy this round's piece of each of the p blocks into my area
  *                   2: reduce my block's pieces from every rank's area straight into recvbuf
  *   allgather       1: copy this round's piece of my block into my area
  *                   2: copy every rank's piece out to its block of recvbuf
  *                   or, where every rank has a core of its own and may read the others' memory
- *                   (comm->board->cma) and all the ranks' outputs stay below the last-level cache, in
- *                   one round:
+ *                   (comm->board->cma) and all the ranks' outputs stay below the last-level
+ *                   cache, in one round:
  *                   1: post my sendbuf's address on the board
  *                   2: read every other rank's block with process_vm_readv, copy mine
  *   broadcast       1: the root copies this round's piece into one of two areas
@@ -43,7 +37,9 @@
  * reduce, S copied out: 3S read and about 2S written, however many ranks; the ring moves
  * 2(p-1)/p S through FIFOs, each byte copied in by one rank and out by another. An alltoall
  * through the areas copies S in and S out with one meet a round where pairwise exchange posts p-1
- * messages; the single-copy form moves each byte once, with 2 meets in all. */
+ * messages; the single-copy form moves each byte once, with 2 meets in all. The single-copy
+ * allgather reads (p-1)/p of its output from the other ranks and copies its own block, where the
+ * areas copy its block in and the whole output out. */
 #include "shared.h"
 
 #include <string.h>
@@ -98,62 +94,7 @@ static size_t round_bytes(const struct tally_comm *c, enum tally_coll coll, size
   return call_bytes <= short_until && SHORT_ROUND < area ? SHORT_ROUND : area;
 }
 
-/* Where every rank has a core of its own and may read the others' memory (as for the allgather's
- * single copy, below where the areas stream): every rank posts its sendbuf and recvbuf; each
- * reduces its slice of the vector, in rank order, from every rank's sendbuf (the others' read
- * with process_vm_readv into its area, half an area at a time) into its recvbuf; a meet; each
- * reads the other slices from their owners' recvbufs; a meet, so that nobody returns while others
- * still read its buffers. In place works: before the middle meet a rank writes only its own
- * slice, which nobody reads before that meet, and reads of its other slices end at it. */
-static tally_result_t shared_allreduce_single_copy(struct tally_comm *c, const struct tally_coll_desc *d) {
-  struct board_page *page = c->board->page;
-  int p = c->nranks;
-  size_t size = tally_datatype_size(d->datatype), first, len;
-  unsigned char posted[24];
-  tally_put_u64(posted, (uint64_t)(uintptr_t)d->sendbuf);
-  tally_put_u64(posted + 8, (uint64_t)(uintptr_t)d->recvbuf);
-  tally_put_u64(posted + 16, (uint64_t)(d->count * size));
-  int set;
-  TALLY_CHECK(tally_board_meet_posting(c, d, posted, sizeof posted, &set));
-  for (int j = 0; j < p; j++)
-    if (tally_get_u64(tally_board_slot(page, set, j)->data + 16) != d->count * size)
-      return TALLY_ERROR(TALLY_ERR_INTERNAL, "rank %d posted %llu bytes for an allreduce of %zu", j,
-                         (unsigned long long)tally_get_u64(tally_board_slot(page, set, j)->data + 16),
-                         d->count * size);
-  unsigned char *acc = tally_board_big(page, c->rank), *landing = acc + page->big_bytes / 2;
-  size_t piece = page->big_bytes / 2 / size;
-  slice_of(d->count, p, c->rank, &first, &len);
-  for (size_t done = 0; done < len; done += piece) {
-    size_t n = len - done < piece ? len - done : piece, at = (first + done) * size;
-    const unsigned char *in0 = (const unsigned char *)d->sendbuf + at;
-    for (int k = 0; k < p; k++) {
-      const unsigned char *in = (const unsigned char *)d->sendbuf + at;
-      if (k != c->rank) { /* rank 0's input lands in acc, the others' beside it */
-        unsigned char *to = k == 0 ? acc : landing;
-        uint64_t theirs = tally_get_u64(tally_board_slot(page, set, k)->data) + at;
-        TALLY_CHECK(tally_board_read_peer(c, k, to, theirs, n * size));
-        in = to;
-      }
-      if (k == 0) in0 = in;
-      else tally_reduce_apply(acc, k == 1 ? in0 : acc, in, n, d->datatype, d->op);
-    }
-    if (d->op == TALLY_AVG) tally_reduce_finish_avg(acc, n, d->datatype, p);
-    memcpy((unsigned char *)d->recvbuf + at, acc, n * size);
-  }
-  TALLY_CHECK(tally_board_meet(c, d));
-  for (int k = 1; k < p; k++) {
-    int j = (c->rank + k) % p;
-    size_t their_first, their_len;
-    slice_of(d->count, p, j, &their_first, &their_len);
-    uint64_t theirs = tally_get_u64(tally_board_slot(page, set, j)->data + 8) + their_first * size;
-    unsigned char *mine = (unsigned char *)d->recvbuf + their_first * size;
-    if (their_len) TALLY_CHECK(tally_board_read_peer(c, j, mine, theirs, their_len * size));
-  }
-  return tally_board_meet(c, d);
-}
-
 static tally_result_t shared_allreduce(struct tally_comm *c, const struct tally_coll_desc *d) {
-  if (tally_shared_allreduce_single_copy(c, d)) return shared_allreduce_single_copy(c, d);
   struct board_page *page = c->board->page;
   size_t size = tally_datatype_size(d->datatype);
   size_t per_round = round_bytes(c, d->coll, d->count * size) / size;
@@ -322,32 +263,23 @@ static tally_result_t shared_alltoall_single_copy(struct tally_comm *c, const st
   return tally_board_meet(c, d);
 }
 
-/* Where an allgather's or allreduce's buffers, `bytes` a rank, read straight from the other ranks
- * beat the areas: every rank may read the others' memory and has a core of its own, and all the
- * ranks' buffers together stay below the last-level cache. Measured on 2 ranks, 8 MiB of L3,
- * busbw against the areas (streaming from 2 MiB a rank), pairs taking turns:
- *   allgather  1.04 at 64 KiB, 1.31 at 256 KiB, 1.09 at 1 MiB, 1.00 at 2 MiB (medians of 5); at
- *              4 MiB about 0.6 and at 8 MiB 0.54; in minutes when the host had put the two vCPUs
- *              far apart (core-pingpong: 480-500 ns against 75-90), 1.9 at 2 MiB, 0.83-0.94 at 8
- *              and 64 MiB (3 runs each)
- *   allreduce  0.99 at 64 KiB, 1.18 at 256 KiB, 1.23 at 512 KiB, 1.38 at 1 MiB, 1.24 at 2 MiB
- *              (medians of 5), then about even (3 pairs: 0.99 at 4 MiB, 1.05 at 8, 0.98 at 16,
- *              1.11 at 32, 0.74 and 1.18 at 64 in two sets; with the vCPUs far apart 1.3 at 1 MiB,
- *              0.97-1.04 at 4 and 16 MiB); against the tree, which the two-rank rule ran from
- *              256 KiB: 1.14 at 256 KiB, 1.26 at 512 KiB, 1.29 at 1 MiB
- * Where ranks share cores the single copy lost at every size (allgather on 4 ranks 0.43-0.79, on
- * 8 ranks 0.36-0.52, allreduce on 4 ranks 0.80-0.82, 256 KiB to 16 MiB, medians of 3; why was not
- * looked into), hence the areas there. */
-static int single_copy_fits(const struct tally_comm *comm, size_t bytes) {
-  return comm->board && comm->board->cma && !comm->cores_shared && bytes * (size_t)comm->nranks < comm->cache_bytes;
-}
-
+/* Where reading the other ranks' blocks straight from their sendbufs beats the areas: every rank
+ * may read the others' memory and has a core of its own, and all the ranks' outputs together stay
+ * below the last-level cache. Measured on 2 ranks, 8 MiB of L3, busbw against the areas
+ * (streaming from 2 MiB a rank), pairs taking turns: 1.04 at 64 KiB, 1.31 at 256 KiB, 1.09 at
+ * 1 MiB, 1.00 at 2 MiB (medians of 5); at 4 MiB about 0.6 and at 8 MiB 0.54. The host moves this
+ * VM's two vCPUs nearer each other or further apart from one minute to the next (core-pingpong:
+ * 70-170 ns or 460-500 ns a round trip); 14 rounds at 1 MiB, one pair each, gave 1.00-2.46
+ * (median 1.22) in the 9 when they were near and 1.38-2.46 (median 1.88) in the 5 when far (the
+ * areas pass every byte through lines another core just wrote), and 1.9 at 2 MiB when far. Where ranks share cores it
+ * lost at every size (4 ranks 0.43-0.79, 8 ranks 0.36-0.52, 256 KiB to 16 MiB, medians of 3; why
+ * was not looked into), hence the areas there. An allreduce in one copy each way (each rank
+ * reducing its slice from the others' sendbufs, then reading the others' slices of the result)
+ * was tried too: in the same rounds 1.18-1.81 the areas when the vCPUs were far apart, but
+ * 0.50-1.53 (median 0.82) when near, so not kept. */
 int tally_shared_allgather_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  return single_copy_fits(comm, desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks);
-}
-
-int tally_shared_allreduce_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
-  return single_copy_fits(comm, desc->count * tally_datatype_size(desc->datatype));
+  size_t output = desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks;
+  return comm->board && comm->board->cma && !comm->cores_shared && output * (size_t)comm->nranks < comm->cache_bytes;
 }
 
 int tally_shared_alltoall_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {

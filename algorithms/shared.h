@@ -26,10 +26,6 @@ int tally_shared_alltoall_single_copy(const struct tally_comm *comm, const struc
  * (process_vm_readv): where the board allows it, every rank has a core of its own and all the
  * ranks' outputs together stay below the last-level cache (shared.c says what that gave). */
 int tally_shared_allgather_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc);
-/* Whether an allreduce reads the other ranks' inputs and results straight from their buffers:
- * where the board allows it, every rank has a core of its own and all the ranks' vectors together
- * stay below the last-level cache (shared.c says what that gave). */
-int tally_shared_allreduce_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc);
 
 /* Whether a call with `output_bytes` of output on each rank writes it into the user's buffer with
  * streaming stores (core/copy.h): where the ranks' outputs together come to TALLY_STREAM_BYTES, by

@@ -171,10 +171,10 @@ static int siblings_read_each_other(void) {
 
 /* The tuner's measured choices for two ranks on one host (tuning/tuner.c), which scale with the
  * host's last-level cache C (TALLY_CACHE_BYTES here, so that the test does not depend on the
- * machine): where each rank has a core of its own, the areas where they run their single copy
- * (the ranks may read each other's memory: allreduces and allgathers whose buffers, both ranks'
- * together, stay below C), else the tree for allreduces from 256 KiB to C/16 and halving-doubling
- * for allgathers up to C/16; the tree for broadcasts below where the areas start streaming (both
+ * machine): where each rank has a core of its own, the tree for allreduces from 256 KiB to C/16;
+ * for allgathers the areas where they run their single copy (the ranks may read each other's
+ * memory and both ranks' outputs together stay below C), else halving-doubling up to C/16; the
+ * tree for broadcasts below where the areas start streaming (both
  * ranks' outputs at TALLY_STREAM_BYTES, by default C/2; the tree for all of them where nothing
  * streams); and the shared areas (as the model prices them) beyond. Where the ranks
  * share one CPU, the model's choice, which for a 1 MiB allreduce is not the tree. `arg`: the
@@ -202,26 +202,26 @@ Test(collectives, two_rank_choices_follow_the_measurement) {
   if (!single_copy) fprintf(stderr, "two_rank_choices: process_vm_readv between siblings fails here: no single copy\n");
   setenv("TALLY_CACHE_BYTES", "33554432", 1); /* 32 MiB */
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
-                           "allreduce 131072 shared  allreduce 16777216 shared  allgather 16777216 shared "
+                           "allreduce 131072 shared  allreduce 1048576 tree  allreduce 2097152 tree "
+                           "allreduce 4194304 !tree  allreduce 16777216 shared  allgather 16777216 shared "
                            "broadcast 4194304 tree  broadcast 8388608 shared  broadcast 16777216 shared "
                            "reduce_scatter 1048576 shared"),
                0);
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
-                           single_copy ? "allreduce 1048576 shared  allreduce 2097152 shared  allreduce 4194304 shared "
-                                         "allgather 65536 shared  allgather 2097152 shared  allgather 8388608 shared"
-                                       : "allreduce 1048576 tree  allreduce 2097152 tree  allreduce 4194304 !tree "
-                                         "allgather 65536 rhd  allgather 2097152 rhd  allgather 4194304 !rhd"),
+                           single_copy ? "allgather 65536 shared  allgather 2097152 shared  allgather 8388608 shared"
+                                       : "allgather 65536 rhd  allgather 2097152 rhd  allgather 4194304 !rhd"),
                0);
   setenv("TALLY_STREAM_BYTES", "0", 1); /* no streaming stores: the tree broadcasts at every size */
   cr_assert_eq(harness_run(2, 60, two_rank_choices, "broadcast 16777216 tree"), 0);
   unsetenv("TALLY_STREAM_BYTES");
   setenv("TALLY_CACHE_BYTES", "8388608", 1); /* 8 MiB: everything moves down by 4 */
-  cr_assert_eq(harness_run(2, 60, two_rank_choices, "broadcast 1048576 tree  broadcast 2097152 shared"), 0);
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
-                           single_copy ? "allreduce 524288 shared  allreduce 1048576 shared  allgather 524288 shared "
-                                         "allgather 1048576 shared"
-                                       : "allreduce 524288 tree  allreduce 1048576 !tree  allgather 524288 rhd "
-                                         "allgather 1048576 !rhd"),
+                           "allreduce 524288 tree  allreduce 1048576 !tree  broadcast 1048576 tree "
+                           "broadcast 2097152 shared"),
+               0);
+  cr_assert_eq(harness_run(2, 60, two_rank_choices,
+                           single_copy ? "allgather 524288 shared  allgather 1048576 shared"
+                                       : "allgather 524288 rhd  allgather 1048576 !rhd"),
                0);
   unsetenv("TALLY_CACHE_BYTES");
   setenv("TALLY_ALGO", "allreduce:ring,rhd,shared;broadcast:ring,shared", 1); /* the tree not allowed */

@@ -169,9 +169,8 @@ Test(failures, kill_middle_of_eight) { kill_one_of(8, 4); }
 Test(failures, kill_last_of_eight) { kill_one_of(8, 7); }
 
 /* The same failures on the shared-buffer algorithm, whose waits are the host board's meets: a
- * count mismatch, a peer that exits, one that never calls, an abort, and a kill in mid-stream. On
- * 2 ranks with a core each the allreduce takes its single copy (reading the other rank's buffers
- * with process_vm_readv), on 8 the areas. */
+ * count mismatch, a peer that exits, one that never calls, an abort, and a kill in mid-stream (of
+ * 8 ranks sharing the CPUs, and of 2). */
 #define ON_SHARED(name, call)                         \
   Test(failures, shared_##name) {                     \
     setenv("TALLY_ALGO", "allreduce:shared", 1);      \

@@ -203,18 +203,10 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
   }
 }
 
-double tally_cost_shared_single_copy(const struct tally_cost_params *m, enum tally_coll coll, int p, size_t bytes) {
-  double S = (double)bytes, read = TALLY_COST_SINGLE_COPY_READ_SHARE * m->alpha_us;
-  double x = TALLY_COST_SINGLE_COPY_SHARE * m->beta_us_per_byte, meet = TALLY_COST_MEET_SHARE * m->alpha_us;
-  switch (coll) {
-    case TALLY_COLL_ALLTOALL:
-    case TALLY_COLL_ALLGATHER: return 2 * meet + (p - 1) * read + (double)(p - 1) / p * S * x;
-    case TALLY_COLL_ALLREDUCE: { /* the inputs' slices, then the results' */
-      double others = (double)(p - 1) / p * S;
-      return 3 * meet + 2 * (p - 1) * read + 2 * others * x + others * m->gamma_us_per_byte;
-    }
-    default: return TALLY_COST_NOT_MODELLED;
-  }
+double tally_cost_shared_single_copy(const struct tally_cost_params *m, int p, size_t bytes) {
+  double meets = 2 * TALLY_COST_MEET_SHARE * m->alpha_us;
+  double reads = (p - 1) * TALLY_COST_SINGLE_COPY_READ_SHARE * m->alpha_us;
+  return meets + reads + (double)(p - 1) / p * (double)bytes * TALLY_COST_SINGLE_COPY_SHARE * m->beta_us_per_byte;
 }
 
 static double predict_ring(enum tally_coll coll, int p, size_t bytes, const struct tally_cost_params *m, size_t c) {

@@ -75,12 +75,10 @@
  *                                                              round fills half an area
  * with c = TALLY_COST_SHARED_COPY_SHARE x beta. Its single-copy forms, where the ranks may read
  * each other's memory (alltoall: blocks of at least TALLY_SHARED_ALLTOALL_SINGLE_COPY_BYTES on
- * ranks that share cores; allgather and allreduce: on ranks with cores of their own, while the
- * buffers stay in cache; shared.c), each rank reading p-1 blocks of S/p (its own it copies, not
- * priced), an allreduce twice (the inputs' slices, then the results'):
+ * ranks that share cores; allgather: on ranks with cores of their own, while the outputs stay in
+ * cache; shared.c), each rank reading p-1 blocks of S/p (its own it copies, not priced):
  *   alltoall, allgather  2 a + (p-1) r + (p-1)/p S x          r = TALLY_COST_SINGLE_COPY_READ_SHARE x alpha,
  *                                                              x = TALLY_COST_SINGLE_COPY_SHARE x beta
- *   allreduce            3 a + 2(p-1) r + 2(p-1)/p S x + (p-1)/p S gamma
  *
  * Not modelled by tally_cost_predict: hier, board and shared (their cost depends on the hosts and
  * their ranks, or the board's areas, which the tuner knows; it prices hier and shared itself),
@@ -131,9 +129,8 @@ double tally_cost_binomial_gather(const struct tally_cost_params *m, int p, size
 /* The shared-buffer algorithm's formulas above; `area_bytes` is A. */
 double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll, int p, size_t bytes,
                          size_t area_bytes);
-/* Their single-copy forms (alltoall, allgather, allreduce): `bytes` is S, the sendbuf, the whole
- * output or the vector. */
-double tally_cost_shared_single_copy(const struct tally_cost_params *m, enum tally_coll coll, int p, size_t bytes);
+/* Their single-copy forms (alltoall, allgather): `bytes` is S, the sendbuf or the whole output. */
+double tally_cost_shared_single_copy(const struct tally_cost_params *m, int p, size_t bytes);
 
 /* The share of a local message's beta that one copy of a byte into or out of a shared area costs.
  * A message through the FIFO is two copies plus the FIFO's per-slot handshakes, so less than half.

@@ -148,9 +148,7 @@ static enum tally_algo_id measured_for_two_ranks(const struct tally_comm *comm, 
   if (comm->nranks != 2 || !comm->board || comm->cores_shared) return TALLY_NUM_ALGOS;
   size_t S = model_bytes(comm, d), fits = comm->cache_bytes / 16;
   switch (d->coll) {
-    case TALLY_COLL_ALLREDUCE: /* where the areas' single copy runs it beats the tree too (shared.c) */
-      if (tally_shared_allreduce_single_copy(comm, d)) return TALLY_ALGO_SHARED;
-      return S >= (256u << 10) && S <= fits ? TALLY_ALGO_TREE : TALLY_NUM_ALGOS;
+    case TALLY_COLL_ALLREDUCE: return S >= (256u << 10) && S <= fits ? TALLY_ALGO_TREE : TALLY_NUM_ALGOS;
     case TALLY_COLL_ALLGATHER: /* where the areas' single copy runs it beats both (shared.c) */
       return tally_shared_allgather_single_copy(comm, d) ? TALLY_ALGO_SHARED : S <= fits ? TALLY_ALGO_RHD
                                                                                           : TALLY_NUM_ALGOS;
@@ -258,9 +256,8 @@ static double predict(const struct tally_comm *comm, const struct tally_coll_des
     if (!comm->board) return TALLY_COST_NOT_MODELLED; /* tally_comm_predict asks without can_run */
     if (p < 2 || S == 0) return 0.0;
     if ((d->coll == TALLY_COLL_ALLTOALL && tally_shared_alltoall_single_copy(comm, d)) ||
-        (d->coll == TALLY_COLL_ALLGATHER && tally_shared_allgather_single_copy(comm, d)) ||
-        (d->coll == TALLY_COLL_ALLREDUCE && tally_shared_allreduce_single_copy(comm, d)))
-      return tally_cost_shared_single_copy(m, d->coll, p, S);
+        (d->coll == TALLY_COLL_ALLGATHER && tally_shared_allgather_single_copy(comm, d)))
+      return tally_cost_shared_single_copy(m, p, S);
     return tally_cost_shared(m, d->coll, p, S, comm->board->page->big_bytes);
   }
   if (algo == TALLY_ALGO_RING && d->coll == TALLY_COLL_ALLREDUCE && S * (size_t)p <= TALLY_SMALL_ALLREDUCE_BYTES)
