@@ -271,12 +271,14 @@ static tally_result_t shared_alltoall_single_copy(struct tally_comm *c, const st
  * VM's two vCPUs nearer each other or further apart from one minute to the next (core-pingpong:
  * 70-170 ns or 460-500 ns a round trip); 14 rounds at 1 MiB, one pair each, gave 1.00-2.46
  * (median 1.22) in the 9 when they were near and 1.38-2.46 (median 1.88) in the 5 when far (the
- * areas pass every byte through lines another core just wrote), and 1.9 at 2 MiB when far. Where ranks share cores it
- * lost at every size (4 ranks 0.43-0.79, 8 ranks 0.36-0.52, 256 KiB to 16 MiB, medians of 3; why
- * was not looked into), hence the areas there. An allreduce in one copy each way (each rank
- * reducing its slice from the others' sendbufs, then reading the others' slices of the result)
- * was tried too: in the same rounds 1.18-1.81 the areas when the vCPUs were far apart, but
- * 0.50-1.53 (median 0.82) when near, so not kept. */
+ * areas pass every byte through lines another core just wrote), and 1.9 at 2 MiB when far.
+ * Where ranks share cores it lost at every size (4 ranks 0.43-0.79, 8 ranks 0.36-0.52, 256 KiB to
+ * 16 MiB, medians of 3; why was not looked into), hence the areas there. An allreduce in one copy
+ * each way (each rank reducing its slice from the others' sendbufs, then reading the others'
+ * slices of the result) was tried too: in the same rounds 1.18-1.81 the areas when the vCPUs were
+ * far apart, but 0.50-1.53 (median 0.82) when near, so not kept; and a broadcast whose other
+ * ranks read the root's buffer: 1.1-1.9 the streaming areas at 8 MiB in 12 rounds, but even at
+ * 64 MiB and mostly behind the tree at 1 MiB when near, so not kept either (yet). */
 int tally_shared_allgather_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   size_t output = desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks;
   return comm->board && comm->board->cma && !comm->cores_shared && output * (size_t)comm->nranks < comm->cache_bytes;

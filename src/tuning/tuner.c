@@ -140,7 +140,8 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
  *     up to 1 MiB, 1.64-2.07 at 2 and 4 MiB.
  * Hence the tree for allreduces from 256 KiB to C/16, halving-doubling for allgathers up to C/16
  * (on the larger cache that gives 2 to 4 MiB to the areas, about even there; on the smaller one
- * the areas are ahead below 512 KiB too, which no threshold on C fits to both), and the tree for
+ * the areas are ahead below 512 KiB too, which no threshold on C fits to both; but where the areas
+ * read the blocks in one copy, tally_shared_allgather_single_copy, they beat both), and the tree for
  * broadcasts below where the areas stream (tally_shared_streams, C/2 for both ranks' outputs: then
  * they broadcast 1.41-1.54x as fast as the tree, 8 to 64 MiB on the larger cache).
  * TALLY_NUM_ALGOS: the model chooses. */
@@ -149,7 +150,7 @@ static enum tally_algo_id measured_for_two_ranks(const struct tally_comm *comm, 
   size_t S = model_bytes(comm, d), fits = comm->cache_bytes / 16;
   switch (d->coll) {
     case TALLY_COLL_ALLREDUCE: return S >= (256u << 10) && S <= fits ? TALLY_ALGO_TREE : TALLY_NUM_ALGOS;
-    case TALLY_COLL_ALLGATHER: /* where the areas' single copy runs it beats both (shared.c) */
+    case TALLY_COLL_ALLGATHER:
       return tally_shared_allgather_single_copy(comm, d) ? TALLY_ALGO_SHARED : S <= fits ? TALLY_ALGO_RHD
                                                                                           : TALLY_NUM_ALGOS;
     case TALLY_COLL_BROADCAST: return tally_shared_streams(comm, S) ? TALLY_NUM_ALGOS : TALLY_ALGO_TREE;
