@@ -276,9 +276,7 @@ static tally_result_t shared_alltoall_single_copy(struct tally_comm *c, const st
  * 16 MiB, medians of 3; why was not looked into), hence the areas there. An allreduce in one copy
  * each way (each rank reducing its slice from the others' sendbufs, then reading the others'
  * slices of the result) was tried too: in the same rounds 1.18-1.81 the areas when the vCPUs were
- * far apart, but 0.50-1.53 (median 0.82) when near, so not kept; and a broadcast whose other
- * ranks read the root's buffer: 1.1-1.9 the streaming areas at 8 MiB in 12 rounds, but even at
- * 64 MiB and mostly behind the tree at 1 MiB when near, so not kept either (yet). */
+ * far apart, but 0.50-1.53 (median 0.82) when near, so not kept. */
 int tally_shared_allgather_single_copy(const struct tally_comm *comm, const struct tally_coll_desc *desc) {
   size_t output = desc->count * tally_datatype_size(desc->datatype) * (size_t)comm->nranks;
   return comm->board && comm->board->cma && !comm->cores_shared && output * (size_t)comm->nranks < comm->cache_bytes;
