@@ -104,12 +104,14 @@ static tally_result_t shared_allreduce(struct tally_comm *c, const struct tally_
   int stream = tally_shared_streams(c, d->count * size);
   for (size_t done = 0; done < d->count; done += per_round) {
     size_t n = d->count - done < per_round ? d->count - done : per_round, first, len;
-    memcpy(mine, (const unsigned char *)d->sendbuf + done * size, n * size);
-    TALLY_CHECK(tally_board_meet(c, d));
+    const unsigned char *in = (const unsigned char *)d->sendbuf + done * size;
     slice_of(n, p, c->rank, &first, &len);
+    memcpy(mine, in, first * size); /* the others' slices only: mine is reduced from sendbuf */
+    memcpy(mine + (first + len) * size, in + (first + len) * size, (n - first - len) * size);
+    TALLY_CHECK(tally_board_meet(c, d));
     if (len)
-      tally_reduce_in_order(results + first * size, tally_board_big(page, 0) + first * size, stride, p, len,
-                            d->datatype, d->op);
+      tally_reduce_in_order_own(results + first * size, tally_board_big(page, 0) + first * size, stride, p, c->rank,
+                                in + first * size, len, d->datatype, d->op);
     TALLY_CHECK(tally_board_meet(c, d));
     tally_copy((unsigned char *)d->recvbuf + done * size, results, n * size, stream);
   }
@@ -126,11 +128,12 @@ static tally_result_t shared_reduce_scatter(struct tally_comm *c, const struct t
   const unsigned char *in = d->sendbuf;
   for (size_t done = 0; done < d->count; done += per_round) {
     size_t n = d->count - done < per_round ? d->count - done : per_round;
-    for (int j = 0; j < p; j++) memcpy(mine + (size_t)j * n * size, in + (size_t)j * block + done * size, n * size);
+    for (int j = 0; j < p; j++) /* the others' blocks only: mine is reduced from sendbuf */
+      if (j != c->rank) memcpy(mine + (size_t)j * n * size, in + (size_t)j * block + done * size, n * size);
     TALLY_CHECK(tally_board_meet(c, d));
-    tally_reduce_in_order((unsigned char *)d->recvbuf + done * size,
-                          tally_board_big(page, 0) + (size_t)c->rank * n * size, page->big_bytes, p, n, d->datatype,
-                          d->op);
+    tally_reduce_in_order_own((unsigned char *)d->recvbuf + done * size,
+                              tally_board_big(page, 0) + (size_t)c->rank * n * size, page->big_bytes, p, c->rank,
+                              in + (size_t)c->rank * block + done * size, n, d->datatype, d->op);
     TALLY_CHECK(tally_board_meet(c, d));
   }
   return TALLY_SUCCESS;

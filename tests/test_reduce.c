@@ -290,6 +290,42 @@ Test(reduce, avg_sums_then_divides) {
   cr_assert(a[0] == -3 && a[1] == 5 && a[2] == 0);
 }
 
+/* ---- reductions of n inputs in rank order ---- */
+
+/* tally_reduce_in_order_own against whole-vector passes of tally_reduce_apply in rank order, bit
+ * for bit: float sums, whose rounding depends on the order; counts across the 8 KiB tiles; every
+ * choice of the input read from elsewhere; and that input being the output itself (in place). */
+Test(reduce, in_order_own_matches_passes_in_rank_order) {
+  enum { N = 5, COUNT = 5000 }; /* 20000 bytes: two whole tiles and part of a third */
+  float *inputs = malloc(sizeof(float) * N * COUNT), *own = malloc(sizeof(float) * COUNT);
+  float *expect = malloc(sizeof(float) * COUNT), *out = malloc(sizeof(float) * COUNT);
+  cr_assert(inputs && own && expect && out);
+  srand(7);
+  for (size_t i = 0; i < (size_t)N * COUNT; i++) inputs[i] = (float)rand() / (float)RAND_MAX * 1e3f - 5e2f;
+  for (size_t i = 0; i < COUNT; i++) own[i] = (float)rand() / (float)RAND_MAX * 1e-3f;
+  for (int n = 2; n <= N; n++)
+    for (int k = -1; k < n; k++)
+      for (int in_place = 0; in_place < 2 && (k >= 0 || !in_place); in_place++) {
+        const float *input[N];
+        for (int j = 0; j < n; j++) input[j] = j == k ? own : inputs + (size_t)j * COUNT;
+        tally_reduce_apply(expect, input[0], input[1], COUNT, TALLY_FLOAT32, TALLY_SUM);
+        for (int j = 2; j < n; j++) tally_reduce_apply(expect, expect, input[j], COUNT, TALLY_FLOAT32, TALLY_SUM);
+        const float *own_input = own;
+        if (in_place) own_input = memcpy(out, own, sizeof(float) * COUNT);
+        else memset(out, 0xab, sizeof(float) * COUNT);
+        tally_reduce_in_order_own(out, inputs, sizeof(float) * COUNT, n, k, own_input, COUNT, TALLY_FLOAT32, TALLY_SUM);
+        cr_assert(memcmp(out, expect, sizeof(float) * COUNT) == 0, "%d inputs, input %d elsewhere%s: not the same bits", n,
+                  k, in_place ? " and the output" : "");
+      }
+  int32_t a[3] = {3, 10, -8}, b[3] = {4, 1, 1}, c[3] = {5, 1, 0}, both[9];
+  memcpy(both, a, sizeof a), memcpy(both + 3, b, sizeof b), memcpy(both + 6, c, sizeof c);
+  int32_t avg[3]; /* AVG divides once, at the end */
+  tally_reduce_in_order_own(avg, both, sizeof a, 3, 1, c, 3, TALLY_INT32, TALLY_AVG); /* inputs a, c, c */
+  cr_assert(avg[0] == 4 && avg[1] == 4 && avg[2] == -2, "AVG of (3,5,5) (10,1,1) (-8,0,0): %d %d %d", avg[0], avg[1],
+            avg[2]);
+  free(inputs), free(own), free(expect), free(out);
+}
+
 /* ---- fp16 and bf16 conversions ---- */
 
 Test(fp16, to_float_every_value) {

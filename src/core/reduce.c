@@ -272,10 +272,39 @@ void tally_reduce_finish_avg(void *buf, size_t count, tally_datatype_t dt, int n
   avg_table[dt](buf, count, n);
 }
 
+/* Elements are reduced a tile at a time, so that out's tile stays in the first-level cache while
+ * every input passes through it: n inputs cost n reads and one write of out, where passes over the
+ * whole vector would read and write out n-1 times. Each element sees the same operations in the
+ * same order either way. */
+enum { REDUCE_TILE_BYTES = 8192 };
+
+/* Input k's tile at `offset` bytes in tally_reduce_in_order_own: own_tile for k == own. */
+static const char *tile_of(const void *first, size_t stride, int k, size_t offset, int own, const char *own_tile) {
+  return k == own ? own_tile : (const char *)first + (size_t)k * stride + offset;
+}
+
+void tally_reduce_in_order_own(void *out, const void *first, size_t stride, int n, int own, const void *own_input,
+                               size_t count, tally_datatype_t dt, tally_op_t op) {
+  size_t esize = tally_datatype_size(dt);
+  if (esize == 0) return;
+  size_t tile = REDUCE_TILE_BYTES / esize;
+  /* out may be own_input (a reduce-scatter in place): an input after the first two is read only
+   * after out's tile was written, so its tile is kept aside first */
+  _Alignas(64) char kept[REDUCE_TILE_BYTES];
+  int keep = own >= 2 && own_input == out;
+  for (size_t at = 0; at < count; at += tile) {
+    size_t m = count - at < tile ? count - at : tile, offset = at * esize;
+    char *o = (char *)out + offset;
+    const char *own_tile = own >= 0 ? (const char *)own_input + offset : NULL;
+    if (keep) own_tile = memcpy(kept, o, m * esize);
+    tally_reduce_apply(o, tile_of(first, stride, 0, offset, own, own_tile), tile_of(first, stride, 1, offset, own, own_tile),
+                       m, dt, op);
+    for (int k = 2; k < n; k++) tally_reduce_apply(o, o, tile_of(first, stride, k, offset, own, own_tile), m, dt, op);
+  }
+  if (op == TALLY_AVG) tally_reduce_finish_avg(out, count, dt, n);
+}
+
 void tally_reduce_in_order(void *out, const void *first, size_t stride, int n, size_t count, tally_datatype_t dt,
                            tally_op_t op) {
-  const char *in = first;
-  tally_reduce_apply(out, in, in + stride, count, dt, op);
-  for (int k = 2; k < n; k++) tally_reduce_apply(out, out, in + (size_t)k * stride, count, dt, op);
-  if (op == TALLY_AVG) tally_reduce_finish_avg(out, count, dt, n);
+  tally_reduce_in_order_own(out, first, stride, n, -1, NULL, count, dt, op);
 }

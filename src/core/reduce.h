@@ -21,6 +21,10 @@ void tally_reduce_finish_avg(void *buf, size_t count, tally_datatype_t dt, int n
  * n at the end. */
 void tally_reduce_in_order(void *out, const void *first, size_t stride, int n, size_t count, tally_datatype_t dt,
                            tally_op_t op);
+/* The same, but input `own` (0 <= own < n) is read from own_input instead: a rank's own data
+ * where the others' lie in shared areas. own = -1 reads every input at first + k * stride. */
+void tally_reduce_in_order_own(void *out, const void *first, size_t stride, int n, int own, const void *own_input,
+                               size_t count, tally_datatype_t dt, tally_op_t op);
 
 float tally_half_to_float(uint16_t h);
 uint16_t tally_float_to_half(float f);
