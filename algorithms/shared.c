@@ -139,6 +139,18 @@ static tally_result_t shared_reduce_scatter(struct tally_comm *c, const struct t
   return TALLY_SUCCESS;
 }
 
+/* The address rank j posted in board set `set` for a single copy of `bytes` (posted beside it: the
+ * meet compared the calls' fingerprints, sizes included, so a difference is Tally's own error). */
+static tally_result_t posted_by(const struct tally_comm *c, int set, int j, size_t bytes,
+                                const struct tally_coll_desc *d, uint64_t *address) {
+  const unsigned char *posted = tally_board_slot(c->board->page, set, j)->data;
+  if (tally_get_u64(posted + 8) != bytes)
+    return TALLY_ERROR(TALLY_ERR_INTERNAL, "rank %d posted %llu bytes for a single-copy %s of %zu", j,
+                       (unsigned long long)tally_get_u64(posted + 8), tally_coll_name(d->coll), bytes);
+  *address = tally_get_u64(posted);
+  return TALLY_SUCCESS;
+}
+
 /* Where every rank may read the others' memory (comm->board->cma): every rank posts where its
  * block is, reads every other rank's straight into its recvbuf with process_vm_readv, copies its
  * own, and meets again, so that nobody returns (and reuses its sendbuf) while others still read
@@ -154,11 +166,9 @@ static tally_result_t shared_allgather_single_copy(struct tally_comm *c, const s
   TALLY_CHECK(tally_board_meet_posting(c, d, posted, sizeof posted, &set));
   for (int k = 1; k < p; k++) {
     int j = (c->rank + k) % p;
-    const unsigned char *theirs = tally_board_slot(c->board->page, set, j)->data;
-    if (tally_get_u64(theirs + 8) != block) /* the meet compared the calls' fingerprints, sizes included */
-      return TALLY_ERROR(TALLY_ERR_INTERNAL, "rank %d posted %llu bytes for an allgather of %zu-byte blocks", j,
-                         (unsigned long long)tally_get_u64(theirs + 8), block);
-    TALLY_CHECK(tally_board_read_peer(c, j, out + (size_t)j * block, tally_get_u64(theirs), block));
+    uint64_t theirs;
+    TALLY_CHECK(posted_by(c, set, j, block, d, &theirs));
+    TALLY_CHECK(tally_board_read_peer(c, j, out + (size_t)j * block, theirs, block));
   }
   if (d->sendbuf != out + (size_t)c->rank * block) memcpy(out + (size_t)c->rank * block, d->sendbuf, block);
   return tally_board_meet(c, d);
@@ -249,17 +259,15 @@ static tally_result_t shared_alltoall_single_copy(struct tally_comm *c, const st
   tally_put_u64(posted + 16, d->sendbuf == d->recvbuf);
   int set;
   TALLY_CHECK(tally_board_meet_posting(c, d, posted, sizeof posted, &set));
+  uint64_t theirs;
   for (int j = 0; j < p; j++) {
-    const unsigned char *theirs = tally_board_slot(c->board->page, set, j)->data;
-    if (tally_get_u64(theirs + 8) != all) /* the meet compared the calls' fingerprints, sizes included */
-      return TALLY_ERROR(TALLY_ERR_INTERNAL, "rank %d posted %llu bytes for an alltoall of %zu", j,
-                         (unsigned long long)tally_get_u64(theirs + 8), all);
-    if (tally_get_u64(theirs + 16)) return shared_alltoall_areas(c, d);
+    TALLY_CHECK(posted_by(c, set, j, all, d, &theirs));
+    if (tally_get_u64(tally_board_slot(c->board->page, set, j)->data + 16)) return shared_alltoall_areas(c, d);
   }
   unsigned char *out = d->recvbuf;
   for (int k = 1; k < p; k++) {
     int j = (c->rank + k) % p;
-    uint64_t theirs = tally_get_u64(tally_board_slot(c->board->page, set, j)->data);
+    TALLY_CHECK(posted_by(c, set, j, all, d, &theirs));
     TALLY_CHECK(tally_board_read_peer(c, j, out + (size_t)j * block, theirs + (size_t)c->rank * block, block));
   }
   memcpy(out + (size_t)c->rank * block, (const unsigned char *)d->sendbuf + (size_t)c->rank * block, block);

@@ -15,7 +15,7 @@ struct threaded_blocks {
   size_t count;
 };
 /* Runs `b` on FLOAT32 buffers of n blocks (and one element more past recvbuf's, zeroed) that it
- * allocates; the caller frees them. */
+ * allocates; the caller frees them. Without the memory, the rank aborts (its test fails). */
 tally_result_t threaded_blocks_call(tally_comm_t comm, int n, const struct threaded_blocks *b, float **send,
                                     float **recv);
 
