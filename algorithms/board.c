@@ -1,5 +1,5 @@
 /* The board algorithm (board.h): setting the board up with the ring's agreement (and the test of
- * process_vm_readv between its ranks), one call on it, and reading a peer's memory for the
+ * process_vm_readv between its ranks, and the time of a meet between two), one call on it, and reading a peer's memory for the
  * shared-buffer algorithm's single-copy alltoall and allgather. */
 #define _GNU_SOURCE
 #include "board.h"
@@ -64,6 +64,35 @@ static tally_result_t cma_everywhere(struct tally_comm *c, struct tally_board *b
   return TALLY_SUCCESS;
 }
 
+/* Two ranks with a core each: whether their cores are far apart, as two cores that share no
+ * last-level cache are, or, in a VM, two vCPUs the host happens to run far apart. Each rank times
+ * MEET_PROBES meets (after MEET_WARMUP that let both arrive) and they agree on the faster rank's
+ * mean; cores whose meets take APART_MEET_NS or more are apart. The two-rank tuner asks
+ * (tuning/tuner.c): the shared areas hand every byte from one core's cache to the other's, which
+ * costs more than the FIFOs' pipelined copies where the caches are far apart.
+ * A meet costs about what a cache line's round trip does: on this 2-core VM (2026-12-06), whose
+ * host moves the two vCPUs, 160 ns where core-pingpong measured 165 ns, 471-587 ns where it
+ * measured 504-523 ns. */
+enum { MEET_WARMUP = 100, MEET_PROBES = 1000, APART_MEET_NS = 300 };
+static tally_result_t time_meets(struct tally_comm *c, struct tally_board *b) {
+  b->cores_apart = c->cfg.cores_apart == 1;
+  if (c->cfg.cores_apart != TALLY_CORES_APART_AUTO || c->nranks != 2 || c->cores_shared) return TALLY_SUCCESS;
+  struct tally_coll_desc barrier = {.coll = TALLY_COLL_BARRIER};
+  uint64_t start = 0;
+  for (int i = 0; i < MEET_WARMUP + MEET_PROBES; i++) {
+    if (i == MEET_WARMUP) start = tally_now_ns();
+    TALLY_CHECK(tally_board_meet(c, &barrier));
+  }
+  uint64_t mean = (tally_now_ns() - start) / MEET_PROBES;
+  int faster;
+  TALLY_CHECK(agree(c, mean > INT32_MAX ? INT32_MAX : (int)mean, &faster));
+  b->meet_ns = (uint32_t)faster;
+  b->cores_apart = faster >= APART_MEET_NS;
+  TLOG_INFO(TALLY_SUBSYS_INIT, "a meet on the host board takes %d ns: the two ranks' cores are %s", faster,
+            b->cores_apart ? "far apart (allreduces up to a sixteenth of the last-level cache take the ring)" : "near");
+  return TALLY_SUCCESS;
+}
+
 tally_result_t tally_board_open(struct tally_comm *c, uint64_t deadline) {
   if (c->nranks < 2 || c->nranks > TALLY_BOARD_MAX_RANKS || c->topo.nhosts != 1)
     return TALLY_SUCCESS; /* the same answer on every rank: the ring carries small collectives */
@@ -88,7 +117,7 @@ tally_result_t tally_board_open(struct tally_comm *c, uint64_t deadline) {
     return agreed;
   }
   tally_board_install(c, b);
-  return TALLY_SUCCESS;
+  return time_meets(c, b);
 }
 
 /* A rank's input for `desc`: reduce-scatter's and alltoall's p blocks, the others' vector or block

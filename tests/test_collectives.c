@@ -170,15 +170,16 @@ static int siblings_read_each_other(void) {
 }
 
 /* The tuner's measured choices for two ranks on one host (tuning/tuner.c), which scale with the
- * host's last-level cache C (TALLY_CACHE_BYTES here, so that the test does not depend on the
- * machine): where each rank has a core of its own, the tree for allreduces from 256 KiB to C/16;
- * for allgathers the areas where they run their single copy (the ranks may read each other's
- * memory and both ranks' outputs together stay below C), else halving-doubling up to C/16; the
- * tree for broadcasts below where the areas start streaming (both
- * ranks' outputs at TALLY_STREAM_BYTES, by default C/2; the tree for all of them where nothing
- * streams); and the shared areas (as the model prices them) beyond. Where the ranks
- * share one CPU, the model's choice, which for a 1 MiB allreduce is not the tree. `arg`: the
- * choices expected, "collective bytes algorithm" per line, "!" before the algorithm for "not". */
+ * host's last-level cache C (TALLY_CACHE_BYTES here) and follow how far apart the two cores are
+ * (TALLY_CORES_APART here), so that the test does not depend on the machine: where each rank has
+ * a core of its own, the ring for allreduces up to C/16 where the cores are far apart; for
+ * allgathers the areas where they run their single copy (the ranks may read each other's memory
+ * and both ranks' outputs together stay below C), else halving-doubling up to C/16; the tree for
+ * broadcasts below where the areas start streaming (both ranks' outputs at TALLY_STREAM_BYTES, by
+ * default C/2; the tree for all of them where nothing streams); and the shared areas (as the model
+ * prices them) beyond. Where the ranks share one CPU, the model's choice, which for a 1 MiB
+ * allreduce is not the tree. `arg`: the choices expected, "collective bytes algorithm" per line,
+ * "!" before the algorithm for "not". */
 static int two_rank_choices(tally_comm_t comm, int rank, int n, void *arg) {
   (void)n;
   char coll[32], want[32];
@@ -194,18 +195,41 @@ static int two_rank_choices(tally_comm_t comm, int rank, int n, void *arg) {
   }
   return bad;
 }
+
+/* TALLY_CORES_APART=auto: the two ranks time the board's meets and agree, so that both take the
+ * same algorithm for a 256 KiB allreduce, the ring or the areas, whichever their cores' distance
+ * gives; the allreduce itself then runs. */
+static int two_ranks_agree_on_the_distance(tally_comm_t comm, int rank, int n, void *arg) {
+  (void)arg;
+  const char *got = NULL;
+  if (tally_comm_tuner_choice(comm, "allreduce", 65536, TALLY_FLOAT32, &got, NULL) != TALLY_SUCCESS)
+    return harness_fail(rank, "tally_comm_tuner_choice: %s", tally_comm_last_error(comm));
+  int32_t mine = !strcmp(got, "ring") ? 1 : !strcmp(got, "shared") ? 2 : 0, both[2];
+  if (!mine) return harness_fail(rank, "a 256 KiB allreduce goes to %s, neither the ring nor the areas", got);
+  if (tally_allgather(&mine, both, 1, TALLY_INT32, comm, NULL) != TALLY_SUCCESS)
+    return harness_fail(rank, "allgather: %s", tally_comm_last_error(comm));
+  if (both[0] != both[1]) return harness_fail(rank, "the two ranks chose differently (%d, %d)", both[0], both[1]);
+  return coll_all_cases(comm, rank, n, "allreduce");
+}
+
 Test(collectives, two_rank_choices_follow_the_measurement) {
   cpu_set_t cpus;
   if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
     cr_skip_test("SKIPPED: fewer than 2 CPUs here, so 2 ranks cannot each have a core of their own");
   int single_copy = siblings_read_each_other();
   if (!single_copy) fprintf(stderr, "two_rank_choices: process_vm_readv between siblings fails here: no single copy\n");
+  cr_assert_eq(harness_run(2, 60, two_ranks_agree_on_the_distance, NULL), 0);
   setenv("TALLY_CACHE_BYTES", "33554432", 1); /* 32 MiB */
+  setenv("TALLY_CORES_APART", "0", 1);
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
-                           "allreduce 131072 shared  allreduce 1048576 tree  allreduce 2097152 tree "
-                           "allreduce 4194304 !tree  allreduce 16777216 shared  allgather 16777216 shared "
-                           "broadcast 4194304 tree  broadcast 8388608 shared  broadcast 16777216 shared "
-                           "reduce_scatter 1048576 shared"),
+                           "allreduce 131072 shared  allreduce 1048576 shared  allreduce 2097152 shared "
+                           "allreduce 16777216 shared  allgather 16777216 shared  broadcast 4194304 tree "
+                           "broadcast 8388608 shared  broadcast 16777216 shared  reduce_scatter 1048576 shared"),
+               0);
+  setenv("TALLY_CORES_APART", "1", 1);
+  cr_assert_eq(harness_run(2, 60, two_rank_choices,
+                           "allreduce 131072 ring  allreduce 2097152 ring  allreduce 4194304 !ring "
+                           "allreduce 16777216 shared  broadcast 4194304 tree"),
                0);
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
                            single_copy ? "allgather 65536 shared  allgather 2097152 shared  allgather 8388608 shared"
@@ -216,7 +240,7 @@ Test(collectives, two_rank_choices_follow_the_measurement) {
   unsetenv("TALLY_STREAM_BYTES");
   setenv("TALLY_CACHE_BYTES", "8388608", 1); /* 8 MiB: everything moves down by 4 */
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
-                           "allreduce 524288 tree  allreduce 1048576 !tree  broadcast 1048576 tree "
+                           "allreduce 524288 ring  allreduce 1048576 !ring  broadcast 1048576 tree "
                            "broadcast 2097152 shared"),
                0);
   cr_assert_eq(harness_run(2, 60, two_rank_choices,
@@ -224,13 +248,14 @@ Test(collectives, two_rank_choices_follow_the_measurement) {
                                        : "allgather 524288 rhd  allgather 1048576 !rhd"),
                0);
   unsetenv("TALLY_CACHE_BYTES");
-  setenv("TALLY_ALGO", "allreduce:ring,rhd,shared;broadcast:ring,shared", 1); /* the tree not allowed */
-  cr_assert_eq(harness_run(2, 60, two_rank_choices, "allreduce 1048576 !tree  broadcast 1048576 !tree"), 0);
+  setenv("TALLY_ALGO", "allreduce:rhd,shared;broadcast:ring,shared", 1); /* neither the ring nor the tree allowed */
+  cr_assert_eq(harness_run(2, 60, two_rank_choices, "allreduce 131072 !ring  broadcast 1048576 !tree"), 0);
   unsetenv("TALLY_ALGO");
   if (harness_share_one_cpu(1) != 0)
     cr_skip_test("SKIPPED: cannot bind the ranks to one CPU (sched_setaffinity: %s)", strerror(errno));
-  int failed = harness_run(2, 60, two_rank_choices, "allreduce 1048576 !tree  broadcast 1048576 !tree");
+  int failed = harness_run(2, 60, two_rank_choices, "allreduce 131072 !ring  broadcast 1048576 !tree");
   harness_share_one_cpu(0);
+  unsetenv("TALLY_CORES_APART");
   cr_assert_eq(failed, 0, "2 ranks sharing one CPU");
 }
 

@@ -13,7 +13,7 @@
 static void clear_env(void) {
   const char *vars[] = {"TALLY_TIMEOUT", "TALLY_SOCKET_IFNAME", "TALLY_TRANSPORT", "TALLY_ALGO", "TALLY_DEBUG",
                         "TALLY_DEBUG_SUBSYS", "TALLY_SPIN_US", "TALLY_CHUNK_BYTES", "TALLY_RING_CHANNELS", "TALLY_IB_HCA", "TALLY_IB_GID_INDEX",
-                        "TALLY_IB_REG_CACHE_MB", "TALLY_TUNING_FILE", "TALLY_TUNING_CACHE", "TALLY_CUDAIPC_MB", "TALLY_STAGING_CHUNK_MB", "TALLY_STATS", "TALLY_FLIGHT_RECORDS", "TALLY_FLIGHT_DIR", "TALLY_FLIGHT_SIGNAL", "TALLY_TRACE", "TALLY_COMPRESS", "TALLY_COMPRESS_MIN_BYTES", "TALLY_STREAM_BYTES", "TALLY_CACHE_BYTES", "TALLY_RANK",
+                        "TALLY_IB_REG_CACHE_MB", "TALLY_TUNING_FILE", "TALLY_TUNING_CACHE", "TALLY_CUDAIPC_MB", "TALLY_STAGING_CHUNK_MB", "TALLY_STATS", "TALLY_FLIGHT_RECORDS", "TALLY_FLIGHT_DIR", "TALLY_FLIGHT_SIGNAL", "TALLY_TRACE", "TALLY_COMPRESS", "TALLY_COMPRESS_MIN_BYTES", "TALLY_STREAM_BYTES", "TALLY_CACHE_BYTES", "TALLY_CORES_APART", "TALLY_RANK",
                         "TALLY_SIZE",
                         "TALLY_ROOT", "TALLY_SECRET", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
                         "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", "MASTER_ADDR",
@@ -31,6 +31,7 @@ Test(config, defaults) {
   cr_assert_str_eq(cfg.ifname, "");
   cr_assert_eq(cfg.stream_bytes, TALLY_STREAM_BYTES_AUTO); /* half the last-level cache, once it is known */
   cr_assert_eq(cfg.cache_bytes, 0);                        /* hwloc's */
+  cr_assert_eq(cfg.cores_apart, TALLY_CORES_APART_AUTO);   /* measured where two ranks share a host */
 }
 
 Test(config, timeout_parsed) {
@@ -85,6 +86,8 @@ Test(config, malformed_values_refused) {
   expect_refused("TALLY_STREAM_BYTES", "8M");
   expect_refused("TALLY_CACHE_BYTES", "-1");
   expect_refused("TALLY_CACHE_BYTES", "32M");
+  expect_refused("TALLY_CORES_APART", "yes");
+  expect_refused("TALLY_CORES_APART", "2");
   char long_path[5000];
   memset(long_path, 'x', sizeof long_path - 1);
   long_path[0] = '/';
@@ -106,6 +109,17 @@ Test(config, tuning_settings) {
   setenv("TALLY_TUNING_CACHE", "1", 1);
   cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS, "%s", tally_error_message());
   cr_assert_eq(cfg.tuning_cache, 1);
+}
+
+Test(config, cores_apart_values) {
+  const char *values[] = {"auto", "0", "1"};
+  const int want[] = {TALLY_CORES_APART_AUTO, 0, 1};
+  for (int i = 0; i < 3; i++) {
+    setenv("TALLY_CORES_APART", values[i], 1);
+    struct tally_config cfg;
+    cr_assert_eq(tally_config_load(&cfg), TALLY_SUCCESS, "%s", tally_error_message());
+    cr_assert_eq(cfg.cores_apart, want[i], "TALLY_CORES_APART=%s", values[i]);
+  }
 }
 
 /* A valid TALLY_ALGO that leaves a collective only algorithms not written yet is refused at init,

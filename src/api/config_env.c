@@ -240,6 +240,16 @@ tally_result_t tally_config_load(struct tally_config *cfg) {
   TALLY_CHECK(load_bytes("TALLY_CACHE_BYTES",
                          "the last-level cache the one-host choices scale with; 0: the one hwloc reports", 0,
                          &cfg->cache_bytes));
+  cfg->cores_apart = TALLY_CORES_APART_AUTO;
+  if ((v = env("TALLY_CORES_APART")) && strcmp(v, "auto")) {
+    if (strcmp(v, "0") && strcmp(v, "1"))
+      return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,
+                         "TALLY_CORES_APART='%s' is not auto (the default: two ranks on one host time the board's "
+                         "meets when they start), 0 (their cores are near: the shared areas) or 1 (far apart: "
+                         "allreduces up to a sixteenth of the last-level cache take the ring)",
+                         v);
+    cfg->cores_apart = v[0] == '1';
+  }
   if ((v = env("TALLY_KEEPALIVE"))) {
     if (parse_long(v, 1, 3600, &n))
       return TALLY_ERROR(TALLY_ERR_INVALID_ARGUMENT,

@@ -19,6 +19,7 @@
 /* The last-level cache the one-host choices assume where neither TALLY_CACHE_BYTES nor hwloc gives
  * one: this 2-core VM's on the day the choices were first measured. */
 #define TALLY_FALLBACK_CACHE_BYTES ((size_t)32 << 20)
+#define TALLY_CORES_APART_AUTO (-1)
 
 struct tally_config {
   double timeout_s;     /* TALLY_TIMEOUT: every wait's deadline, seconds */
@@ -51,6 +52,9 @@ struct tally_config {
                                 TALLY_STREAM_BYTES_AUTO (default): half the last-level cache */
   size_t cache_bytes;        /* TALLY_CACHE_BYTES: the last-level cache the one-host choices scale with
                                 (tuning/tuner.c, algorithms/shared.c); 0 (default): hwloc's */
+  int cores_apart;           /* TALLY_CORES_APART: whether two ranks on one host, each on a core of its own,
+                                are far apart (algorithms/board.c measures it at init; tuning/tuner.c asks);
+                                TALLY_CORES_APART_AUTO (default): measure */
   size_t cudaipc_bytes;      /* TALLY_CUDAIPC_MB: each rank's CUDA IPC window for one-host device collectives
                                 (src/device/ipc); 0 (default) stages them through host memory */
 };

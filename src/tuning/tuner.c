@@ -126,30 +126,38 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
 /* Two ranks on one host, each on a core of its own: where the FIFO algorithms were measured ahead of
  * the shared areas, which the model cannot tell apart (its alpha, beta and gamma know nothing of
  * caches). At 2 ranks the areas save no copies: an allgather or a broadcast copies as many bytes
- * through them as through a FIFO, an allreduce a quarter more (S in, S out and S/2 of results,
- * against S/2 into a FIFO and S/2 out of it each way); and a FIFO's few slots stay in cache where
- * the areas, 256 KiB a rank and one for the results, may not. So where the FIFO wins depends on the
- * host's last-level cache C (comm->cache_bytes). `tally-perf COLL --sweep -N 2`, the time of the
- * algorithm named over the areas', on this 2-core VM on two hosts:
- *   C = 32 MiB (2 to 5 sweeps each, 2026-12-05): allreduce, tree 0.69-1.01 from 256 KiB to 2 MiB
- *     (1.03-1.11 at 128 KiB, 0.97-1.07 at 4 MiB); allgather, halving-doubling 0.73-1.02 from
- *     64 KiB to 4 MiB (about even at 8 MiB); broadcast, tree 0.47-1.04 from 32 KiB to 16 MiB;
- *   C = 8 MiB (2 sweeps each, 64 KiB to 64 MiB, a later session): allreduce, tree 0.97-1.04 at
- *     256 KiB, 0.95-1.24 at 512 KiB, 1.26-1.77 from 1 MiB; allgather, halving-doubling 1.08-1.23
- *     from 64 to 256 KiB, 0.91-1.00 at 512 KiB, 1.22-2.0 from 1 to 4 MiB; broadcast, tree 0.70-0.95
- *     up to 1 MiB, 1.64-2.07 at 2 and 4 MiB.
- * Hence the tree for allreduces from 256 KiB to C/16, halving-doubling for allgathers up to C/16
- * (on the larger cache that gives 2 to 4 MiB to the areas, about even there; on the smaller one
- * the areas are ahead below 512 KiB too, which no threshold on C fits to both; but where the areas
- * read the blocks in one copy, tally_shared_allgather_single_copy, they beat both), and the tree for
- * broadcasts below where the areas stream (tally_shared_streams, C/2 for both ranks' outputs: then
- * they broadcast 1.41-1.54x as fast as the tree, 8 to 64 MiB on the larger cache).
+ * through them as through a FIFO; and a FIFO's few slots stay in cache where the areas, 256 KiB a
+ * rank and one for the results, may not. So where the FIFO wins depends on the host's last-level
+ * cache C (comm->cache_bytes) and on how far apart the two cores are (comm->board->cores_apart,
+ * timed when the board opens, or TALLY_CORES_APART). `tally-perf COLL --sweep -N 2`, the time of
+ * the algorithm named over the areas', on this 2-core VM on three hosts:
+ *   C = 32 MiB (2 to 5 sweeps each, 2026-12-05, the cores' distance not known): allreduce, tree
+ *     0.69-1.01 from 256 KiB to 2 MiB (1.03-1.11 at 128 KiB, 0.97-1.07 at 4 MiB); allgather,
+ *     halving-doubling 0.73-1.02 from 64 KiB to 4 MiB (about even at 8 MiB); broadcast, tree
+ *     0.47-1.04 from 32 KiB to 16 MiB;
+ *   C = 8 MiB (2 sweeps each, 64 KiB to 64 MiB, a later session): allgather, halving-doubling
+ *     1.08-1.23 from 64 to 256 KiB, 0.91-1.00 at 512 KiB, 1.22-2.0 from 1 to 4 MiB; broadcast,
+ *     tree 0.70-0.95 up to 1 MiB, 1.64-2.07 at 2 and 4 MiB;
+ *   C = 8 MiB, 1 MiB of L2 a core (2026-12-06, areas that reduce each rank's own slice from its
+ *     sendbuf; 8 sweeps, 64 KiB to 2 MiB, core-pingpong before each): allreduce, where the vCPUs
+ *     were far apart (a round trip of 486-507 ns, 7 sweeps), the ring 0.75-0.96 up to 512 KiB
+ *     (the best of ring, halving-doubling and tree 0.69-0.95), 0.97-1.02 at 1 MiB, 1.16-1.32 at
+ *     2 MiB; where they were near (182 ns, 1 sweep), the ring 1.42-2.16 and the tree 1.53-1.88 from
+ *     64 KiB to 2 MiB.
+ * Hence the ring for allreduces up to C/16 where the cores are far apart (and the areas where they
+ * are near), halving-doubling for allgathers up to C/16 (on the larger cache that gives 2 to 4 MiB
+ * to the areas, about even there; on the smaller one the areas are ahead below 512 KiB too, which
+ * no threshold on C fits to both; but where the areas read the blocks in one copy,
+ * tally_shared_allgather_single_copy, they beat both), and the tree for broadcasts below where the
+ * areas stream (tally_shared_streams, C/2 for both ranks' outputs: then they broadcast 1.41-1.54x
+ * as fast as the tree, 8 to 64 MiB on the larger cache).
  * TALLY_NUM_ALGOS: the model chooses. */
 static enum tally_algo_id measured_for_two_ranks(const struct tally_comm *comm, const struct tally_coll_desc *d) {
   if (comm->nranks != 2 || !comm->board || comm->cores_shared) return TALLY_NUM_ALGOS;
   size_t S = model_bytes(comm, d), fits = comm->cache_bytes / 16;
   switch (d->coll) {
-    case TALLY_COLL_ALLREDUCE: return S >= (256u << 10) && S <= fits ? TALLY_ALGO_TREE : TALLY_NUM_ALGOS;
+    case TALLY_COLL_ALLREDUCE:
+      return comm->board->cores_apart && S <= fits ? TALLY_ALGO_RING : TALLY_NUM_ALGOS;
     case TALLY_COLL_ALLGATHER:
       return tally_shared_allgather_single_copy(comm, d) ? TALLY_ALGO_SHARED : S <= fits ? TALLY_ALGO_RHD
                                                                                           : TALLY_NUM_ALGOS;
