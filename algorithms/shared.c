@@ -3,11 +3,13 @@
  * in rounds of at most one area per rank. Each round has two phases separated by a board meet
  * (tally_board_meet, a barrier that also checks every rank runs the same call):
  *
- *   allreduce       1: copy this round's piece of the input into my area
- *                   2: reduce my 1/p slice of it from every rank's area into the results' area
+ *   allreduce       1: copy the others' slices of this round's piece of the input into my area
+ *                   2: reduce my 1/p slice from the others' areas and my sendbuf, in rank order,
+ *                      into the results' area
  *                   3: copy the whole piece out of the results' area
- *   reduce-scatter  1: copy this round's piece of each of the p blocks into my area
- *                   2: reduce my block's pieces from every rank's area straight into recvbuf
+ *   reduce-scatter  1: copy this round's piece of each of the others' blocks into my area
+ *                   2: reduce my block's pieces from the others' areas and my sendbuf straight
+ *                      into recvbuf
  *   allgather       1: copy this round's piece of my block into my area
  *                   2: copy every rank's piece out to its block of recvbuf
  *                   or, where every rank has a core of its own and may read the others' memory
@@ -33,8 +35,10 @@
  * nobody overwrites an area another rank still reads: one round's writes start only after every
  * rank has left the previous round's reads. Each slice is reduced once, in rank order, by one rank, so every rank gets the same bits.
  *
- * Memory traffic per rank, S the vector (allreduce): S copied in, S read and S/p written to
- * reduce, S copied out: 3S read and about 2S written, however many ranks; the ring moves
+ * Memory traffic per rank, S the vector (allreduce): (p-1)/p S copied in, S read and S/p written
+ * to reduce, S copied out: about (3 - 1/p) S read and (2 - 1/p) S written, however many ranks
+ * (tally_reduce_in_order_own goes through the p inputs a tile at a time, so the slice it writes
+ * stays in cache meanwhile); the ring moves
  * 2(p-1)/p S through FIFOs, each byte copied in by one rank and out by another. An alltoall
  * through the areas copies S in and S out with one meet a round where pairwise exchange posts p-1
  * messages; the single-copy form moves each byte once, with 2 meets in all. The single-copy

@@ -313,6 +313,16 @@ Test(cost_model, alltoall_gather_and_scatter) {
                TALLY_ALGO_DIRECT);
 }
 
+Test(cost_model, shared_allreduce_and_reduce_scatter) {
+  /* p = 4, S = 1e6, areas of 262144 bytes: 4 rounds of two meets (alpha / 2 = 5 us each); the
+   * others' 3/4 of S copied in and S out (allreduce) or only the 3/4 in (reduce-scatter), at a
+   * quarter of beta (S: 25 us); 3/4 of S reduced at gamma (75 us). */
+  expect_time(tally_cost_shared(&example_link, TALLY_COLL_ALLREDUCE, 4, 1000000, 262144), 40.0 + 43.75 + 75.0,
+              "shared allreduce");
+  expect_time(tally_cost_shared(&example_link, TALLY_COLL_REDUCE_SCATTER, 4, 1000000, 262144), 40.0 + 18.75 + 75.0,
+              "shared reduce-scatter");
+}
+
 Test(cost_model, shared_alltoall) {
   /* Areas of 262144 bytes, rounds of half of one: S = 1e6 takes 8 rounds, a meet (alpha / 2 = 5 us)
    * each, and S is copied in and out at a quarter of beta (2 x 25 us). */

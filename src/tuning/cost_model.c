@@ -191,8 +191,8 @@ double tally_cost_shared(const struct tally_cost_params *m, enum tally_coll coll
   double meet = TALLY_COST_MEET_SHARE * m->alpha_us;
   double meets = 2.0 * (double)((per_round + area_bytes - 1) / area_bytes) * meet;
   switch (coll) {
-    case TALLY_COLL_ALLREDUCE: return meets + 2 * S * copy + reduce;
-    case TALLY_COLL_REDUCE_SCATTER: return meets + S * copy + reduce;
+    case TALLY_COLL_ALLREDUCE: return meets + (2 * S - S / p) * copy + reduce;
+    case TALLY_COLL_REDUCE_SCATTER: return meets + (S - S / p) * copy + reduce;
     case TALLY_COLL_ALLGATHER: return meets + (S / p + S) * copy;
     case TALLY_COLL_BROADCAST: return meets / 2 + meet + (S + (double)(bytes < area_bytes ? bytes : area_bytes)) * copy;
     case TALLY_COLL_ALLTOALL: { /* rounds of half an area, one meet each */

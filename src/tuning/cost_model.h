@@ -66,8 +66,9 @@
  * areas. A message on the local link is copied twice (into the FIFO by its sender, out by its
  * receiver) and pays the FIFO's handshakes, so one copy of a byte is priced at less than half of
  * beta (TALLY_COST_SHARED_COPY_SHARE x beta):
- *   allreduce       2 R a + 2 S c + (p-1)/p S gamma            R = ceil(S / A); in, reduce, out
- *   reduce-scatter  2 R a + S c + (p-1)/p S gamma              R = ceil(S / A)
+ *   allreduce       2 R a + (2 - 1/p) S c + (p-1)/p S gamma    R = ceil(S / A); the others' slices in,
+ *                                                              reduce, out
+ *   reduce-scatter  2 R a + (p-1)/p S c + (p-1)/p S gamma      R = ceil(S / A); the others' blocks in
  *   allgather       2 R a + (S/p + S) c                        R = ceil(S/p / A)
  *   broadcast       (R + 1) a + S c + min(S, A) c              R = ceil(S / A); the root copies a round in
  *                                                              while the others copy the last one out
