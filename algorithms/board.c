@@ -1,6 +1,6 @@
 /* The board algorithm (board.h): setting the board up with the ring's agreement (and the test of
- * process_vm_readv between its ranks, and the time of a meet between two), one call on it, and reading a peer's memory for the
- * shared-buffer algorithm's single-copy alltoall and allgather. */
+ * process_vm_readv between its ranks, and the time of a meet between two), one call on it, and
+ * reading a peer's memory for the shared-buffer algorithm's single-copy alltoall and allgather. */
 #define _GNU_SOURCE
 #include "board.h"
 
@@ -86,7 +86,6 @@ static tally_result_t time_meets(struct tally_comm *c, struct tally_board *b) {
   uint64_t mean = (tally_now_ns() - start) / MEET_PROBES;
   int faster;
   TALLY_CHECK(agree(c, mean > INT32_MAX ? INT32_MAX : (int)mean, &faster));
-  b->meet_ns = (uint32_t)faster;
   b->cores_apart = faster >= APART_MEET_NS;
   TLOG_INFO(TALLY_SUBSYS_INIT, "a meet on the host board takes %d ns: the two ranks' cores are %s", faster,
             b->cores_apart ? "far apart (allreduces up to a sixteenth of the last-level cache take the ring)" : "near");

@@ -177,9 +177,9 @@ static int siblings_read_each_other(void) {
  * and both ranks' outputs together stay below C), else halving-doubling up to C/16; the tree for
  * broadcasts below where the areas start streaming (both ranks' outputs at TALLY_STREAM_BYTES, by
  * default C/2; the tree for all of them where nothing streams); and the shared areas (as the model
- * prices them) beyond. Where the ranks share one CPU, the model's choice, which for a 1 MiB
- * allreduce is not the tree. `arg`: the choices expected, "collective bytes algorithm" per line,
- * "!" before the algorithm for "not". */
+ * prices them) beyond. Where the ranks share one CPU, the model's choice even with
+ * TALLY_CORES_APART=1, which for a 128 KiB allreduce is not the ring. `arg`: the choices expected,
+ * "collective bytes algorithm" per line, "!" before the algorithm for "not". */
 static int two_rank_choices(tally_comm_t comm, int rank, int n, void *arg) {
   (void)n;
   char coll[32], want[32];

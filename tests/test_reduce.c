@@ -314,8 +314,8 @@ Test(reduce, in_order_own_matches_passes_in_rank_order) {
         if (in_place) own_input = memcpy(out, own, sizeof(float) * COUNT);
         else memset(out, 0xab, sizeof(float) * COUNT);
         tally_reduce_in_order_own(out, inputs, sizeof(float) * COUNT, n, k, own_input, COUNT, TALLY_FLOAT32, TALLY_SUM);
-        cr_assert(memcmp(out, expect, sizeof(float) * COUNT) == 0, "%d inputs, input %d elsewhere%s: not the same bits", n,
-                  k, in_place ? " and the output" : "");
+        cr_assert(memcmp(out, expect, sizeof(float) * COUNT) == 0, "%d inputs, input %d elsewhere%s: not the same bits",
+                  n, k, in_place ? " and the output" : "");
       }
   int32_t a[3] = {3, 10, -8}, b[3] = {4, 1, 1}, c[3] = {5, 1, 0}, both[9];
   memcpy(both, a, sizeof a), memcpy(both + 3, b, sizeof b), memcpy(both + 6, c, sizeof c);

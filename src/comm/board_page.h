@@ -64,7 +64,6 @@ struct tally_board {
   uint64_t cma_probe; /* the value the other ranks read from this process while the board opens */
   int cma; /* every rank may read every other's memory with process_vm_readv (the same on all) */
   int cores_apart;  /* two ranks whose cores are far apart (algorithms/board.c, the same on both); else 0 */
-  uint32_t meet_ns; /* what a meet took when the board opened (two ranks with a core each); else 0 */
 };
 
 static inline struct board_slot *tally_board_slot(struct board_page *page, int set, int rank) {

@@ -297,8 +297,8 @@ void tally_reduce_in_order_own(void *out, const void *first, size_t stride, int 
     char *o = (char *)out + offset;
     const char *own_tile = own >= 0 ? (const char *)own_input + offset : NULL;
     if (keep) own_tile = memcpy(kept, o, m * esize);
-    tally_reduce_apply(o, tile_of(first, stride, 0, offset, own, own_tile), tile_of(first, stride, 1, offset, own, own_tile),
-                       m, dt, op);
+    tally_reduce_apply(o, tile_of(first, stride, 0, offset, own, own_tile),
+                       tile_of(first, stride, 1, offset, own, own_tile), m, dt, op);
     for (int k = 2; k < n; k++) tally_reduce_apply(o, o, tile_of(first, stride, k, offset, own, own_tile), m, dt, op);
   }
   if (op == TALLY_AVG) tally_reduce_finish_avg(out, count, dt, n);

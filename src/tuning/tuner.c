@@ -143,7 +143,8 @@ static size_t model_bytes(const struct tally_comm *comm, const struct tally_coll
  *     were far apart (a round trip of 486-507 ns, 7 sweeps), the ring 0.75-0.96 up to 512 KiB
  *     (the best of ring, halving-doubling and tree 0.69-0.95), 0.97-1.02 at 1 MiB, 1.16-1.32 at
  *     2 MiB; where they were near (182 ns, 1 sweep), the ring 1.42-2.16 and the tree 1.53-1.88 from
- *     64 KiB to 2 MiB.
+ *     64 KiB to 2 MiB. Four later sweeps far apart (462-486 ns) had the ring even with the areas
+ *     up to 512 KiB (0.77-1.21, median 1.00): the cores' distance is not all the host varies.
  * Hence the ring for allreduces up to C/16 where the cores are far apart (and the areas where they
  * are near), halving-doubling for allgathers up to C/16 (on the larger cache that gives 2 to 4 MiB
  * to the areas, about even there; on the smaller one the areas are ahead below 512 KiB too, which
